@@ -1,0 +1,1 @@
+"""The evaluator: fidelity and bitrate of callsynth beside ordinary video codecs."""

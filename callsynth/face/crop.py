@@ -1,0 +1,94 @@
+"""A stable square face crop: fixed from the first face it sees, moved only when the head leaves it.
+
+A crop that followed every frame would turn head motion into background motion, which neither the
+pose code nor a viewer wants; so the box stays put until the face nears its edge or changes size a lot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CROP_SIZE = 256
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A square in frame pixels: centre and side."""
+
+    cx: float
+    cy: float
+    side: float
+
+    @property
+    def scale(self) -> float:
+        return CROP_SIZE / self.side
+
+    def matrix(self) -> np.ndarray:
+        """2x3 affine from frame pixels to crop pixels."""
+        s = self.scale
+        return np.array([[s, 0, s * (self.side / 2 - self.cx)],
+                         [0, s, s * (self.side / 2 - self.cy)]], dtype=np.float64)
+
+    def to_crop(self, landmarks: np.ndarray) -> np.ndarray:
+        """Landmarks (x, y, z) from frame pixels to crop pixels; z scales like x."""
+        out = np.asarray(landmarks, dtype=np.float64).copy()
+        m = self.matrix()
+        out[:, 0] = out[:, 0] * m[0, 0] + m[0, 2]
+        out[:, 1] = out[:, 1] * m[1, 1] + m[1, 2]
+        if out.shape[1] > 2:
+            out[:, 2] *= self.scale
+        return out
+
+    def cut(self, frame: np.ndarray) -> np.ndarray:
+        """The CROP_SIZE x CROP_SIZE crop; outside the frame, edge pixels are repeated."""
+        interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
+        return cv2.warpAffine(frame, self.matrix(), (CROP_SIZE, CROP_SIZE), flags=interp,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+
+def box_for_face(landmarks: np.ndarray, zoom: float = 1.9) -> CropBox:
+    """A box around the face mesh, large enough for hair, ears and neck, a little above centre."""
+    lo, hi = landmarks[:, :2].min(0), landmarks[:, :2].max(0)
+    w, h = hi - lo
+    side = zoom * max(w, h)
+    cx, cy = (lo + hi) / 2
+    return CropBox(float(cx), float(cy - 0.05 * h), float(side))
+
+
+def full_frame_box(frame_shape) -> CropBox:
+    h, w = frame_shape[:2]
+    return CropBox(w / 2, h / 2, float(min(w, h)))
+
+
+class StableCrop:
+    """Keeps one CropBox until the face leaves its inner margin or its size drifts too far."""
+
+    def __init__(self, zoom: float = 1.9, margin: float = 0.08, size_tolerance: float = 0.25):
+        self.zoom, self.margin, self.size_tolerance = zoom, margin, size_tolerance
+        self.box: CropBox | None = None
+        self.moves = 0
+
+    def update(self, landmarks: np.ndarray | None, frame_shape) -> CropBox:
+        if landmarks is None:
+            if self.box is None:
+                return full_frame_box(frame_shape)
+            return self.box
+        if self.box is None or self._left(landmarks):
+            if self.box is not None:
+                self.moves += 1
+            self.box = box_for_face(landmarks, self.zoom)
+        return self.box
+
+    def _left(self, landmarks: np.ndarray) -> bool:
+        box = self.box
+        pts = box.to_crop(landmarks[:, :2])
+        lo, hi = pts.min(0), pts.max(0)
+        edge = self.margin * CROP_SIZE
+        if lo.min() < edge or hi.max() > CROP_SIZE - edge:
+            return True
+        face = max(hi - lo)
+        expected = CROP_SIZE / self.zoom
+        return abs(face / expected - 1) > self.size_tolerance

@@ -1,0 +1,79 @@
+"""Tracked landmarks of whole clips, in stable-crop pixels, cached on disk outside the repository.
+
+Fitting the basis (and, later, training) reads thousands of frames; tracking them once is enough.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..media import MediaError, iter_frames, video_info
+from .crop import StableCrop
+from .tracker import NUM_LANDMARKS, FaceTracker
+
+CACHE_VERSION = 2
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth"
+    return Path(base) / "landmarks"
+
+
+def _key(path: Path, max_frames: int | None) -> str:
+    st = path.stat()
+    raw = f"{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{int(st.st_mtime)}|{max_frames}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:20]
+
+
+def track_file(path: str | Path, max_frames: int | None = None) -> dict:
+    """{'landmarks': (T, 478, 3) crop pixels, NaN where no face; 'fps': float}."""
+    path = Path(path)
+    target = cache_dir() / f"{_key(path, max_frames)}.npz"
+    if target.exists():
+        with np.load(target) as data:
+            return {"landmarks": data["landmarks"], "fps": float(data["fps"])}
+    is_image = path.suffix.lower() in {".jpg", ".jpeg", ".png"}
+    fps = 25.0 if is_image else video_info(path).fps
+    crop = StableCrop()
+    out = []
+    with FaceTracker(video=not is_image, smoothing=False, fps=fps) as tracker:
+        for frame in iter_frames(path, max_frames):
+            result = tracker.process(frame)
+            box = crop.update(result.landmarks, frame.shape)
+            if result.found:
+                out.append(box.to_crop(result.landmarks).astype(np.float32))
+            else:
+                out.append(np.full((NUM_LANDMARKS, 3), np.nan, np.float32))
+    landmarks = np.stack(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, landmarks=landmarks, fps=fps)
+    tmp.replace(target)
+    return {"landmarks": landmarks, "fps": fps}
+
+
+def _worker(args):
+    path, max_frames = args
+    try:
+        return str(path), track_file(path, max_frames)
+    except MediaError as exc:
+        return str(path), exc
+
+
+def track_many(paths, max_frames: int | None = None, workers: int = 2, desc: str = "tracking"):
+    """Track many files in parallel processes, with a progress bar; unreadable files are reported."""
+    jobs = [(Path(p), max_frames) for p in paths]
+    results, failed = {}, {}
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        for path, res in tqdm(pool.imap_unordered(_worker, jobs), total=len(jobs), desc=desc):
+            (failed if isinstance(res, Exception) else results)[path] = res
+    for path, exc in failed.items():
+        print(f"skipped {path}: {exc}")
+    return results

@@ -1,0 +1,64 @@
+"""Rigid head pose (rotation, translation, scale) by Umeyama's least-squares similarity fit.
+
+Landmarks are in normalised crop units (crop pixels / crop size); the mean face shape is centred with
+an RMS radius of 1, so `scale` is the face's RMS radius as a fraction of the crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) minimising sum |dst - (s R src + t)|^2 (Umeyama 1991)."""
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var_s = (xs ** 2).sum() / len(src)
+    cov = xd.T @ xs / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    sign = np.ones(len(d))
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1
+    rot = u @ np.diag(sign) @ vt
+    scale = float((d * sign).sum() / var_s) if var_s > 0 else 1.0
+    trans = mu_d - scale * rot @ mu_s
+    return scale, rot, trans
+
+
+@dataclass
+class Pose:
+    """Head pose: landmarks = scale * R(rotvec) @ canonical + translation."""
+
+    rotvec: np.ndarray      # (3,) axis-angle, radians
+    translation: np.ndarray  # (3,) normalised crop units; z only matters for canonicalisation
+    scale: float
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return Rotation.from_rotvec(self.rotvec).as_matrix()
+
+    def apply(self, canonical: np.ndarray) -> np.ndarray:
+        return self.scale * canonical @ self.matrix.T + self.translation
+
+    def to_canonical(self, landmarks: np.ndarray) -> np.ndarray:
+        return (landmarks - self.translation) @ self.matrix / self.scale
+
+
+def estimate_pose(landmarks: np.ndarray, mean_shape: np.ndarray, rigid_idx: np.ndarray) -> Pose:
+    """Fit the mean shape's rigid points to the frame's; the translation carries the whole mesh's depth."""
+    scale, rot, trans = umeyama(mean_shape[rigid_idx], landmarks[rigid_idx])
+    return Pose(Rotation.from_matrix(rot).as_rotvec(), trans, scale)
+
+
+def interpolate_pose(a: Pose, b: Pose, w: float) -> Pose:
+    """Pose a fraction w of the way from a to b (spherical for the rotation)."""
+    ra, rb = Rotation.from_rotvec(a.rotvec), Rotation.from_rotvec(b.rotvec)
+    delta = (ra.inv() * rb).as_rotvec()
+    rot = ra * Rotation.from_rotvec(w * delta)
+    return Pose(rot.as_rotvec(), (1 - w) * a.translation + w * b.translation,
+                float(np.exp((1 - w) * np.log(a.scale) + w * np.log(b.scale))))

@@ -1,0 +1,141 @@
+"""Face tracking on MediaPipe face mesh: 478 points (with irises) per frame, or an explicit "no face".
+
+MediaPipe 0.10.14 ships the face-mesh model inside its wheel, so tracking runs offline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+NUM_LANDMARKS = 478
+# Outer eye corners, the denominator of the landmark NME (inter-ocular distance).
+LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 33, 263
+
+
+@dataclass
+class TrackResult:
+    """Landmarks in pixels (x, y, and z on the scale of x), or None with the reason."""
+
+    landmarks: np.ndarray | None
+    reason: str = ""
+
+    @property
+    def found(self) -> bool:
+        return self.landmarks is not None
+
+
+def as_rgb_uint8(frame) -> np.ndarray:
+    """Coerce any decodable frame (gray, RGBA, float, strided) to contiguous RGB uint8."""
+    arr = np.asarray(frame)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"not an image: array of shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        arr = np.asarray(arr, dtype=np.float64)
+        if arr.size and np.nanmax(arr) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+class OneEuroFilter:
+    """Speed-adaptive low-pass (Casiez et al. 2012): steady points stay still, fast motion has no lag."""
+
+    def __init__(self, min_cutoff: float = 3.0, beta: float = 0.05, d_cutoff: float = 1.0):
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.prev: np.ndarray | None = None
+        self.dprev: np.ndarray | None = None
+
+    @staticmethod
+    def _alpha(cutoff, dt):
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def reset(self) -> None:
+        self.prev = self.dprev = None
+
+    def __call__(self, x: np.ndarray, dt: float) -> np.ndarray:
+        if self.prev is None:
+            self.prev, self.dprev = x.copy(), np.zeros_like(x)
+            return x
+        dx = (x - self.prev) / dt
+        a_d = self._alpha(self.d_cutoff, dt)
+        self.dprev = a_d * dx + (1 - a_d) * self.dprev
+        # The cutoff adapts to the speed of the whole face, scaled to pixels per second.
+        speed = float(np.linalg.norm(self.dprev, axis=-1).mean())
+        a = self._alpha(self.min_cutoff + self.beta * speed, dt)
+        self.prev = a * x + (1 - a) * self.prev
+        return self.prev
+
+
+class FaceTracker:
+    """MediaPipe face mesh in video (tracking) or image mode; the largest face when there are several."""
+
+    def __init__(self, video: bool = True, smoothing: bool = True, fps: float = 30.0,
+                 max_faces: int = 4, min_detection_confidence: float = 0.5):
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=not video,
+            max_num_faces=max_faces,
+            refine_landmarks=True,
+            min_detection_confidence=min_detection_confidence,
+            min_tracking_confidence=0.5,
+        )
+        self._filter = OneEuroFilter() if (smoothing and video) else None
+        self._dt = 1.0 / fps
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def process(self, frame) -> TrackResult:
+        """Landmarks of the largest face in an RGB frame; never raises on a decodable frame."""
+        try:
+            rgb = as_rgb_uint8(frame)
+        except ValueError as exc:
+            return self._lost(str(exc))
+        h, w = rgb.shape[:2]
+        if h < 16 or w < 16:
+            return self._lost(f"frame too small ({w}x{h})")
+        try:
+            result = self._mesh.process(rgb)
+        except Exception as exc:  # MediaPipe raises plain RuntimeErrors on odd input.
+            return self._lost(f"tracker error: {exc}")
+        faces = result.multi_face_landmarks
+        if not faces:
+            return self._lost("no face")
+        best, best_area = None, -1.0
+        for face in faces:
+            pts = np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float32)
+            span = pts[:, :2].max(0) - pts[:, :2].min(0)
+            if span[0] * span[1] > best_area:
+                best, best_area = pts, float(span[0] * span[1])
+        if best.shape[0] != NUM_LANDMARKS:
+            return self._lost(f"unexpected landmark count {best.shape[0]}")
+        if self._filter is not None:
+            best = self._filter(best, self._dt).astype(np.float32)
+        return TrackResult(best)
+
+    def _lost(self, reason: str) -> TrackResult:
+        if self._filter is not None:
+            self._filter.reset()
+        return TrackResult(None, reason)
+
+
+def inter_ocular(landmarks: np.ndarray) -> float:
+    """Distance between the outer eye corners, in the landmarks' units."""
+    return float(np.linalg.norm(landmarks[LEFT_EYE_OUTER, :2] - landmarks[RIGHT_EYE_OUTER, :2]))

@@ -1,0 +1,89 @@
+"""Warp the still to target landmarks: piecewise affine over a triangulation of the face mesh, extended
+by rings of control points around the face so that hair, ears and neck follow the head, and by fixed
+points on the crop border so that the background stays where it is instead of tearing.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from .crop import CROP_SIZE
+from .pose import umeyama
+
+# Face-oval indices of the MediaPipe mesh (FACEMESH_FACE_OVAL, in order around the face).
+FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378,
+                      400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21,
+                      54, 103, 67, 109])
+# Rings of extra control points: (distance from the face centre in face radii, how much they follow
+# the head's similarity motion; the crop border follows with 0).
+RINGS = ((1.3, 1.0), (1.75, 0.6))
+BORDER_STEPS = 8
+SUBPIXEL = 4  # fixed-point bits for rasterising triangles
+
+
+def _similarity_2d(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 matrix of the least-squares similarity from src to dst points."""
+    s, r, t = umeyama(src, dst)
+    return np.hstack([s * r, t[:, None]])
+
+
+class FaceWarper:
+    """Holds the still and its triangulation; warps it to any target landmarks of the same mesh."""
+
+    def __init__(self, still: np.ndarray, still_landmarks: np.ndarray, size: int = CROP_SIZE):
+        self.still = np.ascontiguousarray(still)
+        self.size = size
+        self.face_src = np.asarray(still_landmarks, dtype=np.float64)[:, :2]
+        centre = self.face_src[FACE_OVAL].mean(0)
+        oval = self.face_src[FACE_OVAL] - centre
+        inside = lambda p: np.all((p > 1) & (p < size - 2), axis=1)  # noqa: E731
+        self.rings = []
+        for radius, follow in RINGS:
+            pts = centre + radius * oval
+            self.rings.append((pts[inside(pts)], follow))
+        edge = np.linspace(-1.0, size, BORDER_STEPS + 1)
+        lo, hi = np.full_like(edge, -1.0), np.full_like(edge, float(size))
+        border = np.concatenate([np.stack([edge, lo], 1), np.stack([edge, hi], 1),
+                                 np.stack([lo, edge], 1), np.stack([hi, edge], 1)])
+        self.border = np.unique(border, axis=0)
+        self.src_points = self._control_points(self.face_src, np.eye(2, 3))
+        self.triangles = Delaunay(self.src_points).simplices.astype(np.int32)
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+        self._grid = np.stack([xs, ys, np.ones_like(xs)], axis=-1)  # (H, W, 3)
+
+    def _control_points(self, face: np.ndarray, head: np.ndarray) -> np.ndarray:
+        parts = [face]
+        for pts, follow in self.rings:
+            moved = pts @ head[:, :2].T + head[:, 2]
+            parts.append(pts + follow * (moved - pts))
+        parts.append(self.border)
+        return np.concatenate(parts)
+
+    def target_points(self, target_landmarks: np.ndarray) -> np.ndarray:
+        face = np.asarray(target_landmarks, dtype=np.float64)[:, :2]
+        head = _similarity_2d(self.face_src[FACE_OVAL], face[FACE_OVAL])
+        return self._control_points(face, head)
+
+    def maps(self, target_landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Backward maps (map_x, map_y): for each output pixel, where to sample the still."""
+        dst = self.target_points(target_landmarks)
+        tri_dst = dst[self.triangles]                       # (T, 3, 2)
+        tri_src = self.src_points[self.triangles]
+        # Affine per triangle, target -> source: [x y 1] @ A = [u v].
+        homog = np.concatenate([tri_dst, np.ones((len(tri_dst), 3, 1))], axis=2)
+        affine = np.linalg.pinv(homog) @ tri_src          # (T, 3, 2)
+        ids = np.full((self.size, self.size), -1, dtype=np.int32)
+        fixed = np.round(tri_dst * (1 << SUBPIXEL)).astype(np.int32)
+        for i, tri in enumerate(fixed):
+            cv2.fillConvexPoly(ids, tri, int(i), lineType=cv2.LINE_8, shift=SUBPIXEL)
+        affine = np.concatenate([affine, np.array([[[1, 0], [0, 1], [0, 0]]])], 0).astype(np.float32)
+        per_pixel = affine[ids]                              # id -1 picks the identity map
+        mapped = np.einsum("hwk,hwkc->hwc", self._grid, per_pixel)
+        return mapped[..., 0], mapped[..., 1]
+
+    def warp(self, target_landmarks: np.ndarray) -> np.ndarray:
+        map_x, map_y = self.maps(target_landmarks)
+        return cv2.remap(self.still, map_x, map_y, interpolation=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)

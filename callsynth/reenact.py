@@ -1,0 +1,114 @@
+"""Reenactment through the call's own path: tracker → code → packet bytes → decode → playout → warp.
+
+The sender and receiver halves here are the very classes a call uses; only the network is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from receiver.playout import FeatureTimeline
+from receiver.renderer import WarpRenderer
+from sender.features import FeatureEncoder
+
+from .face.basis import ExpressionBasis
+from .face.still import Still
+from .wire import Codec, WireError
+
+
+@dataclass
+class ReenactStats:
+    fps: float
+    send_every: int
+    frames: int = 0
+    frames_no_face: int = 0
+    no_face_reasons: dict = field(default_factory=dict)
+    packet_bytes: list = field(default_factory=list)
+    rejected_packets: int = 0
+    timings_ms: dict = field(default_factory=lambda: {"track": [], "encode": [], "decode": [],
+                                                      "render": []})
+
+    def summary(self) -> dict:
+        duration = self.frames / self.fps if self.fps else 0.0
+        sent = len(self.packet_bytes)
+        mean_bytes = float(np.mean(self.packet_bytes)) if sent else 0.0
+        out = {
+            "frames": self.frames,
+            "fps": self.fps,
+            "duration_s": round(duration, 3),
+            "send_every": self.send_every,
+            "packets": sent,
+            "packet_rate_hz": round(self.fps / self.send_every, 3),
+            "bytes_per_packet": {"mean": round(mean_bytes, 2),
+                                 "min": int(min(self.packet_bytes, default=0)),
+                                 "max": int(max(self.packet_bytes, default=0))},
+            "payload_kbps": round(sum(self.packet_bytes) * 8 / duration / 1000, 3) if duration else 0.0,
+            "payload_kbps_at_30fps": round(mean_bytes * 8 * 30 / self.send_every / 1000, 3),
+            "frames_no_face": self.frames_no_face,
+            "no_face_reasons": self.no_face_reasons,
+            "rejected_packets": self.rejected_packets,
+            "timings_ms": {},
+        }
+        for name, values in self.timings_ms.items():
+            if values:
+                out["timings_ms"][name] = {"mean": round(float(np.mean(values)), 3),
+                                           "p95": round(float(np.percentile(values, 95)), 3)}
+        per_frame = sum(out["timings_ms"].get(k, {}).get("mean", 0.0) for k in ("track", "render"))
+        out["timings_ms"]["track_plus_render_fps"] = round(1000 / per_frame, 1) if per_frame else None
+        return out
+
+
+def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: ExpressionBasis,
+            send_every: int = 2, smoothing: bool = True,
+            stats: ReenactStats | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (reference crop, rebuilt frame) for every driving frame, in order."""
+    stats = stats or ReenactStats(fps, send_every)
+    encoder = FeatureEncoder(basis, still, fps=fps, send_every=send_every, smoothing=smoothing)
+    receiver_codec = Codec(basis)
+    renderer = WarpRenderer(basis, still)
+    timeline = FeatureTimeline(renderer.rest_pose, basis.k)
+    pending: deque[tuple[float, np.ndarray]] = deque()
+    newest = -1.0
+
+    def render(t_ms: float) -> np.ndarray:
+        t0 = time.perf_counter()
+        image = renderer.render(timeline.at(t_ms))
+        stats.timings_ms["render"].append((time.perf_counter() - t0) * 1e3)
+        return image
+
+    try:
+        for index, frame in enumerate(frames):
+            capture_ms = int(round(index * 1000 / fps))
+            sent = encoder.process(frame, capture_ms)
+            stats.frames += 1
+            for key, value in sent.timings_ms.items():
+                stats.timings_ms[key].append(value)
+            if not sent.found:
+                stats.frames_no_face += 1
+                stats.no_face_reasons[sent.reason] = stats.no_face_reasons.get(sent.reason, 0) + 1
+            pending.append((capture_ms, sent.crop))
+            if sent.packet is not None:
+                stats.packet_bytes.append(len(sent.packet))
+                t0 = time.perf_counter()
+                try:
+                    features = receiver_codec.decode(sent.packet)
+                except WireError:
+                    stats.rejected_packets += 1
+                else:
+                    timeline.add(features, capture_ms)
+                    newest = capture_ms
+                stats.timings_ms["decode"].append((time.perf_counter() - t0) * 1e3)
+            # A frame can be shown once the packet after it (or at it) has arrived.
+            while pending and pending[0][0] <= newest:
+                t_ms, crop = pending.popleft()
+                yield crop, render(t_ms)
+        while pending:
+            t_ms, crop = pending.popleft()
+            yield crop, render(t_ms)
+    finally:
+        encoder.close()

@@ -1,0 +1,49 @@
+"""The identity split of ../shared/data: which files are validation people, which are training data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+
+def data_root() -> Path:
+    """../shared/data beside the checkout, or $CALLSYNTH_DATA."""
+    env = os.environ.get("CALLSYNTH_DATA")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[1]
+    for base in (here, Path.cwd()):
+        candidate = base.parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("no ../shared/data found beside the checkout; set CALLSYNTH_DATA")
+
+
+def _split() -> dict:
+    return json.loads((resources.files("callsynth") / "assets" / "identity_split.json").read_text())
+
+
+def validation_files() -> set[str]:
+    return {f for files in _split()["validation"].values() for f in files}
+
+
+def eval_clips(root: Path | None = None) -> list[Path]:
+    root = root or data_root()
+    return [root / f for f in _split()["eval_clips"]]
+
+
+def manifest(root: Path | None = None) -> list[dict]:
+    root = root or data_root()
+    with open(root / "manifest.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def training_files(kind: str, root: Path | None = None) -> list[Path]:
+    """Training files of one kind ('video' or 'image'): everything not of a validation person."""
+    root = root or data_root()
+    held = validation_files()
+    return [root / row["file"] for row in manifest(root)
+            if row["kind"] == kind and row["file"] not in held]

@@ -1,0 +1,33 @@
+"""The receiver's frame builder: (pose, code) → target landmarks → the still warped to them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from callsynth.face.basis import ExpressionBasis
+from callsynth.face.code import FaceCoder
+from callsynth.face.pose import Pose
+from callsynth.face.still import Still
+from callsynth.face.warp import FaceWarper
+
+
+class WarpRenderer:
+    """Non-neural renderer: piecewise-affine warp of the still (the generator's attribute image)."""
+
+    def __init__(self, basis: ExpressionBasis, still: Still):
+        self.still = still
+        self.coder = FaceCoder(basis, still.landmarks)
+        self.warper = FaceWarper(still.image, still.landmarks)
+
+    @property
+    def rest_pose(self) -> Pose:
+        return self.coder.still_pose
+
+    def target_landmarks(self, pose: Pose, code: np.ndarray) -> np.ndarray:
+        return self.coder.landmarks(pose, code)
+
+    def render(self, state: tuple[Pose, np.ndarray] | None) -> np.ndarray:
+        """A frame for (pose, code); the still itself when nothing has arrived yet."""
+        if state is None:
+            return self.still.image.copy()
+        return self.warper.warp(self.target_landmarks(*state))

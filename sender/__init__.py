@@ -1,0 +1,1 @@
+"""The sending side of a call: capture, tracking, feature packets."""
