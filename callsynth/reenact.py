@@ -64,11 +64,17 @@ class ReenactStats:
 
 
 def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: ExpressionBasis,
-            send_every: int = 2, smoothing: bool = True,
-            stats: ReenactStats | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (reference crop, rebuilt frame) for every driving frame, in order."""
+            send_every: int = 2, smoothing: bool = True, stats: ReenactStats | None = None,
+            sender_still: Still | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (reference crop, rebuilt frame) for every driving frame, in order.
+
+    `sender_still` is what the sender measures codes from: the same still in a call; the driving
+    video's own first frame when it drives somebody else, so that the driver's face shape is not sent
+    as if it were an expression.
+    """
     stats = stats or ReenactStats(fps, send_every)
-    encoder = FeatureEncoder(basis, still, fps=fps, send_every=send_every, smoothing=smoothing)
+    encoder = FeatureEncoder(basis, sender_still or still, fps=fps, send_every=send_every,
+                             smoothing=smoothing)
     receiver_codec = Codec(basis)
     renderer = WarpRenderer(basis, still)
     timeline = FeatureTimeline(renderer.rest_pose, basis.k)

@@ -29,6 +29,7 @@ class FeatureEncoder:
 
     def __init__(self, basis: ExpressionBasis, still: Still, fps: float = 30.0, send_every: int = 2,
                  smoothing: bool = True):
+        """`still` is the face codes are measured from: in a call, the caller's own still."""
         if send_every < 1:
             raise ValueError("send_every must be at least 1")
         self.codec = Codec(basis)

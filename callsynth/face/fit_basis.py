@@ -139,7 +139,9 @@ def fit_basis(out_dir: str | Path, code_bits: int = 104, max_components: int = 4
     keep = bits > 0
     explained = float((sing[: max_components][keep] ** 2).sum() / (sing ** 2).sum())
 
-    rot_lim = max(0.6, 1.3 * float(np.abs(poses[:, :3]).max()))
+    # Rotations beyond about 65 degrees are past what the face mesh tracks; a few glitches must not
+    # stretch the range (and coarsen the step) for everyone.
+    rot_lim = float(np.clip(1.3 * np.percentile(np.abs(poses[:, :3]), 99.9), 0.6, 1.15))
     lsc_lo, lsc_hi = np.percentile(poses[:, 5], [0.1, 99.9])
     pose_lo = np.array([-rot_lim] * 3 + [0.0, 0.0, lsc_lo - 0.35])
     pose_hi = np.array([rot_lim] * 3 + [1.0, 1.0, lsc_hi + 0.35])

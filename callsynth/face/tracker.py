@@ -5,10 +5,14 @@ MediaPipe 0.10.14 ships the face-mesh model inside its wheel, so tracking runs o
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
 
 NUM_LANDMARKS = 478
 # Outer eye corners, the denominator of the landmark NME (inter-ocular distance).
@@ -76,6 +80,23 @@ class OneEuroFilter:
         return self.prev
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """MediaPipe's C++ side prints start-up chatter straight to fd 2; hide it, keep Python errors."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class FaceTracker:
     """MediaPipe face mesh in video (tracking) or image mode; the largest face when there are several."""
 
@@ -83,13 +104,15 @@ class FaceTracker:
                  max_faces: int = 4, min_detection_confidence: float = 0.5):
         import mediapipe as mp
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=not video,
-            max_num_faces=max_faces,
-            refine_landmarks=True,
-            min_detection_confidence=min_detection_confidence,
-            min_tracking_confidence=0.5,
-        )
+        with _quiet_native_stderr():
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=not video,
+                max_num_faces=max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=min_detection_confidence,
+                min_tracking_confidence=0.5,
+            )
+        self._warm = False
         self._filter = OneEuroFilter() if (smoothing and video) else None
         self._dt = 1.0 / fps
 
@@ -112,7 +135,12 @@ class FaceTracker:
         if h < 16 or w < 16:
             return self._lost(f"frame too small ({w}x{h})")
         try:
-            result = self._mesh.process(rgb)
+            if self._warm:
+                result = self._mesh.process(rgb)
+            else:
+                with _quiet_native_stderr():
+                    result = self._mesh.process(rgb)
+                self._warm = True
         except Exception as exc:  # MediaPipe raises plain RuntimeErrors on odd input.
             return self._lost(f"tracker error: {exc}")
         faces = result.multi_face_landmarks

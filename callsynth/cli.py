@@ -1,0 +1,191 @@
+"""The `callsynth` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
+warnings.filterwarnings("ignore", module="google.protobuf")
+
+EPILOG = "Run `callsynth COMMAND --help` for the options of each command."
+
+
+def _kbps_list(text: str) -> tuple:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}")
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError("bitrates must be positive")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def cmd_fit_basis(args) -> int:
+    from .face.fit_basis import fit_basis
+
+    basis = fit_basis(args.out, code_bits=args.code_bits, max_components=args.max_components,
+                      max_grid_s1=args.max_grid_s1, workers=args.workers)
+    if args.set_default:
+        (Path(args.out) / "default_basis.json").write_text(json.dumps({"basis": basis.name}) + "\n")
+        print(f"default basis is now {basis.name}")
+    return 0
+
+
+def cmd_reenact(args) -> int:
+    from tqdm import tqdm
+
+    from .face.basis import load_basis
+    from .face.still import prepare_still
+    from .media import VideoWriter, iter_frames, read_still, video_info
+    from .reenact import ReenactStats, reenact
+
+    basis = load_basis(args.basis)
+    info = video_info(args.driving)
+    still = prepare_still(read_still(args.identity), source=str(args.identity))
+    relative = args.relative if args.relative is not None else (
+        args.identity.resolve() != args.driving.resolve())
+    sender_still = prepare_still(read_still(args.driving), source=f"{args.driving} first frame") \
+        if relative else None
+    stats = ReenactStats(info.fps, args.send_every)
+    total = min(info.frames or 0, args.max_frames or 10 ** 9) or None
+    started = time.perf_counter()
+    out = VideoWriter(args.output, info.fps)
+    ref = VideoWriter(args.reference_out, info.fps) if args.reference_out else None
+    try:
+        pairs = reenact(still, iter_frames(args.driving, args.max_frames), info.fps, basis,
+                        send_every=args.send_every, smoothing=not args.no_smoothing, stats=stats,
+                        sender_still=sender_still)
+        for crop, frame in tqdm(pairs, total=total, desc="reenact", unit="frame", disable=args.quiet):
+            out.write(frame)
+            if ref:
+                ref.write(crop)
+    finally:
+        out.close()
+        if ref:
+            ref.close()
+    summary = stats.summary()
+    summary["wall_s"] = round(time.perf_counter() - started, 3)
+    summary["basis"] = basis.name
+    summary["codes_relative_to"] = "driving first frame" if relative else "identity still"
+    summary["identity"], summary["driving"] = str(args.identity), str(args.driving)
+    if args.stats:
+        Path(args.stats).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.stats).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{summary['frames']} frames, {summary['packets']} packets of {summary['bytes_per_packet']['mean']:.1f}"
+          f" B: payload {summary['payload_kbps']:.2f} kbps ({summary['payload_kbps_at_30fps']:.2f} kbps at "
+          f"30 fps), {summary['frames_no_face']} frames without a face -> {args.output}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .eval.codecs import parse_codecs
+    from .eval.report import floors
+    from .eval.run import run_eval
+    from .face.basis import load_basis
+    from .split import eval_clips
+
+    codecs = parse_codecs(args.codecs) if args.codecs else []
+    clips = [Path(c) for c in args.clips] if args.clips else eval_clips()
+    for clip in clips:
+        if not clip.exists():
+            raise FileNotFoundError(f"{clip}: no such clip")
+    report = run_eval(clips, Path(args.out), load_basis(args.basis), codecs, args.kbps, args.max_frames)
+    print(f"{'method':<16} {'setting':<20} {'kbps':>8} {'NME %':>7} {'SSIM':>6} {'PSNR':>6}")
+    for r in floors(report["summary"]):
+        print(f"{r['method']:<16} {r['setting']:<20} {r['kbps']:>8.2f} {r.get('nme', float('nan')):>7.2f} "
+              f"{r['ssim']:>6.3f} {r['psnr']:>6.2f}")
+    print(f"report: {Path(args.out) / 'report.md'}, {Path(args.out) / 'rate_distortion.png'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callsynth",
+        description="Video calls at a few kbps: the sender streams head pose and an expression code, "
+                    "the receiver rebuilds the caller's face from one still picture.",
+        epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("reenact", help="animate a still with a driving video, through the wire format",
+                       description="Run tracker -> code -> packets -> decode -> landmarks -> warp frame by "
+                                   "frame, exactly as a call would, and write the rebuilt video.")
+    p.add_argument("--identity", required=True, type=Path,
+                   help="the caller's still: an image, or a video whose first frame is used")
+    p.add_argument("--driving", required=True, type=Path, help="video whose pose and expression drive it")
+    p.add_argument("--output", required=True, type=Path, help="rebuilt video (mp4, 256x256)")
+    p.add_argument("--reference-out", type=Path,
+                   help="also write the driving frames cropped exactly like OUTPUT, frame for frame")
+    p.add_argument("--stats", type=Path, help="write bytes per packet, kbps, faceless frames, timings (JSON)")
+    p.add_argument("--send-every", type=_positive_int, default=2,
+                   help="send a packet every Nth frame, interpolate between (default 2: 15 packets/s at 30 fps)")
+    p.add_argument("--basis", type=Path, help="basis file (default: the one shipped in callsynth/assets)")
+    p.add_argument("--max-frames", type=_positive_int, help="stop after this many driving frames")
+    p.add_argument("--relative", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure codes from the driving video's first frame instead of the still "
+                        "(default: on when IDENTITY and DRIVING are different files)")
+    p.add_argument("--no-smoothing", action="store_true", help="turn off the tracker's landmark smoothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reenact)
+
+    p = sub.add_parser("eval", help="fidelity and bitrate of callsynth beside video codecs",
+                       description="Self-reenactment of each clip (still = first frame) and each codec at "
+                                   "its lowest reachable bitrate and a few higher ones. Writes report.json, "
+                                   "report.md and rate_distortion.png to --out.")
+    p.add_argument("--clips", nargs="+", help="video clips (default: the validation clips of the identity split)")
+    p.add_argument("--codecs", default="x264,vp8,vp9,av1",
+                   help="comma-separated subset of x264,vp8,vp9,av1; empty for none (default: all)")
+    p.add_argument("--kbps", type=_kbps_list, default=(4, 8, 16, 32, 64),
+                   help="codec target bitrates, comma-separated (default 4,8,16,32,64)")
+    p.add_argument("--out", required=True, type=Path, help="folder for the report")
+    p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
+    p.add_argument("--max-frames", type=_positive_int, help="use at most this many frames of each clip")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("fit-basis", help="fit the mean face, rigid points and PCA expression basis",
+                       description="Fit the expression basis on the training identities of ../shared/data "
+                                   "and write basis-<hash>.npz (landmarks are cached in ~/.cache/callsynth).")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "assets", help="output folder")
+    p.add_argument("--code-bits", type=_positive_int, default=104, help="wire bits for the code (default 104)")
+    p.add_argument("--max-components", type=_positive_int, default=40, help="PCA components considered")
+    p.add_argument("--max-grid-s1", type=_positive_int, default=120, help="GRID s1 clips used (of 1000)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="tracking processes")
+    p.add_argument("--set-default", action="store_true", help="make the new basis the shipped default")
+    p.set_defaults(func=cmd_fit_basis)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from .face.basis import BasisError
+    from .face.still import NoFaceError
+    from .media import MediaError
+
+    try:
+        return args.func(args)
+    except (MediaError, NoFaceError, BasisError, FileNotFoundError, ValueError) as exc:
+        print(f"callsynth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

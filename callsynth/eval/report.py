@@ -1,0 +1,71 @@
+"""The evaluator's markdown table and rate–distortion plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _fmt(value, spec):
+    return "–" if value is None else format(value, spec)
+
+
+def floors(summary: list[dict]) -> list[dict]:
+    """Each codec's lowest measured bitrate, and callsynth at every packet rate."""
+    rows = [r for r in summary if r["method"].startswith("callsynth")]
+    for method in dict.fromkeys(r["method"] for r in summary if not r["method"].startswith("callsynth")):
+        rows.append(min((r for r in summary if r["method"] == method), key=lambda r: r["kbps"]))
+    return rows
+
+
+def markdown(report: dict) -> str:
+    head = ("| method | setting | payload kbps (measured) | kbps at 30 fps | landmark NME % | SSIM | "
+            "PSNR dB | face lost % |\n|---|---|---|---|---|---|---|---|\n")
+
+    def table(rows):
+        return head + "".join(
+            f"| {r['method']} | {r['setting']} | {r['kbps']:.2f} | {_fmt(r.get('kbps_at_30fps'), '.2f')} "
+            f"| {_fmt(r.get('nme'), '.2f')} | {_fmt(r.get('ssim'), '.3f')} | {_fmt(r.get('psnr'), '.2f')} "
+            f"| {_fmt(r.get('face_lost_pct'), '.1f')} |\n" for r in rows)
+
+    clips = "\n".join(f"- {c}" for c in report["clips"])
+    codecs = "\n".join(f"- {k}: {v}" for k, v in report["codecs"].items())
+    return (f"# callsynth evaluation\n\nBasis: {report['basis']}. Means over {len(report['clips'])} clips "
+            f"(self-reenactment, still = first frame; 256x256 stable crops).\n\n"
+            f"## At each codec's floor\n\n{table(floors(report['summary']))}\n"
+            f"## All settings\n\n{table(report['summary'])}\n## Clips\n\n{clips}\n\n## Codecs\n\n{codecs}\n")
+
+
+def plot(report: dict, path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    methods = dict.fromkeys(r["method"] for r in report["summary"])
+    for method in methods:
+        rows = sorted((r for r in report["summary"] if r["method"] == method), key=lambda r: r["kbps"])
+        style = dict(marker="o", lw=2.5, color="crimson") if method.startswith("callsynth") else dict(
+            marker=".", lw=1.2)
+        label = report["codecs"].get(method, method)
+        for ax, key in zip(axes, ("nme", "ssim")):
+            pts = [(r["kbps"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts), label=label, **style)
+    for ax, title in zip(axes, ("landmark NME, % of inter-ocular (lower is better)",
+                                "SSIM (higher is better)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("measured payload bitrate, kbps")
+        ax.set_title(title, fontsize=10)
+        ax.axvline(4, color="grey", ls="--", lw=0.8)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Rate–distortion over {len(report['clips'])} validation clips", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    (out_dir / "report.md").write_text(markdown(report))
+    plot(report, out_dir / "rate_distortion.png")

@@ -1,0 +1,38 @@
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+warnings.filterwarnings("ignore", module="google.protobuf")
+
+from callsynth.media import iter_frames  # noqa: E402
+from callsynth.split import data_root  # noqa: E402
+
+# A validation clip (a person no basis fitting has seen) and a training clip.
+VAL_CLIP = "video/pcavs/00067.mp4"
+GRID_CLIP = "video/grid_s1/bbaf2n.mp4"
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    return data_root()
+
+
+@pytest.fixture(scope="session")
+def val_frames(data) -> list[np.ndarray]:
+    return list(iter_frames(data / VAL_CLIP, max_frames=40))
+
+
+@pytest.fixture(scope="session")
+def basis():
+    from callsynth.face.basis import load_basis
+    return load_basis()
+
+
+@pytest.fixture(scope="session")
+def still(val_frames):
+    from callsynth.face.still import prepare_still
+    return prepare_still(val_frames[0])

@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+
+from callsynth.cli import main
+from callsynth.media import iter_frames
+
+from .conftest import VAL_CLIP
+
+
+def test_reenact_writes_output_reference_and_stats(data, tmp_path):
+    clip = data / VAL_CLIP
+    out, ref, stats = tmp_path / "out.mp4", tmp_path / "ref.mp4", tmp_path / "stats.json"
+    rc = main(["reenact", "--identity", str(clip), "--driving", str(clip), "--output", str(out),
+               "--reference-out", str(ref), "--stats", str(stats), "--max-frames", "24", "--quiet"])
+    assert rc == 0
+    a, b = list(iter_frames(out)), list(iter_frames(ref))
+    assert len(a) == len(b) == 24 and a[0].shape == b[0].shape == (256, 256, 3)
+    # Frame 0 is the still itself, warped by its own (quantised) pose.
+    assert np.abs(a[0].astype(int) - b[0]).mean() < 6
+    s = json.loads(stats.read_text())
+    assert s["frames"] == 24 and s["packets"] == 12 and s["frames_no_face"] == 0
+    assert 0 < s["payload_kbps_at_30fps"] <= 4.0
+    assert {"track", "render", "decode"} <= set(s["timings_ms"])
+
+
+def test_reenact_with_faceless_driving_frames(tmp_path, data):
+    """A driving clip whose middle has no face: packets say so, output keeps every frame."""
+    from callsynth.media import VideoWriter
+    frames = list(iter_frames(data / VAL_CLIP, max_frames=12))
+    driving = tmp_path / "gap.mp4"
+    with VideoWriter(driving, 25) as w:
+        for i, f in enumerate(frames):
+            w.write(np.zeros_like(f) if 4 <= i < 8 else f)
+    stats = tmp_path / "s.json"
+    rc = main(["reenact", "--identity", str(data / VAL_CLIP), "--driving", str(driving),
+               "--output", str(tmp_path / "o.mp4"), "--stats", str(stats), "--quiet"])
+    assert rc == 0
+    s = json.loads(stats.read_text())
+    assert s["frames"] == 12 and s["frames_no_face"] == 4
+    assert len(list(iter_frames(tmp_path / "o.mp4"))) == 12
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", b""])
+def test_bad_identity_gives_a_clear_error(tmp_path, data, capsys, content):
+    bad = tmp_path / "still.png"
+    bad.write_bytes(content)
+    rc = main(["reenact", "--identity", str(bad), "--driving", str(data / VAL_CLIP),
+               "--output", str(tmp_path / "o.mp4"), "--quiet"])
+    assert rc == 2
+    assert "still.png" in capsys.readouterr().err
+
+
+def test_identity_without_a_face(tmp_path, data, capsys):
+    from callsynth.media import VideoWriter
+    blank = tmp_path / "blank.mp4"
+    with VideoWriter(blank, 25) as w:
+        w.write(np.full((128, 128, 3), 90, np.uint8))
+    rc = main(["reenact", "--identity", str(blank), "--driving", str(data / VAL_CLIP),
+               "--output", str(tmp_path / "o.mp4"), "--quiet"])
+    assert rc == 2 and "no face" in capsys.readouterr().err
+
+
+def test_eval_writes_report_table_and_plot(data, tmp_path):
+    rc = main(["eval", "--clips", str(data / VAL_CLIP), "--codecs", "vp9,x264", "--kbps", "8",
+               "--max-frames", "20", "--out", str(tmp_path)])
+    assert rc == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    rows = {(r["method"], r["setting"]): r for r in report["summary"]}
+    warp = [r for (m, _), r in rows.items() if m == "callsynth-warp"]
+    assert len(warp) == 3 and all(r["nme"] < 3.5 for r in warp)
+    assert any(m == "vp9" for m, _ in rows) and any(m == "x264" for m, _ in rows)
+    assert "| callsynth-warp |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "rate_distortion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_rejects_unknown_codec(tmp_path, capsys):
+    assert main(["eval", "--codecs", "mpeg2", "--out", str(tmp_path)]) == 2
+    assert "unknown codec" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+import socket
+
+import numpy as np
+import pytest
+
+from callsynth.face.tracker import NUM_LANDMARKS, FaceTracker, inter_ocular
+
+
+def test_tracker_runs_offline_on_a_real_frame(val_frames, monkeypatch):
+    """The face-mesh model must come from the installed wheel: any network use fails this test."""
+    def no_network(*args, **kwargs):
+        raise AssertionError("the tracker tried to use the network")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with FaceTracker(video=False, smoothing=False) as tracker:
+        result = tracker.process(val_frames[0])
+    assert result.found
+    assert result.landmarks.shape == (NUM_LANDMARKS, 3)
+    h, w = val_frames[0].shape[:2]
+    assert 0 < result.landmarks[:, 0].min() < result.landmarks[:, 0].max() < w
+    assert inter_ocular(result.landmarks) > 20  # a face, not a speck
+
+
+@pytest.mark.parametrize("frame", [
+    np.zeros((240, 320, 3), np.uint8),                 # black
+    np.full((64, 64), 200, np.uint8),                  # grayscale
+    np.random.default_rng(0).random((120, 160, 3)),    # float noise
+    np.zeros((100, 100, 4), np.uint8),                 # RGBA
+    np.zeros((1, 1, 3), np.uint8),                     # tiny
+    np.zeros((5, 5, 5), np.uint8),                     # not an image
+])
+def test_no_face_is_an_explicit_result_not_an_exception(frame):
+    with FaceTracker() as tracker:
+        result = tracker.process(frame)
+    assert not result.found and result.reason
+
+
+def test_several_faces_give_the_largest(val_frames):
+    big = val_frames[0]
+    small = big[::2, ::2]
+    canvas = np.zeros((big.shape[0], big.shape[1] + small.shape[1], 3), np.uint8)
+    canvas[:, : big.shape[1]] = big
+    canvas[: small.shape[0], big.shape[1]:] = small
+    with FaceTracker(video=False, smoothing=False) as tracker:
+        result = tracker.process(canvas)
+    assert result.found
+    assert result.landmarks[:, 0].mean() < big.shape[1]  # the big face, on the left
+
+
+def test_video_mode_smoothing_follows_the_face(val_frames):
+    with FaceTracker(video=True, smoothing=True) as smooth, \
+            FaceTracker(video=True, smoothing=False) as raw:
+        gaps = []
+        for frame in val_frames[:20]:
+            a, b = smooth.process(frame), raw.process(frame)
+            assert a.found and b.found
+            gaps.append(np.abs(a.landmarks[:, :2] - b.landmarks[:, :2]).mean())
+    assert gaps[0] == 0          # the first frame passes through
+    assert max(gaps) < 3.0       # light smoothing: never far from the raw track (pixels)
