@@ -112,7 +112,7 @@ class FaceTracker:
                 min_detection_confidence=min_detection_confidence,
                 min_tracking_confidence=0.5,
             )
-        self._warm = False
+        self._quiet_calls = 2  # the first calls build the graph and print chatter too
         self._filter = OneEuroFilter() if (smoothing and video) else None
         self._dt = 1.0 / fps
 
@@ -135,12 +135,12 @@ class FaceTracker:
         if h < 16 or w < 16:
             return self._lost(f"frame too small ({w}x{h})")
         try:
-            if self._warm:
+            if self._quiet_calls <= 0:
                 result = self._mesh.process(rgb)
             else:
+                self._quiet_calls -= 1
                 with _quiet_native_stderr():
                     result = self._mesh.process(rgb)
-                self._warm = True
         except Exception as exc:  # MediaPipe raises plain RuntimeErrors on odd input.
             return self._lost(f"tracker error: {exc}")
         faces = result.multi_face_landmarks
