@@ -162,3 +162,80 @@ class Codec:
 
     def roundtrip(self, frame: FrameFeatures) -> FrameFeatures:
         return self.decode(self.encode(frame))
+
+
+# --- The identity message: the still, sent once on the reliable "identity" channel. ---------------------
+#
+#     bytes 0-3   b"CSID"
+#     byte 4      identity message version
+#     bytes 5-6   basis tag the landmarks are meant for
+#     bytes 7-8   number of landmarks N
+#     N*3 float32 still landmarks in crop pixels (sent, not re-tracked, so both ends code from the same face)
+#     rest        the still as JPEG
+#
+# The landmarks travel with the image because the receiver must rebuild exactly the face the sender
+# measures codes against; re-tracking a JPEG would shift them by a pixel or so.
+
+IDENTITY_MAGIC = b"CSID"
+IDENTITY_VERSION = 1
+IDENTITY_HEADER = struct.Struct("<4sBHH")
+MAX_IDENTITY = 60 * 1024          # under SCTP's usual 64 KiB message limit
+IDENTITY_JPEG_QUALITY = 92
+
+
+class IdentityError(WireError):
+    """An identity message that cannot be used as the caller's still."""
+
+
+def encode_identity(still, basis: ExpressionBasis) -> bytes:
+    import cv2
+
+    landmarks = np.asarray(still.landmarks, dtype="<f4")
+    head = IDENTITY_HEADER.pack(IDENTITY_MAGIC, IDENTITY_VERSION, basis.tag, landmarks.shape[0])
+    for quality in (IDENTITY_JPEG_QUALITY, 85, 75, 60):
+        ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(still.image[:, :, ::-1]),
+                                [cv2.IMWRITE_JPEG_QUALITY, quality])
+        message = head + landmarks.tobytes() + jpeg.tobytes()
+        if ok and len(message) <= MAX_IDENTITY:
+            return message
+    raise IdentityError(f"still does not fit in {MAX_IDENTITY} bytes even at JPEG quality 60")
+
+
+def decode_identity(message: bytes, basis: ExpressionBasis):
+    """The still (callsynth.face.still.Still) in an identity message; IdentityError if it is unusable."""
+    import cv2
+
+    from .face.crop import CROP_SIZE
+    from .face.still import Still
+
+    if not isinstance(message, (bytes, bytearray, memoryview)):
+        raise IdentityError(f"identity message must be bytes, not {type(message).__name__}")
+    message = bytes(message)
+    if len(message) > MAX_IDENTITY:
+        raise OversizedPacket(f"identity message of {len(message)} bytes exceeds {MAX_IDENTITY}")
+    if len(message) < IDENTITY_HEADER.size:
+        raise TruncatedPacket("identity message shorter than its header")
+    magic, version, tag, n = IDENTITY_HEADER.unpack_from(message)
+    if magic != IDENTITY_MAGIC:
+        raise IdentityError("not an identity message (bad magic)")
+    if version != IDENTITY_VERSION:
+        raise VersionMismatch(f"identity message version {version}, this receiver speaks "
+                              f"{IDENTITY_VERSION}")
+    if tag != basis.tag:
+        raise BasisMismatch(f"identity made for basis tag {tag:04x}, receiver holds {basis.name}")
+    if n != basis.mean_shape.shape[0]:
+        raise IdentityError(f"identity carries {n} landmarks, the basis has {basis.mean_shape.shape[0]}")
+    end = IDENTITY_HEADER.size + n * 3 * 4
+    if len(message) <= end:
+        raise TruncatedPacket("identity message ends before its image")
+    landmarks = np.frombuffer(message, dtype="<f4", count=n * 3, offset=IDENTITY_HEADER.size)
+    landmarks = landmarks.reshape(n, 3).astype(np.float64)
+    if not np.all(np.isfinite(landmarks)) or np.abs(landmarks[:, :2]).max() > 4 * CROP_SIZE:
+        raise IdentityError("identity landmarks are not finite or lie far outside the crop")
+    image = cv2.imdecode(np.frombuffer(message[end:], dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise IdentityError("identity image is not a decodable JPEG")
+    if image.shape != (CROP_SIZE, CROP_SIZE, 3):
+        raise IdentityError(f"identity image is {image.shape[1]}x{image.shape[0]}, expected "
+                            f"{CROP_SIZE}x{CROP_SIZE}")
+    return Still(np.ascontiguousarray(image[:, :, ::-1]), landmarks)

@@ -1,7 +1,8 @@
 """Which pose and code to show at a given time, from the packets received so far.
 
-Between two packets it interpolates; after the last one it holds; when the sender reports no face it
-holds a moment, then eases back to the still's own pose and a neutral (zero) code.
+Between two packets it interpolates; past the newest one it extrapolates along the last two for a short
+while (a late or lost packet), then holds; when the sender reports no face, or nothing arrives for long,
+it holds a moment, then eases back to the still's own pose and a neutral (zero) code.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from callsynth.wire import FrameFeatures
 
 class FeatureTimeline:
     def __init__(self, rest_pose: Pose, code_size: int, hold_ms: float = 500, ease_ms: float = 500,
-                 horizon_ms: float = 5000):
+                 horizon_ms: float = 5000, extrapolate_ms: float = 0, silence_ms: float | None = None):
+        """`extrapolate_ms`: how far past the newest packet to continue its motion (0: hold at once).
+        `silence_ms`: with no packet at all for this long, ease back to rest as if the face were gone."""
         self.rest = (rest_pose, np.zeros(code_size))
         self.hold_ms, self.ease_ms, self.horizon_ms = hold_ms, ease_ms, horizon_ms
+        self.extrapolate_ms, self.silence_ms = extrapolate_ms, silence_ms
         self.times: list[int] = []
         self.items: list[FrameFeatures] = []
 
@@ -49,13 +53,32 @@ class FeatureTimeline:
         if last is None:
             return None
         t_last, face = last
-        # Held since the last face; after hold_ms, ease toward the rest pose.
         gap = t_ms - t_last
+        if before.has_face and after is None:
+            # Past the newest packet: continue its motion briefly, hold, and after a long silence
+            # ease back to rest.
+            state = self._extrapolate(i - 1, gap) if i >= 2 else (face.pose, face.code)
+            if self.silence_ms is None or gap <= self.silence_ms:
+                return state
+            return self._toward_rest(state, (gap - self.silence_ms) / self.ease_ms)
         if before.has_face or gap <= self.hold_ms:
             return face.pose, face.code
-        w = min(1.0, (gap - self.hold_ms) / self.ease_ms)
+        # The sender said "no face": held for hold_ms, then eased toward the rest pose.
+        return self._toward_rest((face.pose, face.code), (gap - self.hold_ms) / self.ease_ms)
+
+    def _extrapolate(self, i: int, gap: float) -> tuple[Pose, np.ndarray]:
+        """Continue the motion from packet i-1 to packet i for up to extrapolate_ms, then hold."""
+        prev, last = self.items[i - 1], self.items[i]
+        if not prev.has_face or self.extrapolate_ms <= 0:
+            return last.pose, last.code
+        span = max(1, self.times[i] - self.times[i - 1])
+        w = 1.0 + min(gap, self.extrapolate_ms) / span
+        return interpolate_pose(prev.pose, last.pose, w), (1 - w) * prev.code + w * last.code
+
+    def _toward_rest(self, state, w: float) -> tuple[Pose, np.ndarray]:
+        w = float(np.clip(w, 0.0, 1.0))
         rest_pose, rest_code = self.rest
-        return interpolate_pose(face.pose, rest_pose, w), (1 - w) * face.code + w * rest_code
+        return interpolate_pose(state[0], rest_pose, w), (1 - w) * state[1] + w * rest_code
 
     def _last_face(self, i: int):
         while i >= 0:

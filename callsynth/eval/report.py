@@ -32,12 +32,18 @@ def markdown(report: dict) -> str:
             f"| {_fmt(r.get('nme'), '.2f')} | {_fmt(r.get('ssim'), '.3f')} | {_fmt(r.get('psnr'), '.2f')} "
             f"| {_fmt(r.get('face_lost_pct'), '.1f')} |\n" for r in rows)
 
+    per_clip = "| clip | setting | payload kbps | kbps at 30 fps | landmark NME % | SSIM | PSNR dB |\n" \
+               "|---|---|---|---|---|---|---|\n" + "".join(
+                   f"| {Path(r['clip']).name} | {r['setting']} | {r['kbps']:.2f} | {r['kbps_at_30fps']:.2f} "
+                   f"| {_fmt(r.get('nme'), '.2f')} | {_fmt(r.get('ssim'), '.3f')} | {_fmt(r.get('psnr'), '.2f')} |\n"
+                   for r in report["per_clip"] if r["method"].startswith("callsynth"))
     clips = "\n".join(f"- {c}" for c in report["clips"])
     codecs = "\n".join(f"- {k}: {v}" for k, v in report["codecs"].items())
     return (f"# callsynth evaluation\n\nBasis: {report['basis']}. Means over {len(report['clips'])} clips "
             f"(self-reenactment, still = first frame; 256x256 stable crops).\n\n"
             f"## At each codec's floor\n\n{table(floors(report['summary']))}\n"
-            f"## All settings\n\n{table(report['summary'])}\n## Clips\n\n{clips}\n\n## Codecs\n\n{codecs}\n")
+            f"## All settings\n\n{table(report['summary'])}\n"
+            f"## callsynth per clip\n\n{per_clip}\n## Clips\n\n{clips}\n\n## Codecs\n\n{codecs}\n")
 
 
 def plot(report: dict, path: Path) -> None:

@@ -63,7 +63,8 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
             ref_lm = [stream(r) for r in ref]
             stream.close()
         summary = stats.summary()
-        rows.append({"method": "callsynth-warp", "setting": f"{fps / send_every:.1f} packets/s",
+        setting = "every frame" if send_every == 1 else f"1 packet / {send_every} frames"
+        rows.append({"method": "callsynth-warp", "setting": setting, "packets_per_s": fps / send_every,
                      "kbps": summary["payload_kbps"], "kbps_at_30fps": summary["payload_kbps_at_30fps"],
                      **score(ref, ref_lm, [o for _, o in pairs], fps)})
         progress.update(1)

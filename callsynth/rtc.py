@@ -1,0 +1,98 @@
+"""aiortc set-up shared by sender and receiver: peer connections bound to chosen addresses, a speech
+bitrate for Opus, and a byte counter that splits on-wire traffic into data channels and audio.
+
+aiortc has no public knob for any of the three, so each is a small, documented patch in this module only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import aioice.ice
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
+from aiortc.codecs import opus
+
+FEATURES_CHANNEL = "features"     # unordered, no retransmits: a late pose is worthless
+IDENTITY_CHANNEL = "identity"     # reliable, ordered: the still arrives whole or not at all
+UDP_IPV4_HEADERS = 28             # what the IP and UDP headers add to every datagram
+SPEECH_OPUS_BPS = 16000
+
+_ice_hosts: list[str] | None = None
+_aioice_host_addresses = aioice.ice.get_host_addresses
+
+
+def _chosen_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    if _ice_hosts is None:
+        return _aioice_host_addresses(use_ipv4, use_ipv6)
+    return [h for h in _ice_hosts if (":" in h and use_ipv6) or (":" not in h and use_ipv4)]
+
+
+def restrict_ice_hosts(hosts: list[str] | None) -> None:
+    """Offer ICE candidates only on these addresses (aioice leaves out 127.0.0.1 on its own, which
+    would make a loopback call depend on the machine having some other interface)."""
+    global _ice_hosts
+    _ice_hosts = list(hosts) if hosts else None
+    aioice.ice.get_host_addresses = _chosen_host_addresses
+
+
+def set_opus_bitrate(bps: int = SPEECH_OPUS_BPS, mono: bool = True) -> None:
+    """aiortc's Opus encoder is fixed at 96 kbps stereo; a call's voice needs a sixth of that."""
+    original = getattr(opus.OpusEncoder, "_callsynth_original_init", opus.OpusEncoder.__init__)
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.codec.bit_rate = bps
+        if mono:
+            self.codec.layout = "mono"
+            self.resampler = opus.AudioResampler(format="s16", layout="mono", rate=opus.SAMPLE_RATE,
+                                                 frame_size=opus.SAMPLES_PER_FRAME)
+
+    opus.OpusEncoder._callsynth_original_init = original
+    opus.OpusEncoder.__init__ = init
+
+
+def new_peer_connection(hosts: list[str] | None = ("127.0.0.1",)) -> RTCPeerConnection:
+    """A peer connection with no STUN server (nothing outside is reachable) and one bundled transport."""
+    restrict_ice_hosts(list(hosts) if hosts else None)
+    config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    return RTCPeerConnection(configuration=config)
+
+
+@dataclass
+class WireCounter:
+    """Datagrams received on the bundled transport, split by kind (RFC 7983: first byte 20-63 is
+    DTLS, carrying the SCTP data channels; 128-191 is SRTP/SRTCP, the audio)."""
+
+    bytes: dict = field(default_factory=lambda: {"data": 0, "audio": 0, "other": 0})
+    packets: dict = field(default_factory=lambda: {"data": 0, "audio": 0, "other": 0})
+    started: float = field(default_factory=time.monotonic)
+
+    def count(self, datagram: bytes) -> None:
+        first = datagram[0] if datagram else 0
+        kind = "data" if 20 <= first <= 63 else "audio" if 128 <= first <= 191 else "other"
+        self.bytes[kind] += len(datagram) + UDP_IPV4_HEADERS
+        self.packets[kind] += 1
+
+    def kbps(self, kind: str, seconds: float) -> float:
+        return self.bytes[kind] * 8 / seconds / 1000 if seconds > 0 else 0.0
+
+
+def count_received_datagrams(pc: RTCPeerConnection) -> WireCounter:
+    """Wrap the ICE transport's receive so every datagram is counted before DTLS/SRTP sees it.
+
+    Call once the transports exist (after setRemoteDescription)."""
+    counter = WireCounter()
+    ice_transport = pc.sctp.transport.transport if pc.sctp else None
+    if ice_transport is None:
+        transceivers = pc.getTransceivers()
+        ice_transport = transceivers[0].receiver.transport.transport
+    receive = ice_transport._recv
+
+    async def counting_recv():
+        data = await receive()
+        counter.count(data)
+        return data
+
+    ice_transport._recv = counting_recv
+    return counter
