@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=2, help="tracking processes")
     p.add_argument("--set-default", action="store_true", help="make the new basis the shipped default")
     p.set_defaults(func=cmd_fit_basis)
+
+    from .call_commands import add_call_commands
+
+    add_call_commands(sub, _positive_int)
     return parser
 
 
@@ -173,13 +177,18 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .call_commands import fix_ice_hosts
+    from .demo import DemoError
     from .face.basis import BasisError
     from .face.still import NoFaceError
     from .media import MediaError
+    from .signalling import SignallingError
 
+    fix_ice_hosts(args)
     try:
         return args.func(args)
-    except (MediaError, NoFaceError, BasisError, FileNotFoundError, ValueError) as exc:
+    except (MediaError, NoFaceError, BasisError, FileNotFoundError, ValueError, SignallingError,
+            DemoError, TimeoutError) as exc:
         print(f"callsynth {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -55,7 +55,7 @@ def set_opus_bitrate(bps: int = SPEECH_OPUS_BPS, mono: bool = True) -> None:
 def new_peer_connection(hosts: list[str] | None = ("127.0.0.1",)) -> RTCPeerConnection:
     """A peer connection with no STUN server (nothing outside is reachable) and one bundled transport."""
     restrict_ice_hosts(list(hosts) if hosts else None)
-    config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.BALANCED)
     return RTCPeerConnection(configuration=config)
 
 
@@ -67,15 +67,30 @@ class WireCounter:
     bytes: dict = field(default_factory=lambda: {"data": 0, "audio": 0, "other": 0})
     packets: dict = field(default_factory=lambda: {"data": 0, "audio": 0, "other": 0})
     started: float = field(default_factory=time.monotonic)
+    marked: tuple | None = None
+    last: float = 0.0
+
+    def mark(self) -> None:
+        """Start of the measured window (e.g. once the one-off still has arrived)."""
+        self.marked = (time.monotonic(), dict(self.bytes), dict(self.packets))
+
+    def since_mark(self) -> dict:
+        """{kind: (bytes, datagrams)} since mark() (since the start without one)."""
+        if self.marked is None:
+            return {k: (self.bytes[k], self.packets[k]) for k in self.bytes}
+        _, b0, p0 = self.marked
+        return {k: (self.bytes[k] - b0[k], self.packets[k] - p0[k]) for k in self.bytes}
+
+    def seconds_since_mark(self) -> float:
+        """From the mark to the last datagram counted."""
+        return max(0.0, self.last - (self.marked[0] if self.marked else self.started))
 
     def count(self, datagram: bytes) -> None:
         first = datagram[0] if datagram else 0
         kind = "data" if 20 <= first <= 63 else "audio" if 128 <= first <= 191 else "other"
         self.bytes[kind] += len(datagram) + UDP_IPV4_HEADERS
         self.packets[kind] += 1
-
-    def kbps(self, kind: str, seconds: float) -> float:
-        return self.bytes[kind] * 8 / seconds / 1000 if seconds > 0 else 0.0
+        self.last = time.monotonic()
 
 
 def count_received_datagrams(pc: RTCPeerConnection) -> WireCounter:

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator  # noqa: E402
 
 
 def _fmt(value, spec):
@@ -64,7 +65,10 @@ def plot(report: dict, path: Path) -> None:
         ax.set_xlabel("measured payload bitrate, kbps")
         ax.set_title(title, fontsize=10)
         ax.axvline(4, color="grey", ls="--", lw=0.8)
-        ax.grid(alpha=0.3, which="both")
+        ax.xaxis.set_major_locator(FixedLocator([1, 2, 4, 8, 16, 32, 64, 128]))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Rate–distortion over {len(report['clips'])} validation clips", fontsize=11)
     fig.tight_layout()

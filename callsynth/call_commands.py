@@ -1,0 +1,172 @@
+"""The call's commands: `signal`, `send`, `receive` and `demo` (all three on loopback at once)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+DEFAULT_PORT = 8765
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("aioice", "aiortc", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _url(args) -> str:
+    return args.signal or f"ws://127.0.0.1:{DEFAULT_PORT}"
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 100:
+        raise argparse.ArgumentTypeError("loss is a percentage in [0, 100)")
+    return value / 100
+
+
+def cmd_signal(args) -> int:
+    from .signalling import run_server
+
+    _setup_logging(args.verbose)
+    try:
+        asyncio.run(run_server(args.host, args.port, args.token))
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+    return 0
+
+
+def cmd_send(args) -> int:
+    from sender.call import SenderOptions, run_sender
+    from sender.capture import CameraSource, FileAudioTrack, VideoFileSource, microphone_track
+
+    from .face.basis import load_basis
+
+    _setup_logging(args.verbose)
+    if (args.camera is None) == (args.video is None):
+        raise ValueError("give exactly one of --camera N or --video FILE")
+    source = VideoFileSource(args.video, args.max_frames) if args.video else CameraSource(args.camera)
+    audio = args.audio or ("auto" if args.video else "none")
+    track = None
+    if audio == "mic":
+        track = microphone_track()
+    elif audio == "auto":
+        try:
+            track = FileAudioTrack(args.video)
+        except ValueError:
+            logging.getLogger("callsynth.send").info("%s has no audio: sending none", args.video)
+    elif audio != "none":
+        track = FileAudioTrack(audio)
+    options = SenderOptions(url=_url(args), room=args.room, token=args.token,
+                            identity=str(args.identity) if args.identity else None,
+                            send_every=args.send_every, loss=args.loss, hosts=tuple(args.ice_host),
+                            stats_path=str(args.stats) if args.stats else None)
+    summary = asyncio.run(run_sender(source, load_basis(args.basis), options, track))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_receive(args) -> int:
+    from receiver.call import ReceiverOptions, run_receiver
+
+    from .face.basis import load_basis
+
+    _setup_logging(args.verbose)
+    options = ReceiverOptions(url=_url(args), room=args.room, token=args.token,
+                              output=str(args.output) if args.output else None, window=args.window,
+                              stats_path=str(args.stats) if args.stats else None, fps=args.fps,
+                              delay_ms=args.playout_delay, duration=args.duration,
+                              rejoin_wait=args.rejoin_wait, hosts=tuple(args.ice_host))
+    summary = asyncio.run(run_receiver(load_basis(args.basis), options))
+    print(json.dumps({k: v for k, v in summary.items() if k != "events"}, indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    report = run_demo(args.video, Path(args.out), identity=args.identity, loss=args.loss,
+                      send_every=args.send_every, delay_ms=args.playout_delay, audio=args.audio,
+                      max_frames=args.max_frames)
+    print(json.dumps(report["headline"], indent=2))
+    print(f"received video: {report['files']['video']}\nstats: {report['files']['stats']}")
+    return 0
+
+
+def add_call_commands(sub, positive_int) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--signal", metavar="URL",
+                        help=f"signalling server (default ws://127.0.0.1:{DEFAULT_PORT})")
+    common.add_argument("--room", required=True, help="room name shared by sender and receiver")
+    common.add_argument("--token", help="shared secret, if the server asks for one")
+    common.add_argument("--ice-host", action="append", default=None, metavar="ADDR",
+                        help="address to offer ICE candidates on (repeatable; default 127.0.0.1; "
+                             "give a LAN address to call across machines)")
+    common.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    p = sub.add_parser("signal", help="run the websockets signalling server",
+                       description="Rooms of two peers; relays JSON offer/answer/candidate/bye, answers "
+                                   "malformed or oversized messages with an error, checks --token when set.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--token", help="require this token in every join")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_signal)
+
+    p = sub.add_parser("send", parents=[common], help="the caller's side: track, encode and send",
+                       description="Capture from a camera or a file (at its own frame rate), track the face, "
+                                   "send the still once on the reliable 'identity' channel and one feature "
+                                   "packet per sent frame on the unreliable 'features' channel, with the "
+                                   "voice as a 16 kbps mono Opus track.")
+    p.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
+    p.add_argument("--video", type=Path, metavar="FILE", help="play this file as the camera")
+    p.add_argument("--identity", type=Path, metavar="STILL",
+                   help="the still to send (default: picked from the first 1.5 s: frontal, neutral, eyes open)")
+    p.add_argument("--audio", metavar="mic|FILE|none",
+                   help="voice source (default: the video file's own audio; none with a camera)")
+    p.add_argument("--send-every", type=positive_int, default=2,
+                   help="one packet every N frames (default 2: 15 packets/s at 30 fps)")
+    p.add_argument("--loss", type=_fraction, default=0.0, metavar="P",
+                   help="drop P %% of feature packets at random, to see concealment")
+    p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
+    p.add_argument("--stats", type=Path, help="write the sender's statistics (JSON)")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("receive", parents=[common], help="the callee's side: rebuild, show, record",
+                       description="Cache the still, play feature packets out through a jitter buffer, "
+                                   "rebuild every frame, show it (--window) and/or record it with the "
+                                   "received audio, and report kbps, fps and glass-to-glass latency.")
+    p.add_argument("--output", type=Path, metavar="OUT.mp4", help="record the call here")
+    p.add_argument("--window", action="store_true", help="show the call in a window (needs a display)")
+    p.add_argument("--stats", type=Path, metavar="STATS.json", help="write the call's statistics here")
+    p.add_argument("--fps", type=float, default=30.0, help="display rate (default 30)")
+    p.add_argument("--playout-delay", type=float, default=60.0, metavar="MS",
+                   help="jitter buffer delay behind the sender's clock (default 60 ms)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds")
+    p.add_argument("--rejoin-wait", type=float, default=30.0, metavar="S",
+                   help="after losing the sender, wait this long for it to come back (default 30)")
+    p.set_defaults(func=cmd_receive)
+
+    p = sub.add_parser("demo", help="a whole call on loopback from a video file",
+                       description="Start the signalling server, a receiver and a sender as separate "
+                                   "processes on 127.0.0.1, play the clip through a real WebRTC call, and "
+                                   "write the received video and STATS.json (latency, fps, kbps).")
+    p.add_argument("--video", required=True, type=Path, help="the clip to send")
+    p.add_argument("--out", type=Path, default=Path("out/demo_call"), help="output folder (default out/demo_call)")
+    p.add_argument("--identity", type=Path, help="still to send (default: picked by the sender)")
+    p.add_argument("--loss", type=_fraction, default=0.0, metavar="P", help="drop P %% of feature packets")
+    p.add_argument("--send-every", type=positive_int, default=2, help="one packet every N frames (default 2)")
+    p.add_argument("--playout-delay", type=float, default=60.0, metavar="MS", help="receiver's delay (default 60)")
+    p.add_argument("--audio", metavar="FILE|none", help="voice (default: the clip's own audio)")
+    p.add_argument("--max-frames", type=positive_int, help="send at most this many frames")
+    p.set_defaults(func=cmd_demo)
+
+
+def fix_ice_hosts(args) -> None:
+    if hasattr(args, "ice_host") and not args.ice_host:
+        args.ice_host = ["127.0.0.1"]

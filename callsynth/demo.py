@@ -1,0 +1,129 @@
+"""`callsynth demo`: a whole call on loopback — signalling server, receiver and sender as three separate
+processes, exactly the commands a person would start by hand — and one STATS.json that sums it up."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .media import video_info
+
+
+class DemoError(RuntimeError):
+    """A process of the demo call failed; the message carries the end of its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise DemoError(f"signalling server exited early:\n{_tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise DemoError(f"signalling server did not start within {timeout:.0f} s:\n{_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "callsynth.cli", *args], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+
+
+def headline(receiver: dict, sender: dict, loss: float) -> dict:
+    """The figures an evaluator asks for first, read from the two sides' statistics."""
+    wire = receiver.get("on_wire", {})
+    return {
+        "fps": receiver["fps"],
+        "fps_min_1s": receiver["fps_min_1s"],
+        "latency_ms_p50": receiver["latency_ms"]["p50"],
+        "latency_ms_p95": receiver["latency_ms"]["p95"],
+        "features_payload_kbps": receiver["features"]["payload_kbps"],
+        "features_on_wire_kbps": wire.get("features_kbps"),
+        "audio_on_wire_kbps": wire.get("audio_kbps"),
+        "total_on_wire_kbps": wire.get("total_kbps"),
+        "frames_shown": receiver["frames_shown"],
+        "concealed_frames": receiver["concealed_frames"],
+        "packets_sent": sender.get("packets_sent"),
+        "packets_received": receiver["features"]["packets"],
+        "packets_dropped_on_purpose": sender.get("packets_dropped_on_purpose"),
+        "loss_setting_pct": round(loss * 100, 2),
+        "still_cached": receiver["still_cached"],
+    }
+
+
+def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float = 0.0,
+             send_every: int = 2, delay_ms: float = 60.0, audio: str | None = None,
+             max_frames: int | None = None) -> dict:
+    info = video_info(video)  # a clear MediaError before any process starts
+    out.mkdir(parents=True, exist_ok=True)
+    port, room = free_port(), "demo"
+    url = f"ws://127.0.0.1:{port}"
+    files = {"video": out / "received.mp4", "stats": out / "STATS.json",
+             "receiver_stats": out / "receiver_stats.json", "sender_stats": out / "sender_stats.json"}
+    logs = {name: out / f"{name}.log" for name in ("signal", "receiver", "sender")}
+    server = _spawn(["signal", "--port", str(port)], logs["signal"])
+    processes = [server]
+    try:
+        _wait_for_port(port, server, logs["signal"])
+        receiver = _spawn(["receive", "--signal", url, "--room", room, "--output", str(files["video"]),
+                           "--stats", str(files["receiver_stats"]), "--playout-delay", str(delay_ms),
+                           "--rejoin-wait", "10"], logs["receiver"])
+        processes.append(receiver)
+        send = ["send", "--signal", url, "--room", room, "--video", str(video),
+                "--stats", str(files["sender_stats"]), "--send-every", str(send_every),
+                "--loss", str(loss * 100)]
+        if identity:
+            send += ["--identity", str(identity)]
+        if audio:
+            send += ["--audio", audio]
+        if max_frames:
+            send += ["--max-frames", str(max_frames)]
+        sender = _spawn(send, logs["sender"])
+        processes.append(sender)
+        seconds = (info.frames or 30 * 60) / info.fps
+        try:
+            code = sender.wait(timeout=seconds + 90)
+        except subprocess.TimeoutExpired:
+            raise DemoError(f"sender did not finish in time:\n{_tail(logs['sender'])}")
+        if code != 0:
+            raise DemoError(f"sender failed (exit {code}):\n{_tail(logs['sender'])}")
+        try:
+            code = receiver.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise DemoError(f"receiver did not finish after the hang-up:\n{_tail(logs['receiver'])}")
+        if code != 0:
+            raise DemoError(f"receiver failed (exit {code}):\n{_tail(logs['receiver'])}")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    receiver_stats = json.loads(files["receiver_stats"].read_text())
+    sender_stats = json.loads(files["sender_stats"].read_text())
+    report = {"clip": str(video), "headline": headline(receiver_stats, sender_stats, loss),
+              "receiver": receiver_stats, "sender": sender_stats,
+              "files": {k: str(v) for k, v in files.items()}, "logs": {k: str(v) for k, v in logs.items()}}
+    files["stats"].write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,380 @@
+"""The receiving peer: answer the sender's offer, cache the still, rebuild frames from feature packets
+through the jitter buffer, show and/or record them with the received voice, and measure the call.
+
+Nothing the sender (or anyone) sends can stop it: bad packets are counted and reported, a sender that
+vanishes is reported and may rejoin, and the receiver ends on a hang-up, on --duration, on a signal, or
+when nobody comes back within --rejoin-wait seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal as signals
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiortc import RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import candidate_from_sdp
+
+from callsynth.face.basis import ExpressionBasis
+from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection
+from callsynth.signalling import SignallingClient, SignallingError
+from callsynth.wire import Codec, WireError, decode_identity
+
+from .jitter import JitterBuffer
+from .recorder import CallRecorder
+from .renderer import WarpRenderer
+
+log = logging.getLogger("callsynth.receive")
+
+
+@dataclass
+class ReceiverOptions:
+    url: str
+    room: str
+    token: str | None = None
+    output: str | None = None
+    window: bool = False
+    stats_path: str | None = None
+    fps: float = 30.0
+    delay_ms: float = 60.0
+    duration: float | None = None      # stop after this many seconds of call
+    rejoin_wait: float = 30.0          # after losing the sender, wait this long for it to come back
+    hosts: tuple = ("127.0.0.1",)
+
+
+@dataclass
+class ReceiverStats:
+    started: float = field(default_factory=time.time)
+    first_frame: float | None = None
+    last_frame: float | None = None
+    frames: int = 0
+    frame_times: list = field(default_factory=list)
+    latencies_ms: list = field(default_factory=list)
+    concealed_frames: int = 0
+    feature_packets: int = 0
+    feature_bytes: int = 0
+    rejected: dict = field(default_factory=dict)
+    jitter: dict = field(default_factory=dict)
+    identity_bytes: int = 0
+    audio_frames: int = 0
+    wire: dict = field(default_factory=dict)
+    events: list = field(default_factory=list)
+
+    def event(self, text: str, level: int = logging.INFO) -> None:
+        log.log(level, text)
+        self.events.append({"t_s": round(time.time() - self.started, 3), "event": text})
+
+    def summary(self) -> dict:
+        span = (self.last_frame - self.first_frame) if self.frames > 1 else 0.0
+        lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
+        times = np.array(self.frame_times)
+        windows = [np.sum((times >= t) & (times < t + 1)) for t in np.arange(times[0], times[-1] - 1, 1.0)] \
+            if len(times) > 30 else []
+        out = {
+            "frames_shown": self.frames,
+            "seconds": round(span, 3),
+            "fps": round((self.frames - 1) / span, 2) if span > 0 else 0.0,
+            "fps_min_1s": int(min(windows)) if windows else None,
+            "latency_ms": {"p50": _round(np.nanpercentile(lat, 50)), "p95": _round(np.nanpercentile(lat, 95)),
+                           "max": _round(np.nanmax(lat)), "frames": len(self.latencies_ms)},
+            "concealed_frames": self.concealed_frames,
+            "features": {"packets": self.feature_packets, "bytes": self.feature_bytes,
+                         "payload_kbps": _kbps(self.feature_bytes, span),
+                         "bytes_per_packet": round(self.feature_bytes / max(1, self.feature_packets), 2)},
+            "rejected_packets": self.rejected,
+            "jitter_buffer": self.jitter,
+            "identity_bytes": self.identity_bytes,
+            "still_cached": self.identity_bytes > 0,
+            "audio_frames": self.audio_frames,
+            "on_wire": self.wire,
+            "events": self.events,
+        }
+        return out
+
+
+def _round(x) -> float | None:
+    return None if np.isnan(x) else round(float(x), 1)
+
+
+def _kbps(nbytes: int, seconds: float) -> float:
+    return round(nbytes * 8 / seconds / 1000, 3) if seconds > 0 else 0.0
+
+
+class Receiver:
+    def __init__(self, basis: ExpressionBasis, options: ReceiverOptions):
+        self.basis, self.options = basis, options
+        self.codec = Codec(basis)
+        self.stats = ReceiverStats()
+        self.renderer: WarpRenderer | None = None
+        self.jitter: JitterBuffer | None = None
+        self.recorder: CallRecorder | None = None
+        self.pc = None
+        self.counters = []
+        self.expect_audio = False
+        self.audio_tasks: list[asyncio.Task] = []
+        self.done = asyncio.Event()
+        self.final_ms: float | None = None      # after a hang-up: the last capture time to show
+        self.finished_playout = False
+        self.window = options.window and self._display_available()
+
+    def _display_available(self) -> bool:
+        if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+            return True
+        self.stats.event("no display here: --window ignored", logging.WARNING)
+        return False
+
+    # --- signalling ---------------------------------------------------------------------------------
+
+    async def run(self) -> dict:
+        signal = SignallingClient(self.options.url, self.options.room, "receiver", self.options.token)
+        await signal.connect()
+        self.stats.event(f"waiting in room {self.options.room!r}")
+        loop = asyncio.get_running_loop()
+        for sig in (signals.SIGINT, signals.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.done.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        render = asyncio.create_task(self._render_loop())
+        listen = asyncio.create_task(self._listen(signal))
+        waits = [asyncio.create_task(self.done.wait()), listen]
+        if self.options.duration:
+            waits.append(asyncio.create_task(asyncio.sleep(self.options.duration)))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in [render, listen, *waits, *self.audio_tasks]:
+            task.cancel()
+        await self._close_peer()
+        await signal.close()
+        return self._finish()
+
+    async def _listen(self, signal: SignallingClient) -> None:
+        lost_at = None
+        while True:
+            timeout = None
+            if lost_at is not None:
+                timeout = max(0.0, self.options.rejoin_wait - (time.time() - lost_at))
+            try:
+                message = await asyncio.wait_for(signal.receive(), timeout)
+            except asyncio.TimeoutError:
+                self.stats.event(f"nobody rejoined within {self.options.rejoin_wait:.0f} s; ending")
+                return
+            except SignallingError as exc:
+                self.stats.event(f"signalling lost ({exc}); ending", logging.WARNING)
+                return
+            kind = message["type"]
+            if kind == "offer" and isinstance(message.get("sdp"), str):
+                lost_at = None
+                await self._answer(signal, message["sdp"])
+            elif kind == "candidate" and self.pc is not None:
+                await self._add_candidate(message)
+            elif kind == "bye":
+                reason = message.get("reason", "bye")
+                if reason == "hangup":
+                    self.stats.event("the sender hung up")
+                    await self._play_out_buffer()
+                    return
+                self.stats.event(f"sender lost: {reason}; holding the picture and waiting "
+                                 f"{self.options.rejoin_wait:.0f} s for it to rejoin", logging.WARNING)
+                await self._close_peer()
+                lost_at = time.time()
+            elif kind == "peer-joined":
+                self.stats.event(f"{message.get('role', 'peer')} joined the room")
+            elif kind == "error":
+                self.stats.event(f"signalling error: {message.get('message')}", logging.WARNING)
+            else:
+                self.stats.event(f"ignored signalling message {kind!r}", logging.WARNING)
+
+    async def _play_out_buffer(self) -> None:
+        """Show what is still buffered, up to the last packet, and no further."""
+        if self.jitter is None or self.jitter.newest_ms is None:
+            return
+        self.final_ms = self.jitter.newest_ms
+        deadline = time.time() + 2.0
+        while not self.finished_playout and time.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _add_candidate(self, message: dict) -> None:
+        try:
+            candidate = candidate_from_sdp(str(message["candidate"]).removeprefix("candidate:"))
+            candidate.sdpMid = message.get("sdpMid")
+            candidate.sdpMLineIndex = message.get("sdpMLineIndex")
+            await self.pc.addIceCandidate(candidate)
+        except Exception as exc:  # a malformed candidate must not end the call
+            self.stats.event(f"ignored a bad ICE candidate: {exc}", logging.WARNING)
+
+    async def _answer(self, signal: SignallingClient, sdp: str) -> None:
+        await self._close_peer()
+        pc = self.pc = new_peer_connection(self.options.hosts)
+        pc.on("datachannel", self._on_channel)
+        pc.on("track", self._on_track)
+
+        @pc.on("connectionstatechange")
+        async def _state():
+            self.stats.event(f"peer connection {pc.connectionState}",
+                             logging.WARNING if pc.connectionState == "failed" else logging.INFO)
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # aiortc raises ValueError and others on a bad SDP
+            self.stats.event(f"rejected an offer that cannot be used: {exc}", logging.WARNING)
+            await self._close_peer()
+            return
+        self.expect_audio = any(t.kind == "audio" for t in pc.getTransceivers())
+        self.counters.append(count_received_datagrams(pc))
+        await signal.send({"type": "answer", "sdp": pc.localDescription.sdp})
+
+    async def _close_peer(self) -> None:
+        if self.pc is not None:
+            pc, self.pc = self.pc, None
+            await pc.close()
+
+    # --- channels and tracks ------------------------------------------------------------------------
+
+    def _on_channel(self, channel) -> None:
+        if channel.label == IDENTITY_CHANNEL:
+            channel.on("message", self._on_identity)
+        elif channel.label == FEATURES_CHANNEL:
+            channel.on("message", self._on_features)
+        else:
+            self.stats.event(f"ignored unknown data channel {channel.label!r}", logging.WARNING)
+
+    def _on_identity(self, message) -> None:
+        try:
+            still = decode_identity(message, self.basis)
+        except WireError as exc:
+            self._reject(exc, "identity")
+            return
+        self.stats.identity_bytes = len(message)
+        if self.counters:
+            self.counters[-1].mark()  # on-wire rates are measured from here: the still is not a rate
+        self.renderer = WarpRenderer(self.basis, still)
+        self.jitter = JitterBuffer(self.renderer.rest_pose, self.basis.k, delay_ms=self.options.delay_ms)
+        self.stats.event(f"still cached ({len(message)} bytes)")
+        if self.options.output:
+            import cv2
+
+            out = Path(self.options.output)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out.with_name(out.stem + "_still.png")), still.image[:, :, ::-1])
+            if self.recorder is None:
+                self.recorder = CallRecorder(out, time.time(), with_audio=self.expect_audio,
+                                             fps=self.options.fps)
+
+    def _on_features(self, message) -> None:
+        arrival = int(time.time() * 1000)
+        size = len(message) if isinstance(message, (bytes, bytearray, str)) else 0
+        self.stats.feature_packets += 1
+        self.stats.feature_bytes += size
+        if self.jitter is None:
+            self._reject(WireError("packet before the still"), "early")
+            return
+        try:
+            features = self.codec.decode(message)
+        except WireError as exc:
+            self._reject(exc, type(exc).__name__)
+            return
+        self.jitter.push(features, arrival)
+
+    def _reject(self, exc: Exception, kind: str) -> None:
+        count = self.stats.rejected.get(kind, 0) + 1
+        self.stats.rejected[kind] = count
+        if count <= 3 or count in (10, 100, 1000):
+            self.stats.event(f"rejected {kind} packet #{count}: {exc}", logging.WARNING)
+
+    def _on_track(self, track) -> None:
+        if track.kind == "audio":
+            self.audio_tasks.append(asyncio.ensure_future(self._consume_audio(track)))
+
+    async def _consume_audio(self, track) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                self.stats.audio_frames += 1
+                if self.recorder is not None:
+                    self.recorder.add_audio(frame, time.time())
+        except MediaStreamError:
+            pass
+
+    # --- play-out -----------------------------------------------------------------------------------
+
+    async def _render_loop(self) -> None:
+        period = 1.0 / self.options.fps
+        next_tick = time.time()
+        while True:
+            next_tick += period
+            await asyncio.sleep(max(0.0, next_tick - time.time()))
+            if time.time() - next_tick > 2 * period:
+                next_tick = time.time()  # fell behind: skip, never burst
+            if self.jitter is None or self.jitter.newest_ms is None:
+                continue
+            self._show_frame()
+
+    def _show_frame(self) -> None:
+        now = time.time()
+        playout = self.jitter.playout_ms(now * 1000)
+        if self.final_ms is not None and playout > self.final_ms:
+            self.finished_playout = True
+            return
+        state, concealed = self.jitter.state_at(playout)
+        if state is None:
+            return
+        frame = self.renderer.render(state)
+        if self.recorder is not None:
+            self.recorder.add_video(frame, now)
+        if self.window:
+            import cv2
+
+            cv2.imshow("callsynth", frame[:, :, ::-1])
+            cv2.waitKey(1)
+        shown = time.time()
+        stats = self.stats
+        stats.frames += 1
+        stats.concealed_frames += concealed
+        stats.first_frame = stats.first_frame or shown
+        stats.last_frame = shown
+        stats.frame_times.append(shown)
+        stats.latencies_ms.append(shown * 1000 - playout)   # glass to glass: shown − captured
+
+    def _finish(self) -> dict:
+        if self.recorder is not None:
+            self.recorder.close()
+        if self.jitter is not None:
+            self.stats.jitter = dict(self.jitter.counts, delay_ms=self.jitter.delay_ms,
+                                     offset_ms=round(self.jitter.offset_ms, 1))
+        wire, seconds = {"data": 0, "audio": 0, "other": 0}, 0.0
+        packets = dict(wire)
+        for counter in self.counters:
+            for kind, (nbytes, npackets) in counter.since_mark().items():
+                wire[kind] += nbytes
+                packets[kind] += npackets
+            seconds += counter.seconds_since_mark()
+        self.stats.wire = {
+            "note": "sender to receiver from the moment the still arrived; every datagram counted with "
+                    "its 28 bytes of UDP/IPv4 headers; 'features' is DTLS/SCTP, 'audio' is SRTP/SRTCP",
+            "seconds": round(seconds, 2),
+            "features_kbps": _kbps(wire["data"], seconds),
+            "audio_kbps": _kbps(wire["audio"], seconds),
+            "total_kbps": _kbps(sum(wire.values()), seconds),
+            "bytes": wire, "datagrams": packets,
+        }
+        summary = self.stats.summary()
+        if self.options.stats_path:
+            path = Path(self.options.stats_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(summary, indent=2))
+        if self.window:
+            import cv2
+
+            cv2.destroyAllWindows()
+        return summary
+
+
+async def run_receiver(basis: ExpressionBasis, options: ReceiverOptions) -> dict:
+    return await Receiver(basis, options).run()

@@ -1,0 +1,64 @@
+"""Recording what the receiver shows, with the audio it received, into one MP4 (PyAV).
+
+Both streams are stamped by wall-clock arrival relative to the recording's start, so picture and voice
+stay as much in step in the file as they were on screen."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+AUDIO_RATE = 48000
+
+
+class CallRecorder:
+    def __init__(self, path: str | Path, start_s: float, with_audio: bool, size: int = 256,
+                 fps: float = 30.0):
+        """MP4 streams are fixed before the first frame, so whether audio comes must be known now."""
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.start_s = start_s
+        self.container = av.open(str(self.path), mode="w")
+        self.video = self.container.add_stream("libx264", rate=int(round(fps)))
+        self.video.width = self.video.height = size
+        self.video.pix_fmt = "yuv420p"
+        self.video.time_base = Fraction(1, 1000)
+        self.video.codec_context.time_base = Fraction(1, 1000)
+        self.video.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "18"}
+        self.audio = self.resampler = None
+        if with_audio:
+            self.audio = self.container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
+            self.resampler = av.AudioResampler(format="fltp", layout="mono", rate=AUDIO_RATE)
+        self.audio_next_pts: int | None = None
+        self.last_video_pts = -1
+        self.frames = 0
+
+    def add_video(self, rgb: np.ndarray, wall_s: float) -> None:
+        pts = max(self.last_video_pts + 1, int(round((wall_s - self.start_s) * 1000)))
+        self.last_video_pts = pts
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = pts
+        frame.time_base = Fraction(1, 1000)
+        self.container.mux(self.video.encode(frame))
+        self.frames += 1
+
+    def add_audio(self, frame: av.AudioFrame, wall_s: float) -> None:
+        if self.audio is None:
+            return
+        arrival_pts = int(round((wall_s - self.start_s) * AUDIO_RATE))
+        for out in self.resampler.resample(frame):
+            if self.audio_next_pts is None or arrival_pts - self.audio_next_pts > AUDIO_RATE // 2:
+                self.audio_next_pts = max(arrival_pts - out.samples, self.audio_next_pts or 0)
+            out.pts = self.audio_next_pts
+            out.time_base = Fraction(1, AUDIO_RATE)
+            self.audio_next_pts += out.samples
+            self.container.mux(self.audio.encode(out))
+
+    def close(self) -> None:
+        self.container.mux(self.video.encode(None))
+        if self.audio is not None:
+            self.container.mux(self.audio.encode(None))
+        self.container.close()

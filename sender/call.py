@@ -1,0 +1,188 @@
+"""The sending peer: join the room, offer a connection, send the still once, then one feature packet
+per sent frame (and the voice as Opus) until the source ends; then say bye."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiortc import RTCSessionDescription
+
+from callsynth.face.basis import ExpressionBasis
+from callsynth.face.still import Still, prepare_still
+from callsynth.media import read_still
+from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection, set_opus_bitrate)
+from callsynth.signalling import SignallingClient, SignallingError
+from callsynth.wire import encode_identity
+
+from .features import FeatureEncoder
+from .still_pick import pick_still
+
+log = logging.getLogger("callsynth.send")
+STILL_PICK_SECONDS = 1.5
+
+
+@dataclass
+class SenderOptions:
+    url: str
+    room: str
+    token: str | None = None
+    identity: str | None = None
+    audio: str = "auto"             # auto (the video file's own), none, mic, or a file path
+    send_every: int = 2
+    loss: float = 0.0               # fraction of feature packets dropped on purpose
+    hosts: tuple = ("127.0.0.1",)
+    stats_path: str | None = None
+    connect_timeout: float = 20.0
+
+
+@dataclass
+class SenderStats:
+    frames: int = 0
+    frames_no_face: int = 0
+    packets_sent: int = 0
+    packets_dropped_on_purpose: int = 0
+    payload_bytes: int = 0
+    identity_bytes: int = 0
+    still_frame: int | None = None
+    track_ms: list = field(default_factory=list)
+    started: float = 0.0
+    ended: float = 0.0
+
+    def summary(self) -> dict:
+        seconds = max(1e-6, self.ended - self.started)
+        track = sorted(self.track_ms) or [0.0]
+        return {"frames": self.frames, "frames_no_face": self.frames_no_face,
+                "packets_sent": self.packets_sent,
+                "packets_dropped_on_purpose": self.packets_dropped_on_purpose,
+                "payload_kbps": round(self.payload_bytes * 8 / seconds / 1000, 3),
+                "identity_bytes": self.identity_bytes, "still_frame": self.still_frame,
+                "track_ms_p50": round(track[len(track) // 2], 2), "duration_s": round(seconds, 2)}
+
+
+def choose_still(source, identity: str | None, basis: ExpressionBasis, stats: SenderStats) -> Still:
+    if identity:
+        return prepare_still(read_still(identity), source=identity)
+    still, index = pick_still(source.first_frames(STILL_PICK_SECONDS), basis)
+    stats.still_frame = index
+    log.info("picked frame %d of the first %.1f s as the still", index, STILL_PICK_SECONDS)
+    return still
+
+
+async def _wait_for_peer(signal: SignallingClient, peers: int) -> None:
+    while peers == 0:
+        message = await signal.receive()
+        if message["type"] == "peer-joined":
+            return
+        if message["type"] == "error":
+            log.warning("signalling: %s", message.get("message"))
+
+
+async def _wait_for_answer(signal: SignallingClient) -> RTCSessionDescription:
+    while True:
+        message = await signal.receive()
+        kind = message["type"]
+        if kind == "answer" and isinstance(message.get("sdp"), str):
+            return RTCSessionDescription(sdp=message["sdp"], type="answer")
+        if kind == "bye":
+            raise SignallingError(f"receiver left before answering ({message.get('reason')})")
+        if kind == "error":
+            log.warning("signalling: %s", message.get("message"))
+
+
+async def _open(channel, timeout: float) -> None:
+    if channel.readyState == "open":
+        return
+    opened = asyncio.Event()
+    channel.on("open", opened.set)
+    await asyncio.wait_for(opened.wait(), timeout)
+
+
+async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
+                     audio_track=None) -> dict:
+    """Run one call from `source` (VideoFileSource or CameraSource). Returns the sender's summary."""
+    stats = SenderStats()
+    still = choose_still(source, options.identity, basis, stats)
+    encoder = FeatureEncoder(basis, still, fps=source.fps, send_every=options.send_every)
+    signal = SignallingClient(options.url, options.room, "sender", options.token)
+    pc = None
+    tracker_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker")
+    try:
+        peers = await signal.connect()
+        log.info("in room %r; waiting for the receiver", options.room)
+        await _wait_for_peer(signal, peers)
+        pc = new_peer_connection(options.hosts)
+        identity_channel = pc.createDataChannel(IDENTITY_CHANNEL, ordered=True)
+        features_channel = pc.createDataChannel(FEATURES_CHANNEL, ordered=False, maxRetransmits=0)
+        if audio_track is not None:
+            set_opus_bitrate()
+            pc.addTrack(audio_track)
+        await pc.setLocalDescription(await pc.createOffer())
+        await signal.send({"type": "offer", "sdp": pc.localDescription.sdp})
+        await pc.setRemoteDescription(await _wait_for_answer(signal))
+        await _open(identity_channel, options.connect_timeout)
+        identity = encode_identity(still, basis)
+        identity_channel.send(identity)
+        stats.identity_bytes = len(identity)
+        await _open(features_channel, options.connect_timeout)
+        log.info("connected; still sent (%d bytes); streaming features", len(identity))
+
+        bye = asyncio.create_task(_watch_for_bye(signal))
+        loop = asyncio.get_running_loop()
+        stats.started = time.time()
+        async for frame, capture_ms in source.frames(start=stats.started):
+            if bye.done():
+                log.info("receiver hung up: %s", bye.result())
+                break
+            t0 = time.perf_counter()
+            sent = await loop.run_in_executor(tracker_thread, encoder.process, frame,
+                                              capture_ms & 0xFFFFFFFF)
+            stats.track_ms.append((time.perf_counter() - t0) * 1e3)
+            stats.frames += 1
+            stats.frames_no_face += not sent.found
+            if sent.packet is None:
+                continue
+            if options.loss and random.random() < options.loss:
+                stats.packets_dropped_on_purpose += 1
+                continue
+            if features_channel.readyState != "open":
+                log.warning("features channel closed; ending the call")
+                break
+            features_channel.send(sent.packet)
+            stats.packets_sent += 1
+            stats.payload_bytes += len(sent.packet)
+        stats.ended = time.time()
+        bye.cancel()
+        await asyncio.sleep(0.3)  # let the last packets leave before the bye
+        try:
+            await signal.send({"type": "bye", "reason": "hangup"})
+        except SignallingError:
+            pass
+    finally:
+        stats.ended = stats.ended or time.time()
+        encoder.close()
+        tracker_thread.shutdown(wait=False)
+        if pc is not None:
+            await pc.close()
+        await signal.close()
+    summary = stats.summary()
+    if options.stats_path:
+        Path(options.stats_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(options.stats_path).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+async def _watch_for_bye(signal: SignallingClient) -> str:
+    while True:
+        try:
+            message = await signal.receive()
+        except SignallingError as exc:
+            return f"signalling lost: {exc}"
+        if message["type"] == "bye":
+            return message.get("reason", "bye")

@@ -1,0 +1,147 @@
+"""Where the sender's frames and voice come from: a video file played at its own frame rate, a camera,
+or an audio file / microphone for the Opus track. Every frame carries its capture time (wall clock, ms)."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from callsynth.media import MediaError, iter_frames, video_info
+
+AUDIO_RATE = 48000
+AUDIO_FRAME = 960  # 20 ms, what Opus packs
+
+
+def wall_ms() -> int:
+    """Capture clock shared by both ends on one machine (the wire carries it modulo 2**32)."""
+    return int(time.time() * 1000)
+
+
+class VideoFileSource:
+    """Frames of a file, released at the file's own frame rate as if a camera were producing them."""
+
+    def __init__(self, path: str | Path, max_frames: int | None = None):
+        self.path = Path(path)
+        self.info = video_info(self.path)      # MediaError for anything that is not a video
+        self.fps = self.info.fps
+        self.max_frames = max_frames
+
+    def first_frames(self, seconds: float) -> list[np.ndarray]:
+        return list(iter_frames(self.path, max(1, int(round(seconds * self.fps)))))
+
+    async def frames(self, start: float | None = None) -> AsyncIterator[tuple[np.ndarray, int]]:
+        start = time.time() if start is None else start
+        for index, frame in enumerate(iter_frames(self.path, self.max_frames)):
+            due = start + index / self.fps
+            delay = due - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield frame, wall_ms()
+
+
+class CameraSource:
+    """An OpenCV camera, read in a worker thread so the call's event loop never blocks on it."""
+
+    def __init__(self, index: int, fps: float = 30.0):
+        import cv2
+
+        self.capture = cv2.VideoCapture(index)
+        if not self.capture.isOpened():
+            raise MediaError(f"camera {index}: cannot be opened (is one connected, and free?)")
+        self.capture.set(cv2.CAP_PROP_FPS, fps)
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or fps
+
+    def _read(self) -> np.ndarray | None:
+        ok, bgr = self.capture.read()
+        return np.ascontiguousarray(bgr[:, :, ::-1]) if ok else None
+
+    def first_frames(self, seconds: float) -> list[np.ndarray]:
+        frames = [self._read() for _ in range(max(1, int(seconds * self.fps)))]
+        return [f for f in frames if f is not None]
+
+    async def frames(self, start: float | None = None) -> AsyncIterator[tuple[np.ndarray, int]]:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                frame = await loop.run_in_executor(None, self._read)
+                if frame is None:
+                    return
+                yield frame, wall_ms()
+        finally:
+            self.capture.release()
+
+
+class FileAudioTrack(MediaStreamTrack):
+    """The audio of a file as an aiortc track, 20 ms frames paced in real time from `start`.
+
+    Only the audio stream is decoded (aiortc's MediaPlayer would decode the video a second time)."""
+
+    kind = "audio"
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        try:
+            self.container = av.open(str(path))
+        except (av.error.FFmpegError, OSError) as exc:
+            raise MediaError(f"{path}: cannot open for audio ({exc})") from exc
+        if not self.container.streams.audio:
+            self.container.close()
+            raise MediaError(f"{path}: has no audio stream")
+        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE,
+                                           frame_size=AUDIO_FRAME)
+        self.decoded = self._decode()
+        self.start: float | None = None
+        self.samples = 0
+
+    def _decode(self):
+        try:
+            for frame in self.container.decode(self.container.streams.audio[0]):
+                yield from self.resampler.resample(frame)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: the call keeps what decoded
+        yield from self.resampler.resample(None)
+
+    async def recv(self):
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = next(self.decoded, None)
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        if self.start is None:
+            self.start = time.time()
+        frame.pts = self.samples
+        frame.sample_rate = AUDIO_RATE
+        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+        self.samples += frame.samples
+        delay = self.start + frame.pts / AUDIO_RATE - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self.container.close()
+
+
+def microphone_track() -> MediaStreamTrack:
+    """The default microphone through PulseAudio or ALSA (aiortc's MediaPlayer on an input device)."""
+    from aiortc.contrib.media import MediaPlayer
+
+    errors = []
+    for fmt, device in (("pulse", "default"), ("alsa", "default")):
+        try:
+            player = MediaPlayer(device, format=fmt)
+        except Exception as exc:  # PyAV raises several kinds for a missing device
+            errors.append(f"{fmt}: {exc}")
+            continue
+        if player.audio is not None:
+            return player.audio
+    raise MediaError("no microphone found (" + "; ".join(errors) + "); use --audio FILE or none")
