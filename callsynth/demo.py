@@ -126,4 +126,13 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
               "receiver": receiver_stats, "sender": sender_stats,
               "files": {k: str(v) for k, v in files.items()}, "logs": {k: str(v) for k, v in logs.items()}}
     files["stats"].write_text(json.dumps(report, indent=2))
+    frames_csv = files["receiver_stats"].with_suffix(".frames.csv")
+    if frames_csv.exists():
+        from .call_plot import plot_call
+
+        files["plot"] = out / "latency.png"
+        plot_call(frames_csv, files["plot"], title=f"callsynth demo call: {Path(video).name}, "
+                                                   f"{loss * 100:g} % feature packets dropped")
+        report["files"]["plot"] = str(files["plot"])
+        files["stats"].write_text(json.dumps(report, indent=2))
     return report

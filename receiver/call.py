@@ -31,6 +31,7 @@ from .recorder import CallRecorder
 from .renderer import WarpRenderer
 
 log = logging.getLogger("callsynth.receive")
+STATUS_EVERY_S = 5.0
 
 
 @dataclass
@@ -65,6 +66,21 @@ class ReceiverStats:
     audio_frames: int = 0
     wire: dict = field(default_factory=dict)
     events: list = field(default_factory=list)
+    frame_log: list = field(default_factory=list)   # (capture ms, shown ms, concealed) per frame
+
+    def live_line(self) -> str:
+        recent = self.frame_times[-150:]
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
+        lat = np.median(self.latencies_ms[-150:]) if self.latencies_ms else float("nan")
+        span = (self.last_frame - self.first_frame) if self.frames > 1 else 0.0
+        return (f"{fps:.1f} fps, glass-to-glass {lat:.0f} ms (median), features "
+                f"{_kbps(self.feature_bytes, span):.2f} kbps payload, {self.feature_packets} packets, "
+                f"{sum(self.rejected.values())} rejected, {self.concealed_frames} frames concealed")
+
+    def write_frame_log(self, path: Path) -> None:
+        lines = ["capture_ms,shown_ms,latency_ms,concealed"] + [
+            f"{c},{s},{s - c},{int(k)}" for c, s, k in self.frame_log]
+        path.write_text("\n".join(lines) + "\n")
 
     def event(self, text: str, level: int = logging.INFO) -> None:
         log.log(level, text)
@@ -119,6 +135,7 @@ class Receiver:
         self.expect_audio = False
         self.audio_tasks: list[asyncio.Task] = []
         self.done = asyncio.Event()
+        self.last_status = time.time()
         self.final_ms: float | None = None      # after a hang-up: the last capture time to show
         self.finished_playout = False
         self.window = options.window and self._display_available()
@@ -341,6 +358,10 @@ class Receiver:
         stats.last_frame = shown
         stats.frame_times.append(shown)
         stats.latencies_ms.append(shown * 1000 - playout)   # glass to glass: shown − captured
+        stats.frame_log.append((round(playout), round(shown * 1000), concealed))
+        if shown - self.last_status >= STATUS_EVERY_S:
+            self.last_status = shown
+            log.info("%s", stats.live_line())
 
     def _finish(self) -> dict:
         if self.recorder is not None:
@@ -369,6 +390,8 @@ class Receiver:
             path = Path(self.options.stats_path)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(summary, indent=2))
+            self.stats.write_frame_log(path.with_suffix(".frames.csv"))
+        log.info("call over: %s", self.stats.live_line())
         if self.window:
             import cv2
 

@@ -1,0 +1,183 @@
+"""Real calls on loopback: a websockets signalling server and two aiortc peers, no mocks."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pytest
+
+from callsynth.face.basis import load_basis
+from callsynth.face.still import prepare_still
+from callsynth.media import read_still
+from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection
+from callsynth.signalling import SignallingClient, run_server
+from callsynth.wire import Codec, FrameFeatures, encode_identity
+from receiver.call import Receiver, ReceiverOptions
+from sender.call import SenderOptions, run_sender
+from sender.capture import FileAudioTrack, VideoFileSource
+
+from callsynth.split import data_root
+
+VAL_CLIP = data_root() / "video/pcavs/00067.mp4"                        # validation people only
+GRID_CLIP = data_root() / "video/grid_misc/1600ms_m1_s30_bwwy5n.mp4"    # with audio
+
+
+async def serve():
+    ready = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_server("127.0.0.1", 0, None, ready, stop))
+    return f"ws://127.0.0.1:{await ready}", stop, task
+
+
+async def wait_until(condition, timeout=20.0):
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.05)
+
+
+def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
+    basis = load_basis()
+
+    async def main():
+        url, stop, server = await serve()
+        options = ReceiverOptions(url=url, room="t", output=str(tmp_path / "rx.mp4"),
+                                  stats_path=str(tmp_path / "rx.json"), rejoin_wait=5)
+        receiver = Receiver(basis, options)
+        rx = asyncio.create_task(receiver.run())
+        sent = await run_sender(VideoFileSource(GRID_CLIP, max_frames=40), basis,
+                                SenderOptions(url=url, room="t"), FileAudioTrack(GRID_CLIP))
+        summary = await asyncio.wait_for(rx, 20)
+        stop.set()
+        await server
+        return sent, summary
+
+    sent, summary = asyncio.run(main())
+    assert sent["packets_sent"] == 20 and sent["frames_no_face"] == 0
+    assert summary["still_cached"] and summary["features"]["packets"] == 20
+    assert summary["rejected_packets"] == {}
+    assert summary["frames_shown"] >= 40
+    assert summary["audio_frames"] > 20
+    assert summary["features"]["payload_kbps"] < 4.5
+    assert any("hung up" in e["event"] for e in summary["events"])
+    with av.open(str(tmp_path / "rx.mp4")) as container:
+        kinds = {s.type for s in container.streams}
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert kinds == {"video", "audio"}
+    assert len(frames) == summary["frames_shown"] and frames[0].shape == (256, 256, 3)
+    assert np.std(frames[len(frames) // 2]) > 10     # a picture, not a blank
+    assert (tmp_path / "rx_still.png").exists()
+
+
+async def rogue_call(url, room, identity_messages, feature_messages, basis):
+    """A hand-made sender that says whatever the test wants on both channels."""
+    signal_client = SignallingClient(url, room, "sender")
+    if await signal_client.connect() == 0:
+        while (await signal_client.receive())["type"] != "peer-joined":
+            pass
+    pc = new_peer_connection()
+    identity = pc.createDataChannel(IDENTITY_CHANNEL, ordered=True)
+    features = pc.createDataChannel(FEATURES_CHANNEL, ordered=False, maxRetransmits=0)
+    await pc.setLocalDescription(await pc.createOffer())
+    await signal_client.send({"type": "offer", "sdp": pc.localDescription.sdp})
+    from aiortc import RTCSessionDescription
+
+    while True:
+        message = await signal_client.receive()
+        if message["type"] == "answer":
+            await pc.setRemoteDescription(RTCSessionDescription(message["sdp"], "answer"))
+            break
+    await wait_until(lambda: identity.readyState == "open" and features.readyState == "open")
+    for message in identity_messages:
+        identity.send(message)
+        await asyncio.sleep(0.05)
+    for message in feature_messages:
+        features.send(message)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)
+    await signal_client.send({"type": "bye", "reason": "hangup"})
+    await pc.close()
+    await signal_client.close()
+
+
+def test_forged_truncated_and_oversized_packets_are_rejected_and_the_call_goes_on():
+    basis = load_basis()
+    still = prepare_still(read_still(VAL_CLIP))
+    codec = Codec(basis)
+    rng = np.random.default_rng(0)
+    good = [codec.encode(FrameFeatures(i, int(time.time() * 1000 + 33 * i) & 0xFFFFFFFF,
+                                       *codec_state(basis, still, i))) for i in range(20)]
+    wrong_version = bytes([0x20 | good[0][0] & 0xF]) + good[0][1:]
+    forged = bytearray(good[1])
+    forged[12] ^= 0xFF
+    feature_messages = [good[0], good[1][:-5], bytes(forged), wrong_version, b"\x00" * 2000,
+                        rng.bytes(32), "a text message", *good[2:]]
+    identity_messages = [b"not an identity", encode_identity(still, basis)[:-4000],
+                         encode_identity(still, basis)]
+
+    async def main():
+        url, stop, server = await serve()
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="r", rejoin_wait=5))
+        rx = asyncio.create_task(receiver.run())
+        await rogue_call(url, "r", identity_messages, feature_messages, basis)
+        summary = await asyncio.wait_for(rx, 20)
+        stop.set()
+        await server
+        return summary
+
+    summary = asyncio.run(main())
+    rejected = summary["rejected_packets"]
+    assert rejected.get("identity", 0) == 2                  # garbage and a truncated JPEG
+    assert summary["still_cached"]
+    assert sum(v for k, v in rejected.items() if k != "identity") == 6
+    assert {"VersionMismatch", "OversizedPacket"} <= set(rejected)
+    assert summary["jitter_buffer"]["accepted"] == 19
+    assert summary["frames_shown"] > 10
+
+
+def codec_state(basis, still, i):
+    from receiver.renderer import WarpRenderer
+
+    pose = WarpRenderer(basis, still).rest_pose
+    return pose, np.full(basis.k, 0.1 * np.sin(i))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals")
+def test_receiver_survives_a_sender_that_vanishes(tmp_path):
+    basis = load_basis()
+
+    async def main():
+        url, stop, server = await serve()
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="v", rejoin_wait=30,
+                                                   stats_path=str(tmp_path / "rx.json")))
+        rx = asyncio.create_task(receiver.run())
+        env = dict(os.environ, PYTHONPATH=os.getcwd())
+        sender = subprocess.Popen([sys.executable, "-m", "callsynth.cli", "send", "--signal", url,
+                                   "--room", "v", "--video", str(VAL_CLIP), "--audio", "none"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            await wait_until(lambda: receiver.stats.frames > 15, timeout=60)
+        finally:
+            sender.send_signal(signal.SIGKILL)
+            sender.wait()
+        await wait_until(lambda: any("sender lost" in e["event"] for e in receiver.stats.events))
+        shown = receiver.stats.frames
+        await asyncio.sleep(1.0)
+        assert not rx.done()                       # still running, still showing the held face
+        assert receiver.stats.frames > shown
+        receiver.done.set()
+        summary = await asyncio.wait_for(rx, 20)
+        stop.set()
+        await server
+        return summary
+
+    summary = asyncio.run(main())
+    assert summary["still_cached"] and summary["features"]["packets"] > 5
+    assert any("sender lost" in e["event"] for e in summary["events"])
+    assert (tmp_path / "rx.json").exists()
