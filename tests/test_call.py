@@ -65,6 +65,7 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
     assert summary["frames_shown"] >= 40
     assert summary["audio_frames"] > 20
     assert summary["features"]["payload_kbps"] < 4.5
+    assert 5 < summary["on_wire"]["audio_kbps"] < 60        # speech-rate Opus, not aiortc's 96 kbps
     assert any("hung up" in e["event"] for e in summary["events"])
     with av.open(str(tmp_path / "rx.mp4")) as container:
         kinds = {s.type for s in container.streams}
