@@ -47,14 +47,19 @@ def cmd_send(args) -> int:
     from .face.basis import load_basis
 
     _setup_logging(args.verbose)
-    if (args.camera is None) == (args.video is None):
-        raise ValueError("give exactly one of --camera N or --video FILE")
-    source = VideoFileSource(args.video, args.max_frames) if args.video else CameraSource(args.camera)
+    if args.camera_off:
+        if args.camera is not None:
+            raise ValueError("--camera-off and --camera N contradict each other")
+        source = None
+    elif (args.camera is None) == (args.video is None):
+        raise ValueError("give exactly one of --camera N or --video FILE (or --camera-off)")
+    else:
+        source = VideoFileSource(args.video, args.max_frames) if args.video else CameraSource(args.camera)
     audio = args.audio or ("auto" if args.video else "none")
     track = None
     if audio == "mic":
         track = microphone_track()
-    elif audio == "auto":
+    elif audio == "auto" and args.video:
         try:
             track = FileAudioTrack(args.video)
         except ValueError:
@@ -64,7 +69,10 @@ def cmd_send(args) -> int:
     options = SenderOptions(url=_url(args), room=args.room, token=args.token,
                             identity=str(args.identity) if args.identity else None,
                             send_every=args.send_every, loss=args.loss, hosts=tuple(args.ice_host),
-                            stats_path=str(args.stats) if args.stats else None)
+                            stats_path=str(args.stats) if args.stats else None,
+                            camera_off=args.camera_off,
+                            speech_after_no_face_s=None if args.no_speech_fallback else args.speech_after,
+                            audio_model=str(args.audio_model) if args.audio_model else None)
     summary = asyncio.run(run_sender(source, load_basis(args.basis), options, track))
     print(json.dumps(summary, indent=2))
     return 0
@@ -80,7 +88,9 @@ def cmd_receive(args) -> int:
                               output=str(args.output) if args.output else None, window=args.window,
                               stats_path=str(args.stats) if args.stats else None, fps=args.fps,
                               delay_ms=args.playout_delay, duration=args.duration,
-                              rejoin_wait=args.rejoin_wait, hosts=tuple(args.ice_host))
+                              rejoin_wait=args.rejoin_wait, hosts=tuple(args.ice_host),
+                              audio_fallback=args.audio_fallback,
+                              audio_model=str(args.audio_model) if args.audio_model else None)
     summary = asyncio.run(run_receiver(load_basis(args.basis), options))
     print(json.dumps({k: v for k, v in summary.items() if k != "events"}, indent=2))
     return 0
@@ -107,6 +117,7 @@ def add_call_commands(sub, positive_int) -> None:
                         help="address to offer ICE candidates on (repeatable; default 127.0.0.1; "
                              "give a LAN address to call across machines)")
     common.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
+    common.add_argument("--audio-model", type=Path, help="audio2exp checkpoint (default: the shipped one)")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     p = sub.add_parser("signal", help="run the websockets signalling server",
@@ -133,6 +144,11 @@ def add_call_commands(sub, positive_int) -> None:
                    help="one packet every N frames (default 2: 15 packets/s at 30 fps)")
     p.add_argument("--loss", type=_fraction, default=0.0, metavar="P",
                    help="drop P %% of feature packets at random, to see concealment")
+    p.add_argument("--camera-off", action="store_true",
+                   help="no camera: the voice (--audio) drives the face, packets flagged as audio-derived")
+    p.add_argument("--speech-after", type=float, default=3.0, metavar="S",
+                   help="with no face in view for S seconds, let the voice drive the face (default 3)")
+    p.add_argument("--no-speech-fallback", action="store_true", help="never let the voice drive the face")
     p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
     p.add_argument("--stats", type=Path, help="write the sender's statistics (JSON)")
     p.set_defaults(func=cmd_send)
@@ -150,6 +166,8 @@ def add_call_commands(sub, positive_int) -> None:
     p.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds")
     p.add_argument("--rejoin-wait", type=float, default=30.0, metavar="S",
                    help="after losing the sender, wait this long for it to come back (default 30)")
+    p.add_argument("--audio-fallback", action="store_true",
+                   help="when feature packets stop but the voice goes on, drive the face from the voice")
     p.set_defaults(func=cmd_receive)
 
     p = sub.add_parser("demo", help="a whole call on loopback from a video file",

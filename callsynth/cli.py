@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .call_commands import add_call_commands
 
     add_call_commands(sub, _positive_int)
+
+    from .audio_commands import add_audio_commands
+
+    add_audio_commands(sub, _positive_int)
     return parser
 
 
@@ -188,7 +192,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (MediaError, NoFaceError, BasisError, FileNotFoundError, ValueError, SignallingError,
-            DemoError, TimeoutError) as exc:
+            DemoError, TimeoutError) as exc:  # audio2exp's ModelError is a ValueError
         print(f"callsynth {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -47,3 +47,18 @@ def training_files(kind: str, root: Path | None = None) -> list[Path]:
     held = validation_files()
     return [root / row["file"] for row in manifest(root)
             if row["kind"] == kind and row["file"] not in held]
+
+
+def audio_validation_files() -> dict[str, list[str]]:
+    """{'grid': [...], 'other': [...]}: speakers audio2exp never trains on."""
+    held = _split()["audio2exp_validation"]
+    return {"grid": held["grid"], "other": held["other"]}
+
+
+def audio_training_files(root: Path | None = None) -> list[Path]:
+    """Clips with clean audio of people in neither validation set (the masked-audio GRID clips left out)."""
+    root = root or data_root()
+    held = validation_files() | {f for files in audio_validation_files().values() for f in files}
+    return [root / row["file"] for row in manifest(root)
+            if row["kind"] == "video" and row["audio"] == "1" and row["file"] not in held
+            and not Path(row["file"]).name.startswith(("800ms_", "1600ms_"))]

@@ -24,7 +24,7 @@ from aiortc.sdp import candidate_from_sdp
 from callsynth.face.basis import ExpressionBasis
 from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection
 from callsynth.signalling import SignallingClient, SignallingError
-from callsynth.wire import Codec, WireError, decode_identity
+from callsynth.wire import FLAG_AUDIO, Codec, WireError, decode_identity
 
 from .jitter import JitterBuffer
 from .recorder import CallRecorder
@@ -46,6 +46,9 @@ class ReceiverOptions:
     delay_ms: float = 60.0
     duration: float | None = None      # stop after this many seconds of call
     rejoin_wait: float = 30.0          # after losing the sender, wait this long for it to come back
+    audio_fallback: bool = False       # drive the face from the received voice when packets stop
+    fallback_after_ms: float = 500.0
+    audio_model: str | None = None
     hosts: tuple = ("127.0.0.1",)
 
 
@@ -58,6 +61,8 @@ class ReceiverStats:
     frame_times: list = field(default_factory=list)
     latencies_ms: list = field(default_factory=list)
     concealed_frames: int = 0
+    fallback_frames: int = 0
+    speech_packets: int = 0
     feature_packets: int = 0
     feature_bytes: int = 0
     rejected: dict = field(default_factory=dict)
@@ -100,6 +105,8 @@ class ReceiverStats:
             "latency_ms": {"p50": _round(np.nanpercentile(lat, 50)), "p95": _round(np.nanpercentile(lat, 95)),
                            "max": _round(np.nanmax(lat)), "frames": len(self.latencies_ms)},
             "concealed_frames": self.concealed_frames,
+            "audio_fallback_frames": self.fallback_frames,
+            "speech_driven_packets": self.speech_packets,
             "features": {"packets": self.feature_packets, "bytes": self.feature_bytes,
                          "payload_kbps": _kbps(self.feature_bytes, span),
                          "bytes_per_packet": round(self.feature_bytes / max(1, self.feature_packets), 2)},
@@ -136,6 +143,11 @@ class Receiver:
         self.audio_tasks: list[asyncio.Task] = []
         self.done = asyncio.Event()
         self.last_status = time.time()
+        self.speech = None                    # SpeechDriver when --audio-fallback
+        self.speech_state = None
+        self.audio_resampler = None
+        self.last_packet_s: float | None = None
+        self.in_fallback = False
         self.final_ms: float | None = None      # after a hang-up: the last capture time to show
         self.finished_playout = False
         self.window = options.window and self._display_available()
@@ -274,6 +286,8 @@ class Receiver:
         self.renderer = WarpRenderer(self.basis, still)
         self.jitter = JitterBuffer(self.renderer.rest_pose, self.basis.k, delay_ms=self.options.delay_ms)
         self.stats.event(f"still cached ({len(message)} bytes)")
+        if self.options.audio_fallback:
+            self._start_speech_driver()
         if self.options.output:
             import cv2
 
@@ -283,6 +297,17 @@ class Receiver:
             if self.recorder is None:
                 self.recorder = CallRecorder(out, time.time(), with_audio=self.expect_audio,
                                              fps=self.options.fps)
+
+    def _start_speech_driver(self) -> None:
+        from audio2exp.driver import SpeechDriver
+        from audio2exp.model import ModelError, load_model
+
+        try:
+            model = load_model(self.options.audio_model, self.basis)
+        except ModelError as exc:
+            self.stats.event(f"no audio fallback: {exc}", logging.WARNING)
+            return
+        self.speech = SpeechDriver(model, self.renderer.rest_pose, self.options.fps)
 
     def _on_features(self, message) -> None:
         arrival = int(time.time() * 1000)
@@ -297,7 +322,9 @@ class Receiver:
         except WireError as exc:
             self._reject(exc, type(exc).__name__)
             return
-        self.jitter.push(features, arrival)
+        if self.jitter.push(features, arrival) == "accepted":
+            self.last_packet_s = arrival / 1000
+            self.stats.speech_packets += bool(features.flags & FLAG_AUDIO)
 
     def _reject(self, exc: Exception, kind: str) -> None:
         count = self.stats.rejected.get(kind, 0) + 1
@@ -314,10 +341,23 @@ class Receiver:
             while True:
                 frame = await track.recv()
                 self.stats.audio_frames += 1
+                if self.speech is not None:
+                    self._drive_from_speech(frame)
                 if self.recorder is not None:
                     self.recorder.add_audio(frame, time.time())
         except MediaStreamError:
             pass
+
+    def _drive_from_speech(self, frame) -> None:
+        import av
+
+        if self.audio_resampler is None:
+            self.audio_resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        chunks = [f.to_ndarray().ravel() for f in self.audio_resampler.resample(frame)]
+        if chunks:
+            states = self.speech.push(np.concatenate(chunks))
+            if states:
+                self.speech_state = states[-1][1:]
 
     # --- play-out -----------------------------------------------------------------------------------
 
@@ -329,12 +369,19 @@ class Receiver:
             await asyncio.sleep(max(0.0, next_tick - time.time()))
             if time.time() - next_tick > 2 * period:
                 next_tick = time.time()  # fell behind: skip, never burst
-            if self.jitter is None or self.jitter.newest_ms is None:
+            if self.jitter is None or (self.jitter.newest_ms is None and self.speech_state is None):
                 continue
             self._show_frame()
 
     def _show_frame(self) -> None:
         now = time.time()
+        if self._use_fallback(now):
+            self._count_shown(self._present(self.renderer.render(self.speech_state), now))
+            self.stats.fallback_frames += 1
+            self.finished_playout = self.final_ms is not None
+            return
+        if self.jitter.newest_ms is None:
+            return
         playout = self.jitter.playout_ms(now * 1000)
         if self.final_ms is not None and playout > self.final_ms:
             self.finished_playout = True
@@ -342,7 +389,35 @@ class Receiver:
         state, concealed = self.jitter.state_at(playout)
         if state is None:
             return
-        frame = self.renderer.render(state)
+        shown = self._present(self.renderer.render(state), now)
+        stats = self._count_shown(shown)
+        stats.concealed_frames += concealed
+        stats.latencies_ms.append(shown * 1000 - playout)   # glass to glass: shown − captured
+        stats.frame_log.append((round(playout), round(shown * 1000), concealed))
+        if shown - self.last_status >= STATUS_EVERY_S:
+            self.last_status = shown
+            log.info("%s", stats.live_line())
+
+    def _count_shown(self, shown: float) -> ReceiverStats:
+        stats = self.stats
+        stats.frames += 1
+        stats.first_frame = stats.first_frame or shown
+        stats.last_frame = shown
+        stats.frame_times.append(shown)
+        return stats
+
+    def _use_fallback(self, now: float) -> bool:
+        """Packets have stopped (or never came) while the voice goes on: let the voice drive the face."""
+        stopped = self.last_packet_s is None or (now - self.last_packet_s) * 1000 > self.options.fallback_after_ms
+        use = self.speech is not None and self.speech_state is not None and stopped
+        if use != self.in_fallback:
+            self.in_fallback = use
+            self.stats.event("feature packets stopped: the received voice drives the face" if use else
+                             "feature packets are back")
+        return use
+
+    def _present(self, frame: np.ndarray, now: float) -> float:
+        """Record and/or show a frame; returns the time it was shown."""
         if self.recorder is not None:
             self.recorder.add_video(frame, now)
         if self.window:
@@ -350,18 +425,7 @@ class Receiver:
 
             cv2.imshow("callsynth", frame[:, :, ::-1])
             cv2.waitKey(1)
-        shown = time.time()
-        stats = self.stats
-        stats.frames += 1
-        stats.concealed_frames += concealed
-        stats.first_frame = stats.first_frame or shown
-        stats.last_frame = shown
-        stats.frame_times.append(shown)
-        stats.latencies_ms.append(shown * 1000 - playout)   # glass to glass: shown − captured
-        stats.frame_log.append((round(playout), round(shown * 1000), concealed))
-        if shown - self.last_status >= STATUS_EVERY_S:
-            self.last_status = shown
-            log.info("%s", stats.live_line())
+        return time.time()
 
     def _finish(self) -> dict:
         if self.recorder is not None:

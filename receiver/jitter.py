@@ -13,7 +13,7 @@ from collections import deque
 import numpy as np
 
 from callsynth.face.pose import Pose
-from callsynth.wire import FrameFeatures
+from callsynth.wire import FLAG_AUDIO, FrameFeatures
 
 from .playout import FeatureTimeline
 
@@ -34,7 +34,10 @@ class JitterBuffer:
         self.timeline = FeatureTimeline(rest_pose, code_size, extrapolate_ms=extrapolate_ms,
                                         silence_ms=silence_ms)
         self.delay_ms = delay_ms
-        self.transit = deque(maxlen=offset_window)   # arrival − capture of recent packets
+        # arrival − capture of recent packets, apart for camera and speech-derived packets: the latter
+        # leave the sender a look-ahead later than the moment they describe.
+        self.transit = {False: deque(maxlen=offset_window), True: deque(maxlen=offset_window)}
+        self.from_audio = False                      # the newest packet's kind sets the clock
         self.played_ms = -np.inf                     # capture time of the newest frame shown
         self.counts = {"accepted": 0, "stale": 0, "duplicate": 0}
         self.newest_ms: int | None = None
@@ -42,12 +45,18 @@ class JitterBuffer:
     @property
     def offset_ms(self) -> float:
         """Receiver clock minus sender clock, plus the fastest transit seen lately."""
-        return min(self.transit) if self.transit else 0.0
+        transit = self.transit[self.from_audio]
+        return min(transit) if transit else 0.0
 
     def push(self, features: FrameFeatures, arrival_ms: int) -> str:
         """Store a decoded packet; returns 'accepted', 'stale' or 'duplicate'."""
         capture = unwrap_ms(features.capture_ms, arrival_ms)
-        self.transit.append(arrival_ms - capture)
+        from_audio = bool(features.flags & FLAG_AUDIO)
+        if from_audio != self.from_audio:
+            # The sender switched between camera and speech: a new clock, nothing is stale yet.
+            self.from_audio = from_audio
+            self.played_ms = -np.inf
+        self.transit[from_audio].append(arrival_ms - capture)
         times = self.timeline.times
         anchor = bisect.bisect_right(times, self.played_ms)
         if anchor and capture < times[anchor - 1]:

@@ -22,6 +22,7 @@ from callsynth.signalling import SignallingClient, SignallingError
 from callsynth.wire import encode_identity
 
 from .features import FeatureEncoder
+from .speech import SpeechPackets, TappedAudioTrack
 from .still_pick import pick_still
 
 log = logging.getLogger("callsynth.send")
@@ -40,6 +41,9 @@ class SenderOptions:
     hosts: tuple = ("127.0.0.1",)
     stats_path: str | None = None
     connect_timeout: float = 20.0
+    camera_off: bool = False        # the face follows the voice only
+    speech_after_no_face_s: float | None = 3.0   # no face this long: the voice drives the face
+    audio_model: str | None = None
 
 
 @dataclass
@@ -51,6 +55,8 @@ class SenderStats:
     payload_bytes: int = 0
     identity_bytes: int = 0
     still_frame: int | None = None
+    speech_packets: int = 0
+    speech_bytes: int = 0
     track_ms: list = field(default_factory=list)
     started: float = 0.0
     ended: float = 0.0
@@ -62,6 +68,7 @@ class SenderStats:
                 "packets_sent": self.packets_sent,
                 "packets_dropped_on_purpose": self.packets_dropped_on_purpose,
                 "payload_kbps": round(self.payload_bytes * 8 / seconds / 1000, 3),
+                "speech_packets_sent": self.speech_packets, "speech_payload_bytes": self.speech_bytes,
                 "identity_bytes": self.identity_bytes, "still_frame": self.still_frame,
                 "track_ms_p50": round(track[len(track) // 2], 2), "duration_s": round(seconds, 2)}
 
@@ -69,6 +76,8 @@ class SenderStats:
 def choose_still(source, identity: str | None, basis: ExpressionBasis, stats: SenderStats) -> Still:
     if identity:
         return prepare_still(read_still(identity), source=identity)
+    if source is None:
+        raise ValueError("with the camera off, give --identity STILL: there are no frames to pick one from")
     still, index = pick_still(source.first_frames(STILL_PICK_SECONDS), basis)
     stats.still_frame = index
     log.info("picked frame %d of the first %.1f s as the still", index, STILL_PICK_SECONDS)
@@ -106,13 +115,36 @@ async def _open(channel, timeout: float) -> None:
 
 async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
                      audio_track=None) -> dict:
-    """Run one call from `source` (VideoFileSource or CameraSource). Returns the sender's summary."""
+    """Run one call from `source` (VideoFileSource or CameraSource; None with the camera off).
+    Returns the sender's summary."""
     stats = SenderStats()
+    if options.camera_off and audio_track is None:
+        raise ValueError("--camera-off needs a voice: --audio mic or --audio FILE")
     still = choose_still(source, options.identity, basis, stats)
-    encoder = FeatureEncoder(basis, still, fps=source.fps, send_every=options.send_every)
+    fps = source.fps if source is not None else 30.0
+    encoder = FeatureEncoder(basis, still, fps=fps, send_every=options.send_every) if source else None
     signal = SignallingClient(options.url, options.room, "sender", options.token)
-    pc = None
+    pc = features_channel = speech = None
     tracker_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker")
+
+    def send_packet(packet: bytes) -> str:
+        """'sent', 'dropped' (on purpose, --loss) or 'closed'."""
+        if options.loss and random.random() < options.loss:
+            stats.packets_dropped_on_purpose += 1
+            return "dropped"
+        if features_channel is None or features_channel.readyState != "open":
+            return "closed"
+        features_channel.send(packet)
+        stats.packets_sent += 1
+        stats.payload_bytes += len(packet)
+        return "sent"
+
+    if audio_track is not None and (options.camera_off or options.speech_after_no_face_s):
+        speech = _speech_packets(basis, still, fps, options, send_packet)
+        if speech is not None:
+            audio_track = TappedAudioTrack(audio_track, speech.feed)
+        elif options.camera_off:
+            raise ValueError("--camera-off needs the audio2exp model, which could not be loaded")
     try:
         peers = await signal.connect()
         log.info("in room %r; waiting for the receiver", options.room)
@@ -134,30 +166,19 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
         log.info("connected; still sent (%d bytes); streaming features", len(identity))
 
         bye = asyncio.create_task(_watch_for_bye(signal))
-        loop = asyncio.get_running_loop()
         stats.started = time.time()
-        async for frame, capture_ms in source.frames(start=stats.started):
-            if bye.done():
-                log.info("receiver hung up: %s", bye.result())
-                break
-            t0 = time.perf_counter()
-            sent = await loop.run_in_executor(tracker_thread, encoder.process, frame,
-                                              capture_ms & 0xFFFFFFFF)
-            stats.track_ms.append((time.perf_counter() - t0) * 1e3)
-            stats.frames += 1
-            stats.frames_no_face += not sent.found
-            if sent.packet is None:
-                continue
-            if options.loss and random.random() < options.loss:
-                stats.packets_dropped_on_purpose += 1
-                continue
-            if features_channel.readyState != "open":
-                log.warning("features channel closed; ending the call")
-                break
-            features_channel.send(sent.packet)
-            stats.packets_sent += 1
-            stats.payload_bytes += len(sent.packet)
+        if source is None:
+            speech.active = True
+            log.info("camera off: the voice drives the face")
+            ended = asyncio.Event()
+            audio_track.on("ended", ended.set)
+            await asyncio.wait([bye, asyncio.create_task(ended.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+        else:
+            await _camera_loop(source, encoder, tracker_thread, stats, options, speech, send_packet, bye)
         stats.ended = time.time()
+        if bye.done():
+            log.info("receiver hung up: %s", bye.result())
         bye.cancel()
         await asyncio.sleep(0.3)  # let the last packets leave before the bye
         try:
@@ -166,7 +187,10 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
             pass
     finally:
         stats.ended = stats.ended or time.time()
-        encoder.close()
+        if speech is not None:
+            stats.speech_packets, stats.speech_bytes = speech.packets, speech.payload_bytes
+        if encoder is not None:
+            encoder.close()
         tracker_thread.shutdown(wait=False)
         if pc is not None:
             await pc.close()
@@ -176,6 +200,42 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
         Path(options.stats_path).parent.mkdir(parents=True, exist_ok=True)
         Path(options.stats_path).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _speech_packets(basis, still, fps, options, send_packet):
+    from audio2exp.model import ModelError, load_model
+
+    try:
+        model = load_model(options.audio_model, basis)
+    except ModelError as exc:
+        log.warning("no speech-driven face: %s", exc)
+        return None
+    return SpeechPackets(model, basis, still, fps, options.send_every, send_packet)
+
+
+async def _camera_loop(source, encoder, tracker_thread, stats, options, speech, send_packet, bye):
+    loop = asyncio.get_running_loop()
+    no_face_since = None
+    async for frame, capture_ms in source.frames(start=stats.started):
+        if bye.done():
+            break
+        t0 = time.perf_counter()
+        sent = await loop.run_in_executor(tracker_thread, encoder.process, frame, capture_ms & 0xFFFFFFFF)
+        stats.track_ms.append((time.perf_counter() - t0) * 1e3)
+        stats.frames += 1
+        stats.frames_no_face += not sent.found
+        if speech is not None and options.speech_after_no_face_s is not None:
+            no_face_since = None if sent.found else (no_face_since or time.time())
+            lost = no_face_since is not None and time.time() - no_face_since >= options.speech_after_no_face_s
+            if lost != speech.active:
+                speech.active = lost
+                log.info("no face for %.0f s: the voice drives the face" if lost else
+                         "face back: the camera drives it again", options.speech_after_no_face_s)
+        if sent.packet is None or (speech is not None and speech.active):
+            continue
+        if send_packet(sent.packet) == "closed":
+            log.warning("features channel closed; ending the call")
+            break
 
 
 async def _watch_for_bye(signal: SignallingClient) -> str:

@@ -182,3 +182,46 @@ def test_receiver_survives_a_sender_that_vanishes(tmp_path):
     assert summary["still_cached"] and summary["features"]["packets"] > 5
     assert any("sender lost" in e["event"] for e in summary["events"])
     assert (tmp_path / "rx.json").exists()
+
+
+GRID_VAL_AUDIO = data_root() / "video/grid_misc/lbax4n.mp4"
+
+
+def test_camera_off_the_voice_drives_the_face():
+    basis = load_basis()
+
+    async def main():
+        url, stop, server = await serve()
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="c", rejoin_wait=5))
+        rx = asyncio.create_task(receiver.run())
+        sent = await run_sender(None, basis, SenderOptions(url=url, room="c", identity=str(GRID_VAL_AUDIO),
+                                                           camera_off=True),
+                                FileAudioTrack(GRID_VAL_AUDIO))
+        summary = await asyncio.wait_for(rx, 20)
+        stop.set()
+        await server
+        return sent, summary
+
+    sent, summary = asyncio.run(main())
+    assert sent["frames"] == 0 and sent["speech_packets_sent"] >= 35       # ~3 s at 15 packets/s
+    assert summary["speech_driven_packets"] == summary["features"]["packets"] >= 35
+    assert summary["frames_shown"] > 30 and summary["rejected_packets"] == {}
+
+
+def test_receiver_falls_back_to_the_voice_when_packets_stop():
+    basis = load_basis()
+
+    async def main():
+        url, stop, server = await serve()
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="f", rejoin_wait=5, audio_fallback=True))
+        rx = asyncio.create_task(receiver.run())
+        options = SenderOptions(url=url, room="f", loss=0.97, speech_after_no_face_s=None)
+        await run_sender(VideoFileSource(GRID_VAL_AUDIO), basis, options, FileAudioTrack(GRID_VAL_AUDIO))
+        summary = await asyncio.wait_for(rx, 20)
+        stop.set()
+        await server
+        return summary
+
+    summary = asyncio.run(main())
+    assert summary["audio_fallback_frames"] > 20
+    assert any("the received voice drives the face" in e["event"] for e in summary["events"])

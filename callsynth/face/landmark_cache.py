@@ -31,13 +31,22 @@ def _key(path: Path, max_frames: int | None) -> str:
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
 
+def cached(path: str | Path, max_frames: int | None = None) -> dict | None:
+    """The cached tracking of a file, or None."""
+    target = cache_dir() / f"{_key(Path(path), max_frames)}.npz"
+    if not target.exists():
+        return None
+    with np.load(target) as data:
+        return {"landmarks": data["landmarks"], "fps": float(data["fps"])}
+
+
 def track_file(path: str | Path, max_frames: int | None = None) -> dict:
     """{'landmarks': (T, 478, 3) crop pixels, NaN where no face; 'fps': float}."""
     path = Path(path)
     target = cache_dir() / f"{_key(path, max_frames)}.npz"
-    if target.exists():
-        with np.load(target) as data:
-            return {"landmarks": data["landmarks"], "fps": float(data["fps"])}
+    hit = cached(path, max_frames)
+    if hit is not None:
+        return hit
     is_image = path.suffix.lower() in {".jpg", ".jpeg", ".png"}
     fps = 25.0 if is_image else video_info(path).fps
     crop = StableCrop()
@@ -68,8 +77,16 @@ def _worker(args):
 
 def track_many(paths, max_frames: int | None = None, workers: int = 2, desc: str = "tracking"):
     """Track many files in parallel processes, with a progress bar; unreadable files are reported."""
-    jobs = [(Path(p), max_frames) for p in paths]
     results, failed = {}, {}
+    jobs = []
+    for p in paths:
+        hit = cached(p, max_frames) if Path(p).exists() else None
+        if hit is not None:
+            results[str(p)] = hit
+        else:
+            jobs.append((Path(p), max_frames))
+    if not jobs:
+        return results
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
         for path, res in tqdm(pool.imap_unordered(_worker, jobs), total=len(jobs), desc=desc):

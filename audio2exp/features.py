@@ -1,0 +1,99 @@
+"""Speech as the model hears it: 16 kHz mono, log-mel frames every 10 ms.
+
+One function computes the frames both offline and when streaming, from the same samples, so the two give
+the same codes: the stream only waits until a frame's 25 ms window is complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+from callsynth.media import MediaError
+
+SAMPLE_RATE = 16000
+WIN = 400            # 25 ms
+HOP = 160            # 10 ms: 100 feature frames a second
+N_MELS = 40
+FRAME_RATE = SAMPLE_RATE / HOP
+
+_mel_basis = None
+
+
+def mel_basis() -> np.ndarray:
+    global _mel_basis
+    if _mel_basis is None:
+        import librosa
+
+        _mel_basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=WIN, n_mels=N_MELS, fmin=50, fmax=7600)
+    return _mel_basis
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """16 kHz mono float32 in [-1, 1] from any file PyAV reads; MediaError when there is none."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if path.is_dir() or path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file or a folder, not audio")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise MediaError(f"{path}: not an audio or video file ({exc})") from exc
+    with container:
+        if not container.streams.audio:
+            raise MediaError(f"{path}: has no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        chunks = []
+        try:
+            for frame in container.decode(container.streams.audio[0]):
+                chunks += [f.to_ndarray().ravel() for f in resampler.resample(frame)]
+        except av.error.FFmpegError as exc:
+            if not chunks:
+                raise MediaError(f"{path}: cannot decode its audio ({exc})") from exc
+        chunks += [f.to_ndarray().ravel() for f in resampler.resample(None)]
+    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if samples.size < WIN:
+        raise MediaError(f"{path}: audio is empty or shorter than {1000 * WIN // SAMPLE_RATE} ms")
+    return samples
+
+
+def log_mel(samples: np.ndarray) -> np.ndarray:
+    """(frames, N_MELS) for every complete 25 ms window at a 10 ms hop (frame i starts at i*HOP)."""
+    samples = np.asarray(samples, dtype=np.float32)
+    n = 1 + (len(samples) - WIN) // HOP if len(samples) >= WIN else 0
+    if n == 0:
+        return np.zeros((0, N_MELS), np.float32)
+    idx = np.arange(WIN)[None, :] + HOP * np.arange(n)[:, None]
+    frames = samples[idx] * np.hanning(WIN).astype(np.float32)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    return np.log(power @ mel_basis().T + 1e-8).astype(np.float32)
+
+
+def frame_time_s(index: int | np.ndarray) -> np.ndarray:
+    """Centre time of feature frame `index`."""
+    return (np.asarray(index) * HOP + WIN / 2) / SAMPLE_RATE
+
+
+class RunningMean:
+    """Causal per-band mean of log-mel frames (about 1.5 s memory), learnt from voice-level frames only.
+
+    Subtracting it removes what a microphone, a room and a speaker's own voice add to every frame.
+    Frames more than 20 dB under the running level (pauses, background hiss, digital silence) do not
+    move it, so quiet stays quiet instead of being scaled up to look like speech.
+    Offline and streaming both call `apply` on consecutive frames, so they agree exactly."""
+
+    GATE = np.log(10.0) * 2   # 20 dB below the running mean level, in natural-log power
+    ALPHA = 1 / 150
+
+    def __init__(self, start: np.ndarray):
+        self.mean = np.asarray(start, dtype=np.float64).copy()
+
+    def apply(self, frames: np.ndarray) -> np.ndarray:
+        out = np.empty_like(frames, dtype=np.float32)
+        for i, frame in enumerate(frames):
+            if frame.mean() > self.mean.mean() - self.GATE:
+                self.mean += self.ALPHA * (frame - self.mean)
+            out[i] = frame - self.mean
+        return out

@@ -1,0 +1,149 @@
+"""The audio → mouth-code network and its checkpoint.
+
+For an output time t the network sees log-mel frames from 400 ms before t to 180 ms after it (the last
+window ends 192.5 ms after t): that look-ahead is the whole algorithmic delay, under the 200 ms budget."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .features import FRAME_RATE, HOP, N_MELS, SAMPLE_RATE, WIN, RunningMean
+
+PAST = 40          # feature frames before the output time
+FUTURE = 18        # feature frames after it
+CONTEXT = PAST + 1 + FUTURE
+LOOKAHEAD_MS = (FUTURE * HOP + WIN / 2) / SAMPLE_RATE * 1000
+MODEL_FORMAT = 2   # 2: log-mel minus a causal running mean
+SILENCE_LOG_MEL = float(np.log(1e-8))   # what a frame of digital silence gives
+
+
+class AudioToMouth(nn.Module):
+    """Dilated 1-D convolutions over the mel window, pooled to one code."""
+
+    def __init__(self, k: int, width: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv1d(N_MELS, width, 3, padding=1), nn.GELU(),
+            nn.Conv1d(width, width, 3, padding=2, dilation=2), nn.GELU(),
+            nn.Conv1d(width, width, 3, padding=4, dilation=4), nn.GELU(),
+            nn.Conv1d(width, width, 3, padding=8, dilation=8), nn.GELU(),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(width * CONTEXT, 256),
+                                  nn.GELU(), nn.Linear(256, k))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """(B, CONTEXT, N_MELS) standardised log-mel windows → (B, K) mouth codes."""
+        return self.head(self.net(windows.transpose(1, 2)))
+
+
+VOICE_LEVEL = -1.4    # standardised level of the 70 ms around t under which there is no voice
+VOICE_SOFTNESS = 0.12
+
+
+def voice_weight(windows: np.ndarray) -> np.ndarray:
+    """0 (no voice: hiss, silence) to 1 (voice) for each window, from the level around its centre.
+
+    The network never learnt every kind of faint noise; without a voice the mouth rests, whatever the
+    network says. On the training clips fewer than 2 % of open-mouth frames are this quiet."""
+    level = windows[:, PAST - 3:PAST + 4].mean(axis=(1, 2))
+    return 1.0 / (1.0 + np.exp(-(level - VOICE_LEVEL) / VOICE_SOFTNESS))
+
+
+class ModelError(ValueError):
+    """A checkpoint that is missing, damaged, or made for another basis or format."""
+
+
+@dataclass
+class Audio2ExpModel:
+    net: AudioToMouth
+    mel_mean: np.ndarray
+    mel_std: np.ndarray
+    blink_code: np.ndarray
+    basis_name: str
+    meta: dict
+
+    def normaliser(self) -> RunningMean:
+        """A fresh running mean for one stream of audio, starting from the training set's mean."""
+        return RunningMean(self.mel_mean)
+
+    def standardise(self, centred: np.ndarray) -> np.ndarray:
+        """Log-mel frames with the running mean removed, scaled by the training set's spread."""
+        return (centred / self.mel_std).astype(np.float32)
+
+    @property
+    def silence(self) -> np.ndarray:
+        """What the network sees before the audio starts and after it ends."""
+        return ((np.full(N_MELS, SILENCE_LOG_MEL) - self.mel_mean) / self.mel_std).astype(np.float32)
+
+    @torch.inference_mode()
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Mouth codes for standardised windows, closed where there is no voice (see voice_weight)."""
+        self.net.eval()
+        codes = self.net(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
+        return codes * voice_weight(windows)[:, None]
+
+    def save(self, folder: Path) -> Path:
+        state = {"format": MODEL_FORMAT, "net": self.net.state_dict(), "k": self.blink_code.shape[0],
+                 "mel_mean": torch.from_numpy(self.mel_mean), "mel_std": torch.from_numpy(self.mel_std),
+                 "blink_code": torch.from_numpy(self.blink_code), "basis": self.basis_name,
+                 "meta": {k: str(v) for k, v in self.meta.items()}}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        digest = hashlib.sha256(buf.getvalue()).hexdigest()[:12]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"audio2exp-{digest}.pt"
+        path.write_bytes(buf.getvalue())
+        return path
+
+
+def load_model(path: str | Path | None = None, basis=None) -> Audio2ExpModel:
+    """The shipped model (or `path`), checked against the basis the call uses."""
+    path = Path(path) if path else default_model_path()
+    if not path.exists():
+        raise ModelError(f"{path}: no such audio2exp model; train one with `callsynth audio2exp-train`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several kinds for a damaged file
+        raise ModelError(f"{path}: not a readable audio2exp checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{path}: audio2exp format {state.get('format') if isinstance(state, dict) else '?'}"
+                         f", this code reads {MODEL_FORMAT}")
+    if basis is not None and state["basis"] != basis.name:
+        raise ModelError(f"{path}: trained for {state['basis']}, the call uses {basis.name}")
+    net = AudioToMouth(int(state["k"]))
+    net.load_state_dict(state["net"])
+    return Audio2ExpModel(net, state["mel_mean"].numpy(), state["mel_std"].numpy(),
+                          state["blink_code"].numpy(), state["basis"], dict(state["meta"]))
+
+
+def default_model_path() -> Path:
+    folder = Path(__file__).parent / "assets"
+    found = sorted(folder.glob("audio2exp-*.pt"))
+    if not found:
+        return folder / "audio2exp-missing.pt"
+    return found[-1]
+
+
+def windows_at(mel_std: np.ndarray, centres: np.ndarray, pad: np.ndarray) -> np.ndarray:
+    """(len(centres), CONTEXT, N_MELS) windows around feature frames `centres`; before the start and
+    after the end of the audio the window holds `pad` (standardised silence)."""
+    padded = np.vstack([mel_std, pad[None, :]])
+    idx = np.asarray(centres)[:, None] + np.arange(-PAST, FUTURE + 1)[None, :]
+    idx = np.where((idx < 0) | (idx >= len(mel_std)), len(mel_std), idx)
+    return padded[idx]
+
+
+def frame_index_at(t_s: np.ndarray) -> np.ndarray:
+    """The feature frame centred nearest to time t (s)."""
+    return np.round((np.asarray(t_s) * SAMPLE_RATE - WIN / 2) / HOP).astype(np.int64)
+
+
+__all__ = ["AudioToMouth", "Audio2ExpModel", "ModelError", "load_model", "windows_at", "frame_index_at",
+           "PAST", "FUTURE", "CONTEXT", "LOOKAHEAD_MS", "FRAME_RATE", "SILENCE_LOG_MEL"]

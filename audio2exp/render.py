@@ -1,0 +1,38 @@
+"""`callsynth audio2exp`: a talking face from a still and a sound file, offline, with the sound in the MP4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+from tqdm import tqdm
+
+from callsynth.face.basis import ExpressionBasis
+from callsynth.face.still import Still
+from receiver.recorder import CallRecorder
+from receiver.renderer import WarpRenderer
+
+from .driver import SpeechDriver
+from .features import SAMPLE_RATE, load_audio
+from .model import Audio2ExpModel
+
+
+def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, model: Audio2ExpModel,
+                        output: Path, fps: float = 30.0, progress: bool = True) -> dict:
+    samples = load_audio(audio_path)            # MediaError for empty or undecodable audio
+    renderer = WarpRenderer(basis, still)
+    driver = SpeechDriver(model, renderer.rest_pose, fps)
+    states = driver.offline(samples)
+    recorder = CallRecorder(output, 0.0, with_audio=True, fps=fps)
+    for t, pose, code in tqdm(states, desc="rendering", unit="frame", disable=not progress):
+        recorder.add_video(renderer.render((pose, code)), t)
+    chunk = SAMPLE_RATE // 50
+    for i in range(0, len(samples), chunk):
+        piece = samples[i:i + chunk]
+        frame = av.AudioFrame.from_ndarray(piece[None, :].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        recorder.add_audio(frame, i / SAMPLE_RATE)
+    recorder.close()
+    return {"frames": len(states), "seconds": round(len(samples) / SAMPLE_RATE, 3), "fps": fps,
+            "output": str(output)}

@@ -1,0 +1,77 @@
+"""Mouth codes from speech, offline for a whole file or streaming as samples arrive.
+
+Both paths cut the same feature frames from the same samples and feed the network the same windows, so
+a stream gives the offline codes, each as soon as its 192.5 ms of look-ahead has arrived."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .features import HOP, SAMPLE_RATE, WIN, log_mel
+from .model import FUTURE, PAST, Audio2ExpModel, frame_index_at, windows_at
+
+
+def offline_codes(model: Audio2ExpModel, samples: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(times s, mouth codes) at `fps` over the whole of `samples` (16 kHz mono)."""
+    mel = model.standardise(model.normaliser().apply(log_mel(samples)))
+    n = int(len(samples) / SAMPLE_RATE * fps)
+    times = np.arange(n) / fps
+    if n == 0:
+        return times, np.zeros((0, model.blink_code.shape[0]), np.float32)
+    return times, model.predict(windows_at(mel, frame_index_at(times), model.silence))
+
+
+class StreamingMouth:
+    """push() 16 kHz samples, get (time s, mouth code) for every output frame that can be computed."""
+
+    def __init__(self, model: Audio2ExpModel, fps: float = 30.0):
+        self.model, self.fps = model, fps
+        self.pending = np.zeros(0, np.float32)   # samples from the start of the next feature frame on
+        self.mel: list[np.ndarray] = []           # standardised feature frames from index `base` on
+        self.base = 0
+        self.norm = model.normaliser()
+        self.total = 0                            # samples pushed so far
+        self.next_out = 0                         # index of the next output frame
+
+    def push(self, samples: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        samples = np.asarray(samples, dtype=np.float32).ravel()
+        self.total += len(samples)
+        self.pending = np.concatenate([self.pending, samples])
+        complete = 1 + (len(self.pending) - WIN) // HOP if len(self.pending) >= WIN else 0
+        if complete:
+            frames = log_mel(self.pending[:(complete - 1) * HOP + WIN])
+            self.mel.extend(self.model.standardise(self.norm.apply(frames)))
+            self.pending = self.pending[complete * HOP:]
+        return self._emit(final=False)
+
+    def flush(self) -> list[tuple[float, np.ndarray]]:
+        """The last frames, whose look-ahead runs past the end of the audio (padded with silence)."""
+        return self._emit(final=True)
+
+    def _emit(self, final: bool) -> list[tuple[float, np.ndarray]]:
+        limit = int(self.total / SAMPLE_RATE * self.fps) if final else None
+        ready = []
+        while True:
+            t = self.next_out / self.fps
+            centre = int(frame_index_at(np.array([t]))[0])
+            if final:
+                if self.next_out >= limit:
+                    break
+            elif centre + FUTURE >= self.base + len(self.mel):
+                break
+            ready.append((t, centre))
+            self.next_out += 1
+        if not ready:
+            return []
+        mel = np.asarray(self.mel, dtype=np.float32).reshape(-1, self.model.mel_mean.shape[0])
+        centres = np.array([c for _, c in ready])
+        if self.base:
+            centres = centres - self.base  # every frame these windows need is still kept
+        codes = self.model.predict(windows_at(mel, centres, self.model.silence))
+        # Forget the frames no later window will look at.
+        next_centre = int(frame_index_at(np.array([self.next_out / self.fps]))[0])
+        drop = max(0, next_centre - PAST - 1 - self.base)
+        if drop:
+            del self.mel[:drop]
+            self.base += drop
+        return [(t, code) for (t, _), code in zip(ready, codes)]

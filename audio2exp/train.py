@@ -1,0 +1,112 @@
+"""Training audio2exp on the clips with clean audio of people outside both validation sets."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from callsynth.face.basis import ExpressionBasis
+from callsynth.split import audio_training_files
+
+from .dataset import Clip, blink_direction, build_dataset
+from .features import N_MELS, RunningMean
+
+OTHER_SPEAKERS_X = 8
+from .model import (Audio2ExpModel, AudioToMouth, SILENCE_LOG_MEL, frame_index_at, windows_at)
+from .targets import MOUTH
+
+
+def training_pairs(clips: list[Clip], start_mean: np.ndarray, std: np.ndarray):
+    """(windows, codes, is GRID s1) for every video frame with a tracked face, as the model sees them."""
+    pad = ((np.full(N_MELS, SILENCE_LOG_MEL) - start_mean) / std).astype(np.float32)
+    xs, ys, s1 = [], [], []
+    for clip in clips:
+        mel_std = (RunningMean(start_mean).apply(clip.mel) / std).astype(np.float32)
+        times = np.arange(len(clip.codes)) / clip.fps
+        keep = clip.valid & (frame_index_at(times) < len(clip.mel))
+        xs.append(windows_at(mel_std, frame_index_at(times[keep]), pad))
+        ys.append(clip.codes[keep])
+        s1.append(np.full(int(keep.sum()), "grid_s1" in clip.path))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(s1)
+
+
+def mouth_metric(basis: ExpressionBasis) -> torch.Tensor:
+    """G with dᵀGd = squared error of the mouth landmarks that code difference d makes."""
+    comps = basis.components.reshape(basis.k, -1, 3)[:, MOUTH, :].reshape(basis.k, -1)
+    return torch.from_numpy((comps @ comps.T).astype(np.float32))
+
+
+def train(basis: ExpressionBasis, out_dir: Path, epochs: int = 10, batch: int = 256, lr: float = 1e-3,
+          max_clips: int | None = None, seed: int = 0, log=print) -> Path:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    paths = audio_training_files()
+    if max_clips:
+        paths = paths[:max_clips]
+    clips = build_dataset(paths, basis)
+    log(f"{len(clips)} training clips with audio and a tracked face")
+    all_mel = np.concatenate([c.mel for c in clips])
+    mean = all_mel.mean(0)
+    std = np.concatenate([RunningMean(mean).apply(c.mel) for c in clips]).std(0) + 1e-3
+    x, y, is_s1 = training_pairs(clips, mean, std)
+    silence = ((np.full(N_MELS, SILENCE_LOG_MEL) - mean) / std).astype(np.float32)
+    # GRID s1 is 95 % of the frames but one voice: the other speakers are drawn OTHER_SPEAKERS_X as often.
+    pool = np.concatenate([np.flatnonzero(is_s1)] + [np.flatnonzero(~is_s1)] * OTHER_SPEAKERS_X)
+    log(f"{len(x)} frames ({len(x) / 25 / 60:.0f} min of speech video)")
+    net = AudioToMouth(basis.k)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * (len(pool) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    metric = mouth_metric(basis)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    gain_per_std = torch.from_numpy((np.log(10.0) / std).astype(np.float32))  # +1 in log-mel per x10 power
+    history = []
+    bar = tqdm(total=steps, desc="training audio2exp")
+    start = time.time()
+    for epoch in range(epochs):
+        order = torch.from_numpy(rng.permutation(pool))
+        total = 0.0
+        for i in range(len(pool) // batch):
+            idx = order[i * batch:(i + 1) * batch]
+            xb, yb = xt[idx].clone(), yt[idx].clone()
+            # Microphones and rooms differ: a random gain and a random tilt of the bands per sample,
+            # a few bands masked, a little noise.
+            gain = torch.empty(len(xb), 1, 1).uniform_(-0.6, 0.6)
+            xb += gain * gain_per_std + 0.3 * torch.randn(len(xb), 1, N_MELS)
+            band = torch.randint(0, N_MELS - 6, (len(xb),))
+            width = torch.randint(0, 6, (len(xb),))
+            bands = torch.arange(N_MELS)[None, :]
+            masked = (bands >= band[:, None]) & (bands < (band + width)[:, None])
+            xb = torch.where(masked[:, None, :], torch.zeros(()), xb) + 0.1 * torch.randn_like(xb)
+            # Some windows become silence or faint hiss, whose face is the closed, resting mouth.
+            quiet = torch.rand(len(xb)) < 0.08
+            level = torch.rand(int(quiet.sum()), 1, 1) * 0.6
+            pad = torch.from_numpy(silence)
+            xb[quiet] = pad * (1 - level) + 0.2 * torch.randn(int(quiet.sum()), xb.shape[1], N_MELS)
+            yb[quiet] = 0
+            d = net(xb) - yb
+            loss = torch.einsum("bi,ij,bj->b", d, metric, d).mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += float(loss)
+            bar.update(1)
+        history.append(total / max(1, len(pool) // batch))
+        bar.set_postfix(loss=f"{history[-1]:.5f}")
+    bar.close()
+    model = Audio2ExpModel(net, mean.astype(np.float32), std.astype(np.float32), blink_direction(clips),
+                           basis.name, {"epochs": epochs, "clips": len(clips), "frames": len(x),
+                                        "seconds": round(time.time() - start), "seed": seed})
+    path = model.save(out_dir)
+    (out_dir / f"{path.stem}.json").write_text(json.dumps(
+        {"model": path.name, "basis": basis.name, "epochs": epochs, "clips": len(clips), "frames": len(x),
+         "loss_per_epoch": [round(v, 6) for v in history], "train_seconds": round(time.time() - start)},
+        indent=2) + "\n")
+    return path

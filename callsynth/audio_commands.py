@@ -1,0 +1,125 @@
+"""The audio2exp commands: render a talking face from speech, train the model, measure it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TARGETS = {"pearson_mean": 0.6, "bilabial_closed_pred": 0.7, "delay_ms": 200}
+
+
+def cmd_audio2exp(args) -> int:
+    from audio2exp.model import load_model
+    from audio2exp.render import render_talking_face
+
+    from .face.basis import load_basis
+    from .face.still import prepare_still
+    from .media import read_still
+
+    basis = load_basis(args.basis)
+    model = load_model(args.model, basis)
+    still = prepare_still(read_still(args.identity), source=str(args.identity))
+    summary = render_talking_face(args.audio, still, basis, model, args.output, fps=args.fps,
+                                  progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_audio2exp_train(args) -> int:
+    from audio2exp.train import train
+
+    from .face.basis import load_basis
+
+    path = train(load_basis(args.basis), args.out, epochs=args.epochs, max_clips=args.max_clips,
+                 seed=args.seed)
+    print(f"model: {path}")
+    return 0
+
+
+def cmd_audio2exp_eval(args) -> int:
+    from audio2exp.evaluate import evaluate
+    from audio2exp.model import load_model
+
+    from .face.basis import load_basis
+    from .split import audio_validation_files, data_root
+
+    basis = load_basis(args.basis)
+    model = load_model(args.model, basis)
+    if args.clips:
+        clips = [Path(c) for c in args.clips]
+    else:
+        held = audio_validation_files()
+        clips = [data_root() / f for f in held["grid"] + held["other"]]
+    for clip in clips:
+        if not clip.exists():
+            raise FileNotFoundError(f"{clip}: no such clip")
+    report = evaluate(model, basis, clips, args.align_dir)
+    print(f"{'clip':<28} {'frames':>6} {'pearson':>8} {'bilabial closed':>16}")
+    for r in report["per_clip"]:
+        closed = (f"{r['bilabial_closed_pred']:.0%} of {r['bilabial_frames']}"
+                  if "bilabial_frames" in r else "–")
+        print(f"{Path(r['clip']).name:<28} {r['frames']:>6} {r['pearson']:>8.3f} {closed:>16}")
+    delay = report["summary"]["delay"]
+    labels = {"grid": "GRID speakers (aligned words)", "other": "interview speakers",
+              "all": "all clips"}
+    for name in ("grid", "other", "all"):
+        s = report["summary"].get(name)
+        if s is None:
+            continue
+        print(f"\n{labels[name]}: {s['clips']} clips")
+        checks = [("mouth opening Pearson (mean over clips)", s["pearson_mean"], ">=", TARGETS["pearson_mean"],
+                   "{:.3f}")]
+        if s["bilabial_frames"]:
+            checks.append(("lips closed on p/b/m closures (predicted)", s["bilabial_closed_pred"], ">=",
+                           TARGETS["bilabial_closed_pred"], "{:.1%}"))
+        for label, value, op, target, fmt in checks:
+            ok = value >= target if op == ">=" else value <= target
+            print(f"  {label:<44} {fmt.format(value):>8}  (target {op} {target}: {'pass' if ok else 'FAIL'})")
+        if s["bilabial_frames"]:
+            print(f"  {'  the same on the real video landmarks':<44} {s['bilabial_closed_true']:>8.1%}  "
+                  f"({s['bilabial_frames']} frames)")
+    ok = delay["delay_ms"] <= TARGETS["delay_ms"]
+    print(f"\naudio-to-code delay: {delay['delay_ms']:.1f} ms = {delay['lookahead_ms']} ms look-ahead + "
+          f"{delay['compute_ms_per_frame']} ms compute (target <= {TARGETS['delay_ms']}: "
+          f"{'pass' if ok else 'FAIL'})")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        print(f"report: {args.out}")
+    return 0
+
+
+def add_audio_commands(sub, positive_int) -> None:
+    p = sub.add_parser("audio2exp", help="render a talking face from a still and speech",
+                       description="Drive the still's mouth from the speech in --audio (blinks and a small "
+                                   "head sway added) and write a video with that sound.")
+    p.add_argument("--audio", required=True, type=Path, help="speech: any audio or video file with sound")
+    p.add_argument("--identity", required=True, type=Path, help="the still: an image or a video's first frame")
+    p.add_argument("--output", required=True, type=Path, help="video to write (mp4)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate (default 30)")
+    p.add_argument("--model", type=Path, help="audio2exp checkpoint (default: the shipped one)")
+    p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_audio2exp)
+
+    p = sub.add_parser("audio2exp-train", help="train the speech → mouth-code model",
+                       description="Train on the clips with clean audio of people outside both validation "
+                                   "sets (landmarks are tracked once and cached in ~/.cache/callsynth).")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "audio2exp" / "assets",
+                   help="folder for the checkpoint (default audio2exp/assets)")
+    p.add_argument("--epochs", type=positive_int, default=10, help="passes over the data (default 10)")
+    p.add_argument("--max-clips", type=positive_int, help="use at most this many clips (quick runs)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
+    p.set_defaults(func=cmd_audio2exp_train)
+
+    p = sub.add_parser("audio2exp-eval", help="measure audio2exp on speakers it never trained on",
+                       description="Mouth-opening correlation, lips closed on p/b/m, and the audio-to-code "
+                                   "delay. Phone times come from pocketsphinx aligning each clip's words "
+                                   "(GRID .align files in --align-dir, or the sentence a GRID file name spells).")
+    p.add_argument("--clips", nargs="+", help="clips with audio (default: the audio validation set)")
+    p.add_argument("--align-dir", type=Path, help="folder of GRID .align files named like the clips")
+    p.add_argument("--model", type=Path, help="audio2exp checkpoint (default: the shipped one)")
+    p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
+    p.add_argument("--out", type=Path, help="also write the report here (JSON)")
+    p.set_defaults(func=cmd_audio2exp_eval)

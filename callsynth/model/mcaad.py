@@ -1,0 +1,57 @@
+"""The multi-channel adaptive attentional denormalization (MC-AAD) layer, FIG. 4, §0110–§0120.
+
+    h̄      = (h − μ) / σ                       μ, σ per channel over H×W (§0110)
+    A      = γ_att ⊙ h̄ + β_att                 γ_att, β_att: convolutions of z_att^k (§0111)
+    E_xi   = γ_xi ⊙ h̄ + β_xi                   γ_xi, β_xi: fully connected from z_xi (§0115–§0116)
+    |x| = 1:  M = σ(conv(h̄)),   h_out = M ⊙ A + (1 − M) ⊙ E_x1            (§0118, §0120)
+    |x| ≥ 2:  M = softmax(conv(h̄)) over |x|+1 masks,
+              h_out = M_0 ⊙ A + Σ_i M_i ⊙ E_xi                              (§0117, §0120)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MCAADLayer(nn.Module):
+    def __init__(self, channels: int, att_channels: int, attribute_dims: list[int] | tuple[int, ...],
+                 eps: float = 1e-5):
+        """`attribute_dims`: the length of each adjusted attribute's vector z_xi (id, exp, pose, ...)."""
+        super().__init__()
+        if not attribute_dims:
+            raise ValueError("MC-AAD needs at least one adjusted attribute")
+        self.channels, self.eps = channels, eps
+        self.gamma_att = nn.Conv2d(att_channels, channels, 3, padding=1)
+        self.beta_att = nn.Conv2d(att_channels, channels, 3, padding=1)
+        self.gamma_x = nn.ModuleList(nn.Linear(d, channels) for d in attribute_dims)
+        self.beta_x = nn.ModuleList(nn.Linear(d, channels) for d in attribute_dims)
+        n = len(attribute_dims)
+        self.masks = nn.Conv2d(channels, 1 if n == 1 else n + 1, 3, padding=1)
+
+    @property
+    def n_attributes(self) -> int:
+        return len(self.gamma_x)
+
+    def normalise(self, h: torch.Tensor) -> torch.Tensor:
+        mu = h.mean(dim=(2, 3), keepdim=True)
+        sigma = (h.var(dim=(2, 3), keepdim=True, unbiased=False) + self.eps).sqrt()
+        return (h - mu) / sigma
+
+    def attention(self, h_bar: torch.Tensor) -> torch.Tensor:
+        """(B, |x|+1, H, W) masks: [M, 1 − M] when |x| = 1, a softmax over the channels otherwise."""
+        logits = self.masks(h_bar)
+        if self.n_attributes == 1:
+            m = torch.sigmoid(logits)
+            return torch.cat([m, 1 - m], dim=1)
+        return torch.softmax(logits, dim=1)
+
+    def forward(self, h: torch.Tensor, z_att: torch.Tensor, z_x: list[torch.Tensor]) -> torch.Tensor:
+        if len(z_x) != self.n_attributes:
+            raise ValueError(f"{len(z_x)} attribute vectors given, layer built for {self.n_attributes}")
+        h_bar = self.normalise(h)
+        branches = [self.gamma_att(z_att) * h_bar + self.beta_att(z_att)]
+        for gamma, beta, z in zip(self.gamma_x, self.beta_x, z_x):
+            branches.append(gamma(z)[:, :, None, None] * h_bar + beta(z)[:, :, None, None])
+        masks = self.attention(h_bar)
+        return sum(masks[:, i:i + 1] * branch for i, branch in enumerate(branches))

@@ -1,0 +1,108 @@
+"""audio2exp: features, streaming against offline, silence, bad input, the shipped model's checks."""
+
+import numpy as np
+import pytest
+import torch
+
+from audio2exp.evaluate import BILABIALS, grid_words, phone_segments
+from audio2exp.features import SAMPLE_RATE, load_audio, log_mel
+from audio2exp.model import Audio2ExpModel, AudioToMouth, ModelError, load_model
+from audio2exp.stream import StreamingMouth, offline_codes
+from audio2exp.targets import canonical_frames, gap_of_code
+from callsynth.media import MediaError
+
+from .conftest import VAL_CLIP
+
+GRID_VAL = "video/grid_misc/lbax4n.mp4"   # an audio-validation speaker: "lay blue at x four now"
+
+
+def random_model(k=23, seed=0):
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    return Audio2ExpModel(AudioToMouth(k), rng.normal(-8, 1, 40).astype(np.float32),
+                          rng.uniform(2, 4, 40).astype(np.float32), np.zeros(k, np.float32), "basis-x", {})
+
+
+def test_streaming_gives_the_offline_codes(data):
+    samples = load_audio(data / GRID_VAL)[: SAMPLE_RATE * 2]
+    model = random_model()
+    _, offline = offline_codes(model, samples, fps=25.0)
+    stream = StreamingMouth(model, fps=25.0)
+    rng = np.random.default_rng(1)
+    streamed, i = [], 0
+    while i < len(samples):
+        n = int(rng.integers(50, 2000))          # odd-sized chunks, as a network delivers them
+        streamed += stream.push(samples[i:i + n])
+        i += n
+    streamed += stream.flush()
+    times = np.array([t for t, _ in streamed])
+    assert np.allclose(times, np.arange(len(offline)) / 25.0)
+    assert np.abs(np.stack([c for _, c in streamed]) - offline).max() < 1e-4
+
+
+def test_a_stream_emits_each_frame_within_the_lookahead(data):
+    samples = load_audio(data / GRID_VAL)[:SAMPLE_RATE]
+    stream = StreamingMouth(random_model(), fps=30.0)
+    pushed = 0
+    for start in range(0, len(samples), 320):               # 20 ms at a time
+        pushed += 320
+        for t, _ in stream.push(samples[start:start + 320]):
+            assert pushed / SAMPLE_RATE - t <= 0.200 + 0.020   # look-ahead + one chunk
+
+
+def test_bad_audio_gives_clear_errors(tmp_path, data):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a sound")
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(MediaError, match="not an audio or video file"):
+        load_audio(text)
+    with pytest.raises(MediaError, match="empty"):
+        load_audio(empty)
+    with pytest.raises(MediaError, match="no such file"):
+        load_audio(tmp_path / "missing.wav")
+    with pytest.raises(MediaError, match="no audio stream"):
+        load_audio(data / "video/styletalk" / sorted(p.name for p in (data / "video/styletalk").iterdir())[0])
+    assert log_mel(np.zeros(100, np.float32)).shape == (0, 40)
+
+
+def test_the_shipped_model_refuses_another_basis_and_damaged_files(tmp_path, basis):
+    model = load_model(basis=basis)
+    other = type(basis)(**{**basis.__dict__, "meta": {**basis.meta, "other": 1}})
+    with pytest.raises(ModelError, match="trained for"):
+        load_model(basis=other)
+    broken = tmp_path / "audio2exp-broken.pt"
+    broken.write_bytes(b"\x00" * 100)
+    with pytest.raises(ModelError, match="not a readable"):
+        load_model(broken)
+    assert model.blink_code.shape == (basis.k,)
+
+
+def test_silence_gives_a_closed_resting_mouth(basis, val_frames):
+    model = load_model(basis=basis)
+    from callsynth.face.still import prepare_still
+
+    reference = canonical_frames(prepare_still(val_frames[0]).landmarks[None], basis)[0]
+    rest = float(gap_of_code(np.zeros(basis.k), reference, basis))
+    for quiet in (np.zeros(SAMPLE_RATE * 2, np.float32),
+                  (1e-4 * np.random.default_rng(0).standard_normal(SAMPLE_RATE * 2)).astype(np.float32)):
+        _, codes = offline_codes(model, quiet, fps=30.0)
+        gaps = gap_of_code(codes, reference, basis)
+        assert np.max(gaps - rest) < 0.03
+
+
+def test_speech_opens_the_mouth_more_than_silence(basis, data):
+    model = load_model(basis=basis)
+    samples = load_audio(data / GRID_VAL)
+    _, speech = offline_codes(model, samples, fps=25.0)
+    _, silence = offline_codes(model, np.zeros_like(samples), fps=25.0)
+    assert np.linalg.norm(speech, axis=1).max() > 3 * np.linalg.norm(silence, axis=1).max()
+
+
+def test_grid_sentences_and_their_bilabials(data):
+    assert grid_words(data / "video/grid_misc/bbaf2n.mp4") == ["bin", "blue", "at", "f", "two", "now"]
+    assert grid_words(data / VAL_CLIP) is None
+    phones = phone_segments(load_audio(data / GRID_VAL), grid_words(data / GRID_VAL))
+    assert [p for p, _, _ in phones if p in BILABIALS] == ["B"]   # the b of "blue"
+    starts = [s for _, s, _ in phones]
+    assert starts == sorted(starts) and 0 < starts[-1] < 3.1
