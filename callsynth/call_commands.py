@@ -101,7 +101,8 @@ def cmd_demo(args) -> int:
 
     report = run_demo(args.video, Path(args.out), identity=args.identity, loss=args.loss,
                       send_every=args.send_every, delay_ms=args.playout_delay, audio=args.audio,
-                      max_frames=args.max_frames)
+                      max_frames=args.max_frames, camera_off=args.camera_off,
+                      audio_fallback=args.audio_fallback)
     print(json.dumps(report["headline"], indent=2))
     print(f"received video: {report['files']['video']}\nstats: {report['files']['stats']}")
     return 0
@@ -182,6 +183,10 @@ def add_call_commands(sub, positive_int) -> None:
     p.add_argument("--playout-delay", type=float, default=60.0, metavar="MS", help="receiver's delay (default 60)")
     p.add_argument("--audio", metavar="FILE|none", help="voice (default: the clip's own audio)")
     p.add_argument("--max-frames", type=positive_int, help="send at most this many frames")
+    p.add_argument("--camera-off", action="store_true",
+                   help="send no video: the clip's sound drives the still (its first frame unless --identity)")
+    p.add_argument("--audio-fallback", action="store_true",
+                   help="the receiver drives the face from the voice when feature packets stop")
     p.set_defaults(func=cmd_demo)
 
 

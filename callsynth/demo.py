@@ -62,6 +62,8 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
         "total_on_wire_kbps": wire.get("total_kbps"),
         "frames_shown": receiver["frames_shown"],
         "concealed_frames": receiver["concealed_frames"],
+        "speech_driven_packets": receiver.get("speech_driven_packets", 0),
+        "audio_fallback_frames": receiver.get("audio_fallback_frames", 0),
         "packets_sent": sender.get("packets_sent"),
         "packets_received": receiver["features"]["packets"],
         "packets_dropped_on_purpose": sender.get("packets_dropped_on_purpose"),
@@ -72,7 +74,7 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
 
 def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float = 0.0,
              send_every: int = 2, delay_ms: float = 60.0, audio: str | None = None,
-             max_frames: int | None = None) -> dict:
+             max_frames: int | None = None, camera_off: bool = False, audio_fallback: bool = False) -> dict:
     info = video_info(video)  # a clear MediaError before any process starts
     out.mkdir(parents=True, exist_ok=True)
     port, room = free_port(), "demo"
@@ -86,14 +88,16 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
         _wait_for_port(port, server, logs["signal"])
         receiver = _spawn(["receive", "--signal", url, "--room", room, "--output", str(files["video"]),
                            "--stats", str(files["receiver_stats"]), "--playout-delay", str(delay_ms),
-                           "--rejoin-wait", "10"], logs["receiver"])
+                           "--rejoin-wait", "10"] + (["--audio-fallback"] if audio_fallback else []),
+                          logs["receiver"])
         processes.append(receiver)
-        send = ["send", "--signal", url, "--room", room, "--video", str(video),
-                "--stats", str(files["sender_stats"]), "--send-every", str(send_every),
-                "--loss", str(loss * 100)]
-        if identity:
-            send += ["--identity", str(identity)]
-        if audio:
+        send = ["send", "--signal", url, "--room", room, "--stats", str(files["sender_stats"]),
+                "--send-every", str(send_every), "--loss", str(loss * 100)]
+        if camera_off:   # the clip's sound drives its own first frame
+            send += ["--camera-off", "--identity", str(identity or video), "--audio", str(audio or video)]
+        else:
+            send += ["--video", str(video)] + (["--identity", str(identity)] if identity else [])
+        if audio and not camera_off:
             send += ["--audio", audio]
         if max_frames:
             send += ["--max-frames", str(max_frames)]
