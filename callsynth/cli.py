@@ -44,6 +44,17 @@ def cmd_fit_basis(args) -> int:
     return 0
 
 
+def renderer_factory(args):
+    """WarpRenderer, or the generator on top of it (`--model generator`)."""
+    from receiver.renderer import WarpRenderer
+
+    if args.model == "warp":
+        return WarpRenderer
+    from receiver.generator_renderer import GeneratorRenderer
+
+    return lambda basis, still: GeneratorRenderer(basis, still, args.generator)
+
+
 def cmd_reenact(args) -> int:
     from tqdm import tqdm
 
@@ -67,7 +78,7 @@ def cmd_reenact(args) -> int:
     try:
         pairs = reenact(still, iter_frames(args.driving, args.max_frames), info.fps, basis,
                         send_every=args.send_every, smoothing=not args.no_smoothing, stats=stats,
-                        sender_still=sender_still)
+                        sender_still=sender_still, renderer_factory=renderer_factory(args))
         for crop, frame in tqdm(pairs, total=total, desc="reenact", unit="frame", disable=args.quiet):
             out.write(frame)
             if ref:
@@ -102,12 +113,57 @@ def cmd_eval(args) -> int:
     for clip in clips:
         if not clip.exists():
             raise FileNotFoundError(f"{clip}: no such clip")
-    report = run_eval(clips, Path(args.out), load_basis(args.basis), codecs, args.kbps, args.max_frames)
+    generator = None if args.generator is None else str(args.generator or "")
+    report = run_eval(clips, Path(args.out), load_basis(args.basis), codecs, args.kbps, args.max_frames,
+                      generator)
     print(f"{'method':<16} {'setting':<20} {'kbps':>8} {'NME %':>7} {'SSIM':>6} {'PSNR':>6}")
     for r in floors(report["summary"]):
         print(f"{r['method']:<16} {r['setting']:<20} {r['kbps']:>8.2f} {r.get('nme', float('nan')):>7.2f} "
               f"{r['ssim']:>6.3f} {r['psnr']:>6.2f}")
     print(f"report: {Path(args.out) / 'report.md'}, {Path(args.out) / 'rate_distortion.png'}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .face.basis import load_basis
+    from .train.config import TrainConfig
+    from .train.loop import Trainer
+
+    config = TrainConfig.load(args.config)
+    if args.steps:
+        config.steps = args.steps
+    if args.out:
+        config.out = str(args.out)
+    path = Trainer(config, load_basis(args.basis)).run(resume=not args.restart)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench
+    from .face.basis import load_basis
+    from .face.still import prepare_still
+    from .media import read_still
+
+    still = prepare_still(read_still(args.identity), source=str(args.identity))
+    generator = None if args.warp_only else str(args.generator or "")
+    rows = bench(still, load_basis(args.basis), generator, args.frames)
+    print(f"{'renderer':<18} {'variant':<40} {'ms/frame':>9} {'fps':>7}")
+    for r in rows:
+        print(f"{r['renderer']:<18} {r['variant']:<40} {r['ms']:>9.2f} {1000 / r['ms']:>7.1f}")
+    best = min((r for r in rows if r["renderer"] != "warp"), key=lambda r: r["ms"], default=None)
+    if best:
+        print(f"fastest generator variant: {best['variant']} ({1000 / best['ms']:.1f} fps with the warp)")
+    return 0
+
+
+def cmd_combine(args) -> int:
+    from .combine import combine
+    from .face.basis import load_basis
+
+    n = combine(args.identity, args.attribute, args.output, load_basis(args.basis),
+                str(args.generator) if args.generator else None, args.expression, args.attribute2)
+    print(f"{n} frame(s) -> {args.output}")
     return 0
 
 
@@ -137,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure codes from the driving video's first frame instead of the still "
                         "(default: on when IDENTITY and DRIVING are different files)")
     p.add_argument("--no-smoothing", action="store_true", help="turn off the tracker's landmark smoothing")
+    p.add_argument("--model", choices=["warp", "generator"], default="warp",
+                   help="warp only, or the warp repaired by the trained MC-AAD generator (default warp)")
+    p.add_argument("--generator", type=Path, help="generator checkpoint (default callsynth/assets/generator.pt)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reenact)
 
@@ -152,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder for the report")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.add_argument("--max-frames", type=_positive_int, help="use at most this many frames of each clip")
+    p.add_argument("--generator", nargs="?", const="", default=None, metavar="CHECKPOINT",
+                   help="also measure the warp repaired by the generator (the shipped one, or CHECKPOINT)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("fit-basis", help="fit the mean face, rigid points and PCA expression basis",
@@ -164,6 +225,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=2, help="tracking processes")
     p.add_argument("--set-default", action="store_true", help="make the new basis the shipped default")
     p.set_defaults(func=cmd_fit_basis)
+
+    p = sub.add_parser("train", help="train the MC-AAD generator (CPU or CUDA)",
+                       description="Fit the expression CNN, then train the call generator on pairs made by "
+                                   "the call's own path from the training identities of ../shared/data, with "
+                                   "the patent's losses. Writes checkpoint.pt, log.csv and sample grids to the "
+                                   "config's out folder; resumes from its checkpoint unless --restart.")
+    p.add_argument("--config", required=True, type=Path, help="JSON config (see configs/)")
+    p.add_argument("--steps", type=_positive_int, help="override the config's number of steps")
+    p.add_argument("--out", type=Path, help="override the config's output folder")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("combine", help="identity of A with the attributes of B (patent FIG. 7-9)",
+                       description="Generate the identity of --identity with the attributes (background, "
+                                   "lighting, hair) of --attribute, the expression of --expression and the "
+                                   "head pose of --attribute2 (both default to --attribute). Images, or "
+                                   "videos frame by frame.")
+    p.add_argument("--identity", required=True, type=Path, help="A: whose face (image or video's first frame)")
+    p.add_argument("--attribute", required=True, type=Path, help="B: the picture to keep (image or video)")
+    p.add_argument("--expression", type=Path, help="C: whose expression (default B)")
+    p.add_argument("--attribute2", type=Path, help="D: whose head pose (default B)")
+    p.add_argument("--output", required=True, type=Path, help="image (png/jpg) or video (mp4)")
+    p.add_argument("--generator", type=Path, help="generator checkpoint (default: the shipped one)")
+    p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
+    p.set_defaults(func=cmd_combine)
+
+    p = sub.add_parser("bench", help="ms per frame of the warp and the generator at 256² on this CPU",
+                       description="Time the receiver's renderers on a still: the warp alone, and the warp "
+                                   "repaired by the generator with 1 or 2 threads, channels-last memory and "
+                                   "TorchScript.")
+    p.add_argument("--identity", type=Path, default=Path("../shared/data/video/pcavs/00067.mp4"),
+                   help="still to render (default: a validation clip's first frame)")
+    p.add_argument("--generator", type=Path, help="generator checkpoint (default: the shipped one)")
+    p.add_argument("--warp-only", action="store_true", help="time only the warp")
+    p.add_argument("--frames", type=_positive_int, default=60, help="frames per measurement (default 60)")
+    p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
+    p.set_defaults(func=cmd_bench)
 
     from .call_commands import add_call_commands
 

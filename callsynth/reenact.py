@@ -65,7 +65,8 @@ class ReenactStats:
 
 def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: ExpressionBasis,
             send_every: int = 2, smoothing: bool = True, stats: ReenactStats | None = None,
-            sender_still: Still | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            sender_still: Still | None = None, renderer_factory=WarpRenderer
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (reference crop, rebuilt frame) for every driving frame, in order.
 
     `sender_still` is what the sender measures codes from: the same still in a call; the driving
@@ -76,7 +77,7 @@ def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: Expre
     encoder = FeatureEncoder(basis, sender_still or still, fps=fps, send_every=send_every,
                              smoothing=smoothing)
     receiver_codec = Codec(basis)
-    renderer = WarpRenderer(basis, still)
+    renderer = renderer_factory(basis, still)
     timeline = FeatureTimeline(renderer.rest_pose, basis.k)
     pending: deque[tuple[float, np.ndarray]] = deque()
     newest = -1.0

@@ -25,18 +25,19 @@ def floors(summary: list[dict]) -> list[dict]:
 
 def markdown(report: dict) -> str:
     head = ("| method | setting | payload kbps (measured) | kbps at 30 fps | landmark NME % | SSIM | "
-            "PSNR dB | face lost % |\n|---|---|---|---|---|---|---|---|\n")
+            "PSNR dB | mouth L1 | face lost % |\n|---|---|---|---|---|---|---|---|---|\n")
 
     def table(rows):
         return head + "".join(
             f"| {r['method']} | {r['setting']} | {r['kbps']:.2f} | {_fmt(r.get('kbps_at_30fps'), '.2f')} "
             f"| {_fmt(r.get('nme'), '.2f')} | {_fmt(r.get('ssim'), '.3f')} | {_fmt(r.get('psnr'), '.2f')} "
-            f"| {_fmt(r.get('face_lost_pct'), '.1f')} |\n" for r in rows)
+            f"| {_fmt(r.get('mouth_l1'), '.2f')} | {_fmt(r.get('face_lost_pct'), '.1f')} |\n" for r in rows)
 
-    per_clip = "| clip | setting | payload kbps | kbps at 30 fps | landmark NME % | SSIM | PSNR dB |\n" \
-               "|---|---|---|---|---|---|---|\n" + "".join(
-                   f"| {Path(r['clip']).name} | {r['setting']} | {r['kbps']:.2f} | {r['kbps_at_30fps']:.2f} "
-                   f"| {_fmt(r.get('nme'), '.2f')} | {_fmt(r.get('ssim'), '.3f')} | {_fmt(r.get('psnr'), '.2f')} |\n"
+    per_clip = "| clip | method | setting | payload kbps | kbps at 30 fps | landmark NME % | SSIM | PSNR dB " \
+               "| mouth L1 |\n|---|---|---|---|---|---|---|---|---|\n" + "".join(
+                   f"| {Path(r['clip']).name} | {r['method']} | {r['setting']} | {r['kbps']:.2f} "
+                   f"| {r['kbps_at_30fps']:.2f} | {_fmt(r.get('nme'), '.2f')} | {_fmt(r.get('ssim'), '.3f')} "
+                   f"| {_fmt(r.get('psnr'), '.2f')} | {_fmt(r.get('mouth_l1'), '.2f')} |\n"
                    for r in report["per_clip"] if r["method"].startswith("callsynth"))
     clips = "\n".join(f"- {c}" for c in report["clips"])
     codecs = "\n".join(f"- {k}: {v}" for k, v in report["codecs"].items())
@@ -52,8 +53,10 @@ def plot(report: dict, path: Path) -> None:
     methods = dict.fromkeys(r["method"] for r in report["summary"])
     for method in methods:
         rows = sorted((r for r in report["summary"] if r["method"] == method), key=lambda r: r["kbps"])
-        style = dict(marker="o", lw=2.5, color="crimson") if method.startswith("callsynth") else dict(
-            marker=".", lw=1.2)
+        style = dict(marker=".", lw=1.2)
+        if method.startswith("callsynth"):
+            style = dict(marker="o" if method == "callsynth-warp" else "*", lw=2.5, ms=9,
+                         color="crimson" if method == "callsynth-warp" else "navy")
         label = report["codecs"].get(method, method)
         for ax, key in zip(axes, ("nme", "ssim")):
             pts = [(r["kbps"], r[key]) for r in rows if key in r]

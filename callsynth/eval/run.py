@@ -22,6 +22,22 @@ from .metrics import LandmarkStream, nme, psnr, ssim
 from .report import write_report
 
 CALLSYNTH_RATES = (1, 2, 3)  # send every Nth frame: 30, 15 and 10 packets/s at 30 fps
+GENERATOR_RATE = 2           # the generator is measured at the default packet rate
+MOUTH = [0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267,
+         269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415]
+
+
+def mouth_error(ref: np.ndarray, out: np.ndarray, landmarks: np.ndarray) -> float:
+    """Mean absolute pixel error (0-255) in the box around the real frame's lips, grown by 30 %."""
+    pts = np.asarray(landmarks)[MOUTH, :2]
+    (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+    gx, gy = 0.3 * (x1 - x0), 0.3 * (y1 - y0)
+    h, w = ref.shape[:2]
+    xa, xb = int(max(0, x0 - gx)), int(min(w, x1 + gx + 1))
+    ya, yb = int(max(0, y0 - gy)), int(min(h, y1 + gy + 1))
+    if xb <= xa or yb <= ya:
+        return float("nan")
+    return float(np.abs(ref[ya:yb, xa:xb].astype(np.float32) - out[ya:yb, xa:xb].astype(np.float32)).mean())
 
 
 def score(ref: list[np.ndarray], ref_lm: list, out: list[np.ndarray], fps: float) -> dict:
@@ -40,7 +56,9 @@ def score(ref: list[np.ndarray], ref_lm: list, out: list[np.ndarray], fps: float
     finally:
         stream.close()
     faces = sum(t is not None for t in ref_lm)
+    mouths = [mouth_error(a, b, t) for a, b, t in zip(ref, out, ref_lm) if t is not None]
     return {
+        "mouth_l1": float(np.mean(mouths)) if mouths else float("nan"),
         "psnr": float(np.mean([psnr(a, b) for a, b in zip(ref, out)])),
         "ssim": float(np.mean([ssim(a, b) for a, b in zip(ref, out)])),
         "nme": float(np.mean(errors)) if errors else float("nan"),
@@ -49,7 +67,7 @@ def score(ref: list[np.ndarray], ref_lm: list, out: list[np.ndarray], fps: float
 
 
 def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: tuple,
-                  max_frames: int | None, progress: tqdm) -> list[dict]:
+                  max_frames: int | None, progress: tqdm, generator: str | None = None) -> list[dict]:
     fps = video_info(path).fps
     frames = list(iter_frames(path, max_frames))
     still = prepare_still(frames[0], source=f"{path.name} first frame")
@@ -66,6 +84,20 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
         setting = "every frame" if send_every == 1 else f"1 packet / {send_every} frames"
         rows.append({"method": "callsynth-warp", "setting": setting, "packets_per_s": fps / send_every,
                      "kbps": summary["payload_kbps"], "kbps_at_30fps": summary["payload_kbps_at_30fps"],
+                     **score(ref, ref_lm, [o for _, o in pairs], fps)})
+        progress.update(1)
+    if generator is not None:
+        from receiver.generator_renderer import GeneratorRenderer
+
+        stats = ReenactStats(fps, GENERATOR_RATE)
+        make = lambda b, st: GeneratorRenderer(b, st, generator or None)  # noqa: E731
+        pairs = list(reenact(still, frames, fps, basis, send_every=GENERATOR_RATE, stats=stats,
+                             renderer_factory=make))
+        summary = stats.summary()
+        rows.append({"method": "callsynth-generator", "setting": f"1 packet / {GENERATOR_RATE} frames",
+                     "packets_per_s": fps / GENERATOR_RATE, "kbps": summary["payload_kbps"],
+                     "kbps_at_30fps": summary["payload_kbps_at_30fps"],
+                     "render_ms": summary["timings_ms"]["render"]["mean"],
                      **score(ref, ref_lm, [o for _, o in pairs], fps)})
         progress.update(1)
     for codec in codecs:
@@ -87,7 +119,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (method, setting), items in groups.items():
         entry = {"method": method, "setting": setting, "clips": len(items)}
-        for key in ("kbps", "kbps_at_30fps", "psnr", "ssim", "nme", "face_lost_pct"):
+        for key in ("kbps", "kbps_at_30fps", "psnr", "ssim", "nme", "face_lost_pct", "mouth_l1", "render_ms"):
             vals = [r[key] for r in items if key in r and not np.isnan(r[key])]
             if vals:
                 entry[key] = float(np.mean(vals))
@@ -96,14 +128,15 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: list[str],
-             kbps: tuple = DEFAULT_KBPS, max_frames: int | None = None) -> dict:
+             kbps: tuple = DEFAULT_KBPS, max_frames: int | None = None, generator: str | None = None) -> dict:
+    """`generator`: None for warp only, "" for the shipped generator, or a checkpoint path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    steps = len(clips) * (len(CALLSYNTH_RATES) + len(codecs) * len(kbps))
+    steps = len(clips) * (len(CALLSYNTH_RATES) + (generator is not None) + len(codecs) * len(kbps))
     rows = []
     with tqdm(total=steps, desc="eval", unit="run") as progress:
         for clip in clips:
             progress.set_postfix_str(Path(clip).name)
-            rows += evaluate_clip(Path(clip), basis, codecs, kbps, max_frames, progress)
+            rows += evaluate_clip(Path(clip), basis, codecs, kbps, max_frames, progress, generator)
     report = {"basis": basis.name, "codecs": {c: CODECS[c].label for c in codecs},
               "clips": [str(c) for c in clips], "summary": summarise(rows), "per_clip": rows}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))

@@ -1,0 +1,69 @@
+"""`callsynth bench`: milliseconds per frame of the receiver's renderers at 256² on this machine.
+
+The generator is timed in the ways worth trying on a CPU (threads, channels-last memory, TorchScript);
+the fastest is what the receiver should use."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .face.basis import ExpressionBasis
+from .face.still import Still
+
+
+def _time(fn, frames: int) -> float:
+    fn(0)
+    fn(1)                                   # warm-up
+    start = time.perf_counter()
+    for i in range(frames):
+        fn(i)
+    return (time.perf_counter() - start) * 1000 / frames
+
+
+def bench(still: Still, basis: ExpressionBasis, generator: str | None, frames: int = 60) -> list[dict]:
+    from receiver.renderer import WarpRenderer
+
+    warp = WarpRenderer(basis, still)
+    rng = np.random.default_rng(0)
+    states = [(warp.rest_pose, rng.normal(0, 0.3, basis.k)) for _ in range(frames)]
+    rows = [{"renderer": "warp", "variant": "numpy + OpenCV", "ms": _time(lambda i: warp.render(states[i]),
+                                                                         frames)}]
+    if generator is None:
+        return rows
+    from receiver.generator_renderer import GeneratorRenderer
+
+    gen = GeneratorRenderer(basis, still, generator or None)
+    eager = gen.net
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for layout in ("contiguous", "channels_last"):
+            gen.net = eager.to(memory_format=torch.channels_last if layout == "channels_last"
+                               else torch.contiguous_format)
+            rows.append({"renderer": "warp + generator", "variant": f"eager, {threads} thread(s), {layout}",
+                         "ms": _time(lambda i: gen.render(states[i]), frames)})
+        example = _example_inputs(gen)
+        with torch.inference_mode():
+            gen.net = _Traced(torch.jit.trace(eager.eval(), example, check_trace=False))
+        rows.append({"renderer": "warp + generator", "variant": f"TorchScript, {threads} thread(s)",
+                     "ms": _time(lambda i: gen.render(states[i]), frames)})
+        gen.net = eager
+    return rows
+
+
+class _Traced:
+    """A traced generator that answers like the eager one (image, z_att)."""
+
+    def __init__(self, traced):
+        self.traced = traced
+
+    def __call__(self, *args):
+        return self.traced(*args)
+
+
+def _example_inputs(gen):
+    s = gen.size
+    return (torch.zeros(1, 3, s, s), torch.zeros(1, 1, s, s), gen.z_id, torch.zeros(1, gen.net.code_dim),
+            torch.zeros(1, 6))

@@ -1,0 +1,1 @@
+"""Training the MC-AAD generator: data pairs from the call's own path, the patent's losses, the loop."""

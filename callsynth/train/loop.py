@@ -1,0 +1,218 @@
+"""`callsynth train`: fit the expression CNN, then train the call generator with L_rec, L_att, L_id,
+L_exp, L_adv and the cycle loss of FIG. 6A, with checkpoints, resume, a CSV log and sample grids."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..face.basis import ExpressionBasis
+from ..model.chip import cut_chips
+from ..model.expression import ExpressionCNN
+from ..model.generator import Discriminator
+from ..model.identity import DlibFaceEmbedder
+from ..model.repairer import CallGenerator
+from . import losses
+from .config import TrainConfig
+from .pairs import build_pairs
+
+CHECKPOINT_FORMAT = 1
+LOG_FIELDS = ["step", "seconds", "rec", "att", "id", "exp", "adv", "cyc", "d", "total"]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Batches:
+    """Random batches of the cached samples as tensors in [-1, 1]."""
+
+    def __init__(self, arrays: dict, device: torch.device, seed: int):
+        self.a, self.device = arrays, device
+        self.rng = np.random.default_rng(seed)
+        self.n = len(arrays["gt"])
+
+    @staticmethod
+    def image(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    def get(self, size: int, index: np.ndarray | None = None) -> dict:
+        idx = self.rng.integers(0, self.n, size) if index is None else index
+        a, clip = self.a, self.a["clip"][idx]
+        batch = {"gt": self.image(a["gt"][idx]), "warp": self.image(a["warp"][idx]),
+                 "lmap": torch.from_numpy(a["lmap"][idx]).float()[:, None] / 127.5 - 1,
+                 "code": torch.from_numpy(a["code"][idx]), "pose": torch.from_numpy(a["pose"][idx]),
+                 "theta": torch.from_numpy(a["theta"][idx]), "still": self.image(a["stills"][clip]),
+                 "still_theta": torch.from_numpy(a["still_thetas"][clip])}
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+
+def fit_expression_cnn(batches: Batches, k: int, steps: int, device, log=print) -> ExpressionCNN:
+    net = ExpressionCNN(k).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in tqdm(range(steps), desc="expression CNN", disable=steps < 10):
+        b = batches.get(32)
+        loss = losses.expression(net(b["gt"]), b["code"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    log(f"expression CNN: final batch MSE {float(loss):.4f}")
+    net.eval().requires_grad_(False)
+    return net
+
+
+def save_grid(path: Path, batch: dict, output: torch.Tensor, n: int = 4) -> None:
+    """Rows: warped still, generator output, ground truth."""
+    import cv2
+
+    def row(t):
+        x = ((t[:n].detach().cpu().permute(0, 2, 3, 1).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+        return np.hstack(list(x))
+
+    grid = np.vstack([row(batch["warp"]), row(output), row(batch["gt"])])
+    cv2.imwrite(str(path), grid[:, :, ::-1])
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, basis: ExpressionBasis, log=print):
+        self.config, self.basis, self.log = config, basis, log
+        self.device = pick_device(config.device)
+        torch.manual_seed(config.seed)
+        self.out = Path(config.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.arrays = build_pairs(config, basis)
+        self.batches = Batches(self.arrays, self.device, config.seed)
+        self.embedder = DlibFaceEmbedder().to(self.device)
+        self.g = CallGenerator(basis.k, config.widths, config.blocks).to(self.device)
+        self.d = Discriminator(3, 32, scales=2).to(self.device)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=config.lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=config.lr, betas=(0.5, 0.999))
+        self.step = 0
+        self.expression = None
+        self.still_ids = self._still_embeddings()
+
+    @torch.no_grad()
+    def _still_embeddings(self) -> torch.Tensor:
+        stills = Batches.image(self.arrays["stills"]).to(self.device)
+        thetas = torch.from_numpy(self.arrays["still_thetas"]).to(self.device)
+        return torch.cat([self.embedder(cut_chips(stills[i:i + 32], thetas[i:i + 32]))
+                          for i in range(0, len(stills), 32)])
+
+    # --- checkpoints -------------------------------------------------------------------------------
+
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def save(self, path: Path | None = None) -> Path:
+        path = path or self.checkpoint_path()
+        state = {"format": CHECKPOINT_FORMAT, "step": self.step, "basis": self.basis.name,
+                 "config": json.dumps(self.config.to_dict()), "g": self.g.state_dict(),
+                 "d": self.d.state_dict(), "exp": self.expression.state_dict(),
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+        return path
+
+    def resume(self, path: Path | None = None) -> bool:
+        path = path or self.checkpoint_path()
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("basis") != self.basis.name:
+            raise ValueError(f"{path}: checkpoint of another format or basis")
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        self.expression = ExpressionCNN(self.basis.k).to(self.device)
+        self.expression.load_state_dict(state["exp"])
+        self.expression.eval().requires_grad_(False)
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step = int(state["step"])
+        return True
+
+    # --- one step ----------------------------------------------------------------------------------
+
+    def generator_losses(self, b: dict, with_cycle: bool) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        w = self.config.weights
+        z_id = b["z_id"]
+        y, z_att = self.g(b["warp"], b["lmap"], z_id, b["code"], b["pose"])
+        parts = {
+            "rec": losses.reconstruction(y, b["gt"]),
+            "att": losses.attribute(z_att, self.g.attributes(y, b["lmap"])),
+            "id": losses.identity(self.embedder(cut_chips(y, b["theta"])), z_id),
+            "exp": losses.expression(self.expression(y), b["code"]),
+            "adv": losses.adversarial(self.d(y), real=True),
+        }
+        if with_cycle:
+            # FIG. 6A: give frame a the identity of another clip c, then back: a → c → a.
+            other = torch.roll(z_id, 1, dims=0)
+            y_ac, _ = self.g(b["warp"], b["lmap"], other, b["code"], b["pose"])
+            y_aca, _ = self.g(y_ac, b["lmap"], z_id, b["code"], b["pose"])
+            parts["cyc"] = losses.reconstruction(y_aca, b["gt"])
+        total = sum(w.get(k, 0.0) * v for k, v in parts.items())
+        return total, parts, y
+
+    def train_step(self, b: dict) -> dict:
+        with_cycle = self.step % self.config.cycle_every == 0
+        total, parts, y = self.generator_losses(b, with_cycle)
+        self.opt_g.zero_grad()
+        total.backward()
+        self.opt_g.step()
+        d_loss = losses.adversarial(self.d(b["gt"]), True) + losses.adversarial(self.d(y.detach()), False)
+        self.opt_d.zero_grad()
+        d_loss.backward()
+        self.opt_d.step()
+        self.step += 1
+        row = {k: float(v) for k, v in parts.items()}
+        row.update(d=float(d_loss), total=float(total))
+        return row
+
+    def batch(self, size: int | None = None, index=None) -> dict:
+        """A batch with the identity embedding of each sample's still (the receiver's cached z_id)."""
+        if index is None:
+            index = self.batches.rng.integers(0, self.batches.n, size or self.config.batch)
+        b = self.batches.get(len(index), np.asarray(index))
+        b["z_id"] = self.still_ids[torch.as_tensor(self.arrays["clip"][index], device=self.device)]
+        return b
+
+    # --- the run -----------------------------------------------------------------------------------
+
+    def run(self, resume: bool = True) -> Path:
+        c = self.config
+        if not (resume and self.resume()):
+            self.expression = fit_expression_cnn(self.batches, self.basis.k, c.exp_steps, self.device,
+                                                 self.log)
+        (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+        log_path = self.out / "log.csv"
+        new_log = not log_path.exists() or self.step == 0
+        start = time.time()
+        with open(log_path, "w" if new_log else "a", newline="") as fh:
+            writer = csv.DictWriter(fh, LOG_FIELDS, extrasaction="ignore")
+            if new_log:
+                writer.writeheader()
+            bar = tqdm(total=c.steps, initial=self.step, desc="training generator")
+            while self.step < c.steps:
+                b = self.batch()
+                row = self.train_step(b)
+                writer.writerow({"step": self.step, "seconds": round(time.time() - start, 1),
+                                 **{k: round(v, 5) for k, v in row.items()}})
+                bar.update(1)
+                bar.set_postfix(rec=f"{row['rec']:.3f}", id=f"{row['id']:.3f}")
+                if self.step % c.sample_every == 0 or self.step == c.steps:
+                    with torch.no_grad():
+                        y, _ = self.g(b["warp"], b["lmap"], b["z_id"], b["code"], b["pose"])
+                    save_grid(self.out / f"samples_{self.step:06d}.png", b, y)
+                if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+                    fh.flush()
+                    self.save()
+            bar.close()
+        return self.save()

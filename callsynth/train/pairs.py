@@ -1,0 +1,128 @@
+"""Training samples made by the call's own path: for a clip, the still is its first frame, and every
+sampled frame t gives (the still warped to the landmarks the receiver would rebuild for t, frame t's
+crop as ground truth, the code and pose that were sent). Cached on disk, outside the repository."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ..face.basis import ExpressionBasis, load_basis
+from ..face.still import NoFaceError, prepare_still
+from ..media import MediaError, iter_frames, video_info
+from ..model.chip import chip_theta
+from ..split import training_files
+from ..wire import Codec
+
+SAMPLE_KEYS = ("gt", "warp", "lmap", "code", "pose", "theta", "clip")
+
+
+def landmark_map(landmarks: np.ndarray, size: int, scale: float) -> np.ndarray:
+    """A size² uint8 image with a dot at every landmark (the generator's extra attribute channel)."""
+    canvas = np.zeros((size, size), np.uint8)
+    for x, y in np.asarray(landmarks)[:, :2] * scale:
+        if 0 <= x < size and 0 <= y < size:
+            canvas[int(y), int(x)] = 255
+    return cv2.GaussianBlur(canvas, (3, 3), 0)
+
+
+def pose_vector(pose) -> np.ndarray:
+    return np.concatenate([pose.rotvec, pose.translation[:2], [np.log(pose.scale)]]).astype(np.float32)
+
+
+def clip_samples(path: Path, basis: ExpressionBasis, size: int, frames_per_clip: int, every: int) -> dict:
+    from receiver.renderer import WarpRenderer
+    from sender.features import FeatureEncoder
+
+    frames = list(iter_frames(path, frames_per_clip))
+    still = prepare_still(frames[0], source=f"{path.name} first frame")
+    fps = video_info(path).fps
+    encoder = FeatureEncoder(basis, still, fps=fps, send_every=1)
+    codec, renderer = Codec(basis), WarpRenderer(basis, still)
+    scale = size / still.image.shape[0]
+    out = {k: [] for k in SAMPLE_KEYS}
+    try:
+        for i, frame in enumerate(frames):
+            sent = encoder.process(frame, int(i * 1000 / fps))
+            if i % every or not sent.found:
+                continue
+            features = codec.decode(sent.packet)
+            target = renderer.target_landmarks(features.pose, features.code)
+            warped = renderer.warper.warp(target)
+            out["gt"].append(cv2.resize(sent.crop, (size, size), interpolation=cv2.INTER_AREA))
+            out["warp"].append(cv2.resize(warped, (size, size), interpolation=cv2.INTER_AREA))
+            out["lmap"].append(landmark_map(target, size, scale))
+            out["code"].append(features.code.astype(np.float32))
+            out["pose"].append(pose_vector(features.pose))
+            out["theta"].append(chip_theta(target * scale, size))
+    finally:
+        encoder.close()
+    return {"samples": out, "still": cv2.resize(still.image, (size, size), interpolation=cv2.INTER_AREA),
+            "still_theta": chip_theta(still.landmarks * scale, size)}
+
+
+def _worker(args):
+    path, size, frames_per_clip, every = args
+    try:
+        return str(path), clip_samples(Path(path), load_basis(), size, frames_per_clip, every)
+    except (MediaError, NoFaceError) as exc:
+        return str(path), exc
+
+
+def choose_clips(grid_s1: int, other: int, seed: int) -> list[Path]:
+    files = training_files("video")
+    rng = np.random.default_rng(seed)
+    s1 = [f for f in files if f.parent.name == "grid_s1"]
+    rest = [f for f in files if f.parent.name != "grid_s1"]
+    pick = lambda xs, n: [xs[i] for i in sorted(rng.permutation(len(xs))[:n])]  # noqa: E731
+    return pick(s1, grid_s1) + pick(rest, other)
+
+
+def build_pairs(config, basis: ExpressionBasis, workers: int = 2) -> dict:
+    """All samples of the configured clips, as arrays; cached by the settings that make them."""
+    clips = choose_clips(config.grid_s1_clips, config.other_clips, config.seed)
+    key = hashlib.sha1(json.dumps([basis.name, config.size, config.frames_per_clip, config.frame_every,
+                                   [str(c) for c in clips]]).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth") / "pairs" / f"{key}.npz"
+    if cache.exists():
+        with np.load(cache) as data:
+            return {k: data[k] for k in data.files}
+    jobs = [(c, config.size, config.frames_per_clip, config.frame_every) for c in clips]
+    results = {}
+    if workers > 1 and len(jobs) > 1:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for path, res in tqdm(pool.imap_unordered(_worker, jobs), total=len(jobs), desc="training pairs"):
+                results[path] = res
+    else:
+        for job in tqdm(jobs, desc="training pairs"):
+            path, res = _worker(job)
+            results[path] = res
+    merged = {k: [] for k in SAMPLE_KEYS}
+    stills, still_thetas, names = [], [], []
+    for path in [str(c) for c in clips]:
+        res = results.get(path)
+        if res is None or isinstance(res, Exception) or not res["samples"]["gt"]:
+            continue
+        index = len(stills)
+        stills.append(res["still"])
+        still_thetas.append(res["still_theta"])
+        names.append(path)
+        for k in SAMPLE_KEYS[:-1]:
+            merged[k] += res["samples"][k]
+        merged["clip"] += [index] * len(res["samples"]["gt"])
+    if not stills:
+        raise ValueError("no usable training clips")
+    arrays = {k: np.stack(v) for k, v in merged.items()}
+    arrays.update(stills=np.stack(stills), still_thetas=np.stack(still_thetas), names=np.array(names))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(cache)
+    return arrays
