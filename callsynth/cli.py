@@ -130,6 +130,14 @@ def cmd_train(args) -> int:
     from .train.loop import Trainer
 
     config = TrainConfig.load(args.config)
+    if args.export:
+        from .train.loop import export_generator
+
+        source = Path(args.out or config.out) / "checkpoint.pt"
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: no checkpoint to export; train first")
+        print(f"generator: {export_generator(source, args.export)}")
+        return 0
     if args.steps:
         config.steps = args.steps
     if args.out:
@@ -235,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, help="override the config's number of steps")
     p.add_argument("--out", type=Path, help="override the config's output folder")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--export", type=Path, metavar="PATH",
+                   help="do not train: write the generator of the config's checkpoint to PATH "
+                        "(callsynth/assets/generator.pt is what receivers load by default)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_train)
 

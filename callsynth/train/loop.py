@@ -26,6 +26,15 @@ CHECKPOINT_FORMAT = 1
 LOG_FIELDS = ["step", "seconds", "rec", "att", "id", "exp", "adv", "cyc", "d", "total"]
 
 
+def export_generator(checkpoint: Path, out: Path) -> Path:
+    """The generator alone (what a receiver loads), from a training checkpoint."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    slim = {k: state[k] for k in ("format", "step", "basis", "config", "g")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(slim, out)
+    return out
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
