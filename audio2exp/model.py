@@ -105,18 +105,11 @@ class Audio2ExpModel:
 
 def load_model(path: str | Path | None = None, basis=None) -> Audio2ExpModel:
     """The shipped model (or `path`), checked against the basis the call uses."""
+    from callsynth.checkpoints import read_checkpoint
+
     path = Path(path) if path else default_model_path()
-    if not path.exists():
-        raise ModelError(f"{path}: no such audio2exp model; train one with `callsynth audio2exp-train`")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several kinds for a damaged file
-        raise ModelError(f"{path}: not a readable audio2exp checkpoint ({exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-        raise ModelError(f"{path}: audio2exp format {state.get('format') if isinstance(state, dict) else '?'}"
-                         f", this code reads {MODEL_FORMAT}")
-    if basis is not None and state["basis"] != basis.name:
-        raise ModelError(f"{path}: trained for {state['basis']}, the call uses {basis.name}")
+    state = read_checkpoint(path, ModelError, "audio2exp model", MODEL_FORMAT, basis,
+                            "train one with `callsynth audio2exp-train`")
     net = AudioToMouth(int(state["k"]))
     net.load_state_dict(state["net"])
     return Audio2ExpModel(net, state["mel_mean"].numpy(), state["mel_std"].numpy(),

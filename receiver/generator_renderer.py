@@ -32,17 +32,13 @@ def default_generator_path() -> Path:
 
 
 def load_generator(path: str | Path | None, basis: ExpressionBasis) -> tuple[CallGenerator, int]:
-    path = Path(path) if path else default_generator_path()
-    if not path.exists():
-        raise GeneratorModelError(f"{path}: no trained generator; train one with `callsynth train`")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several kinds for a damaged file
-        raise GeneratorModelError(f"{path}: not a readable generator ({exc})") from exc
     import json
 
-    if state.get("format") not in (MODEL_FORMAT,) or state.get("basis") != basis.name:
-        raise GeneratorModelError(f"{path}: made for {state.get('basis')}, the call uses {basis.name}")
+    from callsynth.checkpoints import read_checkpoint
+
+    path = Path(path) if path else default_generator_path()
+    state = read_checkpoint(path, GeneratorModelError, "generator", MODEL_FORMAT, basis,
+                            "train one with `callsynth train`")
     config = json.loads(state["config"])
     net = CallGenerator(basis.k, config["widths"], config["blocks"])
     net.load_state_dict(state["g"])

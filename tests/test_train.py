@@ -73,3 +73,17 @@ def test_bad_configs_are_refused(tmp_path):
     bad.write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         TrainConfig.load(bad)
+
+
+def test_the_shipped_generator_loads_and_bad_files_are_refused(tmp_path):
+    from receiver.generator_renderer import GeneratorModelError, load_generator
+
+    basis = load_basis()
+    net, size = load_generator(None, basis)
+    assert size == 128 and not net.training
+    with pytest.raises(GeneratorModelError, match="no such generator"):
+        load_generator(tmp_path / "missing.pt", basis)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(GeneratorModelError, match="not a readable generator"):
+        load_generator(broken, basis)

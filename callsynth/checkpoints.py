@@ -1,0 +1,24 @@
+"""Reading a shipped model file: always weights_only, and every way it can be wrong told in one message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def read_checkpoint(path: Path, error: type[Exception], what: str, fmt: int, basis=None,
+                    how_to_make: str = "") -> dict:
+    """The checkpoint's dict; `error` when it is missing, unreadable, of another format or basis."""
+    if not path.exists():
+        raise error(f"{path}: no such {what}" + (f"; {how_to_make}" if how_to_make else ""))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several kinds for a damaged file
+        raise error(f"{path}: not a readable {what} ({exc})") from exc
+    found = state.get("format") if isinstance(state, dict) else None
+    if found != fmt:
+        raise error(f"{path}: {what} format {found if found is not None else '?'}, this code reads {fmt}")
+    if basis is not None and state.get("basis") != basis.name:
+        raise error(f"{path}: {what} trained for {state.get('basis')}, the call uses {basis.name}")
+    return state
