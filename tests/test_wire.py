@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from callsynth.face.basis import BasisError, ExpressionBasis
 from callsynth.face.pose import Pose
-from callsynth.wire import (FLAG_AUDIO, MAX_PACKET, Codec, CorruptPacket, FrameFeatures, BasisMismatch,
+from callsynth.wire import (FLAG_AUDIO, MAX_PACKET, Codec, FrameFeatures, BasisMismatch,
                             OversizedPacket, TruncatedPacket, VersionMismatch, WireError)
 
 

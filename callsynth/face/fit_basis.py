@@ -100,7 +100,6 @@ def fit_basis(out_dir: str | Path, code_bits: int = 104, max_components: int = 4
                  for p, r in stills.items() if not np.isnan(r["landmarks"][0]).any()}
     print(f"fit-basis: {len(seqs)} clips, {sum(map(len, seqs))} frames, {len(portraits)} portraits")
 
-    all_idx = np.arange(478)
     face_idx = np.arange(478 - NUM_IRIS)
     sample = np.concatenate([s[:: max(1, len(s) // 5)] for s in seqs] + [np.stack(list(portraits.values()))])
     mean = generalised_procrustes(sample, face_idx)
