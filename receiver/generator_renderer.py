@@ -41,8 +41,27 @@ def load_generator(path: str | Path | None, basis: ExpressionBasis) -> tuple[Cal
                             "train one with `callsynth train`")
     config = json.loads(state["config"])
     net = CallGenerator(basis.k, config["widths"], config["blocks"])
-    net.load_state_dict(state["g"])
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["g"].items()})
     return net.eval(), int(config["size"])
+
+
+def to_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """An RGB uint8 image as the generator's (1, 3, size, size) input in [-1, 1]."""
+    small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(small).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+@torch.inference_mode()
+def repaired(net: CallGenerator, size: int, image: np.ndarray, landmarks: np.ndarray, z_id: torch.Tensor,
+             code: np.ndarray, pose) -> np.ndarray:
+    """`image` (the warp, or any attribute picture) plus the generator's repair, upsampled to its size."""
+    x = to_input(image, size)
+    lmap = torch.from_numpy(landmark_map(landmarks, size, size / image.shape[0])).float()[None, None] / 127.5 - 1
+    y, _ = net(x, lmap, z_id, torch.from_numpy(np.asarray(code, np.float32))[None],
+               torch.from_numpy(pose_vector(pose))[None])
+    repair = cv2.resize((y - x)[0].permute(1, 2, 0).numpy() * 127.5, (image.shape[1], image.shape[0]),
+                        interpolation=cv2.INTER_LINEAR)
+    return np.clip(image.astype(np.float32) + repair, 0, 255).astype(np.uint8)
 
 
 class GeneratorRenderer(WarpRenderer):
@@ -52,25 +71,14 @@ class GeneratorRenderer(WarpRenderer):
         if threads:
             torch.set_num_threads(threads)
         self.net, self.size = load_generator(model, basis)
-        self.scale = self.size / still.image.shape[0]
-        small = cv2.resize(still.image, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        scale = self.size / still.image.shape[0]
         with torch.inference_mode():
-            image = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 127.5 - 1
-            theta = torch.from_numpy(chip_theta(still.landmarks * self.scale, self.size))[None]
-            self.z_id = DlibFaceEmbedder()(cut_chips(image, theta))   # cached once, as the design says
+            theta = torch.from_numpy(chip_theta(still.landmarks * scale, self.size))[None]
+            self.z_id = DlibFaceEmbedder()(cut_chips(to_input(still.image, self.size), theta))  # cached once
 
-    @torch.inference_mode()
     def render(self, state) -> np.ndarray:
         if state is None:
             return self.still.image.copy()
         pose, code = state
         target = self.target_landmarks(pose, code)
-        warp = self.warper.warp(target)
-        small = cv2.resize(warp, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 127.5 - 1
-        lmap = torch.from_numpy(landmark_map(target, self.size, self.scale)).float()[None, None] / 127.5 - 1
-        y, _ = self.net(x, lmap, self.z_id, torch.from_numpy(np.asarray(code, np.float32))[None],
-                        torch.from_numpy(pose_vector(pose))[None])
-        repair = ((y - x)[0].permute(1, 2, 0).numpy() * 127.5)
-        repair = cv2.resize(repair, (warp.shape[1], warp.shape[0]), interpolation=cv2.INTER_LINEAR)
-        return np.clip(warp.astype(np.float32) + repair, 0, 255).astype(np.uint8)
+        return repaired(self.net, self.size, self.warper.warp(target), target, self.z_id, code, pose)

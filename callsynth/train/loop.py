@@ -27,9 +27,11 @@ LOG_FIELDS = ["step", "seconds", "rec", "att", "id", "exp", "adv", "cyc", "d", "
 
 
 def export_generator(checkpoint: Path, out: Path) -> Path:
-    """The generator alone (what a receiver loads), from a training checkpoint."""
+    """The generator alone (what a receiver loads), from a training checkpoint, its weights stored as
+    float16 to halve the file (load_generator computes in float32)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    slim = {k: state[k] for k in ("format", "step", "basis", "config", "g")}
+    slim = {k: state[k] for k in ("format", "step", "basis", "config")}
+    slim["g"] = {k: v.half() if v.is_floating_point() else v for k, v in state["g"].items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, out)
     return out
