@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
 from .face.basis import ExpressionBasis
@@ -18,7 +17,6 @@ from .face.tracker import FaceTracker
 from .media import IMAGE_SUFFIXES, VideoWriter, iter_frames, read_still, video_info
 from .model.chip import chip_theta, cut_chips
 from .model.identity import DlibFaceEmbedder
-from .train.pairs import landmark_map, pose_vector
 
 
 def _frames(path: Path):
@@ -35,43 +33,31 @@ def _crop(frame, tracker: FaceTracker, source: str) -> Still:
 
 def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasis, generator: str | None,
             expression: Path | None = None, attribute2: Path | None = None) -> int:
-    from receiver.generator_renderer import load_generator
+    from receiver.generator_renderer import load_generator, repaired, to_input
 
     net, size = load_generator(generator, basis)
     a = prepare_still(read_still(identity), source=str(identity))
-    scale = size / a.image.shape[0]
-
-    def small(image):
-        x = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-        return torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1
-
     with torch.inference_mode():
-        z_id = DlibFaceEmbedder()(cut_chips(small(a.image), torch.from_numpy(
-            chip_theta(a.landmarks * scale, size))[None]))
+        z_id = DlibFaceEmbedder()(cut_chips(to_input(a.image, size), torch.from_numpy(
+            chip_theta(a.landmarks * size / a.image.shape[0], size))[None]))
     is_video = attribute.suffix.lower() not in IMAGE_SUFFIXES
     writer = VideoWriter(output, video_info(attribute).fps) if is_video else None
     sources = {"expression": expression or attribute, "pose": attribute2 or attribute}
     iters = {k: iter(_frames(p)) for k, p in sources.items()}
-    neutral = {k: prepare_still(read_still(p), source=str(p)) for k, p in sources.items()}
+    coders = {k: FaceCoder(basis, prepare_still(read_still(p), source=str(p)).landmarks)
+              for k, p in sources.items()}
     count = 0
-    with FaceTracker(video=is_video, smoothing=False) as tracker:
+    with FaceTracker(video=is_video, smoothing=False) as tracker, \
+            FaceTracker(video=False, smoothing=False) as other_tracker:
         for frame in _frames(attribute):
             b = _crop(frame, tracker, str(attribute))
             state = {}
             for key, it in iters.items():
                 source = next(it, None)
-                crop = b if source is None or sources[key] == attribute else _crop(source, FaceTracker(
-                    video=False, smoothing=False), str(sources[key]))
-                state[key] = FaceCoder(basis, neutral[key].landmarks).encode(crop.landmarks)
-            code = state["expression"][1]
-            pose = state["pose"][0]
-            lmap = torch.from_numpy(landmark_map(b.landmarks, size, scale)).float()[None, None] / 127.5 - 1
-            with torch.inference_mode():
-                x = small(b.image)
-                y, _ = net(x, lmap, z_id, torch.from_numpy(code.astype(np.float32))[None],
-                           torch.from_numpy(pose_vector(pose))[None])
-            repair = cv2.resize(((y - x)[0].permute(1, 2, 0).numpy() * 127.5), b.image.shape[1::-1])
-            out = np.clip(b.image.astype(np.float32) + repair, 0, 255).astype(np.uint8)
+                crop = b if source is None or sources[key] == attribute else _crop(
+                    source, other_tracker, str(sources[key]))
+                state[key] = coders[key].encode(crop.landmarks)
+            out = repaired(net, size, b.image, b.landmarks, z_id, state["expression"][1], state["pose"][0])
             if writer:
                 writer.write(out)
             else:
