@@ -33,37 +33,20 @@ def bench(still: Still, basis: ExpressionBasis, generator: str | None, frames: i
                                                                          frames)}]
     if generator is None:
         return rows
-    from receiver.generator_renderer import GeneratorRenderer
+    from receiver.generator_renderer import GeneratorRenderer, traced
 
-    gen = GeneratorRenderer(basis, still, generator or None)
-    eager = gen.net
+    gen = GeneratorRenderer(basis, still, generator or None, script=False)
+    full_size = still.image.shape[0]
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for layout in ("contiguous", "channels_last"):
-            gen.net = eager.to(memory_format=torch.channels_last if layout == "channels_last"
-                               else torch.contiguous_format)
+            gen.net.to(memory_format=torch.channels_last if layout == "channels_last"
+                       else torch.contiguous_format)
             rows.append({"renderer": "warp + generator", "variant": f"eager, {threads} thread(s), {layout}",
                          "ms": _time(lambda i: gen.render(states[i]), frames)})
-        example = _example_inputs(gen)
-        with torch.inference_mode():
-            gen.net = _Traced(torch.jit.trace(eager.eval(), example, check_trace=False))
+        gen.net.to(memory_format=torch.contiguous_format)
+        gen.run = traced(gen.net, full_size, gen.z_id)
         rows.append({"renderer": "warp + generator", "variant": f"TorchScript, {threads} thread(s)",
                      "ms": _time(lambda i: gen.render(states[i]), frames)})
-        gen.net = eager
+        gen.run = None
     return rows
-
-
-class _Traced:
-    """A traced generator that answers like the eager one (image, z_att)."""
-
-    def __init__(self, traced):
-        self.traced = traced
-
-    def __call__(self, *args):
-        return self.traced(*args)
-
-
-def _example_inputs(gen):
-    s = gen.size
-    return (torch.zeros(1, 3, s, s), torch.zeros(1, 1, s, s), gen.z_id, torch.zeros(1, gen.net.code_dim),
-            torch.zeros(1, 6))

@@ -90,7 +90,8 @@ def cmd_receive(args) -> int:
                               delay_ms=args.playout_delay, duration=args.duration,
                               rejoin_wait=args.rejoin_wait, hosts=tuple(args.ice_host),
                               audio_fallback=args.audio_fallback,
-                              audio_model=str(args.audio_model) if args.audio_model else None)
+                              audio_model=str(args.audio_model) if args.audio_model else None,
+                              model=args.model, generator=str(args.generator) if args.generator else None)
     summary = asyncio.run(run_receiver(load_basis(args.basis), options))
     print(json.dumps({k: v for k, v in summary.items() if k != "events"}, indent=2))
     return 0
@@ -102,10 +103,22 @@ def cmd_demo(args) -> int:
     report = run_demo(args.video, Path(args.out), identity=args.identity, loss=args.loss,
                       send_every=args.send_every, delay_ms=args.playout_delay, audio=args.audio,
                       max_frames=args.max_frames, camera_off=args.camera_off,
-                      audio_fallback=args.audio_fallback)
+                      audio_fallback=args.audio_fallback, model=args.model, generator=args.generator)
     print(json.dumps(report["headline"], indent=2))
     print(f"received video: {report['files']['video']}\nstats: {report['files']['stats']}")
     return 0
+
+
+DEFAULT_MODEL = "warp"
+
+
+def add_model_options(p: argparse.ArgumentParser, default: str = DEFAULT_MODEL) -> None:
+    """--model and --generator, shared by every command that rebuilds frames."""
+    p.add_argument("--model", choices=["warp", "generator"], default=default,
+                   help="rebuild frames by the warp of the still alone, or by the warp repaired by the "
+                        f"trained MC-AAD generator (default {default})")
+    p.add_argument("--generator", type=Path, metavar="FILE",
+                   help="generator file (default: the shipped callsynth/assets/generator.pt)")
 
 
 def add_call_commands(sub, positive_int) -> None:
@@ -169,6 +182,7 @@ def add_call_commands(sub, positive_int) -> None:
                    help="after losing the sender, wait this long for it to come back (default 30)")
     p.add_argument("--audio-fallback", action="store_true",
                    help="when feature packets stop but the voice goes on, drive the face from the voice")
+    add_model_options(p)
     p.set_defaults(func=cmd_receive)
 
     p = sub.add_parser("demo", help="a whole call on loopback from a video file",
@@ -187,6 +201,7 @@ def add_call_commands(sub, positive_int) -> None:
                    help="send no video: the clip's sound drives the still (its first frame unless --identity)")
     p.add_argument("--audio-fallback", action="store_true",
                    help="the receiver drives the face from the voice when feature packets stop")
+    add_model_options(p)
     p.set_defaults(func=cmd_demo)
 
 

@@ -44,6 +44,9 @@ def cmd_fit_basis(args) -> int:
     return 0
 
 
+REENACT_MODEL = "warp"  # what `reenact` rebuilds frames with unless --model says otherwise
+
+
 def renderer_factory(args):
     """WarpRenderer, or the generator on top of it (`--model generator`)."""
     from receiver.renderer import WarpRenderer
@@ -133,7 +136,7 @@ def cmd_train(args) -> int:
     if args.export:
         from .train.loop import export_generator
 
-        source = Path(args.out or config.out) / "checkpoint.pt"
+        source = Path(args.out or config.out) / ("best.pt" if args.best else "checkpoint.pt")
         if not source.exists():
             raise FileNotFoundError(f"{source}: no checkpoint to export; train first")
         print(f"generator: {export_generator(source, args.export)}")
@@ -176,6 +179,8 @@ def cmd_combine(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .call_commands import add_model_options
+
     parser = argparse.ArgumentParser(
         prog="callsynth",
         description="Video calls at a few kbps: the sender streams head pose and an expression code, "
@@ -201,9 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure codes from the driving video's first frame instead of the still "
                         "(default: on when IDENTITY and DRIVING are different files)")
     p.add_argument("--no-smoothing", action="store_true", help="turn off the tracker's landmark smoothing")
-    p.add_argument("--model", choices=["warp", "generator"], default="warp",
-                   help="warp only, or the warp repaired by the trained MC-AAD generator (default warp)")
-    p.add_argument("--generator", type=Path, help="generator checkpoint (default callsynth/assets/generator.pt)")
+    add_model_options(p, REENACT_MODEL)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reenact)
 
@@ -246,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", type=Path, metavar="PATH",
                    help="do not train: write the generator of the config's checkpoint to PATH "
                         "(callsynth/assets/generator.pt is what receivers load by default)")
+    p.add_argument("--best", action="store_true",
+                   help="with --export: take best.pt, the step whose validation SSIM gain over the warp "
+                        "was highest (the config's val_every), instead of the last checkpoint")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_train)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-import torch
 
 from .face.basis import ExpressionBasis
 from .face.code import FaceCoder
@@ -15,8 +14,6 @@ from .face.crop import box_for_face
 from .face.still import NoFaceError, Still, prepare_still
 from .face.tracker import FaceTracker
 from .media import IMAGE_SUFFIXES, VideoWriter, iter_frames, read_still, video_info
-from .model.chip import chip_theta, cut_chips
-from .model.identity import DlibFaceEmbedder
 
 
 def _frames(path: Path):
@@ -33,13 +30,11 @@ def _crop(frame, tracker: FaceTracker, source: str) -> Still:
 
 def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasis, generator: str | None,
             expression: Path | None = None, attribute2: Path | None = None) -> int:
-    from receiver.generator_renderer import load_generator, repaired, to_input
+    from receiver.generator_renderer import identity_of, load_generator, repaired
 
     net, size = load_generator(generator, basis)
     a = prepare_still(read_still(identity), source=str(identity))
-    with torch.inference_mode():
-        z_id = DlibFaceEmbedder()(cut_chips(to_input(a.image, size), torch.from_numpy(
-            chip_theta(a.landmarks * size / a.image.shape[0], size))[None]))
+    z_id = identity_of(a.image, a.landmarks, size)
     is_video = attribute.suffix.lower() not in IMAGE_SUFFIXES
     writer = VideoWriter(output, video_info(attribute).fps) if is_video else None
     sources = {"expression": expression or attribute, "pose": attribute2 or attribute}
@@ -57,7 +52,7 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
                 crop = b if source is None or sources[key] == attribute else _crop(
                     source, other_tracker, str(sources[key]))
                 state[key] = coders[key].encode(crop.landmarks)
-            out = repaired(net, size, b.image, b.landmarks, z_id, state["expression"][1], state["pose"][0])
+            out = repaired(net, b.image, b.landmarks, z_id, state["expression"][1], state["pose"][0])
             if writer:
                 writer.write(out)
             else:

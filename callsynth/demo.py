@@ -74,7 +74,8 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
 
 def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float = 0.0,
              send_every: int = 2, delay_ms: float = 60.0, audio: str | None = None,
-             max_frames: int | None = None, camera_off: bool = False, audio_fallback: bool = False) -> dict:
+             max_frames: int | None = None, camera_off: bool = False, audio_fallback: bool = False,
+             model: str = "warp", generator: Path | None = None) -> dict:
     info = video_info(video)  # a clear MediaError before any process starts
     out.mkdir(parents=True, exist_ok=True)
     port, room = free_port(), "demo"
@@ -88,7 +89,8 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
         _wait_for_port(port, server, logs["signal"])
         receiver = _spawn(["receive", "--signal", url, "--room", room, "--output", str(files["video"]),
                            "--stats", str(files["receiver_stats"]), "--playout-delay", str(delay_ms),
-                           "--rejoin-wait", "10"] + (["--audio-fallback"] if audio_fallback else []),
+                           "--rejoin-wait", "10", "--model", model] + (["--audio-fallback"] if audio_fallback else [])
+                          + (["--generator", str(generator)] if generator else []),
                           logs["receiver"])
         processes.append(receiver)
         send = ["send", "--signal", url, "--room", room, "--stats", str(files["sender_stats"]),

@@ -49,6 +49,8 @@ class ReceiverOptions:
     audio_fallback: bool = False       # drive the face from the received voice when packets stop
     fallback_after_ms: float = 500.0
     audio_model: str | None = None
+    model: str = "warp"                # "warp", or "generator": the warp repaired by the MC-AAD generator
+    generator: str | None = None       # generator file (default: the shipped one)
     hosts: tuple = ("127.0.0.1",)
 
 
@@ -151,6 +153,11 @@ class Receiver:
         self.final_ms: float | None = None      # after a hang-up: the last capture time to show
         self.finished_playout = False
         self.window = options.window and self._display_available()
+        self.generator = None
+        if options.model == "generator":   # loaded before the call, so a bad file stops us here, clearly
+            from .generator_renderer import load_generator
+
+            self.generator = load_generator(options.generator, basis)
 
     def _display_available(self) -> bool:
         if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
@@ -283,7 +290,7 @@ class Receiver:
         self.stats.identity_bytes = len(message)
         if self.counters:
             self.counters[-1].mark()  # on-wire rates are measured from here: the still is not a rate
-        self.renderer = WarpRenderer(self.basis, still)
+        self.renderer = self._make_renderer(still)
         self.jitter = JitterBuffer(self.renderer.rest_pose, self.basis.k, delay_ms=self.options.delay_ms)
         self.stats.event(f"still cached ({len(message)} bytes)")
         if self.options.audio_fallback:
@@ -297,6 +304,15 @@ class Receiver:
             if self.recorder is None:
                 self.recorder = CallRecorder(out, time.time(), with_audio=self.expect_audio,
                                              fps=self.options.fps)
+
+    def _make_renderer(self, still) -> WarpRenderer:
+        """The warp, or the warp repaired by the generator (its identity vector computed and its network
+        traced here, once per still, before the first frame)."""
+        if self.generator is None:
+            return WarpRenderer(self.basis, still)
+        from .generator_renderer import GeneratorRenderer
+
+        return GeneratorRenderer(self.basis, still, loaded=self.generator)
 
     def _start_speech_driver(self) -> None:
         from audio2exp.driver import SpeechDriver
@@ -450,6 +466,7 @@ class Receiver:
             "bytes": wire, "datagrams": packets,
         }
         summary = self.stats.summary()
+        summary["renderer"] = self.options.model
         if self.options.stats_path:
             path = Path(self.options.stats_path)
             path.parent.mkdir(parents=True, exist_ok=True)

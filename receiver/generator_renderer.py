@@ -1,7 +1,8 @@
 """The receiver's neural renderer: the warp of the still, repaired by the trained MC-AAD generator.
 
 The generator works at the size it was trained at (128² by default) on the downsampled warp; its repair
-is upsampled and added to the full 256² warp, so fine detail the warp keeps is not lost."""
+is upsampled and added to the full 256² warp (CallGenerator.render), so fine detail the warp keeps is not
+lost. The receiver runs it traced with TorchScript, the fastest way `callsynth bench` measured."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.face.still import Still
 from callsynth.model.chip import chip_theta, cut_chips
 from callsynth.model.identity import DlibFaceEmbedder
-from callsynth.model.repairer import CallGenerator
+from callsynth.model.repairer import CallGenerator, FullFrame
 from callsynth.train.pairs import landmark_map, pose_vector
 
 from .renderer import WarpRenderer
@@ -40,7 +41,7 @@ def load_generator(path: str | Path | None, basis: ExpressionBasis) -> tuple[Cal
     state = read_checkpoint(path, GeneratorModelError, "generator", MODEL_FORMAT, basis,
                             "train one with `callsynth train`")
     config = json.loads(state["config"])
-    net = CallGenerator(basis.k, config["widths"], config["blocks"])
+    net = CallGenerator(basis.k, config["widths"], config["blocks"], int(config["size"]))
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["g"].items()})
     return net.eval(), int(config["size"])
 
@@ -51,34 +52,50 @@ def to_input(image: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(small).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
+def identity_of(image: np.ndarray, landmarks: np.ndarray, size: int) -> torch.Tensor:
+    """z_id (1, 128) of a face crop: dlib's embedding of the chip cut the way training cut it."""
+    theta = torch.from_numpy(chip_theta(np.asarray(landmarks) * size / image.shape[0], size))[None]
+    with torch.inference_mode():
+        return DlibFaceEmbedder()(cut_chips(to_input(image, size), theta))
+
+
+def traced(net: CallGenerator, full_size: int, z_id: torch.Tensor) -> torch.jit.ScriptModule:
+    """The full-frame generator traced for a full_size² crop (TorchScript: what the bench found fastest)."""
+    s = net.size
+    example = (torch.zeros(1, 3, full_size, full_size), torch.zeros(1, 1, s, s), z_id,
+               torch.zeros(1, net.code_dim), torch.zeros(1, 6))
+    with torch.inference_mode():
+        return torch.jit.trace(FullFrame(net).eval(), example, check_trace=False)
+
+
 @torch.inference_mode()
-def repaired(net: CallGenerator, size: int, image: np.ndarray, landmarks: np.ndarray, z_id: torch.Tensor,
-             code: np.ndarray, pose) -> np.ndarray:
-    """`image` (the warp, or any attribute picture) plus the generator's repair, upsampled to its size."""
-    x = to_input(image, size)
-    lmap = torch.from_numpy(landmark_map(landmarks, size, size / image.shape[0])).float()[None, None] / 127.5 - 1
-    y, _ = net(x, lmap, z_id, torch.from_numpy(np.asarray(code, np.float32))[None],
-               torch.from_numpy(pose_vector(pose))[None])
-    repair = cv2.resize((y - x)[0].permute(1, 2, 0).numpy() * 127.5, (image.shape[1], image.shape[0]),
-                        interpolation=cv2.INTER_LINEAR)
-    return np.clip(image.astype(np.float32) + repair, 0, 255).astype(np.uint8)
+def repaired(net: CallGenerator, image: np.ndarray, landmarks: np.ndarray, z_id: torch.Tensor,
+             code: np.ndarray, pose, run=None) -> np.ndarray:
+    """`image` (the warp, or any attribute picture, RGB uint8) repaired by the generator at its full size.
+    `run`: a traced FullFrame to use instead of the eager net."""
+    full = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    lmap = torch.from_numpy(landmark_map(landmarks, net.size, net.size / image.shape[0])).float()[None, None]
+    out = (run or FullFrame(net))(full, lmap / 127.5 - 1, z_id,
+                                  torch.from_numpy(np.asarray(code, np.float32))[None],
+                                  torch.from_numpy(pose_vector(pose))[None])
+    return np.rint((out[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
 
 
 class GeneratorRenderer(WarpRenderer):
     def __init__(self, basis: ExpressionBasis, still: Still, model: str | Path | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, script: bool = True,
+                 loaded: tuple[CallGenerator, int] | None = None):
+        """`model`: a generator file (default the shipped one), or `loaded`: what load_generator gave."""
         super().__init__(basis, still)
         if threads:
             torch.set_num_threads(threads)
-        self.net, self.size = load_generator(model, basis)
-        scale = self.size / still.image.shape[0]
-        with torch.inference_mode():
-            theta = torch.from_numpy(chip_theta(still.landmarks * scale, self.size))[None]
-            self.z_id = DlibFaceEmbedder()(cut_chips(to_input(still.image, self.size), theta))  # cached once
+        self.net, self.size = loaded or load_generator(model, basis)
+        self.z_id = identity_of(still.image, still.landmarks, self.size)  # cached once
+        self.run = traced(self.net, still.image.shape[0], self.z_id) if script else None
 
     def render(self, state) -> np.ndarray:
         if state is None:
             return self.still.image.copy()
         pose, code = state
         target = self.target_landmarks(pose, code)
-        return repaired(self.net, self.size, self.warper.warp(target), target, self.z_id, code, pose)
+        return repaired(self.net, self.warper.warp(target), target, self.z_id, code, pose, self.run)

@@ -76,6 +76,38 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
     assert (tmp_path / "rx_still.png").exists()
 
 
+def test_a_call_rebuilt_by_the_generator(tmp_path):
+    """`receive --model generator`: frames are the generator's repair of the warp, the same that
+    `reenact --model generator` and `eval --generator` measure."""
+    from receiver.generator_renderer import GeneratorRenderer
+
+    basis = load_basis()
+
+    async def main():
+        url, stop, server = await serve()
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="g", rejoin_wait=5, model="generator"))
+        rx = asyncio.create_task(receiver.run())
+        await run_sender(VideoFileSource(VAL_CLIP, max_frames=20), basis, SenderOptions(url=url, room="g"))
+        summary = await asyncio.wait_for(rx, 30)
+        stop.set()
+        await server
+        return receiver, summary
+
+    receiver, summary = asyncio.run(main())
+    assert isinstance(receiver.renderer, GeneratorRenderer) and summary["renderer"] == "generator"
+    assert summary["frames_shown"] >= 15 and summary["rejected_packets"] == {}
+
+
+def test_a_bad_generator_file_stops_the_receiver_before_the_call(tmp_path):
+    from receiver.generator_renderer import GeneratorModelError
+
+    bad = tmp_path / "g.pt"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(GeneratorModelError, match="not a readable generator"):
+        Receiver(load_basis(), ReceiverOptions(url="ws://127.0.0.1:1", room="x", model="generator",
+                                               generator=str(bad)))
+
+
 async def rogue_call(url, room, identity_messages, feature_messages, basis):
     """A hand-made sender that says whatever the test wants on both channels."""
     signal_client = SignallingClient(url, room, "sender")

@@ -25,6 +25,11 @@ def test_the_tiny_config_trains_through_the_command_line(tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert all(float(r["rec"]) > 0 and float(r["id"]) >= 0 for r in rows)
     assert rows[0]["cyc"] != "" and (tmp_path / "samples_000002.png").exists()
+    assert rows[0]["id"] != "" and rows[1]["id"] == ""          # id_every 2: L_id on steps 0, 2, ...
+    # Validation on the evaluator's identities at step 3: the generator's and the warp's full-size SSIM.
+    assert rows[0]["val_ssim"] == "" and 0 < float(rows[2]["val_ssim_warp"]) <= 1
+    assert abs(float(rows[2]["val_ssim"]) - float(rows[2]["val_ssim_warp"])) < 0.05
+    assert (tmp_path / "best.pt").exists()
     assert json.loads((tmp_path / "config.json").read_text())["size"] == 32
 
 
@@ -33,17 +38,28 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny):
     trainer.expression = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(load_basis().k))
     trainer.expression(torch.zeros(1, 3, tiny.size, tiny.size))
     trainer.expression.requires_grad_(False)
-    for group in trainer.opt_g.param_groups:
-        group["lr"] = 2e-3            # the repair starts at exactly zero: let it move within a few steps
+    trainer.config.lr = 2e-3          # the repair starts at exactly zero: let it move within a few steps
     trainer.config.weights = {"rec": 10.0, "att": 1.0, "id": 2.0, "exp": 1.0}   # no GAN game here
     batch = trainer.batch(index=[0, 1])
     # The tiny clips' warps are already close to their frames; give the repair something to learn.
-    batch["gt"] = (batch["warp"] * 0.8 + 0.1).clamp(-1, 1)
-    first, _, _ = trainer.generator_losses(batch, with_cycle=False)
+    for key in ("gt", "gt_small"):
+        batch[key] = (batch[key.replace("gt", "warp")] * 0.8 + 0.1).clamp(-1, 1)
+    first = trainer.generator_losses(batch, with_cycle=False)[0]
     for _ in range(20):
         trainer.train_step(batch)
-    last, _, _ = trainer.generator_losses(batch, with_cycle=False)
+    last = trainer.generator_losses(batch, with_cycle=False)[0]
     assert float(last) < 0.9 * float(first)
+
+
+def test_the_learning_rate_decays_linearly_from_its_start_step(tiny):
+    trainer = Trainer(tiny, load_basis())
+    trainer.config = TrainConfig(lr=1e-3, steps=100, lr_decay_start=60)
+    rates = {}
+    for step in (0, 59, 60, 80, 99, 100):
+        trainer.step = step
+        rates[step] = trainer.learning_rate()
+    assert rates[0] == rates[59] == rates[60] == 1e-3
+    assert rates[80] == pytest.approx(5e-4) and rates[99] == pytest.approx(5e-5) and rates[100] == 5e-5
 
 
 def test_a_checkpoint_round_trips(tiny, tmp_path):
@@ -87,3 +103,43 @@ def test_the_shipped_generator_loads_and_bad_files_are_refused(tmp_path):
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(GeneratorModelError, match="not a readable generator"):
         load_generator(broken, basis)
+
+
+def test_the_ssim_loss_is_the_evaluators_ssim():
+    """L_ssim is trained on the very figure `callsynth eval` reports (skimage's SSIM)."""
+    import numpy as np
+
+    from callsynth.eval.metrics import ssim as eval_ssim
+    from callsynth.train.losses import ssim
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    b[10:30, 5:25] = 255 - b[10:30, 5:25]
+    t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].double() / 127.5 - 1  # noqa: E731
+    assert float(ssim(t(a), t(b))) == pytest.approx(eval_ssim(a, b), abs=1e-6)
+    assert float(ssim(t(a), t(a))) == pytest.approx(1.0)
+
+
+def test_the_receiver_runs_the_trained_path_and_a_zero_repair_keeps_the_warp():
+    """`repaired` (eager or traced) is CallGenerator.render; with the untrained zero repair it returns the
+    warp pixel for pixel, so a fresh model starts exactly at the warp."""
+    import numpy as np
+
+    from callsynth.face.pose import Pose
+    from callsynth.model.repairer import CallGenerator
+    from receiver.generator_renderer import repaired, traced
+
+    torch.manual_seed(0)
+    net = CallGenerator(8, [8, 16], [16, 8, 3], size=32).eval()
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    landmarks = rng.uniform(0, 64, (478, 3))
+    pose = Pose(np.zeros(3), np.zeros(3), 1.0)
+    z_id, code = torch.randn(1, 128), np.zeros(8, np.float32)
+    assert np.array_equal(repaired(net, image, landmarks, z_id, code, pose), image)
+    torch.nn.init.normal_(net.g.blocks[-1].conv2.weight, std=0.05)
+    eager = repaired(net, image, landmarks, z_id, code, pose)
+    assert not np.array_equal(eager, image)
+    script = repaired(net, image, landmarks, z_id, code, pose, traced(net, 64, z_id))
+    assert np.abs(eager.astype(int) - script.astype(int)).max() <= 1

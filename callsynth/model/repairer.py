@@ -1,11 +1,17 @@
 """The call's generator: G of FIG. 3 fed the warped still (plus a landmark map) as the attribute image and
 the still's identity, the sent code and pose as adjusted attributes. It outputs a repair that is added to
-the warped still, so that what the warp already gets right costs the network nothing to keep."""
+the warped still, so that what the warp already gets right costs the network nothing to keep.
+
+G works at `size`² (128² by default) for speed; `render` takes the full-size warp (256², the call's
+crop), runs G on its area-downsampled copy and adds the bilinearly upsampled repair to the full warp, so
+the fine detail the warp keeps is not lost. Training and the receiver both go through `render`, so the
+loss is taken on exactly the frames a caller sees."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .generator import Generator
 
@@ -14,9 +20,9 @@ POSE_DIM = 6
 
 
 class CallGenerator(nn.Module):
-    def __init__(self, code_dim: int, widths: list[int], blocks: list[int]):
+    def __init__(self, code_dim: int, widths: list[int], blocks: list[int], size: int = 128):
         super().__init__()
-        self.code_dim = code_dim
+        self.code_dim, self.size = code_dim, size
         self.g = Generator(4, [ID_DIM, code_dim, POSE_DIM], widths, blocks)
         # Start as the identity: a zero repair, so training begins at the warp and only improves on it.
         last = self.g.blocks[-1]
@@ -27,10 +33,30 @@ class CallGenerator(nn.Module):
 
     def forward(self, warp: torch.Tensor, lmap: torch.Tensor, z_id: torch.Tensor, code: torch.Tensor,
                 pose: torch.Tensor, z_att=None):
-        """warp (B,3,H,W) and lmap (B,1,H,W) in [-1, 1] → (image in [-1, 1], z_att levels)."""
+        """warp (B,3,size,size) and lmap (B,1,size,size) in [-1, 1] → (image in [-1, 1], z_att levels)."""
         repair, z_att = self.g(torch.cat([warp, lmap], 1), [z_id, code, pose], z_att)
         return (warp + repair).clamp(-1, 1), z_att
+
+    def render(self, warp_full: torch.Tensor, lmap: torch.Tensor, z_id: torch.Tensor, code: torch.Tensor,
+               pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """warp_full (B,3,H,W) in [-1, 1], lmap at size² → (full-size frame, size² frame, z_att levels)."""
+        warp = F.interpolate(warp_full, size=(self.size, self.size), mode="area")
+        repair, z_att = self.g(torch.cat([warp, lmap], 1), [z_id, code, pose])
+        full = warp_full + F.interpolate(repair, size=warp_full.shape[-2:], mode="bilinear",
+                                         align_corners=False)
+        return full.clamp(-1, 1), (warp + repair).clamp(-1, 1), z_att
 
     def attributes(self, image: torch.Tensor, lmap: torch.Tensor) -> list[torch.Tensor]:
         """z_att of an image (for L_att, comparing an output's attributes with its input's)."""
         return self.g.encoder(torch.cat([image, lmap], 1))
+
+
+class FullFrame(nn.Module):
+    """`CallGenerator.render` returning the full-size frame alone: what the receiver traces and runs."""
+
+    def __init__(self, net: CallGenerator):
+        super().__init__()
+        self.net = net
+
+    def forward(self, warp_full, lmap, z_id, code, pose):
+        return self.net.render(warp_full, lmap, z_id, code, pose)[0]

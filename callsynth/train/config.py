@@ -15,9 +15,13 @@ class TrainConfig:
     batch: int = 8
     steps: int = 3000
     lr: float = 2e-4
+    lr_decay_start: int = 0               # from this step the learning rate falls linearly towards 0 at `steps`
     weights: dict = field(default_factory=lambda: {"rec": 10.0, "att": 1.0, "id": 2.0, "exp": 1.0,
-                                                   "adv": 0.1, "cyc": 5.0})
+                                                   "adv": 0.1, "cyc": 5.0,
+                                                   "ssim": 0.0})
     cycle_every: int = 4                  # the cycle loss (two extra passes) every n-th step
+    id_every: int = 1                     # L_id (dlib's ResNet, the costliest term on a CPU) every n-th step
+    val_every: int = 0                    # validation SSIM/L1 against the warp every n steps (0: never)
     grid_s1_clips: int = 40               # training clips of GRID s1 (one person, many sentences)
     other_clips: int = 200                # training clips of everyone else (at most)
     frames_per_clip: int = 120

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis
@@ -23,7 +24,8 @@ from .config import TrainConfig
 from .pairs import build_pairs
 
 CHECKPOINT_FORMAT = 1
-LOG_FIELDS = ["step", "seconds", "rec", "att", "id", "exp", "adv", "cyc", "d", "total"]
+LOG_FIELDS = ["step", "seconds", "rec", "ssim", "att", "id", "exp", "adv", "cyc", "d", "total",
+              "val_ssim", "val_ssim_warp", "val_l1", "val_l1_warp"]
 
 
 def export_generator(checkpoint: Path, out: Path) -> Path:
@@ -44,10 +46,11 @@ def pick_device(name: str) -> torch.device:
 
 
 class Batches:
-    """Random batches of the cached samples as tensors in [-1, 1]."""
+    """Random batches of the cached samples as tensors in [-1, 1]: `gt` and `warp` at full size, and
+    their area-downsampled copies `gt_small`, `warp_small` at the generator's size."""
 
-    def __init__(self, arrays: dict, device: torch.device, seed: int):
-        self.a, self.device = arrays, device
+    def __init__(self, arrays: dict, device: torch.device, seed: int, size: int):
+        self.a, self.device, self.size = arrays, device, size
         self.rng = np.random.default_rng(seed)
         self.n = len(arrays["gt"])
 
@@ -63,7 +66,10 @@ class Batches:
                  "code": torch.from_numpy(a["code"][idx]), "pose": torch.from_numpy(a["pose"][idx]),
                  "theta": torch.from_numpy(a["theta"][idx]), "still": self.image(a["stills"][clip]),
                  "still_theta": torch.from_numpy(a["still_thetas"][clip])}
-        return {k: v.to(self.device) for k, v in batch.items()}
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        for key in ("gt", "warp"):
+            batch[f"{key}_small"] = F.interpolate(batch[key], size=(self.size, self.size), mode="area")
+        return batch
 
 
 def fit_expression_cnn(batches: Batches, k: int, steps: int, device, log=print) -> ExpressionCNN:
@@ -71,11 +77,11 @@ def fit_expression_cnn(batches: Batches, k: int, steps: int, device, log=print) 
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in tqdm(range(steps), desc="expression CNN", disable=steps < 10):
         b = batches.get(32)
-        loss = losses.expression(net(b["gt"]), b["code"])
+        loss = losses.expression(net(b["gt_small"]), b["code"])
         opt.zero_grad()
         loss.backward()
         opt.step()
-    log(f"expression CNN: final batch MSE {float(loss):.4f}")
+    log(f"expression CNN: final batch MSE {float(loss.detach()):.4f}")
     net.eval().requires_grad_(False)
     return net
 
@@ -100,20 +106,30 @@ class Trainer:
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.arrays = build_pairs(config, basis)
-        self.batches = Batches(self.arrays, self.device, config.seed)
+        self.batches = Batches(self.arrays, self.device, config.seed, config.size)
+        self.validation = None
+        if config.val_every:
+            from ..split import eval_clips
+
+            self.validation = Batches(build_pairs(config, basis, clips=eval_clips()), self.device,
+                                      config.seed, config.size)
         self.embedder = DlibFaceEmbedder().to(self.device)
-        self.g = CallGenerator(basis.k, config.widths, config.blocks).to(self.device)
+        self.g = CallGenerator(basis.k, config.widths, config.blocks, config.size).to(self.device)
         self.d = Discriminator(3, 32, scales=2).to(self.device)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=config.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=config.lr, betas=(0.5, 0.999))
         self.step = 0
+        self.best = float("-inf")          # the best validation SSIM gain over the warp so far
         self.expression = None
         self.still_ids = self._still_embeddings()
 
-    @torch.no_grad()
     def _still_embeddings(self) -> torch.Tensor:
-        stills = Batches.image(self.arrays["stills"]).to(self.device)
-        thetas = torch.from_numpy(self.arrays["still_thetas"]).to(self.device)
+        return self._embed_stills(self.arrays)
+
+    @torch.no_grad()
+    def _embed_stills(self, arrays: dict) -> torch.Tensor:
+        stills = Batches.image(arrays["stills"]).to(self.device)
+        thetas = torch.from_numpy(arrays["still_thetas"]).to(self.device)
         return torch.cat([self.embedder(cut_chips(stills[i:i + 32], thetas[i:i + 32]))
                           for i in range(0, len(stills), 32)])
 
@@ -127,7 +143,7 @@ class Trainer:
         state = {"format": CHECKPOINT_FORMAT, "step": self.step, "basis": self.basis.name,
                  "config": json.dumps(self.config.to_dict()), "g": self.g.state_dict(),
                  "d": self.d.state_dict(), "exp": self.expression.state_dict(),
-                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "best": self.best}
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(path)
@@ -148,37 +164,55 @@ class Trainer:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = int(state["step"])
+        self.best = float(state.get("best", float("-inf")))
         return True
 
     # --- one step ----------------------------------------------------------------------------------
 
-    def generator_losses(self, b: dict, with_cycle: bool) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    def generator_losses(self, b: dict, with_cycle: bool, with_id: bool = True
+                         ) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
+        """L_rec and L_ssim on the full-size frame (what the caller sees); L_att, L_id, L_exp, L_adv and
+        L_cyc on the generator's own size²."""
         w = self.config.weights
         z_id = b["z_id"]
-        y, z_att = self.g(b["warp"], b["lmap"], z_id, b["code"], b["pose"])
+        full, y, z_att = self.g.render(b["warp"], b["lmap"], z_id, b["code"], b["pose"])
         parts = {
-            "rec": losses.reconstruction(y, b["gt"]),
+            "rec": losses.reconstruction(full, b["gt"]),
+            "ssim": losses.structure(full, b["gt"]),
             "att": losses.attribute(z_att, self.g.attributes(y, b["lmap"])),
-            "id": losses.identity(self.embedder(cut_chips(y, b["theta"])), z_id),
             "exp": losses.expression(self.expression(y), b["code"]),
             "adv": losses.adversarial(self.d(y), real=True),
         }
+        if with_id:
+            parts["id"] = losses.identity(self.embedder(cut_chips(y, b["theta"])), z_id)
         if with_cycle:
             # FIG. 6A: give frame a the identity of another clip c, then back: a → c → a.
             other = torch.roll(z_id, 1, dims=0)
-            y_ac, _ = self.g(b["warp"], b["lmap"], other, b["code"], b["pose"])
+            y_ac, _ = self.g(b["warp_small"], b["lmap"], other, b["code"], b["pose"])
             y_aca, _ = self.g(y_ac, b["lmap"], z_id, b["code"], b["pose"])
-            parts["cyc"] = losses.reconstruction(y_aca, b["gt"])
+            parts["cyc"] = losses.reconstruction(y_aca, b["gt_small"])
         total = sum(w.get(k, 0.0) * v for k, v in parts.items())
-        return total, parts, y
+        return total, parts, y, full
+
+    def learning_rate(self) -> float:
+        """Constant, then (from lr_decay_start) linear decay to 5 % of it at the last step."""
+        c = self.config
+        if not c.lr_decay_start or self.step < c.lr_decay_start or c.steps <= c.lr_decay_start:
+            return c.lr
+        return c.lr * max(0.05, (c.steps - self.step) / (c.steps - c.lr_decay_start))
 
     def train_step(self, b: dict) -> dict:
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = self.learning_rate()
         with_cycle = self.step % self.config.cycle_every == 0
-        total, parts, y = self.generator_losses(b, with_cycle)
+        with_id = self.step % self.config.id_every == 0
+        total, parts, y, _ = self.generator_losses(b, with_cycle, with_id)
         self.opt_g.zero_grad()
         total.backward()
         self.opt_g.step()
-        d_loss = losses.adversarial(self.d(b["gt"]), True) + losses.adversarial(self.d(y.detach()), False)
+        d_loss = losses.adversarial(self.d(b["gt_small"]), True) + \
+            losses.adversarial(self.d(y.detach()), False)
         self.opt_d.zero_grad()
         d_loss.backward()
         self.opt_d.step()
@@ -194,6 +228,24 @@ class Trainer:
         b = self.batches.get(len(index), np.asarray(index))
         b["z_id"] = self.still_ids[torch.as_tensor(self.arrays["clip"][index], device=self.device)]
         return b
+
+    @torch.no_grad()
+    def validate(self, batch_size: int = 16) -> dict:
+        """Full-size SSIM and L1 (0-255) of generator and warp on the validation identities' samples."""
+        v = self.validation
+        ids = self._embed_stills(v.a)
+        sums = {"val_ssim": 0.0, "val_ssim_warp": 0.0, "val_l1": 0.0, "val_l1_warp": 0.0}
+        self.g.eval()
+        for start in range(0, v.n, batch_size):
+            index = np.arange(start, min(v.n, start + batch_size))
+            b = v.get(len(index), index)
+            z_id = ids[torch.as_tensor(v.a["clip"][index], device=self.device)]
+            full, _, _ = self.g.render(b["warp"], b["lmap"], z_id, b["code"], b["pose"])
+            for name, image in (("", full), ("_warp", b["warp"])):
+                sums["val_ssim" + name] += float(losses.ssim(image, b["gt"]).sum())
+                sums["val_l1" + name] += float((image - b["gt"]).abs().mean(dim=(1, 2, 3)).sum() * 127.5)
+        self.g.train()
+        return {k: val / v.n for k, val in sums.items()}
 
     # --- the run -----------------------------------------------------------------------------------
 
@@ -214,14 +266,23 @@ class Trainer:
             while self.step < c.steps:
                 b = self.batch()
                 row = self.train_step(b)
+                bar.update(1)
+                bar.set_postfix(rec=f"{row['rec']:.3f}", ssim=f"{row['ssim']:.3f}")
+                if self.validation is not None and (self.step % c.val_every == 0 or self.step == c.steps):
+                    scores = self.validate()
+                    row.update(scores)
+                    if scores["val_ssim"] - scores["val_ssim_warp"] > self.best:
+                        self.best = scores["val_ssim"] - scores["val_ssim_warp"]
+                        self.save(self.out / "best.pt")
+                    self.log(f"step {self.step}: validation SSIM {scores['val_ssim']:.4f} "
+                             f"(warp {scores['val_ssim_warp']:.4f}), L1 {scores['val_l1']:.2f} "
+                             f"(warp {scores['val_l1_warp']:.2f})")
                 writer.writerow({"step": self.step, "seconds": round(time.time() - start, 1),
                                  **{k: round(v, 5) for k, v in row.items()}})
-                bar.update(1)
-                bar.set_postfix(rec=f"{row['rec']:.3f}", id=f"{row['id']:.3f}")
                 if self.step % c.sample_every == 0 or self.step == c.steps:
                     with torch.no_grad():
-                        y, _ = self.g(b["warp"], b["lmap"], b["z_id"], b["code"], b["pose"])
-                    save_grid(self.out / f"samples_{self.step:06d}.png", b, y)
+                        full, _, _ = self.g.render(b["warp"], b["lmap"], b["z_id"], b["code"], b["pose"])
+                    save_grid(self.out / f"samples_{self.step:06d}.png", b, full)
                 if self.step % c.checkpoint_every == 0 or self.step == c.steps:
                     fh.flush()
                     self.save()

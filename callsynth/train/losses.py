@@ -11,6 +11,31 @@ def reconstruction(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(output, target)
 
 
+def ssim(a: torch.Tensor, b: torch.Tensor, win: int = 7) -> torch.Tensor:
+    """Mean SSIM per image, (B,), of images in [-1, 1], computed as the evaluator's
+    skimage.structural_similarity does it on 0-255 pixels (7×7 uniform window, sample covariance,
+    K1 = 0.01, K2 = 0.03, the border the window cannot reach left out, channels averaged), so that the
+    loss and the judged figure are one and the same. (SSIM is not shift-invariant: [-1, 1] is mapped
+    back to [0, 1] first.)"""
+    a, b, data_range = (a + 1) / 2, (b + 1) / 2, 1.0
+    n = win * win
+    cov = n / (n - 1)
+    mean = lambda x: F.avg_pool2d(x, win, stride=1)  # noqa: E731
+    ma, mb = mean(a), mean(b)
+    va = cov * (mean(a * a) - ma * ma)
+    vb = cov * (mean(b * b) - mb * mb)
+    vab = cov * (mean(a * b) - ma * mb)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * ma * mb + c1) * (2 * vab + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2))
+    return s.mean(dim=(1, 2, 3))
+
+
+def structure(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L_ssim = 1 − SSIM(Y, frame t) on the full-size frame: a reconstruction term that rewards kept
+    structure, which L1 alone trades for average pixel error."""
+    return (1 - ssim(output, target)).mean()
+
+
 def attribute(z_in: list[torch.Tensor], z_out: list[torch.Tensor]) -> torch.Tensor:
     """L_att = ½ Σ_k ‖z_att^k(I_att) − z_att^k(Y)‖² (mean over elements, summed over levels)."""
     return 0.5 * sum(F.mse_loss(a, b) for a, b in zip(z_in, z_out))

@@ -1,6 +1,8 @@
 """Training samples made by the call's own path: for a clip, the still is its first frame, and every
 sampled frame t gives (the still warped to the landmarks the receiver would rebuild for t, frame t's
-crop as ground truth, the code and pose that were sent). Cached on disk, outside the repository."""
+crop as ground truth, the code and pose that were sent). Images are kept at the crop's full size (256²),
+where the evaluator judges; the landmark map and chip transform at the generator's size. Cached on disk,
+outside the repository."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ..model.chip import chip_theta
 from ..split import training_files
 from ..wire import Codec
 
+PAIRS_FORMAT = 2  # 2: gt and warp at the crop's full size
 SAMPLE_KEYS = ("gt", "warp", "lmap", "code", "pose", "theta", "clip")
 
 
@@ -56,8 +59,8 @@ def clip_samples(path: Path, basis: ExpressionBasis, size: int, frames_per_clip:
             features = codec.decode(sent.packet)
             target = renderer.target_landmarks(features.pose, features.code)
             warped = renderer.warper.warp(target)
-            out["gt"].append(cv2.resize(sent.crop, (size, size), interpolation=cv2.INTER_AREA))
-            out["warp"].append(cv2.resize(warped, (size, size), interpolation=cv2.INTER_AREA))
+            out["gt"].append(sent.crop)
+            out["warp"].append(warped)
             out["lmap"].append(landmark_map(target, size, scale))
             out["code"].append(features.code.astype(np.float32))
             out["pose"].append(pose_vector(features.pose))
@@ -85,11 +88,12 @@ def choose_clips(grid_s1: int, other: int, seed: int) -> list[Path]:
     return pick(s1, grid_s1) + pick(rest, other)
 
 
-def build_pairs(config, basis: ExpressionBasis, workers: int = 2) -> dict:
-    """All samples of the configured clips, as arrays; cached by the settings that make them."""
-    clips = choose_clips(config.grid_s1_clips, config.other_clips, config.seed)
-    key = hashlib.sha1(json.dumps([basis.name, config.size, config.frames_per_clip, config.frame_every,
-                                   [str(c) for c in clips]]).encode()).hexdigest()[:16]
+def build_pairs(config, basis: ExpressionBasis, workers: int = 2, clips: list[Path] | None = None) -> dict:
+    """All samples of the configured training clips (or of `clips`), as arrays; cached by the settings
+    that make them."""
+    clips = choose_clips(config.grid_s1_clips, config.other_clips, config.seed) if clips is None else clips
+    key = hashlib.sha1(json.dumps([PAIRS_FORMAT, basis.name, config.size, config.frames_per_clip,
+                                   config.frame_every, [str(c) for c in clips]]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth") / "pairs" / f"{key}.npz"
     if cache.exists():
         with np.load(cache) as data:
