@@ -153,11 +153,18 @@ class Receiver:
         self.final_ms: float | None = None      # after a hang-up: the last capture time to show
         self.finished_playout = False
         self.window = options.window and self._display_available()
-        self.generator = None
-        if options.model == "generator":   # loaded before the call, so a bad file stops us here, clearly
-            from .generator_renderer import load_generator
+        self.generator = self.generator_run = None
+        if options.model == "generator":
+            # Loaded and traced before the call: a bad file stops us here, clearly, and the still's
+            # arrival costs only its identity vector.
+            import torch
+
+            from callsynth.face.crop import CROP_SIZE
+
+            from .generator_renderer import load_generator, traced
 
             self.generator = load_generator(options.generator, basis)
+            self.generator_run = traced(self.generator[0], CROP_SIZE, torch.zeros(1, 128))
 
     def _display_available(self) -> bool:
         if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
@@ -312,7 +319,7 @@ class Receiver:
             return WarpRenderer(self.basis, still)
         from .generator_renderer import GeneratorRenderer
 
-        return GeneratorRenderer(self.basis, still, loaded=self.generator)
+        return GeneratorRenderer(self.basis, still, loaded=self.generator, run=self.generator_run)
 
     def _start_speech_driver(self) -> None:
         from audio2exp.driver import SpeechDriver
@@ -387,12 +394,19 @@ class Receiver:
                 next_tick = time.time()  # fell behind: skip, never burst
             if self.jitter is None or (self.jitter.newest_ms is None and self.speech_state is None):
                 continue
-            self._show_frame()
+            await self._show_frame()
 
-    def _show_frame(self) -> None:
+    async def _render(self, state) -> np.ndarray:
+        """The generator runs in a worker thread (torch lets go of the GIL), so that packets keep being
+        received while it works; the warp, a few ms, runs inline."""
+        if self.generator is None:
+            return self.renderer.render(state)
+        return await asyncio.get_running_loop().run_in_executor(None, self.renderer.render, state)
+
+    async def _show_frame(self) -> None:
         now = time.time()
         if self._use_fallback(now):
-            self._count_shown(self._present(self.renderer.render(self.speech_state), now))
+            self._count_shown(self._present(await self._render(self.speech_state), now))
             self.stats.fallback_frames += 1
             self.finished_playout = self.final_ms is not None
             return
@@ -405,7 +419,7 @@ class Receiver:
         state, concealed = self.jitter.state_at(playout)
         if state is None:
             return
-        shown = self._present(self.renderer.render(state), now)
+        shown = self._present(await self._render(state), now)
         stats = self._count_shown(shown)
         stats.concealed_frames += concealed
         stats.latencies_ms.append(shown * 1000 - playout)   # glass to glass: shown − captured

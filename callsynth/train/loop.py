@@ -217,7 +217,7 @@ class Trainer:
         d_loss.backward()
         self.opt_d.step()
         self.step += 1
-        row = {k: float(v) for k, v in parts.items()}
+        row = {k: float(v.detach()) for k, v in parts.items()}
         row.update(d=float(d_loss), total=float(total))
         return row
 
