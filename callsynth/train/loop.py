@@ -218,7 +218,7 @@ class Trainer:
         self.opt_d.step()
         self.step += 1
         row = {k: float(v.detach()) for k, v in parts.items()}
-        row.update(d=float(d_loss), total=float(total))
+        row.update(d=float(d_loss.detach()), total=float(total.detach()))
         return row
 
     def batch(self, size: int | None = None, index=None) -> dict:
