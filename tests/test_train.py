@@ -29,7 +29,12 @@ def test_the_tiny_config_trains_through_the_command_line(tmp_path):
     # Validation on the evaluator's identities at step 3: the generator's and the warp's full-size SSIM.
     assert rows[0]["val_ssim"] == "" and 0 < float(rows[2]["val_ssim_warp"]) <= 1
     assert abs(float(rows[2]["val_ssim"]) - float(rows[2]["val_ssim_warp"])) < 0.05
-    assert (tmp_path / "best.pt").exists()
+    assert 0 < float(rows[2]["val_nme_warp"]) < 5 and float(rows[2]["val_nme"]) > 0
+    assert (tmp_path / "generator_000003.pt").exists()      # every validated step, ready to load
+    from receiver.generator_renderer import load_generator
+
+    net, size = load_generator(tmp_path / "generator_000003.pt", load_basis())
+    assert size == 32 and net.size == 32
     assert json.loads((tmp_path / "config.json").read_text())["size"] == 32
 
 

@@ -25,15 +25,16 @@ from .pairs import build_pairs
 
 CHECKPOINT_FORMAT = 1
 LOG_FIELDS = ["step", "seconds", "rec", "ssim", "att", "id", "exp", "adv", "cyc", "d", "total",
-              "val_ssim", "val_ssim_warp", "val_l1", "val_l1_warp"]
+              "val_ssim", "val_ssim_warp", "val_l1", "val_l1_warp", "val_nme", "val_nme_warp"]
 
 
-def export_generator(checkpoint: Path, out: Path) -> Path:
-    """The generator alone (what a receiver loads), from a training checkpoint, its weights stored as
-    float16 to halve the file (load_generator computes in float32)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+def export_generator(checkpoint: Path | dict, out: Path) -> Path:
+    """The generator alone (what a receiver loads), from a training checkpoint (file or state), its
+    weights stored as float16 to halve the file (load_generator computes in float32)."""
+    state = checkpoint if isinstance(checkpoint, dict) else \
+        torch.load(checkpoint, map_location="cpu", weights_only=True)
     slim = {k: state[k] for k in ("format", "step", "basis", "config")}
-    slim["g"] = {k: v.half() if v.is_floating_point() else v for k, v in state["g"].items()}
+    slim["g"] = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in state["g"].items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, out)
     return out
@@ -120,6 +121,8 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=config.lr, betas=(0.5, 0.999))
         self.step = 0
         self.best = float("-inf")          # the best validation SSIM gain over the warp so far
+        self.tracker = None                # MediaPipe, for validation NME
+        self._val_marks = None             # landmarks of the validation truths and warps
         self.expression = None
         self.still_ids = self._still_embeddings()
 
@@ -229,12 +232,27 @@ class Trainer:
         b["z_id"] = self.still_ids[torch.as_tensor(self.arrays["clip"][index], device=self.device)]
         return b
 
+    def _landmarks(self, images: torch.Tensor) -> list:
+        """MediaPipe landmarks of (B,3,H,W) images in [-1, 1], as the evaluator reads frames (None: no face)."""
+        if self.tracker is None:
+            from ..face.tracker import FaceTracker
+
+            self.tracker = FaceTracker(video=False, smoothing=False)
+        pixels = ((images.detach().cpu().permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255)
+        return [self.tracker.process(np.ascontiguousarray(p.astype(np.uint8))).landmarks for p in pixels]
+
     @torch.no_grad()
     def validate(self, batch_size: int = 16) -> dict:
-        """Full-size SSIM and L1 (0-255) of generator and warp on the validation identities' samples."""
+        """Full-size SSIM, L1 (0-255) and landmark NME (%) of generator and warp on the validation
+        identities' samples; NME over the samples where the truth, the warp and the output all show a face."""
+        from ..eval.metrics import nme
+
         v = self.validation
         ids = self._embed_stills(v.a)
         sums = {"val_ssim": 0.0, "val_ssim_warp": 0.0, "val_l1": 0.0, "val_l1_warp": 0.0}
+        errors, errors_warp = [], []
+        first = self._val_marks is None
+        marks = {"gt": [], "warp": []} if first else self._val_marks
         self.g.eval()
         for start in range(0, v.n, batch_size):
             index = np.arange(start, min(v.n, start + batch_size))
@@ -244,8 +262,20 @@ class Trainer:
             for name, image in (("", full), ("_warp", b["warp"])):
                 sums["val_ssim" + name] += float(losses.ssim(image, b["gt"]).sum())
                 sums["val_l1" + name] += float((image - b["gt"]).abs().mean(dim=(1, 2, 3)).sum() * 127.5)
+            if first:
+                marks["gt"] += self._landmarks(b["gt"])
+                marks["warp"] += self._landmarks(b["warp"])
+            for i, out in zip(index, self._landmarks(full)):
+                truth, warp = marks["gt"][i], marks["warp"][i]
+                if truth is not None and warp is not None and out is not None:
+                    errors.append(nme(out, truth))
+                    errors_warp.append(nme(warp, truth))
+        self._val_marks = marks
         self.g.train()
-        return {k: val / v.n for k, val in sums.items()}
+        scores = {k: val / v.n for k, val in sums.items()}
+        scores.update(val_nme=float(np.mean(errors)) if errors else float("nan"),
+                      val_nme_warp=float(np.mean(errors_warp)) if errors_warp else float("nan"))
+        return scores
 
     # --- the run -----------------------------------------------------------------------------------
 
@@ -271,12 +301,18 @@ class Trainer:
                 if self.validation is not None and (self.step % c.val_every == 0 or self.step == c.steps):
                     scores = self.validate()
                     row.update(scores)
-                    if scores["val_ssim"] - scores["val_ssim_warp"] > self.best:
-                        self.best = scores["val_ssim"] - scores["val_ssim_warp"]
+                    export_generator({"format": CHECKPOINT_FORMAT, "step": self.step, "basis": self.basis.name,
+                                      "config": json.dumps(c.to_dict()), "g": self.g.state_dict()},
+                                     self.out / f"generator_{self.step:06d}.pt")   # each validated step
+                    # best.pt: the largest SSIM gain over the warp among steps whose NME is no worse.
+                    gain = scores["val_ssim"] - scores["val_ssim_warp"]
+                    if gain > self.best and scores["val_nme"] <= scores["val_nme_warp"]:
+                        self.best = gain
                         self.save(self.out / "best.pt")
                     self.log(f"step {self.step}: validation SSIM {scores['val_ssim']:.4f} "
                              f"(warp {scores['val_ssim_warp']:.4f}), L1 {scores['val_l1']:.2f} "
-                             f"(warp {scores['val_l1_warp']:.2f})")
+                             f"(warp {scores['val_l1_warp']:.2f}), NME {scores['val_nme']:.3f} "
+                             f"(warp {scores['val_nme_warp']:.3f})")
                 writer.writerow({"step": self.step, "seconds": round(time.time() - start, 1),
                                  **{k: round(v, 5) for k, v in row.items()}})
                 if self.step % c.sample_every == 0 or self.step == c.steps:
