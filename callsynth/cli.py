@@ -137,6 +137,9 @@ def cmd_train(args) -> int:
         from .train.loop import export_generator
 
         source = Path(args.out or config.out) / ("best.pt" if args.best else "checkpoint.pt")
+        if not source.exists() and args.best:
+            raise FileNotFoundError(f"{source}: no validated step has beaten the warp on SSIM with NME no "
+                                    f"worse yet; every validated step is in {source.parent}/generator_*.pt")
         if not source.exists():
             raise FileNotFoundError(f"{source}: no checkpoint to export; train first")
         print(f"generator: {export_generator(source, args.export)}")
