@@ -45,7 +45,7 @@ def bench(still: Still, basis: ExpressionBasis, generator: str | None, frames: i
             rows.append({"renderer": "warp + generator", "variant": f"eager, {threads} thread(s), {layout}",
                          "ms": _time(lambda i: gen.render(states[i]), frames)})
         gen.net.to(memory_format=torch.contiguous_format)
-        gen.run = traced(gen.net, full_size, gen.z_id)
+        gen.run = traced(gen.net, full_size)
         rows.append({"renderer": "warp + generator", "variant": f"TorchScript, {threads} thread(s)",
                      "ms": _time(lambda i: gen.render(states[i]), frames)})
         gen.run = None

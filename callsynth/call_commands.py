@@ -109,14 +109,14 @@ def cmd_demo(args) -> int:
     return 0
 
 
-DEFAULT_MODEL = "warp"
+DEFAULT_MODEL = "warp"  # reenact, receive and demo: the generator once it beats the warp on every measure
 
 
-def add_model_options(p: argparse.ArgumentParser, default: str = DEFAULT_MODEL) -> None:
+def add_model_options(p: argparse.ArgumentParser) -> None:
     """--model and --generator, shared by every command that rebuilds frames."""
-    p.add_argument("--model", choices=["warp", "generator"], default=default,
+    p.add_argument("--model", choices=["warp", "generator"], default=DEFAULT_MODEL,
                    help="rebuild frames by the warp of the still alone, or by the warp repaired by the "
-                        f"trained MC-AAD generator (default {default})")
+                        f"trained MC-AAD generator (default {DEFAULT_MODEL})")
     p.add_argument("--generator", type=Path, metavar="FILE",
                    help="generator file (default: the shipped callsynth/assets/generator.pt)")
 

@@ -44,21 +44,8 @@ def cmd_fit_basis(args) -> int:
     return 0
 
 
-REENACT_MODEL = "warp"  # what `reenact` rebuilds frames with unless --model says otherwise
-
-
-def renderer_factory(args):
-    """WarpRenderer, or the generator on top of it (`--model generator`)."""
-    from receiver.renderer import WarpRenderer
-
-    if args.model == "warp":
-        return WarpRenderer
-    from receiver.generator_renderer import GeneratorRenderer
-
-    return lambda basis, still: GeneratorRenderer(basis, still, args.generator)
-
-
 def cmd_reenact(args) -> int:
+    from receiver.renderer import renderer_factory
     from tqdm import tqdm
 
     from .face.basis import load_basis
@@ -81,7 +68,7 @@ def cmd_reenact(args) -> int:
     try:
         pairs = reenact(still, iter_frames(args.driving, args.max_frames), info.fps, basis,
                         send_every=args.send_every, smoothing=not args.no_smoothing, stats=stats,
-                        sender_still=sender_still, renderer_factory=renderer_factory(args))
+                        sender_still=sender_still, renderer_factory=renderer_factory(args.model, args.generator))
         for crop, frame in tqdm(pairs, total=total, desc="reenact", unit="frame", disable=args.quiet):
             out.write(frame)
             if ref:
@@ -209,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure codes from the driving video's first frame instead of the still "
                         "(default: on when IDENTITY and DRIVING are different files)")
     p.add_argument("--no-smoothing", action="store_true", help="turn off the tracker's landmark smoothing")
-    add_model_options(p, REENACT_MODEL)
+    add_model_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reenact)
 

@@ -157,14 +157,12 @@ class Receiver:
         if options.model == "generator":
             # Loaded and traced before the call: a bad file stops us here, clearly, and the still's
             # arrival costs only its identity vector.
-            import torch
-
             from callsynth.face.crop import CROP_SIZE
 
             from .generator_renderer import load_generator, traced
 
             self.generator = load_generator(options.generator, basis)
-            self.generator_run = traced(self.generator[0], CROP_SIZE, torch.zeros(1, 128))
+            self.generator_run = traced(self.generator[0], CROP_SIZE)
 
     def _display_available(self) -> bool:
         if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
@@ -313,8 +311,8 @@ class Receiver:
                                              fps=self.options.fps)
 
     def _make_renderer(self, still) -> WarpRenderer:
-        """The warp, or the warp repaired by the generator (its identity vector computed and its network
-        traced here, once per still, before the first frame)."""
+        """The warp, or the warp repaired by the generator loaded and traced at start (only the still's
+        identity vector is computed here, before the first frame)."""
         if self.generator is None:
             return WarpRenderer(self.basis, still)
         from .generator_renderer import GeneratorRenderer

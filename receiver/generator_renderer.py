@@ -16,7 +16,7 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.face.still import Still
 from callsynth.model.chip import chip_theta, cut_chips
 from callsynth.model.identity import DlibFaceEmbedder
-from callsynth.model.repairer import CallGenerator, FullFrame
+from callsynth.model.repairer import ID_DIM, CallGenerator, FullFrame
 from callsynth.train.pairs import landmark_map, pose_vector
 
 from .renderer import WarpRenderer
@@ -59,10 +59,11 @@ def identity_of(image: np.ndarray, landmarks: np.ndarray, size: int) -> torch.Te
         return DlibFaceEmbedder()(cut_chips(to_input(image, size), theta))
 
 
-def traced(net: CallGenerator, full_size: int, z_id: torch.Tensor) -> torch.jit.ScriptModule:
-    """The full-frame generator traced for a full_size² crop (TorchScript: what the bench found fastest)."""
+def traced(net: CallGenerator, full_size: int) -> torch.jit.ScriptModule:
+    """The full-frame generator traced for a full_size² crop (TorchScript: what the bench found fastest).
+    z_id is an input of the trace, not a constant, so one trace serves every still."""
     s = net.size
-    example = (torch.zeros(1, 3, full_size, full_size), torch.zeros(1, 1, s, s), z_id,
+    example = (torch.zeros(1, 3, full_size, full_size), torch.zeros(1, 1, s, s), torch.zeros(1, ID_DIM),
                torch.zeros(1, net.code_dim), torch.zeros(1, 6))
     with torch.inference_mode():
         return torch.jit.trace(FullFrame(net).eval(), example, check_trace=False)
@@ -86,13 +87,13 @@ class GeneratorRenderer(WarpRenderer):
                  threads: int | None = None, script: bool = True,
                  loaded: tuple[CallGenerator, int] | None = None, run=None):
         """`model`: a generator file (default the shipped one), or `loaded`: what load_generator gave;
-        `run`: that network already traced (z_id is an input of the trace, so one serves every still)."""
+        `run`: that network already traced."""
         super().__init__(basis, still)
         if threads:
             torch.set_num_threads(threads)
         self.net, self.size = loaded or load_generator(model, basis)
         self.z_id = identity_of(still.image, still.landmarks, self.size)  # cached once
-        self.run = run or (traced(self.net, still.image.shape[0], self.z_id) if script else None)
+        self.run = run or (traced(self.net, still.image.shape[0]) if script else None)
 
     def render(self, state) -> np.ndarray:
         if state is None:

@@ -31,3 +31,13 @@ class WarpRenderer:
         if state is None:
             return self.still.image.copy()
         return self.warper.warp(self.target_landmarks(*state))
+
+
+def renderer_factory(model: str = "warp", generator=None):
+    """What builds a receiver's renderer from (basis, still): the warp, or (model "generator") the warp
+    repaired by the generator file `generator` (None: the shipped one)."""
+    if model == "warp":
+        return WarpRenderer
+    from .generator_renderer import GeneratorRenderer
+
+    return lambda basis, still: GeneratorRenderer(basis, still, generator)

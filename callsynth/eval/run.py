@@ -87,12 +87,11 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
                      **score(ref, ref_lm, [o for _, o in pairs], fps)})
         progress.update(1)
     if generator is not None:
-        from receiver.generator_renderer import GeneratorRenderer
+        from receiver.renderer import renderer_factory
 
         stats = ReenactStats(fps, GENERATOR_RATE)
-        make = lambda b, st: GeneratorRenderer(b, st, generator or None)  # noqa: E731
         pairs = list(reenact(still, frames, fps, basis, send_every=GENERATOR_RATE, stats=stats,
-                             renderer_factory=make))
+                             renderer_factory=renderer_factory("generator", generator or None)))
         summary = stats.summary()
         rows.append({"method": "callsynth-generator", "setting": f"1 packet / {GENERATOR_RATE} frames",
                      "packets_per_s": fps / GENERATOR_RATE, "kbps": summary["payload_kbps"],

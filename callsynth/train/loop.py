@@ -122,12 +122,10 @@ class Trainer:
         self.step = 0
         self.best = float("-inf")          # the best validation SSIM gain over the warp so far
         self.tracker = None                # MediaPipe, for validation NME
-        self._val_marks = None             # landmarks of the validation truths and warps
+        self._val_marks = None             # landmarks of the validation truths and warps, read once
         self.expression = None
-        self.still_ids = self._still_embeddings()
-
-    def _still_embeddings(self) -> torch.Tensor:
-        return self._embed_stills(self.arrays)
+        self.still_ids = self._embed_stills(self.arrays)
+        self.val_ids = self._embed_stills(self.validation.a) if self.validation is not None else None
 
     @torch.no_grad()
     def _embed_stills(self, arrays: dict) -> torch.Tensor:
@@ -141,14 +139,17 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.out / "checkpoint.pt"
 
+    def state(self) -> dict:
+        """Everything a resume needs (export_generator keeps only the generator's part)."""
+        return {"format": CHECKPOINT_FORMAT, "step": self.step, "basis": self.basis.name,
+                "config": json.dumps(self.config.to_dict()), "g": self.g.state_dict(),
+                "d": self.d.state_dict(), "exp": self.expression.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "best": self.best}
+
     def save(self, path: Path | None = None) -> Path:
         path = path or self.checkpoint_path()
-        state = {"format": CHECKPOINT_FORMAT, "step": self.step, "basis": self.basis.name,
-                 "config": json.dumps(self.config.to_dict()), "g": self.g.state_dict(),
-                 "d": self.d.state_dict(), "exp": self.expression.state_dict(),
-                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "best": self.best}
         tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
+        torch.save(self.state(), tmp)
         tmp.replace(path)
         return path
 
@@ -247,8 +248,7 @@ class Trainer:
         identities' samples; NME over the samples where the truth, the warp and the output all show a face."""
         from ..eval.metrics import nme
 
-        v = self.validation
-        ids = self._embed_stills(v.a)
+        v, ids = self.validation, self.val_ids
         sums = {"val_ssim": 0.0, "val_ssim_warp": 0.0, "val_l1": 0.0, "val_l1_warp": 0.0}
         errors, errors_warp = [], []
         first = self._val_marks is None
@@ -301,9 +301,7 @@ class Trainer:
                 if self.validation is not None and (self.step % c.val_every == 0 or self.step == c.steps):
                     scores = self.validate()
                     row.update(scores)
-                    export_generator({"format": CHECKPOINT_FORMAT, "step": self.step, "basis": self.basis.name,
-                                      "config": json.dumps(c.to_dict()), "g": self.g.state_dict()},
-                                     self.out / f"generator_{self.step:06d}.pt")   # each validated step
+                    export_generator(self.state(), self.out / f"generator_{self.step:06d}.pt")  # each one
                     # best.pt: the largest SSIM gain over the warp among steps whose NME is no worse.
                     gain = scores["val_ssim"] - scores["val_ssim_warp"]
                     if gain > self.best and scores["val_nme"] <= scores["val_nme_warp"]:
