@@ -97,7 +97,9 @@ def build_pairs(config, basis: ExpressionBasis, workers: int = 2, clips: list[Pa
     cache = Path(os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth") / "pairs" / f"{key}.npz"
     if cache.exists():
         with np.load(cache) as data:
-            return {k: data[k] for k in data.files}
+            arrays = {k: data[k] for k in data.files}
+        print(f"pairs: {len(arrays['gt'])} samples of {len(arrays['stills'])} clips, from {cache}")
+        return arrays
     jobs = [(c, config.size, config.frames_per_clip, config.frame_every) for c in clips]
     results = {}
     if workers > 1 and len(jobs) > 1:
@@ -129,4 +131,5 @@ def build_pairs(config, basis: ExpressionBasis, workers: int = 2, clips: list[Pa
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(cache)
+    print(f"pairs: {len(arrays['gt'])} samples of {len(stills)} clips, cached in {cache}")
     return arrays
