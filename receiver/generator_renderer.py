@@ -41,7 +41,8 @@ def load_generator(path: str | Path | None, basis: ExpressionBasis) -> tuple[Cal
     state = read_checkpoint(path, GeneratorModelError, "generator", MODEL_FORMAT, basis,
                             "train one with `callsynth train`")
     config = json.loads(state["config"])
-    net = CallGenerator(basis.k, config["widths"], config["blocks"], int(config["size"]))
+    net = CallGenerator(basis.k, config["widths"], config["blocks"], int(config["size"]),
+                        gain=float(state.get("repair_gain", 1.0)))
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["g"].items()})
     return net.eval(), int(config["size"])
 

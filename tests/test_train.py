@@ -35,6 +35,10 @@ def test_the_tiny_config_trains_through_the_command_line(tmp_path):
 
     net, size = load_generator(tmp_path / "generator_000003.pt", load_basis())
     assert size == 32 and net.size == 32
+    # The repair gain validation chose travels with the exported weights.
+    from callsynth.train.loop import REPAIR_GAINS
+
+    assert float(rows[2]["val_gain"]) in REPAIR_GAINS and net.gain == float(rows[2]["val_gain"])
     assert json.loads((tmp_path / "config.json").read_text())["size"] == 32
 
 
@@ -101,7 +105,7 @@ def test_the_shipped_generator_loads_and_bad_files_are_refused(tmp_path):
 
     basis = load_basis()
     net, size = load_generator(None, basis)
-    assert size == 128 and not net.training
+    assert size == 128 and not net.training and 0 < net.gain <= 1
     with pytest.raises(GeneratorModelError, match="no such generator"):
         load_generator(tmp_path / "missing.pt", basis)
     broken = tmp_path / "broken.pt"
@@ -148,3 +152,26 @@ def test_the_receiver_runs_the_trained_path_and_a_zero_repair_keeps_the_warp():
     assert not np.array_equal(eager, image)
     script = repaired(net, image, landmarks, z_id, code, pose, traced(net, 64))
     assert np.abs(eager.astype(int) - script.astype(int)).max() <= 1
+
+
+def test_the_repair_gain_scales_the_repair_and_zero_keeps_the_warp():
+    import numpy as np
+
+    from callsynth.face.pose import Pose
+    from callsynth.model.repairer import CallGenerator
+    from receiver.generator_renderer import repaired
+
+    torch.manual_seed(0)
+    net = CallGenerator(8, [8, 16], [16, 8, 3], size=32).eval()
+    torch.nn.init.normal_(net.g.blocks[-1].conv2.weight, std=0.05)
+    rng = np.random.default_rng(2)
+    image = rng.integers(60, 196, (64, 64, 3), dtype=np.uint8)   # away from 0 and 255: nothing clamps
+    landmarks = rng.uniform(0, 64, (478, 3))
+    pose = Pose(np.zeros(3), np.zeros(3), 1.0)
+    z_id, code = torch.randn(1, 128), np.zeros(8, np.float32)
+    full = repaired(net, image, landmarks, z_id, code, pose).astype(float) - image
+    net.gain = 0.5
+    half = repaired(net, image, landmarks, z_id, code, pose).astype(float) - image
+    assert np.abs(full).max() > 4 and np.abs(half - full / 2).max() <= 1
+    net.gain = 0.0
+    assert np.array_equal(repaired(net, image, landmarks, z_id, code, pose), image)
