@@ -109,11 +109,10 @@ def cmd_demo(args) -> int:
     return 0
 
 
-DEFAULT_MODEL = "warp"  # reenact, receive and demo: the generator once it beats the warp on every measure
-
-
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """--model and --generator, shared by every command that rebuilds frames."""
+    from receiver.renderer import DEFAULT_MODEL
+
     p.add_argument("--model", choices=["warp", "generator"], default=DEFAULT_MODEL,
                    help="rebuild frames by the warp of the still alone, or by the warp repaired by the "
                         f"trained MC-AAD generator (default {DEFAULT_MODEL})")

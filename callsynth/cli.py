@@ -179,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("reenact", help="animate a still with a driving video, through the wire format",
-                       description="Run tracker -> code -> packets -> decode -> landmarks -> warp frame by "
-                                   "frame, exactly as a call would, and write the rebuilt video.")
+                       description="Run tracker -> code -> packets -> decode -> landmarks -> warp -> "
+                                   "generator repair (--model warp: stop at the warp) frame by frame, "
+                                   "exactly as a call would, and write the rebuilt video.")
     p.add_argument("--identity", required=True, type=Path,
                    help="the caller's still: an image, or a video whose first frame is used")
     p.add_argument("--driving", required=True, type=Path, help="video whose pose and expression drive it")
@@ -241,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(callsynth/assets/generator.pt is what receivers load by default)")
     p.add_argument("--best", action="store_true",
                    help="with --export: take best.pt, the step whose validation SSIM gain over the warp "
-                        "was highest (the config's val_every), instead of the last checkpoint")
+                        "was highest among those whose landmark NME was no worse (the config's "
+                        "val_every), instead of the last checkpoint; either way the file carries the "
+                        "repair gain its validation chose")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_train)
 

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from receiver.renderer import DEFAULT_MODEL
+
 from .media import video_info
 
 
@@ -75,7 +77,7 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
 def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float = 0.0,
              send_every: int = 2, delay_ms: float = 60.0, audio: str | None = None,
              max_frames: int | None = None, camera_off: bool = False, audio_fallback: bool = False,
-             model: str = "warp", generator: Path | None = None) -> dict:
+             model: str = DEFAULT_MODEL, generator: Path | None = None) -> dict:
     info = video_info(video)  # a clear MediaError before any process starts
     out.mkdir(parents=True, exist_ok=True)
     port, room = free_port(), "demo"

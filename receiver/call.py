@@ -28,7 +28,7 @@ from callsynth.wire import FLAG_AUDIO, Codec, WireError, decode_identity
 
 from .jitter import JitterBuffer
 from .recorder import CallRecorder
-from .renderer import WarpRenderer
+from .renderer import DEFAULT_MODEL, WarpRenderer
 
 log = logging.getLogger("callsynth.receive")
 STATUS_EVERY_S = 5.0
@@ -49,7 +49,7 @@ class ReceiverOptions:
     audio_fallback: bool = False       # drive the face from the received voice when packets stop
     fallback_after_ms: float = 500.0
     audio_model: str | None = None
-    model: str = "warp"                # "warp", or "generator": the warp repaired by the MC-AAD generator
+    model: str = DEFAULT_MODEL         # "generator": the warp repaired by the MC-AAD generator, or "warp"
     generator: str | None = None       # generator file (default: the shipped one)
     hosts: tuple = ("127.0.0.1",)
 

@@ -33,7 +33,12 @@ class WarpRenderer:
         return self.warper.warp(self.target_landmarks(*state))
 
 
-def renderer_factory(model: str = "warp", generator=None):
+# How frames are rebuilt unless told otherwise (reenact, receive, demo, the Receiver): the generator, which
+# beats the warp alone on SSIM, mouth-region error and landmark NME on the validation identities.
+DEFAULT_MODEL = "generator"
+
+
+def renderer_factory(model: str = DEFAULT_MODEL, generator=None):
     """What builds a receiver's renderer from (basis, still): the warp, or (model "generator") the warp
     repaired by the generator file `generator` (None: the shipped one)."""
     if model == "warp":

@@ -39,6 +39,9 @@ def test_the_tiny_config_trains_through_the_command_line(tmp_path):
     from callsynth.train.loop import REPAIR_GAINS
 
     assert float(rows[2]["val_gain"]) in REPAIR_GAINS and net.gain == float(rows[2]["val_gain"])
+    [record] = [json.loads(line) for line in open(tmp_path / "validation.jsonl")]
+    assert record["step"] == 3 and set(record["gains"]) == {str(g) for g in REPAIR_GAINS}
+    assert record["gains"][rows[2]["val_gain"]]["ssim"] == pytest.approx(float(rows[2]["val_ssim"]), abs=1e-5)
     assert json.loads((tmp_path / "config.json").read_text())["size"] == 32
 
 

@@ -298,7 +298,7 @@ class Trainer:
         return {"val_gain": gain, "val_ssim": table[gain]["ssim"], "val_ssim_warp": warp["ssim"] / v.n,
                 "val_l1": table[gain]["l1"], "val_l1_warp": warp["l1"] / v.n, "val_nme": table[gain]["nme"],
                 "val_nme_warp": table[gain]["nme_warp"], "val_ssim_full": table[top]["ssim"],
-                "val_nme_full": table[top]["nme"]}
+                "val_nme_full": table[top]["nme"], "per_gain": table}
 
     # --- the run -----------------------------------------------------------------------------------
 
@@ -314,6 +314,7 @@ class Trainer:
         with open(log_path, "w" if new_log else "a", newline="") as fh:
             writer = csv.DictWriter(fh, LOG_FIELDS, extrasaction="ignore")
             if new_log:
+                (self.out / "validation.jsonl").unlink(missing_ok=True)
                 writer.writeheader()
             bar = tqdm(total=c.steps, initial=self.step, desc="training generator")
             while self.step < c.steps:
@@ -323,6 +324,11 @@ class Trainer:
                 bar.set_postfix(rec=f"{row['rec']:.3f}", ssim=f"{row['ssim']:.3f}")
                 if self.validation is not None and (self.step % c.val_every == 0 or self.step == c.steps):
                     scores = self.validate()
+                    with open(self.out / "validation.jsonl", "a") as vh:  # every gain's figures
+                        vh.write(json.dumps({"step": self.step, "warp": {k: scores[f"val_{k}_warp"] for k in
+                                                                        ("ssim", "l1", "nme")},
+                                             "gains": {str(g): t for g, t in scores.pop("per_gain").items()}})
+                                 + "\n")
                     row.update(scores)
                     self.repair_gain = scores["val_gain"]
                     export_generator(self.state(), self.out / f"generator_{self.step:06d}.pt")  # each one
