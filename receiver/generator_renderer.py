@@ -62,12 +62,17 @@ def identity_of(image: np.ndarray, landmarks: np.ndarray, size: int) -> torch.Te
 
 def traced(net: CallGenerator, full_size: int) -> torch.jit.ScriptModule:
     """The full-frame generator traced for a full_size² crop (TorchScript: what the bench found fastest).
-    z_id is an input of the trace, not a constant, so one trace serves every still."""
+    z_id is an input of the trace, not a constant, so one trace serves every still. Run twice here:
+    TorchScript optimises a trace on its first calls (several times slower), which would otherwise fall
+    on a call's first frames."""
     s = net.size
     example = (torch.zeros(1, 3, full_size, full_size), torch.zeros(1, 1, s, s), torch.zeros(1, ID_DIM),
                torch.zeros(1, net.code_dim), torch.zeros(1, 6))
     with torch.inference_mode():
-        return torch.jit.trace(FullFrame(net).eval(), example, check_trace=False)
+        run = torch.jit.trace(FullFrame(net).eval(), example, check_trace=False)
+        for _ in range(2):
+            run(*example)
+    return run
 
 
 @torch.inference_mode()
