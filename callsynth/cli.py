@@ -103,7 +103,7 @@ def cmd_eval(args) -> int:
     for clip in clips:
         if not clip.exists():
             raise FileNotFoundError(f"{clip}: no such clip")
-    generator = None if args.generator is None else str(args.generator or "")
+    generator = None if args.warp_only else str(args.generator or "")
     report = run_eval(clips, Path(args.out), load_basis(args.basis), codecs, args.kbps, args.max_frames,
                       generator)
     print(f"{'method':<16} {'setting':<20} {'kbps':>8} {'NME %':>7} {'SSIM':>6} {'PSNR':>6}")
@@ -213,8 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder for the report")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.add_argument("--max-frames", type=_positive_int, help="use at most this many frames of each clip")
-    p.add_argument("--generator", nargs="?", const="", default=None, metavar="CHECKPOINT",
-                   help="also measure the warp repaired by the generator (the shipped one, or CHECKPOINT)")
+    p.add_argument("--generator", nargs="?", const="", default="", metavar="CHECKPOINT",
+                   help="the generator measured beside the warp: the shipped one, the call's default "
+                        "renderer (the default; a bare --generator says the same), or CHECKPOINT")
+    p.add_argument("--warp-only", action="store_true", help="do not measure the generator")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("fit-basis", help="fit the mean face, rigid points and PCA expression basis",

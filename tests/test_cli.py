@@ -64,17 +64,24 @@ def test_identity_without_a_face(tmp_path, data, capsys):
 
 def test_eval_writes_report_table_and_plot(data, tmp_path):
     rc = main(["eval", "--clips", str(data / VAL_CLIP), "--codecs", "vp9,x264", "--kbps", "8",
-               "--max-frames", "20", "--generator", "--out", str(tmp_path)])
+               "--max-frames", "20", "--out", str(tmp_path)])
     assert rc == 0
     report = json.loads((tmp_path / "report.json").read_text())
     rows = {(r["method"], r["setting"]): r for r in report["summary"]}
     warp = [r for (m, _), r in rows.items() if m == "callsynth-warp"]
     assert len(warp) == 3 and all(r["nme"] < 3.5 for r in warp)
     assert any(m == "vp9" for m, _ in rows) and any(m == "x264" for m, _ in rows)
-    generator = rows[("callsynth-generator", "1 packet / 2 frames")]     # the shipped generator, measured
+    generator = rows[("callsynth-generator", "1 packet / 2 frames")]     # the default renderer, measured
     assert generator["nme"] < 3.5 and 0 < generator["ssim"] <= 1 and generator["mouth_l1"] > 0
     assert "| callsynth-warp |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "rate_distortion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_warp_only_leaves_the_generator_out(data, tmp_path):
+    assert main(["eval", "--clips", str(data / VAL_CLIP), "--codecs", "", "--max-frames", "10",
+                 "--warp-only", "--out", str(tmp_path)]) == 0
+    methods = {r["method"] for r in json.loads((tmp_path / "report.json").read_text())["summary"]}
+    assert methods == {"callsynth-warp"}
 
 
 def test_eval_rejects_unknown_codec(tmp_path, capsys):
