@@ -91,7 +91,8 @@ def cmd_receive(args) -> int:
                               rejoin_wait=args.rejoin_wait, hosts=tuple(args.ice_host),
                               audio_fallback=args.audio_fallback,
                               audio_model=str(args.audio_model) if args.audio_model else None,
-                              model=args.model, generator=str(args.generator) if args.generator else None)
+                              model=args.model, generator=str(args.generator) if args.generator else None,
+                              threads=args.threads)
     summary = asyncio.run(run_receiver(load_basis(args.basis), options))
     print(json.dumps({k: v for k, v in summary.items() if k != "events"}, indent=2))
     return 0
@@ -182,6 +183,9 @@ def add_call_commands(sub, positive_int) -> None:
     p.add_argument("--audio-fallback", action="store_true",
                    help="when feature packets stop but the voice goes on, drive the face from the voice")
     add_model_options(p)
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU threads for the generator (default: every core; fewer when something else, "
+                        "such as a sender, runs on the same machine)")
     p.set_defaults(func=cmd_receive)
 
     p = sub.add_parser("demo", help="a whole call on loopback from a video file",

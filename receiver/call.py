@@ -51,6 +51,7 @@ class ReceiverOptions:
     audio_model: str | None = None
     model: str = DEFAULT_MODEL         # "generator": the warp repaired by the MC-AAD generator, or "warp"
     generator: str | None = None       # generator file (default: the shipped one)
+    threads: int | None = None         # torch threads for the generator (default: torch's, all cores)
     hosts: tuple = ("127.0.0.1",)
 
 
@@ -161,6 +162,10 @@ class Receiver:
 
             from .generator_renderer import load_generator, traced
 
+            if options.threads:
+                import torch
+
+                torch.set_num_threads(options.threads)
             self.generator = load_generator(options.generator, basis)
             self.generator_run = traced(self.generator[0], CROP_SIZE)
 

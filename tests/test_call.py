@@ -115,6 +115,18 @@ def test_a_bad_generator_file_stops_the_receiver_before_the_call(tmp_path):
                                                generator=str(bad)))
 
 
+def test_receiver_threads_limit_the_generators_cpu_threads():
+    """`receive --threads N` (the demo passes half the cores: its sender tracks on the same machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        Receiver(load_basis(), ReceiverOptions(url="ws://127.0.0.1:1", room="x", model="generator", threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 async def rogue_call(url, room, identity_messages, feature_messages, basis):
     """A hand-made sender that says whatever the test wants on both channels."""
     signal_client = SignallingClient(url, room, "sender")
