@@ -78,7 +78,7 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
 def receiver_threads() -> int:
     """The receiver's torch threads in a demo: half the cores, as the sender tracks on the same machine
     (with both busy on every core, OpenMP threads wait on each other: on 2 cores the call showed
-    17.5 fps with 2 threads, 22.3–22.8 with 1)."""
+    17.5 fps with 2 threads, 22.2–23.3 with 1)."""
     return max(1, (os.cpu_count() or 2) // 2)
 
 

@@ -90,13 +90,11 @@ def repaired(net: CallGenerator, image: np.ndarray, landmarks: np.ndarray, z_id:
 
 class GeneratorRenderer(WarpRenderer):
     def __init__(self, basis: ExpressionBasis, still: Still, model: str | Path | None = None,
-                 threads: int | None = None, script: bool = True,
-                 loaded: tuple[CallGenerator, int] | None = None, run=None):
+                 script: bool = True, loaded: tuple[CallGenerator, int] | None = None, run=None):
         """`model`: a generator file (default the shipped one), or `loaded`: what load_generator gave;
-        `run`: that network already traced."""
+        `run`: that network already traced. Torch's thread count is the caller's (the Receiver's
+        `threads`, the bench's loop)."""
         super().__init__(basis, still)
-        if threads:
-            torch.set_num_threads(threads)
         self.net, self.size = loaded or load_generator(model, basis)
         self.z_id = identity_of(still.image, still.landmarks, self.size)  # cached once
         self.run = run or (traced(self.net, still.image.shape[0]) if script else None)

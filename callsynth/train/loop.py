@@ -261,24 +261,28 @@ class Trainer:
         v, ids = self.validation, self.val_ids
         first = self._val_marks is None
         marks = {"gt": [], "warp": []} if first else self._val_marks
-        warp = {"ssim": 0.0, "l1": 0.0, "nme": []}
+        warp = {"ssim": 0.0, "l1": 0.0}
         per_gain = {g: {"ssim": 0.0, "l1": 0.0, "nme": [], "nme_warp": []} for g in gains}
+
+        def add_pixel_scores(sums: dict, image: torch.Tensor, truth: torch.Tensor) -> None:
+            """Sums over the batch of SSIM and of mean L1 on the 0-255 scale."""
+            sums["ssim"] += float(losses.ssim(image, truth).sum())
+            sums["l1"] += float((image - truth).abs().mean(dim=(1, 2, 3)).sum() * 127.5)
+
         self.g.eval()
         try:
             for start in range(0, v.n, batch_size):
                 index = np.arange(start, min(v.n, start + batch_size))
                 b = v.get(len(index), index)
                 z_id = ids[torch.as_tensor(v.a["clip"][index], device=self.device)]
-                warp["ssim"] += float(losses.ssim(b["warp"], b["gt"]).sum())
-                warp["l1"] += float((b["warp"] - b["gt"]).abs().mean(dim=(1, 2, 3)).sum() * 127.5)
+                add_pixel_scores(warp, b["warp"], b["gt"])
                 if first:
                     marks["gt"] += self._landmarks(b["gt"])
                     marks["warp"] += self._landmarks(b["warp"])
                 for gain, sums in per_gain.items():
                     self.g.gain = gain
                     full, _, _ = self.g.render(b["warp"], b["lmap"], z_id, b["code"], b["pose"])
-                    sums["ssim"] += float(losses.ssim(full, b["gt"]).sum())
-                    sums["l1"] += float((full - b["gt"]).abs().mean(dim=(1, 2, 3)).sum() * 127.5)
+                    add_pixel_scores(sums, full, b["gt"])
                     for i, out in zip(index, self._landmarks(full)):
                         truth, warped = marks["gt"][i], marks["warp"][i]
                         if truth is not None and warped is not None and out is not None:
