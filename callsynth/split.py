@@ -49,6 +49,18 @@ def training_files(kind: str, root: Path | None = None) -> list[Path]:
             if row["kind"] == kind and row["file"] not in held]
 
 
+def portrait_pairs(root: Path | None = None) -> list[tuple[Path, Path]]:
+    """(neutral, smiling) studio portraits of one person each, from the London set: the files of a person
+    share their number (`001_03.jpg` neutral, `001_08.jpg` smiling)."""
+    by_person: dict[tuple[str, str], Path] = {}
+    for path in training_files("image", root):
+        if path.parent.name in ("london_neutral", "london_smiling"):
+            by_person[(path.parent.name, path.name.split("_")[0])] = path
+    return [(path, by_person[("london_smiling", person)])
+            for (folder, person), path in sorted(by_person.items())
+            if folder == "london_neutral" and ("london_smiling", person) in by_person]
+
+
 def audio_validation_files() -> dict[str, list[str]]:
     """{'grid': [...], 'other': [...]}: speakers audio2exp never trains on."""
     held = _split()["audio2exp_validation"]

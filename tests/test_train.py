@@ -77,6 +77,7 @@ def test_the_learning_rate_decays_linearly_from_its_start_step(tiny):
 def test_a_checkpoint_round_trips(tiny, tmp_path):
     basis = load_basis()
     trainer = Trainer(tiny, basis)
+    assert trainer.arrays["portrait"].sum() == 2      # the tiny config's one London person, both ways
     trainer.run(resume=False)
     again = Trainer(tiny, basis)
     assert again.resume()
@@ -97,6 +98,9 @@ def test_bad_configs_are_refused(tmp_path):
         TrainConfig.load(bad)
     bad.write_text(json.dumps({"sise": 32}))
     with pytest.raises(ValueError, match="unknown fields"):
+        TrainConfig.load(bad)
+    bad.write_text(json.dumps({"portrait_share": 1.0}))
+    with pytest.raises(ValueError, match="portrait_share"):
         TrainConfig.load(bad)
     bad.write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
@@ -178,3 +182,58 @@ def test_the_repair_gain_scales_the_repair_and_zero_keeps_the_warp():
     assert np.abs(full).max() > 4 and np.abs(half - full / 2).max() <= 1
     net.gain = 0.0
     assert np.array_equal(repaired(net, image, landmarks, z_id, code, pose), image)
+
+
+def test_portrait_pairs_are_one_persons_neutral_and_smiling_pictures(data):
+    from callsynth.split import portrait_pairs
+
+    pairs = portrait_pairs(data)
+    assert len(pairs) == 102
+    for neutral, smiling in pairs:
+        assert neutral.parent.name == "london_neutral" and smiling.parent.name == "london_smiling"
+        assert neutral.name.split("_")[0] == smiling.name.split("_")[0] and neutral.exists() and smiling.exists()
+
+
+def test_a_portrait_pair_gives_both_directions_with_opposite_codes(data, basis):
+    """Neutral → smiling and smiling → neutral are the same change of expression, measured from either
+    end: their codes point in opposite directions, and each sample's truth is the other picture."""
+    import numpy as np
+
+    from callsynth.split import portrait_pairs
+    from callsynth.train.pairs import portrait_samples
+
+    neutral, smiling = portrait_pairs(data)[0]
+    there = portrait_samples(neutral, smiling, basis, 32)
+    back = portrait_samples(smiling, neutral, basis, 32)
+    for sample in (there, back):
+        assert len(sample["samples"]["gt"]) == 1 and sample["samples"]["warp"][0].shape == (256, 256, 3)
+        assert sample["still"].shape == (32, 32, 3)
+    a, b = there["samples"]["code"][0], back["samples"]["code"][0]
+    assert np.linalg.norm(a) > 0.5 and float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) < -0.5
+    # The smile's truth differs from the neutral still's warp most at the mouth (teeth a warp cannot draw).
+    gt, warp = (there["samples"][k][0].astype(float) for k in ("gt", "warp"))
+    mouth = np.abs(gt - warp)[150:210, 90:166].mean()
+    assert mouth > np.abs(gt - warp).mean()
+
+
+def test_portrait_samples_are_drawn_at_their_share_of_each_batch():
+    import numpy as np
+
+    from callsynth.train.loop import Batches
+    from callsynth.train.pairs import merge_pairs
+
+    def arrays(samples, stills, value):
+        a = {k: np.full((samples, 2), value, np.float32) for k in ("gt", "warp", "lmap", "code", "pose", "theta")}
+        a.update(clip=np.arange(samples) % stills, stills=np.full((stills, 2), value), names=np.array(["x"] * stills),
+                 still_thetas=np.zeros((stills, 2)))
+        return a
+
+    merged = merge_pairs(arrays(90, 3, 0), arrays(10, 5, 1))
+    assert len(merged["gt"]) == 100 and len(merged["stills"]) == 8
+    assert merged["portrait"].sum() == 10 and (merged["gt"][merged["portrait"]] == 1).all()
+    # A portrait sample's clip index points at its own still, after the clips' stills.
+    assert (merged["stills"][merged["clip"][merged["portrait"]]] == 1).all()
+    assert (merged["stills"][merged["clip"][~merged["portrait"]]] == 0).all()
+    draws = Batches(merged, "cpu", 0, 32, portrait_share=0.25).draw(20000)
+    assert merged["portrait"][draws].mean() == pytest.approx(0.25, abs=0.02)
+    assert merged["portrait"][Batches(merged, "cpu", 0, 32).draw(20000)].mean() == pytest.approx(0.1, abs=0.02)

@@ -25,6 +25,8 @@ class TrainConfig:
     grid_s1_clips: int = 40               # training clips of GRID s1 (one person, many sentences)
     other_clips: int = 200                # training clips of everyone else (at most)
     frames_per_clip: int = 120
+    portrait_people: int = 0              # London-set people whose neutral/smiling portraits add pairs (both ways)
+    portrait_share: float = 0.25          # the share of each batch drawn from those portrait pairs
     frame_every: int = 4
     exp_steps: int = 800                  # steps to fit the expression CNN before the generator
     sample_every: int = 250
@@ -48,6 +50,8 @@ class TrainConfig:
         config = cls(**raw)
         if len(config.blocks) != len(config.widths) + 1 or config.blocks[-1] != 3:
             raise ValueError(f"{path}: blocks must have len(widths) + 1 entries, the last one 3 (RGB)")
+        if not 0 <= config.portrait_share < 1:
+            raise ValueError(f"{path}: portrait_share must be in [0, 1)")
         if config.size % (2 ** len(config.widths)):
             raise ValueError(f"{path}: size must be divisible by 2**len(widths)")
         return config

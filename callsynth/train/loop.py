@@ -21,7 +21,7 @@ from ..model.identity import DlibFaceEmbedder
 from ..model.repairer import CallGenerator
 from . import losses
 from .config import TrainConfig
-from .pairs import build_pairs
+from .pairs import build_pairs, build_portrait_pairs, merge_pairs
 
 CHECKPOINT_FORMAT = 1
 LOG_FIELDS = ["step", "seconds", "rec", "ssim", "att", "id", "exp", "adv", "cyc", "d", "total",
@@ -53,19 +53,31 @@ def pick_device(name: str) -> torch.device:
 
 class Batches:
     """Random batches of the cached samples as tensors in [-1, 1]: `gt` and `warp` at full size, and
-    their area-downsampled copies `gt_small`, `warp_small` at the generator's size."""
+    their area-downsampled copies `gt_small`, `warp_small` at the generator's size. Portrait samples
+    (arrays["portrait"]) are drawn with a total probability of `portrait_share` (None: like any other)."""
 
-    def __init__(self, arrays: dict, device: torch.device, seed: int, size: int):
+    def __init__(self, arrays: dict, device: torch.device, seed: int, size: int,
+                 portrait_share: float | None = None):
         self.a, self.device, self.size = arrays, device, size
         self.rng = np.random.default_rng(seed)
         self.n = len(arrays["gt"])
+        self.p = None
+        portrait = arrays.get("portrait")
+        if portrait_share is not None and portrait is not None and portrait.any() and not portrait.all():
+            self.p = np.where(portrait, portrait_share / portrait.sum(), (1 - portrait_share) / (~portrait).sum())
+
+    def draw(self, size: int) -> np.ndarray:
+        """Indices of a random batch."""
+        if self.p is None:
+            return self.rng.integers(0, self.n, size)
+        return self.rng.choice(self.n, size, p=self.p)
 
     @staticmethod
     def image(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
 
     def get(self, size: int, index: np.ndarray | None = None) -> dict:
-        idx = self.rng.integers(0, self.n, size) if index is None else index
+        idx = self.draw(size) if index is None else index
         a, clip = self.a, self.a["clip"][idx]
         batch = {"gt": self.image(a["gt"][idx]), "warp": self.image(a["warp"][idx]),
                  "lmap": torch.from_numpy(a["lmap"][idx]).float()[:, None] / 127.5 - 1,
@@ -112,7 +124,9 @@ class Trainer:
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.arrays = build_pairs(config, basis)
-        self.batches = Batches(self.arrays, self.device, config.seed, config.size)
+        if config.portrait_people:
+            self.arrays = merge_pairs(self.arrays, build_portrait_pairs(config, basis))
+        self.batches = Batches(self.arrays, self.device, config.seed, config.size, config.portrait_share)
         self.validation = None
         if config.val_every:
             from ..split import eval_clips
@@ -236,7 +250,7 @@ class Trainer:
     def batch(self, size: int | None = None, index=None) -> dict:
         """A batch with the identity embedding of each sample's still (the receiver's cached z_id)."""
         if index is None:
-            index = self.batches.rng.integers(0, self.batches.n, size or self.config.batch)
+            index = self.batches.draw(size or self.config.batch)
         b = self.batches.get(len(index), np.asarray(index))
         b["z_id"] = self.still_ids[torch.as_tensor(self.arrays["clip"][index], device=self.device)]
         return b

@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis, load_basis
 from ..face.still import NoFaceError, prepare_still
-from ..media import MediaError, iter_frames, video_info
+from ..media import MediaError, iter_frames, read_still, video_info
 from ..model.chip import chip_theta
-from ..split import training_files
+from ..split import portrait_pairs, training_files
 from ..wire import Codec
 
 PAIRS_FORMAT = 2  # 2: gt and warp at the crop's full size
@@ -40,13 +40,11 @@ def pose_vector(pose) -> np.ndarray:
     return np.concatenate([pose.rotvec, pose.translation[:2], [np.log(pose.scale)]]).astype(np.float32)
 
 
-def clip_samples(path: Path, basis: ExpressionBasis, size: int, frames_per_clip: int, every: int) -> dict:
+def frame_samples(still, frames, fps: float, basis: ExpressionBasis, size: int, every: int = 1) -> dict:
+    """Every `every`-th of `frames` (with a face) as the receiver would rebuild it from `still`."""
     from receiver.renderer import WarpRenderer
     from sender.features import FeatureEncoder
 
-    frames = list(iter_frames(path, frames_per_clip))
-    still = prepare_still(frames[0], source=f"{path.name} first frame")
-    fps = video_info(path).fps
     encoder = FeatureEncoder(basis, still, fps=fps, send_every=1)
     codec, renderer = Codec(basis), WarpRenderer(basis, still)
     scale = size / still.image.shape[0]
@@ -71,12 +69,29 @@ def clip_samples(path: Path, basis: ExpressionBasis, size: int, frames_per_clip:
             "still_theta": chip_theta(still.landmarks * scale, size)}
 
 
-def _worker(args):
-    path, size, frames_per_clip, every = args
+def clip_samples(path: Path, basis: ExpressionBasis, size: int, frames_per_clip: int, every: int) -> dict:
+    """A clip's frames rebuilt from its first frame, as in a call."""
+    frames = list(iter_frames(path, frames_per_clip))
+    still = prepare_still(frames[0], source=f"{path.name} first frame")
+    return frame_samples(still, frames, video_info(path).fps, basis, size, every)
+
+
+def portrait_samples(still_path: Path, target_path: Path, basis: ExpressionBasis, size: int) -> dict:
+    """One sample: a person's other studio portrait (neutral ↔ smiling) rebuilt from this one — a
+    change of expression with its true picture, teeth included, on a face no clip shows."""
+    still = prepare_still(read_still(still_path), source=str(still_path))
+    return frame_samples(still, [read_still(target_path)], 30.0, basis, size)
+
+
+def _worker(job):
+    """job: (name, still or clip path, target path or None, size, frames_per_clip, every)."""
+    name, path, target, size, frames_per_clip, every = job
     try:
-        return str(path), clip_samples(Path(path), load_basis(), size, frames_per_clip, every)
+        if target is None:
+            return name, clip_samples(Path(path), load_basis(), size, frames_per_clip, every)
+        return name, portrait_samples(Path(path), Path(target), load_basis(), size)
     except (MediaError, NoFaceError) as exc:
-        return str(path), exc
+        return name, exc
 
 
 def choose_clips(grid_s1: int, other: int, seed: int) -> list[Path]:
@@ -92,44 +107,69 @@ def build_pairs(config, basis: ExpressionBasis, workers: int = 2, clips: list[Pa
     """All samples of the configured training clips (or of `clips`), as arrays; cached by the settings
     that make them."""
     clips = choose_clips(config.grid_s1_clips, config.other_clips, config.seed) if clips is None else clips
-    key = hashlib.sha1(json.dumps([PAIRS_FORMAT, basis.name, config.size, config.frames_per_clip,
-                                   config.frame_every, [str(c) for c in clips]]).encode()).hexdigest()[:16]
+    jobs = [(str(c), str(c), None, config.size, config.frames_per_clip, config.frame_every) for c in clips]
+    return _build(jobs, [PAIRS_FORMAT, basis.name, config.size, config.frames_per_clip, config.frame_every,
+                         [str(c) for c in clips]], workers, "training pairs")
+
+
+def build_portrait_pairs(config, basis: ExpressionBasis, workers: int = 2) -> dict:
+    """Both directions (neutral → smiling, smiling → neutral) of the first `config.portrait_people`
+    people of the London set, as arrays; cached."""
+    people = portrait_pairs()[: config.portrait_people]
+    jobs = [(f"{a} -> {b}", str(a), str(b), config.size, 1, 1) for pair in people for a, b in (pair, pair[::-1])]
+    return _build(jobs, [PAIRS_FORMAT, "portraits", basis.name, config.size, [j[0] for j in jobs]], workers,
+                  "portrait pairs")
+
+
+def merge_pairs(clips: dict, portraits: dict) -> dict:
+    """One set of arrays: the clips' samples, then the portraits' (their clip indices shifted), with
+    `portrait` marking which samples are portraits."""
+    merged = {k: np.concatenate([clips[k], portraits[k]]) for k in SAMPLE_KEYS[:-1]}
+    merged["clip"] = np.concatenate([clips["clip"], portraits["clip"] + len(clips["stills"])])
+    for k in ("stills", "still_thetas", "names"):
+        merged[k] = np.concatenate([clips[k], portraits[k]])
+    merged["portrait"] = np.r_[np.zeros(len(clips["gt"]), bool), np.ones(len(portraits["gt"]), bool)]
+    return merged
+
+
+def _build(jobs: list[tuple], key_parts: list, workers: int, desc: str) -> dict:
+    """Run the jobs (in `workers` processes), stack their samples, cache the arrays by `key_parts`."""
+    key = hashlib.sha1(json.dumps(key_parts).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth") / "pairs" / f"{key}.npz"
     if cache.exists():
         with np.load(cache) as data:
             arrays = {k: data[k] for k in data.files}
-        print(f"pairs: {len(arrays['gt'])} samples of {len(arrays['stills'])} clips, from {cache}")
+        print(f"{desc}: {len(arrays['gt'])} samples of {len(arrays['stills'])} stills, from {cache}")
         return arrays
-    jobs = [(c, config.size, config.frames_per_clip, config.frame_every) for c in clips]
     results = {}
     if workers > 1 and len(jobs) > 1:
         with mp.get_context("spawn").Pool(workers) as pool:
-            for path, res in tqdm(pool.imap_unordered(_worker, jobs), total=len(jobs), desc="training pairs"):
-                results[path] = res
+            for name, res in tqdm(pool.imap_unordered(_worker, jobs), total=len(jobs), desc=desc):
+                results[name] = res
     else:
-        for job in tqdm(jobs, desc="training pairs"):
-            path, res = _worker(job)
-            results[path] = res
+        for job in tqdm(jobs, desc=desc):
+            name, res = _worker(job)
+            results[name] = res
     merged = {k: [] for k in SAMPLE_KEYS}
     stills, still_thetas, names = [], [], []
-    for path in [str(c) for c in clips]:
-        res = results.get(path)
+    for name in [job[0] for job in jobs]:
+        res = results.get(name)
         if res is None or isinstance(res, Exception) or not res["samples"]["gt"]:
             continue
         index = len(stills)
         stills.append(res["still"])
         still_thetas.append(res["still_theta"])
-        names.append(path)
+        names.append(name)
         for k in SAMPLE_KEYS[:-1]:
             merged[k] += res["samples"][k]
         merged["clip"] += [index] * len(res["samples"]["gt"])
     if not stills:
-        raise ValueError("no usable training clips")
+        raise ValueError(f"{desc}: no usable samples")
     arrays = {k: np.stack(v) for k, v in merged.items()}
     arrays.update(stills=np.stack(stills), still_thetas=np.stack(still_thetas), names=np.array(names))
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(cache)
-    print(f"pairs: {len(arrays['gt'])} samples of {len(stills)} clips, cached in {cache}")
+    print(f"{desc}: {len(arrays['gt'])} samples of {len(stills)} stills, cached in {cache}")
     return arrays
