@@ -87,3 +87,31 @@ def test_eval_warp_only_leaves_the_generator_out(data, tmp_path):
 def test_eval_rejects_unknown_codec(tmp_path, capsys):
     assert main(["eval", "--codecs", "mpeg2", "--out", str(tmp_path)]) == 2
     assert "unknown codec" in capsys.readouterr().err
+
+
+def test_eval_skips_a_bad_clip_and_keeps_the_others(data, tmp_path, capsys):
+    """One unreadable file or faceless clip among many is reported and left out of the means, not a
+    crash that throws the other clips' work away; with no usable clip at all it is an error."""
+    import av
+
+    faceless = tmp_path / "faceless.mp4"
+    with av.open(str(faceless), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 128
+        stream.pix_fmt = "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((128, 128, 3), 20 * i, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    out = tmp_path / "report"
+    assert main(["eval", "--clips", str(faceless), str(data / VAL_CLIP), str(text), "--codecs", "",
+                 "--max-frames", "10", "--warp-only", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["clips"] == [str(data / VAL_CLIP)]
+    assert {s["clip"] for s in report["skipped"]} == {str(faceless), str(text)}
+    assert all(r["clips"] == 1 for r in report["summary"])
+    assert "no face" in (out / "report.md").read_text() and "skipping" in capsys.readouterr().err
+    assert main(["eval", "--clips", str(faceless), "--codecs", "", "--warp-only", "--out", str(out)]) == 2
+    assert "no clip could be evaluated" in capsys.readouterr().err

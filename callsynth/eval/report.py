@@ -40,6 +40,9 @@ def markdown(report: dict) -> str:
                    f"| {_fmt(r.get('psnr'), '.2f')} | {_fmt(r.get('mouth_l1'), '.2f')} |\n"
                    for r in report["per_clip"] if r["method"].startswith("callsynth"))
     clips = "\n".join(f"- {c}" for c in report["clips"])
+    if report.get("skipped"):
+        clips += "\n\nSkipped (not in the means):\n\n" + "\n".join(
+            f"- {s['clip']}: {s['reason']}" for s in report["skipped"])
     codecs = "\n".join(f"- {k}: {v}" for k, v in report["codecs"].items())
     return (f"# callsynth evaluation\n\nBasis: {report['basis']}. Means over {len(report['clips'])} clips "
             f"(self-reenactment, still = first frame; 256x256 stable crops).\n\n"

@@ -7,6 +7,7 @@ Every method is judged on the same 256x256 stable crops of the real frames: PSNR
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,8 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis
-from ..face.still import prepare_still
-from ..media import iter_frames, video_info
+from ..face.still import NoFaceError, prepare_still
+from ..media import MediaError, iter_frames, video_info
 from ..reenact import ReenactStats, reenact
 from .codecs import CODECS, DEFAULT_KBPS, encode_decode
 from .metrics import LandmarkStream, nme, psnr, ssim
@@ -128,16 +129,27 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: list[str],
              kbps: tuple = DEFAULT_KBPS, max_frames: int | None = None, generator: str | None = None) -> dict:
-    """`generator`: None for warp only, "" for the shipped generator, or a checkpoint path."""
+    """`generator`: None for warp only, "" for the shipped generator, or a checkpoint path.
+    A clip that cannot be read or whose first frame shows no face is skipped with its reason (in the
+    report), so that one bad file does not throw away the others' work; none usable is an error."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    steps = len(clips) * (len(CALLSYNTH_RATES) + (generator is not None) + len(codecs) * len(kbps))
-    rows = []
-    with tqdm(total=steps, desc="eval", unit="run") as progress:
+    per_clip = len(CALLSYNTH_RATES) + (generator is not None) + len(codecs) * len(kbps)
+    rows, done, skipped = [], [], []
+    with tqdm(total=len(clips) * per_clip, desc="eval", unit="run") as progress:
         for clip in clips:
             progress.set_postfix_str(Path(clip).name)
-            rows += evaluate_clip(Path(clip), basis, codecs, kbps, max_frames, progress, generator)
+            try:
+                rows += evaluate_clip(Path(clip), basis, codecs, kbps, max_frames, progress, generator)
+                done.append(str(clip))
+            except (MediaError, NoFaceError) as exc:
+                skipped.append({"clip": str(clip), "reason": str(exc)})
+                progress.write(f"eval: skipping {clip}: {exc}", file=sys.stderr)
+                progress.total -= per_clip
+                progress.refresh()
+    if not rows:
+        raise ValueError("no clip could be evaluated: " + "; ".join(s["reason"] for s in skipped))
     report = {"basis": basis.name, "codecs": {c: CODECS[c].label for c in codecs},
-              "clips": [str(c) for c in clips], "summary": summarise(rows), "per_clip": rows}
+              "clips": done, "skipped": skipped, "summary": summarise(rows), "per_clip": rows}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     write_report(report, out_dir)
     return report
