@@ -45,11 +45,21 @@ class CallGenerator(nn.Module):
     def render(self, warp_full: torch.Tensor, lmap: torch.Tensor, z_id: torch.Tensor, code: torch.Tensor,
                pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """warp_full (B,3,H,W) in [-1, 1], lmap at size² → (full-size frame, size² frame, z_att levels)."""
+        repair_full, small, z_att = self.repair(warp_full, lmap, z_id, code, pose)
+        return self.compose(warp_full, repair_full, self.gain), small, z_att
+
+    def repair(self, warp_full: torch.Tensor, lmap: torch.Tensor, z_id: torch.Tensor, code: torch.Tensor,
+               pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The repair upsampled to warp_full's size (before the gain), the size² frame, z_att levels."""
         warp = F.interpolate(warp_full, size=(self.size, self.size), mode="area")
         repair, z_att = self.g(torch.cat([warp, lmap], 1), [z_id, code, pose])
-        full = warp_full + self.gain * F.interpolate(repair, size=warp_full.shape[-2:], mode="bilinear",
-                                                     align_corners=False)
-        return full.clamp(-1, 1), (warp + repair).clamp(-1, 1), z_att
+        repair_full = F.interpolate(repair, size=warp_full.shape[-2:], mode="bilinear", align_corners=False)
+        return repair_full, (warp + repair).clamp(-1, 1), z_att
+
+    @staticmethod
+    def compose(warp_full: torch.Tensor, repair_full: torch.Tensor, gain: float) -> torch.Tensor:
+        """The frame a caller sees: the warp plus the repair at `gain`."""
+        return (warp_full + gain * repair_full).clamp(-1, 1)
 
     def attributes(self, image: torch.Tensor, lmap: torch.Tensor) -> list[torch.Tensor]:
         """z_att of an image (for L_att, comparing an output's attributes with its input's)."""

@@ -293,9 +293,9 @@ class Trainer:
                 if first:
                     marks["gt"] += self._landmarks(b["gt"])
                     marks["warp"] += self._landmarks(b["warp"])
+                repair, _, _ = self.g.repair(b["warp"], b["lmap"], z_id, b["code"], b["pose"])  # once a batch
                 for gain, sums in per_gain.items():
-                    self.g.gain = gain
-                    full, _, _ = self.g.render(b["warp"], b["lmap"], z_id, b["code"], b["pose"])
+                    full = self.g.compose(b["warp"], repair, gain)
                     add_pixel_scores(sums, full, b["gt"])
                     for i, out in zip(index, self._landmarks(full)):
                         truth, warped = marks["gt"][i], marks["warp"][i]
@@ -303,7 +303,6 @@ class Trainer:
                             sums["nme"].append(nme(out, truth))
                             sums["nme_warp"].append(nme(warped, truth))
         finally:
-            self.g.gain = 1.0  # training learns the repair at gain 1
             self.g.train()
         self._val_marks = marks
         mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
