@@ -37,3 +37,45 @@ def test_open_mouth_code_changes_only_the_face(basis, still, val_frames):
     assert diff.max() > 30
     for corner in (diff[:3, :3], diff[:3, -3:], diff[-3:, :3], diff[-3:, -3:]):
         assert corner.max() < 10  # the crop border (background) stays put
+
+
+def test_no_folded_triangle_on_any_frame_of_the_validation_clips(basis, data):
+    """Every frame of every validation clip, through the call's path (code, wire quantisation, target
+    landmarks): the mesh the warper draws has no triangle folded over, while the raw targets do fold
+    (on turns and stretched expressions), so the repair is what keeps it clean."""
+    from callsynth.face.landmark_cache import track_file
+    from callsynth.face.warp import folded
+    from callsynth.split import validation_files
+    from callsynth.wire import Codec, FrameFeatures
+
+    codec = Codec(basis)
+    frames = raw_folds = left = 0
+    for name in sorted(validation_files()):
+        tracked = track_file(data / name)["landmarks"].astype(np.float64)
+        tracked = tracked[~np.isnan(tracked[:, 0, 0])]
+        coder = FaceCoder(basis, tracked[0])
+        warper = FaceWarper(np.zeros((256, 256, 3), np.uint8), tracked[0])
+        for i, landmarks in enumerate(tracked):
+            pose, code = coder.encode(landmarks)
+            sent = codec.roundtrip(FrameFeatures(i, i * 40, pose, code))
+            target = coder.landmarks(sent.pose, sent.code)
+            raw_folds += int(folded(warper.src_points, warper.target_points(target), warper.triangles).sum())
+            left += warper.folded_count(target)
+            frames += 1
+    assert frames > 1000
+    assert raw_folds > 0
+    assert left == 0
+
+
+def test_crop_past_the_frame_edge_mirrors_instead_of_smearing(val_frames):
+    """A crop that runs past the frame's edge shows the frame mirrored there, not the edge row repeated
+    into tall bars."""
+    from callsynth.face.crop import CropBox
+
+    frame = val_frames[0]
+    h, w = frame.shape[:2]
+    box = CropBox(w / 2, 10.0, float(min(w, h)) * 0.6)      # its top third lies above the frame
+    crop = box.cut(frame)
+    rows_outside = crop[:40].astype(int)
+    # replicated edges would make every column constant over those rows
+    assert np.abs(np.diff(rows_outside, axis=0)).mean() > 1.0

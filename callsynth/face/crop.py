@@ -43,10 +43,11 @@ class CropBox:
         return out
 
     def cut(self, frame: np.ndarray) -> np.ndarray:
-        """The CROP_SIZE x CROP_SIZE crop; outside the frame, edge pixels are repeated."""
+        """The CROP_SIZE x CROP_SIZE crop; outside the frame, the frame is mirrored at its edge (repeating
+        the edge pixels instead drew tall smeared bars wherever the crop ran past the frame)."""
         interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
         return cv2.warpAffine(frame, self.matrix(), (CROP_SIZE, CROP_SIZE), flags=interp,
-                              borderMode=cv2.BORDER_REPLICATE)
+                              borderMode=cv2.BORDER_REFLECT_101)
 
 
 def box_for_face(landmarks: np.ndarray, zoom: float = 1.9) -> CropBox:

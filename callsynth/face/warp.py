@@ -1,6 +1,13 @@
 """Warp the still to target landmarks: piecewise affine over a triangulation of the face mesh, extended
 by rings of control points around the face so that hair, ears and neck follow the head, and by fixed
 points on the crop border so that the background stays where it is instead of tearing.
+
+No triangle may fold over. When the target turns the head or stretches an expression far enough that a
+triangle's corners cross (the cheek contour passing the ring outside it in three-quarter view, a still
+of one person driven by another's motion), rasterising it would paint a mirrored sliver of the still —
+the sawtooth and the streaks into the hair. `unfold` moves each folded triangle as one piece (its
+corners take their mean displacement) until every triangle keeps its orientation; the crop border
+never moves.
 """
 
 from __future__ import annotations
@@ -21,6 +28,59 @@ FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288,
 RINGS = ((1.3, 1.0), (1.75, 0.6))
 BORDER_STEPS = 8
 SUBPIXEL = 4  # fixed-point bits for rasterising triangles
+UNFOLD_STEPS = 40
+
+
+def signed_areas(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Twice the signed area of each triangle (positive counter-clockwise in image axes)."""
+    p = points[triangles]                                  # (T, 3, 2)
+    ab, ac = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0]
+
+
+def folded(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Mask of triangles whose orientation in dst is the opposite of theirs in src (they fold over)."""
+    return _orientation(src, triangles) * signed_areas(dst, triangles) < 0
+
+
+def _orientation(src: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    return np.sign(signed_areas(src, triangles))
+
+
+def unfold(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, movable: np.ndarray,
+           steps: int = UNFOLD_STEPS) -> tuple[np.ndarray, int]:
+    """dst with no folded triangle, changed as little as it takes; and how many were folded at first.
+
+    `movable`: which points may move (the crop border may not). Each step gives every folded triangle
+    one displacement, the mean of its corners' (a translation keeps a triangle's orientation); a corner
+    shared by several folded triangles takes the mean of theirs. On the validation clips one or two
+    steps resolve almost every frame. If folds survive every step, the movable displacements shrink
+    toward zero, where nothing is folded, until none is."""
+    sign = _orientation(src, triangles)
+    bad = sign * signed_areas(dst, triangles) < 0
+    first = int(bad.sum())
+    if not first:
+        return dst, 0
+    d = dst - src
+    n = len(src)
+    for _ in range(steps):
+        corners = triangles[bad]
+        share = np.repeat(d[corners].mean(1), 3, axis=0)
+        total, count = np.zeros_like(d), np.zeros(n)
+        np.add.at(total, corners.ravel(), share)
+        np.add.at(count, corners.ravel(), 1)
+        take = (count > 0) & movable
+        d[take] = total[take] / count[take, None]
+        bad = sign * signed_areas(src + d, triangles) < 0
+        if not bad.any():
+            return src + d, first
+    shrink, trial = 1.0, d
+    while bad.any() and shrink > 1e-3:
+        shrink *= 0.7
+        trial = d.copy()
+        trial[movable] *= shrink
+        bad = sign * signed_areas(src + trial, triangles) < 0
+    return src + (trial if not bad.any() else np.where(movable[:, None], 0.0, d)), first
 
 
 def _similarity_2d(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -50,6 +110,10 @@ class FaceWarper:
         self.border = np.unique(border, axis=0)
         self.src_points = self._control_points(self.face_src, np.eye(2, 3))
         self.triangles = Delaunay(self.src_points).simplices.astype(np.int32)
+        self.movable = np.ones(len(self.src_points), bool)
+        self.movable[-len(self.border):] = False
+        self.folds_repaired = 0      # triangles that would have folded, over all warps so far
+        self.last_folds = 0
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         self._grid = np.stack([xs, ys, np.ones_like(xs)], axis=-1)  # (H, W, 3)
 
@@ -68,7 +132,9 @@ class FaceWarper:
 
     def maps(self, target_landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Backward maps (map_x, map_y): for each output pixel, where to sample the still."""
-        dst = self.target_points(target_landmarks)
+        dst, self.last_folds = unfold(self.src_points, self.target_points(target_landmarks),
+                                      self.triangles, self.movable)
+        self.folds_repaired += self.last_folds
         tri_dst = dst[self.triangles]                       # (T, 3, 2)
         tri_src = self.src_points[self.triangles]
         # Affine per triangle, target -> source: [x y 1] @ A = [u v].
@@ -86,4 +152,10 @@ class FaceWarper:
     def warp(self, target_landmarks: np.ndarray) -> np.ndarray:
         map_x, map_y = self.maps(target_landmarks)
         return cv2.remap(self.still, map_x, map_y, interpolation=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
+                         borderMode=cv2.BORDER_REFLECT_101)
+
+    def folded_count(self, target_landmarks: np.ndarray) -> int:
+        """Folded triangles left in the mesh this warper draws for target_landmarks (0 by design)."""
+        dst, _ = unfold(self.src_points, self.target_points(target_landmarks), self.triangles,
+                        self.movable)
+        return int(folded(self.src_points, dst, self.triangles).sum())
