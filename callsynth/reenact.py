@@ -1,6 +1,8 @@
 """Reenactment through the call's own path: tracker → code → packet bytes → decode → playout → warp.
 
 The sender and receiver halves here are the very classes a call uses; only the network is missing.
+Reference stills are collected from the driving clip as a call collects them: picked from frames
+already seen, sent as identity messages, and used only for frames captured after they were sent.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sender.features import FeatureEncoder
 
 from .face.basis import ExpressionBasis
 from .face.still import Still
-from .wire import Codec, WireError
+from .wire import Codec, WireError, decode_identity
 
 
 @dataclass
@@ -30,6 +32,7 @@ class ReenactStats:
     no_face_reasons: dict = field(default_factory=dict)
     packet_bytes: list = field(default_factory=list)
     rejected_packets: int = 0
+    reference_bytes: list = field(default_factory=list)
     timings_ms: dict = field(default_factory=lambda: {"track": [], "encode": [], "decode": [],
                                                       "render": []})
 
@@ -52,6 +55,8 @@ class ReenactStats:
             "frames_no_face": self.frames_no_face,
             "no_face_reasons": self.no_face_reasons,
             "rejected_packets": self.rejected_packets,
+            "references_sent": len(self.reference_bytes),
+            "reference_bytes": int(sum(self.reference_bytes)),
             "timings_ms": {},
         }
         for name, values in self.timings_ms.items():
@@ -65,24 +70,29 @@ class ReenactStats:
 
 def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: ExpressionBasis,
             send_every: int = 2, smoothing: bool = True, stats: ReenactStats | None = None,
-            sender_still: Still | None = None, renderer_factory=WarpRenderer
+            sender_still: Still | None = None, renderer_factory=WarpRenderer, references: bool = True
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (reference crop, rebuilt frame) for every driving frame, in order.
 
     `sender_still` is what the sender measures codes from: the same still in a call; the driving
     video's own first frame when it drives somebody else, so that the driver's face shape is not sent
-    as if it were an expression.
+    as if it were an expression. `references`: collect reference stills from the driving clip (only
+    when it drives its own face: another person's mouth is no reference for this one).
     """
     stats = stats or ReenactStats(fps, send_every)
     encoder = FeatureEncoder(basis, sender_still or still, fps=fps, send_every=send_every,
-                             smoothing=smoothing)
+                             smoothing=smoothing, references=references and sender_still is None)
     receiver_codec = Codec(basis)
     renderer = renderer_factory(basis, still)
-    timeline = FeatureTimeline(renderer.rest_pose, basis.k)
+    timeline = FeatureTimeline(renderer.rest_pose, renderer.coder.expression_size)
     pending: deque[tuple[float, np.ndarray]] = deque()
+    arrived: deque = deque()           # (capture ms it was sent at, IdentityMessage)
     newest = -1.0
 
     def render(t_ms: float) -> np.ndarray:
+        while arrived and arrived[0][0] <= t_ms:
+            message = arrived.popleft()[1]
+            renderer.add_reference(message.index, message.still)
         t0 = time.perf_counter()
         image = renderer.render(timeline.at(t_ms))
         stats.timings_ms["render"].append((time.perf_counter() - t0) * 1e3)
@@ -99,6 +109,12 @@ def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: Expre
                 stats.frames_no_face += 1
                 stats.no_face_reasons[sent.reason] = stats.no_face_reasons.get(sent.reason, 0) + 1
             pending.append((capture_ms, sent.crop))
+            for message in sent.references:
+                stats.reference_bytes.append(len(message))
+                try:
+                    arrived.append((capture_ms, decode_identity(message, basis)))
+                except WireError:
+                    stats.rejected_packets += 1
             if sent.packet is not None:
                 stats.packet_bytes.append(len(sent.packet))
                 t0 = time.perf_counter()

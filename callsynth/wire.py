@@ -1,11 +1,12 @@
-"""Wire format v1: one packet per sent frame, a few dozen bytes, quantised with the basis file's ranges.
+"""Wire format v2: one packet per sent frame, a few dozen bytes, quantised with the basis file's ranges.
 
 Layout (little-endian):
     byte 0      version (high nibble) | flags (low nibble)
     bytes 1-2   basis tag (first 16 bits of the basis hash)
     bytes 3-4   sequence number (wraps)
     bytes 5-8   capture time, ms (wraps)
-    payload     bit-packed pose (rotvec, tx, ty, log scale) then K code coefficients; none with NO_FACE
+    payload     bit-packed pose (rotvec, tx, ty, log scale), K code coefficients, then the gaze (2 x 5 bits,
+                iris offset over eye width relative to the still's); none with NO_FACE
     last 2      CRC-16/CCITT of everything before
 
 Decoding never raises anything but a WireError subclass, whatever the bytes.
@@ -22,7 +23,7 @@ import numpy as np
 from .face.basis import ExpressionBasis
 from .face.pose import Pose
 
-VERSION = 1
+VERSION = 2              # 2: gaze after the code; identity messages carry a reference index
 HEADER = struct.Struct("<BHHI")
 CRC_BYTES = 2
 OVERHEAD = HEADER.size + CRC_BYTES
@@ -31,6 +32,8 @@ MAX_PACKET = 256
 FLAG_NO_FACE = 0x1       # the sender sees no face: hold, then ease back to the still
 FLAG_AUDIO = 0x2         # code derived from speech, not from the camera
 KNOWN_FLAGS = FLAG_NO_FACE | FLAG_AUDIO
+GAZE_RANGE = 0.25        # ± eye widths the iris may move from where the still has it
+GAZE_BITS = 5
 
 
 class WireError(ValueError):
@@ -66,10 +69,19 @@ class FrameFeatures:
     pose: Pose | None = None
     code: np.ndarray | None = None
     flags: int = 0
+    gaze: np.ndarray | None = None      # (2,) relative to the still's; None means the still's own
 
     @property
     def has_face(self) -> bool:
         return not (self.flags & FLAG_NO_FACE)
+
+    @property
+    def expression(self) -> np.ndarray | None:
+        """The code followed by the gaze (K + 2; every decoded packet has one), what the playout timeline
+        interpolates; the code alone when no gaze is set."""
+        if self.code is None or self.gaze is None:
+            return self.code
+        return np.concatenate([self.code, self.gaze])
 
 
 def _quantise(values, lo, hi, bits):
@@ -105,9 +117,9 @@ class Codec:
 
     def __init__(self, basis: ExpressionBasis):
         self.basis = basis
-        self.bits = np.concatenate([basis.pose_bits, basis.code_bits]).astype(np.int64)
-        self.lo = np.concatenate([basis.pose_lo, basis.code_lo])
-        self.hi = np.concatenate([basis.pose_hi, basis.code_hi])
+        self.bits = np.concatenate([basis.pose_bits, basis.code_bits, [GAZE_BITS] * 2]).astype(np.int64)
+        self.lo = np.concatenate([basis.pose_lo, basis.code_lo, [-GAZE_RANGE] * 2])
+        self.hi = np.concatenate([basis.pose_hi, basis.code_hi, [GAZE_RANGE] * 2])
         self.payload_bytes = int((self.bits.sum() + 7) // 8)
         self.packet_bytes = OVERHEAD + self.payload_bytes
 
@@ -119,10 +131,11 @@ class Codec:
                            frame.capture_ms & 0xFFFFFFFF)
         if not flags & FLAG_NO_FACE:
             pose = frame.pose
-            values = np.concatenate([pose.rotvec, pose.translation[:2], [np.log(pose.scale)],
-                                     np.asarray(frame.code, dtype=np.float64)])
-            if values.shape != self.lo.shape:
-                raise ValueError(f"code has {values.size - 6} coefficients, basis has {self.basis.k}")
+            code = np.asarray(frame.code, dtype=np.float64)
+            if code.shape != (self.basis.k,):
+                raise ValueError(f"code has {code.size} coefficients, basis has {self.basis.k}")
+            gaze = np.zeros(2) if frame.gaze is None else np.asarray(frame.gaze, dtype=np.float64)
+            values = np.concatenate([pose.rotvec, pose.translation[:2], [np.log(pose.scale)], code, gaze])
             body += _pack_bits(_quantise(values, self.lo, self.hi, self.bits), self.bits)
         return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(CRC_BYTES, "little")
 
@@ -158,51 +171,95 @@ class Codec:
             raise CorruptPacket("field out of range")
         values = _dequantise(q, self.lo, self.hi, self.bits)
         pose = Pose(values[:3].copy(), np.array([values[3], values[4], 0.0]), float(np.exp(values[5])))
-        return FrameFeatures(seq, capture_ms, pose, values[6:].copy(), flags)
+        k = self.basis.k
+        return FrameFeatures(seq, capture_ms, pose, values[6:6 + k].copy(), flags, values[6 + k:].copy())
 
     def roundtrip(self, frame: FrameFeatures) -> FrameFeatures:
         return self.decode(self.encode(frame))
 
 
-# --- The identity message: the still, sent once on the reliable "identity" channel. ---------------------
+# --- The identity message: the still, and each reference still, on the reliable "identity" channel. ----
 #
 #     bytes 0-3   b"CSID"
 #     byte 4      identity message version
 #     bytes 5-6   basis tag the landmarks are meant for
 #     bytes 7-8   number of landmarks N
-#     N*3 float32 still landmarks in crop pixels (sent, not re-tracked, so both ends code from the same face)
-#     rest        the still as JPEG
+#     byte 9      index: 0 the still (codes are measured against it), 1..MAX_REFERENCES a reference still
+#                 (mouth open with teeth, eyes closed, ...) that replaces the one of the same index
+#     N*3 float32 landmarks in crop pixels (sent, not re-tracked, so both ends code from the same face)
+#     rest        the picture as JPEG
 #
 # The landmarks travel with the image because the receiver must rebuild exactly the face the sender
 # measures codes against; re-tracking a JPEG would shift them by a pixel or so.
 
 IDENTITY_MAGIC = b"CSID"
-IDENTITY_VERSION = 1
-IDENTITY_HEADER = struct.Struct("<4sBHH")
+IDENTITY_VERSION = 2              # 2: the index byte (reference stills)
+IDENTITY_HEADER = struct.Struct("<4sBHHB")
 MAX_IDENTITY = 60 * 1024          # under SCTP's usual 64 KiB message limit
+MAX_REFERENCE = 20 * 1024         # each reference still; two live ones stay well inside 60 KB
+MAX_REFERENCES = 7
 IDENTITY_JPEG_QUALITY = 92
+MAX_JPEG_SIDE = 1024              # refused from the JPEG header, before any pixel is decoded
 
 
 class IdentityError(WireError):
     """An identity message that cannot be used as the caller's still."""
 
 
-def encode_identity(still, basis: ExpressionBasis) -> bytes:
+@dataclass
+class IdentityMessage:
+    """A parsed identity message: the still (index 0) or reference still `index`."""
+
+    index: int
+    still: object                 # callsynth.face.still.Still
+
+    @property
+    def is_reference(self) -> bool:
+        return self.index > 0
+
+
+def encode_identity(still, basis: ExpressionBasis, index: int = 0, max_bytes: int | None = None) -> bytes:
+    """The message for the still (index 0) or a reference still (1..MAX_REFERENCES), at the best JPEG
+    quality that fits max_bytes (MAX_IDENTITY for the still, MAX_REFERENCE for a reference)."""
     import cv2
 
+    if not 0 <= index <= MAX_REFERENCES:
+        raise ValueError(f"reference index {index} outside 0..{MAX_REFERENCES}")
+    limit = max_bytes or (MAX_REFERENCE if index else MAX_IDENTITY)
     landmarks = np.asarray(still.landmarks, dtype="<f4")
-    head = IDENTITY_HEADER.pack(IDENTITY_MAGIC, IDENTITY_VERSION, basis.tag, landmarks.shape[0])
-    for quality in (IDENTITY_JPEG_QUALITY, 85, 75, 60):
+    head = IDENTITY_HEADER.pack(IDENTITY_MAGIC, IDENTITY_VERSION, basis.tag, landmarks.shape[0], index)
+    for quality in (IDENTITY_JPEG_QUALITY, 85, 75, 60, 45):
         ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(still.image[:, :, ::-1]),
                                 [cv2.IMWRITE_JPEG_QUALITY, quality])
         message = head + landmarks.tobytes() + jpeg.tobytes()
-        if ok and len(message) <= MAX_IDENTITY:
+        if ok and len(message) <= limit:
             return message
-    raise IdentityError(f"still does not fit in {MAX_IDENTITY} bytes even at JPEG quality 60")
+    raise IdentityError(f"still does not fit in {limit} bytes even at JPEG quality 45")
 
 
-def decode_identity(message: bytes, basis: ExpressionBasis):
-    """The still (callsynth.face.still.Still) in an identity message; IdentityError if it is unusable."""
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, without decoding it; None if there is none."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
+def decode_identity(message: bytes, basis: ExpressionBasis) -> IdentityMessage:
+    """The still or reference still in an identity message; IdentityError (a WireError) if unusable."""
     import cv2
 
     from .face.crop import CROP_SIZE
@@ -213,18 +270,22 @@ def decode_identity(message: bytes, basis: ExpressionBasis):
     message = bytes(message)
     if len(message) > MAX_IDENTITY:
         raise OversizedPacket(f"identity message of {len(message)} bytes exceeds {MAX_IDENTITY}")
+    if len(message) < 5:
+        raise TruncatedPacket("identity message shorter than its header")
+    if message[:4] != IDENTITY_MAGIC:
+        raise IdentityError("not an identity message (bad magic)")
+    if message[4] != IDENTITY_VERSION:
+        raise VersionMismatch(f"identity message version {message[4]}, this receiver speaks "
+                              f"{IDENTITY_VERSION}: the peer runs another callsynth version")
     if len(message) < IDENTITY_HEADER.size:
         raise TruncatedPacket("identity message shorter than its header")
-    magic, version, tag, n = IDENTITY_HEADER.unpack_from(message)
-    if magic != IDENTITY_MAGIC:
-        raise IdentityError("not an identity message (bad magic)")
-    if version != IDENTITY_VERSION:
-        raise VersionMismatch(f"identity message version {version}, this receiver speaks "
-                              f"{IDENTITY_VERSION}")
+    _, _, tag, n, index = IDENTITY_HEADER.unpack_from(message)
     if tag != basis.tag:
         raise BasisMismatch(f"identity made for basis tag {tag:04x}, receiver holds {basis.name}")
     if n != basis.mean_shape.shape[0]:
         raise IdentityError(f"identity carries {n} landmarks, the basis has {basis.mean_shape.shape[0]}")
+    if index > MAX_REFERENCES:
+        raise IdentityError(f"reference index {index} outside 0..{MAX_REFERENCES}")
     end = IDENTITY_HEADER.size + n * 3 * 4
     if len(message) <= end:
         raise TruncatedPacket("identity message ends before its image")
@@ -232,10 +293,17 @@ def decode_identity(message: bytes, basis: ExpressionBasis):
     landmarks = landmarks.reshape(n, 3).astype(np.float64)
     if not np.all(np.isfinite(landmarks)) or np.abs(landmarks[:, :2]).max() > 4 * CROP_SIZE:
         raise IdentityError("identity landmarks are not finite or lie far outside the crop")
+    if np.ptp(landmarks[:, 0]) < 16 or np.ptp(landmarks[:, 1]) < 16:
+        raise IdentityError("identity landmarks are degenerate (the face spans under 16 pixels)")
+    size = jpeg_size(message[end:])
+    if size is None:
+        raise IdentityError("identity image is not a JPEG")
+    if max(size) > MAX_JPEG_SIDE or min(size) < 1:
+        raise IdentityError(f"identity image header claims {size[0]}x{size[1]}; refused before decoding")
     image = cv2.imdecode(np.frombuffer(message[end:], dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise IdentityError("identity image is not a decodable JPEG")
     if image.shape != (CROP_SIZE, CROP_SIZE, 3):
         raise IdentityError(f"identity image is {image.shape[1]}x{image.shape[0]}, expected "
                             f"{CROP_SIZE}x{CROP_SIZE}")
-    return Still(np.ascontiguousarray(image[:, :, ::-1]), landmarks)
+    return IdentityMessage(index, Still(np.ascontiguousarray(image[:, :, ::-1]), landmarks))

@@ -104,4 +104,5 @@ class GeneratorRenderer(WarpRenderer):
             return self.still.image.copy()
         pose, code = state
         target = self.target_landmarks(pose, code)
-        return repaired(self.net, self.warper.warp(target), target, self.z_id, code, pose, self.run)
+        return repaired(self.net, self.compose(target), target, self.z_id, code[:self.net.code_dim], pose,
+                        self.run)

@@ -40,15 +40,16 @@ class FeatureTimeline:
             del self.times[:cut], self.items[:cut]
 
     def at(self, t_ms: float) -> tuple[Pose, np.ndarray] | None:
-        """(pose, code) for display time t_ms, or None before any packet with a face."""
+        """(pose, expression) for display time t_ms, or None before any packet with a face. The
+        expression is the code followed by the gaze (FrameFeatures.expression); `code_size` is its length."""
         i = bisect.bisect_right(self.times, t_ms)
         before = self.items[i - 1] if i else None
         after = self.items[i] if i < len(self.items) else None
         if before is None:
-            return (after.pose, after.code) if after is not None and after.has_face else None
+            return (after.pose, after.expression) if after is not None and after.has_face else None
         if before.has_face and after is not None and after.has_face:
             w = (t_ms - self.times[i - 1]) / max(1, self.times[i] - self.times[i - 1])
-            return interpolate_pose(before.pose, after.pose, w), (1 - w) * before.code + w * after.code
+            return interpolate_pose(before.pose, after.pose, w), (1 - w) * before.expression + w * after.expression
         last = self._last_face(i - 1)
         if last is None:
             return None
@@ -57,23 +58,23 @@ class FeatureTimeline:
         if before.has_face and after is None:
             # Past the newest packet: continue its motion briefly, hold, and after a long silence
             # ease back to rest.
-            state = self._extrapolate(i - 1, gap) if i >= 2 else (face.pose, face.code)
+            state = self._extrapolate(i - 1, gap) if i >= 2 else (face.pose, face.expression)
             if self.silence_ms is None or gap <= self.silence_ms:
                 return state
             return self._toward_rest(state, (gap - self.silence_ms) / self.ease_ms)
         if before.has_face or gap <= self.hold_ms:
-            return face.pose, face.code
+            return face.pose, face.expression
         # The sender said "no face": held for hold_ms, then eased toward the rest pose.
-        return self._toward_rest((face.pose, face.code), (gap - self.hold_ms) / self.ease_ms)
+        return self._toward_rest((face.pose, face.expression), (gap - self.hold_ms) / self.ease_ms)
 
     def _extrapolate(self, i: int, gap: float) -> tuple[Pose, np.ndarray]:
         """Continue the motion from packet i-1 to packet i for up to extrapolate_ms, then hold."""
         prev, last = self.items[i - 1], self.items[i]
         if not prev.has_face or self.extrapolate_ms <= 0:
-            return last.pose, last.code
+            return last.pose, last.expression
         span = max(1, self.times[i] - self.times[i - 1])
         w = 1.0 + min(gap, self.extrapolate_ms) / span
-        return interpolate_pose(prev.pose, last.pose, w), (1 - w) * prev.code + w * last.code
+        return interpolate_pose(prev.pose, last.pose, w), (1 - w) * prev.expression + w * last.expression
 
     def _toward_rest(self, state, w: float) -> tuple[Pose, np.ndarray]:
         w = float(np.clip(w, 0.0, 1.0))

@@ -1,4 +1,5 @@
-"""The receiver's frame builder: (pose, code) → target landmarks → the still warped to them."""
+"""The receiver's frame builder: (pose, expression) → target landmarks → the still warped to them, with
+the mouth and eyes blended from the reference stills (callsynth.face.reference_blend)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
 from callsynth.face.pose import Pose
+from callsynth.face.reference_blend import ReferenceBlender
 from callsynth.face.still import Still
 from callsynth.face.warp import FaceWarper
 
@@ -18,6 +20,15 @@ class WarpRenderer:
         self.still = still
         self.coder = FaceCoder(basis, still.landmarks)
         self.warper = FaceWarper(still.image, still.landmarks)
+        self.blender = ReferenceBlender(still)
+
+    def add_reference(self, index: int, still: Still) -> None:
+        """Cache reference still `index` (replacing the one before it); used from the next frame on."""
+        self.blender.add(index, still)
+
+    def compose(self, target: np.ndarray) -> np.ndarray:
+        """The still warped to the target landmarks, mouth and eyes from the references."""
+        return self.blender.compose(self.warper.warp(target), target)
 
     @property
     def rest_pose(self) -> Pose:
@@ -27,10 +38,10 @@ class WarpRenderer:
         return self.coder.landmarks(pose, code)
 
     def render(self, state: tuple[Pose, np.ndarray] | None) -> np.ndarray:
-        """A frame for (pose, code); the still itself when nothing has arrived yet."""
+        """A frame for (pose, expression); the still itself when nothing has arrived yet."""
         if state is None:
             return self.still.image.copy()
-        return self.warper.warp(self.target_landmarks(*state))
+        return self.compose(self.target_landmarks(*state))
 
 
 # How frames are rebuilt unless told otherwise (reenact, receive, demo, the Receiver): the generator, which

@@ -12,7 +12,9 @@ from callsynth.face.code import FaceCoder
 from callsynth.face.crop import StableCrop
 from callsynth.face.still import Still
 from callsynth.face.tracker import FaceTracker
-from callsynth.wire import Codec, FrameFeatures
+from callsynth.wire import Codec, FrameFeatures, encode_identity
+
+from .reference_pick import ReferencePicker
 
 
 @dataclass
@@ -22,26 +24,32 @@ class SentFrame:
     found: bool
     reason: str = ""
     timings_ms: dict = field(default_factory=dict)
+    references: list = field(default_factory=list)   # identity messages of reference stills to send now
 
 
 class FeatureEncoder:
     """Turns each captured frame into at most one packet; sends every `send_every`-th frame."""
 
     def __init__(self, basis: ExpressionBasis, still: Still, fps: float = 30.0, send_every: int = 2,
-                 smoothing: bool = True):
-        """`still` is the face codes are measured from: in a call, the caller's own still."""
+                 smoothing: bool = True, references: bool = True):
+        """`still` is the face codes are measured from: in a call, the caller's own still.
+        `references`: pick reference stills (mouth open, eyes closed) as they happen."""
         if send_every < 1:
             raise ValueError("send_every must be at least 1")
         self.codec = Codec(basis)
         self.coder = FaceCoder(basis, still.landmarks)
         self.tracker = FaceTracker(video=True, smoothing=smoothing, fps=fps)
         self.crop = StableCrop()
+        self.basis = basis
+        self.picker = ReferencePicker(still) if references else None
         self.send_every = send_every
         self.frame_index = 0
         self.seq = 0
 
     def close(self) -> None:
         self.tracker.close()
+        if self.picker is not None:
+            self.picker.close()
 
     def process(self, frame: np.ndarray, capture_ms: int, flags: int = 0) -> SentFrame:
         t0 = time.perf_counter()
@@ -51,13 +59,19 @@ class FeatureEncoder:
         crop = box.cut(frame)
         send = self.frame_index % self.send_every == 0
         self.frame_index += 1
-        packet = None
+        packet, references = None, []
+        landmarks = box.to_crop(result.landmarks) if result.found else None
         if send:
             features = FrameFeatures(self.seq, capture_ms, flags=flags)
             if result.found:
-                features.pose, features.code = self.coder.encode(box.to_crop(result.landmarks))
+                features.pose, features.code = self.coder.encode(landmarks)
+                features.gaze = self.coder.gaze_delta(landmarks)
             packet = self.codec.encode(features)
             self.seq = (self.seq + 1) & 0xFFFF
+        if self.picker is not None and result.found:
+            turn = float(np.linalg.norm(self.coder.pose_of(landmarks).rotvec - self.coder.still_pose.rotvec))
+            for index, ref in self.picker.observe(crop, landmarks, capture_ms, turn):
+                references.append(encode_identity(ref, self.basis, index))
         t2 = time.perf_counter()
         return SentFrame(crop, packet, result.found, result.reason,
-                         {"track": (t1 - t0) * 1e3, "encode": (t2 - t1) * 1e3})
+                         {"track": (t1 - t0) * 1e3, "encode": (t2 - t1) * 1e3}, references)

@@ -2,6 +2,10 @@
 
 code   = basis · (canonical(frame) − canonical(still))     on the sender
 target = pose(canonical(still) + basisᵀ · code)             on the receiver
+
+The K PCA coefficients truncate the irises (gaze keeps its direction but a third of its amplitude), so
+gaze travels beside them: two numbers, the iris offset over eye width relative to the still's. An
+"expression" is the code followed by that gaze (K + 2); `landmarks` takes either.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import numpy as np
 from .basis import ExpressionBasis
 from .crop import CROP_SIZE
 from .pose import Pose, estimate_pose
+from .regions import GAZE_DIMS, gaze, with_gaze
 
 
 class FaceCoder:
@@ -21,6 +26,8 @@ class FaceCoder:
         self.still_landmarks = np.asarray(still_landmarks, dtype=np.float64)
         self.still_pose = self.pose_of(self.still_landmarks)
         self.still_canonical = self.still_pose.to_canonical(self.still_landmarks / CROP_SIZE)
+        self.still_gaze = gaze(self.still_landmarks)
+        self.expression_size = basis.k + GAZE_DIMS
 
     def pose_of(self, landmarks: np.ndarray) -> Pose:
         return estimate_pose(np.asarray(landmarks) / CROP_SIZE, self.basis.mean_shape,
@@ -32,7 +39,22 @@ class FaceCoder:
         canonical = pose.to_canonical(np.asarray(landmarks) / CROP_SIZE)
         return pose, self.basis.project(canonical - self.still_canonical)
 
+    def gaze_delta(self, landmarks: np.ndarray) -> np.ndarray:
+        """The frame's gaze minus the still's (2,): what the wire carries beside the code."""
+        return gaze(landmarks) - self.still_gaze
+
+    def expression(self, landmarks: np.ndarray) -> tuple[Pose, np.ndarray]:
+        """(pose, code followed by the gaze delta) of crop-pixel landmarks."""
+        pose, code = self.encode(landmarks)
+        return pose, np.concatenate([code, self.gaze_delta(landmarks)])
+
     def landmarks(self, pose: Pose, code: np.ndarray) -> np.ndarray:
-        """Target landmarks in crop pixels (x, y, z) for a pose and a code."""
-        canonical = self.still_canonical + self.basis.expand(np.asarray(code, dtype=np.float64))
-        return pose.apply(canonical) * CROP_SIZE
+        """Target landmarks in crop pixels (x, y, z) for a pose and a code (K) or an expression (K + 2:
+        the irises then move to the gaze it carries)."""
+        code = np.asarray(code, dtype=np.float64)
+        k = self.basis.k
+        canonical = self.still_canonical + self.basis.expand(code[:k])
+        out = pose.apply(canonical) * CROP_SIZE
+        if code.shape[-1] > k:
+            out = with_gaze(out, self.still_gaze + code[k:k + GAZE_DIMS])
+        return out

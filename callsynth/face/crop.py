@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 CROP_SIZE = 256
+EDGE_BLUR = 16.0     # sigma, in crop pixels, of the colour field that continues the frame past its edge
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,23 @@ class CropBox:
         return out
 
     def cut(self, frame: np.ndarray) -> np.ndarray:
-        """The CROP_SIZE x CROP_SIZE crop; outside the frame, the frame is mirrored at its edge (repeating
-        the edge pixels instead drew tall smeared bars wherever the crop ran past the frame)."""
+        """The CROP_SIZE x CROP_SIZE crop. Where it runs past the frame, the frame's edge is continued as
+        a soft colour field (the edge pixels, blurred wide): repeating them as they are drew tall
+        smeared bars, and mirroring the frame there drew a second neck that no warp can follow."""
         interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
-        return cv2.warpAffine(frame, self.matrix(), (CROP_SIZE, CROP_SIZE), flags=interp,
-                              borderMode=cv2.BORDER_REFLECT_101)
+        m = self.matrix()
+        crop = cv2.warpAffine(frame, m, (CROP_SIZE, CROP_SIZE), flags=interp,
+                              borderMode=cv2.BORDER_REPLICATE)
+        h, w = frame.shape[:2]
+        corners = np.array([[0, 0, 1], [w, h, 1]], dtype=np.float64) @ m.T
+        (x0, y0), (x1, y1) = corners.min(0), corners.max(0)
+        if x0 <= 0 and y0 <= 0 and x1 >= CROP_SIZE and y1 >= CROP_SIZE:
+            return crop
+        inside = np.zeros((CROP_SIZE, CROP_SIZE), np.float32)
+        inside[max(0, int(np.ceil(y0))):int(max(0, np.floor(y1))), max(0, int(np.ceil(x0))):int(max(0, np.floor(x1)))] = 1
+        inside = cv2.GaussianBlur(inside, (0, 0), 2.0)[..., None]
+        soft = cv2.GaussianBlur(crop, (0, 0), EDGE_BLUR)
+        return (crop * inside + soft * (1 - inside) + 0.5).astype(np.uint8)
 
 
 def box_for_face(landmarks: np.ndarray, zoom: float = 1.9) -> CropBox:

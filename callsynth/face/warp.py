@@ -83,6 +83,25 @@ def unfold(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, movable: np.
     return src + (trial if not bad.any() else np.where(movable[:, None], 0.0, d)), first
 
 
+def _affines(tri_dst: np.ndarray, tri_src: np.ndarray) -> np.ndarray:
+    """Affine per triangle, target -> source: [x y 1] @ A = [u v], in closed form (the inverse of each
+    3x3 [x y 1] matrix by its adjugate; a pseudo-inverse per triangle cost more than the whole warp). A
+    triangle of no area (it paints at most a line) gets the translation of its corners."""
+    x, y = tri_dst[..., 0], tri_dst[..., 1]
+    x0, x1, x2, y0, y1, y2 = x[:, 0], x[:, 1], x[:, 2], y[:, 0], y[:, 1], y[:, 2]
+    adj = np.stack([np.stack([y1 - y2, y2 - y0, y0 - y1], 1),
+                    np.stack([x2 - x1, x0 - x2, x1 - x0], 1),
+                    np.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], 1)], 1)
+    det = x0 * (y1 - y2) + x1 * (y2 - y0) + x2 * (y0 - y1)
+    flat = np.abs(det) < 1e-9
+    affine = (adj / np.where(flat, 1.0, det)[:, None, None]) @ tri_src
+    if flat.any():
+        shift = (tri_src[flat] - tri_dst[flat]).mean(1)
+        affine[flat] = np.concatenate([np.broadcast_to(np.eye(2), (int(flat.sum()), 2, 2)),
+                                       shift[:, None, :]], axis=1)
+    return affine
+
+
 def _similarity_2d(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """2x3 matrix of the least-squares similarity from src to dst points."""
     s, r, t = umeyama(src, dst)
@@ -130,27 +149,38 @@ class FaceWarper:
         head = _similarity_2d(self.face_src[FACE_OVAL], face[FACE_OVAL])
         return self._control_points(face, head)
 
-    def maps(self, target_landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Backward maps (map_x, map_y): for each output pixel, where to sample the still."""
+    def maps(self, target_landmarks: np.ndarray, box: tuple[int, int, int, int] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Backward maps (map_x, map_y): for each output pixel, where to sample the still. `box`
+        (x0, y0, x1, y1): only that part of the output (the maps are then its size)."""
         dst, self.last_folds = unfold(self.src_points, self.target_points(target_landmarks),
                                       self.triangles, self.movable)
         self.folds_repaired += self.last_folds
-        tri_dst = dst[self.triangles]                       # (T, 3, 2)
-        tri_src = self.src_points[self.triangles]
-        # Affine per triangle, target -> source: [x y 1] @ A = [u v].
-        homog = np.concatenate([tri_dst, np.ones((len(tri_dst), 3, 1))], axis=2)
-        affine = np.linalg.pinv(homog) @ tri_src          # (T, 3, 2)
+        triangles = self.triangles
+        if box is not None:
+            x0, y0, x1, y1 = box
+            lo, hi = dst[triangles].min(1), dst[triangles].max(1)
+            near = (hi[:, 0] >= x0 - 1) & (lo[:, 0] <= x1 + 1) & (hi[:, 1] >= y0 - 1) & (lo[:, 1] <= y1 + 1)
+            triangles = triangles[near]
+        tri_dst = dst[triangles]                            # (T, 3, 2)
+        tri_src = self.src_points[triangles]
+        affine = _affines(tri_dst, tri_src)                # (T, 3, 2)
         ids = np.full((self.size, self.size), -1, dtype=np.int32)
         fixed = np.round(tri_dst * (1 << SUBPIXEL)).astype(np.int32)
         for i, tri in enumerate(fixed):
             cv2.fillConvexPoly(ids, tri, int(i), lineType=cv2.LINE_8, shift=SUBPIXEL)
         affine = np.concatenate([affine, np.array([[[1, 0], [0, 1], [0, 0]]])], 0).astype(np.float32)
+        grid = self._grid
+        if box is not None:
+            ids, grid = ids[y0:y1, x0:x1], grid[y0:y1, x0:x1]
         per_pixel = affine[ids]                              # id -1 picks the identity map
-        mapped = np.einsum("hwk,hwkc->hwc", self._grid, per_pixel)
+        mapped = np.einsum("hwk,hwkc->hwc", grid, per_pixel)
         return mapped[..., 0], mapped[..., 1]
 
-    def warp(self, target_landmarks: np.ndarray) -> np.ndarray:
-        map_x, map_y = self.maps(target_landmarks)
+    def warp(self, target_landmarks: np.ndarray, box: tuple[int, int, int, int] | None = None
+             ) -> np.ndarray:
+        """The still warped to target_landmarks; with `box` (x0, y0, x1, y1) only that part of it."""
+        map_x, map_y = self.maps(target_landmarks, box)
         return cv2.remap(self.still, map_x, map_y, interpolation=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REFLECT_101)
 

@@ -1,0 +1,93 @@
+"""Where the eyes, irises and lips are in MediaPipe's 478-point mesh, and the measures of them that the
+evaluator uses: eye openness (lid gap over eye width), gaze (iris offset from the eye centre over eye
+width) and lip gap (inner-lip gap over the iris distance).
+
+Sender (reference picking, gaze on the wire), receiver (which reference to blend where) and `eval` read
+them from here, so all three measure a face the same way.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# (upper lid, lower lid, outer corner, inner corner, iris centre) of each eye, as face_metrics.py has them.
+EYES = ((159, 145, 33, 133, 468), (386, 374, 362, 263, 473))
+IRISES = (np.arange(468, 473), np.arange(473, 478))
+EYE_OUTLINES = (np.array([33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7]),
+                np.array([362, 398, 384, 385, 386, 387, 388, 466, 263, 249, 390, 373, 374, 380, 381, 382]))
+INNER_LIPS = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178,
+                       88, 95])
+LIP_CENTRE = (13, 14)
+GAZE_DIMS = 2
+
+
+def iris_distance(landmarks: np.ndarray) -> float:
+    return float(np.linalg.norm(landmarks[468, :2] - landmarks[473, :2]))
+
+
+def lip_gap(landmarks: np.ndarray) -> float:
+    """Inner-lip gap over the iris distance (the evaluator's open mouth: ≥ 0.08)."""
+    lm = np.asarray(landmarks)
+    return float(np.linalg.norm(lm[LIP_CENTRE[0], :2] - lm[LIP_CENTRE[1], :2])) / max(iris_distance(lm), 1e-6)
+
+
+def _eye_frame(lm: np.ndarray, eye) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(centre, unit axis corner to corner, unit normal, width) of one eye."""
+    c1, c2 = lm[eye[2], :2], lm[eye[3], :2]
+    axis = c2 - c1
+    width = float(np.linalg.norm(axis))
+    u = axis / max(width, 1e-6)
+    if u[0] < 0:                       # always left to right in the image
+        u = -u
+    return (c1 + c2) / 2, u, np.array([-u[1], u[0]]), max(width, 1e-6)
+
+
+def eye_openness(landmarks: np.ndarray) -> np.ndarray:
+    """Lid gap over eye width, for each eye (2,)."""
+    lm = np.asarray(landmarks)
+    return np.array([np.linalg.norm(lm[e[0], :2] - lm[e[1], :2]) / _eye_frame(lm, e)[3] for e in EYES])
+
+
+def gaze(landmarks: np.ndarray) -> np.ndarray:
+    """Iris offset from the eye centre over eye width, along and across the eye axis, mean of both eyes (2,)."""
+    lm = np.asarray(landmarks)
+    out = []
+    for e in EYES:
+        centre, u, v, width = _eye_frame(lm, e)
+        off = lm[e[4], :2] - centre
+        out.append([off @ u / width, off @ v / width])
+    return np.mean(out, axis=0)
+
+
+def with_gaze(landmarks: np.ndarray, target_gaze: np.ndarray) -> np.ndarray:
+    """The landmarks with both irises moved (as rigid rings) so that gaze(·) is target_gaze."""
+    lm = np.array(landmarks, dtype=np.float64, copy=True)
+    g = np.clip(np.asarray(target_gaze, dtype=np.float64), -0.35, 0.35)
+    for e, iris in zip(EYES, IRISES):
+        centre, u, v, width = _eye_frame(lm, e)
+        want = centre + width * (g[0] * u + g[1] * v)
+        lm[iris, :2] += want - lm[e[4], :2]
+    return lm
+
+
+def polygon_mask(shape, points: np.ndarray, grow: float = 0.0, feather: float = 0.0) -> np.ndarray:
+    """A float mask in [0, 1] of the polygon, grown by `grow` pixels and feathered by `feather` (sigma)."""
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(np.asarray(points)[:, :2] * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    if grow > 0:
+        k = int(2 * round(grow) + 1)
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    out = mask.astype(np.float32) / 255
+    if feather > 0:
+        out = cv2.GaussianBlur(out, (0, 0), feather)
+    return out
+
+
+def teeth_share(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """Share of bright, unsaturated pixels (HSV V > 150, S < 90: teeth) inside the inner-lip outline."""
+    mask = polygon_mask(image.shape, np.asarray(landmarks)[INNER_LIPS]) > 0.5
+    if mask.sum() < 20:
+        return 0.0
+    hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)[mask]
+    return float(((hsv[:, 2] > 150) & (hsv[:, 1] < 90)).mean())

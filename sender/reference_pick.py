@@ -1,0 +1,130 @@
+"""Choosing reference stills as they happen: a picture with the mouth open and teeth showing, and one with
+the eyes closed, each what the first still lacks (callsynth/face/reference_blend.py draws from them).
+
+Every frame the tracker's landmarks say how open the lips and the eyes are; the best candidate of each
+kind is held while the moment lasts and sent once it has passed (`settle_frames` without a better one),
+so only frames already seen are ever sent. A kind is sent again only when a clearly better candidate
+comes, or when the one the receiver holds stops matching: the light on the face has changed, or the head
+now sits at another angle. Each reference fits MAX_REFERENCE bytes; two live ones stay inside 60 KB.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from callsynth.face.regions import eye_openness, lip_gap, teeth_share
+from callsynth.face.still import Still
+
+KINDS = {"mouth": 1, "eyes": 2}        # reference index on the wire for each kind
+MOUTH_MIN_GAP = 0.15                   # lip gap over iris distance for a mouth worth sending
+EYES_MAX_SHARE = 0.45                  # eye openness under this share of the recent median: closed
+MAX_TURN = 0.35                        # radians away from the still's pose: too turned to use
+BETTER = 1.25                          # a candidate must beat the live one by this factor
+LIGHT_CHANGE = 0.15                    # relative change of the face's brightness that makes a reference stale
+TURN_CHANGE = 0.30                     # radians the head has settled away from where a reference was taken
+
+
+@dataclass
+class Candidate:
+    kind: str
+    score: float
+    image: np.ndarray
+    landmarks: np.ndarray
+    capture_ms: int
+    light: float
+    turn: float
+
+
+def _face_light(image: np.ndarray, landmarks: np.ndarray) -> float:
+    lo, hi = landmarks[:, :2].min(0).astype(int), landmarks[:, :2].max(0).astype(int)
+    lo, hi = np.clip(lo, 0, image.shape[1] - 1), np.clip(hi, 1, image.shape[0])
+    patch = image[lo[1]:hi[1], lo[0]:hi[0]]
+    return float(patch.mean()) if patch.size else 0.0
+
+
+class ReferencePicker:
+    def __init__(self, still: Still, settle_frames: int = 6, min_interval_ms: int = 3000):
+        self.still_rot = None
+        self.settle_frames, self.min_interval_ms = settle_frames, min_interval_ms
+        self.openness = deque([float(eye_openness(still.landmarks).mean())], maxlen=150)
+        self.pending: dict[str, Candidate | None] = {k: None for k in KINDS}
+        self.waited = {k: 0 for k in KINDS}
+        self.live: dict[str, Candidate] = {}
+        self.sent_ms: dict[str, int] = {}
+        self.light = None            # running brightness of the face
+        self.turn = 0.0              # running head turn from the still's pose
+        self._tracker = None
+
+    def observe(self, crop: np.ndarray, landmarks: np.ndarray, capture_ms: int, turn: float
+                ) -> list[tuple[int, Still]]:
+        """One tracked frame (its crop, crop-pixel landmarks, head turn from the still's pose in radians);
+        returns the reference stills to send now, as (index, Still)."""
+        opened = float(eye_openness(landmarks).mean())
+        median = float(np.median(self.openness))
+        if opened > EYES_MAX_SHARE * median:
+            self.openness.append(opened)
+        light = _face_light(crop, landmarks)
+        self.light = light if self.light is None else 0.9 * self.light + 0.1 * light
+        self.turn = 0.9 * self.turn + 0.1 * turn
+        if turn < MAX_TURN:
+            gap = lip_gap(landmarks)
+            if gap >= MOUTH_MIN_GAP:
+                score = gap * (0.4 + teeth_share(crop, landmarks))
+                self._offer(Candidate("mouth", score, crop, landmarks, capture_ms, light, turn))
+            if opened < EYES_MAX_SHARE * median:
+                self._offer(Candidate("eyes", 1 - opened / median, crop, landmarks, capture_ms, light, turn))
+        out = []
+        for kind in KINDS:
+            if self.pending[kind] is None:
+                continue
+            self.waited[kind] += 1
+            if self.waited[kind] >= self.settle_frames:
+                chosen, self.pending[kind] = self.pending[kind], None
+                if self._wanted(chosen, capture_ms):
+                    out.append((KINDS[kind], self._still(chosen)))
+                    self.live[kind] = chosen
+                    self.sent_ms[kind] = capture_ms
+        return out
+
+    def stale(self, kind: str) -> bool:
+        """The live reference of `kind` no longer matches what the camera shows."""
+        ref = self.live.get(kind)
+        if ref is None or self.light is None:
+            return False
+        return (abs(self.light - ref.light) > LIGHT_CHANGE * max(ref.light, 1.0)
+                or abs(self.turn - ref.turn) > TURN_CHANGE)
+
+    def _offer(self, candidate: Candidate) -> None:
+        held = self.pending[candidate.kind]
+        if held is None or candidate.score > held.score:
+            candidate.image = candidate.image.copy()
+            candidate.landmarks = np.array(candidate.landmarks, dtype=np.float64)
+            self.pending[candidate.kind] = candidate
+            self.waited[candidate.kind] = 0
+
+    def _wanted(self, candidate: Candidate, now_ms: int) -> bool:
+        live = self.live.get(candidate.kind)
+        if live is None:
+            return True
+        if now_ms - self.sent_ms[candidate.kind] < self.min_interval_ms:
+            return False
+        return candidate.score > BETTER * live.score or self.stale(candidate.kind)
+
+    def _still(self, candidate: Candidate) -> Still:
+        """The candidate as a Still, its landmarks re-tracked on the crop in image mode (the video
+        tracker's smoothing lags behind a blink)."""
+        from callsynth.face.tracker import FaceTracker
+
+        if self._tracker is None:
+            self._tracker = FaceTracker(video=False, smoothing=False)
+        again = self._tracker.process(candidate.image)
+        landmarks = again.landmarks.astype(np.float64) if again.found else candidate.landmarks
+        return Still(candidate.image, landmarks)
+
+    def close(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
