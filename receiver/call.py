@@ -71,6 +71,8 @@ class ReceiverStats:
     rejected: dict = field(default_factory=dict)
     jitter: dict = field(default_factory=dict)
     identity_bytes: int = 0
+    reference_bytes: int = 0
+    references_received: int = 0
     audio_frames: int = 0
     wire: dict = field(default_factory=dict)
     events: list = field(default_factory=list)
@@ -116,6 +118,8 @@ class ReceiverStats:
             "rejected_packets": self.rejected,
             "jitter_buffer": self.jitter,
             "identity_bytes": self.identity_bytes,
+            "references_received": self.references_received,
+            "reference_bytes": self.reference_bytes,
             "still_cached": self.identity_bytes > 0,
             "audio_frames": self.audio_frames,
             "on_wire": self.wire,
@@ -293,10 +297,14 @@ class Receiver:
 
     def _on_identity(self, message) -> None:
         try:
-            still = decode_identity(message, self.basis)
+            parsed = decode_identity(message, self.basis)
         except WireError as exc:
             self._reject(exc, "identity")
             return
+        if parsed.is_reference:
+            self._on_reference(parsed, len(message))
+            return
+        still = parsed.still
         self.stats.identity_bytes = len(message)
         if self.counters:
             self.counters[-1].mark()  # on-wire rates are measured from here: the still is not a rate
@@ -314,6 +322,17 @@ class Receiver:
             if self.recorder is None:
                 self.recorder = CallRecorder(out, time.time(), with_audio=self.expect_audio,
                                              fps=self.options.fps)
+
+    def _on_reference(self, parsed, size: int) -> None:
+        """A reference still: cached by the renderer from the next frame on (it is warped like the still,
+        so building it costs one triangulation)."""
+        if self.renderer is None:
+            self._reject(WireError("reference still before the still"), "early")
+            return
+        self.renderer.add_reference(parsed.index, parsed.still)
+        self.stats.references_received += 1
+        self.stats.reference_bytes += size
+        self.stats.event(f"reference still {parsed.index} cached ({size} bytes)")
 
     def _make_renderer(self, still) -> WarpRenderer:
         """The warp, or the warp repaired by the generator loaded and traced at start (only the still's

@@ -54,6 +54,8 @@ class SenderStats:
     packets_dropped_on_purpose: int = 0
     payload_bytes: int = 0
     identity_bytes: int = 0
+    reference_bytes: int = 0        # reference stills (mouth open, eyes closed), all sent so far
+    references_sent: int = 0
     still_frame: int | None = None
     speech_packets: int = 0
     speech_bytes: int = 0
@@ -70,6 +72,7 @@ class SenderStats:
                 "payload_kbps": round(self.payload_bytes * 8 / seconds / 1000, 3),
                 "speech_packets_sent": self.speech_packets, "speech_payload_bytes": self.speech_bytes,
                 "identity_bytes": self.identity_bytes, "still_frame": self.still_frame,
+                "references_sent": self.references_sent, "reference_bytes": self.reference_bytes,
                 "track_ms_p50": round(track[len(track) // 2], 2), "duration_s": round(seconds, 2)}
 
 
@@ -124,7 +127,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
     fps = source.fps if source is not None else 30.0
     encoder = FeatureEncoder(basis, still, fps=fps, send_every=options.send_every) if source else None
     signal = SignallingClient(options.url, options.room, "sender", options.token)
-    pc = features_channel = speech = None
+    pc = features_channel = identity_channel = speech = None
     tracker_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker")
 
     def send_packet(packet: bytes) -> str:
@@ -138,6 +141,14 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
         stats.packets_sent += 1
         stats.payload_bytes += len(packet)
         return "sent"
+
+    def send_reference(message: bytes) -> None:
+        """A reference still, once, on the reliable identity channel."""
+        if identity_channel is not None and identity_channel.readyState == "open":
+            identity_channel.send(message)
+            stats.references_sent += 1
+            stats.reference_bytes += len(message)
+            log.info("reference still %d sent (%d bytes)", message[9], len(message))
 
     if audio_track is not None and (options.camera_off or options.speech_after_no_face_s):
         speech = _speech_packets(basis, still, fps, options, send_packet)
@@ -175,7 +186,8 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
             await asyncio.wait([bye, asyncio.create_task(ended.wait())],
                                return_when=asyncio.FIRST_COMPLETED)
         else:
-            await _camera_loop(source, encoder, tracker_thread, stats, options, speech, send_packet, bye)
+            await _camera_loop(source, encoder, tracker_thread, stats, options, speech, send_packet,
+                               send_reference, bye)
         stats.ended = time.time()
         if bye.done():
             log.info("receiver hung up: %s", bye.result())
@@ -213,7 +225,8 @@ def _speech_packets(basis, still, fps, options, send_packet):
     return SpeechPackets(model, basis, still, fps, options.send_every, send_packet)
 
 
-async def _camera_loop(source, encoder, tracker_thread, stats, options, speech, send_packet, bye):
+async def _camera_loop(source, encoder, tracker_thread, stats, options, speech, send_packet, send_reference,
+                       bye):
     loop = asyncio.get_running_loop()
     no_face_since = None
     async for frame, capture_ms in source.frames(start=stats.started):
@@ -224,6 +237,8 @@ async def _camera_loop(source, encoder, tracker_thread, stats, options, speech, 
         stats.track_ms.append((time.perf_counter() - t0) * 1e3)
         stats.frames += 1
         stats.frames_no_face += not sent.found
+        for message in sent.references:
+            send_reference(message)
         if speech is not None and options.speech_after_no_face_s is not None:
             no_face_since = None if sent.found else (no_face_since or time.time())
             lost = no_face_since is not None and time.time() - no_face_since >= options.speech_after_no_face_s

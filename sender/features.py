@@ -41,10 +41,13 @@ class FeatureEncoder:
         self.tracker = FaceTracker(video=True, smoothing=smoothing, fps=fps)
         self.crop = StableCrop()
         self.basis = basis
-        self.picker = ReferencePicker(still) if references else None
+        self.picker = ReferencePicker(still, self._encode_reference) if references else None
         self.send_every = send_every
         self.frame_index = 0
         self.seq = 0
+
+    def _encode_reference(self, index: int, still: Still) -> bytes:
+        return encode_identity(still, self.basis, index)
 
     def close(self) -> None:
         self.tracker.close()
@@ -70,8 +73,7 @@ class FeatureEncoder:
             self.seq = (self.seq + 1) & 0xFFFF
         if self.picker is not None and result.found:
             turn = float(np.linalg.norm(self.coder.pose_of(landmarks).rotvec - self.coder.still_pose.rotvec))
-            for index, ref in self.picker.observe(crop, landmarks, capture_ms, turn):
-                references.append(encode_identity(ref, self.basis, index))
+            references = self.picker.observe(crop, landmarks, capture_ms, turn)
         t2 = time.perf_counter()
         return SentFrame(crop, packet, result.found, result.reason,
                          {"track": (t1 - t0) * 1e3, "encode": (t2 - t1) * 1e3}, references)

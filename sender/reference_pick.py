@@ -1,11 +1,14 @@
-"""Choosing reference stills as they happen: a picture with the mouth open and teeth showing, and one with
-the eyes closed, each what the first still lacks (callsynth/face/reference_blend.py draws from them).
+"""Choosing reference stills as they happen: a picture with the mouth wide open, one with the mouth a little
+open and the teeth showing most (talking, smiling), and one with the eyes closed, each what the first
+still lacks (callsynth/face/reference_blend.py draws from them).
 
 Every frame the tracker's landmarks say how open the lips and the eyes are; the best candidate of each
 kind is held while the moment lasts and sent once it has passed (`settle_frames` without a better one),
 so only frames already seen are ever sent. A kind is sent again only when a clearly better candidate
 comes, or when the one the receiver holds stops matching: the light on the face has changed, or the head
-now sits at another angle. Each reference fits MAX_REFERENCE bytes; two live ones stay inside 60 KB.
+now sits at another angle. Only the face travels (the rest of the crop is flat, the receiver blends
+only eyes and mouth from a reference), about 5–8 KB a picture, and all references of a call together
+stay inside REFERENCE_BUDGET bytes.
 """
 
 from __future__ import annotations
@@ -15,11 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from callsynth.face.regions import eye_openness, lip_gap, teeth_share
+from callsynth.face.regions import eye_openness, lip_gap, polygon_mask, teeth_share
 from callsynth.face.still import Still
+from callsynth.face.warp import FACE_OVAL
 
-KINDS = {"mouth": 1, "eyes": 2}        # reference index on the wire for each kind
-MOUTH_MIN_GAP = 0.15                   # lip gap over iris distance for a mouth worth sending
+REFERENCE_BUDGET = 60_000              # bytes of reference stills in one call, all sent ones together
+
+KINDS = {"mouth": 1, "eyes": 2, "smile": 3}   # reference index on the wire for each kind
+MOUTH_MIN_GAP = 0.15                   # lip gap over iris distance for a wide-open mouth worth sending
+SMILE_GAPS = (0.08, 0.22)              # a mouth a little open, where teeth show most in talking and smiles
+SMILE_MIN_TEETH = 0.15
 EYES_MAX_SHARE = 0.45                  # eye openness under this share of the recent median: closed
 MAX_TURN = 0.35                        # radians away from the still's pose: too turned to use
 BETTER = 1.25                          # a candidate must beat the live one by this factor
@@ -45,9 +53,21 @@ def _face_light(image: np.ndarray, landmarks: np.ndarray) -> float:
     return float(patch.mean()) if patch.size else 0.0
 
 
+def face_only(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The picture with everything outside the face outline (grown a little) flattened to its mean
+    colour: a reference lends only eyes and mouth, and a flat background costs the JPEG nothing."""
+    keep = polygon_mask(image.shape, landmarks[FACE_OVAL], grow=8.0, feather=3.0)[..., None]
+    flat = image.reshape(-1, 3).mean(0)
+    return (image * keep + flat * (1 - keep) + 0.5).astype(np.uint8)
+
+
 class ReferencePicker:
-    def __init__(self, still: Still, settle_frames: int = 6, min_interval_ms: int = 3000):
-        self.still_rot = None
+    def __init__(self, still: Still, encode=None, settle_frames: int = 6, min_interval_ms: int = 3000,
+                 budget: int = REFERENCE_BUDGET):
+        """`encode(index, still) -> bytes`: the message a reference travels as (its size counts against
+        `budget`); without it, observe returns the Stills themselves and counts nothing."""
+        self.encode, self.budget, self.spent = encode, budget, 0
+        self.skipped_for_budget = 0
         self.settle_frames, self.min_interval_ms = settle_frames, min_interval_ms
         self.openness = deque([float(eye_openness(still.landmarks).mean())], maxlen=150)
         self.pending: dict[str, Candidate | None] = {k: None for k in KINDS}
@@ -59,9 +79,9 @@ class ReferencePicker:
         self._tracker = None
 
     def observe(self, crop: np.ndarray, landmarks: np.ndarray, capture_ms: int, turn: float
-                ) -> list[tuple[int, Still]]:
+                ) -> list:
         """One tracked frame (its crop, crop-pixel landmarks, head turn from the still's pose in radians);
-        returns the reference stills to send now, as (index, Still)."""
+        returns the references to send now: messages from `encode`, or (index, Still) without it."""
         opened = float(eye_openness(landmarks).mean())
         median = float(np.median(self.openness))
         if opened > EYES_MAX_SHARE * median:
@@ -71,9 +91,13 @@ class ReferencePicker:
         self.turn = 0.9 * self.turn + 0.1 * turn
         if turn < MAX_TURN:
             gap = lip_gap(landmarks)
-            if gap >= MOUTH_MIN_GAP:
-                score = gap * (0.4 + teeth_share(crop, landmarks))
-                self._offer(Candidate("mouth", score, crop, landmarks, capture_ms, light, turn))
+            if gap >= SMILE_GAPS[0]:
+                teeth = teeth_share(crop, landmarks)
+                if gap >= MOUTH_MIN_GAP:
+                    self._offer(Candidate("mouth", gap * (0.4 + teeth), crop, landmarks, capture_ms, light,
+                                          turn))
+                if gap <= SMILE_GAPS[1] and teeth >= SMILE_MIN_TEETH:
+                    self._offer(Candidate("smile", teeth, crop, landmarks, capture_ms, light, turn))
             if opened < EYES_MAX_SHARE * median:
                 self._offer(Candidate("eyes", 1 - opened / median, crop, landmarks, capture_ms, light, turn))
         out = []
@@ -83,10 +107,19 @@ class ReferencePicker:
             self.waited[kind] += 1
             if self.waited[kind] >= self.settle_frames:
                 chosen, self.pending[kind] = self.pending[kind], None
-                if self._wanted(chosen, capture_ms):
-                    out.append((KINDS[kind], self._still(chosen)))
-                    self.live[kind] = chosen
-                    self.sent_ms[kind] = capture_ms
+                if not self._wanted(chosen, capture_ms):
+                    continue
+                still = self._still(chosen)
+                item = (KINDS[kind], still)
+                if self.encode is not None:
+                    item = self.encode(KINDS[kind], still)
+                    if self.spent + len(item) > self.budget:
+                        self.skipped_for_budget += 1
+                        continue
+                    self.spent += len(item)
+                out.append(item)
+                self.live[kind] = chosen
+                self.sent_ms[kind] = capture_ms
         return out
 
     def stale(self, kind: str) -> bool:
@@ -122,7 +155,7 @@ class ReferencePicker:
             self._tracker = FaceTracker(video=False, smoothing=False)
         again = self._tracker.process(candidate.image)
         landmarks = again.landmarks.astype(np.float64) if again.found else candidate.landmarks
-        return Still(candidate.image, landmarks)
+        return Still(face_only(candidate.image, landmarks), landmarks)
 
     def close(self) -> None:
         if self._tracker is not None:

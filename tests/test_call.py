@@ -65,6 +65,9 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
     assert sent["packets_sent"] == 20 and sent["frames_no_face"] == 0
     assert summary["still_cached"] and summary["features"]["packets"] == 20
     assert summary["rejected_packets"] == {}
+    # reference stills picked on the way (if the clip showed any) arrive whole and inside the budget
+    assert summary["references_received"] == sent["references_sent"]
+    assert summary["reference_bytes"] == sent["reference_bytes"] <= 60_000
     # 40 frames of a 25 fps clip are 1.6 s, 48 frames at the receiver's 30 fps; the first packets come
     # before the still is cached and the renderer built (more so when this test runs first, cold), so
     # how many ticks precede the first picture depends on set-up time (and packets queued while the data
@@ -176,13 +179,16 @@ def test_forged_truncated_and_oversized_packets_are_rejected_and_the_call_goes_o
     rng = np.random.default_rng(0)
     good = [codec.encode(FrameFeatures(i, int(time.time() * 1000 + 33 * i) & 0xFFFFFFFF,
                                        *codec_state(basis, still, i))) for i in range(20)]
-    wrong_version = bytes([0x20 | good[0][0] & 0xF]) + good[0][1:]
+    wrong_version = bytes([0x10 | good[0][0] & 0xF]) + good[0][1:]      # an old (v1) sender
     forged = bytearray(good[1])
     forged[12] ^= 0xFF
     feature_messages = [good[0], good[1][:-5], bytes(forged), wrong_version, b"\x00" * 2000,
                         rng.bytes(32), "a text message", *good[2:]]
+    bomb = bytearray(encode_identity(still, basis, index=1))
+    sof = bomb.index(b"\xff\xc0")
+    bomb[sof + 5:sof + 9] = (20000).to_bytes(2, "big") * 2              # header claims 20000 x 20000
     identity_messages = [b"not an identity", encode_identity(still, basis)[:-4000],
-                         encode_identity(still, basis)]
+                         encode_identity(still, basis), encode_identity(still, basis, index=1), bytes(bomb)]
 
     async def main():
         url, stop, server = await serve()
@@ -196,8 +202,8 @@ def test_forged_truncated_and_oversized_packets_are_rejected_and_the_call_goes_o
 
     summary = asyncio.run(main())
     rejected = summary["rejected_packets"]
-    assert rejected.get("identity", 0) == 2                  # garbage and a truncated JPEG
-    assert summary["still_cached"]
+    assert rejected.get("identity", 0) == 3                  # garbage, a truncated JPEG, a JPEG bomb
+    assert summary["still_cached"] and summary["references_received"] == 1
     assert sum(v for k, v in rejected.items() if k != "identity") == 6
     assert {"VersionMismatch", "OversizedPacket"} <= set(rejected)
     assert summary["jitter_buffer"]["accepted"] == 19

@@ -1,11 +1,17 @@
-"""Per-frame fidelity: PSNR, SSIM, and landmark NME (MediaPipe on both frames, % of inter-ocular)."""
+"""Per-frame fidelity: PSNR, SSIM, and landmark NME (MediaPipe on both frames, % of inter-ocular); and the
+face's own signals as ../shared/tools/face_metrics.py defines them: eye openness and blinks, gaze, and
+teeth inside the real frame's inner-lip outline on its open-mouth frames."""
 
 from __future__ import annotations
 
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from ..face.regions import INNER_LIPS, eye_openness, gaze, lip_gap, polygon_mask, teeth_share
 from ..face.tracker import FaceTracker, inter_ocular
+
+BLINK_SHARE = 0.6        # a frame blinks when its eye openness is under 60 % of the clip's median
+OPEN_MOUTH = 0.08        # lip gap over iris distance from which the real mouth counts as open
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -34,3 +40,56 @@ class LandmarkStream:
 
     def close(self) -> None:
         self.tracker.close()
+
+
+def _pearson(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 3 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def eye_and_mouth(truths: list, outs: list, truth_frames: list, out_frames: list) -> dict:
+    """Eyes, gaze and teeth of a rebuilt clip against the real one (frame lists; landmark lists with None
+    where MediaPipe found no face). Definitions as face_metrics.py's `eyes` and `teeth`."""
+    pairs = [(t, o) for t, o in zip(truths, outs) if t is not None and o is not None]
+    result = {}
+    if pairs:
+        t_open = np.array([eye_openness(t).mean() for t, _ in pairs])
+        o_open = np.array([eye_openness(o).mean() for _, o in pairs])
+        blink = t_open < BLINK_SHARE * np.median(t_open)
+        shown = o_open < BLINK_SHARE * np.median(o_open)
+        result.update(openness_r=_pearson(t_open, o_open), blink_frames=int(blink.sum()),
+                      blink_recall=float(shown[blink].mean()) if blink.any() else float("nan"),
+                      gaze_r=_pearson([gaze(t)[0] for t, _ in pairs], [gaze(o)[0] for _, o in pairs]))
+    t_teeth, o_teeth, interior = [], [], []
+    for truth, real, made in zip(truths, truth_frames, out_frames):
+        if truth is None or lip_gap(truth) < OPEN_MOUTH:
+            continue
+        mask = polygon_mask(real.shape, truth[INNER_LIPS]) > 0.5
+        if mask.sum() < 20:
+            continue
+        t_teeth.append(teeth_share(real, truth))
+        o_teeth.append(teeth_share(made, truth))
+        interior.append(float(np.abs(made[mask].astype(np.float32) - real[mask].astype(np.float32)).mean()))
+    result.update(open_mouth_frames=len(interior),
+                  teeth_share_truth=float(np.mean(t_teeth)) if t_teeth else float("nan"),
+                  teeth_share_out=float(np.mean(o_teeth)) if o_teeth else float("nan"),
+                  interior_l1=float(np.mean(interior)) if interior else float("nan"))
+    return result
+
+
+def picked_frames(truths: list) -> dict:
+    """The frames the eye, mouth and turn figures are about: the deepest blink, the widest mouth and the
+    largest head turn (nose tip off the eye midline, over eye distance) of the real clip."""
+    valid = [(i, t) for i, t in enumerate(truths) if t is not None]
+    if not valid:
+        return {}
+
+    def turn(t):
+        mid = (t[33, :2] + t[263, :2]) / 2
+        return abs(t[1, 0] - mid[0]) / inter_ocular(t)
+
+    return {"deepest blink": min(valid, key=lambda it: eye_openness(it[1]).mean())[0],
+            "widest mouth": max(valid, key=lambda it: lip_gap(it[1]))[0],
+            "largest turn": max(valid, key=lambda it: turn(it[1]))[0]}

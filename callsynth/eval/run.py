@@ -19,11 +19,13 @@ from ..face.still import NoFaceError, prepare_still
 from ..media import MediaError, iter_frames, video_info
 from ..reenact import ReenactStats, reenact
 from .codecs import CODECS, DEFAULT_KBPS, encode_decode
-from .metrics import LandmarkStream, nme, psnr, ssim
+from .metrics import LandmarkStream, eye_and_mouth, nme, picked_frames, psnr, ssim
 from .report import write_report
 
 CALLSYNTH_RATES = (1, 2, 3)  # send every Nth frame: 30, 15 and 10 packets/s at 30 fps
 GENERATOR_RATE = 2           # the generator is measured at the default packet rate
+EYE_MOUTH_KEYS = ("openness_r", "blink_recall", "gaze_r", "teeth_share_truth", "teeth_share_out",
+                  "interior_l1")
 MOUTH = [0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267,
          269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415]
 
@@ -44,10 +46,11 @@ def mouth_error(ref: np.ndarray, out: np.ndarray, landmarks: np.ndarray) -> floa
 def score(ref: list[np.ndarray], ref_lm: list, out: list[np.ndarray], fps: float) -> dict:
     """Mean PSNR, SSIM and NME of out against ref; frames where ref has a face but out has none count."""
     stream = LandmarkStream(fps)
-    errors, lost = [], 0
+    errors, lost, outs = [], 0, []
     try:
         for truth, frame in zip(ref_lm, out):
             found = stream(frame)
+            outs.append(found)
             if truth is None:
                 continue
             if found is None:
@@ -64,18 +67,58 @@ def score(ref: list[np.ndarray], ref_lm: list, out: list[np.ndarray], fps: float
         "ssim": float(np.mean([ssim(a, b) for a, b in zip(ref, out)])),
         "nme": float(np.mean(errors)) if errors else float("nan"),
         "face_lost_pct": 100.0 * lost / faces if faces else 0.0,
+        **eye_and_mouth(ref_lm, outs, ref, out),
     }
 
 
+def code_nme(still, ref_lm: list, basis: ExpressionBasis) -> float:
+    """Landmark NME of the code alone: the real frame's landmarks → pose + code → wire quantisation →
+    landmarks again, against the real ones. What the code and the wire lose; the rest of the renderer's
+    NME is lost in rendering."""
+    from ..face.code import FaceCoder
+    from ..wire import Codec, FrameFeatures
+
+    coder, codec, errors = FaceCoder(basis, still.landmarks), Codec(basis), []
+    for i, truth in enumerate(ref_lm):
+        if truth is None:
+            continue
+        pose, code = coder.expression(truth)
+        sent = codec.roundtrip(FrameFeatures(i, i, pose, code[:basis.k], gaze=code[basis.k:]))
+        errors.append(nme(coder.landmarks(sent.pose, sent.expression), truth))
+    return float(np.mean(errors)) if errors else float("nan")
+
+
+def write_strip(path: Path, ref: list, columns: dict[str, list], picks: dict[str, int]) -> None:
+    """One row per picked frame: truth | each column (warp, output), labelled."""
+    import cv2
+
+    rows = []
+    for what, index in picks.items():
+        tiles = [ref[index]] + [frames[index] for frames in columns.values()]
+        row = np.hstack(tiles).copy()
+        cv2.putText(row, f"{what} (frame {index})", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
+        for j, name in enumerate(["truth", *columns]):
+            cv2.putText(row, name, (j * ref[0].shape[1] + 4, ref[0].shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.45, (255, 255, 0), 1)
+        rows.append(row)
+    if rows:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.vstack(rows)[:, :, ::-1])
+
+
 def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: tuple,
-                  max_frames: int | None, progress: tqdm, generator: str | None = None) -> list[dict]:
+                  max_frames: int | None, progress: tqdm, generator: str | None = None,
+                  strip: Path | None = None) -> list[dict]:
+    """Rows of figures for one clip; `strip`: where to write its truth | warp | output picture."""
     fps = video_info(path).fps
     frames = list(iter_frames(path, max_frames))
     still = prepare_still(frames[0], source=f"{path.name} first frame")
-    rows, ref = [], None
+    rows, ref, shown = [], None, {}
     for send_every in CALLSYNTH_RATES:
         stats = ReenactStats(fps, send_every)
         pairs = list(reenact(still, frames, fps, basis, send_every=send_every, stats=stats))
+        if send_every == GENERATOR_RATE:
+            shown["warp"] = [o for _, o in pairs]
         if ref is None:
             ref = [r for r, _ in pairs]
             stream = LandmarkStream(fps)
@@ -85,6 +128,9 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
         setting = "every frame" if send_every == 1 else f"1 packet / {send_every} frames"
         rows.append({"method": "callsynth-warp", "setting": setting, "packets_per_s": fps / send_every,
                      "kbps": summary["payload_kbps"], "kbps_at_30fps": summary["payload_kbps_at_30fps"],
+                     "reference_bytes": summary["reference_bytes"],
+                     "code_nme": code_nme(still, ref_lm, basis),
+                     "references_sent": summary["references_sent"],
                      **score(ref, ref_lm, [o for _, o in pairs], fps)})
         progress.update(1)
     if generator is not None:
@@ -94,12 +140,15 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
         pairs = list(reenact(still, frames, fps, basis, send_every=GENERATOR_RATE, stats=stats,
                              renderer_factory=renderer_factory("generator", generator or None)))
         summary = stats.summary()
+        shown["generator"] = [o for _, o in pairs]
         rows.append({"method": "callsynth-generator", "setting": f"1 packet / {GENERATOR_RATE} frames",
                      "packets_per_s": fps / GENERATOR_RATE, "kbps": summary["payload_kbps"],
                      "kbps_at_30fps": summary["payload_kbps_at_30fps"],
                      "render_ms": summary["timings_ms"]["render"]["mean"],
                      **score(ref, ref_lm, [o for _, o in pairs], fps)})
         progress.update(1)
+    if strip is not None:
+        write_strip(strip, ref, shown, picked_frames(ref_lm))
     for codec in codecs:
         for target in kbps:
             decoded, measured = encode_decode(ref, fps, codec, target)
@@ -119,7 +168,8 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (method, setting), items in groups.items():
         entry = {"method": method, "setting": setting, "clips": len(items)}
-        for key in ("kbps", "kbps_at_30fps", "psnr", "ssim", "nme", "face_lost_pct", "mouth_l1", "render_ms"):
+        for key in ("kbps", "kbps_at_30fps", "psnr", "ssim", "nme", "face_lost_pct", "mouth_l1", "render_ms",
+                    *EYE_MOUTH_KEYS, "reference_bytes", "code_nme"):
             vals = [r[key] for r in items if key in r and not np.isnan(r[key])]
             if vals:
                 entry[key] = float(np.mean(vals))
@@ -139,7 +189,8 @@ def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: l
         for clip in clips:
             progress.set_postfix_str(Path(clip).name)
             try:
-                rows += evaluate_clip(Path(clip), basis, codecs, kbps, max_frames, progress, generator)
+                rows += evaluate_clip(Path(clip), basis, codecs, kbps, max_frames, progress, generator,
+                                      strip=out_dir / "strips" / f"{Path(clip).stem}.png")
                 done.append(str(clip))
             except (MediaError, NoFaceError) as exc:
                 skipped.append({"clip": str(clip), "reason": str(exc)})

@@ -10,8 +10,10 @@ blended in where it matches the target better, with analytic weights:
 - eyes: around each eye, from the reference with the eye most closed, weighted by how far the target's
   eye has closed from the still's toward that reference's.
 
-Before any reference has arrived the lids are painted over the eye (inpainted from the skin around it)
-and an open mouth is darkened, so a blink and a dark mouth still show. The generator learns these
+Before a closed-eye reference has arrived, the blender uses one it makes from the still itself: each eye
+opening covered by the upper lid's skin folded down over it, the upper lid's landmarks moved onto the
+lower lid (`closed_eyes`). Before an open-mouth reference, an open mouth is darkened. So a blink and a
+dark mouth show from the first frame. The generator learns these
 weights later; this is the part that works without it.
 """
 
@@ -23,12 +25,15 @@ import cv2
 import numpy as np
 
 from .regions import EYE_OUTLINES, INNER_LIPS, eye_openness, lip_gap, polygon_mask, teeth_share
+
+SYNTHETIC = -1           # index of the closed-eye picture made from the still
 from .still import Still
 from .warp import FaceWarper
 
 MOUTH_OPEN = 0.08        # lip gap over iris distance where the evaluator calls a mouth open
 MOUTH_FULL = 0.16        # from here the interior is the reference's alone
 CLOSED_SHARE = 0.6       # an eye below this share of the still's openness is blinking
+EYE_START = 0.9          # the closed-eye texture starts to come in below this share
 
 
 @dataclass
@@ -57,6 +62,49 @@ def _match_colour(patch: np.ndarray, base: np.ndarray, inner: np.ndarray, ring: 
     return np.clip(patch.astype(np.float32) + offset, 0, 255)
 
 
+def _lid_curves(landmarks: np.ndarray, outline: np.ndarray):
+    """(upper, lower) lid outline points of one eye, each sorted left to right."""
+    pts = landmarks[outline, :2]
+    corner_a, corner_b = 0, 8                       # the outlines start at one corner, index 8 the other
+    first, second = pts[corner_a:corner_b + 1], np.vstack([pts[corner_b:], pts[:1]])
+    upper, lower = (first, second) if first[:, 1].mean() < second[:, 1].mean() else (second, first)
+    return upper[np.argsort(upper[:, 0])], lower[np.argsort(lower[:, 0])]
+
+
+def closed_eyes(still: Still) -> Still:
+    """The still with both eyes shut: each opening and its lashes covered by lid skin (the colour of the
+    skin just below the eye, a little shaded toward the lid line), a soft lash line where the lids meet,
+    and the upper lid's landmarks laid on the lower lid."""
+    image = still.image.copy()
+    landmarks = np.array(still.landmarks, dtype=np.float64, copy=True)
+    for outline in EYE_OUTLINES:
+        upper, lower = _lid_curves(landmarks, outline)
+        width = float(np.ptp(landmarks[outline, 0]))
+        x0, y0, x1, y1 = _box(landmarks[outline], 0.4 * width, image.shape[0])
+        region = image[y0:y1, x0:x1]
+        local = landmarks[outline, :2] - (x0, y0)
+        cover = polygon_mask(region.shape, local, grow=max(2.0, 0.08 * width), feather=0.05 * width)
+        below = polygon_mask(region.shape, local + (0, 0.12 * width), grow=0.1 * width) > 0.5
+        skin_band = below & (polygon_mask(region.shape, local, grow=0.05 * width) < 0.5)
+        skin = np.median(region[skin_band], axis=0) if skin_band.sum() > 10 else region.reshape(-1, 3).mean(0)
+        # lid shading: a little darker toward the lid line
+        ys = np.arange(region.shape[0], dtype=np.float32)[:, None]
+        lid_y = np.interp(np.arange(region.shape[1]), lower[:, 0] - x0, lower[:, 1] - y0)[None, :]
+        shade = 1.0 - 0.12 * np.clip(1 - np.abs(ys - lid_y) / (0.15 * width), 0, 1)
+        lid = np.clip(skin[None, None, :] * shade[..., None], 0, 255)
+        mixed = region * (1 - cover[..., None]) + lid * cover[..., None]
+        lash = np.zeros(region.shape[:2], np.float32)
+        line = np.round(np.stack([lower[:, 0] - x0, lower[:, 1] - y0], 1) * 16).astype(np.int32)
+        cv2.polylines(lash, [line], False, 1.0, 1, cv2.LINE_AA, 4)
+        lash = cv2.GaussianBlur(lash, (0, 0), 0.6)[..., None] * 0.7
+        region[:] = np.clip(mixed * (1 - lash) + np.array([45, 35, 35]) * lash + 0.5, 0, 255).astype(np.uint8)
+        for index in outline:
+            x, y = landmarks[index, :2]
+            if y < np.interp(x, lower[:, 0], lower[:, 1]) - 0.5:
+                landmarks[index, 1] = np.interp(x, lower[:, 0], lower[:, 1])
+    return Still(image, landmarks)
+
+
 class ReferenceBlender:
     """The receiver's reference stills and the blend of them into a warped frame."""
 
@@ -64,13 +112,20 @@ class ReferenceBlender:
         self.still = still
         self.still_open = eye_openness(still.landmarks)
         self.still_gap = lip_gap(still.landmarks)
+        self.still_teeth = teeth_share(still.image, still.landmarks)
         self.references: dict[int, Reference] = {}
+        self.synthetic = self._reference(SYNTHETIC, closed_eyes(still))
+
+    @staticmethod
+    def _reference(index: int, still: Still) -> Reference:
+        return Reference(index, still, FaceWarper(still.image, still.landmarks), lip_gap(still.landmarks),
+                         eye_openness(still.landmarks), teeth_share(still.image, still.landmarks))
 
     def add(self, index: int, still: Still) -> Reference:
         """Cache (or replace) reference `index`."""
-        ref = Reference(index, still, FaceWarper(still.image, still.landmarks), lip_gap(still.landmarks),
-                        eye_openness(still.landmarks), teeth_share(still.image, still.landmarks))
-        self.references[index] = ref
+        ref = self._reference(index, still)
+        # Copy on write: a render in a worker thread may be reading the old dict right now.
+        self.references = {**self.references, index: ref}
         return ref
 
     def compose(self, base: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -93,15 +148,23 @@ class ReferenceBlender:
         x0, y0, x1, y1 = box = _box(lips, 0.25 * width + 4, out.shape[0])
         local = lips[:, :2] - (x0, y0)
         inner = polygon_mask((y1 - y0, x1 - x0), local, grow=1.0, feather=1.0)
-        candidates = [r for r in self.references.values() if r.gap >= max(MOUTH_OPEN, self.still_gap + 0.04)]
         region = out[y0:y1, x0:x1].astype(np.float32)
-        if candidates:
-            ref = min(candidates, key=lambda r: abs(np.log(r.gap / max(gap, 1e-3))) - 0.5 * r.teeth)
+        sources = [r for r in list(self.references.values()) if r.gap >= MOUTH_OPEN]
+        if self.still_gap >= MOUTH_OPEN:
+            sources.append(None)       # the still's own open mouth, which the warp already drew
+        if not sources:
+            patch = region * 0.6       # nothing shows this mouth open yet: darker, not a stretched lip
+        else:
+            def mismatch(ref):
+                source_gap, teeth = (self.still_gap, self.still_teeth) if ref is None else (ref.gap, ref.teeth)
+                return abs(np.log(source_gap / max(gap, 1e-3))) - 0.5 * teeth
+
+            ref = min(sources, key=mismatch)
+            if ref is None:
+                return
             patch = ref.warper.warp(target, box)
             ring = (polygon_mask(inner.shape, local, grow=4.0) > 0.5) & (inner < 0.02)
             patch = _match_colour(patch, region, inner > 0.5, ring)
-        else:
-            patch = region * 0.45          # no reference yet: a dark mouth, not a stretched lip
         alpha = (weight * inner)[..., None]
         out[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + patch * alpha + 0.5, 0, 255).astype(np.uint8)
 
@@ -110,7 +173,7 @@ class ReferenceBlender:
     def _eye(self, out: np.ndarray, target: np.ndarray, eye: int) -> None:
         opened = float(eye_openness(target)[eye])
         still_open = float(self.still_open[eye])
-        if opened >= 0.85 * still_open:
+        if opened >= EYE_START * still_open:
             return
         outline = target[EYE_OUTLINES[eye]]
         width = float(np.ptp(outline[:, 0]))
@@ -118,19 +181,16 @@ class ReferenceBlender:
         local = outline[:, :2] - (x0, y0)
         region = out[y0:y1, x0:x1].astype(np.float32)
         area = polygon_mask(region.shape, local, grow=0.3 * width, feather=0.12 * width)
-        closed = [r for r in self.references.values() if r.openness[eye] < CLOSED_SHARE * still_open]
-        if closed:
-            ref = min(closed, key=lambda r: r.openness[eye])
-            weight = float(np.clip((still_open - opened) / max(still_open - ref.openness[eye], 1e-3), 0, 1))
-            patch = ref.warper.warp(target, box)
-            ring = (polygon_mask(region.shape, local, grow=0.45 * width) > 0.5) & (area < 0.02)
-            patch = _match_colour(patch, region, area > 0.5, ring)
-        else:
-            # No closed-eye picture yet: paint the lids over the opening from the skin around it.
-            weight = float(np.clip(1 - opened / (CLOSED_SHARE * still_open), 0, 1))
-            hole = (polygon_mask(region.shape, local, grow=1.5) > 0.1).astype(np.uint8)
-            patch = cv2.inpaint(np.ascontiguousarray(out[y0:y1, x0:x1]), hole, 3, cv2.INPAINT_TELEA)
-            patch = patch.astype(np.float32)
+        # Fully closed-eye texture from CLOSED_SHARE of the still's openness down: MediaPipe (and a
+        # viewer) reads a warped open eye as open even when its lids are drawn half way down, and a
+        # cross-fade of an open and a closed eye reads as neither.
+        start, full = EYE_START * still_open, CLOSED_SHARE * still_open
+        weight = float(np.clip((start - opened) / (start - full), 0, 1))
+        closed = [r for r in list(self.references.values()) if r.openness[eye] < CLOSED_SHARE * still_open]
+        ref = min(closed, key=lambda r: r.openness[eye]) if closed else self.synthetic
+        patch = ref.warper.warp(target, box)
+        ring = (polygon_mask(region.shape, local, grow=0.45 * width) > 0.5) & (area < 0.02)
+        patch = _match_colour(patch, region, area > 0.5, ring)
         if weight <= 0:
             return
         alpha = (weight * area)[..., None]

@@ -86,8 +86,14 @@ def polygon_mask(shape, points: np.ndarray, grow: float = 0.0, feather: float = 
 
 def teeth_share(image: np.ndarray, landmarks: np.ndarray) -> float:
     """Share of bright, unsaturated pixels (HSV V > 150, S < 90: teeth) inside the inner-lip outline."""
-    mask = polygon_mask(image.shape, np.asarray(landmarks)[INNER_LIPS]) > 0.5
+    lips = np.asarray(landmarks)[INNER_LIPS, :2]
+    h, w = image.shape[:2]
+    x0, y0 = np.clip(np.floor(lips.min(0)).astype(int) - 1, 0, [w, h])
+    x1, y1 = np.clip(np.ceil(lips.max(0)).astype(int) + 2, 0, [w, h])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return 0.0
+    mask = polygon_mask((y1 - y0, x1 - x0), lips - (x0, y0)) > 0.5
     if mask.sum() < 20:
         return 0.0
-    hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)[mask]
+    hsv = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2HSV)[mask]
     return float(((hsv[:, 2] > 150) & (hsv[:, 1] < 90)).mean())

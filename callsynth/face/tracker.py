@@ -73,8 +73,9 @@ class OneEuroFilter:
         dx = (x - self.prev) / dt
         a_d = self._alpha(self.d_cutoff, dt)
         self.dprev = a_d * dx + (1 - a_d) * self.dprev
-        # The cutoff adapts to the speed of the whole face, scaled to pixels per second.
-        speed = float(np.linalg.norm(self.dprev, axis=-1).mean())
+        # The cutoff adapts to each point's own speed (pixels per second): a blink moves the lids fast
+        # while the face is still, and a cutoff set by the whole face's speed lagged them by frames.
+        speed = np.linalg.norm(self.dprev, axis=-1, keepdims=True) if x.ndim > 1 else np.abs(self.dprev)
         a = self._alpha(self.min_cutoff + self.beta * speed, dt)
         self.prev = a * x + (1 - a) * self.prev
         return self.prev

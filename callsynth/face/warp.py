@@ -24,8 +24,14 @@ FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288,
                       400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21,
                       54, 103, 67, 109])
 # Rings of extra control points: (distance from the face centre in face radii, how much they follow
-# the head's similarity motion; the crop border follows with 0).
-RINGS = ((1.3, 1.0), (1.75, 0.6))
+# the head's similarity motion, how much of the face outline's own non-rigid motion they keep; the crop
+# border follows with 0). The outline's motion fades out over the rings instead of stopping at the
+# cheek, so a turn does not shear the hair beside it into streaks.
+RINGS = ((1.25, 1.0, 0.6), (1.6, 0.85, 0.3), (2.0, 0.5, 0.1))
+OUTLINE_SMOOTHING = np.array([1.0, 2.0, 3.0, 2.0, 1.0]) / 9.0
+# The outline itself is smoothed along the face as much: turned in 3-D, neighbouring outline points of
+# different depth move by different amounts, and the jaw drawn through them zigzags.
+OUTLINE_KEEP = 1.0
 BORDER_STEPS = 8
 SUBPIXEL = 4  # fixed-point bits for rasterising triangles
 UNFOLD_STEPS = 40
@@ -119,15 +125,16 @@ class FaceWarper:
         oval = self.face_src[FACE_OVAL] - centre
         inside = lambda p: np.all((p > 1) & (p < size - 2), axis=1)  # noqa: E731
         self.rings = []
-        for radius, follow in RINGS:
+        for radius, follow, keep in RINGS:
             pts = centre + radius * oval
-            self.rings.append((pts[inside(pts)], follow))
+            kept = inside(pts)
+            self.rings.append((pts[kept], follow, keep, np.flatnonzero(kept)))
         edge = np.linspace(-1.0, size, BORDER_STEPS + 1)
         lo, hi = np.full_like(edge, -1.0), np.full_like(edge, float(size))
         border = np.concatenate([np.stack([edge, lo], 1), np.stack([edge, hi], 1),
                                  np.stack([lo, edge], 1), np.stack([hi, edge], 1)])
         self.border = np.unique(border, axis=0)
-        self.src_points = self._control_points(self.face_src, np.eye(2, 3))
+        self.src_points = self._control_points(self.face_src, np.eye(2, 3), np.zeros((len(FACE_OVAL), 2)))
         self.triangles = Delaunay(self.src_points).simplices.astype(np.int32)
         self.movable = np.ones(len(self.src_points), bool)
         self.movable[-len(self.border):] = False
@@ -136,18 +143,26 @@ class FaceWarper:
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         self._grid = np.stack([xs, ys, np.ones_like(xs)], axis=-1)  # (H, W, 3)
 
-    def _control_points(self, face: np.ndarray, head: np.ndarray) -> np.ndarray:
+    def _control_points(self, face: np.ndarray, head: np.ndarray, outline: np.ndarray) -> np.ndarray:
+        """`outline`: the face outline's motion beyond the head's similarity, per FACE_OVAL point."""
         parts = [face]
-        for pts, follow in self.rings:
+        for pts, follow, keep, which in self.rings:
             moved = pts @ head[:, :2].T + head[:, 2]
-            parts.append(pts + follow * (moved - pts))
+            parts.append(pts + follow * (moved - pts) + keep * outline[which])
         parts.append(self.border)
         return np.concatenate(parts)
 
     def target_points(self, target_landmarks: np.ndarray) -> np.ndarray:
         face = np.asarray(target_landmarks, dtype=np.float64)[:, :2]
-        head = _similarity_2d(self.face_src[FACE_OVAL], face[FACE_OVAL])
-        return self._control_points(face, head)
+        src_oval = self.face_src[FACE_OVAL]
+        head = _similarity_2d(src_oval, face[FACE_OVAL])
+        residual = face[FACE_OVAL] - (src_oval @ head[:, :2].T + head[:, 2])
+        n, k = len(FACE_OVAL), len(OUTLINE_SMOOTHING) // 2
+        wrapped = np.concatenate([residual[-k:], residual, residual[:k]])
+        smooth = np.stack([np.convolve(wrapped[:, c], OUTLINE_SMOOTHING, "valid") for c in (0, 1)], 1)[:n]
+        face = face.copy()
+        face[FACE_OVAL] += OUTLINE_KEEP * (smooth - residual)
+        return self._control_points(face, head, smooth)
 
     def maps(self, target_landmarks: np.ndarray, box: tuple[int, int, int, int] | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -167,8 +182,8 @@ class FaceWarper:
         affine = _affines(tri_dst, tri_src)                # (T, 3, 2)
         ids = np.full((self.size, self.size), -1, dtype=np.int32)
         fixed = np.round(tri_dst * (1 << SUBPIXEL)).astype(np.int32)
-        for i, tri in enumerate(fixed):
-            cv2.fillConvexPoly(ids, tri, int(i), lineType=cv2.LINE_8, shift=SUBPIXEL)
+        for i in self._far_to_near(target_landmarks, triangles):
+            cv2.fillConvexPoly(ids, fixed[i], int(i), lineType=cv2.LINE_8, shift=SUBPIXEL)
         affine = np.concatenate([affine, np.array([[[1, 0], [0, 1], [0, 0]]])], 0).astype(np.float32)
         grid = self._grid
         if box is not None:
@@ -176,6 +191,17 @@ class FaceWarper:
         per_pixel = affine[ids]                              # id -1 picks the identity map
         mapped = np.einsum("hwk,hwkc->hwc", grid, per_pixel)
         return mapped[..., 0], mapped[..., 1]
+
+    def _far_to_near(self, target_landmarks: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+        """Triangle order for drawing: the surroundings first, then the face from far to near (MediaPipe's
+        z grows away from the camera), so where a turned cheek's triangles overlap, the nearer wins."""
+        target = np.asarray(target_landmarks, dtype=np.float64)
+        if target.shape[1] < 3:
+            return np.arange(len(triangles))
+        z = np.full(len(self.src_points), np.inf)
+        z[:len(target)] = target[:, 2]
+        depth = z[triangles].mean(1)
+        return np.argsort(-depth, kind="stable")
 
     def warp(self, target_landmarks: np.ndarray, box: tuple[int, int, int, int] | None = None
              ) -> np.ndarray:

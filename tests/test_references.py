@@ -1,0 +1,137 @@
+"""Reference stills: the identity message's index and version, the picker's timing, and that blending a
+closed-eye or open-mouth reference makes MediaPipe see a blink or teeth that the warp alone cannot draw."""
+
+import numpy as np
+import pytest
+
+from callsynth.face.code import FaceCoder
+from callsynth.face.regions import EYES, eye_openness, gaze, lip_gap, teeth_share, with_gaze
+from callsynth.face.still import Still
+from callsynth.wire import (IDENTITY_VERSION, MAX_REFERENCE, IdentityError, VersionMismatch,
+                            decode_identity, encode_identity, jpeg_size)
+from receiver.renderer import WarpRenderer
+from sender.reference_pick import KINDS, ReferencePicker
+
+EXPRESSIVE = "video/hdtf/WDA_KatieHill_000.mp4"   # a validation person who blinks and shows her teeth
+
+
+def test_identity_message_carries_its_reference_index(basis, still):
+    message = encode_identity(still, basis, index=2)
+    assert len(message) <= MAX_REFERENCE
+    parsed = decode_identity(message, basis)
+    assert parsed.index == 2 and parsed.is_reference
+    assert np.allclose(parsed.still.landmarks, still.landmarks, atol=1e-3)
+    assert not decode_identity(encode_identity(still, basis), basis).is_reference
+
+
+def test_an_old_peer_gets_a_clear_version_error(basis, still):
+    message = bytearray(encode_identity(still, basis))
+    message[4] = IDENTITY_VERSION - 1
+    with pytest.raises(VersionMismatch, match="another callsynth version"):
+        decode_identity(bytes(message), basis)
+
+
+def test_degenerate_landmarks_and_a_jpeg_bomb_are_refused_before_decoding(basis, still):
+    flat = Still(still.image, np.zeros_like(still.landmarks))
+    with pytest.raises(IdentityError, match="degenerate"):
+        decode_identity(encode_identity(flat, basis), basis)
+    message = bytearray(encode_identity(still, basis))
+    start = message.index(b"\xff\xd8")
+    sof = message.index(b"\xff\xc0", start)
+    message[sof + 5:sof + 9] = (20000).to_bytes(2, "big") * 2        # header claims 20000 x 20000
+    assert jpeg_size(bytes(message[start:])) == (20000, 20000)
+    with pytest.raises(IdentityError, match="refused before decoding"):
+        decode_identity(bytes(message), basis)
+
+
+def test_gaze_moves_the_irises_to_where_it_says(still):
+    moved = with_gaze(still.landmarks, gaze(still.landmarks) + [0.15, 0.0])
+    assert gaze(moved)[0] == pytest.approx(gaze(still.landmarks)[0] + 0.15, abs=1e-6)
+    assert np.array_equal(moved[:468], still.landmarks[:468])
+
+
+def _closed(landmarks):
+    out = landmarks.copy()
+    for upper, lower, *_ in EYES:
+        out[upper] = out[lower]
+    return out
+
+
+def test_picker_sends_a_closed_eye_reference_only_after_the_blink(still):
+    picker = ReferencePicker(still, settle_frames=4)
+    open_lm, shut = still.landmarks, _closed(still.landmarks)
+    frames = [still.image.copy() for _ in range(20)]
+    for i, f in enumerate(frames):
+        f[0, 0] = i                                                     # tell the frames apart
+    sent = []
+    for i in range(20):
+        lm = shut if 8 <= i < 11 else open_lm
+        for index, ref in picker.observe(frames[i], lm, i * 33, turn=0.0):
+            sent.append((i, index, int(ref.image[0, 0, 0])))
+    picker.close()
+    # sent once, when no deeper closure had come for settle_frames (frame 11, the blink is over),
+    # showing the blink's first deepest frame: one already seen
+    assert sent == [(8 + 4 - 1, KINDS["eyes"], 8)]
+
+
+@pytest.fixture(scope="module")
+def expressive(data):
+    """(still, crops, tracked crop landmarks) of the first 200 frames of an expressive validation clip."""
+    from callsynth.face.crop import StableCrop
+    from callsynth.face.still import prepare_still
+    from callsynth.face.tracker import FaceTracker
+    from callsynth.media import iter_frames
+
+    frames = list(iter_frames(data / EXPRESSIVE, max_frames=200))
+    still = prepare_still(frames[0])
+    crop, crops, marks = StableCrop(), [], []
+    with FaceTracker(video=False, smoothing=False) as tracker:
+        for frame in frames:
+            found = tracker.process(frame)
+            box = crop.update(found.landmarks, frame.shape)
+            crops.append(box.cut(frame))
+            marks.append(box.to_crop(found.landmarks) if found.found else None)
+    return still, crops, marks
+
+
+def _measured(image):
+    from callsynth.face.tracker import FaceTracker
+
+    with FaceTracker(video=False, smoothing=False) as tracker:
+        return tracker.process(image).landmarks
+
+
+def test_a_closed_eye_reference_makes_the_rebuilt_eye_close(basis, expressive):
+    still, crops, marks = expressive
+    blink = min((i for i in range(len(marks)) if marks[i] is not None),
+                key=lambda i: eye_openness(marks[i]).mean())
+    coder = FaceCoder(basis, still.landmarks)
+    target_state = coder.expression(marks[blink])
+    without = WarpRenderer(basis, still).render(target_state)
+    renderer = WarpRenderer(basis, still)
+    renderer.add_reference(KINDS["eyes"], Still(crops[blink], marks[blink]))
+    with_ref = renderer.render(target_state)
+    rest = eye_openness(_measured(still.image)).mean()
+    assert eye_openness(_measured(with_ref)).mean() < 0.6 * rest
+    assert eye_openness(_measured(with_ref)).mean() < eye_openness(_measured(without)).mean()
+
+
+def test_an_open_mouth_reference_puts_teeth_in_the_mouth(basis, expressive):
+    still, crops, marks = expressive
+    valid = [i for i in range(len(marks)) if marks[i] is not None]
+    widest = max(valid, key=lambda i: lip_gap(marks[i]) * (0.2 + teeth_share(crops[i], marks[i])))
+    later = [i for i in valid if abs(i - widest) > 20 and lip_gap(marks[i]) > 0.2
+             and teeth_share(crops[i], marks[i]) > 0.3]
+    assert later, "the clip has open-mouth frames with teeth away from the reference"
+    coder = FaceCoder(basis, still.landmarks)
+    plain, renderer = WarpRenderer(basis, still), WarpRenderer(basis, still)
+    renderer.add_reference(KINDS["mouth"], Still(crops[widest], marks[widest]))
+    teeth_with, teeth_without, truth = [], [], []
+    for i in later[:8]:
+        state = coder.expression(marks[i])
+        target = renderer.target_landmarks(*state)
+        teeth_with.append(teeth_share(renderer.render(state), target))
+        teeth_without.append(teeth_share(plain.render(state), target))
+        truth.append(teeth_share(crops[i], marks[i]))
+    assert np.mean(teeth_without) < 0.1
+    assert np.mean(teeth_with) > 0.5 * np.mean(truth)
