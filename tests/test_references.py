@@ -61,17 +61,20 @@ def test_picker_sends_a_closed_eye_reference_only_after_the_blink(still):
     picker = ReferencePicker(still, settle_frames=4)
     open_lm, shut = still.landmarks, _closed(still.landmarks)
     frames = [still.image.copy() for _ in range(20)]
+    nose = tuple(np.round(still.landmarks[1, :2]).astype(int))[::-1]
     for i, f in enumerate(frames):
-        f[0, 0] = i                                                     # tell the frames apart
+        f[nose] = i                                                     # tell the frames apart
     sent = []
     for i in range(20):
         lm = shut if 8 <= i < 11 else open_lm
         for index, ref in picker.observe(frames[i], lm, i * 33, turn=0.0):
-            sent.append((i, index, int(ref.image[0, 0, 0])))
+            sent.append((i, index, int(ref.image[nose][0])))
     picker.close()
     # sent once, when no deeper closure had come for settle_frames (frame 11, the blink is over),
     # showing the blink's first deepest frame: one already seen
     assert sent == [(8 + 4 - 1, KINDS["eyes"], 8)]
+    # only the face travels: the background of the sent picture is flat
+    assert np.ptp(ref.image[:8, :8].reshape(-1, 3), axis=0).max() <= 2
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,7 @@ def test_oversized_wrong_version_and_wrong_basis(basis, codec):
     with pytest.raises(OversizedPacket):
         codec.decode(b"\x10" * (MAX_PACKET + 1))
     packet = bytearray(codec.encode(sample_features(basis, np.random.default_rng(5))))
-    packet[0] = (2 << 4) | (packet[0] & 0xF)
+    packet[0] = (1 << 4) | (packet[0] & 0xF)        # a v1 packet: before gaze and references
     with pytest.raises(VersionMismatch):
         codec.decode(bytes(packet))
     other = dataclasses.replace(basis, meta={**basis.meta, "note": "another basis"})

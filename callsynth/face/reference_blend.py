@@ -33,6 +33,8 @@ from .warp import FaceWarper
 MOUTH_OPEN = 0.08        # lip gap over iris distance where the evaluator calls a mouth open
 MOUTH_FULL = 0.16        # from here the interior is the reference's alone
 CLOSED_SHARE = 0.6       # an eye below this share of the still's openness is blinking
+DARK_MOUTH = 0.12         # with no open-mouth picture, a mouth open this far is drawn darker
+TEETH_WEIGHT = 1.5       # how much a source's visible teeth count against a lip gap unlike the target's
 EYE_START = 0.9          # the closed-eye texture starts to come in below this share
 
 
@@ -153,11 +155,13 @@ class ReferenceBlender:
         if self.still_gap >= MOUTH_OPEN:
             sources.append(None)       # the still's own open mouth, which the warp already drew
         if not sources:
-            patch = region * 0.6       # nothing shows this mouth open yet: darker, not a stretched lip
+            if gap < DARK_MOUTH:
+                return
+            patch = region * 0.7       # nothing shows this mouth open yet: darker, not a stretched lip
         else:
             def mismatch(ref):
                 source_gap, teeth = (self.still_gap, self.still_teeth) if ref is None else (ref.gap, ref.teeth)
-                return abs(np.log(source_gap / max(gap, 1e-3))) - 0.5 * teeth
+                return abs(np.log(source_gap / max(gap, 1e-3))) - TEETH_WEIGHT * teeth
 
             ref = min(sources, key=mismatch)
             if ref is None:
