@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +76,14 @@ def test_eval_writes_report_table_and_plot(data, tmp_path):
     assert generator["nme"] < 3.5 and 0 < generator["ssim"] <= 1 and generator["mouth_l1"] > 0
     assert "| callsynth-warp |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "rate_distortion.png").read_bytes()[:4] == b"\x89PNG"
+    # eyes, gaze and the mouth interior, and the code's own share of the landmark error
+    clip = [r for r in report["per_clip"] if r["method"] == "callsynth-warp"][1]
+    assert {"openness_r", "blink_recall", "gaze_r", "teeth_share_out", "teeth_share_truth", "interior_l1",
+            "code_nme", "reference_bytes"} <= set(clip)
+    assert 0 <= clip["code_nme"] < clip["nme"] + 1 and clip["reference_bytes"] <= 60_000
+    assert "Eyes, gaze and mouth interior" in (tmp_path / "report.md").read_text()
+    strip = tmp_path / "strips" / f"{Path(VAL_CLIP).stem}.jpg"
+    assert strip.read_bytes()[:2] == b"\xff\xd8"
 
 
 def test_eval_warp_only_leaves_the_generator_out(data, tmp_path):

@@ -52,7 +52,7 @@ def markdown(report: dict) -> str:
     eyes = eyes_head + "".join(eye_row("mean", r) for r in report["summary"]
                                if r["method"].startswith("callsynth")) + "".join(
         eye_row(Path(r["clip"]).name, r) for r in report["per_clip"] if r["method"].startswith("callsynth"))
-    strips = "\n".join(f"![{Path(c).stem}](strips/{Path(c).stem}.png)" for c in report["clips"])
+    strips = "\n".join(f"![{Path(c).stem}](strips/{Path(c).stem}.jpg)" for c in report["clips"])
     clips = "\n".join(f"- {c}" for c in report["clips"])
     if report.get("skipped"):
         clips += "\n\nSkipped (not in the means):\n\n" + "\n".join(

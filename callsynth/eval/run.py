@@ -190,7 +190,7 @@ def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: l
             progress.set_postfix_str(Path(clip).name)
             try:
                 rows += evaluate_clip(Path(clip), basis, codecs, kbps, max_frames, progress, generator,
-                                      strip=out_dir / "strips" / f"{Path(clip).stem}.png")
+                                      strip=out_dir / "strips" / f"{Path(clip).stem}.jpg")
                 done.append(str(clip))
             except (MediaError, NoFaceError) as exc:
                 skipped.append({"clip": str(clip), "reason": str(exc)})

@@ -45,7 +45,7 @@ def frame_samples(still, frames, fps: float, basis: ExpressionBasis, size: int, 
     from receiver.renderer import WarpRenderer
     from sender.features import FeatureEncoder
 
-    encoder = FeatureEncoder(basis, still, fps=fps, send_every=1)
+    encoder = FeatureEncoder(basis, still, fps=fps, send_every=1, references=False)
     codec, renderer = Codec(basis), WarpRenderer(basis, still)
     scale = size / still.image.shape[0]
     out = {k: [] for k in SAMPLE_KEYS}
