@@ -10,6 +10,7 @@ import numpy as np
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
 from callsynth.face.crop import StableCrop
+from callsynth.face.regions import eye_openness
 from callsynth.face.still import Still
 from callsynth.face.tracker import FaceTracker
 from callsynth.wire import Codec, FrameFeatures, encode_identity
@@ -27,8 +28,43 @@ class SentFrame:
     references: list = field(default_factory=list)   # identity messages of reference stills to send now
 
 
+class BlinkTiming:
+    """Which frames to send around a blink. At one packet every two frames a blink of three or four
+    frames is often sampled only on its way down and up, and the receiver's interpolation never closes
+    the eye. So a frame between packets whose eyes are more closed than anything sent since the eyes were
+    last open is sent in its turn, and the next scheduled frame gives its slot back: the packet rate
+    never rises."""
+
+    def __init__(self, still_openness: float, closed_share: float = 0.6):
+        from collections import deque
+
+        self.closed_share = closed_share
+        self.recent = deque([still_openness], maxlen=150)
+        self.lowest_sent = np.inf
+        self.owed = False
+
+    def decide(self, scheduled: bool, openness: float | None) -> bool:
+        median = float(np.median(self.recent))
+        closed = openness is not None and openness < self.closed_share * median
+        if openness is not None and not closed:
+            self.recent.append(openness)
+            self.lowest_sent = np.inf
+        if scheduled and self.owed:
+            self.owed = False
+            return False
+        if not scheduled and closed and openness < self.lowest_sent - 0.05 * median:
+            self.owed = True
+            send = True
+        else:
+            send = scheduled
+        if send and closed:
+            self.lowest_sent = min(self.lowest_sent, openness)
+        return send
+
+
 class FeatureEncoder:
-    """Turns each captured frame into at most one packet; sends every `send_every`-th frame."""
+    """Turns each captured frame into at most one packet; sends every `send_every`-th frame (swapping a
+    slot to a blink's closed frame, see BlinkTiming)."""
 
     def __init__(self, basis: ExpressionBasis, still: Still, fps: float = 30.0, send_every: int = 2,
                  smoothing: bool = True, references: bool = True):
@@ -43,6 +79,7 @@ class FeatureEncoder:
         self.basis = basis
         self.picker = ReferencePicker(still, self._encode_reference) if references else None
         self.send_every = send_every
+        self.blinks = BlinkTiming(float(eye_openness(still.landmarks).mean())) if send_every > 1 else None
         self.frame_index = 0
         self.seq = 0
 
@@ -64,6 +101,8 @@ class FeatureEncoder:
         self.frame_index += 1
         packet, references = None, []
         landmarks = box.to_crop(result.landmarks) if result.found else None
+        if self.blinks is not None:
+            send = self.blinks.decide(send, None if landmarks is None else float(eye_openness(landmarks).mean()))
         if send:
             features = FrameFeatures(self.seq, capture_ms, flags=flags)
             if result.found:

@@ -43,8 +43,11 @@ def mouth_error(ref: np.ndarray, out: np.ndarray, landmarks: np.ndarray) -> floa
     return float(np.abs(ref[ya:yb, xa:xb].astype(np.float32) - out[ya:yb, xa:xb].astype(np.float32)).mean())
 
 
-def score(ref: list[np.ndarray], ref_lm: list, out: list[np.ndarray], fps: float) -> dict:
-    """Mean PSNR, SSIM and NME of out against ref; frames where ref has a face but out has none count."""
+def score(ref: list[np.ndarray], ref_lm: list, out: list[np.ndarray], fps: float,
+          ref_static: list | None = None) -> dict:
+    """Mean PSNR, SSIM and NME of out against ref; frames where ref has a face but out has none count.
+    Eyes, gaze and teeth are measured on landmarks found frame by frame in image mode (`ref_static` for
+    ref), as face_metrics.py finds them: video mode's tracking carries lids over from the frame before."""
     stream = LandmarkStream(fps)
     errors, lost, outs = [], 0, []
     try:
@@ -67,8 +70,17 @@ def score(ref: list[np.ndarray], ref_lm: list, out: list[np.ndarray], fps: float
         "ssim": float(np.mean([ssim(a, b) for a, b in zip(ref, out)])),
         "nme": float(np.mean(errors)) if errors else float("nan"),
         "face_lost_pct": 100.0 * lost / faces if faces else 0.0,
-        **eye_and_mouth(ref_lm, outs, ref, out),
+        **eye_and_mouth(ref_static if ref_static is not None else ref_lm,
+                        static_landmarks(out) if ref_static is not None else outs, ref, out),
     }
+
+
+def static_landmarks(frames: list[np.ndarray]) -> list:
+    """MediaPipe on each frame on its own (image mode), None where it finds no face."""
+    from ..face.tracker import FaceTracker
+
+    with FaceTracker(video=False, smoothing=False) as tracker:
+        return [tracker.process(frame).landmarks for frame in frames]
 
 
 def code_nme(still, ref_lm: list, basis: ExpressionBasis) -> float:
@@ -124,6 +136,7 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
             stream = LandmarkStream(fps)
             ref_lm = [stream(r) for r in ref]
             stream.close()
+            ref_static = static_landmarks(ref)
         summary = stats.summary()
         setting = "every frame" if send_every == 1 else f"1 packet / {send_every} frames"
         rows.append({"method": "callsynth-warp", "setting": setting, "packets_per_s": fps / send_every,
@@ -131,7 +144,7 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
                      "reference_bytes": summary["reference_bytes"],
                      "code_nme": code_nme(still, ref_lm, basis),
                      "references_sent": summary["references_sent"],
-                     **score(ref, ref_lm, [o for _, o in pairs], fps)})
+                     **score(ref, ref_lm, [o for _, o in pairs], fps, ref_static)})
         progress.update(1)
     if generator is not None:
         from receiver.renderer import renderer_factory
@@ -145,7 +158,7 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
                      "packets_per_s": fps / GENERATOR_RATE, "kbps": summary["payload_kbps"],
                      "kbps_at_30fps": summary["payload_kbps_at_30fps"],
                      "render_ms": summary["timings_ms"]["render"]["mean"],
-                     **score(ref, ref_lm, [o for _, o in pairs], fps)})
+                     **score(ref, ref_lm, [o for _, o in pairs], fps, ref_static)})
         progress.update(1)
     if strip is not None:
         write_strip(strip, ref, shown, picked_frames(ref_lm))
@@ -153,7 +166,7 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
         for target in kbps:
             decoded, measured = encode_decode(ref, fps, codec, target)
             rows.append({"method": codec, "setting": f"target {target} kbps", "kbps": measured,
-                         **score(ref, ref_lm, decoded, fps)})
+                         **score(ref, ref_lm, decoded, fps, ref_static)})
             progress.update(1)
     for row in rows:
         row.update(clip=str(path), frames=len(frames), fps=fps)
