@@ -138,3 +138,13 @@ def test_an_open_mouth_reference_puts_teeth_in_the_mouth(basis, expressive):
         truth.append(teeth_share(crops[i], marks[i]))
     assert np.mean(teeth_without) < 0.1
     assert np.mean(teeth_with) > 0.5 * np.mean(truth)
+
+
+def test_a_blinks_closed_frame_takes_a_packet_slot_without_raising_the_rate():
+    from sender.features import BlinkTiming
+
+    timing = BlinkTiming(0.35)
+    openness = [0.35] * 10 + [0.3, 0.1, 0.12, 0.3] + [0.35] * 10     # the deepest frame (11) is odd
+    sent = [i for i, o in enumerate(openness) if timing.decide(i % 2 == 0, o)]
+    assert 11 in sent and 12 not in sent                              # frame 12 gave its slot to 11
+    assert len(sent) <= (len(openness) + 1) // 2

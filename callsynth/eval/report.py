@@ -66,7 +66,8 @@ def markdown(report: dict) -> str:
             f"quantisation and back, against themselves: what the 23 coefficients and their bits lose; the rest "
             f"of the landmark error is lost in rendering.\n\n{per_clip}\n"
             f"## Eyes, gaze and mouth interior\n\nBlink recall: of the real frames whose eye openness is "
-            f"under 60 % of the clip's median, the share where the output's is under 60 % of its own. Teeth: "
+            f"under 60 % of the clip's median, the share where the output's is under 60 % of its own (the "
+            f"mean rows pool every clip's blink frames). Teeth: "
             f"on the real open-mouth frames (lip gap ≥ 8 % of the iris distance), the bright share inside the "
             f"real inner-lip outline, and the mean absolute error there (0–255).\n\n{eyes}\n"
             f"## Deepest blink, widest mouth, largest turn (truth | warp | output)\n\n{strips}\n\n## Clips\n\n{clips}\n\n## Codecs\n\n{codecs}\n")

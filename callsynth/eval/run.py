@@ -186,6 +186,13 @@ def summarise(rows: list[dict]) -> list[dict]:
             vals = [r[key] for r in items if key in r and not np.isnan(r[key])]
             if vals:
                 entry[key] = float(np.mean(vals))
+        # Blink recall over all blink frames of all clips: a clip with one blinking frame is not a clip's
+        # worth of evidence.
+        blinks = [(r["blink_recall"], r["blink_frames"]) for r in items
+                  if r.get("blink_frames") and not np.isnan(r.get("blink_recall", np.nan))]
+        if blinks:
+            entry["blink_recall"] = float(sum(v * n for v, n in blinks) / sum(n for _, n in blinks))
+            entry["blink_frames"] = int(sum(n for _, n in blinks))
         out.append(entry)
     return out
 
