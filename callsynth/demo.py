@@ -72,6 +72,10 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
         "packets_dropped_on_purpose": sender.get("packets_dropped_on_purpose"),
         "loss_setting_pct": round(loss * 100, 2),
         "still_cached": receiver["still_cached"],
+        # reference stills (mouth open, eyes closed) cross the same SCTP association as the features, so
+        # the features' on-wire rate includes them: a one-off cost of the first seconds, not a rate
+        "references_received": receiver.get("references_received", 0),
+        "reference_bytes": receiver.get("reference_bytes", 0),
     }
 
 
