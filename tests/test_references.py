@@ -148,3 +148,23 @@ def test_a_blinks_closed_frame_takes_a_packet_slot_without_raising_the_rate():
     sent = [i for i, o in enumerate(openness) if timing.decide(i % 2 == 0, o)]
     assert 11 in sent and 12 not in sent                              # frame 12 gave its slot to 11
     assert len(sent) <= (len(openness) + 1) // 2
+
+
+def test_a_reference_taken_under_other_light_is_replaced(still):
+    """Once the light on the face has changed, the next blink replaces the closed-eye reference even
+    though it is no more closed than the first; without the change it would not be sent again."""
+    open_lm, shut = still.landmarks, _closed(still.landmarks)
+
+    def blink_then_wait(picker, image, start):
+        sent = []
+        for i in range(start, start + 140):
+            lm = shut if start + 8 <= i < start + 11 else open_lm
+            sent += picker.observe(image, lm, i * 33, turn=0.0)
+        return sent
+
+    picker = ReferencePicker(still, settle_frames=4, min_interval_ms=1000)
+    assert len(blink_then_wait(picker, still.image, 0)) == 1
+    assert len(blink_then_wait(picker, still.image, 140)) == 0        # same light: nothing new
+    brighter = np.clip(still.image.astype(int) + 60, 0, 255).astype(np.uint8)
+    assert len(blink_then_wait(picker, brighter, 280)) == 1           # the light changed: sent again
+    picker.close()
