@@ -26,7 +26,7 @@ FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288,
 # Rings of extra control points: (distance from the face centre in face radii, how much they follow
 # the head's similarity motion; the crop border follows with 0). Letting the rings also follow the face
 # outline's own motion (a smoother falloff into hair and neck) was tried: SSIM and landmark NME were
-# worse on the validation clips (800ms_f1_s33: SSIM 0.903 against 0.913), so the rings stay rigid.
+# worse on the validation clips, so the rings stay rigid.
 RINGS = ((1.3, 1.0), (1.75, 0.6))
 BORDER_STEPS = 8
 SUBPIXEL = 4  # fixed-point bits for rasterising triangles
