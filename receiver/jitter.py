@@ -3,7 +3,13 @@ a fixed small delay behind the sender's clock, so that network jitter and reorde
 
 A packet too old to change any frame still to come is dropped as stale, whatever order it arrived in;
 frames whose next packet is late or lost are concealed by the timeline (extrapolation, then hold, then a
-slow return to the still)."""
+slow return to the still).
+
+The clock cannot be poisoned: a packet stamped more than STEP_MS ahead of the sender clock the buffer
+holds is refused as "future" instead of dragging the playout point ahead of every genuine packet (one
+forged packet 10 s ahead used to conceal ten seconds of the call). A real step of the sender's clock, in
+either direction, shows as packets that keep disagreeing with it by the same amount; after STEP_CONFIRM_MS
+of nothing else the buffer takes the new clock."""
 
 from __future__ import annotations
 
@@ -18,6 +24,9 @@ from callsynth.wire import FLAG_AUDIO, FrameFeatures
 from .playout import FeatureTimeline
 
 WRAP = 1 << 32
+STEP_MS = 1000.0          # transit this far from the clock held is a forged stamp or a clock step
+STEP_CONFIRM_MS = 700.0   # that long of packets agreeing on the new clock (and no other) is a real step
+STEP_AGREE_MS = 250.0
 
 
 def unwrap_ms(capture_ms: int, now_ms: int) -> int:
@@ -39,8 +48,11 @@ class JitterBuffer:
         self.transit = {False: deque(maxlen=offset_window), True: deque(maxlen=offset_window)}
         self.from_audio = False                      # the newest packet's kind sets the clock
         self.played_ms = -np.inf                     # capture time of the newest frame shown
-        self.counts = {"accepted": 0, "stale": 0, "duplicate": 0}
+        self.counts = {"accepted": 0, "stale": 0, "duplicate": 0, "future": 0, "clock_steps": 0}
         self.newest_ms: int | None = None
+        self.rest_pose, self.code_size = rest_pose, code_size
+        self.timeline_args = dict(extrapolate_ms=extrapolate_ms, silence_ms=silence_ms)
+        self.off_clock: list[tuple[int, float, FrameFeatures, int]] = []   # (arrival, transit, packet, capture)
 
     @property
     def offset_ms(self) -> float:
@@ -49,14 +61,22 @@ class JitterBuffer:
         return min(transit) if transit else 0.0
 
     def push(self, features: FrameFeatures, arrival_ms: int) -> str:
-        """Store a decoded packet; returns 'accepted', 'stale' or 'duplicate'."""
+        """Store a decoded packet; returns 'accepted', 'stale', 'duplicate' or 'future'."""
         capture = unwrap_ms(features.capture_ms, arrival_ms)
         from_audio = bool(features.flags & FLAG_AUDIO)
         if from_audio != self.from_audio:
             # The sender switched between camera and speech: a new clock, nothing is stale yet.
             self.from_audio = from_audio
             self.played_ms = -np.inf
-        self.transit[from_audio].append(arrival_ms - capture)
+            self.off_clock.clear()
+        transit = arrival_ms - capture
+        held = self.transit[from_audio]
+        if held and abs(transit - min(held)) > STEP_MS:
+            verdict = self._off_clock(features, arrival_ms, transit, capture)
+            self.counts[verdict] += 1
+            return verdict
+        self.off_clock.clear()
+        self.transit[from_audio].append(transit)
         times = self.timeline.times
         anchor = bisect.bisect_right(times, self.played_ms)
         if anchor and capture < times[anchor - 1]:
@@ -70,6 +90,26 @@ class JitterBuffer:
             verdict = "accepted"
         self.counts[verdict] += 1
         return verdict
+
+    def _off_clock(self, features: FrameFeatures, arrival_ms: int, transit: float, capture: int) -> str:
+        """A packet far off the clock held: refused ('future' when ahead of it, 'stale' when behind), unless
+        it and those before it have agreed on one new clock for STEP_CONFIRM_MS: then the sender's clock
+        really stepped, and the buffer starts again on the new one."""
+        if self.off_clock and abs(transit - self.off_clock[0][1]) > STEP_AGREE_MS:
+            self.off_clock.clear()
+        self.off_clock.append((arrival_ms, transit, features, capture))
+        if arrival_ms - self.off_clock[0][0] < STEP_CONFIRM_MS:
+            return "future" if transit < min(self.transit[self.from_audio]) else "stale"
+        self.counts["clock_steps"] += 1
+        pending, self.off_clock = self.off_clock, []
+        self.transit[self.from_audio].clear()
+        self.timeline = FeatureTimeline(self.rest_pose, self.code_size, **self.timeline_args)
+        self.played_ms, self.newest_ms = -np.inf, None
+        for _, t, packet, when in pending:
+            self.transit[self.from_audio].append(t)
+            self.timeline.add(packet, when)
+            self.newest_ms = when if self.newest_ms is None else max(self.newest_ms, when)
+        return "accepted"
 
     def playout_ms(self, now_ms: float) -> float:
         """The capture time to show at receiver time now_ms."""

@@ -29,7 +29,7 @@ def test_reordered_packets_are_placed_by_timestamp_and_stale_ones_dropped():
     jb.state_at(T0 + 100)                                       # frames up to 100 are shown
     assert jb.push(packet(T0 + 40, 9), T0 + 200) == "stale"     # older than what covers them
     assert jb.push(packet(T0 + 66, 2), T0 + 201) == "duplicate"
-    assert jb.counts == {"accepted": 3, "stale": 1, "duplicate": 1}
+    assert jb.counts == {"accepted": 3, "stale": 1, "duplicate": 1, "future": 0, "clock_steps": 0}
 
 
 def test_playout_runs_a_fixed_delay_behind_the_fastest_transit():
@@ -54,3 +54,41 @@ def test_long_silence_eases_back_to_rest():
     jb.push(packet(T0, 4), T0)
     assert np.allclose(jb.state_at(T0 + 400)[0][1], 4)
     assert np.allclose(jb.state_at(T0 + 5000)[0][1], 0)
+
+
+def _call(jb, packets, seconds=30, step_at_s=None, step_ms=0):
+    """Packets every 66 ms (from `packets`: index -> (capture offset, value) overrides), frames every
+    33 ms, 40 ms transit; returns the concealed flag of every frame shown."""
+    concealed, sent = [], 0
+    for tick in range(int(seconds * 1000 / 33)):
+        now = T0 + tick * 33
+        while sent * 66 <= tick * 33:
+            shift = step_ms if step_at_s is not None and sent * 66 >= step_at_s * 1000 else 0
+            capture = T0 + sent * 66 + shift
+            capture, value = packets.get(sent, (capture, sent))
+            jb.push(packet(capture, value), T0 + sent * 66 + 40)
+            sent += 1
+        state, hidden = jb.state_at(jb.playout_ms(now))
+        if state is not None:
+            concealed.append(hidden)
+    return concealed
+
+
+def test_one_packet_from_the_future_conceals_no_more_than_a_second():
+    """A forged (or clock-stepped) packet 10 s ahead used to move the playout point 10 s ahead, every
+    genuine packet then stale: 598 of 900 frames concealed. Now it is refused and nothing changes."""
+    jb = JitterBuffer(REST, 3, delay_ms=60)
+    concealed = _call(jb, {150: (T0 + 150 * 66 + 10_000, 99)})
+    assert jb.counts["future"] == 1 and jb.counts["clock_steps"] == 0
+    assert sum(concealed) <= 30
+    assert jb.counts["stale"] == 0
+
+
+def test_a_real_step_of_the_senders_clock_is_followed_within_a_second():
+    for step in (10_000, -10_000):
+        jb = JitterBuffer(REST, 3, delay_ms=60)
+        concealed = _call(jb, {}, seconds=20, step_at_s=10, step_ms=step)
+        assert jb.counts["clock_steps"] == 1
+        after = concealed[int(10 * 1000 / 33):]
+        # at most about a second of frames without a fresh packet after the step, then none
+        assert sum(after) <= 36 and not any(after[60:])
