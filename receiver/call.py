@@ -73,6 +73,7 @@ class ReceiverStats:
     identity_bytes: int = 0
     reference_bytes: int = 0
     references_received: int = 0
+    render_errors: int = 0
     audio_frames: int = 0
     wire: dict = field(default_factory=dict)
     events: list = field(default_factory=list)
@@ -120,6 +121,7 @@ class ReceiverStats:
             "identity_bytes": self.identity_bytes,
             "references_received": self.references_received,
             "reference_bytes": self.reference_bytes,
+            "render_errors": self.render_errors,
             "still_cached": self.identity_bytes > 0,
             "audio_frames": self.audio_frames,
             "on_wire": self.wire,
@@ -416,7 +418,15 @@ class Receiver:
                 next_tick = time.time()  # fell behind: skip, never burst
             if self.jitter is None or (self.jitter.newest_ms is None and self.speech_state is None):
                 continue
-            await self._show_frame()
+            try:
+                await self._show_frame()
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not end the call's picture
+                # A frame that cannot be rebuilt is said and skipped; the loop (and the call) go on, so the
+                # next packet's frame is shown. Before, the task died silently and nothing was shown again.
+                self.stats.render_errors += 1
+                if self.stats.render_errors <= 3 or self.stats.render_errors in (10, 100, 1000):
+                    self.stats.event(f"frame not rebuilt ({type(exc).__name__}: {exc}); "
+                                     f"{self.stats.render_errors} so far", logging.WARNING)
 
     async def _render(self, state) -> np.ndarray:
         """The generator runs in a worker thread (torch lets go of the GIL), so that packets keep being

@@ -212,6 +212,42 @@ def test_forged_truncated_and_oversized_packets_are_rejected_and_the_call_goes_o
     assert summary["frames_shown"] > 5
 
 
+def test_a_frame_that_cannot_be_rebuilt_is_skipped_and_the_call_goes_on(monkeypatch):
+    """A fault injected into the renderer (two frames raise): the receiver says so and keeps showing the
+    frames after them, where the render task used to die silently and show nothing more."""
+    from receiver.renderer import WarpRenderer
+
+    basis = load_basis()
+    still = prepare_still(read_still(VAL_CLIP))
+    codec = Codec(basis)
+    good = [codec.encode(FrameFeatures(i, int(time.time() * 1000 + 33 * i) & 0xFFFFFFFF,
+                                       *codec_state(basis, still, i))) for i in range(20)]
+    real_render, calls = WarpRenderer.render, {"n": 0}
+
+    def flaky(self, state):
+        calls["n"] += 1
+        if calls["n"] in (3, 4):
+            raise RuntimeError("injected fault")
+        return real_render(self, state)
+
+    monkeypatch.setattr(WarpRenderer, "render", flaky)
+
+    async def main():
+        url, stop, server = await serve()
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="e", rejoin_wait=5, model="warp"))
+        rx = asyncio.create_task(receiver.run())
+        await rogue_call(url, "e", [encode_identity(still, basis)], good, basis)
+        summary = await asyncio.wait_for(rx, 20)
+        stop.set()
+        await server
+        return summary
+
+    summary = asyncio.run(main())
+    assert summary["render_errors"] == 2
+    assert any("frame not rebuilt (RuntimeError: injected fault)" in e["event"] for e in summary["events"])
+    assert summary["frames_shown"] > 5 and calls["n"] > summary["frames_shown"]
+
+
 def codec_state(basis, still, i):
     from receiver.renderer import WarpRenderer
 
