@@ -218,14 +218,14 @@ class IdentityMessage:
         return self.index > 0
 
 
-def encode_identity(still, basis: ExpressionBasis, index: int = 0, max_bytes: int | None = None) -> bytes:
+def encode_identity(still, basis: ExpressionBasis, index: int = 0) -> bytes:
     """The message for the still (index 0) or a reference still (1..MAX_REFERENCES), at the best JPEG
-    quality that fits max_bytes (MAX_IDENTITY for the still, MAX_REFERENCE for a reference)."""
+    quality that fits MAX_IDENTITY (the still) or MAX_REFERENCE (a reference)."""
     import cv2
 
     if not 0 <= index <= MAX_REFERENCES:
         raise ValueError(f"reference index {index} outside 0..{MAX_REFERENCES}")
-    limit = max_bytes or (MAX_REFERENCE if index else MAX_IDENTITY)
+    limit = MAX_REFERENCE if index else MAX_IDENTITY
     landmarks = np.asarray(still.landmarks, dtype="<f4")
     head = IDENTITY_HEADER.pack(IDENTITY_MAGIC, IDENTITY_VERSION, basis.tag, landmarks.shape[0], index)
     for quality in (IDENTITY_JPEG_QUALITY, 85, 75, 60, 45):

@@ -311,7 +311,8 @@ class Receiver:
         if self.counters:
             self.counters[-1].mark()  # on-wire rates are measured from here: the still is not a rate
         self.renderer = self._make_renderer(still)
-        self.jitter = JitterBuffer(self.renderer.rest_pose, self.renderer.coder.expression_size, delay_ms=self.options.delay_ms)
+        self.jitter = JitterBuffer(self.renderer.rest_pose, self.renderer.coder.expression_size,
+                                   delay_ms=self.options.delay_ms)
         self.stats.event(f"still cached ({len(message)} bytes)")
         if self.options.audio_fallback:
             self._start_speech_driver()

@@ -50,8 +50,6 @@ class JitterBuffer:
         self.played_ms = -np.inf                     # capture time of the newest frame shown
         self.counts = {"accepted": 0, "stale": 0, "duplicate": 0, "future": 0, "clock_steps": 0}
         self.newest_ms: int | None = None
-        self.rest_pose, self.code_size = rest_pose, code_size
-        self.timeline_args = dict(extrapolate_ms=extrapolate_ms, silence_ms=silence_ms)
         self.off_clock: list[tuple[int, float, FrameFeatures, int]] = []   # (arrival, transit, packet, capture)
 
     @property
@@ -103,7 +101,7 @@ class JitterBuffer:
         self.counts["clock_steps"] += 1
         pending, self.off_clock = self.off_clock, []
         self.transit[self.from_audio].clear()
-        self.timeline = FeatureTimeline(self.rest_pose, self.code_size, **self.timeline_args)
+        self.timeline.clear()
         self.played_ms, self.newest_ms = -np.inf, None
         for _, t, packet, when in pending:
             self.transit[self.from_audio].append(t)

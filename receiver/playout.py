@@ -26,6 +26,11 @@ class FeatureTimeline:
         self.times: list[int] = []
         self.items: list[FrameFeatures] = []
 
+    def clear(self) -> None:
+        """Forget every packet (the sender's clock stepped: their times mean nothing now)."""
+        self.times.clear()
+        self.items.clear()
+
     def add(self, features: FrameFeatures, time_ms: int | None = None) -> None:
         """Insert by capture time (not arrival order); duplicates are ignored."""
         t = features.capture_ms if time_ms is None else time_ms

@@ -148,7 +148,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
             identity_channel.send(message)
             stats.references_sent += 1
             stats.reference_bytes += len(message)
-            log.info("reference still %d sent (%d bytes)", message[9], len(message))
+            log.info("reference still sent (%d bytes)", len(message))
 
     if audio_track is not None and (options.camera_off or options.speech_after_no_face_s):
         speech = _speech_packets(basis, still, fps, options, send_packet)

@@ -7,8 +7,8 @@ kind is held while the moment lasts and sent once it has passed (`settle_frames`
 so only frames already seen are ever sent. A kind is sent again only when a clearly better candidate
 comes, or when the one the receiver holds stops matching: the light on the face has changed, or the head
 now sits at another angle. Only the face travels (the rest of the crop is flat, the receiver blends
-only eyes and mouth from a reference), about 5–8 KB a picture, and all references of a call together
-stay inside REFERENCE_BUDGET bytes.
+only eyes and mouth from a reference), about 12 KB a picture, and all references of a call together
+stay inside REFERENCE_BUDGET bytes (one that would not fit is not sent).
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ class ReferencePicker:
         """`encode(index, still) -> bytes`: the message a reference travels as (its size counts against
         `budget`); without it, observe returns the Stills themselves and counts nothing."""
         self.encode, self.budget, self.spent = encode, budget, 0
-        self.skipped_for_budget = 0
         self.settle_frames, self.min_interval_ms = settle_frames, min_interval_ms
         self.openness = deque([float(eye_openness(still.landmarks).mean())], maxlen=150)
         self.pending: dict[str, Candidate | None] = {k: None for k in KINDS}
@@ -114,7 +113,6 @@ class ReferencePicker:
                 if self.encode is not None:
                     item = self.encode(KINDS[kind], still)
                     if self.spent + len(item) > self.budget:
-                        self.skipped_for_budget += 1
                         continue
                     self.spent += len(item)
                 out.append(item)

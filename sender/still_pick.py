@@ -7,11 +7,12 @@ import numpy as np
 
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.pose import estimate_pose
+from callsynth.face.regions import EYES, LIP_CENTRE
 from callsynth.face.still import NoFaceError, Still, prepare_still
 from callsynth.face.tracker import FaceTracker, inter_ocular
 
-LIPS_INNER = (13, 14)                     # upper and lower inner lip, centre
-EYE_LIDS = ((159, 145), (386, 374))       # upper and lower lid of each eye
+LIPS_INNER = LIP_CENTRE                   # upper and lower inner lip, centre
+EYE_LIDS = tuple(eye[:2] for eye in EYES)  # upper and lower lid of each eye
 
 
 def still_score(landmarks: np.ndarray, basis: ExpressionBasis) -> float:

@@ -245,7 +245,9 @@ def test_a_frame_that_cannot_be_rebuilt_is_skipped_and_the_call_goes_on(monkeypa
     summary = asyncio.run(main())
     assert summary["render_errors"] == 2
     assert any("frame not rebuilt (RuntimeError: injected fault)" in e["event"] for e in summary["events"])
-    assert summary["frames_shown"] > 5 and calls["n"] > summary["frames_shown"]
+    # rendering went on past the faults, and every frame rebuilt was shown: counts of what the machine
+    # managed, not of wall-clock time
+    assert calls["n"] > 4 and summary["frames_shown"] == calls["n"] - 2
 
 
 def codec_state(basis, still, i):

@@ -57,7 +57,9 @@ class CropBox:
         if x0 <= 0 and y0 <= 0 and x1 >= CROP_SIZE and y1 >= CROP_SIZE:
             return crop
         inside = np.zeros((CROP_SIZE, CROP_SIZE), np.float32)
-        inside[max(0, int(np.ceil(y0))):int(max(0, np.floor(y1))), max(0, int(np.ceil(x0))):int(max(0, np.floor(x1)))] = 1
+        rows = slice(max(0, int(np.ceil(y0))), max(0, int(np.floor(y1))))
+        cols = slice(max(0, int(np.ceil(x0))), max(0, int(np.floor(x1))))
+        inside[rows, cols] = 1
         inside = cv2.GaussianBlur(inside, (0, 0), 2.0)[..., None]
         soft = cv2.GaussianBlur(crop, (0, 0), EDGE_BLUR)
         return (crop * inside + soft * (1 - inside) + 0.5).astype(np.uint8)

@@ -6,15 +6,16 @@ sender/reference_pick.py). Here each reference is warped to the target landmarks
 blended in where it matches the target better, with analytic weights:
 
 - mouth: inside the target's inner-lip outline (grown a pixel and feathered, so the seam falls on the
-  lip line), from the reference whose lip gap is nearest the target's, fully once the mouth is open;
-- eyes: around each eye, from the reference with the eye most closed, weighted by how far the target's
-  eye has closed from the still's toward that reference's.
+  lip line), from the source (a reference or the still) whose lip gap is nearest the target's, visible
+  teeth counting in its favour, fully once the mouth is open;
+- eyes: around each eye, from the reference with the eye most closed, coming in as the target's eye
+  closes below EYE_START of the still's openness and fully from CLOSED_SHARE down.
 
 Before a closed-eye reference has arrived, the blender uses one it makes from the still itself: each eye
 opening covered by the upper lid's skin folded down over it, the upper lid's landmarks moved onto the
 lower lid (`closed_eyes`). Before an open-mouth reference, an open mouth is darkened. So a blink and a
-dark mouth show from the first frame. The generator learns these
-weights later; this is the part that works without it.
+dark mouth show from the first frame. The generator learns these weights later; this is the part that
+works without it.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ import cv2
 import numpy as np
 
 from .regions import EYE_OUTLINES, INNER_LIPS, eye_openness, lip_gap, polygon_mask, teeth_share
-
-SYNTHETIC = -1           # index of the closed-eye picture made from the still
 from .still import Still
 from .warp import FaceWarper
+
+SYNTHETIC = -1           # index of the closed-eye picture made from the still
 
 MOUTH_OPEN = 0.08        # lip gap over iris distance where the evaluator calls a mouth open
 MOUTH_FULL = 0.16        # from here the interior is the reference's alone
 CLOSED_SHARE = 0.6       # an eye below this share of the still's openness is blinking
-DARK_MOUTH = 0.12         # with no open-mouth picture, a mouth open this far is drawn darker
+DARK_MOUTH = 0.12        # with no open-mouth picture, a mouth open this far is drawn darker
 TEETH_WEIGHT = 1.5       # how much a source's visible teeth count against a lip gap unlike the target's
 EYE_START = 0.8          # the closed-eye texture starts to come in below this share
 
@@ -195,7 +196,5 @@ class ReferenceBlender:
         patch = ref.warper.warp(target, box)
         ring = (polygon_mask(region.shape, local, grow=0.45 * width) > 0.5) & (area < 0.02)
         patch = _match_colour(patch, region, area > 0.5, ring)
-        if weight <= 0:
-            return
         alpha = (weight * area)[..., None]
         out[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + patch * alpha + 0.5, 0, 255).astype(np.uint8)

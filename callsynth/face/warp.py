@@ -87,7 +87,7 @@ def unfold(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, movable: np.
 
 def _affines(tri_dst: np.ndarray, tri_src: np.ndarray) -> np.ndarray:
     """Affine per triangle, target -> source: [x y 1] @ A = [u v], in closed form (the inverse of each
-    3x3 [x y 1] matrix by its adjugate; a pseudo-inverse per triangle cost more than the whole warp). A
+    3x3 [x y 1] matrix by its adjugate; a pseudo-inverse per triangle was the warp's costliest step). A
     triangle of no area (it paints at most a line) gets the translation of its corners."""
     x, y = tri_dst[..., 0], tri_dst[..., 1]
     x0, x1, x2, y0, y1, y2 = x[:, 0], x[:, 1], x[:, 2], y[:, 0], y[:, 1], y[:, 2]
@@ -133,8 +133,6 @@ class FaceWarper:
         self.triangles = Delaunay(self.src_points).simplices.astype(np.int32)
         self.movable = np.ones(len(self.src_points), bool)
         self.movable[-len(self.border):] = False
-        self.folds_repaired = 0      # triangles that would have folded, over all warps so far
-        self.last_folds = 0
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         self._grid = np.stack([xs, ys, np.ones_like(xs)], axis=-1)  # (H, W, 3)
 
@@ -155,9 +153,7 @@ class FaceWarper:
              ) -> tuple[np.ndarray, np.ndarray]:
         """Backward maps (map_x, map_y): for each output pixel, where to sample the still. `box`
         (x0, y0, x1, y1): only that part of the output (the maps are then its size)."""
-        dst, self.last_folds = unfold(self.src_points, self.target_points(target_landmarks),
-                                      self.triangles, self.movable)
-        self.folds_repaired += self.last_folds
+        dst, _ = unfold(self.src_points, self.target_points(target_landmarks), self.triangles, self.movable)
         triangles = self.triangles
         if box is not None:
             x0, y0, x1, y1 = box
