@@ -6,7 +6,11 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import sys
 from pathlib import Path
+
+from .call_key import ENV_VAR
 
 DEFAULT_PORT = 8765
 
@@ -30,13 +34,26 @@ def _fraction(text: str) -> float:
 
 
 def cmd_signal(args) -> int:
-    from .signalling import run_server
+    from .signalling import ServerLimits, run_server, server_tls
 
     _setup_logging(args.verbose)
+    limits = ServerLimits(connections_per_address=args.max_per_address, messages_per_s=args.max_rate,
+                          idle_timeout_s=args.idle_timeout)
+    tls = server_tls(args.tls_cert, args.tls_key)
     try:
-        asyncio.run(run_server(args.host, args.port, args.token))
+        asyncio.run(run_server(args.host, args.port, args.token, limits=limits, tls=tls))
     except OSError as exc:
         raise ValueError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+    return 0
+
+
+def cmd_key(args) -> int:
+    from .call_key import CallKey
+
+    key = CallKey.new().text
+    print(key)
+    print(f"give it to the other party out of band; both run with --key {key} (or {ENV_VAR}={key})",
+          file=sys.stderr)
     return 0
 
 
@@ -66,7 +83,7 @@ def cmd_send(args) -> int:
             logging.getLogger("callsynth.send").info("%s has no audio: sending none", args.video)
     elif audio != "none":
         track = FileAudioTrack(audio)
-    options = SenderOptions(url=_url(args), room=args.room, token=args.token,
+    options = SenderOptions(url=_url(args), room=args.room, key=args.key, tls_ca=args.tls_ca, token=args.token,
                             identity=str(args.identity) if args.identity else None,
                             send_every=args.send_every, loss=args.loss, hosts=tuple(args.ice_host),
                             stats_path=str(args.stats) if args.stats else None,
@@ -84,7 +101,7 @@ def cmd_receive(args) -> int:
     from .face.basis import load_basis
 
     _setup_logging(args.verbose)
-    options = ReceiverOptions(url=_url(args), room=args.room, token=args.token,
+    options = ReceiverOptions(url=_url(args), room=args.room, key=args.key, tls_ca=args.tls_ca, token=args.token,
                               output=str(args.output) if args.output else None, window=args.window,
                               stats_path=str(args.stats) if args.stats else None, fps=args.fps,
                               delay_ms=args.playout_delay, duration=args.duration,
@@ -122,10 +139,20 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_call_commands(sub, positive_int) -> None:
+    from .signalling import ServerLimits
+
+    limits = ServerLimits()
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--signal", metavar="URL",
-                        help=f"signalling server (default ws://127.0.0.1:{DEFAULT_PORT})")
+                        help=f"signalling server, ws:// or wss:// (default ws://127.0.0.1:{DEFAULT_PORT})")
     common.add_argument("--room", required=True, help="room name shared by sender and receiver")
+    common.add_argument("--key", default=os.environ.get(ENV_VAR),
+                        help="the call key, a secret only the call's two parties hold (default: "
+                             f"${ENV_VAR}); `send` makes and prints one when none is given, `receive` "
+                             "needs it; the server admits only its holders and the peers sign their "
+                             "offers with it")
+    common.add_argument("--tls-ca", metavar="PEM",
+                        help="trust this CA for a wss:// signalling server (e.g. a self-signed one)")
     common.add_argument("--token", help="shared secret, if the server asks for one")
     common.add_argument("--ice-host", action="append", default=None, metavar="ADDR",
                         help="address to offer ICE candidates on (repeatable; default 127.0.0.1; "
@@ -135,13 +162,30 @@ def add_call_commands(sub, positive_int) -> None:
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     p = sub.add_parser("signal", help="run the websockets signalling server",
-                       description="Rooms of two peers; relays JSON offer/answer/candidate/bye, answers "
-                                   "malformed or oversized messages with an error, checks --token when set.")
+                       description="Rooms of two peers, admitted only with a proof of their call key; "
+                                   "relays the peers' signed offer/answer/candidate/bye, answers malformed or "
+                                   "oversized messages with an error, caps connections, message rate and idle "
+                                   "time, checks --token when set, serves wss:// with --tls-cert/--tls-key.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--token", help="require this token in every join")
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve wss:// (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument("--max-per-address", type=positive_int, default=limits.connections_per_address,
+                   metavar="N", help="connections one address may hold (default %(default)s)")
+    p.add_argument("--max-rate", type=float, default=limits.messages_per_s, metavar="N",
+                   help="messages a second per connection; beyond, dropped (default %(default)s)")
+    p.add_argument("--idle-timeout", type=float, default=limits.idle_timeout_s, metavar="S",
+                   help="close a joined client silent this long; clients ping every 15 s "
+                        "(default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_signal)
+
+    p = sub.add_parser("key", help="print a new call key",
+                       description="A new random call key (128 bits). Both parties of a call give it as "
+                                   "--key (or in $" + ENV_VAR + "); the signalling server admits only its "
+                                   "holders and the peers sign their offers with it.")
+    p.set_defaults(func=cmd_key)
 
     p = sub.add_parser("send", parents=[common], help="the caller's side: track, encode and send",
                        description="Capture from a camera or a file (at its own frame rate), track the face, "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from receiver.renderer import DEFAULT_MODEL
 
+from .call_key import ENV_VAR, CallKey
 from .media import video_info
 
 
@@ -46,9 +47,12 @@ def _tail(log: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+def _spawn(args: list[str], log: Path, key: CallKey | None = None) -> subprocess.Popen:
+    """One callsynth process; the call key travels in its environment, not on a command line that any
+    user of the machine can read."""
+    env = dict(os.environ, **({ENV_VAR: key.text} if key else {}))
     return subprocess.Popen([sys.executable, "-m", "callsynth.cli", *args], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, env=env)
 
 
 def headline(receiver: dict, sender: dict, loss: float) -> dict:
@@ -92,7 +96,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
              model: str = DEFAULT_MODEL, generator: Path | None = None) -> dict:
     info = video_info(video)  # a clear MediaError before any process starts
     out.mkdir(parents=True, exist_ok=True)
-    port, room = free_port(), "demo"
+    port, room, key = free_port(), "demo", CallKey.new()
     url = f"ws://127.0.0.1:{port}"
     files = {"video": out / "received.mp4", "stats": out / "STATS.json",
              "receiver_stats": out / "receiver_stats.json", "sender_stats": out / "sender_stats.json"}
@@ -106,7 +110,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
                            "--rejoin-wait", "10", "--model", model] + (["--audio-fallback"] if audio_fallback else [])
                           + (["--generator", str(generator)] if generator else [])
                           + ["--threads", str(receiver_threads())],
-                          logs["receiver"])
+                          logs["receiver"], key)
         processes.append(receiver)
         send = ["send", "--signal", url, "--room", room, "--stats", str(files["sender_stats"]),
                 "--send-every", str(send_every), "--loss", str(loss * 100)]
@@ -118,7 +122,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
             send += ["--audio", audio]
         if max_frames:
             send += ["--max-frames", str(max_frames)]
-        sender = _spawn(send, logs["sender"])
+        sender = _spawn(send, logs["sender"], key)
         processes.append(sender)
         seconds = (info.frames or 30 * 60) / info.fps
         try:

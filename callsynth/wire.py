@@ -237,6 +237,35 @@ def encode_identity(still, basis: ExpressionBasis, index: int = 0) -> bytes:
     raise IdentityError(f"still does not fit in {limit} bytes even at JPEG quality 45")
 
 
+# A hang-up said on the identity channel itself, so a call ends cleanly with the signalling server away:
+#     bytes 0-3   b"CSBY"
+#     rest        the reason, UTF-8 (at most MAX_REASON bytes)
+
+HANGUP_MAGIC = b"CSBY"
+MAX_REASON = 200
+
+
+@dataclass
+class Hangup:
+    """The peer ends the call."""
+
+    reason: str
+
+
+def encode_hangup(reason: str = "hangup") -> bytes:
+    return HANGUP_MAGIC + reason.encode("utf-8")[:MAX_REASON]
+
+
+def decode_control(message: bytes, basis: ExpressionBasis) -> IdentityMessage | Hangup:
+    """Whatever arrives on the identity channel: a still, a reference still or a hang-up. Raises only
+    WireError subclasses."""
+    if isinstance(message, (bytes, bytearray, memoryview)) and bytes(message[:4]) == HANGUP_MAGIC:
+        if len(message) > len(HANGUP_MAGIC) + MAX_REASON:
+            raise OversizedPacket(f"hang-up of {len(message)} bytes")
+        return Hangup(bytes(message[4:]).decode("utf-8", "replace") or "hangup")
+    return decode_identity(message, basis)
+
+
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a JPEG's frame header, without decoding it; None if there is none."""
     if data[:2] != b"\xff\xd8":

@@ -21,10 +21,11 @@ from aiortc import RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
+from callsynth.call_key import CallKey
 from callsynth.face.basis import ExpressionBasis
 from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection
 from callsynth.signalling import SignallingClient, SignallingError
-from callsynth.wire import FLAG_AUDIO, Codec, WireError, decode_identity
+from callsynth.wire import FLAG_AUDIO, Codec, Hangup, WireError, decode_control, encode_hangup
 
 from .jitter import JitterBuffer
 from .recorder import CallRecorder
@@ -32,13 +33,16 @@ from .renderer import DEFAULT_MODEL, WarpRenderer
 
 log = logging.getLogger("callsynth.receive")
 STATUS_EVERY_S = 5.0
+MEDIA_SILENCE_S = 3.0     # a live call sends 15+ datagrams a second; none for this long: the path is gone
 
 
 @dataclass
 class ReceiverOptions:
     url: str
     room: str
+    key: str | None = None             # the call key the sender printed (CallKey text); required
     token: str | None = None
+    tls_ca: str | None = None          # CA file that signs a wss:// server's certificate
     output: str | None = None
     window: bool = False
     stats_path: str | None = None
@@ -141,6 +145,10 @@ def _kbps(nbytes: int, seconds: float) -> float:
 class Receiver:
     def __init__(self, basis: ExpressionBasis, options: ReceiverOptions):
         self.basis, self.options = basis, options
+        if not options.key:
+            raise ValueError("give the call key the caller's `callsynth send` printed: --key KEY "
+                             "(or set CALLSYNTH_CALL_KEY); without it nobody can join the call")
+        self.key = CallKey.parse(options.key)
         self.codec = Codec(basis)
         self.stats = ReceiverStats()
         self.renderer: WarpRenderer | None = None
@@ -159,6 +167,10 @@ class Receiver:
         self.in_fallback = False
         self.final_ms: float | None = None      # after a hang-up: the last capture time to show
         self.finished_playout = False
+        self.lost_at: float | None = None       # when the sender (media and signalling) was last lost
+        self.hung_up = False                    # the sender said goodbye (in-band or signed bye)
+        self.identity_channel = None
+        self.face_check: asyncio.Task | None = None
         self.window = options.window and self._display_available()
         self.generator = self.generator_run = None
         if options.model == "generator":
@@ -184,7 +196,8 @@ class Receiver:
     # --- signalling ---------------------------------------------------------------------------------
 
     async def run(self) -> dict:
-        signal = SignallingClient(self.options.url, self.options.room, "receiver", self.options.token)
+        signal = SignallingClient(self.options.url, self.options.room, "receiver", self.key,
+                                  self.options.token, self.options.tls_ca)
         await signal.connect()
         self.stats.event(f"waiting in room {self.options.room!r}")
         loop = asyncio.get_running_loop()
@@ -201,46 +214,110 @@ class Receiver:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in [render, listen, *waits, *self.audio_tasks]:
             task.cancel()
+        await self._say_goodbye(signal)
         await self._close_peer()
         await signal.close()
         return self._finish()
 
     async def _listen(self, signal: SignallingClient) -> None:
-        lost_at = None
+        """Signalling, for as long as the call lasts. Losing it does not end a call whose media flows: the
+        receiver reconnects in the background (for a rejoining sender's new offer) and goes on."""
         while True:
-            timeout = None
-            if lost_at is not None:
-                timeout = max(0.0, self.options.rejoin_wait - (time.time() - lost_at))
-            try:
-                message = await asyncio.wait_for(signal.receive(), timeout)
-            except asyncio.TimeoutError:
+            if self.lost_at is not None and time.time() - self.lost_at > self.options.rejoin_wait:
                 self.stats.event(f"nobody rejoined within {self.options.rejoin_wait:.0f} s; ending")
                 return
+            self._watch_media()
+            try:
+                message = await asyncio.wait_for(signal.receive(), 1.0)
+            except asyncio.TimeoutError:
+                continue
             except SignallingError as exc:
-                self.stats.event(f"signalling lost ({exc}); ending", logging.WARNING)
-                return
+                if not await self._reconnect(signal, exc):
+                    return
+                continue
             kind = message["type"]
             if kind == "offer" and isinstance(message.get("sdp"), str):
-                lost_at = None
+                self.lost_at = None
                 await self._answer(signal, message["sdp"])
             elif kind == "candidate" and self.pc is not None:
                 await self._add_candidate(message)
             elif kind == "bye":
-                reason = message.get("reason", "bye")
-                if reason == "hangup":
-                    self.stats.event("the sender hung up")
-                    await self._play_out_buffer()
-                    return
-                self.stats.event(f"sender lost: {reason}; holding the picture and waiting "
-                                 f"{self.options.rejoin_wait:.0f} s for it to rejoin", logging.WARNING)
-                await self._close_peer()
-                lost_at = time.time()
+                await self._sender_hung_up(str(message.get("reason", "bye"))[:100])
+                return
+            elif kind == "peer-left":
+                if self._media_alive():
+                    self.stats.event("the sender's signalling dropped; media still flows, the call goes on")
+                else:
+                    self._sender_lost("its connection dropped")
+            elif kind == "unsigned":
+                self.stats.event(f"refused a {message['of']} not signed with the call key (someone without "
+                                 "the key, or a server in between changing it)", logging.WARNING)
             elif kind == "peer-joined":
                 self.stats.event(f"{message.get('role', 'peer')} joined the room")
             elif kind == "error":
-                self.stats.event(f"signalling error: {message.get('message')}", logging.WARNING)
+                self.stats.event(f"signalling error: {str(message.get('message'))[:200]}", logging.WARNING)
             else:
-                self.stats.event(f"ignored signalling message {kind!r}", logging.WARNING)
+                self.stats.event(f"ignored signalling message {kind[:40]!r}", logging.WARNING)
+
+    def _media_alive(self) -> bool:
+        """Connected, and datagrams arrived lately (ICE takes tens of seconds to notice a dead peer)."""
+        return (self.pc is not None and self.pc.connectionState == "connected" and bool(self.counters)
+                and time.monotonic() - self.counters[-1].last < MEDIA_SILENCE_S)
+
+    def _watch_media(self) -> None:
+        """Once a call has streamed, silence on the media path means the sender is gone (whatever the
+        signalling says), and datagrams again mean it is back."""
+        if self.pc is None or not self.counters or self.counters[-1].last == 0.0:
+            return
+        if self.lost_at is None and not self._media_alive():
+            self._sender_lost(f"nothing received for {MEDIA_SILENCE_S:.0f} s")
+        elif self.lost_at is not None and self._media_alive():
+            self.stats.event("media from the sender again")
+            self.lost_at = None
+
+    def _sender_lost(self, why: str) -> None:
+        self.stats.event(f"sender lost: {why}; holding the picture and waiting "
+                         f"{self.options.rejoin_wait:.0f} s for it to rejoin", logging.WARNING)
+        self.lost_at = time.time()
+
+    async def _reconnect(self, signal: SignallingClient, exc: Exception) -> bool:
+        """Back to the signalling server; False when there is neither signalling nor a call for
+        --rejoin-wait seconds."""
+        self.stats.event(f"signalling lost ({exc}); " + ("the call goes on; " if self._media_alive() else "")
+                         + "reconnecting in the background", logging.WARNING)
+        since = time.time()
+        while not self.done.is_set():
+            try:
+                await signal.reconnect(give_up_after_s=5.0)
+                self.stats.event("signalling back")
+                return True
+            except SignallingError:
+                if self._media_alive():
+                    since = time.time()
+                elif time.time() - max(since, self.lost_at or 0.0) > self.options.rejoin_wait:
+                    self.stats.event(f"no signalling and no call for {self.options.rejoin_wait:.0f} s; ending")
+                    return False
+        return False
+
+    async def _sender_hung_up(self, reason: str) -> None:
+        if self.hung_up:
+            return
+        self.hung_up = True
+        self.stats.event(f"the sender hung up ({reason})")
+        await self._play_out_buffer()
+        self.done.set()
+
+    async def _say_goodbye(self, signal: SignallingClient) -> None:
+        """Ending on our side (--duration, a signal): tell the sender in-band and by signalling, so it
+        stops at once instead of after the media path times out."""
+        if self.hung_up:
+            return
+        if self.identity_channel is not None and self.identity_channel.readyState == "open":
+            self.identity_channel.send(encode_hangup("receiver ended the call"))
+        try:
+            await asyncio.wait_for(signal.send({"type": "bye", "reason": "hangup"}), 1.0)
+        except (SignallingError, asyncio.TimeoutError):
+            pass
 
     async def _play_out_buffer(self) -> None:
         """Show what is still buffered, up to the last packet, and no further."""
@@ -270,6 +347,8 @@ class Receiver:
         async def _state():
             self.stats.event(f"peer connection {pc.connectionState}",
                              logging.WARNING if pc.connectionState == "failed" else logging.INFO)
+            if pc.connectionState in ("failed", "closed") and pc is self.pc and not self.hung_up:
+                self._sender_lost(f"media path {pc.connectionState}")
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -291,6 +370,7 @@ class Receiver:
 
     def _on_channel(self, channel) -> None:
         if channel.label == IDENTITY_CHANNEL:
+            self.identity_channel = channel
             channel.on("message", self._on_identity)
         elif channel.label == FEATURES_CHANNEL:
             channel.on("message", self._on_features)
@@ -299,18 +379,29 @@ class Receiver:
 
     def _on_identity(self, message) -> None:
         try:
-            parsed = decode_identity(message, self.basis)
+            parsed = decode_control(message, self.basis)
         except WireError as exc:
             self._reject(exc, "identity")
+            return
+        if isinstance(parsed, Hangup):
+            asyncio.ensure_future(self._sender_hung_up(parsed.reason[:100]))
             return
         if parsed.is_reference:
             self._on_reference(parsed, len(message))
             return
         still = parsed.still
+        try:
+            renderer = self._make_renderer(still)
+        except Exception as exc:  # noqa: BLE001 - a still that cannot be rebuilt must not cost the last good one
+            self._reject(WireError(f"still cannot be rebuilt ({type(exc).__name__}: {exc}); keeping the "
+                                   "last good one"), "identity")
+            return
+        if self.renderer is not None:
+            self._check_same_face(self.renderer.still, still)
         self.stats.identity_bytes = len(message)
         if self.counters:
             self.counters[-1].mark()  # on-wire rates are measured from here: the still is not a rate
-        self.renderer = self._make_renderer(still)
+        self.renderer = renderer
         self.jitter = JitterBuffer(self.renderer.rest_pose, self.renderer.coder.expression_size,
                                    delay_ms=self.options.delay_ms)
         self.stats.event(f"still cached ({len(message)} bytes)")
@@ -325,6 +416,26 @@ class Receiver:
             if self.recorder is None:
                 self.recorder = CallRecorder(out, time.time(), with_audio=self.expect_audio,
                                              fps=self.options.fps)
+
+    def _check_same_face(self, before, after) -> None:
+        """A new still in the same call: say aloud whether it is still the same person (dlib's distance,
+        computed off the event loop)."""
+        from callsynth.model.identity import SAME_FACE, face_distance
+
+        async def check():
+            try:
+                distance = await asyncio.get_running_loop().run_in_executor(
+                    None, face_distance, before.image, before.landmarks, after.image, after.landmarks)
+            except Exception as exc:  # noqa: BLE001 - the check is a warning, never a failure
+                self.stats.event(f"could not compare the new still's face: {exc}", logging.WARNING)
+                return
+            if distance > SAME_FACE:
+                self.stats.event(f"the caller's face changed: the new still shows a different person "
+                                 f"(face distance {distance:.2f} > {SAME_FACE})", logging.WARNING)
+            else:
+                self.stats.event(f"a new still from the caller, the same face (distance {distance:.2f})")
+
+        self.face_check = asyncio.ensure_future(check())
 
     def _on_reference(self, parsed, size: int) -> None:
         """A reference still: cached by the renderer from the next frame on (it is warped like the still,

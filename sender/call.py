@@ -14,12 +14,13 @@ from pathlib import Path
 
 from aiortc import RTCSessionDescription
 
+from callsynth.call_key import CallKey
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.still import Still, prepare_still
 from callsynth.media import read_still
 from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection, set_opus_bitrate)
 from callsynth.signalling import SignallingClient, SignallingError
-from callsynth.wire import encode_identity
+from callsynth.wire import Hangup, WireError, decode_control, encode_hangup, encode_identity
 
 from .features import FeatureEncoder
 from .speech import SpeechPackets, TappedAudioTrack
@@ -33,7 +34,9 @@ STILL_PICK_SECONDS = 1.5
 class SenderOptions:
     url: str
     room: str
+    key: str | None = None          # the call key (CallKey text); None: a new one, printed for the receiver
     token: str | None = None
+    tls_ca: str | None = None       # CA file that signs a wss:// server's certificate
     identity: str | None = None
     audio: str = "auto"             # auto (the video file's own), none, mic, or a file path
     send_every: int = 2
@@ -87,13 +90,30 @@ def choose_still(source, identity: str | None, basis: ExpressionBasis, stats: Se
     return still
 
 
+def call_key(options: SenderOptions) -> CallKey:
+    """The call's key: the one given, or a new one that the caller passes to the other party."""
+    if options.key:
+        return CallKey.parse(options.key)
+    key = CallKey.new()
+    log.warning("new call key %s: the other party joins with  callsynth receive --room %s --key %s",
+                key.text, options.room, key.text)
+    return key
+
+
+def _note(message: dict) -> None:
+    """Signalling messages that do not change what the sender does, said in the log."""
+    if message["type"] == "error":
+        log.warning("signalling: %s", str(message.get("message"))[:200])
+    elif message["type"] == "unsigned":
+        log.warning("refused a %s not signed with the call key", message["of"])
+
+
 async def _wait_for_peer(signal: SignallingClient, peers: int) -> None:
     while peers == 0:
         message = await signal.receive()
         if message["type"] == "peer-joined":
             return
-        if message["type"] == "error":
-            log.warning("signalling: %s", message.get("message"))
+        _note(message)
 
 
 async def _wait_for_answer(signal: SignallingClient) -> RTCSessionDescription:
@@ -102,10 +122,9 @@ async def _wait_for_answer(signal: SignallingClient) -> RTCSessionDescription:
         kind = message["type"]
         if kind == "answer" and isinstance(message.get("sdp"), str):
             return RTCSessionDescription(sdp=message["sdp"], type="answer")
-        if kind == "bye":
-            raise SignallingError(f"receiver left before answering ({message.get('reason')})")
-        if kind == "error":
-            log.warning("signalling: %s", message.get("message"))
+        if kind in ("bye", "peer-left"):
+            raise SignallingError("the receiver left before answering")
+        _note(message)
 
 
 async def _open(channel, timeout: float) -> None:
@@ -126,7 +145,8 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
     still = choose_still(source, options.identity, basis, stats)
     fps = source.fps if source is not None else 30.0
     encoder = FeatureEncoder(basis, still, fps=fps, send_every=options.send_every) if source else None
-    signal = SignallingClient(options.url, options.room, "sender", options.token)
+    signal = SignallingClient(options.url, options.room, "sender", call_key(options), options.token,
+                              options.tls_ca)
     pc = features_channel = identity_channel = speech = None
     tracker_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker")
 
@@ -176,7 +196,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
         await _open(features_channel, options.connect_timeout)
         log.info("connected; still sent (%d bytes); streaming features", len(identity))
 
-        bye = asyncio.create_task(_watch_for_bye(signal))
+        bye = asyncio.create_task(_watch_call(signal, pc, identity_channel, basis))
         stats.started = time.time()
         if source is None:
             speech.active = True
@@ -189,13 +209,17 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
             await _camera_loop(source, encoder, tracker_thread, stats, options, speech, send_packet,
                                send_reference, bye)
         stats.ended = time.time()
-        if bye.done():
-            log.info("receiver hung up: %s", bye.result())
+        receiver_ended = bye.done()
+        if receiver_ended:
+            log.info("call over: %s", bye.result())
         bye.cancel()
         await asyncio.sleep(0.3)  # let the last packets leave before the bye
+        if not receiver_ended and identity_channel.readyState == "open":
+            identity_channel.send(encode_hangup("hangup"))   # in-band: works with the server away
+            await asyncio.sleep(0.1)
         try:
-            await signal.send({"type": "bye", "reason": "hangup"})
-        except SignallingError:
+            await asyncio.wait_for(signal.send({"type": "bye", "reason": "hangup"}), 1.0)
+        except (SignallingError, asyncio.TimeoutError):
             pass
     finally:
         stats.ended = stats.ended or time.time()
@@ -253,11 +277,50 @@ async def _camera_loop(source, encoder, tracker_thread, stats, options, speech, 
             break
 
 
-async def _watch_for_bye(signal: SignallingClient) -> str:
-    while True:
+async def _watch_call(signal: SignallingClient, pc, identity_channel, basis: ExpressionBasis) -> str:
+    """Returns why the call ended on the receiver's side: its hang-up (in-band on the identity channel, or
+    a signed bye) or a failed media path. Losing the signalling server does not end the call: the sender
+    reconnects to it in the background."""
+    ended = asyncio.get_running_loop().create_future()
+
+    def end(reason: str) -> None:
+        if not ended.done():
+            ended.set_result(reason)
+
+    def on_message(message) -> None:
         try:
-            message = await signal.receive()
-        except SignallingError as exc:
-            return f"signalling lost: {exc}"
-        if message["type"] == "bye":
-            return message.get("reason", "bye")
+            parsed = decode_control(message, basis)
+        except WireError as exc:
+            log.warning("ignored a message on the identity channel: %s", exc)
+            return
+        if isinstance(parsed, Hangup):
+            end(f"receiver hung up ({parsed.reason[:100]})")
+
+    identity_channel.on("message", on_message)
+
+    @pc.on("connectionstatechange")
+    def _state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            end(f"media path {pc.connectionState}")
+
+    async def listen() -> None:
+        while True:
+            try:
+                message = await signal.receive()
+            except SignallingError as exc:
+                log.warning("signalling lost (%s); the call goes on, reconnecting in the background", exc)
+                await signal.reconnect()
+                log.info("signalling back")
+                continue
+            if message["type"] == "bye":
+                end(f"receiver hung up ({str(message.get('reason'))[:100]})")
+                return
+            if message["type"] == "peer-left":
+                log.info("the receiver's signalling dropped; the call goes on while media flows")
+            _note(message)
+
+    listening = asyncio.create_task(listen())
+    try:
+        return await ended
+    finally:
+        listening.cancel()

@@ -12,6 +12,7 @@ import av
 import numpy as np
 import pytest
 
+from callsynth.call_key import CallKey
 from callsynth.face.basis import load_basis
 from callsynth.face.still import prepare_still
 from callsynth.media import read_still
@@ -26,6 +27,7 @@ from callsynth.split import data_root
 
 VAL_CLIP = data_root() / "video/pcavs/00067.mp4"                        # validation people only
 GRID_CLIP = data_root() / "video/grid_misc/1600ms_m1_s30_bwwy5n.mp4"    # with audio
+KEY = CallKey.new().text    # the call key both parties of every test call hold
 
 
 async def serve():
@@ -50,12 +52,12 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
         url, stop, server = await serve()
         # The warp renders in a few ms, so the frame rate is the call's own; the generator (the default)
         # shares these two cores with the sender here, see test_a_call_rebuilt_by_the_generator.
-        options = ReceiverOptions(url=url, room="t", output=str(tmp_path / "rx.mp4"),
+        options = ReceiverOptions(url=url, room="t", key=KEY, output=str(tmp_path / "rx.mp4"),
                                   stats_path=str(tmp_path / "rx.json"), rejoin_wait=5, model="warp")
         receiver = Receiver(basis, options)
         rx = asyncio.create_task(receiver.run())
         sent = await run_sender(VideoFileSource(GRID_CLIP, max_frames=40), basis,
-                                SenderOptions(url=url, room="t"), FileAudioTrack(GRID_CLIP))
+                                SenderOptions(url=url, room="t", key=KEY), FileAudioTrack(GRID_CLIP))
         summary = await asyncio.wait_for(rx, 20)
         stop.set()
         await server
@@ -103,9 +105,9 @@ def test_a_call_rebuilt_by_the_generator(tmp_path):
 
     async def main():
         url, stop, server = await serve()
-        receiver = Receiver(basis, ReceiverOptions(url=url, room="g", rejoin_wait=5, model="generator"))
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="g", key=KEY, rejoin_wait=5, model="generator"))
         rx = asyncio.create_task(receiver.run())
-        await run_sender(VideoFileSource(VAL_CLIP, max_frames=20), basis, SenderOptions(url=url, room="g"))
+        await run_sender(VideoFileSource(VAL_CLIP, max_frames=20), basis, SenderOptions(url=url, room="g", key=KEY))
         summary = await asyncio.wait_for(rx, 30)
         stop.set()
         await server
@@ -125,7 +127,7 @@ def test_a_bad_generator_file_stops_the_receiver_before_the_call(tmp_path):
     bad = tmp_path / "g.pt"
     bad.write_bytes(b"\x00" * 100)
     with pytest.raises(GeneratorModelError, match="not a readable generator"):
-        Receiver(load_basis(), ReceiverOptions(url="ws://127.0.0.1:1", room="x", model="generator",
+        Receiver(load_basis(), ReceiverOptions(url="ws://127.0.0.1:1", room="x", key=KEY, model="generator",
                                                generator=str(bad)))
 
 
@@ -135,7 +137,7 @@ def test_receiver_threads_limit_the_generators_cpu_threads():
 
     before = torch.get_num_threads()
     try:
-        Receiver(load_basis(), ReceiverOptions(url="ws://127.0.0.1:1", room="x", model="generator", threads=1))
+        Receiver(load_basis(), ReceiverOptions(url="ws://127.0.0.1:1", room="x", key=KEY, model="generator", threads=1))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
@@ -143,7 +145,7 @@ def test_receiver_threads_limit_the_generators_cpu_threads():
 
 async def rogue_call(url, room, identity_messages, feature_messages, basis):
     """A hand-made sender that says whatever the test wants on both channels."""
-    signal_client = SignallingClient(url, room, "sender")
+    signal_client = SignallingClient(url, room, "sender", CallKey.parse(KEY))
     if await signal_client.connect() == 0:
         while (await signal_client.receive())["type"] != "peer-joined":
             pass
@@ -194,7 +196,7 @@ def test_forged_truncated_and_oversized_packets_are_rejected_and_the_call_goes_o
         url, stop, server = await serve()
         # the warp: what is asserted is what got through and that frames kept coming, not how fast a
         # busy machine renders them
-        receiver = Receiver(basis, ReceiverOptions(url=url, room="r", rejoin_wait=5, model="warp"))
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="r", key=KEY, rejoin_wait=5, model="warp"))
         rx = asyncio.create_task(receiver.run())
         await rogue_call(url, "r", identity_messages, feature_messages, basis)
         summary = await asyncio.wait_for(rx, 20)
@@ -234,7 +236,7 @@ def test_a_frame_that_cannot_be_rebuilt_is_skipped_and_the_call_goes_on(monkeypa
 
     async def main():
         url, stop, server = await serve()
-        receiver = Receiver(basis, ReceiverOptions(url=url, room="e", rejoin_wait=5, model="warp"))
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="e", key=KEY, rejoin_wait=5, model="warp"))
         rx = asyncio.create_task(receiver.run())
         await rogue_call(url, "e", [encode_identity(still, basis)], good, basis)
         summary = await asyncio.wait_for(rx, 20)
@@ -263,12 +265,12 @@ def test_receiver_survives_a_sender_that_vanishes(tmp_path):
 
     async def main():
         url, stop, server = await serve()
-        receiver = Receiver(basis, ReceiverOptions(url=url, room="v", rejoin_wait=30,
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="v", key=KEY, rejoin_wait=30,
                                                    stats_path=str(tmp_path / "rx.json")))
         rx = asyncio.create_task(receiver.run())
         env = dict(os.environ, PYTHONPATH=os.getcwd())
         sender = subprocess.Popen([sys.executable, "-m", "callsynth.cli", "send", "--signal", url,
-                                   "--room", "v", "--video", str(VAL_CLIP), "--audio", "none"],
+                                   "--room", "v", "--key", KEY, "--video", str(VAL_CLIP), "--audio", "none"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
             await wait_until(lambda: receiver.stats.frames > 15, timeout=60)
@@ -300,9 +302,9 @@ def test_camera_off_the_voice_drives_the_face():
 
     async def main():
         url, stop, server = await serve()
-        receiver = Receiver(basis, ReceiverOptions(url=url, room="c", rejoin_wait=5, model="warp"))
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="c", key=KEY, rejoin_wait=5, model="warp"))
         rx = asyncio.create_task(receiver.run())
-        sent = await run_sender(None, basis, SenderOptions(url=url, room="c", identity=str(GRID_VAL_AUDIO),
+        sent = await run_sender(None, basis, SenderOptions(url=url, room="c", key=KEY, identity=str(GRID_VAL_AUDIO),
                                                            camera_off=True),
                                 FileAudioTrack(GRID_VAL_AUDIO))
         summary = await asyncio.wait_for(rx, 20)
@@ -323,10 +325,10 @@ def test_receiver_falls_back_to_the_voice_when_packets_stop():
 
     async def main():
         url, stop, server = await serve()
-        receiver = Receiver(basis, ReceiverOptions(url=url, room="f", rejoin_wait=5, audio_fallback=True,
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="f", key=KEY, rejoin_wait=5, audio_fallback=True,
                                                    model="warp"))
         rx = asyncio.create_task(receiver.run())
-        options = SenderOptions(url=url, room="f", loss=0.97, speech_after_no_face_s=None)
+        options = SenderOptions(url=url, room="f", key=KEY, loss=0.97, speech_after_no_face_s=None)
         await run_sender(VideoFileSource(GRID_VAL_AUDIO), basis, options, FileAudioTrack(GRID_VAL_AUDIO))
         summary = await asyncio.wait_for(rx, 20)
         stop.set()

@@ -141,3 +141,22 @@ class DlibFaceEmbedder(nn.Module):
                 x = torch.relu(_add(x, y))
                 i += 2
         return x.mean(dim=(2, 3)) @ self.fc
+
+
+SAME_FACE = 0.6     # dlib's own threshold: embeddings of one person lie closer than this
+
+
+def face_distance(image_a: np.ndarray, landmarks_a: np.ndarray, image_b: np.ndarray,
+                  landmarks_b: np.ndarray, embedder: DlibFaceEmbedder | None = None) -> float:
+    """dlib's distance between the faces of two crops (RGB uint8, with their landmarks in crop pixels);
+    under SAME_FACE is one person. About a tenth of a second on a CPU: for the rare new still, not per frame."""
+    from .chip import chip_theta, cut_chips
+
+    embedder = embedder or DlibFaceEmbedder()
+    images, thetas = [], []
+    for image, landmarks in ((image_a, landmarks_a), (image_b, landmarks_b)):
+        images.append(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1)
+        thetas.append(torch.from_numpy(chip_theta(landmarks, image.shape[0])))
+    with torch.inference_mode():
+        codes = embedder(cut_chips(torch.stack(images), torch.stack(thetas)))
+    return float(torch.linalg.norm(codes[0] - codes[1]))
