@@ -23,6 +23,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from callsynth.call_key import CallKey
 from callsynth.face.basis import ExpressionBasis
+from callsynth.quality import RENDER_LEVELS, QualityLadder
 from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection
 from callsynth.signalling import SignallingClient, SignallingError
 from callsynth.wire import FLAG_AUDIO, Codec, Hangup, WireError, decode_control, encode_hangup
@@ -172,6 +173,7 @@ class Receiver:
         self.identity_channel = None
         self.face_check: asyncio.Task | None = None
         self.window = options.window and self._display_available()
+        self.quality = QualityLadder(options.fps, RENDER_LEVELS if options.model == "generator" else (0,))
         self.generator = self.generator_run = None
         if options.model == "generator":
             # Loaded and traced before the call: a bad file stops us here, clearly, and the still's
@@ -541,11 +543,21 @@ class Receiver:
                                      f"{self.stats.render_errors} so far", logging.WARNING)
 
     async def _render(self, state) -> np.ndarray:
-        """The generator runs in a worker thread (torch lets go of the GIL), so that packets keep being
-        received while it works; the warp, a few ms, runs inline."""
-        if self.generator is None:
-            return self.renderer.render(state)
-        return await asyncio.get_running_loop().run_in_executor(None, self.renderer.render, state)
+        """A frame at the quality the ladder chooses. The generator runs in a worker thread (torch lets go
+        of the GIL), so that packets keep being received while it works; the warp, a few ms, runs inline."""
+        repair = self.generator is not None and self.quality.costly_next()
+        started = time.perf_counter()
+        if repair:
+            frame = await asyncio.get_running_loop().run_in_executor(None, self.renderer.render, state, True)
+        else:
+            frame = self.renderer.render(state, False)
+        level = self.quality.level
+        self.quality.record(repair, (time.perf_counter() - started) * 1000)
+        if self.quality.level != level:
+            step = self.quality.steps[-1]
+            self.stats.event(f"quality: {step['now']} ({step['why']})",
+                             logging.WARNING if self.quality.level > level else logging.INFO)
+        return frame
 
     async def _show_frame(self) -> None:
         now = time.time()
@@ -625,6 +637,7 @@ class Receiver:
         }
         summary = self.stats.summary()
         summary["renderer"] = self.options.model
+        summary["quality"] = self.quality.summary()
         if self.options.stats_path:
             path = Path(self.options.stats_path)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -99,9 +99,10 @@ class GeneratorRenderer(WarpRenderer):
         self.z_id = identity_of(still.image, still.landmarks, self.size)  # cached once
         self.run = run or (traced(self.net, still.image.shape[0]) if script else None)
 
-    def render(self, state) -> np.ndarray:
-        if state is None:
-            return self.still.image.copy()
+    def render(self, state, repair: bool = True) -> np.ndarray:
+        """The repaired frame; the warp alone with repair=False (the receiver's lower quality steps)."""
+        if state is None or not repair:
+            return super().render(state)
         pose, code = state
         target = self.target_landmarks(pose, code)
         return repaired(self.net, self.compose(target), target, self.z_id, code[:self.net.code_dim], pose,

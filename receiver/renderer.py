@@ -37,8 +37,9 @@ class WarpRenderer:
     def target_landmarks(self, pose: Pose, code: np.ndarray) -> np.ndarray:
         return self.coder.landmarks(pose, code)
 
-    def render(self, state: tuple[Pose, np.ndarray] | None) -> np.ndarray:
-        """A frame for (pose, expression); the still itself when nothing has arrived yet."""
+    def render(self, state: tuple[Pose, np.ndarray] | None, repair: bool = False) -> np.ndarray:
+        """A frame for (pose, expression); the still itself when nothing has arrived yet. (`repair` is
+        the generator's; the warp has nothing to repair with.)"""
         if state is None:
             return self.still.image.copy()
         return self.compose(self.target_landmarks(*state))

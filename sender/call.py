@@ -18,6 +18,7 @@ from callsynth.call_key import CallKey
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.still import Still, prepare_still
 from callsynth.media import read_still
+from callsynth.quality import QualityLadder, describe_tracking
 from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection, set_opus_bitrate)
 from callsynth.signalling import SignallingClient, SignallingError
 from callsynth.wire import Hangup, WireError, decode_control, encode_hangup, encode_identity
@@ -63,6 +64,8 @@ class SenderStats:
     speech_packets: int = 0
     speech_bytes: int = 0
     track_ms: list = field(default_factory=list)
+    frames_untracked: int = 0       # left out by the tracking ladder (only the sent frames tracked)
+    tracking: dict = field(default_factory=dict)
     started: float = 0.0
     ended: float = 0.0
 
@@ -76,7 +79,9 @@ class SenderStats:
                 "speech_packets_sent": self.speech_packets, "speech_payload_bytes": self.speech_bytes,
                 "identity_bytes": self.identity_bytes, "still_frame": self.still_frame,
                 "references_sent": self.references_sent, "reference_bytes": self.reference_bytes,
-                "track_ms_p50": round(track[len(track) // 2], 2), "duration_s": round(seconds, 2)}
+                "track_ms_p50": round(track[len(track) // 2], 2), "duration_s": round(seconds, 2),
+                "frames_untracked": self.frames_untracked,
+                "tracking": self.tracking}
 
 
 def choose_still(source, identity: str | None, basis: ExpressionBasis, stats: SenderStats) -> Still:
@@ -176,6 +181,8 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
             audio_track = TappedAudioTrack(audio_track, speech.feed)
         elif options.camera_off:
             raise ValueError("--camera-off needs the audio2exp model, which could not be loaded")
+    if encoder is not None:
+        await asyncio.get_running_loop().run_in_executor(tracker_thread, encoder.warm_up, still)
     try:
         peers = await signal.connect()
         log.info("in room %r; waiting for the receiver", options.room)
@@ -252,13 +259,33 @@ def _speech_packets(basis, still, fps, options, send_packet):
 async def _camera_loop(source, encoder, tracker_thread, stats, options, speech, send_packet, send_reference,
                        bye):
     loop = asyncio.get_running_loop()
+    # one slow frame (a re-detection, the OS) is no reason to step down; three in a row are
+    ladder = QualityLadder(source.fps, (1, encoder.send_every), describe_tracking, patience=3)
+    try:
+        await _track_frames(source, encoder, tracker_thread, stats, options, speech, send_packet,
+                            send_reference, bye, loop, ladder)
+    finally:
+        stats.tracking = ladder.summary()
+
+
+async def _track_frames(source, encoder, tracker_thread, stats, options, speech, send_packet, send_reference,
+                        bye, loop, ladder):
     no_face_since = None
     async for frame, capture_ms in source.frames(start=stats.started):
         if bye.done():
             break
+        if ladder.every != 1 and not encoder.sends_next:
+            encoder.skip()                   # tracking stepped down: only the frames that carry a packet
+            stats.frames_untracked += 1
+            ladder.record(False, 0.0)
+            continue
         t0 = time.perf_counter()
         sent = await loop.run_in_executor(tracker_thread, encoder.process, frame, capture_ms & 0xFFFFFFFF)
         stats.track_ms.append((time.perf_counter() - t0) * 1e3)
+        level = ladder.level
+        ladder.record(True, sum(sent.timings_ms.values()))   # the tracker's own time, not the loop's
+        if ladder.level != level:
+            log.warning("%s (%s)", ladder.steps[-1]["now"], ladder.steps[-1]["why"])
         stats.frames += 1
         stats.frames_no_face += not sent.found
         for message in sent.references:

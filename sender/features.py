@@ -91,6 +91,20 @@ class FeatureEncoder:
         if self.picker is not None:
             self.picker.close()
 
+    def warm_up(self, still: Still) -> None:
+        """The tracker's one-off start-up cost, paid on the still before the call starts."""
+        self.tracker.warm_up(still.image)
+
+    @property
+    def sends_next(self) -> bool:
+        """Whether the next frame has a packet slot (a blink may still move a slot, see BlinkTiming)."""
+        return self.frame_index % self.send_every == 0
+
+    def skip(self) -> None:
+        """A frame left untracked (the sender's tracking stepped down): it keeps its place in the count of
+        frames, so packets stay one every `send_every` frames."""
+        self.frame_index += 1
+
     def process(self, frame: np.ndarray, capture_ms: int, flags: int = 0) -> SentFrame:
         t0 = time.perf_counter()
         result = self.tracker.process(frame)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import resource
 import time
 
 import av
@@ -15,10 +16,10 @@ import pytest
 from callsynth.call_key import CallKey
 from callsynth.face.basis import load_basis
 from callsynth.face.still import prepare_still
-from callsynth.media import read_still
+from callsynth.media import read_still, video_info
 from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection
 from callsynth.signalling import SignallingClient, run_server
-from callsynth.wire import Codec, FrameFeatures, encode_identity
+from callsynth.wire import IDENTITY_HEADER, Codec, FrameFeatures, encode_identity
 from receiver.call import Receiver, ReceiverOptions
 from sender.call import SenderOptions, run_sender
 from sender.capture import FileAudioTrack, VideoFileSource
@@ -64,7 +65,10 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
         return sent, summary
 
     sent, summary = asyncio.run(main())
+    # 40 frames, one packet every 2nd: 20 packets, whether the sender tracked every frame or (on a busy
+    # machine, its tracking ladder stepped down) only the 20 it sent
     assert sent["packets_sent"] == 20 and sent["frames_no_face"] == 0
+    assert sent["frames"] + sent["frames_untracked"] == 40
     assert summary["still_cached"] and summary["features"]["packets"] == 20
     assert summary["rejected_packets"] == {}
     # reference stills picked on the way (if the clip showed any) arrive whole and inside the budget
@@ -74,13 +78,16 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
     # before the still is cached and the renderer built (more so when this test runs first, cold), so
     # how many ticks precede the first picture depends on set-up time (and packets queued while the data
     # channel opened can make the playout clock jump forward once it learns the true transit time).
-    # From the first picture on, a frame is shown at every tick: 33 ms apart on the wall clock, and no
-    # gap reaches three ticks (asyncio's sleeps wobble by a few ms on a busy machine).
-    assert summary["frames_shown"] >= 30
+    # From the first picture on, a frame is shown at every tick the machine can render: never faster than
+    # the 30 fps clock, as fast as the measured warp allows (a machine 4x slower shows fewer, as evenly),
+    # and no gap reaches four typical ones.
+    warp_ms = summary["quality"]["ms"]["cheap"]
     with open(tmp_path / "rx.frames.csv") as fh:
         shown_at = np.array([int(row["shown_ms"]) for row in csv.DictReader(fh)])
     steps = np.diff(shown_at)
-    assert len(shown_at) == summary["frames_shown"] and 30 <= np.median(steps) <= 37 and steps.max() < 100
+    assert len(shown_at) == summary["frames_shown"] >= 10
+    assert np.median(steps) >= 30 and steps.max() < max(100, 4 * np.median(steps))
+    assert summary["fps"] >= 0.7 * min(30, 1000 / warp_ms)
     assert summary["audio_frames"] > 20
     # The payload rate at the call's packet rate (15 packets/s at 30 fps): the measured kbps divides by
     # the span frames were shown, which a slow set-up shortens.
@@ -119,6 +126,15 @@ def test_a_call_rebuilt_by_the_generator(tmp_path):
     # it shows depends on the CPU the sender shares with it here.
     assert summary["features"]["packets"] == 10 and summary["rejected_packets"] == {}
     assert summary["frames_shown"] >= 5
+    # Adaptive quality: where the generator costs more than a frame's share of the display period, the
+    # receiver stepped down (said in STATS.json); where it fits, it repairs every frame.
+    quality = summary["quality"]
+    assert quality["frames_costly"] >= 1
+    if quality["ms"]["costly"] > quality["budget_ms"]:
+        assert quality["steps"] and quality["frames_cheap"] > 0
+        assert any(e["event"].startswith("quality: ") for e in summary["events"])
+    else:
+        assert quality["now"] == "generator every frame"
 
 
 def test_a_bad_generator_file_stops_the_receiver_before_the_call(tmp_path):
@@ -143,7 +159,7 @@ def test_receiver_threads_limit_the_generators_cpu_threads():
         torch.set_num_threads(before)
 
 
-async def rogue_call(url, room, identity_messages, feature_messages, basis):
+async def rogue_call(url, room, identity_messages, feature_messages, basis, linger=0.5):
     """A hand-made sender that says whatever the test wants on both channels."""
     signal_client = SignallingClient(url, room, "sender", CallKey.parse(KEY))
     if await signal_client.connect() == 0:
@@ -168,7 +184,7 @@ async def rogue_call(url, room, identity_messages, feature_messages, basis):
     for message in feature_messages:
         features.send(message)
         await asyncio.sleep(0.02)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(linger)
     await signal_client.send({"type": "bye", "reason": "hangup"})
     await pc.close()
     await signal_client.close()
@@ -189,8 +205,11 @@ def test_forged_truncated_and_oversized_packets_are_rejected_and_the_call_goes_o
     bomb = bytearray(encode_identity(still, basis, index=1))
     sof = bomb.index(b"\xff\xc0")
     bomb[sof + 5:sof + 9] = (20000).to_bytes(2, "big") * 2              # header claims 20000 x 20000
+    flat = bytearray(encode_identity(still, basis))
+    flat[IDENTITY_HEADER.size:IDENTITY_HEADER.size + still.landmarks.size * 4] = bytes(still.landmarks.size * 4)
     identity_messages = [b"not an identity", encode_identity(still, basis)[:-4000],
-                         encode_identity(still, basis), encode_identity(still, basis, index=1), bytes(bomb)]
+                         encode_identity(still, basis), encode_identity(still, basis, index=1), bytes(bomb),
+                         bytes(flat)]                                    # every landmark at (0, 0, 0)
 
     async def main():
         url, stop, server = await serve()
@@ -204,9 +223,13 @@ def test_forged_truncated_and_oversized_packets_are_rejected_and_the_call_goes_o
         await server
         return summary
 
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # KiB on Linux
     summary = asyncio.run(main())
+    grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert grew_mb < 300            # the bomb would decode to 1.2 GB; it is refused from its header
     rejected = summary["rejected_packets"]
-    assert rejected.get("identity", 0) == 3                  # garbage, a truncated JPEG, a JPEG bomb
+    # garbage, a truncated JPEG, a JPEG bomb, a face of zero size
+    assert rejected.get("identity", 0) == 4
     assert summary["still_cached"] and summary["references_received"] == 1
     assert sum(v for k, v in rejected.items() if k != "identity") == 6
     assert {"VersionMismatch", "OversizedPacket"} <= set(rejected)
@@ -226,11 +249,11 @@ def test_a_frame_that_cannot_be_rebuilt_is_skipped_and_the_call_goes_on(monkeypa
                                        *codec_state(basis, still, i))) for i in range(20)]
     real_render, calls = WarpRenderer.render, {"n": 0}
 
-    def flaky(self, state):
+    def flaky(self, state, repair=False):
         calls["n"] += 1
         if calls["n"] in (3, 4):
             raise RuntimeError("injected fault")
-        return real_render(self, state)
+        return real_render(self, state, repair)
 
     monkeypatch.setattr(WarpRenderer, "render", flaky)
 
@@ -341,3 +364,75 @@ def test_receiver_falls_back_to_the_voice_when_packets_stop():
     assert summary["audio_fallback_frames"] >= 5
     assert summary["audio_fallback_frames"] > 0.4 * summary["frames_shown"]
     assert any("the received voice drives the face" in e["event"] for e in summary["events"])
+
+
+def test_a_new_still_of_another_face_is_said_aloud():
+    """A party of the call (it holds the key) that sends a still of someone else mid-call: the receiver
+    takes it, as the caller's choice, and says that the face changed; the same face again is said too."""
+    basis = load_basis()
+    first = prepare_still(read_still(VAL_CLIP))
+    other = prepare_still(read_still(GRID_VAL_AUDIO))
+    codec = Codec(basis)
+    good = [codec.encode(FrameFeatures(i, int(time.time() * 1000 + 33 * i) & 0xFFFFFFFF,
+                                       *codec_state(basis, first, i))) for i in range(10)]
+
+    async def main():
+        url, stop, server = await serve()
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="n", key=KEY, rejoin_wait=5, model="warp"))
+        rx = asyncio.create_task(receiver.run())
+        messages = [encode_identity(first, basis), encode_identity(other, basis), encode_identity(other, basis)]
+        await rogue_call(url, "n", messages, good, basis, linger=3.0)
+        summary = await asyncio.wait_for(rx, 20)
+        stop.set()
+        await server
+        return summary
+
+    summary = asyncio.run(main())
+    events = [e["event"] for e in summary["events"]]
+    assert sum("the caller's face changed" in e for e in events) == 1
+    assert sum("the same face" in e for e in events) == 1
+    assert summary["frames_shown"] > 0 and summary["rejected_packets"] == {}
+
+
+def test_the_call_outlives_the_signalling_server():
+    """The server goes away mid-call: frames keep flowing; it comes back on the same port and both peers
+    rejoin it in the background; the call ends with the sender's hang-up, said in-band."""
+    basis = load_basis()
+
+    async def main():
+        ready, stop = asyncio.get_running_loop().create_future(), asyncio.Event()
+        server = asyncio.create_task(run_server("127.0.0.1", 0, None, ready, stop))
+        port = await ready
+        url = f"ws://127.0.0.1:{port}"
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="s", key=KEY, rejoin_wait=5, model="warp"))
+        rx = asyncio.create_task(receiver.run())
+        tx = asyncio.create_task(run_sender(VideoFileSource(VAL_CLIP, max_frames=150), basis,
+                                            SenderOptions(url=url, room="s", key=KEY)))
+        await wait_until(lambda: receiver.stats.frames > 10, 60)
+        stop.set()
+        await server                                     # gone: every websocket closed
+        at_kill = (receiver.stats.frames, receiver.stats.feature_packets)
+        await wait_until(lambda: any("signalling lost" in e["event"] for e in receiver.stats.events))
+        await asyncio.sleep(1.0)
+        ready, stop = asyncio.get_running_loop().create_future(), asyncio.Event()
+        server = asyncio.create_task(run_server("127.0.0.1", port, None, ready, stop))
+        await ready
+        sent = await asyncio.wait_for(tx, 90)
+        summary = await asyncio.wait_for(rx, 20)
+        stop.set()
+        await server
+        return at_kill, sent, summary
+
+    (frames_at_kill, packets_at_kill), sent, summary = asyncio.run(main())
+    events = [e["event"] for e in summary["events"]]
+    assert any("signalling lost" in e and "the call goes on" in e for e in events)
+    assert "signalling back" in events
+    assert any(e.startswith("the sender hung up") for e in events)
+    assert not any("sender lost" in e for e in events)
+    # the sender played the whole clip, and every packet it sent after the server died arrived and was
+    # shown: at least one frame per packet (the display runs at twice the packet rate)
+    assert sent["frames"] + sent["frames_untracked"] == min(150, video_info(VAL_CLIP).frames)
+    assert summary["features"]["packets"] == sent["packets_sent"]
+    packets_after = sent["packets_sent"] - packets_at_kill
+    assert packets_after > 20
+    assert summary["frames_shown"] - frames_at_kill >= packets_after

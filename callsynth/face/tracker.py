@@ -159,6 +159,13 @@ class FaceTracker:
             best = self._filter(best, self._dt).astype(np.float32)
         return TrackResult(best)
 
+    def warm_up(self, frame) -> None:
+        """Run once on `frame` and forget it: MediaPipe builds its graph on the first call (a second or
+        more), which belongs before a call, not on its first frame."""
+        self.process(frame)
+        if self._filter is not None:
+            self._filter.reset()
+
     def _lost(self, reason: str) -> TrackResult:
         if self._filter is not None:
             self._filter.reset()
