@@ -112,6 +112,9 @@ def cmd_receive(args) -> int:
                               threads=args.threads)
     summary = asyncio.run(run_receiver(load_basis(args.basis), options))
     print(json.dumps({k: v for k, v in summary.items() if k != "events"}, indent=2))
+    if summary.get("failure"):
+        print(f"error: the call failed: {summary['failure']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -123,6 +126,7 @@ def cmd_demo(args) -> int:
                       max_frames=args.max_frames, camera_off=args.camera_off,
                       audio_fallback=args.audio_fallback, model=args.model, generator=args.generator)
     print(json.dumps(report["headline"], indent=2))
+    print(f"measured on {report['cpu']}")
     print(f"received video: {report['files']['video']}\nstats: {report['files']['stats']}")
     return 0
 

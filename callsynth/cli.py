@@ -149,6 +149,9 @@ def cmd_bench(args) -> int:
     still = prepare_still(read_still(args.identity), source=str(args.identity))
     generator = None if args.warp_only else str(args.generator or "")
     rows = bench(still, load_basis(args.basis), generator, args.frames)
+    from .machine import cpu_description
+
+    print(f"on {cpu_description()}")
     print(f"{'renderer':<18} {'variant':<40} {'ms/frame':>9} {'fps':>7}")
     for r in rows:
         print(f"{r['renderer']:<18} {r['variant']:<40} {r['ms']:>9.2f} {1000 / r['ms']:>7.1f}")

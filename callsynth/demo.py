@@ -80,6 +80,11 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
         # the features' on-wire rate includes them: a one-off cost of the first seconds, not a rate
         "references_received": receiver.get("references_received", 0),
         "reference_bytes": receiver.get("reference_bytes", 0),
+        # adaptive quality: what the receiver rendered at the end and how often it changed; the sender's
+        # tracking the same way
+        "receiver_quality": receiver.get("quality", {}).get("now"),
+        "receiver_quality_steps": len(receiver.get("quality", {}).get("steps", [])),
+        "sender_tracking": sender.get("tracking", {}).get("now"),
     }
 
 
@@ -147,7 +152,10 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
                     process.kill()
     receiver_stats = json.loads(files["receiver_stats"].read_text())
     sender_stats = json.loads(files["sender_stats"].read_text())
-    report = {"clip": str(video), "headline": headline(receiver_stats, sender_stats, loss),
+    from .machine import cpu_description
+
+    report = {"clip": str(video), "cpu": cpu_description(),
+              "headline": headline(receiver_stats, sender_stats, loss),
               "receiver": receiver_stats, "sender": sender_stats,
               "files": {k: str(v) for k, v in files.items()}, "logs": {k: str(v) for k, v in logs.items()}}
     files["stats"].write_text(json.dumps(report, indent=2))

@@ -172,6 +172,7 @@ class Receiver:
         self.hung_up = False                    # the sender said goodbye (in-band or signed bye)
         self.identity_channel = None
         self.face_check: asyncio.Task | None = None
+        self.failure: str | None = None         # why the call ended by an error (None: it did not)
         self.window = options.window and self._display_available()
         self.quality = QualityLadder(options.fps, RENDER_LEVELS if options.model == "generator" else (0,))
         self.generator = self.generator_run = None
@@ -210,10 +211,12 @@ class Receiver:
                 pass
         render = asyncio.create_task(self._render_loop())
         listen = asyncio.create_task(self._listen(signal))
-        waits = [asyncio.create_task(self.done.wait()), listen]
+        waits = [asyncio.create_task(self.done.wait()), listen, render]
         if self.options.duration:
             waits.append(asyncio.create_task(asyncio.sleep(self.options.duration)))
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        self._check_died(render, "rendering")
+        self._check_died(listen, "signalling")
         for task in [render, listen, *waits, *self.audio_tasks]:
             task.cancel()
         await self._say_goodbye(signal)
@@ -260,6 +263,14 @@ class Receiver:
                 self.stats.event(f"signalling error: {str(message.get('message'))[:200]}", logging.WARNING)
             else:
                 self.stats.event(f"ignored signalling message {kind[:40]!r}", logging.WARNING)
+
+    def _check_died(self, task: asyncio.Task, what: str) -> None:
+        """A task of the call that ended by an error ends the call loudly (STATS.json 'failure', a non-zero
+        exit from `callsynth receive`), never in silence with frames no longer shown."""
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.failure = f"{what} stopped: {type(exc).__name__}: {exc}"
+            self.stats.event(f"the call ends: {self.failure}", logging.ERROR)
 
     def _media_alive(self) -> bool:
         """Connected, and datagrams arrived lately (ICE takes tens of seconds to notice a dead peer)."""
@@ -638,6 +649,7 @@ class Receiver:
         summary = self.stats.summary()
         summary["renderer"] = self.options.model
         summary["quality"] = self.quality.summary()
+        summary["failure"] = self.failure
         if self.options.stats_path:
             path = Path(self.options.stats_path)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -275,6 +275,37 @@ def test_a_frame_that_cannot_be_rebuilt_is_skipped_and_the_call_goes_on(monkeypa
     assert calls["n"] > 4 and summary["frames_shown"] == calls["n"] - 2
 
 
+def test_a_call_task_that_dies_ends_the_call_loudly(monkeypatch):
+    """Should the render task itself die (not one frame: the loop), the call ends at once with the reason
+    in STATS.json's 'failure' (and `callsynth receive` exits 1), instead of going on showing nothing."""
+    basis = load_basis()
+    still = prepare_still(read_still(VAL_CLIP))
+    codec = Codec(basis)
+    good = [codec.encode(FrameFeatures(i, int(time.time() * 1000 + 33 * i) & 0xFFFFFFFF,
+                                       *codec_state(basis, still, i))) for i in range(60)]
+    real_loop = Receiver._render_loop
+
+    async def dying_loop(self):
+        await asyncio.wait_for(real_loop(self), timeout=1.0)      # renders for a second, then dies
+
+    monkeypatch.setattr(Receiver, "_render_loop", dying_loop)
+
+    async def main():
+        url, stop, server = await serve()
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="d", key=KEY, rejoin_wait=30, model="warp"))
+        rx = asyncio.create_task(receiver.run())
+        call = asyncio.create_task(rogue_call(url, "d", [encode_identity(still, basis)], good, basis, linger=5))
+        summary = await asyncio.wait_for(rx, 20)
+        call.cancel()
+        stop.set()
+        await server
+        return summary
+
+    summary = asyncio.run(main())
+    assert summary["failure"].startswith("rendering stopped: TimeoutError")
+    assert any(e["event"].startswith("the call ends: rendering stopped") for e in summary["events"])
+
+
 def codec_state(basis, still, i):
     from receiver.renderer import WarpRenderer
 
