@@ -113,8 +113,8 @@ class ReceiverStats:
             "seconds": round(span, 3),
             "fps": round((self.frames - 1) / span, 2) if span > 0 else 0.0,
             "fps_min_1s": int(min(windows)) if windows else None,
-            "latency_ms": {"p50": _round(np.nanpercentile(lat, 50)), "p95": _round(np.nanpercentile(lat, 95)),
-                           "max": _round(np.nanmax(lat)), "frames": len(self.latencies_ms)},
+            "latency_ms": {"p50": _round(np.percentile(lat, 50)), "p95": _round(np.percentile(lat, 95)),
+                           "max": _round(np.max(lat)), "frames": len(self.latencies_ms)},
             "concealed_frames": self.concealed_frames,
             "audio_fallback_frames": self.fallback_frames,
             "speech_driven_packets": self.speech_packets,
@@ -494,9 +494,9 @@ class Receiver:
         except WireError as exc:
             self._reject(exc, type(exc).__name__)
             return
+        self.stats.speech_packets += bool(features.flags & FLAG_AUDIO)    # arrived, whether in time or late
         if self.jitter.push(features, arrival) == "accepted":
             self.last_packet_s = arrival / 1000
-            self.stats.speech_packets += bool(features.flags & FLAG_AUDIO)
 
     def _reject(self, exc: Exception, kind: str) -> None:
         count = self.stats.rejected.get(kind, 0) + 1
