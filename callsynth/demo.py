@@ -85,6 +85,7 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
         "receiver_quality": receiver.get("quality", {}).get("now"),
         "receiver_quality_steps": len(receiver.get("quality", {}).get("steps", [])),
         "sender_tracking": sender.get("tracking", {}).get("now"),
+        "receiver_peak_memory_mb": receiver.get("peak_memory_mb"),
     }
 
 

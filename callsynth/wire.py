@@ -237,11 +237,16 @@ def encode_identity(still, basis: ExpressionBasis, index: int = 0) -> bytes:
     raise IdentityError(f"still does not fit in {limit} bytes even at JPEG quality 45")
 
 
-# A hang-up said on the identity channel itself, so a call ends cleanly with the signalling server away:
+# Two control messages share the identity channel:
+# - a hang-up, so a call ends cleanly with the signalling server away:
 #     bytes 0-3   b"CSBY"
 #     rest        the reason, UTF-8 (at most MAX_REASON bytes)
+# - the receiver's receipt for a still, so the sender streams features only once they can be used:
+#     bytes 0-3   b"CSOK"
+#     byte 4      the index of the still received (0 the still, 1.. a reference still)
 
 HANGUP_MAGIC = b"CSBY"
+RECEIPT_MAGIC = b"CSOK"
 MAX_REASON = 200
 
 
@@ -252,17 +257,34 @@ class Hangup:
     reason: str
 
 
+@dataclass
+class Receipt:
+    """The peer has the still (index 0) or reference still `index`, ready to render with."""
+
+    index: int
+
+
 def encode_hangup(reason: str = "hangup") -> bytes:
     return HANGUP_MAGIC + reason.encode("utf-8")[:MAX_REASON]
 
 
-def decode_control(message: bytes, basis: ExpressionBasis) -> IdentityMessage | Hangup:
-    """Whatever arrives on the identity channel: a still, a reference still or a hang-up. Raises only
-    WireError subclasses."""
-    if isinstance(message, (bytes, bytearray, memoryview)) and bytes(message[:4]) == HANGUP_MAGIC:
-        if len(message) > len(HANGUP_MAGIC) + MAX_REASON:
-            raise OversizedPacket(f"hang-up of {len(message)} bytes")
-        return Hangup(bytes(message[4:]).decode("utf-8", "replace") or "hangup")
+def encode_receipt(index: int = 0) -> bytes:
+    return RECEIPT_MAGIC + bytes([index])
+
+
+def decode_control(message: bytes, basis: ExpressionBasis) -> IdentityMessage | Hangup | Receipt:
+    """Whatever arrives on the identity channel: a still, a reference still, a hang-up or a receipt.
+    Raises only WireError subclasses."""
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        magic = bytes(message[:4])
+        if magic == HANGUP_MAGIC:
+            if len(message) > len(HANGUP_MAGIC) + MAX_REASON:
+                raise OversizedPacket(f"hang-up of {len(message)} bytes")
+            return Hangup(bytes(message[4:]).decode("utf-8", "replace") or "hangup")
+        if magic == RECEIPT_MAGIC:
+            if len(message) != len(RECEIPT_MAGIC) + 1 or message[4] > MAX_REFERENCES:
+                raise CorruptPacket("a receipt is 5 bytes with an index up to MAX_REFERENCES")
+            return Receipt(message[4])
     return decode_identity(message, basis)
 
 

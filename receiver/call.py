@@ -26,7 +26,8 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.quality import RENDER_LEVELS, QualityLadder
 from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection
 from callsynth.signalling import SignallingClient, SignallingError
-from callsynth.wire import FLAG_AUDIO, Codec, Hangup, WireError, decode_control, encode_hangup
+from callsynth.wire import (FLAG_AUDIO, Codec, Hangup, Receipt, WireError, decode_control, encode_hangup,
+                            encode_receipt)
 
 from .jitter import JitterBuffer
 from .recorder import CallRecorder
@@ -133,6 +134,15 @@ class ReceiverStats:
             "events": self.events,
         }
         return out
+
+
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory (what a hostile still would have blown up)."""
+    try:
+        import resource
+    except ImportError:   # not on Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)   # KiB on Linux
 
 
 def _round(x) -> float | None:
@@ -399,6 +409,9 @@ class Receiver:
         if isinstance(parsed, Hangup):
             asyncio.ensure_future(self._sender_hung_up(parsed.reason[:100]))
             return
+        if isinstance(parsed, Receipt):
+            self._reject(WireError("a receipt from the sender, which never asks for one"), "identity")
+            return
         if parsed.is_reference:
             self._on_reference(parsed, len(message))
             return
@@ -418,6 +431,8 @@ class Receiver:
         self.jitter = JitterBuffer(self.renderer.rest_pose, self.renderer.coder.expression_size,
                                    delay_ms=self.options.delay_ms)
         self.stats.event(f"still cached ({len(message)} bytes)")
+        if self.identity_channel is not None and self.identity_channel.readyState == "open":
+            self.identity_channel.send(encode_receipt(0))    # the sender starts streaming on this
         if self.options.audio_fallback:
             self._start_speech_driver()
         if self.options.output:
@@ -649,6 +664,7 @@ class Receiver:
         summary = self.stats.summary()
         summary["renderer"] = self.options.model
         summary["quality"] = self.quality.summary()
+        summary["peak_memory_mb"] = peak_memory_mb()
         summary["failure"] = self.failure
         if self.options.stats_path:
             path = Path(self.options.stats_path)

@@ -21,7 +21,7 @@ from callsynth.media import read_still
 from callsynth.quality import QualityLadder, describe_tracking
 from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection, set_opus_bitrate)
 from callsynth.signalling import SignallingClient, SignallingError
-from callsynth.wire import Hangup, WireError, decode_control, encode_hangup, encode_identity
+from callsynth.wire import Hangup, Receipt, WireError, decode_control, encode_hangup, encode_identity
 
 from .features import FeatureEncoder
 from .speech import SpeechPackets, TappedAudioTrack
@@ -29,6 +29,30 @@ from .still_pick import pick_still
 
 log = logging.getLogger("callsynth.send")
 STILL_PICK_SECONDS = 1.5
+RECEIPT_WAIT_S = 10.0     # a receiver that does not confirm the still by then gets the features anyway
+
+
+class ReceiverReplies:
+    """What the receiver says on the identity channel, parsed once: the receipt for the still (streaming
+    starts on it: features sent before the still is cached are worthless, and they would share the
+    association's window with the still's own chunks) and its hang-up."""
+
+    def __init__(self, channel, basis: ExpressionBasis):
+        loop = asyncio.get_running_loop()
+        self.still_received, self.hung_up = loop.create_future(), loop.create_future()
+        self.basis = basis
+        channel.on("message", self._on_message)
+
+    def _on_message(self, message) -> None:
+        try:
+            parsed = decode_control(message, self.basis)
+        except WireError as exc:
+            log.warning("ignored a message on the identity channel: %s", exc)
+            return
+        if isinstance(parsed, Receipt) and parsed.index == 0 and not self.still_received.done():
+            self.still_received.set_result(True)
+        elif isinstance(parsed, Hangup) and not self.hung_up.done():
+            self.hung_up.set_result(f"receiver hung up ({parsed.reason[:100]})")
 
 
 @dataclass
@@ -61,6 +85,7 @@ class SenderStats:
     reference_bytes: int = 0        # reference stills (mouth open, eyes closed), all sent so far
     references_sent: int = 0
     still_frame: int | None = None
+    still_delivery_ms: float | None = None   # from sending the still to the receiver's receipt
     speech_packets: int = 0
     speech_bytes: int = 0
     track_ms: list = field(default_factory=list)
@@ -78,6 +103,7 @@ class SenderStats:
                 "payload_kbps": round(self.payload_bytes * 8 / seconds / 1000, 3),
                 "speech_packets_sent": self.speech_packets, "speech_payload_bytes": self.speech_bytes,
                 "identity_bytes": self.identity_bytes, "still_frame": self.still_frame,
+                "still_delivery_ms": self.still_delivery_ms,
                 "references_sent": self.references_sent, "reference_bytes": self.reference_bytes,
                 "track_ms_p50": round(track[len(track) // 2], 2), "duration_s": round(seconds, 2),
                 "frames_untracked": self.frames_untracked,
@@ -189,6 +215,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
         await _wait_for_peer(signal, peers)
         pc = new_peer_connection(options.hosts)
         identity_channel = pc.createDataChannel(IDENTITY_CHANNEL, ordered=True)
+        replies = ReceiverReplies(identity_channel, basis)
         features_channel = pc.createDataChannel(FEATURES_CHANNEL, ordered=False, maxRetransmits=0)
         if audio_track is not None:
             set_opus_bitrate()
@@ -198,12 +225,20 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
         await pc.setRemoteDescription(await _wait_for_answer(signal))
         await _open(identity_channel, options.connect_timeout)
         identity = encode_identity(still, basis)
+        sent_at = time.time()
         identity_channel.send(identity)
         stats.identity_bytes = len(identity)
         await _open(features_channel, options.connect_timeout)
-        log.info("connected; still sent (%d bytes); streaming features", len(identity))
+        try:
+            await asyncio.wait_for(asyncio.shield(replies.still_received), RECEIPT_WAIT_S)
+            stats.still_delivery_ms = round((time.time() - sent_at) * 1000, 1)
+            log.info("connected; still (%d bytes) cached by the receiver in %.0f ms; streaming features",
+                     len(identity), stats.still_delivery_ms)
+        except asyncio.TimeoutError:
+            log.warning("connected; still sent (%d bytes) but not confirmed within %.0f s (an older "
+                        "receiver?); streaming features", len(identity), RECEIPT_WAIT_S)
 
-        bye = asyncio.create_task(_watch_call(signal, pc, identity_channel, basis))
+        bye = asyncio.create_task(_watch_call(signal, pc, replies))
         stats.started = time.time()
         if source is None:
             speech.active = True
@@ -231,6 +266,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
     finally:
         stats.ended = stats.ended or time.time()
         if speech is not None:
+            speech.close()
             stats.speech_packets, stats.speech_bytes = speech.packets, speech.payload_bytes
         if encoder is not None:
             encoder.close()
@@ -304,7 +340,7 @@ async def _track_frames(source, encoder, tracker_thread, stats, options, speech,
             break
 
 
-async def _watch_call(signal: SignallingClient, pc, identity_channel, basis: ExpressionBasis) -> str:
+async def _watch_call(signal: SignallingClient, pc, replies: ReceiverReplies) -> str:
     """Returns why the call ended on the receiver's side: its hang-up (in-band on the identity channel, or
     a signed bye) or a failed media path. Losing the signalling server does not end the call: the sender
     reconnects to it in the background."""
@@ -314,16 +350,7 @@ async def _watch_call(signal: SignallingClient, pc, identity_channel, basis: Exp
         if not ended.done():
             ended.set_result(reason)
 
-    def on_message(message) -> None:
-        try:
-            parsed = decode_control(message, basis)
-        except WireError as exc:
-            log.warning("ignored a message on the identity channel: %s", exc)
-            return
-        if isinstance(parsed, Hangup):
-            end(f"receiver hung up ({parsed.reason[:100]})")
-
-    identity_channel.on("message", on_message)
+    replies.hung_up.add_done_callback(lambda done: end(done.result()))
 
     @pc.on("connectionstatechange")
     def _state() -> None:

@@ -472,3 +472,33 @@ def test_the_call_outlives_the_signalling_server():
     packets_after = sent["packets_sent"] - packets_at_kill
     assert packets_after > 20
     assert summary["frames_shown"] - frames_at_kill >= packets_after
+
+
+def test_when_the_camera_loses_the_face_the_voice_takes_over(tmp_path):
+    """The face leaves the picture for good (grey frames) while the caller goes on talking: after
+    speech_after_no_face_s the sender's speech model, primed with the voice of the last seconds, drives
+    the face, and every packet it makes is flagged as speech-driven at the receiver."""
+    from callsynth.media import VideoWriter, iter_frames
+
+    clip = tmp_path / "face_leaves.mp4"
+    frames = list(iter_frames(GRID_VAL_AUDIO, 25))
+    with VideoWriter(clip, 25) as out:
+        for frame in frames + [np.full_like(frames[0], 128)] * 50:      # 1 s of face, 2 s without
+            out.write(frame)
+    basis = load_basis()
+
+    async def main():
+        url, stop, server = await serve()
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="l", key=KEY, rejoin_wait=5, model="warp"))
+        rx = asyncio.create_task(receiver.run())
+        options = SenderOptions(url=url, room="l", key=KEY, speech_after_no_face_s=0.5)
+        sent = await run_sender(VideoFileSource(clip), basis, options, FileAudioTrack(GRID_VAL_AUDIO))
+        summary = await asyncio.wait_for(rx, 20)
+        stop.set()
+        await server
+        return sent, summary
+
+    sent, summary = asyncio.run(main())
+    assert sent["frames_no_face"] >= 20 and sent["speech_packets_sent"] >= 5
+    assert summary["speech_driven_packets"] == sent["speech_packets_sent"]
+    assert summary["features"]["packets"] == sent["packets_sent"]        # camera's and voice's together
