@@ -187,18 +187,20 @@ class Receiver:
         self.quality = QualityLadder(options.fps, RENDER_LEVELS if options.model == "generator" else (0,))
         self.generator = self.generator_run = None
         if options.model == "generator":
-            # Loaded and traced before the call: a bad file stops us here, clearly, and the still's
-            # arrival costs only its identity vector.
-            from callsynth.face.crop import CROP_SIZE
+            # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs
+            # only its identity vector. Eager, not traced: on this 2-core EPYC the trace saved 12 ms of 84
+            # a frame but cost 80 MB more memory (the receiver's peak was 510-520 MB with it), and the
+            # quality ladder already runs the generator only as often as the machine affords.
+            from callsynth.model.repairer import FullFrame
 
-            from .generator_renderer import load_generator, traced
+            from .generator_renderer import load_generator
 
             if options.threads:
                 import torch
 
                 torch.set_num_threads(options.threads)
             self.generator = load_generator(options.generator, basis)
-            self.generator_run = traced(self.generator[0], CROP_SIZE)
+            self.generator_run = FullFrame(self.generator[0]).eval()
 
     def _display_available(self) -> bool:
         if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
@@ -477,7 +479,7 @@ class Receiver:
         self.stats.event(f"reference still {parsed.index} cached ({size} bytes)")
 
     def _make_renderer(self, still) -> WarpRenderer:
-        """The warp, or the warp repaired by the generator loaded and traced at start (only the still's
+        """The warp, or the warp repaired by the generator loaded at start (only the still's
         identity vector is computed here, before the first frame)."""
         if self.generator is None:
             return WarpRenderer(self.basis, still)
