@@ -26,6 +26,15 @@ def _url(args) -> str:
     return args.signal or f"ws://127.0.0.1:{DEFAULT_PORT}"
 
 
+def _ice_server(text: str):
+    from .rtc import parse_ice_server
+
+    try:
+        return parse_ice_server(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value < 100:
@@ -86,6 +95,7 @@ def cmd_send(args) -> int:
     options = SenderOptions(url=_url(args), room=args.room, key=args.key, tls_ca=args.tls_ca, token=args.token,
                             identity=str(args.identity) if args.identity else None,
                             send_every=args.send_every, loss=args.loss, hosts=tuple(args.ice_host),
+                            ice_servers=tuple(args.ice_server),
                             stats_path=str(args.stats) if args.stats else None,
                             camera_off=args.camera_off,
                             speech_after_no_face_s=None if args.no_speech_fallback else args.speech_after,
@@ -106,6 +116,7 @@ def cmd_receive(args) -> int:
                               stats_path=str(args.stats) if args.stats else None, fps=args.fps,
                               delay_ms=args.playout_delay, duration=args.duration,
                               rejoin_wait=args.rejoin_wait, hosts=tuple(args.ice_host),
+                              ice_servers=tuple(args.ice_server),
                               audio_fallback=args.audio_fallback,
                               audio_model=str(args.audio_model) if args.audio_model else None,
                               model=args.model, generator=str(args.generator) if args.generator else None,
@@ -161,6 +172,10 @@ def add_call_commands(sub, positive_int) -> None:
     common.add_argument("--ice-host", action="append", default=None, metavar="ADDR",
                         help="address to offer ICE candidates on (repeatable; default 127.0.0.1; "
                              "give a LAN address to call across machines)")
+    common.add_argument("--ice-server", action="append", default=[], metavar="URL", type=_ice_server,
+                        help="STUN or TURN server (repeatable): stun:HOST[:PORT] or "
+                             "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp]; two peers that cannot "
+                             "reach each other (NATs, separate networks) meet through a TURN relay")
     common.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     common.add_argument("--audio-model", type=Path, help="audio2exp checkpoint (default: the shipped one)")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -9,9 +9,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import re
+
 import aioice.ice
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.codecs import opus
+from aiortc.rtcicetransport import parse_stun_turn_uri
 
 FEATURES_CHANNEL = "features"     # unordered, no retransmits: a late pose is worthless
 IDENTITY_CHANNEL = "identity"     # reliable, ordered: the still arrives whole or not at all
@@ -52,10 +55,37 @@ def set_opus_bitrate(bps: int = SPEECH_OPUS_BPS, mono: bool = True) -> None:
     opus.OpusEncoder.__init__ = init
 
 
-def new_peer_connection(hosts: list[str] | None = ("127.0.0.1",)) -> RTCPeerConnection:
-    """A peer connection with no STUN server (nothing outside is reachable) and one bundled transport."""
+ICE_SERVER = re.compile(r"^(?P<scheme>stuns?|turns?):(?:(?P<user>[^:@/]+):(?P<password>[^@/]+)@)?(?P<rest>[^@]+)$")
+
+
+def parse_ice_server(text: str) -> RTCIceServer:
+    """A STUN or TURN server from the command line: stun:HOST[:PORT], or
+    turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (turns: for TLS). ValueError, clearly, otherwise.
+    aioice uses the first STUN and the first TURN server given."""
+    match = ICE_SERVER.match(text or "")
+    if not match:
+        raise ValueError(f"--ice-server {text!r}: expected stun:HOST[:PORT] or "
+                         "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp]")
+    scheme, user, password = match["scheme"], match["user"], match["password"]
+    url = f"{scheme}:{match['rest']}"
+    try:
+        parse_stun_turn_uri(url)
+    except ValueError as exc:
+        raise ValueError(f"--ice-server {text!r}: {exc}") from exc
+    if scheme.startswith("turn") and not (user and password):
+        raise ValueError(f"--ice-server {text!r}: a TURN server needs USER:PASSWORD@ before its host")
+    if scheme.startswith("stun") and user:
+        raise ValueError(f"--ice-server {text!r}: a STUN server takes no user name")
+    return RTCIceServer(urls=url, username=user, credential=password)
+
+
+def new_peer_connection(hosts: list[str] | None = ("127.0.0.1",),
+                        ice_servers: tuple[RTCIceServer, ...] = ()) -> RTCPeerConnection:
+    """A peer connection on one bundled transport; STUN/TURN only when given (nothing outside is reached
+    otherwise). With a TURN server, a relayed candidate joins the host ones: two peers that cannot reach
+    each other meet through it."""
     restrict_ice_hosts(list(hosts) if hosts else None)
-    config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.BALANCED)
+    config = RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.BALANCED)
     return RTCPeerConnection(configuration=config)
 
 

@@ -59,6 +59,7 @@ class ReceiverOptions:
     generator: str | None = None       # generator file (default: the shipped one)
     threads: int | None = None         # torch threads for the generator (default: torch's, all cores)
     hosts: tuple = ("127.0.0.1",)
+    ice_servers: tuple = ()            # RTCIceServer (rtc.parse_ice_server): STUN/TURN
 
 
 @dataclass
@@ -364,7 +365,7 @@ class Receiver:
 
     async def _answer(self, signal: SignallingClient, sdp: str) -> None:
         await self._close_peer()
-        pc = self.pc = new_peer_connection(self.options.hosts)
+        pc = self.pc = new_peer_connection(self.options.hosts, self.options.ice_servers)
         pc.on("datachannel", self._on_channel)
         pc.on("track", self._on_track)
 

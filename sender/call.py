@@ -67,6 +67,7 @@ class SenderOptions:
     send_every: int = 2
     loss: float = 0.0               # fraction of feature packets dropped on purpose
     hosts: tuple = ("127.0.0.1",)
+    ice_servers: tuple = ()            # RTCIceServer (rtc.parse_ice_server): STUN/TURN
     stats_path: str | None = None
     connect_timeout: float = 20.0
     camera_off: bool = False        # the face follows the voice only
@@ -213,7 +214,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
         peers = await signal.connect()
         log.info("in room %r; waiting for the receiver", options.room)
         await _wait_for_peer(signal, peers)
-        pc = new_peer_connection(options.hosts)
+        pc = new_peer_connection(options.hosts, options.ice_servers)
         identity_channel = pc.createDataChannel(IDENTITY_CHANNEL, ordered=True)
         replies = ReceiverReplies(identity_channel, basis)
         features_channel = pc.createDataChannel(FEATURES_CHANNEL, ordered=False, maxRetransmits=0)
