@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .call_key import ENV_VAR
+from .call_options import CALL
 
 DEFAULT_PORT = 8765
 
@@ -217,8 +218,8 @@ def add_call_commands(sub, positive_int) -> None:
                    help="the still to send (default: picked from the first 1.5 s: frontal, neutral, eyes open)")
     p.add_argument("--audio", metavar="mic|FILE|none",
                    help="voice source (default: the video file's own audio; none with a camera)")
-    p.add_argument("--send-every", type=positive_int, default=2,
-                   help="one packet every N frames (default 2: 15 packets/s at 30 fps)")
+    p.add_argument("--send-every", type=positive_int, default=CALL.send_every,
+                   help="one packet every N frames (default %(default)s: 15 packets/s at 30 fps)")
     p.add_argument("--loss", type=_fraction, default=0.0, metavar="P",
                    help="drop P %% of feature packets at random, to see concealment")
     p.add_argument("--camera-off", action="store_true",
@@ -237,12 +238,12 @@ def add_call_commands(sub, positive_int) -> None:
     p.add_argument("--output", type=Path, metavar="OUT.mp4", help="record the call here")
     p.add_argument("--window", action="store_true", help="show the call in a window (needs a display)")
     p.add_argument("--stats", type=Path, metavar="STATS.json", help="write the call's statistics here")
-    p.add_argument("--fps", type=float, default=30.0, help="display rate (default 30)")
-    p.add_argument("--playout-delay", type=float, default=60.0, metavar="MS",
-                   help="jitter buffer delay behind the sender's clock (default 60 ms)")
+    p.add_argument("--fps", type=float, default=CALL.display_fps, help="display rate (default %(default)s)")
+    p.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",
+                   help="jitter buffer delay behind the sender's clock (default %(default)s ms)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds")
-    p.add_argument("--rejoin-wait", type=float, default=30.0, metavar="S",
-                   help="after losing the sender, wait this long for it to come back (default 30)")
+    p.add_argument("--rejoin-wait", type=float, default=CALL.rejoin_wait_s, metavar="S",
+                   help="after losing the sender, wait this long for it to come back (default %(default)s)")
     p.add_argument("--audio-fallback", action="store_true",
                    help="when feature packets stop but the voice goes on, drive the face from the voice")
     add_model_options(p)
@@ -259,8 +260,10 @@ def add_call_commands(sub, positive_int) -> None:
     p.add_argument("--out", type=Path, default=Path("out/demo_call"), help="output folder (default out/demo_call)")
     p.add_argument("--identity", type=Path, help="still to send (default: picked by the sender)")
     p.add_argument("--loss", type=_fraction, default=0.0, metavar="P", help="drop P %% of feature packets")
-    p.add_argument("--send-every", type=positive_int, default=2, help="one packet every N frames (default 2)")
-    p.add_argument("--playout-delay", type=float, default=60.0, metavar="MS", help="receiver's delay (default 60)")
+    p.add_argument("--send-every", type=positive_int, default=CALL.send_every,
+                   help="one packet every N frames (default %(default)s)")
+    p.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",
+                   help="receiver's delay (default %(default)s)")
     p.add_argument("--audio", metavar="FILE|none", help="voice (default: the clip's own audio)")
     p.add_argument("--max-frames", type=positive_int, help="send at most this many frames")
     p.add_argument("--camera-off", action="store_true",

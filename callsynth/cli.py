@@ -10,6 +10,8 @@ import time
 import warnings
 from pathlib import Path
 
+from .call_options import CALL
+
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
 warnings.filterwarnings("ignore", module="google.protobuf")
 
@@ -192,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-out", type=Path,
                    help="also write the driving frames cropped exactly like OUTPUT, frame for frame")
     p.add_argument("--stats", type=Path, help="write bytes per packet, kbps, faceless frames, timings (JSON)")
-    p.add_argument("--send-every", type=_positive_int, default=2,
-                   help="send a packet every Nth frame, interpolate between (default 2: 15 packets/s at 30 fps)")
+    p.add_argument("--send-every", type=_positive_int, default=CALL.send_every,
+                   help="send a packet every Nth frame, interpolate between (default %(default)s: 15 packets/s "
+                        "at 30 fps)")
     p.add_argument("--basis", type=Path, help="basis file (default: the one shipped in callsynth/assets)")
     p.add_argument("--max-frames", type=_positive_int, help="stop after this many driving frames")
     p.add_argument("--relative", action=argparse.BooleanOptionalAction, default=None,

@@ -14,6 +14,7 @@ from pathlib import Path
 from receiver.renderer import DEFAULT_MODEL
 
 from .call_key import ENV_VAR, CallKey
+from .call_options import CALL
 from .media import video_info
 
 
@@ -53,6 +54,17 @@ def _spawn(args: list[str], log: Path, key: CallKey | None = None) -> subprocess
     env = dict(os.environ, **({ENV_VAR: key.text} if key else {}))
     return subprocess.Popen([sys.executable, "-m", "callsynth.cli", *args], stdout=log.open("w"),
                             stderr=subprocess.STDOUT, env=env)
+
+
+def stop_processes(processes: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+    """Terminate what still runs, and kill what does not stop within grace_s."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def headline(receiver: dict, sender: dict, loss: float) -> dict:
@@ -97,7 +109,7 @@ def receiver_threads() -> int:
 
 
 def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float = 0.0,
-             send_every: int = 2, delay_ms: float = 60.0, audio: str | None = None,
+             send_every: int = CALL.send_every, delay_ms: float = CALL.playout_delay_ms, audio: str | None = None,
              max_frames: int | None = None, camera_off: bool = False, audio_fallback: bool = False,
              model: str = DEFAULT_MODEL, generator: Path | None = None) -> dict:
     info = video_info(video)  # a clear MediaError before any process starts
@@ -144,13 +156,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
         if code != 0:
             raise DemoError(f"receiver failed (exit {code}):\n{_tail(logs['receiver'])}")
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        stop_processes(processes)
     receiver_stats = json.loads(files["receiver_stats"].read_text())
     sender_stats = json.loads(files["sender_stats"].read_text())
     from .machine import cpu_description

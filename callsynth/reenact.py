@@ -18,6 +18,7 @@ from receiver.playout import FeatureTimeline
 from receiver.renderer import WarpRenderer
 from sender.features import FeatureEncoder
 
+from .call_options import CALL
 from .face.basis import ExpressionBasis
 from .face.still import Still
 from .wire import Codec, WireError, decode_identity
@@ -69,7 +70,7 @@ class ReenactStats:
 
 
 def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: ExpressionBasis,
-            send_every: int = 2, smoothing: bool = True, stats: ReenactStats | None = None,
+            send_every: int = CALL.send_every, smoothing: bool = True, stats: ReenactStats | None = None,
             sender_still: Still | None = None, renderer_factory=WarpRenderer, references: bool = True
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (reference crop, rebuilt frame) for every driving frame, in order.

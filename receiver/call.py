@@ -22,6 +22,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
 from callsynth.call_key import CallKey
+from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.quality import RENDER_LEVELS, QualityLadder
 from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection
@@ -48,10 +49,10 @@ class ReceiverOptions:
     output: str | None = None
     window: bool = False
     stats_path: str | None = None
-    fps: float = 30.0
-    delay_ms: float = 60.0
+    fps: float = CALL.display_fps
+    delay_ms: float = CALL.playout_delay_ms
     duration: float | None = None      # stop after this many seconds of call
-    rejoin_wait: float = 30.0          # after losing the sender, wait this long for it to come back
+    rejoin_wait: float = CALL.rejoin_wait_s   # after losing the sender, wait this long for it to come back
     audio_fallback: bool = False       # drive the face from the received voice when packets stop
     fallback_after_ms: float = 500.0
     audio_model: str | None = None

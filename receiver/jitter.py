@@ -18,6 +18,7 @@ from collections import deque
 
 import numpy as np
 
+from callsynth.call_options import CALL
 from callsynth.face.pose import Pose
 from callsynth.wire import FLAG_AUDIO, FrameFeatures
 
@@ -38,7 +39,7 @@ def unwrap_ms(capture_ms: int, now_ms: int) -> int:
 
 
 class JitterBuffer:
-    def __init__(self, rest_pose: Pose, code_size: int, delay_ms: float = 60.0,
+    def __init__(self, rest_pose: Pose, code_size: int, delay_ms: float = CALL.playout_delay_ms,
                  extrapolate_ms: float = 100.0, silence_ms: float = 1000.0, offset_window: int = 300):
         self.timeline = FeatureTimeline(rest_pose, code_size, extrapolate_ms=extrapolate_ms,
                                         silence_ms=silence_ms)

@@ -15,6 +15,7 @@ from pathlib import Path
 from aiortc import RTCSessionDescription
 
 from callsynth.call_key import CallKey
+from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.still import Still, prepare_still
 from callsynth.media import read_still
@@ -64,7 +65,7 @@ class SenderOptions:
     tls_ca: str | None = None       # CA file that signs a wss:// server's certificate
     identity: str | None = None
     audio: str = "auto"             # auto (the video file's own), none, mic, or a file path
-    send_every: int = 2
+    send_every: int = CALL.send_every
     loss: float = 0.0               # fraction of feature packets dropped on purpose
     hosts: tuple = ("127.0.0.1",)
     ice_servers: tuple = ()            # RTCIceServer (rtc.parse_ice_server): STUN/TURN

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
 from callsynth.face.crop import StableCrop
@@ -66,7 +67,7 @@ class FeatureEncoder:
     """Turns each captured frame into at most one packet; sends every `send_every`-th frame (swapping a
     slot to a blink's closed frame, see BlinkTiming)."""
 
-    def __init__(self, basis: ExpressionBasis, still: Still, fps: float = 30.0, send_every: int = 2,
+    def __init__(self, basis: ExpressionBasis, still: Still, fps: float = 30.0, send_every: int = CALL.send_every,
                  smoothing: bool = True, references: bool = True):
         """`still` is the face codes are measured from: in a call, the caller's own still.
         `references`: pick reference stills (mouth open, eyes closed) as they happen."""

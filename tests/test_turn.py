@@ -17,6 +17,7 @@ import uuid
 import pytest
 
 from callsynth.call_key import CallKey
+from callsynth.demo import stop_processes
 from callsynth.split import data_root
 
 VAL_CLIP = data_root() / "video/pcavs/00067.mp4"
@@ -107,13 +108,7 @@ def test_a_call_between_networks_that_cannot_reach_each_other_goes_through_turn(
             assert sender.wait(timeout=120) == 0, (tmp_path / "sender.log").read_text()[-2000:]
             assert receiver.wait(timeout=60) == 0, (tmp_path / "receiver.log").read_text()[-2000:]
         finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.terminate()
-                    try:
-                        process.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
+            stop_processes(processes)
     sent = json.loads((tmp_path / "tx.json").read_text())
     received = json.loads((tmp_path / "rx.json").read_text())
     assert sent["packets_sent"] >= 25 and received["features"]["packets"] == sent["packets_sent"]
