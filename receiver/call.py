@@ -32,6 +32,7 @@ from callsynth.wire import (FLAG_AUDIO, Codec, Hangup, Receipt, WireError, decod
 
 from .jitter import JitterBuffer
 from .recorder import CallRecorder
+from .screen import CallScreen
 from .renderer import DEFAULT_MODEL, WarpRenderer
 
 log = logging.getLogger("callsynth.receive")
@@ -138,6 +139,17 @@ class ReceiverStats:
         return out
 
 
+def summary_line(summary: dict) -> str:
+    """The receiver's closing line, read from the same summary STATS.json holds (it once disagreed)."""
+    latency = summary["latency_ms"]
+    return (f"{summary['fps']} fps over {summary['seconds']} s (lowest 1 s window {summary['fps_min_1s']}), "
+            f"glass-to-glass p50 {latency['p50']} ms, p95 {latency['p95']} ms, features "
+            f"{summary['features']['payload_kbps']} kbps payload, {summary['on_wire'].get('total_kbps')} kbps "
+            f"on the wire in all, {summary['features']['packets']} packets, "
+            f"{sum(summary['rejected_packets'].values())} rejected, {summary['concealed_frames']} of "
+            f"{summary['frames_shown']} frames concealed, {summary['quality']['now']}")
+
+
 def peak_memory_mb() -> float | None:
     """This process's peak resident memory (what a hostile still would have blown up)."""
     try:
@@ -186,6 +198,8 @@ class Receiver:
         self.face_check: asyncio.Task | None = None
         self.failure: str | None = None         # why the call ended by an error (None: it did not)
         self.window = options.window and self._display_available()
+        self.screen = CallScreen(f"callsynth: {options.room}") if self.window else None
+        self.status_at, self.status_bytes, self.status_text = 0.0, 0, ""
         self.quality = QualityLadder(options.fps, RENDER_LEVELS if options.model == "generator" else (0,))
         self.generator = self.generator_run = None
         if options.model == "generator":
@@ -637,11 +651,29 @@ class Receiver:
         if self.recorder is not None:
             self.recorder.add_video(frame, now)
         if self.window:
-            import cv2
-
-            cv2.imshow("callsynth", frame[:, :, ::-1])
-            cv2.waitKey(1)
+            action = self.screen.show(frame, None, self._status_line(now))
+            if action == "quit":
+                self.stats.event("hung up from the keyboard")
+                self.done.set()
+            elif action is not None:
+                self.stats.event(f"'{action}' acts on the sending side; this one-way receiver sends nothing")
         return time.time()
+
+    def _status_line(self, now: float) -> str:
+        """What the screen says under the picture, refreshed twice a second: frame rate and glass-to-glass
+        latency of the last frames, kbps on the wire, the share of frames concealed, the renderer."""
+        if now - self.status_at < 0.5 and self.status_text:
+            return self.status_text
+        stats, total = self.stats, sum(sum(c.bytes.values()) for c in self.counters)
+        kbps = (total - self.status_bytes) * 8 / 1000 / max(1e-3, now - self.status_at) if self.status_at else 0.0
+        recent = stats.frame_times[-30:]
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        latency = f"{np.median(stats.latencies_ms[-30:]):.0f} ms" if stats.latencies_ms else "-"
+        concealed = np.mean([k for _, _, k in stats.frame_log[-150:]]) if stats.frame_log else 0.0
+        self.status_at, self.status_bytes = now, total
+        self.status_text = (f"{fps:.0f} fps | {latency} | {kbps:.1f} kbps on the wire | "
+                            f"{concealed:.0%} concealed | {self.quality.describe(self.quality.every)} | q: hang up")
+        return self.status_text
 
     def _finish(self) -> dict:
         if self.recorder is not None:
@@ -675,11 +707,9 @@ class Receiver:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(summary, indent=2))
             self.stats.write_frame_log(path.with_suffix(".frames.csv"))
-        log.info("call over: %s", self.stats.live_line())
-        if self.window:
-            import cv2
-
-            cv2.destroyAllWindows()
+        log.info("call over: %s", summary_line(summary))
+        if self.screen is not None:
+            self.screen.close()
         return summary
 
 

@@ -1,0 +1,108 @@
+"""The call's screen: composed without a display, and shown in a real call under a real X server (Xvfb),
+checked from a screenshot of that server."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from callsynth.call_key import CallKey
+from callsynth.demo import free_port, stop_processes
+from callsynth.split import data_root
+from receiver.screen import REMOTE_SIDE, SELF_SIDE, STATUS_HEIGHT, CallScreen
+
+VAL_CLIP = data_root() / "video/pcavs/00067.mp4"
+KEY = CallKey.new().text
+
+
+def test_the_screen_shows_the_other_person_large_yourself_small_and_a_status_line():
+    rng = np.random.default_rng(0)
+    remote = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    me = np.zeros((256, 256, 3), np.uint8)
+    me[:] = (200, 30, 30)
+    screen = CallScreen.compose(remote, me, "29 fps | 118 ms")
+    assert screen.shape == (REMOTE_SIDE + STATUS_HEIGHT, REMOTE_SIDE, 3)
+    inset = screen[REMOTE_SIDE - SELF_SIDE - 8:REMOTE_SIDE - 8, REMOTE_SIDE - SELF_SIDE - 8:REMOTE_SIDE - 8]
+    assert np.all(inset == (200, 30, 30))
+    assert abs(float(screen[:200, :200].mean()) - float(remote.mean())) < 5       # the remote, scaled up
+    status = screen[REMOTE_SIDE:]
+    assert (status > 150).any() and np.median(status) == 32                       # light text on dark grey
+    assert not (CallScreen.compose(remote, None, "")[REMOTE_SIDE:] > 150).any()
+
+
+def read_xwd(data: bytes) -> np.ndarray:
+    """An xwd screenshot (ZPixmap of a depth-24 screen, 24 or 32 bits a pixel) as RGB."""
+    header = np.frombuffer(data[:100], dtype=">u4")
+    header_size, width, height = int(header[0]), int(header[4]), int(header[5])
+    byte_order, bits_per_pixel, bytes_per_line, ncolors = (int(header[7]), int(header[11]), int(header[12]),
+                                                            int(header[19]))
+    assert bits_per_pixel in (24, 32), bits_per_pixel
+    size = bits_per_pixel // 8
+    start = header_size + ncolors * 12
+    pixels = np.frombuffer(data[start:start + bytes_per_line * height], np.uint8)
+    pixels = pixels.reshape(height, bytes_per_line)[:, :width * size].reshape(height, width, size)
+    return pixels[:, :, [2, 1, 0]] if byte_order == 0 else pixels[:, :, [size - 3, size - 2, size - 1]]
+
+
+def _xvfb_missing():
+    if shutil.which("Xvfb") is None or shutil.which("xwd") is None:
+        return "Xvfb or xwd not installed (apt-get install xvfb x11-apps)"
+    return None
+
+
+@pytest.mark.skipif(_xvfb_missing() is not None, reason=str(_xvfb_missing()))
+def test_a_call_on_screen_under_a_real_x_server(tmp_path):
+    """`callsynth receive --window` in a real call, on a real X server: a screenshot of the server shows
+    the window — the rebuilt face at 512 x 512 over the status line with its text."""
+    read, write = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    processes = [xvfb]
+    try:
+        display = ":" + os.read(read, 16).decode().strip()
+        env = dict(os.environ, DISPLAY=display, PYTHONPATH=os.getcwd(), CALLSYNTH_DATA=str(data_root()),
+                   CALLSYNTH_CALL_KEY=KEY)
+        port = free_port()
+        cli = [sys.executable, "-m", "callsynth.cli"]
+        url = f"ws://127.0.0.1:{port}"
+        logs = {name: tmp_path / f"{name}.log" for name in ("signal", "receiver", "sender")}
+        processes.append(subprocess.Popen(cli + ["signal", "--port", str(port)], env=env,
+                                          stdout=logs["signal"].open("w"), stderr=subprocess.STDOUT))
+        time.sleep(1.5)
+        receiver = subprocess.Popen(cli + ["receive", "--signal", url, "--room", "screen", "--window", "--model",
+                                           "warp", "--stats", str(tmp_path / "rx.json"), "--rejoin-wait", "5"],
+                                    env=env, stdout=logs["receiver"].open("w"), stderr=subprocess.STDOUT)
+        processes.append(receiver)
+        sender = subprocess.Popen(cli + ["send", "--signal", url, "--room", "screen", "--video", str(VAL_CLIP),
+                                         "--max-frames", "100", "--audio", "none"],
+                                  env=env, stdout=logs["sender"].open("w"), stderr=subprocess.STDOUT)
+        processes.append(sender)
+        deadline = time.time() + 60
+        while "still cached" not in logs["receiver"].read_text() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)                                   # a second and a half of frames on the screen
+        shot = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, timeout=30)
+        assert sender.wait(timeout=60) == 0, logs["sender"].read_text()[-2000:]
+        assert receiver.wait(timeout=30) == 0, logs["receiver"].read_text()[-2000:]
+    finally:
+        stop_processes(processes)
+    summary = json.loads((tmp_path / "rx.json").read_text())
+    assert summary["frames_shown"] >= 30
+    image = read_xwd(shot.stdout)
+    cv2.imwrite(str(tmp_path / "screen.png"), image[:, :, ::-1])
+    ys, xs = np.nonzero(image.max(axis=2) > 0)
+    height, width = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    # the window: the rebuilt face at 512 x 512 over the status line
+    assert abs(width - REMOTE_SIDE) <= 4 and abs(height - (REMOTE_SIDE + STATUS_HEIGHT)) <= 4, (width, height)
+    top, left = ys.min(), xs.min()
+    face = image[top:top + REMOTE_SIDE, left:left + REMOTE_SIDE]
+    status = image[top + REMOTE_SIDE:top + REMOTE_SIDE + STATUS_HEIGHT, left:left + REMOTE_SIDE]
+    assert face.std() > 20                                          # a picture, not a blank
+    assert (status > 150).sum() > 200 and np.median(status) == 32   # the status line's text
