@@ -87,8 +87,12 @@ def test_a_call_on_screen_under_a_real_x_server(tmp_path):
         deadline = time.time() + 60
         while "still cached" not in logs["receiver"].read_text() and time.time() < deadline:
             time.sleep(0.1)
-        time.sleep(1.5)                                   # a second and a half of frames on the screen
-        shot = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, timeout=30)
+        for _ in range(20):     # the window appears with the first frame: look again until it is there
+            time.sleep(0.5)
+            shot = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True,
+                                  timeout=30)
+            if shot.returncode == 0 and (read_xwd(shot.stdout).max(axis=2) > 0).sum() > 100_000:
+                break
         assert sender.wait(timeout=60) == 0, logs["sender"].read_text()[-2000:]
         assert receiver.wait(timeout=30) == 0, logs["receiver"].read_text()[-2000:]
     finally:
