@@ -107,10 +107,6 @@ def cmd_send(args) -> int:
 
 
 def cmd_receive(args) -> int:
-    if args.window and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        from receiver.screen import start_gui
-
-        start_gui()     # before receiver.call imports PyAV (see start_gui)
     from receiver.call import ReceiverOptions, run_receiver
 
     from .face.basis import load_basis

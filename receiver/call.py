@@ -32,7 +32,7 @@ from callsynth.wire import (FLAG_AUDIO, Codec, Hangup, Receipt, WireError, decod
 
 from .jitter import JitterBuffer
 from .recorder import CallRecorder
-from .screen import CallScreen
+from .screen import ScreenProcess
 from .renderer import DEFAULT_MODEL, WarpRenderer
 
 log = logging.getLogger("callsynth.receive")
@@ -198,7 +198,7 @@ class Receiver:
         self.face_check: asyncio.Task | None = None
         self.failure: str | None = None         # why the call ended by an error (None: it did not)
         self.window = options.window and self._display_available()
-        self.screen = CallScreen(f"callsynth: {options.room}") if self.window else None
+        self.screen = ScreenProcess(f"callsynth: {options.room}") if self.window else None
         self.status_at, self.status_bytes, self.status_text = 0.0, 0, ""
         self.quality = QualityLadder(options.fps, RENDER_LEVELS if options.model == "generator" else (0,))
         self.generator = self.generator_run = None
@@ -655,6 +655,9 @@ class Receiver:
             if action == "quit":
                 self.stats.event("hung up from the keyboard")
                 self.done.set()
+            elif action == "closed":
+                self.stats.event("the window has closed; the call goes on without it", logging.WARNING)
+                self.window = False
             elif action is not None:
                 self.stats.event(f"'{action}' acts on the sending side; this one-way receiver sends nothing")
         return time.time()

@@ -1,35 +1,35 @@
 """The call on a screen: the other person large, yourself small in a corner (when there is a self-view), a
 status line with what the call is doing, and keys — q or Esc to hang up, m to mute, c for the camera.
 
-Drawn into one picture (CallScreen.compose, testable without a display) and shown with OpenCV's window
-(Qt here); the owner decides what a key does (the one-way receiver hangs up on q and says that m and c
-act on a sender's side)."""
+Drawn into one picture (CallScreen.compose, testable without a display) and shown with OpenCV's window in a
+child process of its own (ScreenProcess, `python -m receiver.screen`) that imports OpenCV and numpy only:
+OpenCV's window here is Qt, and Qt's first window hangs — not always — in a process that has loaded
+PyAV's libraries, which every call process has. The child also keeps the window's work off the call's
+event loop; a frame it is not ready for is skipped, never waited for. The owner decides what a key does
+(the one-way receiver hangs up on q and says that m and c act on a sender's side)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import struct
+import subprocess
 import sys
+import threading
+import time
 
 import cv2
 import numpy as np
 
 log = logging.getLogger("callsynth.receive")
+FRAME_HEADER = struct.Struct("<4sHHHHH")      # magic, remote h, w, self-view h, w, status bytes
+FRAME_MAGIC = b"CSFR"
 
 REMOTE_SIDE = 512           # the other person, scaled up from the 256² rebuilt crop
 SELF_SIDE = 128             # the self-view, bottom right
 STATUS_HEIGHT = 30
 KEYS = {ord("q"): "quit", 27: "quit", ord("m"): "mute", ord("c"): "camera"}
-
-
-def start_gui() -> None:
-    """Start OpenCV's GUI (Qt) before anything imports PyAV: with PyAV's bundled libraries loaded first,
-    the first window hangs for good (opencv-contrib-python 5.1 with av 18 here, under Xvfb). Commands that
-    show a window call this first."""
-    if "av" in sys.modules:
-        log.warning("PyAV was loaded before the window system: the window may not open")
-    cv2.namedWindow("callsynth", cv2.WINDOW_AUTOSIZE)
-    cv2.destroyWindow("callsynth")
-    cv2.waitKey(1)
 
 
 class CallScreen:
@@ -66,3 +66,137 @@ class CallScreen:
             cv2.destroyWindow(self.title)
             cv2.waitKey(1)
             self.opened = False
+
+
+class ScreenProcess:
+    """A CallScreen in a child process: frames go down a pipe (through a one-frame queue, so a slow window
+    drops frames instead of holding up the call), key actions come back a line each. The child says
+    'ready' once its window shows a frame; one that has not within OPEN_WITHIN_S of the first frame (Qt's
+    first window now and then never opens on a busy machine) is replaced, up to MAX_STARTS times."""
+
+    OPEN_WITHIN_S = 4.0
+    MAX_STARTS = 3
+
+    def __init__(self, title: str = "callsynth"):
+        self.title = title
+        self.starts = 0
+        self._start()
+
+    def _start(self) -> None:
+        self.starts += 1
+        self.child = subprocess.Popen([sys.executable, "-m", "receiver.screen", self.title],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        os.set_blocking(self.child.stdout.fileno(), False)
+        self.frames: queue.Queue = queue.Queue(maxsize=1)
+        self.writer = threading.Thread(target=self._write, args=(self.child, self.frames), daemon=True,
+                                       name="screen")
+        self.writer.start()
+        self.pending, self.ready, self.first_frame_at = b"", False, None
+
+    @staticmethod
+    def _write(child, frames) -> None:
+        while True:
+            message = frames.get()
+            if message is None:
+                return
+            try:
+                child.stdin.write(message)
+            except (BrokenPipeError, OSError, ValueError):
+                return
+
+    def show(self, remote: np.ndarray, self_view: np.ndarray | None = None, status: str = "") -> str | None:
+        """Queue a frame for the window (replacing one it has not taken yet); returns a key's action, or
+        'closed' when the window's process has gone."""
+        if self.child.poll() is not None:
+            return "closed"
+        now = time.monotonic()
+        self.first_frame_at = self.first_frame_at or now
+        if not self.ready and now - self.first_frame_at > self.OPEN_WITHIN_S and self.starts < self.MAX_STARTS:
+            log.warning("the window did not open within %.0f s; starting it again", self.OPEN_WITHIN_S)
+            self._stop(kill=True)
+            self._start()
+            return None
+        remote = np.ascontiguousarray(remote, np.uint8)
+        me = np.zeros((0, 0, 3), np.uint8) if self_view is None else np.ascontiguousarray(self_view, np.uint8)
+        text = status.encode("utf-8")[:200]
+        message = (FRAME_HEADER.pack(FRAME_MAGIC, *remote.shape[:2], *me.shape[:2], len(text))
+                   + remote.tobytes() + me.tobytes() + text)
+        try:
+            self.frames.get_nowait()            # the window has not taken the last one: drop it
+        except queue.Empty:
+            pass
+        self.frames.put_nowait(message)
+        try:
+            self.pending += self.child.stdout.read() or b""
+        except (BlockingIOError, OSError):
+            pass
+        while b"\n" in self.pending:
+            line, self.pending = self.pending.split(b"\n", 1)
+            action = line.decode("ascii", "replace").strip()
+            if action == "ready":
+                self.ready = True
+            elif action:
+                return action
+        return None
+
+    def close(self) -> None:
+        self._stop(kill=False)
+
+    def _stop(self, kill: bool) -> None:
+        try:
+            self.frames.get_nowait()
+        except queue.Empty:
+            pass
+        self.frames.put_nowait(None)
+        if kill:
+            self.child.kill()
+        self.writer.join(timeout=2)
+        try:
+            self.child.stdin.close()
+            self.child.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.child.kill()
+
+
+def _read_exactly(stream, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def main(title: str) -> int:
+    """The window's process: frames from stdin until it closes, key actions to stdout."""
+    screen = CallScreen(title)
+    told_ready = False
+    try:
+        while True:
+            header = _read_exactly(sys.stdin.buffer, FRAME_HEADER.size)
+            if header is None:
+                return 0
+            magic, rh, rw, sh, sw, n = FRAME_HEADER.unpack(header)
+            if magic != FRAME_MAGIC:
+                return 2
+            remote = _read_exactly(sys.stdin.buffer, rh * rw * 3)
+            me = _read_exactly(sys.stdin.buffer, sh * sw * 3) if sh * sw else b""
+            text = _read_exactly(sys.stdin.buffer, n) if n else b""
+            if remote is None or me is None or text is None:
+                return 0
+            action = screen.show(np.frombuffer(remote, np.uint8).reshape(rh, rw, 3),
+                                 np.frombuffer(me, np.uint8).reshape(sh, sw, 3) if sh * sw else None,
+                                 text.decode("utf-8", "replace"))
+            if not told_ready:
+                sys.stdout.buffer.write(b"ready\n")
+                told_ready = True
+            if action:
+                sys.stdout.buffer.write(action.encode() + b"\n")
+            sys.stdout.buffer.flush()
+    finally:
+        screen.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "callsynth"))

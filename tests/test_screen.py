@@ -17,7 +17,7 @@ from callsynth.demo import free_port, stop_processes
 from callsynth.split import data_root
 from receiver.screen import REMOTE_SIDE, SELF_SIDE, STATUS_HEIGHT, CallScreen
 
-VAL_CLIP = data_root() / "video/pcavs/00067.mp4"
+CLIP = data_root() / "video/hdtf/WDA_KatieHill_000.mp4"     # 8 s
 KEY = CallKey.new().text
 
 
@@ -80,19 +80,21 @@ def test_a_call_on_screen_under_a_real_x_server(tmp_path):
                                            "warp", "--stats", str(tmp_path / "rx.json"), "--rejoin-wait", "5"],
                                     env=env, stdout=logs["receiver"].open("w"), stderr=subprocess.STDOUT)
         processes.append(receiver)
-        sender = subprocess.Popen(cli + ["send", "--signal", url, "--room", "screen", "--video", str(VAL_CLIP),
-                                         "--max-frames", "100", "--audio", "none"],
+        sender = subprocess.Popen(cli + ["send", "--signal", url, "--room", "screen", "--video", str(CLIP),
+                                         "--max-frames", "200", "--audio", "none"],
                                   env=env, stdout=logs["sender"].open("w"), stderr=subprocess.STDOUT)
         processes.append(sender)
         deadline = time.time() + 60
         while "still cached" not in logs["receiver"].read_text() and time.time() < deadline:
             time.sleep(0.1)
-        for _ in range(20):     # the window appears with the first frame: look again until it is there
+        cached_at = time.time()
+        for _ in range(40):     # the window appears with the first frame: look again until it is there
             time.sleep(0.5)
             shot = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True,
                                   timeout=30)
             if shot.returncode == 0 and (read_xwd(shot.stdout).max(axis=2) > 0).sum() > 100_000:
                 break
+        print(f"window seen {time.time() - cached_at:.1f} s after the still was cached")
         assert sender.wait(timeout=60) == 0, logs["sender"].read_text()[-2000:]
         assert receiver.wait(timeout=30) == 0, logs["receiver"].read_text()[-2000:]
     finally:
