@@ -59,6 +59,11 @@ class QualityLadder:
     def every(self) -> int:
         return self.levels[self.level]
 
+    @property
+    def now(self) -> str:
+        """The current level, in words."""
+        return self.describe(self.every)
+
     def costly_next(self) -> bool:
         """Whether the costly step (the generator, tracking) runs on the next frame."""
         every = self.every
@@ -80,8 +85,10 @@ class QualityLadder:
         w = w if w is not None else g / 6   # before any cheap frame: the generator's usual ratio to the warp
         return (g + (every - 1) * w) / every
 
-    def record(self, repaired: bool, ms: float) -> None:
-        """One frame done, with the costly step (`repaired`) or without, in `ms`; may change the level."""
+    def record(self, repaired: bool, ms: float) -> dict | None:
+        """One frame done, with the costly step (`repaired`) or without, in `ms`; returns the step taken
+        (an entry of `steps`) when this changed the level, else None."""
+        steps = len(self.steps)
         was_warp_only = self.every == 0
         old = self.cost_ms[repaired]
         probe = repaired and was_warp_only      # a rare sample: the newest is the best knowledge
@@ -105,13 +112,14 @@ class QualityLadder:
             if repaired and was_warp_only:    # a probe that did not earn a step up: wait longer
                 self._probe_wait = min(PROBE_MAX_S, self._probe_wait * 2)
             self._probe_at = now + self._probe_wait
+        return self.steps[-1] if len(self.steps) > steps else None
 
     def _change(self, level: int, now: float, why: str) -> None:
         self.level, self._changed_at, self._over = level, now, 0
-        self.steps.append({"t_s": round(now - self.started, 2), "now": self.describe(self.every), "why": why})
+        self.steps.append({"t_s": round(now - self.started, 2), "now": self.now, "why": why})
 
     def summary(self) -> dict:
-        return {"now": self.describe(self.every), "steps": self.steps,
+        return {"now": self.now, "steps": self.steps,
                 "frames_costly": self.frames[True], "frames_cheap": self.frames[False],
                 "ms": {"costly": _ms(self.cost_ms[True]), "cheap": _ms(self.cost_ms[False])},
                 "budget_ms": round(self.budget_ms, 1)}

@@ -88,10 +88,14 @@ class ReceiverStats:
     events: list = field(default_factory=list)
     frame_log: list = field(default_factory=list)   # (capture ms, shown ms, concealed) per frame
 
+    def recent(self, frames: int) -> tuple[float, float]:
+        """Frame rate and median glass-to-glass latency (ms, NaN before any) of the last `frames` frames."""
+        times = self.frame_times[-frames:]
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        return fps, float(np.median(self.latencies_ms[-frames:])) if self.latencies_ms else float("nan")
+
     def live_line(self) -> str:
-        recent = self.frame_times[-150:]
-        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
-        lat = np.median(self.latencies_ms[-150:]) if self.latencies_ms else float("nan")
+        fps, lat = self.recent(150)
         span = (self.last_frame - self.first_frame) if self.frames > 1 else 0.0
         return (f"{fps:.1f} fps, glass-to-glass {lat:.0f} ms (median), features "
                 f"{_kbps(self.feature_bytes, span):.2f} kbps payload, {self.feature_packets} packets, "
@@ -596,9 +600,8 @@ class Receiver:
         else:
             frame = self.renderer.render(state, False)
         level = self.quality.level
-        self.quality.record(repair, (time.perf_counter() - started) * 1000)
-        if self.quality.level != level:
-            step = self.quality.steps[-1]
+        step = self.quality.record(repair, (time.perf_counter() - started) * 1000)
+        if step is not None:
             self.stats.event(f"quality: {step['now']} ({step['why']})",
                              logging.WARNING if self.quality.level > level else logging.INFO)
         return frame
@@ -669,13 +672,12 @@ class Receiver:
             return self.status_text
         stats, total = self.stats, sum(sum(c.bytes.values()) for c in self.counters)
         kbps = (total - self.status_bytes) * 8 / 1000 / max(1e-3, now - self.status_at) if self.status_at else 0.0
-        recent = stats.frame_times[-30:]
-        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
-        latency = f"{np.median(stats.latencies_ms[-30:]):.0f} ms" if stats.latencies_ms else "-"
+        fps, latency = stats.recent(30)
         concealed = np.mean([k for _, _, k in stats.frame_log[-150:]]) if stats.frame_log else 0.0
         self.status_at, self.status_bytes = now, total
+        latency = "-" if np.isnan(latency) else f"{latency:.0f} ms"
         self.status_text = (f"{fps:.0f} fps | {latency} | {kbps:.1f} kbps on the wire | "
-                            f"{concealed:.0%} concealed | {self.quality.describe(self.quality.every)} | q: hang up")
+                            f"{concealed:.0%} concealed | {self.quality.now} | q: hang up")
         return self.status_text
 
     def _finish(self) -> dict:

@@ -297,49 +297,42 @@ def _speech_packets(basis, still, fps, options, send_packet):
 async def _camera_loop(source, encoder, tracker_thread, stats, options, speech, send_packet, send_reference,
                        bye):
     loop = asyncio.get_running_loop()
+    no_face_since = None
     # one slow frame (a re-detection, the OS) is no reason to step down; three in a row are
     ladder = QualityLadder(source.fps, (1, encoder.send_every), describe_tracking, patience=3)
     try:
-        await _track_frames(source, encoder, tracker_thread, stats, options, speech, send_packet,
-                            send_reference, bye, loop, ladder)
+        async for frame, capture_ms in source.frames(start=stats.started):
+            if bye.done():
+                break
+            if ladder.every != 1 and not encoder.sends_next:
+                encoder.skip()                   # tracking stepped down: only the frames that carry a packet
+                stats.frames_untracked += 1
+                ladder.record(False, 0.0)
+                continue
+            t0 = time.perf_counter()
+            sent = await loop.run_in_executor(tracker_thread, encoder.process, frame, capture_ms & 0xFFFFFFFF)
+            stats.track_ms.append((time.perf_counter() - t0) * 1e3)
+            step = ladder.record(True, sum(sent.timings_ms.values()))   # the tracker's own time
+            if step is not None:
+                log.warning("%s (%s)", step["now"], step["why"])
+            stats.frames += 1
+            stats.frames_no_face += not sent.found
+            for message in sent.references:
+                send_reference(message)
+            if speech is not None and options.speech_after_no_face_s is not None:
+                no_face_since = None if sent.found else (no_face_since or time.time())
+                lost = no_face_since is not None and time.time() - no_face_since >= options.speech_after_no_face_s
+                if lost != speech.active:
+                    speech.active = lost
+                    log.info("no face for %.0f s: the voice drives the face" if lost else
+                             "face back: the camera drives it again", options.speech_after_no_face_s)
+            if sent.packet is None or (speech is not None and speech.active):
+                continue
+            if send_packet(sent.packet) == "closed":
+                log.warning("features channel closed; ending the call")
+                break
     finally:
         stats.tracking = ladder.summary()
-
-
-async def _track_frames(source, encoder, tracker_thread, stats, options, speech, send_packet, send_reference,
-                        bye, loop, ladder):
-    no_face_since = None
-    async for frame, capture_ms in source.frames(start=stats.started):
-        if bye.done():
-            break
-        if ladder.every != 1 and not encoder.sends_next:
-            encoder.skip()                   # tracking stepped down: only the frames that carry a packet
-            stats.frames_untracked += 1
-            ladder.record(False, 0.0)
-            continue
-        t0 = time.perf_counter()
-        sent = await loop.run_in_executor(tracker_thread, encoder.process, frame, capture_ms & 0xFFFFFFFF)
-        stats.track_ms.append((time.perf_counter() - t0) * 1e3)
-        level = ladder.level
-        ladder.record(True, sum(sent.timings_ms.values()))   # the tracker's own time, not the loop's
-        if ladder.level != level:
-            log.warning("%s (%s)", ladder.steps[-1]["now"], ladder.steps[-1]["why"])
-        stats.frames += 1
-        stats.frames_no_face += not sent.found
-        for message in sent.references:
-            send_reference(message)
-        if speech is not None and options.speech_after_no_face_s is not None:
-            no_face_since = None if sent.found else (no_face_since or time.time())
-            lost = no_face_since is not None and time.time() - no_face_since >= options.speech_after_no_face_s
-            if lost != speech.active:
-                speech.active = lost
-                log.info("no face for %.0f s: the voice drives the face" if lost else
-                         "face back: the camera drives it again", options.speech_after_no_face_s)
-        if sent.packet is None or (speech is not None and speech.active):
-            continue
-        if send_packet(sent.packet) == "closed":
-            log.warning("features channel closed; ending the call")
-            break
 
 
 async def _watch_call(signal: SignallingClient, pc, replies: ReceiverReplies) -> str:
