@@ -208,9 +208,10 @@ class Receiver:
         self.generator = self.generator_run = None
         if options.model == "generator":
             # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs
-            # only its identity vector. Eager, not traced: on this 2-core EPYC the trace saved 12 ms of 84
-            # a frame but cost 80 MB more memory (the receiver's peak was 510-520 MB with it), and the
-            # quality ladder already runs the generator only as often as the machine affords.
+            # only its identity vector. Eager, not traced: the trace is faster (`callsynth bench` compares
+            # the two) but `callsynth demo` on a 2-core EPYC showed the receiver's peak at 510-520 MB with
+            # it and 445 MB without, and the quality ladder runs the generator only as often as the machine
+            # affords.
             from callsynth.model.repairer import FullFrame
 
             from .generator_renderer import load_generator

@@ -3,7 +3,7 @@
 The generator works at the size it was trained at (128² by default) on the downsampled warp; its repair
 is upsampled and added to the full 256² warp (CallGenerator.render), so fine detail the warp keeps is not
 lost. `reenact` and `eval` run it traced with TorchScript, the fastest way `callsynth bench` measured; the
-call's receiver runs it eager, which costs 80 MB less memory (see receiver/call.py)."""
+call's receiver runs it eager, which costs less memory (see receiver/call.py)."""
 
 from __future__ import annotations
 
