@@ -139,6 +139,10 @@ class Codec:
             body += _pack_bits(_quantise(values, self.lo, self.hi, self.bits), self.bits)
         return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(CRC_BYTES, "little")
 
+    def decode_all(self, packet: bytes) -> list[FrameFeatures]:
+        """Every frame one datagram carries, oldest first."""
+        return [self.decode(packet)]
+
     def decode(self, packet: bytes) -> FrameFeatures:
         if not isinstance(packet, (bytes, bytearray, memoryview)):
             raise WireError(f"packet must be bytes, not {type(packet).__name__}")

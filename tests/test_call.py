@@ -122,7 +122,7 @@ def test_a_call_rebuilt_by_the_generator(tmp_path):
         return receiver, summary
 
     receiver, summary = asyncio.run(main())
-    assert isinstance(receiver.renderer, GeneratorRenderer) and summary["renderer"] == "generator"
+    assert isinstance(receiver.picture.renderer, GeneratorRenderer) and summary["renderer"] == "generator"
     # Every packet arrives while the generator works (it renders off the event loop); how many frames
     # it shows depends on the CPU the sender shares with it here.
     assert summary["features"]["packets"] == 10 and summary["rejected_packets"] == {}
@@ -288,12 +288,14 @@ def test_a_call_task_that_dies_ends_the_call_loudly(monkeypatch):
     codec = Codec(basis)
     good = [codec.encode(FrameFeatures(i, int(time.time() * 1000 + 33 * i) & 0xFFFFFFFF,
                                        *codec_state(basis, still, i))) for i in range(60)]
-    real_loop = Receiver._render_loop
+    from receiver.frame_clock import FrameClock
+
+    real_loop = FrameClock.run
 
     async def dying_loop(self):
         await asyncio.wait_for(real_loop(self), timeout=1.0)      # renders for a second, then dies
 
-    monkeypatch.setattr(Receiver, "_render_loop", dying_loop)
+    monkeypatch.setattr(FrameClock, "run", dying_loop)
 
     async def main():
         url, stop, server = await serve()

@@ -1,0 +1,324 @@
+"""The other person's face on this side of a call: the still and reference stills in, feature packets and
+the voice in, frames out at the display rate — through the jitter buffer and the renderer, at the quality
+the machine affords — to the sinks (a recording, the screen).
+
+It knows nothing of signalling or peer connections: the one-way receiver and the two-way call both feed
+it what their channels deliver, so neither copies the other."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from callsynth.face.basis import ExpressionBasis
+from callsynth.quality import RENDER_LEVELS, QualityLadder
+from callsynth.wire import FLAG_AUDIO, Codec, WireError
+
+from .jitter import JitterBuffer
+from .recorder import CallRecorder
+from .renderer import WarpRenderer
+from .screen import ScreenProcess
+from .stats import ReceiverStats
+
+log = logging.getLogger("callsynth.receive")
+STATUS_EVERY_S = 5.0
+
+
+class FrameClock:
+    """`options` is a ReceiverOptions (the picture's fields: output, window, fps, delay_ms, model, ...).
+    `on_key(action)` gets the screen's keys other than quit ('mute', 'camera') and says whether it acted;
+    `self_view()` gives the picture for the screen's inset (None: no inset); `hang_up(reason)` ends the
+    call from the keyboard."""
+
+    def __init__(self, basis: ExpressionBasis, options, stats: ReceiverStats, *,
+                 hang_up: Callable[[str], None], on_key: Callable[[str], bool] | None = None,
+                 self_view: Callable[[], np.ndarray | None] | None = None, title: str = "callsynth"):
+        self.basis, self.options, self.stats = basis, options, stats
+        self.codec = Codec(basis)
+        self.hang_up, self.on_key, self.self_view = hang_up, on_key, self_view
+        self.renderer: WarpRenderer | None = None
+        self.jitter: JitterBuffer | None = None
+        self.recorder: CallRecorder | None = None
+        self.expect_audio = False
+        self.speech = None                    # SpeechDriver when --audio-fallback
+        self.speech_state = None
+        self.audio_resampler = None
+        self.last_packet_s: float | None = None
+        self.in_fallback = False
+        self.final_ms: float | None = None      # after a hang-up: the last capture time to show
+        self.finished_playout = False
+        self.last_status = time.time()
+        self.window = options.window and self._display_available()
+        self.screen = ScreenProcess(title) if self.window else None
+        self.status_at, self.status_bytes, self.status_text = 0.0, 0, ""
+        self.wire_bytes: Callable[[], int] = lambda: 0   # bytes received on the wire so far (status line)
+        self.status_extra: Callable[[], str] | None = None   # what the owner adds to the status line
+        self.quality = QualityLadder(options.fps, RENDER_LEVELS if options.model == "generator" else (0,))
+        self.generator = self.generator_run = None
+        if options.model == "generator":
+            # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs
+            # only its identity vector. Eager, not traced: the trace is faster (`callsynth bench` compares
+            # the two) but `callsynth demo` on a 2-core EPYC showed the receiver's peak at 510-520 MB with
+            # it and 445 MB without, and the quality ladder runs the generator only as often as the machine
+            # affords.
+            from callsynth.model.repairer import FullFrame
+
+            from .generator_renderer import load_generator
+
+            if options.threads:
+                import torch
+
+                torch.set_num_threads(options.threads)
+            self.generator = load_generator(options.generator, basis)
+            self.generator_run = FullFrame(self.generator[0]).eval()
+
+    def _display_available(self) -> bool:
+        import os
+
+        if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+            return True
+        self.stats.event("no display here: --window ignored", logging.WARNING)
+        return False
+
+    # --- what the channels deliver ------------------------------------------------------------------
+
+    def accept_still(self, still, size: int) -> bool:
+        """A new still (index 0): True when cached (the caller then sends the receipt). One that cannot be
+        rebuilt is refused and the last good one kept."""
+        try:
+            renderer = self._make_renderer(still)
+        except Exception as exc:  # noqa: BLE001 - a still that cannot be rebuilt must not cost the last good one
+            self.reject(WireError(f"still cannot be rebuilt ({type(exc).__name__}: {exc}); keeping the "
+                                  "last good one"), "identity")
+            return False
+        self.stats.identity_bytes = size
+        self.renderer = renderer
+        self.jitter = JitterBuffer(self.renderer.rest_pose, self.renderer.coder.expression_size,
+                                   delay_ms=self.options.delay_ms)
+        self.stats.event(f"still cached ({size} bytes)")
+        if self.options.audio_fallback:
+            self._start_speech_driver()
+        if self.options.output:
+            import cv2
+
+            out = Path(self.options.output)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out.with_name(out.stem + "_still.png")), still.image[:, :, ::-1])
+            if self.recorder is None:
+                self.recorder = CallRecorder(out, time.time(), with_audio=self.expect_audio,
+                                             fps=self.options.fps)
+        return True
+
+    def accept_reference(self, parsed, size: int) -> None:
+        """A reference still: cached by the renderer from the next frame on (it is warped like the still,
+        so building it costs one triangulation)."""
+        if self.renderer is None:
+            self.reject(WireError("reference still before the still"), "early")
+            return
+        self.renderer.add_reference(parsed.index, parsed.still)
+        self.stats.references_received += 1
+        self.stats.reference_bytes += size
+        self.stats.event(f"reference still {parsed.index} cached ({size} bytes)")
+
+    def accept_features(self, message) -> None:
+        arrival = int(time.time() * 1000)
+        size = len(message) if isinstance(message, (bytes, bytearray, str)) else 0
+        self.stats.feature_packets += 1
+        self.stats.feature_bytes += size
+        if self.jitter is None:
+            self.reject(WireError("packet before the still"), "early")
+            return
+        try:
+            packets = self.codec.decode_all(message)
+        except WireError as exc:
+            self.reject(exc, type(exc).__name__)
+            return
+        for features in packets:
+            self.stats.speech_packets += bool(features.flags & FLAG_AUDIO)   # arrived, in time or late
+            if self.jitter.push(features, arrival) == "accepted":
+                self.last_packet_s = arrival / 1000
+
+    def reject(self, exc: Exception, kind: str) -> None:
+        count = self.stats.rejected.get(kind, 0) + 1
+        self.stats.rejected[kind] = count
+        if count <= 3 or count in (10, 100, 1000):
+            self.stats.event(f"rejected {kind} packet #{count}: {exc}", logging.WARNING)
+
+    def accept_audio(self, frame) -> None:
+        """One frame of the received voice: to the recording, and to the speech fallback when it runs."""
+        self.stats.audio_frames += 1
+        if self.speech is not None:
+            self._drive_from_speech(frame)
+        if self.recorder is not None:
+            self.recorder.add_audio(frame, time.time())
+
+    def _make_renderer(self, still) -> WarpRenderer:
+        """The warp, or the warp repaired by the generator loaded at start (only the still's
+        identity vector is computed here, before the first frame)."""
+        if self.generator is None:
+            return WarpRenderer(self.basis, still)
+        from .generator_renderer import GeneratorRenderer
+
+        return GeneratorRenderer(self.basis, still, loaded=self.generator, run=self.generator_run)
+
+    def _start_speech_driver(self) -> None:
+        from audio2exp.driver import SpeechDriver
+        from audio2exp.model import ModelError, load_model
+
+        try:
+            model = load_model(self.options.audio_model, self.basis)
+        except ModelError as exc:
+            self.stats.event(f"no audio fallback: {exc}", logging.WARNING)
+            return
+        self.speech = SpeechDriver(model, self.renderer.rest_pose, self.options.fps)
+
+    def _drive_from_speech(self, frame) -> None:
+        import av
+
+        if self.audio_resampler is None:
+            self.audio_resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        chunks = [f.to_ndarray().ravel() for f in self.audio_resampler.resample(frame)]
+        if chunks:
+            states = self.speech.push(np.concatenate(chunks))
+            if states:
+                self.speech_state = states[-1][1:]
+
+    # --- play-out -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Frames at the display rate, for as long as the call lasts."""
+        period = 1.0 / self.options.fps
+        next_tick = time.time()
+        while True:
+            next_tick += period
+            await asyncio.sleep(max(0.0, next_tick - time.time()))
+            if time.time() - next_tick > 2 * period:
+                next_tick = time.time()  # fell behind: skip, never burst
+            if self.jitter is None or (self.jitter.newest_ms is None and self.speech_state is None):
+                continue
+            try:
+                await self._show_frame()
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not end the call's picture
+                # A frame that cannot be rebuilt is said and skipped; the loop (and the call) go on, so the
+                # next packet's frame is shown. Before, the task died silently and nothing was shown again.
+                self.stats.render_errors += 1
+                if self.stats.render_errors <= 3 or self.stats.render_errors in (10, 100, 1000):
+                    self.stats.event(f"frame not rebuilt ({type(exc).__name__}: {exc}); "
+                                     f"{self.stats.render_errors} so far", logging.WARNING)
+
+    async def play_out_buffer(self) -> None:
+        """After a hang-up: show what is still buffered, up to the last packet, and no further."""
+        if self.jitter is None or self.jitter.newest_ms is None:
+            return
+        self.final_ms = self.jitter.newest_ms
+        deadline = time.time() + 2.0
+        while not self.finished_playout and time.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _render(self, state) -> np.ndarray:
+        """A frame at the quality the ladder chooses. The generator runs in a worker thread (torch lets go
+        of the GIL), so that packets keep being received while it works; the warp, a few ms, runs inline."""
+        repair = self.generator is not None and self.quality.costly_next()
+        started = time.perf_counter()
+        if repair:
+            frame = await asyncio.get_running_loop().run_in_executor(None, self.renderer.render, state, True)
+        else:
+            frame = self.renderer.render(state, False)
+        level = self.quality.level
+        step = self.quality.record(repair, (time.perf_counter() - started) * 1000)
+        if step is not None:
+            self.stats.event(f"quality: {step['now']} ({step['why']})",
+                             logging.WARNING if self.quality.level > level else logging.INFO)
+        return frame
+
+    async def _show_frame(self) -> None:
+        now = time.time()
+        if self._use_fallback(now):
+            self._count_shown(self._present(await self._render(self.speech_state), now))
+            self.stats.fallback_frames += 1
+            self.finished_playout = self.final_ms is not None
+            return
+        if self.jitter.newest_ms is None:
+            return
+        playout = self.jitter.playout_ms(now * 1000)
+        if self.final_ms is not None and playout > self.final_ms:
+            self.finished_playout = True
+            return
+        state, concealed = self.jitter.state_at(playout)
+        if state is None:
+            return
+        shown = self._present(await self._render(state), now)
+        stats = self._count_shown(shown)
+        stats.concealed_frames += concealed
+        stats.latencies_ms.append(shown * 1000 - playout)   # glass to glass: shown − captured
+        stats.frame_log.append((round(playout), round(shown * 1000), concealed))
+        if shown - self.last_status >= STATUS_EVERY_S:
+            self.last_status = shown
+            log.info("%s", stats.live_line())
+
+    def _count_shown(self, shown: float) -> ReceiverStats:
+        stats = self.stats
+        stats.frames += 1
+        stats.first_frame = stats.first_frame or shown
+        stats.last_frame = shown
+        stats.frame_times.append(shown)
+        return stats
+
+    def _use_fallback(self, now: float) -> bool:
+        """Packets have stopped (or never came) while the voice goes on: let the voice drive the face."""
+        stopped = self.last_packet_s is None or (now - self.last_packet_s) * 1000 > self.options.fallback_after_ms
+        use = self.speech is not None and self.speech_state is not None and stopped
+        if use != self.in_fallback:
+            self.in_fallback = use
+            self.stats.event("feature packets stopped: the received voice drives the face" if use else
+                             "feature packets are back")
+        return use
+
+    def _present(self, frame: np.ndarray, now: float) -> float:
+        """Record and/or show a frame; returns the time it was shown."""
+        if self.recorder is not None:
+            self.recorder.add_video(frame, now)
+        if self.window:
+            inset = self.self_view() if self.self_view is not None else None
+            action = self.screen.show(frame, inset, self._status_line(now))
+            if action == "quit":
+                self.stats.event("hung up from the keyboard")
+                self.hang_up("hung up from the keyboard")
+            elif action == "closed":
+                self.stats.event("the window has closed; the call goes on without it", logging.WARNING)
+                self.window = False
+            elif action is not None and not (self.on_key is not None and self.on_key(action)):
+                self.stats.event(f"'{action}' acts on the sending side; this one-way receiver sends nothing")
+        return time.time()
+
+    def _status_line(self, now: float) -> str:
+        """What the screen says under the picture, refreshed twice a second: frame rate and glass-to-glass
+        latency of the last frames, kbps on the wire, the share of frames concealed, the renderer."""
+        if now - self.status_at < 0.5 and self.status_text:
+            return self.status_text
+        stats, total = self.stats, self.wire_bytes()
+        kbps = (total - self.status_bytes) * 8 / 1000 / max(1e-3, now - self.status_at) if self.status_at else 0.0
+        fps, latency = stats.recent(30)
+        concealed = np.mean([k for _, _, k in stats.frame_log[-150:]]) if stats.frame_log else 0.0
+        self.status_at, self.status_bytes = now, total
+        latency = "-" if np.isnan(latency) else f"{latency:.0f} ms"
+        extra = f" | {self.status_extra()}" if self.status_extra is not None else ""
+        self.status_text = (f"{fps:.0f} fps | {latency} | {kbps:.1f} kbps in | "
+                            f"{concealed:.0%} concealed | {self.quality.now}{extra} | q: hang up")
+        return self.status_text
+
+    def close(self) -> dict:
+        """Stop the sinks; the picture's part of the summary (jitter buffer, quality)."""
+        if self.recorder is not None:
+            self.recorder.close()
+        if self.jitter is not None:
+            self.stats.jitter = dict(self.jitter.counts, delay_ms=round(self.jitter.delay_ms, 1),
+                                     offset_ms=round(self.jitter.offset_ms, 1))
+        if self.screen is not None:
+            self.screen.close()
+        return {"renderer": self.options.model, "quality": self.quality.summary()}

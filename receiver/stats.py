@@ -1,0 +1,143 @@
+"""What a receiving side measures, in one place: frames shown and their glass-to-glass latency, packets,
+stills, events, and the datagrams on the wire. The closing line and STATS.json are both read from
+`summary()` (they once disagreed)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("callsynth.receive")
+
+
+@dataclass
+class ReceiverStats:
+    started: float = field(default_factory=time.time)
+    first_frame: float | None = None
+    last_frame: float | None = None
+    frames: int = 0
+    frame_times: list = field(default_factory=list)
+    latencies_ms: list = field(default_factory=list)
+    concealed_frames: int = 0
+    fallback_frames: int = 0
+    speech_packets: int = 0
+    feature_packets: int = 0
+    feature_bytes: int = 0
+    rejected: dict = field(default_factory=dict)
+    jitter: dict = field(default_factory=dict)
+    identity_bytes: int = 0
+    reference_bytes: int = 0
+    references_received: int = 0
+    render_errors: int = 0
+    audio_frames: int = 0
+    wire: dict = field(default_factory=dict)
+    events: list = field(default_factory=list)
+    frame_log: list = field(default_factory=list)   # (capture ms, shown ms, concealed) per frame
+
+    def recent(self, frames: int) -> tuple[float, float]:
+        """Frame rate and median glass-to-glass latency (ms, NaN before any) of the last `frames` frames."""
+        times = self.frame_times[-frames:]
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        return fps, float(np.median(self.latencies_ms[-frames:])) if self.latencies_ms else float("nan")
+
+    def live_line(self) -> str:
+        fps, lat = self.recent(150)
+        span = (self.last_frame - self.first_frame) if self.frames > 1 else 0.0
+        return (f"{fps:.1f} fps, glass-to-glass {lat:.0f} ms (median), features "
+                f"{_kbps(self.feature_bytes, span):.2f} kbps payload, {self.feature_packets} packets, "
+                f"{sum(self.rejected.values())} rejected, {self.concealed_frames} frames concealed")
+
+    def write_frame_log(self, path: Path) -> None:
+        lines = ["capture_ms,shown_ms,latency_ms,concealed"] + [
+            f"{c},{s},{s - c},{int(k)}" for c, s, k in self.frame_log]
+        path.write_text("\n".join(lines) + "\n")
+
+    def event(self, text: str, level: int = logging.INFO) -> None:
+        log.log(level, text)
+        self.events.append({"t_s": round(time.time() - self.started, 3), "event": text})
+
+    def summary(self) -> dict:
+        span = (self.last_frame - self.first_frame) if self.frames > 1 else 0.0
+        lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
+        times = np.array(self.frame_times)
+        windows = [np.sum((times >= t) & (times < t + 1)) for t in np.arange(times[0], times[-1] - 1, 1.0)] \
+            if len(times) > 30 else []
+        out = {
+            "frames_shown": self.frames,
+            "seconds": round(span, 3),
+            "fps": round((self.frames - 1) / span, 2) if span > 0 else 0.0,
+            "fps_min_1s": int(min(windows)) if windows else None,
+            "latency_ms": {"p50": _round(np.percentile(lat, 50)), "p95": _round(np.percentile(lat, 95)),
+                           "max": _round(np.max(lat)), "frames": len(self.latencies_ms)},
+            "concealed_frames": self.concealed_frames,
+            "audio_fallback_frames": self.fallback_frames,
+            "speech_driven_packets": self.speech_packets,
+            "features": {"packets": self.feature_packets, "bytes": self.feature_bytes,
+                         "payload_kbps": _kbps(self.feature_bytes, span),
+                         "bytes_per_packet": round(self.feature_bytes / max(1, self.feature_packets), 2)},
+            "rejected_packets": self.rejected,
+            "jitter_buffer": self.jitter,
+            "identity_bytes": self.identity_bytes,
+            "references_received": self.references_received,
+            "reference_bytes": self.reference_bytes,
+            "render_errors": self.render_errors,
+            "still_cached": self.identity_bytes > 0,
+            "audio_frames": self.audio_frames,
+            "on_wire": self.wire,
+            "events": self.events,
+        }
+        return out
+
+
+def summary_line(summary: dict) -> str:
+    """The receiver's closing line, read from the same summary STATS.json holds (it once disagreed)."""
+    latency = summary["latency_ms"]
+    return (f"{summary['fps']} fps over {summary['seconds']} s (lowest 1 s window {summary['fps_min_1s']}), "
+            f"glass-to-glass p50 {latency['p50']} ms, p95 {latency['p95']} ms, features "
+            f"{summary['features']['payload_kbps']} kbps payload, {summary['on_wire'].get('total_kbps')} kbps "
+            f"on the wire in all, {summary['features']['packets']} packets, "
+            f"{sum(summary['rejected_packets'].values())} rejected, {summary['concealed_frames']} of "
+            f"{summary['frames_shown']} frames concealed, {summary['quality']['now']}")
+
+
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory (what a hostile still would have blown up)."""
+    try:
+        import resource
+    except ImportError:   # not on Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)   # KiB on Linux
+
+
+def _round(x) -> float | None:
+    return None if np.isnan(x) else round(float(x), 1)
+
+
+def _kbps(nbytes: int, seconds: float) -> float:
+    return round(nbytes * 8 / seconds / 1000, 3) if seconds > 0 else 0.0
+
+
+def wire_summary(counters) -> dict:
+    """On-wire traffic received (rtc.WireCounter of each peer connection of the call), from the moment the
+    still arrived, by kind."""
+    wire, seconds = {"data": 0, "audio": 0, "other": 0}, 0.0
+    packets = dict(wire)
+    for counter in counters:
+        for kind, (nbytes, npackets) in counter.since_mark().items():
+            wire[kind] += nbytes
+            packets[kind] += npackets
+        seconds += counter.seconds_since_mark()
+    return {
+        "note": "what the other side sent, from the moment its still arrived; every datagram counted with "
+                "its 28 bytes of UDP/IPv4 headers; 'features' is DTLS/SCTP (feature packets, reference "
+                "stills, acknowledgements), 'audio' is SRTP/SRTCP",
+        "seconds": round(seconds, 2),
+        "features_kbps": _kbps(wire["data"], seconds),
+        "audio_kbps": _kbps(wire["audio"], seconds),
+        "total_kbps": _kbps(sum(wire.values()), seconds),
+        "bytes": wire, "datagrams": packets,
+    }
