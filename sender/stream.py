@@ -1,0 +1,285 @@
+"""This side's face going out over a call's channels: the still once (streaming starts on the other side's
+receipt), then one feature packet per sent frame from the camera — or from the voice when the camera is
+off or sees no face — reference stills as they happen, and the voice itself.
+
+It opens nothing: the one-way sender and the two-way call give it the channels of their peer connection
+and tell it what the other side said (`on_receipt`), so neither copies the other."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from callsynth.face.basis import ExpressionBasis
+from callsynth.face.still import Still, prepare_still
+from callsynth.media import read_still
+from callsynth.quality import QualityLadder, describe_tracking
+from callsynth.wire import encode_identity
+
+from .features import FeatureEncoder
+from .speech import SpeechPackets, TappedAudioTrack
+from .still_pick import pick_still
+
+log = logging.getLogger("callsynth.send")
+STILL_PICK_SECONDS = 1.5
+RECEIPT_WAIT_S = 10.0     # a receiver that does not confirm the still by then gets the features anyway
+
+
+@dataclass
+class SenderStats:
+    frames: int = 0
+    frames_no_face: int = 0
+    packets_sent: int = 0
+    packets_dropped_on_purpose: int = 0
+    payload_bytes: int = 0
+    identity_bytes: int = 0
+    reference_bytes: int = 0        # reference stills (mouth open, eyes closed), all sent so far
+    references_sent: int = 0
+    still_frame: int | None = None
+    still_delivery_ms: float | None = None   # from sending the still to the receiver's receipt
+    speech_packets: int = 0
+    speech_bytes: int = 0
+    track_ms: list = field(default_factory=list)
+    frames_untracked: int = 0       # left out by the tracking ladder (only the sent frames tracked)
+    tracking: dict = field(default_factory=dict)
+    started: float = 0.0
+    ended: float = 0.0
+
+    def summary(self) -> dict:
+        seconds = max(1e-6, self.ended - self.started)
+        track = sorted(self.track_ms) or [0.0]
+        return {"frames": self.frames, "frames_no_face": self.frames_no_face,
+                "packets_sent": self.packets_sent,
+                "packets_dropped_on_purpose": self.packets_dropped_on_purpose,
+                "payload_kbps": round(self.payload_bytes * 8 / seconds / 1000, 3),
+                "speech_packets_sent": self.speech_packets, "speech_payload_bytes": self.speech_bytes,
+                "identity_bytes": self.identity_bytes, "still_frame": self.still_frame,
+                "still_delivery_ms": self.still_delivery_ms,
+                "references_sent": self.references_sent, "reference_bytes": self.reference_bytes,
+                "track_ms_p50": round(track[len(track) // 2], 2), "duration_s": round(seconds, 2),
+                "frames_untracked": self.frames_untracked,
+                "tracking": self.tracking}
+
+
+def choose_still(source, identity: str | None, basis: ExpressionBasis, stats: SenderStats) -> Still:
+    if identity:
+        return prepare_still(read_still(identity), source=identity)
+    if source is None:
+        raise ValueError("with the camera off, give --identity STILL: there are no frames to pick one from")
+    still, index = pick_still(source.first_frames(STILL_PICK_SECONDS), basis)
+    stats.still_frame = index
+    log.info("picked frame %d of the first %.1f s as the still", index, STILL_PICK_SECONDS)
+    return still
+
+
+async def open_channel(channel, timeout: float) -> None:
+    if channel.readyState == "open":
+        return
+    opened = asyncio.Event()
+    channel.on("open", opened.set)
+    await asyncio.wait_for(opened.wait(), timeout)
+
+
+class MutableAudioTrack(TappedAudioTrack):
+    """The voice as sent: silence while muted (the track goes on, so the other side's clock does not stop)."""
+
+    def __init__(self, track, listener):
+        super().__init__(track, listener)
+        self.muted = False
+
+    async def recv(self):
+        frame = await super().recv()
+        if self.muted:
+            for plane in frame.planes:
+                plane.update(bytes(plane.buffer_size))
+        return frame
+
+
+class FaceStream:
+    """`source`: VideoFileSource or CameraSource (None with the camera off); `options`: SenderOptions."""
+
+    def __init__(self, source, basis: ExpressionBasis, options, audio_track=None):
+        self.source, self.basis, self.options = source, basis, options
+        self.stats = SenderStats()
+        if options.camera_off and audio_track is None:
+            raise ValueError("--camera-off needs a voice: --audio mic or --audio FILE")
+        self.still = choose_still(source, options.identity, basis, self.stats)
+        self.fps = source.fps if source is not None else 30.0
+        self.encoder = (FeatureEncoder(basis, self.still, fps=self.fps, send_every=options.send_every)
+                        if source is not None else None)
+        self.tracker_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker")
+        self.features_channel = self.identity_channel = None
+        self.speech: SpeechPackets | None = None
+        self.audio_track = None
+        self.self_view: np.ndarray | None = None     # the newest crop of this side's camera
+        self.camera_on = source is not None          # the camera key turns it off: the voice drives
+        if audio_track is not None:
+            if options.camera_off or options.speech_after_no_face_s:
+                self.speech = self._speech_packets()
+                if self.speech is None and options.camera_off:
+                    raise ValueError("--camera-off needs the audio2exp model, which could not be loaded")
+            listener = self.speech.feed if self.speech is not None else (lambda frame: None)
+            self.audio_track = MutableAudioTrack(audio_track, listener)
+        self.still_received = asyncio.get_running_loop().create_future()
+
+    def _speech_packets(self) -> SpeechPackets | None:
+        from audio2exp.model import ModelError, load_model
+
+        try:
+            model = load_model(self.options.audio_model, self.basis)
+        except ModelError as exc:
+            log.warning("no speech-driven face: %s", exc)
+            return None
+        return SpeechPackets(model, self.basis, self.still, self.fps, self.options.send_every, self.send_packet)
+
+    async def warm_up(self) -> None:
+        """The tracker's one-off start-up cost, paid on the still before the call starts."""
+        if self.encoder is not None:
+            await asyncio.get_running_loop().run_in_executor(self.tracker_thread, self.encoder.warm_up, self.still)
+
+    # --- what goes out ------------------------------------------------------------------------------
+
+    def send_packet(self, packet: bytes) -> str:
+        """'sent', 'dropped' (on purpose, --loss) or 'closed'."""
+        if self.options.loss and random.random() < self.options.loss:
+            self.stats.packets_dropped_on_purpose += 1
+            return "dropped"
+        if self.features_channel is None or self.features_channel.readyState != "open":
+            return "closed"
+        self.features_channel.send(packet)
+        self.stats.packets_sent += 1
+        self.stats.payload_bytes += len(packet)
+        return "sent"
+
+    def send_reference(self, message: bytes) -> None:
+        """A reference still, once, on the reliable identity channel."""
+        if self.identity_channel is not None and self.identity_channel.readyState == "open":
+            self.identity_channel.send(message)
+            self.stats.references_sent += 1
+            self.stats.reference_bytes += len(message)
+            log.info("reference still sent (%d bytes)", len(message))
+
+    def on_receipt(self, index: int) -> None:
+        """The other side has cached still `index` (0: the still; streaming starts on it)."""
+        if index == 0 and not self.still_received.done():
+            self.still_received.set_result(True)
+
+    async def send_still(self, identity_channel, features_channel, timeout: float) -> None:
+        """Once the channels open: the still, then wait (RECEIPT_WAIT_S at most) for the receipt."""
+        self.identity_channel, self.features_channel = identity_channel, features_channel
+        await open_channel(identity_channel, timeout)
+        identity = encode_identity(self.still, self.basis)
+        sent_at = time.time()
+        identity_channel.send(identity)
+        self.stats.identity_bytes = len(identity)
+        await open_channel(features_channel, timeout)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.still_received), RECEIPT_WAIT_S)
+            self.stats.still_delivery_ms = round((time.time() - sent_at) * 1000, 1)
+            log.info("connected; still (%d bytes) cached by the other side in %.0f ms; streaming features",
+                     len(identity), self.stats.still_delivery_ms)
+        except asyncio.TimeoutError:
+            log.warning("connected; still sent (%d bytes) but not confirmed within %.0f s (an older "
+                        "peer?); streaming features", len(identity), RECEIPT_WAIT_S)
+
+    # --- keys ---------------------------------------------------------------------------------------
+
+    def toggle_mute(self) -> bool:
+        """Mute or unmute the voice; False when there is no voice to mute."""
+        if self.audio_track is None:
+            return False
+        self.audio_track.muted = not self.audio_track.muted
+        log.info("voice %s", "muted" if self.audio_track.muted else "on")
+        return True
+
+    def toggle_camera(self) -> bool:
+        """Camera off (the voice drives the face, as with --camera-off) or on again; False without both."""
+        if self.source is None or self.speech is None:
+            return False
+        self.camera_on = not self.camera_on
+        self.speech.active = not self.camera_on
+        log.info("camera %s", "on: it drives the face" if self.camera_on else "off: the voice drives the face")
+        return True
+
+    def status(self) -> str:
+        """This side's part of the screen's status line."""
+        voice = "no voice" if self.audio_track is None else "muted" if self.audio_track.muted else "voice on"
+        face = "camera on" if self.camera_on else "camera off"
+        return f"{face}, {voice}"
+
+    # --- the stream ---------------------------------------------------------------------------------
+
+    async def run(self, ended: asyncio.Future) -> None:
+        """Stream until the source ends or `ended` is done (the other side hung up, the path failed)."""
+        self.stats.started = time.time()
+        try:
+            if self.source is None:
+                self.speech.active = True
+                log.info("camera off: the voice drives the face")
+                track_ended = asyncio.Event()
+                self.audio_track.on("ended", track_ended.set)
+                await asyncio.wait([ended, asyncio.ensure_future(track_ended.wait())],
+                                   return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await self._camera_loop(ended)
+        finally:
+            self.stats.ended = time.time()
+
+    async def _camera_loop(self, ended: asyncio.Future) -> None:
+        loop = asyncio.get_running_loop()
+        encoder, stats, options, speech = self.encoder, self.stats, self.options, self.speech
+        no_face_since = None
+        # one slow frame (a re-detection, the OS) is no reason to step down; three in a row are
+        ladder = QualityLadder(self.source.fps, (1, encoder.send_every), describe_tracking, patience=3)
+        try:
+            async for frame, capture_ms in self.source.frames(start=stats.started):
+                if ended.done():
+                    break
+                if ladder.every != 1 and not encoder.sends_next:
+                    encoder.skip()                   # tracking stepped down: only the frames that carry a packet
+                    stats.frames_untracked += 1
+                    ladder.record(False, 0.0)
+                    continue
+                t0 = time.perf_counter()
+                sent = await loop.run_in_executor(self.tracker_thread, encoder.process, frame,
+                                                  capture_ms & 0xFFFFFFFF)
+                stats.track_ms.append((time.perf_counter() - t0) * 1e3)
+                step = ladder.record(True, sum(sent.timings_ms.values()))   # the tracker's own time
+                if step is not None:
+                    log.warning("%s (%s)", step["now"], step["why"])
+                stats.frames += 1
+                stats.frames_no_face += not sent.found
+                self.self_view = sent.crop
+                for message in sent.references:
+                    self.send_reference(message)
+                if speech is not None and options.speech_after_no_face_s is not None and self.camera_on:
+                    no_face_since = None if sent.found else (no_face_since or time.time())
+                    lost = no_face_since is not None and time.time() - no_face_since >= options.speech_after_no_face_s
+                    if lost != speech.active:
+                        speech.active = lost
+                        log.info("no face for %.0f s: the voice drives the face" if lost else
+                                 "face back: the camera drives it again", options.speech_after_no_face_s)
+                if sent.packet is None or (speech is not None and speech.active):
+                    continue
+                if self.send_packet(sent.packet) == "closed":
+                    log.warning("features channel closed; ending the call")
+                    break
+        finally:
+            stats.tracking = ladder.summary()
+
+    def close(self) -> dict:
+        """Stop the workers; the sender's summary."""
+        self.stats.ended = self.stats.ended or time.time()
+        if self.speech is not None:
+            self.speech.close()
+            self.stats.speech_packets, self.stats.speech_bytes = self.speech.packets, self.speech.payload_bytes
+        if self.encoder is not None:
+            self.encoder.close()
+        self.tracker_thread.shutdown(wait=False)
+        return self.stats.summary()
