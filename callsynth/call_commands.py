@@ -67,13 +67,10 @@ def cmd_key(args) -> int:
     return 0
 
 
-def cmd_send(args) -> int:
-    from sender.call import SenderOptions, run_sender
+def _source_and_voice(args):
+    """The camera, video file or nothing (--camera-off), and the voice to send with it."""
     from sender.capture import CameraSource, FileAudioTrack, VideoFileSource, microphone_track
 
-    from .face.basis import load_basis
-
-    _setup_logging(args.verbose)
     if args.camera_off:
         if args.camera is not None:
             raise ValueError("--camera-off and --camera N contradict each other")
@@ -93,37 +90,73 @@ def cmd_send(args) -> int:
             logging.getLogger("callsynth.send").info("%s has no audio: sending none", args.video)
     elif audio != "none":
         track = FileAudioTrack(audio)
-    options = SenderOptions(url=_url(args), room=args.room, key=args.key, tls_ca=args.tls_ca, token=args.token,
-                            identity=str(args.identity) if args.identity else None,
-                            send_every=args.send_every, loss=args.loss, hosts=tuple(args.ice_host),
-                            ice_servers=tuple(args.ice_server),
-                            stats_path=str(args.stats) if args.stats else None,
-                            camera_off=args.camera_off,
-                            speech_after_no_face_s=None if args.no_speech_fallback else args.speech_after,
-                            audio_model=str(args.audio_model) if args.audio_model else None)
-    summary = asyncio.run(run_sender(source, load_basis(args.basis), options, track))
+    return source, track
+
+
+def _sender_options(args, stats: Path | None):
+    from sender.call import SenderOptions
+
+    return SenderOptions(url=_url(args), room=args.room, key=args.key, tls_ca=args.tls_ca, token=args.token,
+                         identity=str(args.identity) if args.identity else None,
+                         send_every=args.send_every, loss=args.loss, hosts=tuple(args.ice_host),
+                         ice_servers=tuple(args.ice_server), stats_path=str(stats) if stats else None,
+                         camera_off=args.camera_off,
+                         speech_after_no_face_s=None if args.no_speech_fallback else args.speech_after,
+                         audio_model=str(args.audio_model) if args.audio_model else None)
+
+
+def _receiver_options(args, stats: Path | None):
+    from receiver.call import ReceiverOptions
+
+    return ReceiverOptions(url=_url(args), room=args.room, key=args.key, tls_ca=args.tls_ca, token=args.token,
+                           output=str(args.output) if args.output else None, window=args.window,
+                           stats_path=str(stats) if stats else None, fps=args.fps,
+                           delay_ms=args.playout_delay, duration=args.duration,
+                           rejoin_wait=args.rejoin_wait, hosts=tuple(args.ice_host),
+                           ice_servers=tuple(args.ice_server), audio_fallback=args.audio_fallback,
+                           audio_model=str(args.audio_model) if args.audio_model else None,
+                           model=args.model, generator=str(args.generator) if args.generator else None,
+                           threads=args.threads)
+
+
+def cmd_send(args) -> int:
+    from sender.call import run_sender
+
+    from .face.basis import load_basis
+
+    _setup_logging(args.verbose)
+    source, track = _source_and_voice(args)
+    summary = asyncio.run(run_sender(source, load_basis(args.basis), _sender_options(args, args.stats), track))
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_receive(args) -> int:
-    from receiver.call import ReceiverOptions, run_receiver
+    from receiver.call import run_receiver
 
     from .face.basis import load_basis
 
     _setup_logging(args.verbose)
-    options = ReceiverOptions(url=_url(args), room=args.room, key=args.key, tls_ca=args.tls_ca, token=args.token,
-                              output=str(args.output) if args.output else None, window=args.window,
-                              stats_path=str(args.stats) if args.stats else None, fps=args.fps,
-                              delay_ms=args.playout_delay, duration=args.duration,
-                              rejoin_wait=args.rejoin_wait, hosts=tuple(args.ice_host),
-                              ice_servers=tuple(args.ice_server),
-                              audio_fallback=args.audio_fallback,
-                              audio_model=str(args.audio_model) if args.audio_model else None,
-                              model=args.model, generator=str(args.generator) if args.generator else None,
-                              threads=args.threads)
-    summary = asyncio.run(run_receiver(load_basis(args.basis), options))
+    summary = asyncio.run(run_receiver(load_basis(args.basis), _receiver_options(args, args.stats)))
     print(json.dumps({k: v for k, v in summary.items() if k != "events"}, indent=2))
+    if summary.get("failure"):
+        print(f"error: the call failed: {summary['failure']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_call(args) -> int:
+    from twoway.call import TwoWayOptions, run_two_way
+
+    from .face.basis import load_basis
+
+    _setup_logging(args.verbose)
+    source, track = _source_and_voice(args)
+    options = TwoWayOptions(send=_sender_options(args, None), receive=_receiver_options(args, None),
+                            stats_path=str(args.stats) if args.stats else None)
+    summary = asyncio.run(run_two_way(source, load_basis(args.basis), options, track))
+    print(json.dumps({k: v for k, v in summary.items() if k != "received"}
+                     | {"received": {k: v for k, v in summary["received"].items() if k != "events"}}, indent=2))
     if summary.get("failure"):
         print(f"error: the call failed: {summary['failure']}", file=sys.stderr)
         return 1
@@ -207,50 +240,69 @@ def add_call_commands(sub, positive_int) -> None:
                                    "holders and the peers sign their offers with it.")
     p.set_defaults(func=cmd_key)
 
-    p = sub.add_parser("send", parents=[common], help="the caller's side: track, encode and send",
+    sending = argparse.ArgumentParser(add_help=False)
+    g = sending.add_argument_group("what this side sends")
+    g.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
+    g.add_argument("--video", type=Path, metavar="FILE", help="play this file as the camera")
+    g.add_argument("--identity", type=Path, metavar="STILL",
+                   help="the still to send (default: picked from the first 1.5 s: frontal, neutral, eyes open)")
+    g.add_argument("--audio", metavar="mic|FILE|none",
+                   help="voice source (default: the video file's own audio; none with a camera)")
+    g.add_argument("--send-every", type=positive_int, default=CALL.send_every,
+                   help="one packet every N frames (default %(default)s)")
+    g.add_argument("--loss", type=_fraction, default=0.0, metavar="P",
+                   help="drop P %% of feature packets at random, to see concealment")
+    g.add_argument("--camera-off", action="store_true",
+                   help="no camera: the voice (--audio) drives the face, packets flagged as audio-derived")
+    g.add_argument("--speech-after", type=float, default=3.0, metavar="S",
+                   help="with no face in view for S seconds, let the voice drive the face (default 3)")
+    g.add_argument("--no-speech-fallback", action="store_true", help="never let the voice drive the face")
+    g.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
+
+    receiving = argparse.ArgumentParser(add_help=False)
+    g = receiving.add_argument_group("what this side shows")
+    g.add_argument("--output", type=Path, metavar="OUT.mp4", help="record the call here")
+    g.add_argument("--window", action="store_true", help="show the call in a window (needs a display)")
+    g.add_argument("--fps", type=float, default=CALL.display_fps, help="display rate (default %(default)s)")
+    g.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",
+                   help="jitter buffer delay behind the sender's clock (default %(default)s ms)")
+    g.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds")
+    g.add_argument("--rejoin-wait", type=float, default=CALL.rejoin_wait_s, metavar="S",
+                   help="after losing the other side, wait this long for it to come back (default %(default)s)")
+    g.add_argument("--audio-fallback", action="store_true",
+                   help="when feature packets stop but the voice goes on, drive the face from the voice")
+    add_model_options(g)
+    g.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU threads for the generator (default: every core; fewer when something else, "
+                        "such as a sender, runs on the same machine)")
+
+    p = sub.add_parser("send", parents=[common, sending], help="the caller's side of a one-way call",
                        description="Capture from a camera or a file (at its own frame rate), track the face, "
                                    "send the still once on the reliable 'identity' channel and one feature "
                                    "packet per sent frame on the unreliable 'features' channel, with the "
                                    "voice as a 16 kbps mono Opus track.")
-    p.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
-    p.add_argument("--video", type=Path, metavar="FILE", help="play this file as the camera")
-    p.add_argument("--identity", type=Path, metavar="STILL",
-                   help="the still to send (default: picked from the first 1.5 s: frontal, neutral, eyes open)")
-    p.add_argument("--audio", metavar="mic|FILE|none",
-                   help="voice source (default: the video file's own audio; none with a camera)")
-    p.add_argument("--send-every", type=positive_int, default=CALL.send_every,
-                   help="one packet every N frames (default %(default)s: 15 packets/s at 30 fps)")
-    p.add_argument("--loss", type=_fraction, default=0.0, metavar="P",
-                   help="drop P %% of feature packets at random, to see concealment")
-    p.add_argument("--camera-off", action="store_true",
-                   help="no camera: the voice (--audio) drives the face, packets flagged as audio-derived")
-    p.add_argument("--speech-after", type=float, default=3.0, metavar="S",
-                   help="with no face in view for S seconds, let the voice drive the face (default 3)")
-    p.add_argument("--no-speech-fallback", action="store_true", help="never let the voice drive the face")
-    p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
     p.add_argument("--stats", type=Path, help="write the sender's statistics (JSON)")
     p.set_defaults(func=cmd_send)
 
-    p = sub.add_parser("receive", parents=[common], help="the callee's side: rebuild, show, record",
+    p = sub.add_parser("receive", parents=[common, receiving], help="the callee's side of a one-way call",
                        description="Cache the still, play feature packets out through a jitter buffer, "
                                    "rebuild every frame, show it (--window) and/or record it with the "
                                    "received audio, and report kbps, fps and glass-to-glass latency.")
-    p.add_argument("--output", type=Path, metavar="OUT.mp4", help="record the call here")
-    p.add_argument("--window", action="store_true", help="show the call in a window (needs a display)")
     p.add_argument("--stats", type=Path, metavar="STATS.json", help="write the call's statistics here")
-    p.add_argument("--fps", type=float, default=CALL.display_fps, help="display rate (default %(default)s)")
-    p.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",
-                   help="jitter buffer delay behind the sender's clock (default %(default)s ms)")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds")
-    p.add_argument("--rejoin-wait", type=float, default=CALL.rejoin_wait_s, metavar="S",
-                   help="after losing the sender, wait this long for it to come back (default %(default)s)")
-    p.add_argument("--audio-fallback", action="store_true",
-                   help="when feature packets stop but the voice goes on, drive the face from the voice")
-    add_model_options(p)
-    p.add_argument("--threads", type=positive_int, metavar="N",
-                   help="CPU threads for the generator (default: every core; fewer when something else, "
-                        "such as a sender, runs on the same machine)")
     p.set_defaults(func=cmd_receive)
+
+    p = sub.add_parser("call", parents=[common, sending, receiving],
+                       help="a two-way call: one command per person",
+                       description="Both directions over one peer connection: this side sends its face "
+                                   "(still, features, reference stills, voice) as `send` does and rebuilds "
+                                   "the other's as `receive` does. Both parties run it with the same --room "
+                                   "and --key (the first without a key makes one and prints it); the first in "
+                                   "the room offers, the second answers. With --window: the other person "
+                                   "large, yourself small, a status line; keys q/Esc hang up, m mutes the "
+                                   "voice, c turns the camera off (the voice then drives your face) and on.")
+    p.add_argument("--stats", type=Path, metavar="STATS.json",
+                   help="write both directions' statistics here ('sent', 'received')")
+    p.set_defaults(func=cmd_call)
 
     p = sub.add_parser("demo", help="a whole call on loopback from a video file",
                        description="Start the signalling server, a receiver and a sender as separate "

@@ -374,6 +374,19 @@ class SignallingClient:
         self.heartbeat = asyncio.create_task(self._heartbeat(self.ws))
         return int(reply.get("peers", 0))
 
+    async def join_free_role(self, roles: tuple[str, ...] = ("sender", "receiver")) -> int:
+        """For a two-way call, where both parties run the same command: join in the first of `roles` the
+        room does not hold yet (the server admits one client per role, one at a time, so two parties
+        starting together still end up one in each). The role is kept for reconnect()."""
+        for role in roles:
+            self.role = role
+            try:
+                return await self.connect()
+            except SignallingError as exc:
+                if f"already has a {role}" not in str(exc) or role == roles[-1]:
+                    raise
+        raise SignallingError("no role left in the room")
+
     async def reconnect(self, give_up_after_s: float | None = None) -> int:
         """connect() again and again (backing off to 5 s) until it works; SignallingError after
         give_up_after_s. For a call that goes on while the server is away."""

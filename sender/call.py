@@ -82,7 +82,7 @@ def _note(message: dict) -> None:
         log.warning("refused a %s not signed with the call key", message["of"])
 
 
-async def _wait_for_peer(signal: SignallingClient, peers: int) -> None:
+async def wait_for_peer(signal: SignallingClient, peers: int) -> None:
     while peers == 0:
         message = await signal.receive()
         if message["type"] == "peer-joined":
@@ -90,7 +90,7 @@ async def _wait_for_peer(signal: SignallingClient, peers: int) -> None:
         _note(message)
 
 
-async def _wait_for_answer(signal: SignallingClient) -> RTCSessionDescription:
+async def wait_for_answer(signal: SignallingClient) -> RTCSessionDescription:
     while True:
         message = await signal.receive()
         kind = message["type"]
@@ -113,7 +113,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
     try:
         peers = await signal.connect()
         log.info("in room %r; waiting for the receiver", options.room)
-        await _wait_for_peer(signal, peers)
+        await wait_for_peer(signal, peers)
         pc = new_peer_connection(options.hosts, options.ice_servers)
         identity_channel = pc.createDataChannel(IDENTITY_CHANNEL, ordered=True)
         replies = ReceiverReplies(identity_channel, basis, stream)
@@ -123,7 +123,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
             pc.addTrack(stream.audio_track)
         await pc.setLocalDescription(await pc.createOffer())
         await signal.send({"type": "offer", "sdp": pc.localDescription.sdp})
-        await pc.setRemoteDescription(await _wait_for_answer(signal))
+        await pc.setRemoteDescription(await wait_for_answer(signal))
         await stream.send_still(identity_channel, features_channel, options.connect_timeout)
 
         bye = asyncio.create_task(_watch_call(signal, pc, replies))
