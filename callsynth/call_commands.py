@@ -166,6 +166,9 @@ def cmd_call(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    if args.two_way:
+        return _two_way_demo(args)
+
     report = run_demo(args.video, Path(args.out), identity=args.identity, loss=args.loss,
                       send_every=args.send_every, delay_ms=args.playout_delay, audio=args.audio,
                       max_frames=args.max_frames, camera_off=args.camera_off,
@@ -173,6 +176,23 @@ def cmd_demo(args) -> int:
     print(json.dumps(report["headline"], indent=2))
     print(f"measured on {report['cpu']}")
     print(f"received video: {report['files']['video']}\nstats: {report['files']['stats']}")
+    return 0
+
+
+def _two_way_demo(args) -> int:
+    from .demo import run_two_way_demo
+    from .split import eval_clips
+
+    other = args.video2
+    if other is None:   # another held-out clip than --video
+        other = next(c for c in eval_clips() if c.resolve() != Path(args.video).resolve())
+    extra = ["--send-every", str(args.send_every), "--playout-delay", str(args.playout_delay)]
+    if args.max_frames:
+        extra += ["--max-frames", str(args.max_frames)]
+    report = run_two_way_demo((Path(args.video), Path(other)), Path(args.out), extra, model=args.model)
+    print(json.dumps(report["headline"], indent=2))
+    print(f"measured on {report['cpu']}")
+    print(f"received videos and stats in {args.out}")
     return 0
 
 
@@ -309,6 +329,11 @@ def add_call_commands(sub, positive_int) -> None:
                                    "processes on 127.0.0.1, play the clip through a real WebRTC call, and "
                                    "write the received video and STATS.json (latency, fps, kbps).")
     p.add_argument("--video", required=True, type=Path, help="the clip to send")
+    p.add_argument("--two-way", action="store_true",
+                   help="a two-way call instead: two `callsynth call` processes, --video on side a and "
+                        "--video2 on side b, each rebuilding the other")
+    p.add_argument("--video2", type=Path, metavar="FILE",
+                   help="with --two-way, side b's clip (default: another held-out clip)")
     p.add_argument("--out", type=Path, default=Path("out/demo_call"), help="output folder (default out/demo_call)")
     p.add_argument("--identity", type=Path, help="still to send (default: picked by the sender)")
     p.add_argument("--loss", type=_fraction, default=0.0, metavar="P", help="drop P %% of feature packets")

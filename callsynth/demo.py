@@ -176,3 +176,74 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
         report["files"]["plot"] = str(files["plot"])
         files["stats"].write_text(json.dumps(report, indent=2))
     return report
+
+
+def side_headline(stats: dict) -> dict:
+    """One side of a two-way call, as it saw the other: frame rate, latency, interpolated share, bytes."""
+    received = stats["received"]
+    shown = max(1, received["frames_shown"])
+    wire = received.get("on_wire", {})
+    return {
+        "role": stats.get("role"),
+        "fps": received["fps"],
+        "fps_min_1s": received["fps_min_1s"],
+        "latency_ms_p50": received["latency_ms"]["p50"],
+        "latency_ms_p95": received["latency_ms"]["p95"],
+        "frames_shown": received["frames_shown"],
+        "interpolated_share": round(1 - received["concealed_frames"] / shown, 3),
+        "received_on_wire_kbps": wire.get("total_kbps"),
+        "received_features_on_wire_kbps": wire.get("features_kbps"),
+        "received_audio_on_wire_kbps": wire.get("audio_kbps"),
+        "sent_payload_kbps": stats["sent"].get("payload_kbps"),
+        "sent_tracking": stats["sent"].get("tracking", {}).get("now"),
+        "quality": received.get("quality", {}).get("now"),
+        "peak_memory_mb": stats.get("peak_memory_mb"),
+        "ended": stats.get("ended"),
+    }
+
+
+def run_two_way_demo(videos: tuple[Path, Path], out: Path, extra: list[str] | None = None,
+                     model: str = DEFAULT_MODEL) -> dict:
+    """Two `callsynth call` processes (a and b, one clip each) and the signalling server on 127.0.0.1: one
+    two-way call, each side's received video and statistics, and a STATS.json with both."""
+    infos = [video_info(v) for v in videos]   # clear MediaErrors before any process starts
+    out.mkdir(parents=True, exist_ok=True)
+    port, key = free_port(), CallKey.new()
+    url = f"ws://127.0.0.1:{port}"
+    logs = {name: out / f"{name}.log" for name in ("signal", "a", "b")}
+    server = _spawn(["signal", "--port", str(port)], logs["signal"])
+    processes, sides = [server], {}
+    try:
+        _wait_for_port(port, server, logs["signal"])
+        for name, video in zip("ab", videos):
+            sides[name] = _spawn(["call", "--signal", url, "--room", "demo", "--video", str(video),
+                                  "--output", str(out / f"{name}_received.mp4"),
+                                  "--stats", str(out / f"{name}_stats.json"), "--rejoin-wait", "10",
+                                  "--model", model, "--threads", str(receiver_threads())] + (extra or []),
+                                 logs[name], key)
+            processes.append(sides[name])
+        seconds = max((i.frames or 30 * 60) / i.fps for i in infos)
+        for name, process in sides.items():
+            try:
+                code = process.wait(timeout=seconds + 90)
+            except subprocess.TimeoutExpired:
+                raise DemoError(f"side {name} did not finish in time:\n{_tail(logs[name])}")
+            if code != 0:
+                raise DemoError(f"side {name} failed (exit {code}):\n{_tail(logs[name])}")
+    finally:
+        stop_processes(processes)
+    from .machine import cpu_description
+
+    stats = {name: json.loads((out / f"{name}_stats.json").read_text()) for name in "ab"}
+    report = {"clips": {name: str(v) for name, v in zip("ab", videos)}, "cpu": cpu_description(),
+              "headline": {name: side_headline(stats[name]) for name in "ab"}, "sides": stats,
+              "logs": {k: str(v) for k, v in logs.items()}}
+    (out / "STATS.json").write_text(json.dumps(report, indent=2))
+    from .call_plot import plot_call
+
+    for name in "ab":
+        frames_csv = out / f"{name}_stats.frames.csv"
+        if frames_csv.exists():
+            plot_call(frames_csv, out / f"{name}_latency.png",
+                      title=f"two-way call, side {name} showing {Path(videos[1 - 'ab'.index(name)]).name}")
+    return report
