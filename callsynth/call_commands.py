@@ -186,7 +186,9 @@ def _two_way_demo(args) -> int:
     other = args.video2
     if other is None:   # another held-out clip than --video
         other = next(c for c in eval_clips() if c.resolve() != Path(args.video).resolve())
-    extra = ["--send-every", str(args.send_every), "--playout-delay", str(args.playout_delay)]
+    extra = ["--send-every", str(args.send_every)]
+    if args.playout_delay is not None:
+        extra += ["--playout-delay", str(args.playout_delay)]
     if args.max_frames:
         extra += ["--max-frames", str(args.max_frames)]
     report = run_two_way_demo((Path(args.video), Path(other)), Path(args.out), extra, model=args.model)
@@ -285,7 +287,8 @@ def add_call_commands(sub, positive_int) -> None:
     g.add_argument("--window", action="store_true", help="show the call in a window (needs a display)")
     g.add_argument("--fps", type=float, default=CALL.display_fps, help="display rate (default %(default)s)")
     g.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",
-                   help="jitter buffer delay behind the sender's clock (default %(default)s ms)")
+                   help="a fixed jitter buffer delay behind the sender's clock (default: adaptive, the "
+                        f"packet spacing plus the jitter seen, at most {CALL.max_playout_delay_ms:g} ms)")
     g.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds")
     g.add_argument("--rejoin-wait", type=float, default=CALL.rejoin_wait_s, metavar="S",
                    help="after losing the other side, wait this long for it to come back (default %(default)s)")
@@ -340,7 +343,7 @@ def add_call_commands(sub, positive_int) -> None:
     p.add_argument("--send-every", type=positive_int, default=CALL.send_every,
                    help="one packet every N frames (default %(default)s)")
     p.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",
-                   help="receiver's delay (default %(default)s)")
+                   help="a fixed playout delay for the receiving side(s) (default: adaptive)")
     p.add_argument("--audio", metavar="FILE|none", help="voice (default: the clip's own audio)")
     p.add_argument("--max-frames", type=positive_int, help="send at most this many frames")
     p.add_argument("--camera-off", action="store_true",

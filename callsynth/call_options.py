@@ -8,8 +8,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class CallDefaults:
-    send_every: int = 2              # one packet every 2nd frame: 15 packets/s from a 30 fps camera
-    playout_delay_ms: float = 60.0   # the jitter buffer plays out this far behind the sender's clock
+    # A live call sends a packet for every frame: a frame is interpolated (not extrapolated) only once the
+    # packet after it has arrived, so the playout delay must cover the packet spacing, and at one packet
+    # every 2nd frame of a 25 fps camera (80 ms) glass to glass could not stay under 100 ms. `--budget`
+    # trades this for fewer packets (callsynth.budget).
+    send_every: int = 1
+    # Offline reenactment (`reenact`) measures the 4 kbps operating point: one packet every 2nd frame.
+    reenact_send_every: int = 2
+    # The jitter buffer plays out this far behind the sender's clock; None: adapt to the packet spacing
+    # and the jitter seen (receiver.jitter), up to max_playout_delay_ms, past which it extrapolates.
+    playout_delay_ms: float | None = None
+    max_playout_delay_ms: float = 120.0
     display_fps: float = 30.0        # the receiver shows frames at this rate whatever the packet rate
     rejoin_wait_s: float = 30.0      # after losing the sender, wait this long for it to come back
 

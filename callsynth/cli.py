@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-out", type=Path,
                    help="also write the driving frames cropped exactly like OUTPUT, frame for frame")
     p.add_argument("--stats", type=Path, help="write bytes per packet, kbps, faceless frames, timings (JSON)")
-    p.add_argument("--send-every", type=_positive_int, default=CALL.send_every,
+    p.add_argument("--send-every", type=_positive_int, default=CALL.reenact_send_every,
                    help="send a packet every Nth frame, interpolate between (default %(default)s: 15 packets/s "
                         "at 30 fps)")
     p.add_argument("--basis", type=Path, help="basis file (default: the one shipped in callsynth/assets)")

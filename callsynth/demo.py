@@ -109,7 +109,7 @@ def receiver_threads() -> int:
 
 
 def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float = 0.0,
-             send_every: int = CALL.send_every, delay_ms: float = CALL.playout_delay_ms, audio: str | None = None,
+             send_every: int = CALL.send_every, delay_ms: float | None = CALL.playout_delay_ms, audio: str | None = None,
              max_frames: int | None = None, camera_off: bool = False, audio_fallback: bool = False,
              model: str = DEFAULT_MODEL, generator: Path | None = None) -> dict:
     info = video_info(video)  # a clear MediaError before any process starts
@@ -124,10 +124,11 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
     try:
         _wait_for_port(port, server, logs["signal"])
         receiver = _spawn(["receive", "--signal", url, "--room", room, "--output", str(files["video"]),
-                           "--stats", str(files["receiver_stats"]), "--playout-delay", str(delay_ms),
+                           "--stats", str(files["receiver_stats"]),
                            "--rejoin-wait", "10", "--model", model] + (["--audio-fallback"] if audio_fallback else [])
                           + (["--generator", str(generator)] if generator else [])
-                          + ["--threads", str(receiver_threads())],
+                          + ["--threads", str(receiver_threads())]
+                          + (["--playout-delay", str(delay_ms)] if delay_ms is not None else []),
                           logs["receiver"], key)
         processes.append(receiver)
         send = ["send", "--signal", url, "--room", room, "--stats", str(files["sender_stats"]),

@@ -70,7 +70,7 @@ class ReenactStats:
 
 
 def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: ExpressionBasis,
-            send_every: int = CALL.send_every, smoothing: bool = True, stats: ReenactStats | None = None,
+            send_every: int = CALL.reenact_send_every, smoothing: bool = True, stats: ReenactStats | None = None,
             sender_still: Still | None = None, renderer_factory=WarpRenderer, references: bool = True
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (reference crop, rebuilt frame) for every driving frame, in order.

@@ -45,7 +45,7 @@ class ReceiverOptions:
     window: bool = False
     stats_path: str | None = None
     fps: float = CALL.display_fps
-    delay_ms: float = CALL.playout_delay_ms
+    delay_ms: float | None = CALL.playout_delay_ms   # None: adaptive (receiver.jitter)
     duration: float | None = None      # stop after this many seconds of call
     rejoin_wait: float = CALL.rejoin_wait_s   # after losing the sender, wait this long for it to come back
     audio_fallback: bool = False       # drive the face from the received voice when packets stop
@@ -76,7 +76,6 @@ class Receiver:
         self.lost_at: float | None = None       # when the sender (media and signalling) was last lost
         self.hung_up = False                    # the sender said goodbye (in-band or signed bye)
         self.identity_channel = None
-        self.face_check: asyncio.Task | None = None
         self.failure: str | None = None         # why the call ended by an error (None: it did not)
 
     # --- signalling ---------------------------------------------------------------------------------
@@ -274,14 +273,7 @@ class Receiver:
             asyncio.ensure_future(self._sender_hung_up(parsed.reason[:100]))
         elif isinstance(parsed, Receipt):
             self.picture.reject(WireError("a receipt from the sender, which never asks for one"), "identity")
-        elif parsed.is_reference:
-            self.picture.accept_reference(parsed, len(message))
-        else:
-            before = self.picture.renderer.still if self.picture.renderer is not None else None
-            if not self.picture.accept_still(parsed.still, len(message)):
-                return
-            if before is not None:
-                self.face_check = check_same_face(self.stats, before, parsed.still)
+        elif self.picture.accept_identity(parsed, len(message)):
             if self.counters:
                 self.counters[-1].mark()  # on-wire rates are measured from here: the still is not a rate
             if self.identity_channel is not None and self.identity_channel.readyState == "open":
@@ -305,27 +297,6 @@ class Receiver:
             self.stats.write_frame_log(path.with_suffix(".frames.csv"))
         log.info("call over: %s", summary_line(summary))
         return summary
-
-
-def check_same_face(stats: ReceiverStats, before, after) -> asyncio.Future:
-    """A new still in the same call: say aloud whether it is still the same person (dlib's distance,
-    computed off the event loop)."""
-    from callsynth.model.identity import SAME_FACE, face_distance
-
-    async def check():
-        try:
-            distance = await asyncio.get_running_loop().run_in_executor(
-                None, face_distance, before.image, before.landmarks, after.image, after.landmarks)
-        except Exception as exc:  # noqa: BLE001 - the check is a warning, never a failure
-            stats.event(f"could not compare the new still's face: {exc}", logging.WARNING)
-            return
-        if distance > SAME_FACE:
-            stats.event(f"the caller's face changed: the new still shows a different person "
-                        f"(face distance {distance:.2f} > {SAME_FACE})", logging.WARNING)
-        else:
-            stats.event(f"a new still from the caller, the same face (distance {distance:.2f})")
-
-    return asyncio.ensure_future(check())
 
 
 async def consume_audio(track, picture: FrameClock) -> None:

@@ -59,6 +59,7 @@ class FrameClock:
         self.wire_bytes: Callable[[], int] = lambda: 0   # bytes received on the wire so far (status line)
         self.status_extra: Callable[[], str] | None = None   # what the owner adds to the status line
         self.quality = QualityLadder(options.fps, RENDER_LEVELS if options.model == "generator" else (0,))
+        self.face_check: asyncio.Future | None = None
         self.generator = self.generator_run = None
         if options.model == "generator":
             # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs
@@ -86,6 +87,19 @@ class FrameClock:
         return False
 
     # --- what the channels deliver ------------------------------------------------------------------
+
+    def accept_identity(self, parsed, size: int) -> bool:
+        """A still or a reference still (wire.Identity); True when a new still was cached (the caller then
+        sends the receipt). A new still in the same call is checked for being the same person."""
+        if parsed.is_reference:
+            self.accept_reference(parsed, size)
+            return False
+        before = self.renderer.still if self.renderer is not None else None
+        if not self.accept_still(parsed.still, size):
+            return False
+        if before is not None:
+            self.face_check = check_same_face(self.stats, before, parsed.still)
+        return True
 
     def accept_still(self, still, size: int) -> bool:
         """A new still (index 0): True when cached (the caller then sends the receipt). One that cannot be
@@ -318,7 +332,33 @@ class FrameClock:
             self.recorder.close()
         if self.jitter is not None:
             self.stats.jitter = dict(self.jitter.counts, delay_ms=round(self.jitter.delay_ms, 1),
+                                     delay="adaptive" if self.jitter.adaptive else "fixed",
+
                                      offset_ms=round(self.jitter.offset_ms, 1))
+            spread = self.jitter.spread_ms()
+            if spread is not None:
+                self.stats.jitter.update({k: round(v, 1) for k, v in spread.items()})
         if self.screen is not None:
             self.screen.close()
         return {"renderer": self.options.model, "quality": self.quality.summary()}
+
+
+def check_same_face(stats: ReceiverStats, before, after) -> asyncio.Future:
+    """A new still in the same call: say aloud whether it is still the same person (dlib's distance,
+    computed off the event loop)."""
+    from callsynth.model.identity import SAME_FACE, face_distance
+
+    async def check():
+        try:
+            distance = await asyncio.get_running_loop().run_in_executor(
+                None, face_distance, before.image, before.landmarks, after.image, after.landmarks)
+        except Exception as exc:  # noqa: BLE001 - the check is a warning, never a failure
+            stats.event(f"could not compare the new still's face: {exc}", logging.WARNING)
+            return
+        if distance > SAME_FACE:
+            stats.event(f"the caller's face changed: the new still shows a different person "
+                        f"(face distance {distance:.2f} > {SAME_FACE})", logging.WARNING)
+        else:
+            stats.event(f"a new still from the caller, the same face (distance {distance:.2f})")
+
+    return asyncio.ensure_future(check())

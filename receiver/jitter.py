@@ -9,7 +9,15 @@ The clock cannot be poisoned: a packet stamped more than STEP_MS ahead of the se
 holds is refused as "future" instead of dragging the playout point ahead of every genuine packet (one
 forged packet 10 s ahead used to conceal ten seconds of the call). A real step of the sender's clock, in
 either direction, shows as packets that keep disagreeing with it by the same amount; after STEP_CONFIRM_MS
-of nothing else the buffer takes the new clock."""
+of nothing else the buffer takes the new clock.
+
+The delay adapts unless fixed: a frame is interpolated only when the packet after it has arrived, so the
+delay must cover, for each packet, the time from the capture of the one before it to its own arrival,
+less the fastest transit (the spacing of packets and their jitter together: the two are not independent,
+and adding a percentile of each waited far longer than needed). The delay follows the 95th percentile of
+that over the recent packets, plus MARGIN_MS, never over max_delay_ms (past that the timeline
+extrapolates: a low packet rate must not make the call lag), and it moves by SLEW_MS per frame at most,
+so the picture never jumps in time."""
 
 from __future__ import annotations
 
@@ -28,6 +36,9 @@ WRAP = 1 << 32
 STEP_MS = 1000.0          # transit this far from the clock held is a forged stamp or a clock step
 STEP_CONFIRM_MS = 700.0   # that long of packets agreeing on the new clock (and no other) is a real step
 STEP_AGREE_MS = 250.0
+MARGIN_MS = 5.0           # the adaptive delay's allowance beyond the spacing and jitter it has seen
+SLEW_MS = 2.0             # how far the adaptive delay moves per frame shown
+FIRST_DELAY_MS = 60.0     # the adaptive delay before the first packets tell it anything
 
 
 def unwrap_ms(capture_ms: int, now_ms: int) -> int:
@@ -39,11 +50,18 @@ def unwrap_ms(capture_ms: int, now_ms: int) -> int:
 
 
 class JitterBuffer:
-    def __init__(self, rest_pose: Pose, code_size: int, delay_ms: float = CALL.playout_delay_ms,
-                 extrapolate_ms: float = 100.0, silence_ms: float = 1000.0, offset_window: int = 300):
+    def __init__(self, rest_pose: Pose, code_size: int, delay_ms: float | None = CALL.playout_delay_ms,
+                 extrapolate_ms: float = 100.0, silence_ms: float = 1000.0, offset_window: int = 300,
+                 max_delay_ms: float = CALL.max_playout_delay_ms):
+        """`delay_ms`: a fixed playout delay, or None to adapt it (see the module's docstring)."""
         self.timeline = FeatureTimeline(rest_pose, code_size, extrapolate_ms=extrapolate_ms,
                                         silence_ms=silence_ms)
-        self.delay_ms = delay_ms
+        self.adaptive = delay_ms is None
+        self.delay_ms = min(FIRST_DELAY_MS, max_delay_ms) if delay_ms is None else delay_ms
+        self.max_delay_ms = max_delay_ms
+        self.spacing: deque = deque(maxlen=120)      # capture-time gaps between consecutive packets
+        self.reach: deque = deque(maxlen=120)        # arrival of each packet − capture of the one before
+        self.last_capture: int | None = None
         # arrival − capture of recent packets, apart for camera and speech-derived packets: the latter
         # leave the sender a look-ahead later than the moment they describe.
         self.transit = {False: deque(maxlen=offset_window), True: deque(maxlen=offset_window)}
@@ -85,10 +103,31 @@ class JitterBuffer:
             verdict = "duplicate"
         else:
             self.timeline.add(features, capture)
+            if self.newest_ms is not None and capture > self.newest_ms:
+                self.spacing.append(capture - self.newest_ms)
+                self.reach.append(arrival_ms - self.newest_ms)
             self.newest_ms = capture if self.newest_ms is None else max(self.newest_ms, capture)
             verdict = "accepted"
         self.counts[verdict] += 1
         return verdict
+
+    def spread_ms(self) -> dict | None:
+        """How packets came lately (ms): spacing (median), transit beyond the fastest (95th percentile),
+        and what interpolating 95 % of frames needs (see the module's docstring); None before enough."""
+        transit = self.transit[self.from_audio]
+        if len(self.reach) < 5 or len(transit) < 5:
+            return None
+        fastest = min(transit)
+        return {"spacing_p50_ms": float(np.median(self.spacing)),
+                "jitter_p95_ms": float(np.percentile(np.array(transit)[-120:] - fastest, 95)),
+                "needed_p95_ms": float(np.percentile(np.array(self.reach) - fastest, 95))}
+
+    def target_delay_ms(self) -> float:
+        """What the adaptive delay aims at now (see the module's docstring)."""
+        spread = self.spread_ms()
+        if spread is None:
+            return self.delay_ms
+        return float(min(self.max_delay_ms, spread["needed_p95_ms"] + MARGIN_MS))
 
     def _off_clock(self, features: FrameFeatures, arrival_ms: int, transit: float, capture: int) -> str:
         """A packet far off the clock held: refused ('future' when ahead of it, 'stale' when behind), unless
@@ -111,7 +150,10 @@ class JitterBuffer:
         return "accepted"
 
     def playout_ms(self, now_ms: float) -> float:
-        """The capture time to show at receiver time now_ms."""
+        """The capture time to show at receiver time now_ms (one call per frame shown)."""
+        if self.adaptive:
+            target = self.target_delay_ms()
+            self.delay_ms += float(np.clip(target - self.delay_ms, -SLEW_MS, SLEW_MS))
         return now_ms - self.offset_ms - self.delay_ms
 
     def state_at(self, playout_ms: float):

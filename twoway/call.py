@@ -268,8 +268,9 @@ class TwoWayCall:
 
     def _finish(self, sent: dict) -> dict:
         self.stats.wire = wire_summary(self.counters)
+        picture = self.picture.close()
         received = self.stats.summary()
-        received.update(self.picture.close())
+        received.update(picture)
         summary = {"role": self.role, "ended": self.ended.result() if self.ended.done() else None,
                    "failure": self.failure, "peak_memory_mb": peak_memory_mb(),
                    "received": received, "sent": sent}

@@ -18,6 +18,7 @@ from scipy.spatial import Delaunay
 
 from .crop import CROP_SIZE
 from .pose import umeyama
+from .raster import backward_maps
 
 # Face-oval indices of the MediaPipe mesh (FACEMESH_FACE_OVAL, in order around the face).
 FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378,
@@ -29,7 +30,6 @@ FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288,
 # worse on the validation clips, so the rings stay rigid.
 RINGS = ((1.3, 1.0), (1.75, 0.6))
 BORDER_STEPS = 8
-SUBPIXEL = 4  # fixed-point bits for rasterising triangles
 UNFOLD_STEPS = 40
 
 
@@ -133,8 +133,6 @@ class FaceWarper:
         self.triangles = Delaunay(self.src_points).simplices.astype(np.int32)
         self.movable = np.ones(len(self.src_points), bool)
         self.movable[-len(self.border):] = False
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-        self._grid = np.stack([xs, ys, np.ones_like(xs)], axis=-1)  # (H, W, 3)
 
     def _control_points(self, face: np.ndarray, head: np.ndarray) -> np.ndarray:
         parts = [face]
@@ -153,27 +151,23 @@ class FaceWarper:
              ) -> tuple[np.ndarray, np.ndarray]:
         """Backward maps (map_x, map_y): for each output pixel, where to sample the still. `box`
         (x0, y0, x1, y1): only that part of the output (the maps are then its size)."""
-        dst, _ = unfold(self.src_points, self.target_points(target_landmarks), self.triangles, self.movable)
+        dst = self.target_points(target_landmarks)
         triangles = self.triangles
-        if box is not None:
+        if box is None:
+            box = (0, 0, self.size, self.size)
+        else:
+            # only the triangles near the box, unfolded among themselves (a fold elsewhere moves no pixel
+            # of the box; unfolding the whole mesh for a mouth or an eye cost as much as the box itself)
             x0, y0, x1, y1 = box
             lo, hi = dst[triangles].min(1), dst[triangles].max(1)
-            near = (hi[:, 0] >= x0 - 1) & (lo[:, 0] <= x1 + 1) & (hi[:, 1] >= y0 - 1) & (lo[:, 1] <= y1 + 1)
+            pad = 8.0
+            near = ((hi[:, 0] >= x0 - pad) & (lo[:, 0] <= x1 + pad) & (hi[:, 1] >= y0 - pad)
+                    & (lo[:, 1] <= y1 + pad))
             triangles = triangles[near]
-        tri_dst = dst[triangles]                            # (T, 3, 2)
-        tri_src = self.src_points[triangles]
-        affine = _affines(tri_dst, tri_src)                # (T, 3, 2)
-        ids = np.full((self.size, self.size), -1, dtype=np.int32)
-        fixed = np.round(tri_dst * (1 << SUBPIXEL)).astype(np.int32)
-        for i in self._far_to_near(target_landmarks, triangles):
-            cv2.fillConvexPoly(ids, fixed[i], int(i), lineType=cv2.LINE_8, shift=SUBPIXEL)
-        affine = np.concatenate([affine, np.array([[[1, 0], [0, 1], [0, 0]]])], 0).astype(np.float32)
-        grid = self._grid
-        if box is not None:
-            ids, grid = ids[y0:y1, x0:x1], grid[y0:y1, x0:x1]
-        per_pixel = affine[ids]                              # id -1 picks the identity map
-        mapped = np.einsum("hwk,hwkc->hwc", grid, per_pixel)
-        return mapped[..., 0], mapped[..., 1]
+        dst, _ = unfold(self.src_points, dst, triangles, self.movable)
+        tri_dst = dst[triangles]                                  # (T, 3, 2)
+        affine = _affines(tri_dst, self.src_points[triangles])   # (T, 3, 2)
+        return backward_maps(tri_dst, affine, self._far_to_near(target_landmarks, triangles), box)
 
     def _far_to_near(self, target_landmarks: np.ndarray, triangles: np.ndarray) -> np.ndarray:
         """Triangle order for drawing: the surroundings first, then the face from far to near (MediaPipe's
