@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -60,6 +61,7 @@ class FrameClock:
         self.status_extra: Callable[[], str] | None = None   # what the owner adds to the status line
         self.quality = QualityLadder(options.fps, RENDER_LEVELS if options.model == "generator" else (0,))
         self.face_check: asyncio.Future | None = None
+        self.render_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
         self.generator = self.generator_run = None
         if options.model == "generator":
             # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs
@@ -235,12 +237,15 @@ class FrameClock:
             await asyncio.sleep(0.01)
 
     async def _render(self, state) -> np.ndarray:
-        """A frame at the quality the ladder chooses. The generator runs in a worker thread (torch lets go
-        of the GIL), so that packets keep being received while it works; the warp, a few ms, runs inline."""
+        """A frame at the quality the ladder chooses, built in the render thread: the generator (torch) and
+        the warp's compiled raster, remap and numpy let go of the GIL, so that packets keep being received
+        and sent while a frame is built (inline, the warp held up a two-way call's outgoing packets and
+        added tens of ms to their jitter)."""
         repair = self.generator is not None and self.quality.costly_next()
         started = time.perf_counter()
         if repair:
-            frame = await asyncio.get_running_loop().run_in_executor(None, self.renderer.render, state, True)
+            frame = await asyncio.get_running_loop().run_in_executor(self.render_thread, self.renderer.render,
+                                                                     state, repair)
         else:
             frame = self.renderer.render(state, False)
         level = self.quality.level
@@ -340,6 +345,7 @@ class FrameClock:
                 self.stats.jitter.update({k: round(v, 1) for k, v in spread.items()})
         if self.screen is not None:
             self.screen.close()
+        self.render_thread.shutdown(wait=False)
         return {"renderer": self.options.model, "quality": self.quality.summary()}
 
 

@@ -60,7 +60,7 @@ class JitterBuffer:
         self.delay_ms = min(FIRST_DELAY_MS, max_delay_ms) if delay_ms is None else delay_ms
         self.max_delay_ms = max_delay_ms
         self.spacing: deque = deque(maxlen=120)      # capture-time gaps between consecutive packets
-        self.reach: deque = deque(maxlen=120)        # arrival of each packet − capture of the one before
+        self.reach: deque = deque(maxlen=60)         # arrival of each packet − capture of the one before (~2 s)
         self.last_capture: int | None = None
         # arrival − capture of recent packets, apart for camera and speech-derived packets: the latter
         # leave the sender a look-ahead later than the moment they describe.

@@ -118,15 +118,18 @@ class FeatureEncoder:
         landmarks = box.to_crop(result.landmarks) if result.found else None
         if self.blinks is not None:
             send = self.blinks.decide(send, None if landmarks is None else float(eye_openness(landmarks).mean()))
+        pose = None
         if send:
             features = FrameFeatures(self.seq, capture_ms, flags=flags)
             if result.found:
-                features.pose, features.code = self.coder.encode(landmarks)
+                pose, code = self.coder.encode(landmarks)
+                features.pose, features.code = pose, code
                 features.gaze = self.coder.gaze_delta(landmarks)
             packet = self.codec.encode(features)
             self.seq = (self.seq + 1) & 0xFFFF
         if self.picker is not None and result.found:
-            turn = float(np.linalg.norm(self.coder.pose_of(landmarks).rotvec - self.coder.still_pose.rotvec))
+            pose = pose or self.coder.pose_of(landmarks)      # estimated once a frame
+            turn = float(np.linalg.norm(pose.rotvec - self.coder.still_pose.rotvec))
             references = self.picker.observe(crop, landmarks, capture_ms, turn)
         t2 = time.perf_counter()
         return SentFrame(crop, packet, result.found, result.reason,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import av
@@ -38,7 +39,8 @@ class SpeechPackets:
         self.model, self.rest_pose = model, FaceCoder(basis, still.landmarks).still_pose
         self.driver: SpeechDriver | None = None        # made when the packets are first needed
         self.driver_origin_s = 0.0                     # stream time of the driver's sample 0
-        self.context: list[tuple[float, np.ndarray]] = []   # (stream time, samples) while inactive
+        self.context: deque = deque()                  # audio frames of the last CONTEXT_S while inactive
+        self.restart = True                            # the next active frame starts a new driver
         self.codec = Codec(basis)
         self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         self.fps, self.send_every, self.send = fps, send_every, send
@@ -51,10 +53,24 @@ class SpeechPackets:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def feed(self, frame: av.AudioFrame) -> None:
-        """Called on the event loop for each audio frame: the work goes to the worker thread, in order,
-        and the packets it makes are sent back on the loop."""
+        """Called on the event loop for each audio frame. While inactive the frame is only kept (the last
+        CONTEXT_S of them: resampling each in the worker cost 5 % of a two-way call's CPU for nothing);
+        while active the work goes to the worker thread, in order, and the packets it makes are sent back
+        on the loop."""
         self.loop = self.loop or asyncio.get_running_loop()
-        done = self.loop.run_in_executor(self.worker, self.packets_for, frame)
+        stream_s = float(frame.time or 0.0)
+        if self.start_s is None:
+            self.start_s = time.time() - stream_s
+        if not self.active:
+            self.context.append(frame)
+            while self.context and stream_s - float(self.context[0].time or 0.0) > CONTEXT_S:
+                self.context.popleft()
+            self.restart = True
+            return
+        primer = None
+        if self.restart:      # just activated: a new driver, primed with the voice just heard
+            primer, self.context, self.restart = list(self.context), deque(), False
+        done = self.loop.run_in_executor(self.worker, self.packets_for, frame, primer)
         done.add_done_callback(self._send_all)
 
     def _send_all(self, done: asyncio.Future) -> None:
@@ -71,26 +87,24 @@ class SpeechPackets:
     def close(self) -> None:
         self.worker.shutdown(wait=False, cancel_futures=True)
 
-    def packets_for(self, frame: av.AudioFrame) -> list[bytes]:
-        """The packets this audio frame completes (none while inactive); runs in the worker thread."""
+    def _samples(self, frame: av.AudioFrame) -> np.ndarray:
+        return np.concatenate([f.to_ndarray().ravel() for f in self.resampler.resample(frame)] or
+                              [np.zeros(0, np.float32)])
+
+    def packets_for(self, frame: av.AudioFrame, primer: list | None = None) -> list[bytes]:
+        """The packets this audio frame completes; runs in the worker thread. `primer`: the frames heard
+        while inactive, given on the first frame after activation (a new driver is primed with them;
+        their packets are the past and are not sent)."""
         out = []
         stream_s = float(frame.time or 0.0)
-        if self.start_s is None:
-            self.start_s = time.time() - stream_s
-        samples = np.concatenate([f.to_ndarray().ravel() for f in self.resampler.resample(frame)] or
-                                 [np.zeros(0, np.float32)])
-        if not self.active:
-            self.driver = None
-            self.context.append((stream_s, samples))
-            while self.context and stream_s - self.context[0][0] > CONTEXT_S:
-                self.context.pop(0)
-            return out
-        if self.driver is None:   # just activated: a new driver, primed with the voice just heard
+        if primer is not None or self.driver is None:
+            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             self.driver = SpeechDriver(self.model, self.rest_pose, self.fps)
-            self.driver_origin_s = self.context[0][0] if self.context else stream_s
-            if self.context:
-                self.driver.push(np.concatenate([chunk for _, chunk in self.context]))   # the past: not sent
-            self.context.clear()
+            primer = primer or []
+            self.driver_origin_s = float(primer[0].time or 0.0) if primer else stream_s
+            if primer:
+                self.driver.push(np.concatenate([self._samples(f) for f in primer]))
+        samples = self._samples(frame)
         for t, pose, code in self.driver.push(samples):
             t += self.driver_origin_s
             index = int(round(t * self.fps))

@@ -7,6 +7,7 @@ pose code nor a viewer wants; so the box stays put until the face nears its edge
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -56,12 +57,17 @@ class CropBox:
         (x0, y0), (x1, y1) = corners.min(0), corners.max(0)
         if x0 <= 0 and y0 <= 0 and x1 >= CROP_SIZE and y1 >= CROP_SIZE:
             return crop
-        inside = np.zeros((CROP_SIZE, CROP_SIZE), np.float32)
-        rows = slice(max(0, int(np.ceil(y0))), max(0, int(np.floor(y1))))
-        cols = slice(max(0, int(np.ceil(x0))), max(0, int(np.floor(x1))))
-        inside[rows, cols] = 1
-        inside = cv2.GaussianBlur(inside, (0, 0), 2.0)[..., None]
-        return (crop * inside + soft_field(crop) * (1 - inside) + 0.5).astype(np.uint8)
+        inside = _inside_weights(int(np.ceil(y0)), int(np.floor(y1)), int(np.ceil(x0)), int(np.floor(x1)))
+        return cv2.blendLinear(crop, soft_field(crop), inside, 1.0 - inside)
+
+
+@lru_cache(maxsize=8)
+def _inside_weights(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Weight of the frame itself in a crop whose frame part is rows y0:y1, columns x0:x1 (softened over
+    2 px); the rest is the soft field. Cached: a stable crop keeps its box for many frames."""
+    inside = np.zeros((CROP_SIZE, CROP_SIZE), np.float32)
+    inside[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = 1
+    return cv2.GaussianBlur(inside, (0, 0), 2.0)
 
 
 def soft_field(image: np.ndarray, sigma: float = EDGE_BLUR, shrink: int = 8) -> np.ndarray:

@@ -50,15 +50,16 @@ def _orientation(src: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 
 def unfold(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, movable: np.ndarray,
-           steps: int = UNFOLD_STEPS) -> tuple[np.ndarray, int]:
+           steps: int = UNFOLD_STEPS, sign: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """dst with no folded triangle, changed as little as it takes; and how many were folded at first.
 
     `movable`: which points may move (the crop border may not). Each step gives every folded triangle
     one displacement, the mean of its corners' (a translation keeps a triangle's orientation); a corner
     shared by several folded triangles takes the mean of theirs. On the validation clips one or two
     steps resolve almost every frame. If folds survive every step, the movable displacements shrink
-    toward zero, where nothing is folded, until none is."""
-    sign = _orientation(src, triangles)
+    toward zero, where nothing is folded, until none is. `sign`: the triangles' orientation in src, when
+    the caller has it."""
+    sign = _orientation(src, triangles) if sign is None else sign
     bad = sign * signed_areas(dst, triangles) < 0
     first = int(bad.sum())
     if not first:
@@ -133,6 +134,7 @@ class FaceWarper:
         self.triangles = Delaunay(self.src_points).simplices.astype(np.int32)
         self.movable = np.ones(len(self.src_points), bool)
         self.movable[-len(self.border):] = False
+        self.orientation = _orientation(self.src_points, self.triangles)
 
     def _control_points(self, face: np.ndarray, head: np.ndarray) -> np.ndarray:
         parts = [face]
@@ -153,9 +155,7 @@ class FaceWarper:
         (x0, y0, x1, y1): only that part of the output (the maps are then its size)."""
         dst = self.target_points(target_landmarks)
         triangles = self.triangles
-        if box is None:
-            box = (0, 0, self.size, self.size)
-        else:
+        if box is not None:
             # only the triangles near the box, unfolded among themselves (a fold elsewhere moves no pixel
             # of the box; unfolding the whole mesh for a mouth or an eye cost as much as the box itself)
             x0, y0, x1, y1 = box
@@ -163,8 +163,11 @@ class FaceWarper:
             pad = 8.0
             near = ((hi[:, 0] >= x0 - pad) & (lo[:, 0] <= x1 + pad) & (hi[:, 1] >= y0 - pad)
                     & (lo[:, 1] <= y1 + pad))
-            triangles = triangles[near]
-        dst, _ = unfold(self.src_points, dst, triangles, self.movable)
+            triangles, sign = triangles[near], self.orientation[near]
+        else:
+            sign = self.orientation
+        dst, _ = unfold(self.src_points, dst, triangles, self.movable, sign=sign)
+        box = (0, 0, self.size, self.size) if box is None else box
         tri_dst = dst[triangles]                                  # (T, 3, 2)
         affine = _affines(tri_dst, self.src_points[triangles])   # (T, 3, 2)
         return backward_maps(tri_dst, affine, self._far_to_near(target_landmarks, triangles), box)
