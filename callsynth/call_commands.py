@@ -17,6 +17,9 @@ DEFAULT_PORT = 8765
 
 
 def _setup_logging(verbose: bool) -> None:
+    from .machine import share_cores
+
+    share_cores()      # every call command starts here
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("aioice", "aiortc", "websockets"):

@@ -48,15 +48,16 @@ def video_info(path: str | Path) -> VideoInfo:
         return VideoInfo(float(rate), stream.frames or None, stream.width, stream.height)
 
 
-def iter_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Yield RGB uint8 frames; a file that decodes to nothing raises MediaError."""
+def iter_frames(path: str | Path, max_frames: int | None = None, threads: bool = True) -> Iterator[np.ndarray]:
+    """Yield RGB uint8 frames; a file that decodes to nothing raises MediaError. `threads`: let the
+    decoder use every core (offline); a live call's frame-by-frame source decodes on one."""
     container = _open(path)
     count = 0
     try:
         if not container.streams.video:
             raise MediaError(f"{path}: has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = "AUTO" if threads else "NONE"
         try:
             for frame in container.decode(stream):
                 yield frame.to_ndarray(format="rgb24")

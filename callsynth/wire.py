@@ -250,9 +250,21 @@ def encode_identity(still, basis: ExpressionBasis, index: int = 0) -> bytes:
 #     bytes 0-3   b"CSOK"
 #     byte 4      the index of the still received (0 the still, 1.. a reference still)
 
+# - a part of a longer message: reference stills travel in pieces, paced (sender.stream), so that none
+#   holds up the feature packets sharing the SCTP association (a 14 KB reference sent whole delayed them
+#   by up to a second in a two-way call on two busy cores):
+#     bytes 0-3   b"CSPT"
+#     byte 4      message id (wraps at 256)
+#     byte 5      this part's number k, from 0
+#     byte 6      the number of parts n (1..MAX_PARTS)
+#     rest        the k-th piece of the message
+
 HANGUP_MAGIC = b"CSBY"
 RECEIPT_MAGIC = b"CSOK"
+PART_MAGIC = b"CSPT"
 MAX_REASON = 200
+PART_BYTES = 1000                 # one SCTP chunk, well under the path MTU
+MAX_PARTS = -(-MAX_IDENTITY // PART_BYTES)
 
 
 @dataclass
@@ -269,6 +281,50 @@ class Receipt:
     index: int
 
 
+@dataclass
+class Part:
+    """Piece `number` of `count` of message `message_id` (PartAssembler puts them together)."""
+
+    message_id: int
+    number: int
+    count: int
+    data: bytes
+
+
+def split_message(message: bytes, message_id: int, part_bytes: int = PART_BYTES) -> list[bytes]:
+    """`message` as Part messages of at most `part_bytes` of it each."""
+    pieces = [message[i:i + part_bytes] for i in range(0, len(message), part_bytes)] or [b""]
+    if len(pieces) > MAX_PARTS:
+        raise ValueError(f"a message of {len(message)} bytes needs more than {MAX_PARTS} parts")
+    return [PART_MAGIC + bytes([message_id & 0xFF, k, len(pieces)]) + piece for k, piece in enumerate(pieces)]
+
+
+class PartAssembler:
+    """Parts back into messages, on a reliable ordered channel: a message's parts come one after another.
+    Holds one message at a time and never more than MAX_IDENTITY bytes: a part of another message, or
+    out of order, drops what was held (and is said, as a WireError)."""
+
+    def __init__(self):
+        self.message_id: int | None = None
+        self.pieces: list[bytes] = []
+
+    def add(self, part: Part) -> bytes | None:
+        """The whole message once its last part is in, else None."""
+        if part.number == 0:
+            self.message_id, self.pieces = part.message_id, []
+        elif part.message_id != self.message_id or part.number != len(self.pieces):
+            self.message_id, self.pieces = None, []
+            raise CorruptPacket(f"part {part.number} of message {part.message_id} out of order")
+        self.pieces.append(part.data)
+        if sum(map(len, self.pieces)) > MAX_IDENTITY:
+            self.message_id, self.pieces = None, []
+            raise OversizedPacket(f"a message in parts beyond {MAX_IDENTITY} bytes")
+        if len(self.pieces) < part.count:
+            return None
+        whole, self.message_id, self.pieces = b"".join(self.pieces), None, []
+        return whole
+
+
 def encode_hangup(reason: str = "hangup") -> bytes:
     return HANGUP_MAGIC + reason.encode("utf-8")[:MAX_REASON]
 
@@ -277,9 +333,9 @@ def encode_receipt(index: int = 0) -> bytes:
     return RECEIPT_MAGIC + bytes([index])
 
 
-def decode_control(message: bytes, basis: ExpressionBasis) -> IdentityMessage | Hangup | Receipt:
-    """Whatever arrives on the identity channel: a still, a reference still, a hang-up or a receipt.
-    Raises only WireError subclasses."""
+def decode_control(message: bytes, basis: ExpressionBasis) -> IdentityMessage | Hangup | Receipt | Part:
+    """Whatever arrives on the identity channel: a still, a reference still, a hang-up, a receipt or a
+    part of a longer message. Raises only WireError subclasses."""
     if isinstance(message, (bytes, bytearray, memoryview)):
         magic = bytes(message[:4])
         if magic == HANGUP_MAGIC:
@@ -290,6 +346,12 @@ def decode_control(message: bytes, basis: ExpressionBasis) -> IdentityMessage | 
             if len(message) != len(RECEIPT_MAGIC) + 1 or message[4] > MAX_REFERENCES:
                 raise CorruptPacket("a receipt is 5 bytes with an index up to MAX_REFERENCES")
             return Receipt(message[4])
+        if magic == PART_MAGIC:
+            if len(message) < 7 or not 1 <= message[6] <= MAX_PARTS or message[5] >= message[6]:
+                raise CorruptPacket("a part needs a 7-byte header with its number below its count")
+            if len(message) > 7 + PART_BYTES:
+                raise OversizedPacket(f"part of {len(message)} bytes")
+            return Part(message[4], message[5], message[6], bytes(message[7:]))
     return decode_identity(message, basis)
 
 

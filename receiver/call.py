@@ -20,6 +20,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
 from callsynth.call_key import CallKey
+from callsynth.machine import freeze_heap
 from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection
@@ -81,6 +82,7 @@ class Receiver:
     # --- signalling ---------------------------------------------------------------------------------
 
     async def run(self) -> dict:
+        freeze_heap()
         signal = SignallingClient(self.options.url, self.options.room, "receiver", self.key,
                                   self.options.token, self.options.tls_ca)
         await signal.connect()

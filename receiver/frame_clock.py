@@ -18,7 +18,7 @@ import numpy as np
 
 from callsynth.face.basis import ExpressionBasis
 from callsynth.quality import RENDER_LEVELS, QualityLadder
-from callsynth.wire import FLAG_AUDIO, Codec, WireError
+from callsynth.wire import FLAG_AUDIO, Codec, Part, PartAssembler, WireError, decode_identity
 
 from .jitter import JitterBuffer
 from .recorder import CallRecorder
@@ -61,7 +61,11 @@ class FrameClock:
         self.status_extra: Callable[[], str] | None = None   # what the owner adds to the status line
         self.quality = QualityLadder(options.fps, RENDER_LEVELS if options.model == "generator" else (0,))
         self.face_check: asyncio.Future | None = None
+        self.parts = PartAssembler()
         self.render_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        from callsynth.face.raster import warm_up
+
+        warm_up()          # before the call, not at its first frame
         self.generator = self.generator_run = None
         if options.model == "generator":
             # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs
@@ -91,8 +95,18 @@ class FrameClock:
     # --- what the channels deliver ------------------------------------------------------------------
 
     def accept_identity(self, parsed, size: int) -> bool:
-        """A still or a reference still (wire.Identity); True when a new still was cached (the caller then
-        sends the receipt). A new still in the same call is checked for being the same person."""
+        """A still or a reference still (wire.IdentityMessage), or a part of one (wire.Part); True when a
+        new still was cached (the caller then sends the receipt). A new still in the same call is checked
+        for being the same person."""
+        if isinstance(parsed, Part):
+            try:
+                whole = self.parts.add(parsed)
+                if whole is None:
+                    return False
+                parsed, size = decode_identity(whole, self.basis), len(whole)
+            except WireError as exc:
+                self.reject(exc, "identity")
+                return False
         if parsed.is_reference:
             self.accept_reference(parsed, size)
             return False
@@ -264,7 +278,7 @@ class FrameClock:
             return
         if self.jitter.newest_ms is None:
             return
-        playout = self.jitter.playout_ms(now * 1000)
+        playout = self.jitter.displayed_ms(self.jitter.playout_ms(now * 1000))
         if self.final_ms is not None and playout > self.final_ms:
             self.finished_playout = True
             return

@@ -17,7 +17,12 @@ less the fastest transit (the spacing of packets and their jitter together: the 
 and adding a percentile of each waited far longer than needed). The delay follows the 95th percentile of
 that over the recent packets, plus MARGIN_MS, never over max_delay_ms (past that the timeline
 extrapolates: a low packet rate must not make the call lag), and it moves by SLEW_MS per frame at most,
-so the picture never jumps in time."""
+so the picture never jumps in time.
+
+A packet a little late is waited for, not guessed: a frame whose moment is past the newest packet by up to
+hold_ms shows the newest packet's moment (the picture pauses for that frame, as any video call's does)
+and only past that is the motion extrapolated. So the delay need not cover the whole spacing of packets:
+it aims at the need less hold_ms, and a frame waits only when its packet is late."""
 
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ STEP_MS = 1000.0          # transit this far from the clock held is a forged sta
 STEP_CONFIRM_MS = 700.0   # that long of packets agreeing on the new clock (and no other) is a real step
 STEP_AGREE_MS = 250.0
 MARGIN_MS = 5.0           # the adaptive delay's allowance beyond the spacing and jitter it has seen
+HOLD_MS = 40.0            # a frame past the newest packet by up to this shows the newest packet's moment
 SLEW_MS = 2.0             # how far the adaptive delay moves per frame shown
 FIRST_DELAY_MS = 60.0     # the adaptive delay before the first packets tell it anything
 
@@ -52,13 +58,13 @@ def unwrap_ms(capture_ms: int, now_ms: int) -> int:
 class JitterBuffer:
     def __init__(self, rest_pose: Pose, code_size: int, delay_ms: float | None = CALL.playout_delay_ms,
                  extrapolate_ms: float = 100.0, silence_ms: float = 1000.0, offset_window: int = 300,
-                 max_delay_ms: float = CALL.max_playout_delay_ms):
+                 max_delay_ms: float = CALL.max_playout_delay_ms, hold_ms: float = HOLD_MS):
         """`delay_ms`: a fixed playout delay, or None to adapt it (see the module's docstring)."""
         self.timeline = FeatureTimeline(rest_pose, code_size, extrapolate_ms=extrapolate_ms,
                                         silence_ms=silence_ms)
         self.adaptive = delay_ms is None
         self.delay_ms = min(FIRST_DELAY_MS, max_delay_ms) if delay_ms is None else delay_ms
-        self.max_delay_ms = max_delay_ms
+        self.max_delay_ms, self.hold_ms = max_delay_ms, hold_ms
         self.spacing: deque = deque(maxlen=120)      # capture-time gaps between consecutive packets
         self.reach: deque = deque(maxlen=60)         # arrival of each packet − capture of the one before (~2 s)
         self.last_capture: int | None = None
@@ -127,7 +133,7 @@ class JitterBuffer:
         spread = self.spread_ms()
         if spread is None:
             return self.delay_ms
-        return float(min(self.max_delay_ms, spread["needed_p95_ms"] + MARGIN_MS))
+        return float(min(self.max_delay_ms, max(0.0, spread["needed_p95_ms"] + MARGIN_MS - self.hold_ms)))
 
     def _off_clock(self, features: FrameFeatures, arrival_ms: int, transit: float, capture: int) -> str:
         """A packet far off the clock held: refused ('future' when ahead of it, 'stale' when behind), unless
@@ -155,6 +161,13 @@ class JitterBuffer:
             target = self.target_delay_ms()
             self.delay_ms += float(np.clip(target - self.delay_ms, -SLEW_MS, SLEW_MS))
         return now_ms - self.offset_ms - self.delay_ms
+
+    def displayed_ms(self, playout_ms: float) -> float:
+        """The moment to show for playout time playout_ms: itself, or the newest packet's moment when that
+        is behind it by no more than hold_ms (see the module's docstring)."""
+        if self.newest_ms is not None and 0 < playout_ms - self.newest_ms <= self.hold_ms:
+            return float(max(self.newest_ms, self.played_ms))
+        return playout_ms
 
     def state_at(self, playout_ms: float):
         """(pose, code) or None, and whether this frame is concealed (no packet at or after it)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from aiortc import RTCSessionDescription
 
 from callsynth.call_key import CallKey
+from callsynth.machine import freeze_heap
 from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection, set_opus_bitrate)
@@ -110,6 +111,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
                               options.tls_ca)
     pc = None
     await stream.warm_up()
+    freeze_heap()
     try:
         peers = await signal.connect()
         log.info("in room %r; waiting for the receiver", options.room)

@@ -32,15 +32,23 @@ class VideoFileSource:
         self.info = video_info(self.path)      # MediaError for anything that is not a video
         self.fps = self.info.fps
         self.max_frames = max_frames
+        self.dropped = 0
 
     def first_frames(self, seconds: float) -> list[np.ndarray]:
         return list(iter_frames(self.path, max(1, int(round(seconds * self.fps)))))
 
     async def frames(self, start: float | None = None) -> AsyncIterator[tuple[np.ndarray, int]]:
+        """Each frame at its time, stamped when released; like a camera, a frame whose time passed by more
+        than a frame period while the call was busy is dropped (`dropped` counts them): a sender that
+        cannot keep up stays in real time instead of playing the clip ever later."""
         start = time.time() if start is None else start
-        for index, frame in enumerate(iter_frames(self.path, self.max_frames)):
+        self.dropped = 0
+        for index, frame in enumerate(iter_frames(self.path, self.max_frames, threads=False)):
             due = start + index / self.fps
             delay = due - time.time()
+            if delay < -1.0 / self.fps:
+                self.dropped += 1
+                continue
             if delay > 0:
                 await asyncio.sleep(delay)
             yield frame, wall_ms()

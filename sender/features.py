@@ -26,7 +26,7 @@ class SentFrame:
     found: bool
     reason: str = ""
     timings_ms: dict = field(default_factory=dict)
-    references: list = field(default_factory=list)   # identity messages of reference stills to send now
+    references: list = field(default_factory=list)   # reference stills to send now: messages (or pending)
 
 
 class BlinkTiming:
@@ -68,9 +68,10 @@ class FeatureEncoder:
     slot to a blink's closed frame, see BlinkTiming)."""
 
     def __init__(self, basis: ExpressionBasis, still: Still, fps: float = 30.0, send_every: int = CALL.send_every,
-                 smoothing: bool = True, references: bool = True):
+                 smoothing: bool = True, references: bool = True, defer_references: bool = False):
         """`still` is the face codes are measured from: in a call, the caller's own still.
-        `references`: pick reference stills (mouth open, eyes closed) as they happen."""
+        `references`: pick reference stills (mouth open, eyes closed) as they happen; `defer_references`:
+        SentFrame.references holds PendingReference objects to finish off the tracking path."""
         if send_every < 1:
             raise ValueError("send_every must be at least 1")
         self.codec = Codec(basis)
@@ -78,7 +79,10 @@ class FeatureEncoder:
         self.tracker = FaceTracker(video=True, smoothing=smoothing, fps=fps)
         self.crop = StableCrop()
         self.basis = basis
-        self.picker = ReferencePicker(still, self._encode_reference) if references else None
+        # a live call (defer_references) makes at most one reference a second: each re-tracks in image
+        # mode, and four in the first two seconds had the tracking ladder step down
+        self.picker = (ReferencePicker(still, self._encode_reference, defer=defer_references,
+                                       gap_ms=1000 if defer_references else 0) if references else None)
         self.send_every = send_every
         self.blinks = BlinkTiming(float(eye_openness(still.landmarks).mean())) if send_every > 1 else None
         self.frame_index = 0
@@ -93,8 +97,10 @@ class FeatureEncoder:
             self.picker.close()
 
     def warm_up(self, still: Still) -> None:
-        """The tracker's one-off start-up cost, paid on the still before the call starts."""
+        """The trackers' one-off start-up cost, paid on the still before the call starts."""
         self.tracker.warm_up(still.image)
+        if self.picker is not None:
+            self.picker.warm_up(still.image)
 
     @property
     def sends_next(self) -> bool:

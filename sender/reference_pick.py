@@ -61,12 +61,29 @@ def face_only(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return (image * keep + flat * (1 - keep) + 0.5).astype(np.uint8)
 
 
+@dataclass
+class PendingReference:
+    """A reference chosen but not yet made: finish() re-tracks, cuts and encodes it (None: over budget)."""
+
+    picker: "ReferencePicker"
+    kind: str
+    chosen: "Candidate"
+
+    def finish(self):
+        return self.picker.finish(self.kind, self.chosen)
+
+
 class ReferencePicker:
     def __init__(self, still: Still, encode=None, settle_frames: int = 6, min_interval_ms: int = 3000,
-                 budget: int = REFERENCE_BUDGET):
+                 budget: int = REFERENCE_BUDGET, defer: bool = False, gap_ms: int = 0):
         """`encode(index, still) -> bytes`: the message a reference travels as (its size counts against
-        `budget`); without it, observe returns the Stills themselves and counts nothing."""
-        self.encode, self.budget, self.spent = encode, budget, 0
+        `budget`); without it, observe returns the Stills themselves and counts nothing. `defer`: observe
+        returns PendingReference objects whose finish() does the costly part (a live call runs it off the
+        tracking path: re-tracking in image mode took a frame's packet 20-30 ms longer). `gap_ms`: at
+        least this long between any two references (a live call spreads their cost; a kind ready meanwhile
+        waits)."""
+        self.gap_ms, self.last_ms = gap_ms, -(1 << 62)
+        self.encode, self.budget, self.spent, self.defer = encode, budget, 0, defer
         self.settle_frames, self.min_interval_ms = settle_frames, min_interval_ms
         self.openness = deque([float(eye_openness(still.landmarks).mean())], maxlen=150)
         self.pending: dict[str, Candidate | None] = {k: None for k in KINDS}
@@ -104,21 +121,35 @@ class ReferencePicker:
             if self.pending[kind] is None:
                 continue
             self.waited[kind] += 1
-            if self.waited[kind] >= self.settle_frames:
+            if self.waited[kind] >= self.settle_frames and capture_ms - self.last_ms >= self.gap_ms:
                 chosen, self.pending[kind] = self.pending[kind], None
                 if not self._wanted(chosen, capture_ms):
                     continue
-                still = self._still(chosen)
-                item = (KINDS[kind], still)
-                if self.encode is not None:
-                    item = self.encode(KINDS[kind], still)
-                    if self.spent + len(item) > self.budget:
-                        continue
-                    self.spent += len(item)
-                out.append(item)
                 self.live[kind] = chosen
-                self.sent_ms[kind] = capture_ms
+                self.sent_ms[kind] = self.last_ms = capture_ms
+                if self.defer:
+                    out.append(PendingReference(self, kind, chosen))
+                else:
+                    item = self.finish(kind, chosen)
+                    if item is not None:
+                        out.append(item)
         return out
+
+    def finish(self, kind: str, chosen: Candidate):
+        """The chosen moment as what travels (re-tracked, face only, encoded): None when it would
+        overrun the budget."""
+        still = self._still(chosen)
+        if self.encode is None:
+            return KINDS[kind], still
+        item = self.encode(KINDS[kind], still)
+        if self.spent + len(item) > self.budget:
+            return None
+        self.spent += len(item)
+        return item
+
+    def warm_up(self, image: np.ndarray) -> None:
+        """The image-mode tracker's start-up, paid before the call rather than at its first reference."""
+        self._image_tracker().process(image)
 
     def stale(self, kind: str) -> bool:
         """The live reference of `kind` no longer matches what the camera shows."""
@@ -147,13 +178,16 @@ class ReferencePicker:
     def _still(self, candidate: Candidate) -> Still:
         """The candidate as a Still, its landmarks re-tracked on the crop in image mode (the video
         tracker's smoothing lags behind a blink)."""
+        again = self._image_tracker().process(candidate.image)
+        landmarks = again.landmarks.astype(np.float64) if again.found else candidate.landmarks
+        return Still(face_only(candidate.image, landmarks), landmarks)
+
+    def _image_tracker(self):
         from callsynth.face.tracker import FaceTracker
 
         if self._tracker is None:
             self._tracker = FaceTracker(video=False, smoothing=False)
-        again = self._tracker.process(candidate.image)
-        landmarks = again.landmarks.astype(np.float64) if again.found else candidate.landmarks
-        return Still(face_only(candidate.image, landmarks), landmarks)
+        return self._tracker
 
     def close(self) -> None:
         if self._tracker is not None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.face.still import Still, prepare_still
 from callsynth.media import read_still
 from callsynth.quality import QualityLadder, describe_tracking
-from callsynth.wire import encode_identity
+from callsynth.wire import encode_identity, split_message
 
 from .features import FeatureEncoder
 from .speech import SpeechPackets, TappedAudioTrack
@@ -29,6 +30,7 @@ from .still_pick import pick_still
 log = logging.getLogger("callsynth.send")
 STILL_PICK_SECONDS = 1.5
 RECEIPT_WAIT_S = 10.0     # a receiver that does not confirm the still by then gets the features anyway
+REFERENCE_PART_GAP_S = 0.04   # one 1000-byte part of a reference still this often: 25 KB/s at most
 
 
 @dataclass
@@ -47,6 +49,7 @@ class SenderStats:
     speech_bytes: int = 0
     track_ms: list = field(default_factory=list)
     frames_untracked: int = 0       # left out by the tracking ladder (only the sent frames tracked)
+    frames_dropped_late: int = 0    # dropped by the source, their time long past (the call fell behind)
     tracking: dict = field(default_factory=dict)
     started: float = 0.0
     ended: float = 0.0
@@ -63,7 +66,7 @@ class SenderStats:
                 "still_delivery_ms": self.still_delivery_ms,
                 "references_sent": self.references_sent, "reference_bytes": self.reference_bytes,
                 "track_ms_p50": round(track[len(track) // 2], 2), "duration_s": round(seconds, 2),
-                "frames_untracked": self.frames_untracked,
+                "frames_untracked": self.frames_untracked, "frames_dropped_late": self.frames_dropped_late,
                 "tracking": self.tracking}
 
 
@@ -111,9 +114,11 @@ class FaceStream:
             raise ValueError("--camera-off needs a voice: --audio mic or --audio FILE")
         self.still = choose_still(source, options.identity, basis, self.stats)
         self.fps = source.fps if source is not None else 30.0
-        self.encoder = (FeatureEncoder(basis, self.still, fps=self.fps, send_every=options.send_every)
-                        if source is not None else None)
+        self.encoder = (FeatureEncoder(basis, self.still, fps=self.fps, send_every=options.send_every,
+                                       defer_references=True) if source is not None else None)
         self.tracker_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker")
+        # reference stills are made here, off the tracking path: not time-critical, and costly
+        self.reference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="references")
         self.features_channel = self.identity_channel = None
         self.speech: SpeechPackets | None = None
         self.audio_track = None
@@ -127,6 +132,8 @@ class FaceStream:
             listener = self.speech.feed if self.speech is not None else (lambda frame: None)
             self.audio_track = MutableAudioTrack(audio_track, listener)
         self.still_received = asyncio.get_running_loop().create_future()
+        self.reference_parts: deque = deque()      # (part, whole message) waiting for their turn
+        self.reference_id = 0
 
     def _speech_packets(self) -> SpeechPackets | None:
         from audio2exp.model import ModelError, load_model
@@ -158,12 +165,33 @@ class FaceStream:
         return "sent"
 
     def send_reference(self, message: bytes) -> None:
-        """A reference still, once, on the reliable identity channel."""
-        if self.identity_channel is not None and self.identity_channel.readyState == "open":
-            self.identity_channel.send(message)
-            self.stats.references_sent += 1
-            self.stats.reference_bytes += len(message)
-            log.info("reference still sent (%d bytes)", len(message))
+        """A reference still, once, on the reliable identity channel: queued in parts that _pace_references
+        sends one every REFERENCE_PART_GAP_S."""
+        self.reference_id = (self.reference_id + 1) & 0xFF
+        self.reference_parts.extend((part, message) for part in split_message(message, self.reference_id))
+
+    async def _pace_references(self) -> None:
+        while True:
+            await asyncio.sleep(REFERENCE_PART_GAP_S)
+            if not self.reference_parts:
+                continue
+            channel = self.identity_channel
+            if channel is None or channel.readyState != "open":
+                return
+            part, whole = self.reference_parts.popleft()
+            channel.send(part)
+            if part[5] == part[6] - 1:         # its last part: the reference is on its way
+                self.stats.references_sent += 1
+                self.stats.reference_bytes += len(whole)
+                log.info("reference still sent (%d bytes in %d parts)", len(whole), part[6])
+
+    def _reference_made(self, done: asyncio.Future) -> None:
+        if done.cancelled():
+            return
+        if done.exception() is not None:
+            log.warning("a reference still could not be made: %s", done.exception())
+        elif done.result() is not None:
+            self.send_reference(done.result())
 
     def on_receipt(self, index: int) -> None:
         """The other side has cached still `index` (0: the still; streaming starts on it)."""
@@ -218,6 +246,7 @@ class FaceStream:
     async def run(self, ended: asyncio.Future) -> None:
         """Stream until the source ends or `ended` is done (the other side hung up, the path failed)."""
         self.stats.started = time.time()
+        pacing = asyncio.ensure_future(self._pace_references())
         try:
             if self.source is None:
                 self.speech.active = True
@@ -229,20 +258,25 @@ class FaceStream:
             else:
                 await self._camera_loop(ended)
         finally:
+            pacing.cancel()
             self.stats.ended = time.time()
 
     async def _camera_loop(self, ended: asyncio.Future) -> None:
         loop = asyncio.get_running_loop()
         encoder, stats, options, speech = self.encoder, self.stats, self.options, self.speech
         no_face_since = None
-        # one slow frame (a re-detection, the OS) is no reason to step down; three in a row are
-        ladder = QualityLadder(self.source.fps, (1, encoder.send_every), describe_tracking, patience=3)
+        # Where tracking every frame does not fit the frame period, only the frames that carry a packet are
+        # tracked (at one packet a frame: every 2nd frame is tracked and sent). One slow frame (a
+        # re-detection, a reference being made, the OS) is no reason to step down, as it doubles the packet
+        # spacing: half a second of frames over budget is.
+        ladder = QualityLadder(self.source.fps, (1, max(2, encoder.send_every)), describe_tracking,
+                               patience=max(3, round(self.source.fps / 2)))
         try:
             async for frame, capture_ms in self.source.frames(start=stats.started):
                 if ended.done():
                     break
-                if ladder.every != 1 and not encoder.sends_next:
-                    encoder.skip()                   # tracking stepped down: only the frames that carry a packet
+                if ladder.every != 1 and encoder.frame_index % ladder.every:
+                    encoder.skip()                   # tracking stepped down
                     stats.frames_untracked += 1
                     ladder.record(False, 0.0)
                     continue
@@ -256,8 +290,9 @@ class FaceStream:
                 stats.frames += 1
                 stats.frames_no_face += not sent.found
                 self.self_view = sent.crop
-                for message in sent.references:
-                    self.send_reference(message)
+                for pending in sent.references:
+                    done = loop.run_in_executor(self.reference_thread, pending.finish)
+                    done.add_done_callback(self._reference_made)
                 if speech is not None and options.speech_after_no_face_s is not None and self.camera_on:
                     no_face_since = None if sent.found else (no_face_since or time.time())
                     lost = no_face_since is not None and time.time() - no_face_since >= options.speech_after_no_face_s
@@ -272,6 +307,7 @@ class FaceStream:
                     break
         finally:
             stats.tracking = ladder.summary()
+            stats.frames_dropped_late = getattr(self.source, "dropped", 0)
 
     def close(self) -> dict:
         """Stop the workers; the sender's summary."""
@@ -279,7 +315,9 @@ class FaceStream:
         if self.speech is not None:
             self.speech.close()
             self.stats.speech_packets, self.stats.speech_bytes = self.speech.packets, self.speech.payload_bytes
+        # the workers finish what they hold (a frame, a reference: tens of ms) before their trackers close
+        self.tracker_thread.shutdown(wait=True, cancel_futures=True)
+        self.reference_thread.shutdown(wait=True, cancel_futures=True)
         if self.encoder is not None:
             self.encoder.close()
-        self.tracker_thread.shutdown(wait=False)
         return self.stats.summary()

@@ -68,9 +68,9 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
     sent, summary = asyncio.run(main())
     # 40 frames, one packet every CALL.send_every-th (every frame in a live call): whether the sender tracked
     # every frame or (on a busy machine, its tracking ladder stepped down) only those it sent
-    packets = -(-40 // CALL.send_every)
-    assert sent["packets_sent"] == packets and sent["frames_no_face"] == 0
-    assert sent["frames"] + sent["frames_untracked"] == 40
+    packets = sent["packets_sent"]
+    assert packets >= 40 // max(2, CALL.send_every) and sent["frames_no_face"] == 0
+    assert sent["frames"] + sent["frames_untracked"] + sent["frames_dropped_late"] == 40
     assert summary["still_cached"] and summary["features"]["packets"] == packets
     assert summary["rejected_packets"] == {}
     # reference stills picked on the way (if the clip showed any) arrive whole and inside the budget
@@ -117,17 +117,18 @@ def test_a_call_rebuilt_by_the_generator(tmp_path):
         url, stop, server = await serve()
         receiver = Receiver(basis, ReceiverOptions(url=url, room="g", key=KEY, rejoin_wait=5, model="generator"))
         rx = asyncio.create_task(receiver.run())
-        await run_sender(VideoFileSource(VAL_CLIP, max_frames=20), basis, SenderOptions(url=url, room="g", key=KEY))
+        sent = await run_sender(VideoFileSource(VAL_CLIP, max_frames=20), basis,
+                                SenderOptions(url=url, room="g", key=KEY))
         summary = await asyncio.wait_for(rx, 30)
         stop.set()
         await server
-        return receiver, summary
+        return receiver, summary, sent
 
-    receiver, summary = asyncio.run(main())
+    receiver, summary, sent = asyncio.run(main())
     assert isinstance(receiver.picture.renderer, GeneratorRenderer) and summary["renderer"] == "generator"
     # Every packet arrives while the generator works (it renders off the event loop); how many frames
     # it shows depends on the CPU the sender shares with it here.
-    assert summary["features"]["packets"] == -(-20 // CALL.send_every) and summary["rejected_packets"] == {}
+    assert summary["features"]["packets"] == sent["packets_sent"] >= 10 and summary["rejected_packets"] == {}
     assert summary["frames_shown"] >= 5
     # Adaptive quality: where the generator costs more than a frame's share of the display period, the
     # receiver stepped down (said in STATS.json); where it fits, it repairs every frame.

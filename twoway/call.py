@@ -25,6 +25,7 @@ from pathlib import Path
 from aiortc import RTCSessionDescription
 
 from callsynth.call_key import CallKey
+from callsynth.machine import freeze_heap
 from callsynth.face.basis import ExpressionBasis
 from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection,
                            set_opus_bitrate)
@@ -101,6 +102,7 @@ class TwoWayCall:
             except (NotImplementedError, RuntimeError):
                 pass
         await self.stream.warm_up()
+        freeze_heap()
         try:
             peers = await signal.join_free_role(("sender", "receiver"))
             self.role = signal.role
