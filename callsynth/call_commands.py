@@ -101,7 +101,8 @@ def _sender_options(args, stats: Path | None):
 
     return SenderOptions(url=_url(args), room=args.room, key=args.key, tls_ca=args.tls_ca, token=args.token,
                          identity=str(args.identity) if args.identity else None,
-                         send_every=args.send_every, loss=args.loss, hosts=tuple(args.ice_host),
+                         send_every=args.send_every, budget_kbps=args.budget, loss=args.loss,
+                         hosts=tuple(args.ice_host),
                          ice_servers=tuple(args.ice_server), stats_path=str(stats) if stats else None,
                          camera_off=args.camera_off,
                          speech_after_no_face_s=None if args.no_speech_fallback else args.speech_after,
@@ -175,7 +176,8 @@ def cmd_demo(args) -> int:
     report = run_demo(args.video, Path(args.out), identity=args.identity, loss=args.loss,
                       send_every=args.send_every, delay_ms=args.playout_delay, audio=args.audio,
                       max_frames=args.max_frames, camera_off=args.camera_off,
-                      audio_fallback=args.audio_fallback, model=args.model, generator=args.generator)
+                      audio_fallback=args.audio_fallback, model=args.model, generator=args.generator,
+                      budget=args.budget)
     print(json.dumps(report["headline"], indent=2))
     print(f"measured on {report['cpu']}")
     print(f"received video: {report['files']['video']}\nstats: {report['files']['stats']}")
@@ -189,7 +191,7 @@ def _two_way_demo(args) -> int:
     other = args.video2
     if other is None:   # another held-out clip than --video
         other = next(c for c in eval_clips() if c.resolve() != Path(args.video).resolve())
-    extra = ["--send-every", str(args.send_every)]
+    extra = ["--send-every", str(args.send_every)] + (["--budget", str(args.budget)] if args.budget else [])
     if args.playout_delay is not None:
         extra += ["--playout-delay", str(args.playout_delay)]
     if args.max_frames:
@@ -275,6 +277,11 @@ def add_call_commands(sub, positive_int) -> None:
                    help="voice source (default: the video file's own audio; none with a camera)")
     g.add_argument("--send-every", type=positive_int, default=CALL.send_every,
                    help="one packet every N frames (default %(default)s)")
+    g.add_argument("--budget", type=float, metavar="KBPS",
+                   help="fit what this side sends to KBPS on the wire, voice, face and headers together: "
+                        "6 kbps Opus in 60 ms frames, one feature packet every few frames, delayed SCTP "
+                        "acknowledgements, reference stills paced into what is left (e.g. --budget 24; "
+                        "default: no budget, a packet every frame and 16 kbps Opus)")
     g.add_argument("--loss", type=_fraction, default=0.0, metavar="P",
                    help="drop P %% of feature packets at random, to see concealment")
     g.add_argument("--camera-off", action="store_true",
@@ -343,6 +350,8 @@ def add_call_commands(sub, positive_int) -> None:
     p.add_argument("--out", type=Path, default=Path("out/demo_call"), help="output folder (default out/demo_call)")
     p.add_argument("--identity", type=Path, help="still to send (default: picked by the sender)")
     p.add_argument("--loss", type=_fraction, default=0.0, metavar="P", help="drop P %% of feature packets")
+    p.add_argument("--budget", type=float, metavar="KBPS",
+                   help="each sending side fits what it sends to KBPS on the wire (see `send --help`)")
     p.add_argument("--send-every", type=positive_int, default=CALL.send_every,
                    help="one packet every N frames (default %(default)s)")
     p.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",

@@ -111,7 +111,7 @@ def receiver_threads() -> int:
 def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float = 0.0,
              send_every: int = CALL.send_every, delay_ms: float | None = CALL.playout_delay_ms, audio: str | None = None,
              max_frames: int | None = None, camera_off: bool = False, audio_fallback: bool = False,
-             model: str = DEFAULT_MODEL, generator: Path | None = None) -> dict:
+             model: str = DEFAULT_MODEL, generator: Path | None = None, budget: float | None = None) -> dict:
     info = video_info(video)  # a clear MediaError before any process starts
     out.mkdir(parents=True, exist_ok=True)
     port, room, key = free_port(), "demo", CallKey.new()
@@ -132,7 +132,8 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
                           logs["receiver"], key)
         processes.append(receiver)
         send = ["send", "--signal", url, "--room", room, "--stats", str(files["sender_stats"]),
-                "--send-every", str(send_every), "--loss", str(loss * 100)]
+                "--send-every", str(send_every), "--loss", str(loss * 100)] + \
+            (["--budget", str(budget)] if budget else [])
         if camera_off:   # the clip's sound drives its own first frame
             send += ["--camera-off", "--identity", str(identity or video), "--audio", str(audio or video)]
         else:

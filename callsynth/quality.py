@@ -27,7 +27,7 @@ def describe_render(every: int) -> str:
 
 
 def describe_tracking(every: int) -> str:
-    return "tracking every frame" if every == 1 else f"tracking and sending 1 frame in {every}"
+    return "tracking every frame" if every == 1 else f"tracking 1 frame in {every}"
 
 
 @dataclass

@@ -15,7 +15,7 @@ from callsynth.call_key import CallKey
 from callsynth.machine import freeze_heap
 from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
-from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection, set_opus_bitrate)
+from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection
 from callsynth.signalling import SignallingClient, SignallingError
 from callsynth.wire import Hangup, Receipt, WireError, decode_control, encode_hangup
 
@@ -55,6 +55,7 @@ class SenderOptions:
     identity: str | None = None
     audio: str = "auto"             # auto (the video file's own), none, mic, or a file path
     send_every: int = CALL.send_every
+    budget_kbps: float | None = None   # fit the call to this many kbps on the wire (callsynth.budget)
     loss: float = 0.0               # fraction of feature packets dropped on purpose
     hosts: tuple = ("127.0.0.1",)
     ice_servers: tuple = ()            # RTCIceServer (rtc.parse_ice_server): STUN/TURN
@@ -110,6 +111,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
     signal = SignallingClient(options.url, options.room, "sender", call_key(options), options.token,
                               options.tls_ca)
     pc = None
+    stream.configure_transport()
     await stream.warm_up()
     freeze_heap()
     try:
@@ -121,7 +123,6 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
         replies = ReceiverReplies(identity_channel, basis, stream)
         features_channel = pc.createDataChannel(FEATURES_CHANNEL, ordered=False, maxRetransmits=0)
         if stream.audio_track is not None:
-            set_opus_bitrate()
             pc.addTrack(stream.audio_track)
         await pc.setLocalDescription(await pc.createOffer())
         await signal.send({"type": "offer", "sdp": pc.localDescription.sdp})

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from callsynth.budget import plan
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.still import Still, prepare_still
 from callsynth.media import read_still
 from callsynth.quality import QualityLadder, describe_tracking
+from callsynth.rtc import delay_sacks, set_opus_bitrate
 from callsynth.wire import encode_identity, split_message
 
 from .features import FeatureEncoder
@@ -30,7 +32,6 @@ from .still_pick import pick_still
 log = logging.getLogger("callsynth.send")
 STILL_PICK_SECONDS = 1.5
 RECEIPT_WAIT_S = 10.0     # a receiver that does not confirm the still by then gets the features anyway
-REFERENCE_PART_GAP_S = 0.04   # one 1000-byte part of a reference still this often: 25 KB/s at most
 
 
 @dataclass
@@ -51,6 +52,7 @@ class SenderStats:
     frames_untracked: int = 0       # left out by the tracking ladder (only the sent frames tracked)
     frames_dropped_late: int = 0    # dropped by the source, their time long past (the call fell behind)
     tracking: dict = field(default_factory=dict)
+    wire_plan: dict = field(default_factory=dict)
     started: float = 0.0
     ended: float = 0.0
 
@@ -67,7 +69,7 @@ class SenderStats:
                 "references_sent": self.references_sent, "reference_bytes": self.reference_bytes,
                 "track_ms_p50": round(track[len(track) // 2], 2), "duration_s": round(seconds, 2),
                 "frames_untracked": self.frames_untracked, "frames_dropped_late": self.frames_dropped_late,
-                "tracking": self.tracking}
+                "tracking": self.tracking, "wire_plan": self.wire_plan}
 
 
 def choose_still(source, identity: str | None, basis: ExpressionBasis, stats: SenderStats) -> Still:
@@ -90,14 +92,26 @@ async def open_channel(channel, timeout: float) -> None:
 
 
 class MutableAudioTrack(TappedAudioTrack):
-    """The voice as sent: silence while muted (the track goes on, so the other side's clock does not stop)."""
+    """The voice as sent: silence while muted (the track goes on, so the other side's clock does not stop),
+    in frames of `frame_ms` (the Opus frame length; the source's 20 ms frames are put together)."""
 
-    def __init__(self, track, listener):
+    def __init__(self, track, listener, frame_ms: int = 20):
         super().__init__(track, listener)
         self.muted = False
+        self.frame_ms = frame_ms
+        self.fifo = None
 
     async def recv(self):
         frame = await super().recv()
+        if self.frame_ms > 20:
+            import av
+
+            self.fifo = self.fifo or av.AudioFifo()
+            samples = frame.sample_rate * self.frame_ms // 1000
+            self.fifo.write(frame)
+            while self.fifo.samples < samples:
+                self.fifo.write(await super().recv())
+            frame = self.fifo.read(samples)
         if self.muted:
             for plane in frame.planes:
                 plane.update(bytes(plane.buffer_size))
@@ -114,7 +128,9 @@ class FaceStream:
             raise ValueError("--camera-off needs a voice: --audio mic or --audio FILE")
         self.still = choose_still(source, options.identity, basis, self.stats)
         self.fps = source.fps if source is not None else 30.0
-        self.encoder = (FeatureEncoder(basis, self.still, fps=self.fps, send_every=options.send_every,
+        self.plan = plan(options.budget_kbps, self.fps, options.send_every)
+        self.stats.wire_plan = self.plan.summary()
+        self.encoder = (FeatureEncoder(basis, self.still, fps=self.fps, send_every=self.plan.send_every,
                                        defer_references=True) if source is not None else None)
         self.tracker_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker")
         # reference stills are made here, off the tracking path: not time-critical, and costly
@@ -130,7 +146,7 @@ class FaceStream:
                 if self.speech is None and options.camera_off:
                     raise ValueError("--camera-off needs the audio2exp model, which could not be loaded")
             listener = self.speech.feed if self.speech is not None else (lambda frame: None)
-            self.audio_track = MutableAudioTrack(audio_track, listener)
+            self.audio_track = MutableAudioTrack(audio_track, listener, self.plan.opus_frame_ms)
         self.still_received = asyncio.get_running_loop().create_future()
         self.reference_parts: deque = deque()      # (part, whole message) waiting for their turn
         self.reference_id = 0
@@ -143,7 +159,14 @@ class FaceStream:
         except ModelError as exc:
             log.warning("no speech-driven face: %s", exc)
             return None
-        return SpeechPackets(model, self.basis, self.still, self.fps, self.options.send_every, self.send_packet)
+        return SpeechPackets(model, self.basis, self.still, self.fps, self.plan.send_every, self.send_packet)
+
+    def configure_transport(self) -> None:
+        """aiortc as the wire plan has it (Opus rate and frame length, delayed SACKs); before the peer
+        connection is made (process-wide: one call per process)."""
+        set_opus_bitrate(self.plan.opus_bps, frame_ms=self.plan.opus_frame_ms,
+                         constant=self.plan.budget_kbps is not None)
+        delay_sacks(self.plan.delayed_sack)
 
     async def warm_up(self) -> None:
         """The tracker's one-off start-up cost, paid on the still before the call starts."""
@@ -166,13 +189,16 @@ class FaceStream:
 
     def send_reference(self, message: bytes) -> None:
         """A reference still, once, on the reliable identity channel: queued in parts that _pace_references
-        sends one every REFERENCE_PART_GAP_S."""
+        sends one at a time, as often as the wire plan allows (40 ms without a budget)."""
         self.reference_id = (self.reference_id + 1) & 0xFF
         self.reference_parts.extend((part, message) for part in split_message(message, self.reference_id))
 
     async def _pace_references(self) -> None:
+        if self.plan.reference_gap_s is None:
+            log.info("no reference stills: the budget has no room for them")
+            return
         while True:
-            await asyncio.sleep(REFERENCE_PART_GAP_S)
+            await asyncio.sleep(self.plan.reference_gap_s)
             if not self.reference_parts:
                 continue
             channel = self.identity_channel

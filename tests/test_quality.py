@@ -70,5 +70,5 @@ def test_a_slow_tracker_tracks_only_the_frames_it_sends():
         tracked += track
         ladder.record(track, 40 if track else 0)
         clock.t += 1 / 30
-    assert ladder.every == 2 and ladder.steps[0]["now"] == "tracking only the frames sent (1 in 2)"
+    assert ladder.every == 2 and ladder.steps[0]["now"] == "tracking 1 frame in 2"
     assert 45 <= tracked <= 48                # three slow frames in a row, then one in two

@@ -27,8 +27,7 @@ from aiortc import RTCSessionDescription
 from callsynth.call_key import CallKey
 from callsynth.machine import freeze_heap
 from callsynth.face.basis import ExpressionBasis
-from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection,
-                           set_opus_bitrate)
+from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection
 from callsynth.signalling import SignallingClient, SignallingError
 from callsynth.wire import Hangup, Receipt, WireError, decode_control, encode_hangup, encode_receipt
 from receiver.call import ReceiverOptions, consume_audio
@@ -175,9 +174,8 @@ class TwoWayCall:
 
     def _new_peer(self):
         o = self.options.send
+        self.stream.configure_transport()
         pc = self.pc = new_peer_connection(o.hosts, o.ice_servers)
-        if self.stream.audio_track is not None:
-            set_opus_bitrate()
         self.picture.expect_audio = True
 
         @pc.on("track")

@@ -1,0 +1,89 @@
+"""What a call sends, fitted to a bit rate on the wire (`--budget KBPS`): voice, face and every header.
+
+On a link of a few tens of kbps the headers are most of the cost: every feature packet travels in SCTP
+(12 + 16 bytes) inside DTLS (13 + 24) inside UDP/IPv4 (28), 93 bytes around 33 of payload, and the other
+side acknowledges it with a SACK of about as many; every voice packet carries RTP, its extensions, the
+SRTP tag and UDP/IPv4 (about 65 bytes, measured). So the plan trades packet rate first:
+
+- the voice: Opus at OPUS_LOW_BPS in 60 ms frames (aiortc's fixed 20 ms frames cost 3x the headers);
+- the face: one packet every N frames, N the smallest whose packets and their SACKs fit what is left
+  (the receiver interpolates between them; the jitter buffer's cap keeps glass to glass short, and
+  past it the motion is extrapolated); SACKs are delayed to every second packet (RFC 4960 6.2);
+- the reference stills: the budget's remainder, paced part by part (they arrive later, never burst).
+
+Without a budget, a call sends every frame, 16 kbps Opus in 20 ms frames, references at 25 KB/s.
+Each direction of a two-way call is planned alike; the figures are per direction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .wire import PART_BYTES
+
+UDP_IP = 28
+FEATURE_PACKET_WIRE = 33 + 12 + 16 + 13 + 24 + UDP_IP   # a 33-byte packet in SCTP DATA, DTLS, UDP/IPv4
+SACK_WIRE = 12 + 16 + 13 + 24 + UDP_IP                   # a SACK without gaps
+PART_WIRE = PART_BYTES + 7 + FEATURE_PACKET_WIRE - 33    # a 1000-byte part of a reference still
+VOICE_HEADERS = 65                                       # RTP + extensions + SRTP tag + UDP/IPv4, measured
+RTCP_BPS = 400                                           # sender and receiver reports, a few a second
+OPUS_BPS, OPUS_FRAME_MS = 16000, 20                      # the voice without a budget
+OPUS_LOW_BPS, OPUS_LOW_FRAME_MS = 6000, 60               # the voice within a budget
+MAX_SEND_EVERY = 8
+MARGIN = 0.9             # the plan fills this share of the budget: RTCP, SCTP's own chunks, rounding
+SACK_SHARE = 0.6         # SACKs per feature packet of the other side, delayed to every 2nd (and timers)
+MIN_REFERENCE_KBPS = 0.3 # below this, no reference stills within the budget
+
+
+class BudgetError(ValueError):
+    """A budget too small for a call (even the voice alone would not fit)."""
+
+
+@dataclass(frozen=True)
+class WirePlan:
+    budget_kbps: float | None
+    send_every: int                # one feature packet every N frames
+    opus_bps: int
+    opus_frame_ms: int
+    delayed_sack: bool
+    reference_gap_s: float | None  # one 1000-byte part of a reference still this often (None: none sent)
+    estimate_kbps: dict            # what each kind should cost on the wire, per direction
+
+    def summary(self) -> dict:
+        return {"budget_kbps": self.budget_kbps, "send_every": self.send_every, "opus_bps": self.opus_bps,
+                "opus_frame_ms": self.opus_frame_ms, "delayed_sack": self.delayed_sack,
+                "reference_part_every_s": self.reference_gap_s and round(self.reference_gap_s, 3),
+                "estimate_kbps": self.estimate_kbps}
+
+
+def voice_kbps(bps: int, frame_ms: int) -> float:
+    return (bps + VOICE_HEADERS * 8 * 1000 / frame_ms + RTCP_BPS) / 1000
+
+
+def features_kbps(fps: float, send_every: int, delayed_sack: bool) -> float:
+    """This side's packets plus its SACKs for the other side's (a two-way call: the same rate both ways)."""
+    packets = fps / send_every
+    sacks = packets * SACK_SHARE if delayed_sack else packets
+    return (packets * FEATURE_PACKET_WIRE + sacks * SACK_WIRE) * 8 / 1000
+
+
+def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan:
+    """The call's wire plan for a budget (None: no budget; `send_every` as asked)."""
+    if budget_kbps is None:
+        voice = voice_kbps(OPUS_BPS, OPUS_FRAME_MS)
+        face = features_kbps(fps, send_every, False)
+        return WirePlan(None, send_every, OPUS_BPS, OPUS_FRAME_MS, False, 0.04,
+                        {"voice": round(voice, 2), "features": round(face, 2)})
+    voice = voice_kbps(OPUS_LOW_BPS, OPUS_LOW_FRAME_MS)
+    room = MARGIN * budget_kbps - voice
+    every = next((n for n in range(max(1, send_every), MAX_SEND_EVERY + 1)
+                  if features_kbps(fps, n, True) <= room), None)
+    if every is None:
+        need = (voice + features_kbps(fps, MAX_SEND_EVERY, True)) / MARGIN
+        raise BudgetError(f"--budget {budget_kbps:g} kbps is too small: the voice ({voice:.1f} kbps on the "
+                          f"wire) and the face at its lowest rate need {need:.1f}")
+    face = features_kbps(fps, every, True)
+    spare = room - face                                      # kbps for reference stills
+    gap = PART_WIRE * 8 / 1000 / spare if spare >= MIN_REFERENCE_KBPS else None
+    return WirePlan(budget_kbps, every, OPUS_LOW_BPS, OPUS_LOW_FRAME_MS, True, gap,
+                    {"voice": round(voice, 2), "features": round(face, 2),
+                     "references": round(spare, 2) if gap else 0.0})
