@@ -9,6 +9,7 @@ SRTP tag and UDP/IPv4 (about 65 bytes, measured). So the plan trades packet rate
 - the face: one packet every N frames, N the smallest whose packets and their SACKs fit what is left
   (the receiver interpolates between them; the jitter buffer's cap keeps glass to glass short, and
   past it the motion is extrapolated); SACKs are delayed to every second packet (RFC 4960 6.2);
+- RTCP: reports 4x further apart than aiortc's (about a second each way, 1.5 kbps);
 - the reference stills: the budget's remainder, paced part by part (they arrive later, never burst).
 
 Without a budget, a call sends every frame, 16 kbps Opus in 20 ms frames, references at 25 KB/s.
@@ -24,8 +25,9 @@ UDP_IP = 28
 FEATURE_PACKET_WIRE = 33 + 12 + 16 + 13 + 24 + UDP_IP   # a 33-byte packet in SCTP DATA, DTLS, UDP/IPv4
 SACK_WIRE = 12 + 16 + 13 + 24 + UDP_IP                   # a SACK without gaps
 PART_WIRE = PART_BYTES + 7 + FEATURE_PACKET_WIRE - 33    # a 1000-byte part of a reference still
-VOICE_HEADERS = 65                                       # RTP + extensions + SRTP tag + UDP/IPv4, measured
-RTCP_BPS = 400                                           # sender and receiver reports, a few a second
+VOICE_HEADERS = 64                                       # RTP + extensions + SRTP tag + UDP/IPv4, measured
+RTCP_BPS = 1500                                          # aiortc's sender and receiver reports, ~1 a second each
+RTCP_SPACING = 4.0                                       # within a budget: reports 4x further apart
 OPUS_BPS, OPUS_FRAME_MS = 16000, 20                      # the voice without a budget
 OPUS_LOW_BPS, OPUS_LOW_FRAME_MS = 6000, 60               # the voice within a budget
 MAX_SEND_EVERY = 8
@@ -45,18 +47,20 @@ class WirePlan:
     opus_bps: int
     opus_frame_ms: int
     delayed_sack: bool
+    rtcp_spacing: float            # RTCP reports this many times further apart than aiortc's
     reference_gap_s: float | None  # one 1000-byte part of a reference still this often (None: none sent)
     estimate_kbps: dict            # what each kind should cost on the wire, per direction
 
     def summary(self) -> dict:
         return {"budget_kbps": self.budget_kbps, "send_every": self.send_every, "opus_bps": self.opus_bps,
                 "opus_frame_ms": self.opus_frame_ms, "delayed_sack": self.delayed_sack,
+                "rtcp_spacing": self.rtcp_spacing,
                 "reference_part_every_s": self.reference_gap_s and round(self.reference_gap_s, 3),
                 "estimate_kbps": self.estimate_kbps}
 
 
-def voice_kbps(bps: int, frame_ms: int) -> float:
-    return (bps + VOICE_HEADERS * 8 * 1000 / frame_ms + RTCP_BPS) / 1000
+def voice_kbps(bps: int, frame_ms: int, rtcp_spacing: float = 1.0) -> float:
+    return (bps + VOICE_HEADERS * 8 * 1000 / frame_ms + RTCP_BPS / rtcp_spacing) / 1000
 
 
 def features_kbps(fps: float, send_every: int, delayed_sack: bool) -> float:
@@ -71,9 +75,9 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
     if budget_kbps is None:
         voice = voice_kbps(OPUS_BPS, OPUS_FRAME_MS)
         face = features_kbps(fps, send_every, False)
-        return WirePlan(None, send_every, OPUS_BPS, OPUS_FRAME_MS, False, 0.04,
+        return WirePlan(None, send_every, OPUS_BPS, OPUS_FRAME_MS, False, 1.0, 0.04,
                         {"voice": round(voice, 2), "features": round(face, 2)})
-    voice = voice_kbps(OPUS_LOW_BPS, OPUS_LOW_FRAME_MS)
+    voice = voice_kbps(OPUS_LOW_BPS, OPUS_LOW_FRAME_MS, RTCP_SPACING)
     room = MARGIN * budget_kbps - voice
     every = next((n for n in range(max(1, send_every), MAX_SEND_EVERY + 1)
                   if features_kbps(fps, n, True) <= room), None)
@@ -84,6 +88,6 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
     face = features_kbps(fps, every, True)
     spare = room - face                                      # kbps for reference stills
     gap = PART_WIRE * 8 / 1000 / spare if spare >= MIN_REFERENCE_KBPS else None
-    return WirePlan(budget_kbps, every, OPUS_LOW_BPS, OPUS_LOW_FRAME_MS, True, gap,
+    return WirePlan(budget_kbps, every, OPUS_LOW_BPS, OPUS_LOW_FRAME_MS, True, RTCP_SPACING, gap,
                     {"voice": round(voice, 2), "features": round(face, 2),
                      "references": round(spare, 2) if gap else 0.0})

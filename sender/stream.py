@@ -22,7 +22,7 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.face.still import Still, prepare_still
 from callsynth.media import read_still
 from callsynth.quality import QualityLadder, describe_tracking
-from callsynth.rtc import delay_sacks, set_opus_bitrate
+from callsynth.rtc import delay_sacks, set_opus_bitrate, space_rtcp
 from callsynth.wire import encode_identity, split_message
 
 from .features import FeatureEncoder
@@ -167,6 +167,7 @@ class FaceStream:
         set_opus_bitrate(self.plan.opus_bps, frame_ms=self.plan.opus_frame_ms,
                          constant=self.plan.budget_kbps is not None)
         delay_sacks(self.plan.delayed_sack)
+        space_rtcp(self.plan.rtcp_spacing)
 
     async def warm_up(self) -> None:
         """The tracker's one-off start-up cost, paid on the still before the call starts."""

@@ -1,0 +1,93 @@
+"""Two-way calls: both parties run the same thing, each sends its face and voice and rebuilds the other's,
+over one peer connection on loopback (a real signalling server, aiortc, no mocks)."""
+
+import asyncio
+import json
+
+from callsynth.budget import plan
+from callsynth.call_key import CallKey
+from callsynth.demo import run_two_way_demo
+from callsynth.face.basis import load_basis
+from callsynth.signalling import run_server
+from callsynth.split import data_root
+from receiver.call import ReceiverOptions
+from sender.call import SenderOptions
+from sender.capture import FileAudioTrack, VideoFileSource
+from twoway.call import TwoWayOptions, run_two_way
+
+GRID_CLIP = data_root() / "video/grid_misc/1600ms_m1_s30_bwwy5n.mp4"    # 25 fps, with audio
+VAL_CLIP = data_root() / "video/pcavs/00067.mp4"                        # 25 fps, with audio
+KATIE = data_root() / "video/hdtf/WDA_KatieHill_000.mp4"
+OTHER = data_root() / "video/retalking/4.mp4"
+KEY = CallKey.new().text
+
+
+def _options(url: str, room: str, stats: str | None = None) -> TwoWayOptions:
+    return TwoWayOptions(send=SenderOptions(url=url, room=room, key=KEY),
+                         receive=ReceiverOptions(url=url, room=room, key=KEY, model="warp", rejoin_wait=5),
+                         stats_path=stats)
+
+
+def test_two_parties_hold_a_two_way_call(tmp_path):
+    """Two parties in one room: the first offers, the second answers; each side's still, feature packets
+    and voice reach the other, which rebuilds and shows them; the side whose clip ends first hangs up and
+    the other plays out what it holds and ends too."""
+    basis = load_basis()
+
+    async def main():
+        ready, stop = asyncio.get_running_loop().create_future(), asyncio.Event()
+        server = asyncio.create_task(run_server("127.0.0.1", 0, None, ready, stop))
+        url = f"ws://127.0.0.1:{await ready}"
+        a = asyncio.create_task(run_two_way(VideoFileSource(GRID_CLIP, max_frames=50), basis,
+                                            _options(url, "two", str(tmp_path / "a.json")),
+                                            FileAudioTrack(GRID_CLIP)))
+        await asyncio.sleep(0.5)
+        b = await run_two_way(VideoFileSource(VAL_CLIP, max_frames=75), basis, _options(url, "two"),
+                              FileAudioTrack(VAL_CLIP))
+        a = await asyncio.wait_for(a, 30)
+        stop.set()
+        await server
+        return a, b
+
+    a, b = asyncio.run(main())
+    assert {a["role"], b["role"]} == {"sender", "receiver"}
+    assert a["failure"] is None and b["failure"] is None
+    for me, other in ((a, b), (b, a)):
+        received = me["received"]
+        assert received["still_cached"] and received["rejected_packets"] == {}
+        # every packet the other side sent arrived (loopback loses nothing): what arrived, not how fast
+        assert received["features"]["packets"] == other["sent"]["packets_sent"] > 10
+        assert received["frames_shown"] >= 10 and received["audio_frames"] > 20
+        assert other["sent"]["still_delivery_ms"] is not None       # the receipt came back
+    assert "source ended" in a["ended"] and "hung up" in b["ended"]
+    assert json.loads((tmp_path / "a.json").read_text())["role"] == a["role"]
+
+
+def test_a_two_way_call_within_24_kbps_each_way(tmp_path):
+    """`callsynth demo --two-way --budget 24`: two `callsynth call` processes; what each side received on
+    the wire from the other — voice, face, references, acknowledgements, every header — stays within 24
+    kbps, with the voice in 60 ms Opus frames and one feature packet every few frames."""
+    report = run_two_way_demo((KATIE, OTHER), tmp_path, ["--budget", "24", "--max-frames", "125"], model="warp")
+    for name, side in report["sides"].items():
+        wire = side["received"]["on_wire"]
+        assert wire["seconds"] > 3 and side["received"]["frames_shown"] > 50
+        assert wire["total_kbps"] <= 24, (name, wire)
+        other = report["sides"]["b" if name == "a" else "a"]["sent"]
+        assert other["wire_plan"]["opus_frame_ms"] == 60 and other["wire_plan"]["send_every"] >= 4
+        # 60 ms voice frames: about 17 audio datagrams a second (and a few RTCP reports), not 50
+        assert wire["datagrams"]["audio"] / wire["seconds"] < 22
+        assert side["received"]["latency_ms"]["p50"] <= 200
+
+
+def test_the_plan_fits_its_budget_and_refuses_one_too_small():
+    for fps in (22.0, 25.0, 30.0):
+        p = plan(24, fps)
+        assert sum(p.estimate_kbps.values()) <= 24 and p.opus_frame_ms == 60 and p.delayed_sack
+    free = plan(None, 25)
+    assert free.send_every == 1 and free.opus_frame_ms == 20 and not free.delayed_sack
+    try:
+        plan(12, 25)
+    except ValueError as exc:
+        assert "too small" in str(exc) and "voice" in str(exc)
+    else:
+        raise AssertionError("a 12 kbps budget was accepted")
