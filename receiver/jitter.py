@@ -14,8 +14,8 @@ of nothing else the buffer takes the new clock.
 The delay adapts unless fixed: a frame is interpolated only when the packet after it has arrived, so the
 delay must cover, for each packet, the time from the capture of the one before it to its own arrival,
 less the fastest transit (the spacing of packets and their jitter together: the two are not independent,
-and adding a percentile of each waited far longer than needed). The delay follows the 95th percentile of
-that over the recent packets, plus MARGIN_MS, never over max_delay_ms (past that the timeline
+and adding a percentile of each waited far longer than needed). The delay follows a high percentile of
+that over the recent packets (REACH_PERCENTILE, REACH_WINDOW), plus MARGIN_MS, never over max_delay_ms (past that the timeline
 extrapolates: a low packet rate must not make the call lag), and it moves by SLEW_MS per frame at most,
 so the picture never jumps in time.
 
@@ -41,10 +41,15 @@ WRAP = 1 << 32
 STEP_MS = 1000.0          # transit this far from the clock held is a forged stamp or a clock step
 STEP_CONFIRM_MS = 700.0   # that long of packets agreeing on the new clock (and no other) is a real step
 STEP_AGREE_MS = 250.0
-MARGIN_MS = 5.0           # the adaptive delay's allowance beyond the spacing and jitter it has seen
+MARGIN_MS = 10.0          # the adaptive delay's allowance beyond the spacing and jitter it has seen
 HOLD_MS = 40.0            # a frame past the newest packet by up to this shows the newest packet's moment
 SLEW_MS = 2.0             # how far the adaptive delay moves per frame shown
 FIRST_DELAY_MS = 60.0     # the adaptive delay before the first packets tell it anything
+# The need is judged over the last REACH_WINDOW packets (10 s at 25 a second) at its REACH_PERCENTILE:
+# late packets come in clusters (one stall of the sender's machine delays several in a row), and over a
+# window of 2 s the 95th percentile was such a cluster, which kept the delay high for seconds after it.
+REACH_WINDOW = 250
+REACH_PERCENTILE = 93
 
 
 def unwrap_ms(capture_ms: int, now_ms: int) -> int:
@@ -66,7 +71,7 @@ class JitterBuffer:
         self.delay_ms = min(FIRST_DELAY_MS, max_delay_ms) if delay_ms is None else delay_ms
         self.max_delay_ms, self.hold_ms = max_delay_ms, hold_ms
         self.spacing: deque = deque(maxlen=120)      # capture-time gaps between consecutive packets
-        self.reach: deque = deque(maxlen=60)         # arrival of each packet − capture of the one before (~2 s)
+        self.reach: deque = deque(maxlen=REACH_WINDOW)   # arrival of each packet − capture of the one before
         self.last_capture: int | None = None
         # arrival − capture of recent packets, apart for camera and speech-derived packets: the latter
         # leave the sender a look-ahead later than the moment they describe.
@@ -126,14 +131,14 @@ class JitterBuffer:
         fastest = min(transit)
         return {"spacing_p50_ms": float(np.median(self.spacing)),
                 "jitter_p95_ms": float(np.percentile(np.array(transit)[-120:] - fastest, 95)),
-                "needed_p95_ms": float(np.percentile(np.array(self.reach) - fastest, 95))}
+                "needed_ms": float(np.percentile(np.array(self.reach) - fastest, REACH_PERCENTILE))}
 
     def target_delay_ms(self) -> float:
         """What the adaptive delay aims at now (see the module's docstring)."""
         spread = self.spread_ms()
         if spread is None:
             return self.delay_ms
-        return float(min(self.max_delay_ms, max(0.0, spread["needed_p95_ms"] + MARGIN_MS - self.hold_ms)))
+        return float(min(self.max_delay_ms, max(0.0, spread["needed_ms"] + MARGIN_MS - self.hold_ms)))
 
     def _off_clock(self, features: FrameFeatures, arrival_ms: int, transit: float, capture: int) -> str:
         """A packet far off the clock held: refused ('future' when ahead of it, 'stale' when behind), unless

@@ -135,7 +135,9 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
         if receiver_ended:
             log.info("call over: %s", bye.result())
         bye.cancel()
-        await asyncio.sleep(0.3)  # let the last packets leave before the bye
+        # the in-band hang-up follows the last packets into the same SCTP queue, so it cannot pass them;
+        # waiting longer only showed the other side frames past the last packet (extrapolated)
+        await asyncio.sleep(0.05)
         if not receiver_ended and identity_channel.readyState == "open":
             identity_channel.send(encode_hangup("hangup"))   # in-band: works with the server away
             await asyncio.sleep(0.1)

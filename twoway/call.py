@@ -256,7 +256,7 @@ class TwoWayCall:
                 return
 
     async def _say_goodbye(self, signal: SignallingClient) -> None:
-        await asyncio.sleep(0.3)   # the last packets leave before the hang-up
+        await asyncio.sleep(0.05)   # the hang-up follows the last packets into the same SCTP queue
         channel = self.channels.get(IDENTITY_CHANNEL)
         if channel is not None and channel.readyState == "open":
             channel.send(encode_hangup("hangup"))
