@@ -41,15 +41,15 @@ WRAP = 1 << 32
 STEP_MS = 1000.0          # transit this far from the clock held is a forged stamp or a clock step
 STEP_CONFIRM_MS = 700.0   # that long of packets agreeing on the new clock (and no other) is a real step
 STEP_AGREE_MS = 250.0
-MARGIN_MS = 10.0          # the adaptive delay's allowance beyond the spacing and jitter it has seen
+MARGIN_MS = 5.0           # the adaptive delay's allowance beyond the spacing and jitter it has seen
 HOLD_MS = 40.0            # a frame past the newest packet by up to this shows the newest packet's moment
 SLEW_MS = 2.0             # how far the adaptive delay moves per frame shown
 FIRST_DELAY_MS = 60.0     # the adaptive delay before the first packets tell it anything
-# The need is judged over the last REACH_WINDOW packets (10 s at 25 a second) at its REACH_PERCENTILE:
-# late packets come in clusters (one stall of the sender's machine delays several in a row), and over a
-# window of 2 s the 95th percentile was such a cluster, which kept the delay high for seconds after it.
-REACH_WINDOW = 250
-REACH_PERCENTILE = 93
+# The need is judged over the last REACH_WINDOW packets (2.4 s at 25 a second) at its REACH_PERCENTILE: a
+# cluster of late packets (one stall of the sender's machine delays several in a row) raises the delay for
+# that long only; over 250 packets the call's first seconds set it for the rest of a short call.
+REACH_WINDOW = 60
+REACH_PERCENTILE = 95
 
 
 def unwrap_ms(capture_ms: int, now_ms: int) -> int:
