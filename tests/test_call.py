@@ -333,11 +333,16 @@ def test_receiver_survives_a_sender_that_vanishes(tmp_path):
                                                    stats_path=str(tmp_path / "rx.json")))
         rx = asyncio.create_task(receiver.run())
         env = dict(os.environ, PYTHONPATH=os.getcwd())
+        log = (tmp_path / "sender.log").open("w")
         sender = subprocess.Popen([sys.executable, "-m", "callsynth.cli", "send", "--signal", url,
                                    "--room", "v", "--key", KEY, "--video", str(VAL_CLIP), "--audio", "none"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                                  stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            await wait_until(lambda: receiver.stats.frames > 15, timeout=60)
+            try:
+                await wait_until(lambda: receiver.stats.frames > 15, timeout=60)
+            except AssertionError:
+                raise AssertionError(f"no call: receiver events {receiver.stats.events[-5:]}, sender exit "
+                                     f"{sender.poll()}, its log:\n{(tmp_path / 'sender.log').read_text()[-3000:]}")
         finally:
             sender.send_signal(signal.SIGKILL)
             sender.wait()
