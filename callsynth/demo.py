@@ -56,6 +56,16 @@ def _spawn(args: list[str], log: Path, key: CallKey | None = None) -> subprocess
                             stderr=subprocess.STDOUT, env=env)
 
 
+def _wait_for_exit(process: subprocess.Popen, what: str, log: Path, timeout: float, when: str = "in time") -> None:
+    """The process's clean exit within `timeout` s, or a DemoError with the end of its log."""
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DemoError(f"{what} did not finish {when}:\n{_tail(log)}") from None
+    if code != 0:
+        raise DemoError(f"{what} failed (exit {code}):\n{_tail(log)}")
+
+
 def stop_processes(processes: list[subprocess.Popen], grace_s: float = 10.0) -> None:
     """Terminate what still runs, and kill what does not stop within grace_s."""
     for process in processes:
@@ -145,18 +155,8 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
         sender = _spawn(send, logs["sender"], key)
         processes.append(sender)
         seconds = (info.frames or 30 * 60) / info.fps
-        try:
-            code = sender.wait(timeout=seconds + 90)
-        except subprocess.TimeoutExpired:
-            raise DemoError(f"sender did not finish in time:\n{_tail(logs['sender'])}")
-        if code != 0:
-            raise DemoError(f"sender failed (exit {code}):\n{_tail(logs['sender'])}")
-        try:
-            code = receiver.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            raise DemoError(f"receiver did not finish after the hang-up:\n{_tail(logs['receiver'])}")
-        if code != 0:
-            raise DemoError(f"receiver failed (exit {code}):\n{_tail(logs['receiver'])}")
+        _wait_for_exit(sender, "sender", logs["sender"], seconds + 90)
+        _wait_for_exit(receiver, "receiver", logs["receiver"], 30, "after the hang-up")
     finally:
         stop_processes(processes)
     receiver_stats = json.loads(files["receiver_stats"].read_text())
@@ -226,12 +226,7 @@ def run_two_way_demo(videos: tuple[Path, Path], out: Path, extra: list[str] | No
             processes.append(sides[name])
         seconds = max((i.frames or 30 * 60) / i.fps for i in infos)
         for name, process in sides.items():
-            try:
-                code = process.wait(timeout=seconds + 90)
-            except subprocess.TimeoutExpired:
-                raise DemoError(f"side {name} did not finish in time:\n{_tail(logs[name])}")
-            if code != 0:
-                raise DemoError(f"side {name} failed (exit {code}):\n{_tail(logs[name])}")
+            _wait_for_exit(process, f"side {name}", logs[name], seconds + 90)
     finally:
         stop_processes(processes)
     from .machine import cpu_description

@@ -25,7 +25,7 @@ from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection
 from callsynth.signalling import SignallingClient, SignallingError
-from callsynth.wire import Hangup, Receipt, WireError, decode_control, encode_hangup, encode_receipt
+from callsynth.wire import Hangup, Receipt, WireError, encode_hangup, encode_receipt
 
 from .frame_clock import FrameClock
 from .renderer import DEFAULT_MODEL
@@ -266,10 +266,8 @@ class Receiver:
             self.stats.event(f"ignored unknown data channel {channel.label!r}", logging.WARNING)
 
     def _on_identity(self, message) -> None:
-        try:
-            parsed = decode_control(message, self.basis)
-        except WireError as exc:
-            self.picture.reject(exc, "identity")
+        parsed = self.picture.parse_control(message)
+        if parsed is None:
             return
         if isinstance(parsed, Hangup):
             asyncio.ensure_future(self._sender_hung_up(parsed.reason[:100]))

@@ -18,7 +18,7 @@ import numpy as np
 
 from callsynth.face.basis import ExpressionBasis
 from callsynth.quality import RENDER_LEVELS, QualityLadder
-from callsynth.wire import FLAG_AUDIO, Codec, Part, PartAssembler, WireError, decode_identity
+from callsynth.wire import FLAG_AUDIO, Codec, Part, PartAssembler, WireError, decode_control, decode_identity
 
 from .jitter import JitterBuffer
 from .recorder import CallRecorder
@@ -93,6 +93,15 @@ class FrameClock:
         return False
 
     # --- what the channels deliver ------------------------------------------------------------------
+
+    def parse_control(self, message):
+        """A message of the identity channel as its typed object (wire.decode_control), or None when it
+        cannot be used (counted and said as a rejected identity message)."""
+        try:
+            return decode_control(message, self.basis)
+        except WireError as exc:
+            self.reject(exc, "identity")
+            return None
 
     def accept_identity(self, parsed, size: int) -> bool:
         """A still or a reference still (wire.IdentityMessage), or a part of one (wire.Part); True when a

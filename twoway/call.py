@@ -29,7 +29,7 @@ from callsynth.machine import freeze_heap
 from callsynth.face.basis import ExpressionBasis
 from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection
 from callsynth.signalling import SignallingClient, SignallingError
-from callsynth.wire import Hangup, Receipt, WireError, decode_control, encode_hangup, encode_receipt
+from callsynth.wire import Hangup, Receipt, encode_hangup, encode_receipt
 from receiver.call import ReceiverOptions, consume_audio
 from receiver.frame_clock import FrameClock
 from receiver.stats import ReceiverStats, peak_memory_mb, summary_line, wire_summary
@@ -205,10 +205,8 @@ class TwoWayCall:
 
     def _on_identity(self, message) -> None:
         """Everything the other side says on the identity channel, parsed once."""
-        try:
-            parsed = decode_control(message, self.basis)
-        except WireError as exc:
-            self.picture.reject(exc, "identity")
+        parsed = self.picture.parse_control(message)
+        if parsed is None:
             return
         if isinstance(parsed, Hangup):
             self._other_hung_up(parsed.reason)
