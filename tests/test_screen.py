@@ -112,3 +112,64 @@ def test_a_call_on_screen_under_a_real_x_server(tmp_path):
     status = image[top + REMOTE_SIDE:top + REMOTE_SIDE + STATUS_HEIGHT, left:left + REMOTE_SIDE]
     assert face.std() > 20                                          # a picture, not a blank
     assert (status > 150).sum() > 200 and np.median(status) == 32   # the status line's text
+
+
+@pytest.mark.skipif(_xvfb_missing() is not None, reason=str(_xvfb_missing()))
+def test_a_two_way_call_on_screen_shows_the_other_large_and_yourself_small(tmp_path):
+    """`callsynth call --window` on one side of a two-way call, on a real X server: the screenshot shows the
+    other person's rebuilt face large, this side's own camera crop in the inset, and the status line."""
+    other = data_root() / "video/retalking/4.mp4"
+    read, write = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    processes = [xvfb]
+    try:
+        display = ":" + os.read(read, 16).decode().strip()
+        env = dict(os.environ, DISPLAY=display, PYTHONPATH=os.getcwd(), CALLSYNTH_DATA=str(data_root()),
+                   CALLSYNTH_CALL_KEY=KEY)
+        port = free_port()
+        cli = [sys.executable, "-m", "callsynth.cli"]
+        url = f"ws://127.0.0.1:{port}"
+        logs = {name: tmp_path / f"{name}.log" for name in ("signal", "a", "b")}
+        processes.append(subprocess.Popen(cli + ["signal", "--port", str(port)], env=env,
+                                          stdout=logs["signal"].open("w"), stderr=subprocess.STDOUT))
+        time.sleep(1.5)
+        common = ["--signal", url, "--room", "screen2", "--model", "warp", "--audio", "none", "--rejoin-wait", "5"]
+        a = subprocess.Popen(cli + ["call", *common, "--window", "--video", str(CLIP), "--max-frames", "200",
+                                    "--stats", str(tmp_path / "a.json")],
+                             env=env, stdout=logs["a"].open("w"), stderr=subprocess.STDOUT)
+        b = subprocess.Popen(cli + ["call", *common, "--video", str(other), "--max-frames", "200"],
+                             env=env, stdout=logs["b"].open("w"), stderr=subprocess.STDOUT)
+        processes += [a, b]
+        deadline = time.time() + 60
+        while "still cached" not in logs["a"].read_text() and time.time() < deadline:
+            time.sleep(0.1)
+        for _ in range(40):     # the window appears with the first frame: look again until it is there
+            time.sleep(0.5)
+            shot = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True,
+                                  timeout=30)
+            if shot.returncode == 0 and (read_xwd(shot.stdout).max(axis=2) > 0).sum() > 100_000:
+                break
+        time.sleep(1.0)         # a later frame: the self-view comes with this side's first tracked frames
+        shot = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, timeout=30)
+        assert a.wait(timeout=60) == 0, logs["a"].read_text()[-2000:]
+        assert b.wait(timeout=60) == 0, logs["b"].read_text()[-2000:]
+    finally:
+        stop_processes(processes)
+    summary = json.loads((tmp_path / "a.json").read_text())
+    assert summary["received"]["frames_shown"] >= 30 and summary["sent"]["packets_sent"] > 30
+    image = read_xwd(shot.stdout)
+    cv2.imwrite(str(tmp_path / "screen.png"), image[:, :, ::-1])
+    ys, xs = np.nonzero(image.max(axis=2) > 0)
+    top, left = ys.min(), xs.min()
+    assert abs(xs.max() - left + 1 - REMOTE_SIDE) <= 4, (xs.min(), xs.max())
+    face = image[top:top + REMOTE_SIDE, left:left + REMOTE_SIDE].astype(float)
+    y0 = x0 = REMOTE_SIDE - SELF_SIDE - 8
+    inset = face[y0:y0 + SELF_SIDE, x0:x0 + SELF_SIDE]
+    frame = face[y0 - 2:y0 + SELF_SIDE + 2, x0 - 2:x0 + SELF_SIDE + 2]
+    assert inset.std() > 20                                                    # a picture in the inset
+    assert np.all(frame[0] > 200) and np.all(frame[:, 0] > 200)               # inside its white border
+    assert face[:y0 - 4].std() > 20                                            # the other person above it
+    status = image[top + REMOTE_SIDE:top + REMOTE_SIDE + STATUS_HEIGHT, left:left + REMOTE_SIDE]
+    assert (status > 150).sum() > 200 and np.median(status) == 32
