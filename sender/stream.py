@@ -126,9 +126,9 @@ class FaceStream:
         self.stats = SenderStats()
         if options.camera_off and audio_track is None:
             raise ValueError("--camera-off needs a voice: --audio mic or --audio FILE")
-        self.still = choose_still(source, options.identity, basis, self.stats)
         self.fps = source.fps if source is not None else 30.0
-        self.plan = plan(options.budget_kbps, self.fps, options.send_every)
+        self.plan = plan(options.budget_kbps, self.fps, options.send_every)   # a budget too small: said first
+        self.still = choose_still(source, options.identity, basis, self.stats)
         self.stats.wire_plan = self.plan.summary()
         self.encoder = (FeatureEncoder(basis, self.still, fps=self.fps, send_every=self.plan.send_every,
                                        defer_references=True) if source is not None else None)
