@@ -50,6 +50,7 @@ class SpeechPackets:
         self.packets = 0
         self.payload_bytes = 0
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech")
+        self.closed = False
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def feed(self, frame: av.AudioFrame) -> None:
@@ -58,6 +59,8 @@ class SpeechPackets:
         while active the work goes to the worker thread, in order, and the packets it makes are sent back
         on the loop."""
         self.loop = self.loop or asyncio.get_running_loop()
+        if self.closed:
+            return
         stream_s = float(frame.time or 0.0)
         if self.start_s is None:
             self.start_s = time.time() - stream_s
@@ -74,8 +77,8 @@ class SpeechPackets:
         done.add_done_callback(self._send_all)
 
     def _send_all(self, done: asyncio.Future) -> None:
-        if done.cancelled():
-            return
+        if done.cancelled() or self.closed:
+            return          # made after close(): not sent, so what was counted is what went out
         if done.exception() is not None:
             log.warning("speech-driven face failed on one frame: %s", done.exception())
             return
@@ -85,6 +88,7 @@ class SpeechPackets:
                 self.payload_bytes += len(packet)
 
     def close(self) -> None:
+        self.closed = True
         self.worker.shutdown(wait=False, cancel_futures=True)
 
     def _samples(self, frame: av.AudioFrame) -> np.ndarray:
