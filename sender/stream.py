@@ -286,6 +286,8 @@ class FaceStream:
                 await self._camera_loop(ended)
         finally:
             pacing.cancel()
+            if self.speech is not None:
+                self.speech.close()     # nothing more from the voice: the hang-up follows what was sent
             self.stats.ended = time.time()
 
     async def _camera_loop(self, ended: asyncio.Future) -> None:
