@@ -56,17 +56,32 @@ def _xvfb_missing():
     return None
 
 
-@pytest.mark.skipif(_xvfb_missing() is not None, reason=str(_xvfb_missing()))
-def test_a_call_on_screen_under_a_real_x_server(tmp_path):
-    """`callsynth receive --window` in a real call, on a real X server: a screenshot of the server shows
-    the window — the rebuilt face at 512 x 512 over the status line with its text."""
+def start_xvfb() -> tuple[subprocess.Popen, str]:
+    """A real X server on a free display: (its process, ':N')."""
     read, write = os.pipe()
     xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
                             pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(write)
+    return xvfb, ":" + os.read(read, 16).decode().strip()
+
+
+def wait_for_window(display: str, tries: int = 40):
+    """xwd screenshots every 0.5 s until a window shows (it appears with the call's first frame)."""
+    for _ in range(tries):
+        time.sleep(0.5)
+        shot = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, timeout=30)
+        if shot.returncode == 0 and (read_xwd(shot.stdout).max(axis=2) > 0).sum() > 100_000:
+            break
+    return shot
+
+
+@pytest.mark.skipif(_xvfb_missing() is not None, reason=str(_xvfb_missing()))
+def test_a_call_on_screen_under_a_real_x_server(tmp_path):
+    """`callsynth receive --window` in a real call, on a real X server: a screenshot of the server shows
+    the window — the rebuilt face at 512 x 512 over the status line with its text."""
+    xvfb, display = start_xvfb()
     processes = [xvfb]
     try:
-        display = ":" + os.read(read, 16).decode().strip()
         env = dict(os.environ, DISPLAY=display, PYTHONPATH=os.getcwd(), CALLSYNTH_DATA=str(data_root()),
                    CALLSYNTH_CALL_KEY=KEY)
         port = free_port()
@@ -88,12 +103,7 @@ def test_a_call_on_screen_under_a_real_x_server(tmp_path):
         while "still cached" not in logs["receiver"].read_text() and time.time() < deadline:
             time.sleep(0.1)
         cached_at = time.time()
-        for _ in range(40):     # the window appears with the first frame: look again until it is there
-            time.sleep(0.5)
-            shot = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True,
-                                  timeout=30)
-            if shot.returncode == 0 and (read_xwd(shot.stdout).max(axis=2) > 0).sum() > 100_000:
-                break
+        shot = wait_for_window(display)
         print(f"window seen {time.time() - cached_at:.1f} s after the still was cached")
         assert sender.wait(timeout=60) == 0, logs["sender"].read_text()[-2000:]
         assert receiver.wait(timeout=30) == 0, logs["receiver"].read_text()[-2000:]
@@ -119,13 +129,9 @@ def test_a_two_way_call_on_screen_shows_the_other_large_and_yourself_small(tmp_p
     """`callsynth call --window` on one side of a two-way call, on a real X server: the screenshot shows the
     other person's rebuilt face large, this side's own camera crop in the inset, and the status line."""
     other = data_root() / "video/retalking/4.mp4"
-    read, write = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
-                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write)
+    xvfb, display = start_xvfb()
     processes = [xvfb]
     try:
-        display = ":" + os.read(read, 16).decode().strip()
         env = dict(os.environ, DISPLAY=display, PYTHONPATH=os.getcwd(), CALLSYNTH_DATA=str(data_root()),
                    CALLSYNTH_CALL_KEY=KEY)
         port = free_port()
@@ -145,12 +151,7 @@ def test_a_two_way_call_on_screen_shows_the_other_large_and_yourself_small(tmp_p
         deadline = time.time() + 60
         while "still cached" not in logs["a"].read_text() and time.time() < deadline:
             time.sleep(0.1)
-        for _ in range(40):     # the window appears with the first frame: look again until it is there
-            time.sleep(0.5)
-            shot = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True,
-                                  timeout=30)
-            if shot.returncode == 0 and (read_xwd(shot.stdout).max(axis=2) > 0).sum() > 100_000:
-                break
+        shot = wait_for_window(display)
         time.sleep(1.0)         # a later frame: the self-view comes with this side's first tracked frames
         shot = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, timeout=30)
         assert a.wait(timeout=60) == 0, logs["a"].read_text()[-2000:]
