@@ -7,8 +7,11 @@ SRTP tag and UDP/IPv4 (about 65 bytes, measured). So the plan trades packet rate
 
 - the voice: Opus at OPUS_LOW_BPS in 60 ms frames (aiortc's fixed 20 ms frames cost 3x the headers);
 - the face: one packet every N frames, N the smallest whose packets and their SACKs fit what is left
-  (the receiver interpolates between them; the jitter buffer's cap keeps glass to glass short, and
-  past it the motion is extrapolated); SACKs are delayed to every second packet (RFC 4960 6.2);
+  (the jitter buffer's cap keeps glass to glass short, and past it the motion is extrapolated); then
+  as many codes in each packet as still fit (a bundle: the first in full, the others as entropy-coded
+  changes of about CODE_CHANGE_BYTES, wire.py), sampled evenly between packets, so a blink or a closing
+  lip between two packets is carried rather than interpolated away; SACKs are delayed to every second
+  packet (RFC 4960 6.2);
 - RTCP: reports 4x further apart than aiortc's (about a second each way, 1.5 kbps);
 - the reference stills: the budget's remainder, paced part by part (they arrive later, never burst).
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .wire import PART_BYTES
+from .wire import MAX_BUNDLE, PART_BYTES
 
 UDP_IP = 28
 FEATURE_PACKET_WIRE = 33 + 12 + 16 + 13 + 24 + UDP_IP   # a 33-byte packet in SCTP DATA, DTLS, UDP/IPv4
@@ -31,6 +34,8 @@ RTCP_SPACING = 4.0                                       # within a budget: repo
 OPUS_BPS, OPUS_FRAME_MS = 16000, 20                      # the voice without a budget
 OPUS_LOW_BPS, OPUS_LOW_FRAME_MS = 6000, 60               # the voice within a budget
 MAX_SEND_EVERY = 8
+CODE_CHANGE_BYTES = 13   # each further code of a bundle, its gap byte included: 11.6 measured on an
+                         # expressive face sampled every frame, 7.6 on a GRID speaker (scripts/bundle_sizes.py)
 MARGIN = 0.9             # the plan fills this share of the budget: RTCP, SCTP's own chunks, rounding
 SACK_SHARE = 0.6         # SACKs per feature packet of the other side, delayed to every 2nd (and timers)
 MIN_REFERENCE_KBPS = 0.3 # below this, no reference stills within the budget
@@ -44,6 +49,7 @@ class BudgetError(ValueError):
 class WirePlan:
     budget_kbps: float | None
     send_every: int                # one feature packet every N frames
+    codes_per_packet: int          # codes in each packet (sampled every send_every / codes_per_packet frames)
     opus_bps: int
     opus_frame_ms: int
     delayed_sack: bool
@@ -52,7 +58,8 @@ class WirePlan:
     estimate_kbps: dict            # what each kind should cost on the wire, per direction
 
     def summary(self) -> dict:
-        return {"budget_kbps": self.budget_kbps, "send_every": self.send_every, "opus_bps": self.opus_bps,
+        return {"budget_kbps": self.budget_kbps, "send_every": self.send_every,
+                "codes_per_packet": self.codes_per_packet, "opus_bps": self.opus_bps,
                 "opus_frame_ms": self.opus_frame_ms, "delayed_sack": self.delayed_sack,
                 "rtcp_spacing": self.rtcp_spacing,
                 "reference_part_every_s": self.reference_gap_s and round(self.reference_gap_s, 3),
@@ -63,11 +70,13 @@ def voice_kbps(bps: int, frame_ms: int, rtcp_spacing: float = 1.0) -> float:
     return (bps + VOICE_HEADERS * 8 * 1000 / frame_ms + RTCP_BPS / rtcp_spacing) / 1000
 
 
-def features_kbps(fps: float, send_every: int, delayed_sack: bool) -> float:
-    """This side's packets plus its SACKs for the other side's (a two-way call: the same rate both ways)."""
+def features_kbps(fps: float, send_every: int, delayed_sack: bool, codes: int = 1) -> float:
+    """This side's packets (of `codes` codes each) plus its SACKs for the other side's (a two-way call:
+    the same rate both ways)."""
     packets = fps / send_every
     sacks = packets * SACK_SHARE if delayed_sack else packets
-    return (packets * FEATURE_PACKET_WIRE + sacks * SACK_WIRE) * 8 / 1000
+    packet = FEATURE_PACKET_WIRE + (codes - 1) * CODE_CHANGE_BYTES + (codes > 1)
+    return (packets * packet + sacks * SACK_WIRE) * 8 / 1000
 
 
 def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan:
@@ -75,7 +84,7 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
     if budget_kbps is None:
         voice = voice_kbps(OPUS_BPS, OPUS_FRAME_MS)
         face = features_kbps(fps, send_every, False)
-        return WirePlan(None, send_every, OPUS_BPS, OPUS_FRAME_MS, False, 1.0, 0.04,
+        return WirePlan(None, send_every, 1, OPUS_BPS, OPUS_FRAME_MS, False, 1.0, 0.04,
                         {"voice": round(voice, 2), "features": round(face, 2)})
     voice = voice_kbps(OPUS_LOW_BPS, OPUS_LOW_FRAME_MS, RTCP_SPACING)
     room = MARGIN * budget_kbps - voice
@@ -85,9 +94,12 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
         need = (voice + features_kbps(fps, MAX_SEND_EVERY, True)) / MARGIN
         raise BudgetError(f"--budget {budget_kbps:g} kbps is too small: the voice ({voice:.1f} kbps on the "
                           f"wire) and the face at its lowest rate need {need:.1f}")
-    face = features_kbps(fps, every, True)
+    # further codes only from what leaves the reference stills their trickle
+    codes = max([1] + [c for c in range(2, min(every, MAX_BUNDLE) + 1)
+                       if features_kbps(fps, every, True, c) <= room - MIN_REFERENCE_KBPS])
+    face = features_kbps(fps, every, True, codes)
     spare = room - face                                      # kbps for reference stills
     gap = PART_WIRE * 8 / 1000 / spare if spare >= MIN_REFERENCE_KBPS else None
-    return WirePlan(budget_kbps, every, OPUS_LOW_BPS, OPUS_LOW_FRAME_MS, True, RTCP_SPACING, gap,
+    return WirePlan(budget_kbps, every, codes, OPUS_LOW_BPS, OPUS_LOW_FRAME_MS, True, RTCP_SPACING, gap,
                     {"voice": round(voice, 2), "features": round(face, 2),
                      "references": round(spare, 2) if gap else 0.0})

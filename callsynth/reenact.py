@@ -120,12 +120,13 @@ def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: Expre
                 stats.packet_bytes.append(len(sent.packet))
                 t0 = time.perf_counter()
                 try:
-                    features = receiver_codec.decode(sent.packet)
+                    carried = receiver_codec.decode_all(sent.packet)
                 except WireError:
                     stats.rejected_packets += 1
                 else:
-                    timeline.add(features, capture_ms)
-                    newest = capture_ms
+                    for features in carried:
+                        timeline.add(features, features.capture_ms)
+                        newest = max(newest, features.capture_ms)
                 stats.timings_ms["decode"].append((time.perf_counter() - t0) * 1e3)
             # A frame can be shown once the packet after it (or at it) has arrived.
             while pending and pending[0][0] <= newest:

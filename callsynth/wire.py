@@ -1,4 +1,5 @@
-"""Wire format v2: one packet per sent frame, a few dozen bytes, quantised with the basis file's ranges.
+"""Wire format v3: a packet carries one sent frame, or a bundle of several; a few dozen bytes, quantised
+with the basis file's ranges.
 
 Layout (little-endian):
     byte 0      version (high nibble) | flags (low nibble)
@@ -8,6 +9,16 @@ Layout (little-endian):
     payload     bit-packed pose (rotvec, tx, ty, log scale), K code coefficients, then the gaze (2 x 5 bits,
                 iris offset over eye width relative to the still's); none with NO_FACE
     last 2      CRC-16/CCITT of everything before
+
+A bundle (FLAG_BUNDLE; a call within a tight budget sends a packet every few frames, and a bundle carries
+the motion in between instead of leaving it to interpolation) has, after the header (sequence number and
+capture time of its first frame):
+    byte 9      number of frames n (2..MAX_BUNDLE) in the low 4 bits, the Exp-Golomb order k above them
+    n-1 bytes   capture-time gap to each next frame, ms (1..255)
+    payload     the first frame bit-packed as above, then for each next frame the change of every
+                quantised field since the frame before, zigzag-mapped and Exp-Golomb coded (order k, the
+                one of 0..3 that makes the bundle smallest): a still field costs one bit
+Every frame of a bundle has a face and the same flags; a lost bundle loses only its own frames.
 
 Decoding never raises anything but a WireError subclass, whatever the bytes.
 """
@@ -23,7 +34,7 @@ import numpy as np
 from .face.basis import ExpressionBasis
 from .face.pose import Pose
 
-VERSION = 2              # 2: gaze after the code; identity messages carry a reference index
+VERSION = 3              # 2: gaze after the code, reference stills; 3: bundles
 HEADER = struct.Struct("<BHHI")
 CRC_BYTES = 2
 OVERHEAD = HEADER.size + CRC_BYTES
@@ -31,7 +42,11 @@ MAX_PACKET = 256
 
 FLAG_NO_FACE = 0x1       # the sender sees no face: hold, then ease back to the still
 FLAG_AUDIO = 0x2         # code derived from speech, not from the camera
-KNOWN_FLAGS = FLAG_NO_FACE | FLAG_AUDIO
+FLAG_BUNDLE = 0x4        # several frames: the first in full, the rest as entropy-coded changes
+KNOWN_FLAGS = FLAG_NO_FACE | FLAG_AUDIO | FLAG_BUNDLE
+MAX_BUNDLE = 8
+MAX_GAP_MS = 255         # between consecutive frames of a bundle
+EG_ORDERS = (0, 1, 2, 3)
 GAZE_RANGE = 0.25        # ± eye widths the iris may move from where the still has it
 GAZE_BITS = 5
 
@@ -103,13 +118,76 @@ def _pack_bits(values, bits) -> bytes:
     return acc.to_bytes((n + 7) // 8, "little")
 
 
+def _pack_bits_int(values, bits) -> int:
+    return int.from_bytes(_pack_bits(values, bits), "little")
+
+
 def _unpack_bits(data: bytes, bits) -> np.ndarray:
-    acc = int.from_bytes(data, "little")
+    return _unpack_bits_int(int.from_bytes(data, "little"), bits)
+
+
+def _unpack_bits_int(acc: int, bits) -> np.ndarray:
     out = []
     for b in bits.tolist():
         out.append(acc & ((1 << int(b)) - 1))
         acc >>= int(b)
     return np.array(out, dtype=np.int64)
+
+
+class _BitWriter:
+    """Bits, least significant first (as _pack_bits)."""
+
+    def __init__(self):
+        self.acc, self.n = 0, 0
+
+    def write(self, value: int, bits: int) -> None:
+        self.acc |= value << self.n
+        self.n += bits
+
+    def exp_golomb(self, value: int, k: int) -> None:
+        """value >= 0: z zeros, a one, then the low z + k bits of value + 2**k (z from its length)."""
+        m = value + (1 << k)
+        z = m.bit_length() - 1 - k
+        self.write(1 << z, z + 1)
+        self.write(m & ((1 << (z + k)) - 1), z + k)
+
+    def to_bytes(self) -> bytes:
+        return self.acc.to_bytes((self.n + 7) // 8, "little")
+
+
+class _BitReader:
+    def __init__(self, data: bytes):
+        self.acc, self.left = int.from_bytes(data, "little"), len(data) * 8
+
+    def read(self, bits: int) -> int:
+        if bits > self.left:
+            raise TruncatedPacket("bundle ends inside a field")
+        value = self.acc & ((1 << bits) - 1)
+        self.acc >>= bits
+        self.left -= bits
+        return value
+
+    def exp_golomb(self, k: int) -> int:
+        z = 0
+        while not self.read(1):
+            z += 1
+            if z > 24:
+                raise CorruptPacket("bundle field longer than any quantised change")
+        return ((1 << (z + k)) | self.read(z + k)) - (1 << k)
+
+
+def _zigzag(d: np.ndarray) -> list[int]:
+    return [2 * v if v >= 0 else -2 * v - 1 for v in d.tolist()]
+
+
+def _unzigzag(u: int) -> int:
+    return u >> 1 if not u & 1 else -((u + 1) >> 1)
+
+
+def exp_golomb_bits(u: np.ndarray, k: int) -> int:
+    """What Exp-Golomb order k spends on non-negative integers u."""
+    m = np.asarray(u, dtype=np.int64) + (1 << k)
+    return int(np.sum(2 * np.floor(np.log2(m)).astype(np.int64) - k + 1))
 
 
 class Codec:
@@ -131,20 +209,95 @@ class Codec:
         body = HEADER.pack((VERSION << 4) | flags, self.tag, frame.seq & 0xFFFF,
                            frame.capture_ms & 0xFFFFFFFF)
         if not flags & FLAG_NO_FACE:
-            pose = frame.pose
-            code = np.asarray(frame.code, dtype=np.float64)
-            if code.shape != (self.basis.k,):
-                raise ValueError(f"code has {code.size} coefficients, basis has {self.basis.k}")
-            gaze = np.zeros(2) if frame.gaze is None else np.asarray(frame.gaze, dtype=np.float64)
-            values = np.concatenate([pose.rotvec, pose.translation[:2], [np.log(pose.scale)], code, gaze])
-            body += _pack_bits(_quantise(values, self.lo, self.hi, self.bits), self.bits)
+            body += _pack_bits(self._quantised(frame), self.bits)
         return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(CRC_BYTES, "little")
 
-    def decode_all(self, packet: bytes) -> list[FrameFeatures]:
-        """Every frame one datagram carries, oldest first."""
-        return [self.decode(packet)]
+    def _quantised(self, frame: FrameFeatures) -> np.ndarray:
+        pose = frame.pose
+        code = np.asarray(frame.code, dtype=np.float64)
+        if code.shape != (self.basis.k,):
+            raise ValueError(f"code has {code.size} coefficients, basis has {self.basis.k}")
+        gaze = np.zeros(2) if frame.gaze is None else np.asarray(frame.gaze, dtype=np.float64)
+        values = np.concatenate([pose.rotvec, pose.translation[:2], [np.log(pose.scale)], code, gaze])
+        return _quantise(values, self.lo, self.hi, self.bits)
 
-    def decode(self, packet: bytes) -> FrameFeatures:
+    @staticmethod
+    def bundles(first: FrameFeatures, then: FrameFeatures) -> bool:
+        """Whether `then` may follow `first`'s frames in one bundle (a face in both, one kind, a short gap)."""
+        gap = (then.capture_ms - first.capture_ms) & 0xFFFFFFFF
+        return (first.has_face and then.has_face and first.pose is not None and then.pose is not None
+                and (first.flags & KNOWN_FLAGS) == (then.flags & KNOWN_FLAGS) and 1 <= gap <= MAX_GAP_MS)
+
+    def encode_bundle(self, frames: list[FrameFeatures]) -> bytes:
+        """One packet for 1..MAX_BUNDLE frames in capture order (see the module's docstring); each frame
+        with the one before must pass `bundles`. One frame is an ordinary packet."""
+        if len(frames) == 1:
+            return self.encode(frames[0])
+        if not 2 <= len(frames) <= MAX_BUNDLE:
+            raise ValueError(f"a bundle holds 1..{MAX_BUNDLE} frames, not {len(frames)}")
+        if not all(self.bundles(a, b) for a, b in zip(frames, frames[1:])):
+            raise ValueError("bundled frames need faces, one set of flags and 1-255 ms between them")
+        first = frames[0]
+        flags = (first.flags & KNOWN_FLAGS) | FLAG_BUNDLE
+        q = np.stack([self._quantised(f) for f in frames])
+        changes = [_zigzag(d) for d in np.diff(q, axis=0)]
+        flat = np.concatenate(changes)
+        k = min(EG_ORDERS, key=lambda order: exp_golomb_bits(flat, order))
+        bits = _BitWriter()
+        bits.write(int(_pack_bits_int(q[0], self.bits)), int(self.bits.sum()))
+        for u in flat.tolist():
+            bits.exp_golomb(int(u), k)
+        gaps = bytes((b.capture_ms - a.capture_ms) & 0xFF for a, b in zip(frames, frames[1:]))
+        body = (HEADER.pack((VERSION << 4) | flags, self.tag, first.seq & 0xFFFF, first.capture_ms & 0xFFFFFFFF)
+                + bytes([len(frames) | (k << 4)]) + gaps + bits.to_bytes())
+        if len(body) + CRC_BYTES > MAX_PACKET:
+            raise ValueError(f"bundle of {len(frames)} frames takes {len(body) + CRC_BYTES} bytes")
+        return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(CRC_BYTES, "little")
+
+    def _frame(self, seq: int, capture_ms: int, flags: int, q: np.ndarray) -> FrameFeatures:
+        values = _dequantise(q, self.lo, self.hi, self.bits)
+        pose = Pose(values[:3].copy(), np.array([values[3], values[4], 0.0]), float(np.exp(values[5])))
+        k = self.basis.k
+        return FrameFeatures(seq, capture_ms, pose, values[6:6 + k].copy(), flags, values[6 + k:].copy())
+
+    def decode_all(self, packet: bytes) -> list[FrameFeatures]:
+        """Every frame one packet carries, oldest first: one, or a bundle's. Raises only WireError."""
+        first_byte = self._checked(packet)[0]
+        if not first_byte & FLAG_BUNDLE:
+            return [self.decode(packet)]
+        packet = bytes(packet)
+        _, _, seq, capture_ms = HEADER.unpack_from(packet)
+        flags = (first_byte & 0xF) & ~FLAG_BUNDLE
+        if flags & FLAG_NO_FACE:
+            raise CorruptPacket("a bundle of frames without a face")
+        body = packet[HEADER.size:-CRC_BYTES]
+        if not body:
+            raise TruncatedPacket("bundle without its frame count")
+        n, k = body[0] & 0xF, body[0] >> 4
+        if not 2 <= n <= MAX_BUNDLE or k not in EG_ORDERS:
+            raise CorruptPacket(f"bundle of {n} frames at order {k}")
+        gaps = body[1:n]
+        if len(gaps) != n - 1 or 0 in gaps:
+            raise CorruptPacket("bundle's capture-time gaps missing or zero")
+        reader = _BitReader(body[n:])
+        q = np.empty((n, self.bits.size), dtype=np.int64)
+        q[0] = _unpack_bits_int(reader.read(int(self.bits.sum())), self.bits)
+        levels = (1 << self.bits) - 1
+        for i in range(1, n):
+            q[i] = q[i - 1] + np.array([_unzigzag(reader.exp_golomb(k)) for _ in range(self.bits.size)])
+        if np.any(q < 0) or np.any(q > levels):
+            raise CorruptPacket("bundle field out of range")
+        if reader.left >= 8 or reader.acc:
+            raise CorruptPacket("bundle carries bits after its last frame")
+        frames, when = [], capture_ms
+        for i in range(n):
+            if i:
+                when = (when + gaps[i - 1]) & 0xFFFFFFFF
+            frames.append(self._frame((seq + i) & 0xFFFF, when, flags, q[i]))
+        return frames
+
+    def _checked(self, packet) -> bytes:
+        """The packet's header, size, version, checksum and basis checked (WireError otherwise)."""
         if not isinstance(packet, (bytes, bytearray, memoryview)):
             raise WireError(f"packet must be bytes, not {type(packet).__name__}")
         packet = bytes(packet)
@@ -155,7 +308,8 @@ class Codec:
         first, tag, seq, capture_ms = HEADER.unpack_from(packet)
         version, flags = first >> 4, first & 0xF
         if version != VERSION:
-            raise VersionMismatch(f"packet version {version}, this receiver speaks {VERSION}")
+            raise VersionMismatch(f"packet version {version}, this receiver speaks {VERSION}: the peer runs "
+                                  "another callsynth version")
         body, crc = packet[:-CRC_BYTES], int.from_bytes(packet[-CRC_BYTES:], "little")
         if binascii.crc_hqx(body, 0xFFFF) != crc:
             raise CorruptPacket("checksum mismatch: truncated, damaged or forged packet")
@@ -164,7 +318,16 @@ class Codec:
                                 f"{self.basis.name} (tag {self.tag:04x})")
         if flags & ~KNOWN_FLAGS:
             raise CorruptPacket(f"unknown flags {flags:#x}")
-        payload = body[HEADER.size:]
+        return packet
+
+    def decode(self, packet: bytes) -> FrameFeatures:
+        """A packet of one frame (a bundle needs decode_all)."""
+        packet = self._checked(packet)
+        first, _, seq, capture_ms = HEADER.unpack_from(packet)
+        flags = first & 0xF
+        if flags & FLAG_BUNDLE:
+            raise CorruptPacket("a bundle of frames where one frame was expected")
+        payload = packet[HEADER.size:-CRC_BYTES]
         if flags & FLAG_NO_FACE:
             if payload:
                 raise CorruptPacket("no-face packet carries a payload")
@@ -174,10 +337,7 @@ class Codec:
         q = _unpack_bits(payload, self.bits)
         if np.any(q > (1 << self.bits) - 1):
             raise CorruptPacket("field out of range")
-        values = _dequantise(q, self.lo, self.hi, self.bits)
-        pose = Pose(values[:3].copy(), np.array([values[3], values[4], 0.0]), float(np.exp(values[5])))
-        k = self.basis.k
-        return FrameFeatures(seq, capture_ms, pose, values[6:6 + k].copy(), flags, values[6 + k:].copy())
+        return self._frame(seq, capture_ms, flags, q)
 
     def roundtrip(self, frame: FrameFeatures) -> FrameFeatures:
         return self.decode(self.encode(frame))

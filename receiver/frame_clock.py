@@ -177,6 +177,7 @@ class FrameClock:
         except WireError as exc:
             self.reject(exc, type(exc).__name__)
             return
+        self.stats.feature_codes += len(packets)
         for features in packets:
             self.stats.speech_packets += bool(features.flags & FLAG_AUDIO)   # arrived, in time or late
             if self.jitter.push(features, arrival) == "accepted":

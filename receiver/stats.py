@@ -27,6 +27,7 @@ class ReceiverStats:
     speech_packets: int = 0
     feature_packets: int = 0
     feature_bytes: int = 0
+    feature_codes: int = 0          # codes the packets carried (more than packets where they are bundled)
     rejected: dict = field(default_factory=dict)
     jitter: dict = field(default_factory=dict)
     identity_bytes: int = 0
@@ -76,7 +77,7 @@ class ReceiverStats:
             "concealed_frames": self.concealed_frames,
             "audio_fallback_frames": self.fallback_frames,
             "speech_driven_packets": self.speech_packets,
-            "features": {"packets": self.feature_packets, "bytes": self.feature_bytes,
+            "features": {"packets": self.feature_packets, "bytes": self.feature_bytes, "codes": self.feature_codes,
                          "payload_kbps": _kbps(self.feature_bytes, span),
                          "bytes_per_packet": round(self.feature_bytes / max(1, self.feature_packets), 2)},
             "rejected_packets": self.rejected,

@@ -14,7 +14,7 @@ from callsynth.face.crop import StableCrop
 from callsynth.face.regions import eye_openness
 from callsynth.face.still import Still
 from callsynth.face.tracker import FaceTracker
-from callsynth.wire import Codec, FrameFeatures, encode_identity
+from callsynth.wire import MAX_BUNDLE, Codec, FrameFeatures, encode_identity
 
 from .reference_pick import ReferencePicker
 
@@ -64,16 +64,21 @@ class BlinkTiming:
 
 
 class FeatureEncoder:
-    """Turns each captured frame into at most one packet; sends every `send_every`-th frame (swapping a
-    slot to a blink's closed frame, see BlinkTiming)."""
+    """Turns each captured frame into at most one packet: one every `send_every` frames, carrying
+    `codes_per_packet` codes sampled evenly over those frames (a bundle, wire.py; one code: the frame the
+    packet leaves on). Where codes are sampled less often than frames, a blink's closed frame may take a
+    slot (BlinkTiming)."""
 
     def __init__(self, basis: ExpressionBasis, still: Still, fps: float = 30.0, send_every: int = CALL.send_every,
-                 smoothing: bool = True, references: bool = True, defer_references: bool = False):
+                 smoothing: bool = True, references: bool = True, defer_references: bool = False,
+                 codes_per_packet: int = 1):
         """`still` is the face codes are measured from: in a call, the caller's own still.
         `references`: pick reference stills (mouth open, eyes closed) as they happen; `defer_references`:
         SentFrame.references holds PendingReference objects to finish off the tracking path."""
         if send_every < 1:
             raise ValueError("send_every must be at least 1")
+        if not 1 <= codes_per_packet <= min(send_every, MAX_BUNDLE):
+            raise ValueError(f"codes_per_packet must be 1..{min(send_every, MAX_BUNDLE)}")
         self.codec = Codec(basis)
         self.coder = FaceCoder(basis, still.landmarks)
         self.tracker = FaceTracker(video=True, smoothing=smoothing, fps=fps)
@@ -83,8 +88,10 @@ class FeatureEncoder:
         # mode, and four in the first two seconds had the tracking ladder step down
         self.picker = (ReferencePicker(still, self._encode_reference, defer=defer_references,
                                        gap_ms=1000 if defer_references else 0) if references else None)
-        self.send_every = send_every
-        self.blinks = BlinkTiming(float(eye_openness(still.landmarks).mean())) if send_every > 1 else None
+        self.send_every, self.codes_per_packet = send_every, codes_per_packet
+        self.bundle: list[FrameFeatures] = []      # codes waiting for the packet that carries them
+        self.blinks = (BlinkTiming(float(eye_openness(still.landmarks).mean()))
+                       if send_every > codes_per_packet else None)
         self.frame_index = 0
         self.seq = 0
 
@@ -102,10 +109,31 @@ class FeatureEncoder:
         if self.picker is not None:
             self.picker.warm_up(still.image)
 
-    @property
-    def sends_next(self) -> bool:
-        """Whether the next frame has a packet slot (a blink may still move a slot, see BlinkTiming)."""
-        return self.frame_index % self.send_every == 0
+    def _sampled(self, frame_index: int) -> bool:
+        """Whether this frame's code is taken: codes_per_packet of every send_every frames, evenly."""
+        return (frame_index % self.send_every) * self.codes_per_packet % self.send_every < self.codes_per_packet
+
+    def tracks_next(self, step: int) -> bool:
+        """Whether the next frame is tracked when tracking steps down to about 1 frame in `step`: the frames
+        whose codes are taken, or every `step`-th where every frame's code is."""
+        if self.send_every > self.codes_per_packet:
+            return self._sampled(self.frame_index)
+        return self.frame_index % step == 0
+
+    def _packet_for(self, features: FrameFeatures) -> bytes | None:
+        """The packet to send now, if any, once `features` joins the bundle being filled: a bundle leaves
+        when full, or early when the new code cannot join it (no face, other flags: that code then waits
+        for the next)."""
+        if self.codes_per_packet == 1:
+            return self.codec.encode(features)
+        packet = None
+        if self.bundle and not Codec.bundles(self.bundle[-1], features):
+            packet, self.bundle = self.codec.encode_bundle(self.bundle), []
+        self.bundle.append(features)
+        if len(self.bundle) >= self.codes_per_packet:
+            if packet is None:
+                packet, self.bundle = self.codec.encode_bundle(self.bundle), []
+        return packet
 
     def skip(self) -> None:
         """A frame left untracked (the sender's tracking stepped down): it keeps its place in the count of
@@ -118,7 +146,7 @@ class FeatureEncoder:
         t1 = time.perf_counter()
         box = self.crop.update(result.landmarks, frame.shape)
         crop = box.cut(frame)
-        send = self.frame_index % self.send_every == 0
+        send = self._sampled(self.frame_index)
         self.frame_index += 1
         packet, references = None, []
         landmarks = box.to_crop(result.landmarks) if result.found else None
@@ -131,7 +159,7 @@ class FeatureEncoder:
                 pose, code = self.coder.encode(landmarks)
                 features.pose, features.code = pose, code
                 features.gaze = self.coder.gaze_delta(landmarks)
-            packet = self.codec.encode(features)
+            packet = self._packet_for(features)
             self.seq = (self.seq + 1) & 0xFFFF
         if self.picker is not None and result.found:
             pose = pose or self.coder.pose_of(landmarks)      # estimated once a frame

@@ -131,6 +131,7 @@ class FaceStream:
         self.still = choose_still(source, options.identity, basis, self.stats)
         self.stats.wire_plan = self.plan.summary()
         self.encoder = (FeatureEncoder(basis, self.still, fps=self.fps, send_every=self.plan.send_every,
+                                       codes_per_packet=self.plan.codes_per_packet,
                                        defer_references=True) if source is not None else None)
         self.tracker_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker")
         # reference stills are made here, off the tracking path: not time-critical, and costly
@@ -304,7 +305,7 @@ class FaceStream:
             async for frame, capture_ms in self.source.frames(start=stats.started):
                 if ended.done():
                     break
-                if ladder.every != 1 and encoder.frame_index % ladder.every:
+                if ladder.every != 1 and not encoder.tracks_next(ladder.every):
                     encoder.skip()                   # tracking stepped down
                     stats.frames_untracked += 1
                     ladder.record(False, 0.0)

@@ -79,10 +79,29 @@ def test_a_two_way_call_within_24_kbps_each_way(tmp_path):
         assert wire["datagrams"]["audio"] / wire["seconds"] < 22
 
 
+def test_a_budget_with_room_bundles_codes(tmp_path):
+    """At 32 kbps a packet leaves every few frames carrying several codes (a bundle: the motion between
+    packets travels instead of being interpolated): each side receives that many codes a packet, all
+    accepted, and stays within its budget on the wire."""
+    report = run_two_way_demo((KATIE, OTHER), tmp_path, ["--budget", "32", "--max-frames", "100"], model="warp")
+    for name, side in report["sides"].items():
+        other = report["sides"]["b" if name == "a" else "a"]["sent"]
+        codes = other["wire_plan"]["codes_per_packet"]
+        assert codes >= 2 and other["wire_plan"]["send_every"] >= codes
+        received = side["received"]
+        features = received["features"]
+        assert received["rejected_packets"] == {} and features["packets"] > 5
+        # a bundle leaves early only when a frame has no face
+        assert 0.9 * codes * features["packets"] <= features["codes"] <= codes * features["packets"]
+        assert received["on_wire"]["total_kbps"] <= 32, (name, received["on_wire"])
+
+
 def test_the_plan_fits_its_budget_and_refuses_one_too_small():
     for fps in (22.0, 25.0, 30.0):
-        p = plan(24, fps)
-        assert sum(p.estimate_kbps.values()) <= 24 and p.opus_frame_ms == 60 and p.delayed_sack
+        for budget in (24, 28, 32, 48):
+            p = plan(budget, fps)
+            assert sum(p.estimate_kbps.values()) <= budget and p.opus_frame_ms == 60 and p.delayed_sack
+            assert 1 <= p.codes_per_packet <= p.send_every
     free = plan(None, 25)
     assert free.send_every == 1 and free.opus_frame_ms == 20 and not free.delayed_sack
     try:

@@ -143,3 +143,98 @@ def test_basis_file_is_checked_on_load(basis, tmp_path):
     junk.write_bytes(b"not a basis")
     with pytest.raises(BasisError):
         ExpressionBasis.load(junk)
+
+
+# --- bundles: several frames in one packet, the first in full and the rest as entropy-coded changes ----
+
+def drifting_frames(basis, n, seed=8, start_ms=1000, gap_ms=40, seq=65533):
+    """n frames of a face that moves a little from one to the next (as a real one does)."""
+    rng = np.random.default_rng(seed)
+    first = sample_features(basis, rng, seq)
+    frames = []
+    for i in range(n):
+        drift = rng.normal(0, 0.01, basis.k) * (basis.code_hi - basis.code_lo)
+        code = np.clip(first.code + drift * i, basis.code_lo, basis.code_hi)
+        pose = Pose(first.pose.rotvec + 0.003 * i, first.pose.translation, first.pose.scale)
+        frames.append(FrameFeatures((seq + i) & 0xFFFF, (start_ms + i * gap_ms) & 0xFFFFFFFF, pose, code,
+                                    gaze=np.array([0.01 * i, -0.02])))
+    return frames
+
+
+def test_a_bundle_carries_every_frame_as_its_own_packet_would(basis, codec):
+    frames = drifting_frames(basis, 5, start_ms=(1 << 32) - 60)       # the clock and the seq both wrap inside
+    packet = codec.encode_bundle(frames)
+    got = codec.decode_all(packet)
+    assert [(g.seq, g.capture_ms) for g in got] == [(f.seq, f.capture_ms) for f in frames]
+    for g, f in zip(got, frames):
+        alone = codec.decode(codec.encode(f))
+        assert np.array_equal(g.code, alone.code) and np.array_equal(g.gaze, alone.gaze)
+        assert np.array_equal(g.pose.rotvec, alone.pose.rotvec) and g.pose.scale == alone.pose.scale
+    # the changes cost far less than whole frames: the point of a bundle
+    assert len(packet) < codec.packet_bytes + 4 * (codec.packet_bytes - 9) * 0.7
+    assert codec.decode_all(codec.encode(frames[0]))[0].seq == frames[0].seq
+    with pytest.raises(WireError, match="bundle"):
+        codec.decode(packet)
+
+
+def test_frames_that_cannot_share_a_bundle_are_refused(basis, codec):
+    a, b = drifting_frames(basis, 2)
+    assert Codec.bundles(a, b)
+    assert not Codec.bundles(a, FrameFeatures(b.seq, b.capture_ms))                   # no face
+    assert not Codec.bundles(a, dataclasses.replace(b, flags=FLAG_AUDIO))             # another kind
+    assert not Codec.bundles(a, dataclasses.replace(b, capture_ms=a.capture_ms + 300))  # too far apart
+    with pytest.raises(ValueError):
+        codec.encode_bundle([a, dataclasses.replace(b, capture_ms=a.capture_ms)])
+    with pytest.raises(ValueError):
+        codec.encode_bundle(drifting_frames(basis, 9))
+
+
+def test_every_truncation_and_mutation_of_a_bundle_is_rejected(basis, codec):
+    packet = codec.encode_bundle(drifting_frames(basis, 4))
+    for n in range(len(packet)):
+        with pytest.raises(WireError):
+            codec.decode_all(packet[:n])
+    for i in range(len(packet)):
+        bad = bytearray(packet)
+        bad[i] ^= 0x21
+        with pytest.raises(WireError):
+            codec.decode_all(bytes(bad))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(max_size=MAX_PACKET - 11), st.integers(0, 255))
+def test_forged_bundles_with_a_valid_checksum_never_crash(body, count):
+    """A forger can compute the CRC: what follows it must still be parsed safely."""
+    import binascii
+
+    from callsynth.face.basis import load_basis
+    from callsynth.wire import FLAG_BUNDLE, HEADER, VERSION
+    basis = load_basis()
+    codec = Codec(basis)
+    head = HEADER.pack((VERSION << 4) | FLAG_BUNDLE, codec.tag, 1, 1000) + bytes([count])
+    forged = head + body
+    forged += binascii.crc_hqx(forged, 0xFFFF).to_bytes(2, "little")
+    try:
+        frames = codec.decode_all(forged)
+    except WireError:
+        return
+    assert 2 <= len(frames) <= 8
+    for f in frames:
+        assert np.all((f.code >= basis.code_lo - 1e-9) & (f.code <= basis.code_hi + 1e-9))
+
+
+def test_the_encoder_bundles_codes_sampled_evenly(basis):
+    """FeatureEncoder with one packet every 5 frames and 2 codes in it: codes of frames 0 and 3 (gaps 3,
+    2), the packet leaving on the second; a frame without a face sends the bundle early."""
+    from sender.features import FeatureEncoder
+
+    encoder = FeatureEncoder.__new__(FeatureEncoder)      # its packet logic only: no tracker needed
+    encoder.send_every, encoder.codes_per_packet = 5, 2
+    assert [encoder._sampled(i) for i in range(10)] == [True, False, False, True, False] * 2
+    encoder.codec, encoder.bundle = Codec(basis), []
+    frames = drifting_frames(basis, 3)
+    assert encoder._packet_for(frames[0]) is None
+    assert len(encoder.codec.decode_all(encoder._packet_for(frames[1]))) == 2
+    assert encoder._packet_for(frames[2]) is None
+    early = encoder._packet_for(FrameFeatures(9, frames[2].capture_ms + 40))
+    assert [f.seq for f in encoder.codec.decode_all(early)] == [frames[2].seq]
