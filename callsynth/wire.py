@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import binascii
 import struct
+from itertools import pairwise
 from dataclasses import dataclass
 
 import numpy as np
@@ -235,7 +236,7 @@ class Codec:
             return self.encode(frames[0])
         if not 2 <= len(frames) <= MAX_BUNDLE:
             raise ValueError(f"a bundle holds 1..{MAX_BUNDLE} frames, not {len(frames)}")
-        if not all(self.bundles(a, b) for a, b in zip(frames, frames[1:])):
+        if not all(self.bundles(a, b) for a, b in pairwise(frames)):
             raise ValueError("bundled frames need faces, one set of flags and 1-255 ms between them")
         first = frames[0]
         flags = (first.flags & KNOWN_FLAGS) | FLAG_BUNDLE
@@ -247,7 +248,7 @@ class Codec:
         bits.write(int(_pack_bits_int(q[0], self.bits)), int(self.bits.sum()))
         for u in flat.tolist():
             bits.exp_golomb(int(u), k)
-        gaps = bytes((b.capture_ms - a.capture_ms) & 0xFF for a, b in zip(frames, frames[1:]))
+        gaps = bytes((b.capture_ms - a.capture_ms) & 0xFF for a, b in pairwise(frames))
         body = (HEADER.pack((VERSION << 4) | flags, self.tag, first.seq & 0xFFFF, first.capture_ms & 0xFFFFFFFF)
                 + bytes([len(frames) | (k << 4)]) + gaps + bits.to_bytes())
         if len(body) + CRC_BYTES > MAX_PACKET:
@@ -305,7 +306,7 @@ class Codec:
             raise OversizedPacket(f"packet of {len(packet)} bytes exceeds {MAX_PACKET}")
         if len(packet) < OVERHEAD:
             raise TruncatedPacket(f"packet of {len(packet)} bytes is shorter than a header")
-        first, tag, seq, capture_ms = HEADER.unpack_from(packet)
+        first, tag, _, _ = HEADER.unpack_from(packet)
         version, flags = first >> 4, first & 0xF
         if version != VERSION:
             raise VersionMismatch(f"packet version {version}, this receiver speaks {VERSION}: the peer runs "

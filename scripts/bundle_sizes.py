@@ -1,12 +1,16 @@
 """What a bundle of codes costs on a real clip: `python scripts/bundle_sizes.py CLIP` tracks up to 250
 frames through the sender's FeatureEncoder and prints the mean packet size of bundles of 2-6 codes sampled
 every 1-3 frames (callsynth.budget.CODE_CHANGE_BYTES is chosen from it), checking each round trip."""
-import sys, numpy as np
-from callsynth.media import iter_frames, video_info
+import sys
+
+import numpy as np
+
 from callsynth.face.basis import load_basis
-from callsynth.wire import Codec, FrameFeatures
+from callsynth.media import iter_frames, video_info
+from callsynth.wire import Codec
 from sender.features import FeatureEncoder
 from sender.still_pick import pick_still
+
 basis = load_basis()
 path = sys.argv[1]
 fps = video_info(path).fps

@@ -130,9 +130,8 @@ class FeatureEncoder:
         if self.bundle and not Codec.bundles(self.bundle[-1], features):
             packet, self.bundle = self.codec.encode_bundle(self.bundle), []
         self.bundle.append(features)
-        if len(self.bundle) >= self.codes_per_packet:
-            if packet is None:
-                packet, self.bundle = self.codec.encode_bundle(self.bundle), []
+        if len(self.bundle) >= self.codes_per_packet and packet is None:
+            packet, self.bundle = self.codec.encode_bundle(self.bundle), []
         return packet
 
     def skip(self) -> None:

@@ -7,8 +7,17 @@ from hypothesis import strategies as st
 
 from callsynth.face.basis import BasisError, ExpressionBasis
 from callsynth.face.pose import Pose
-from callsynth.wire import (FLAG_AUDIO, MAX_PACKET, Codec, FrameFeatures, BasisMismatch,
-                            OversizedPacket, TruncatedPacket, VersionMismatch, WireError)
+from callsynth.wire import (
+    FLAG_AUDIO,
+    MAX_PACKET,
+    BasisMismatch,
+    Codec,
+    FrameFeatures,
+    OversizedPacket,
+    TruncatedPacket,
+    VersionMismatch,
+    WireError,
+)
 
 
 @pytest.fixture(scope="module")
