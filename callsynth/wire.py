@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import binascii
 import struct
-from itertools import pairwise
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
