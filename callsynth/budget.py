@@ -103,3 +103,95 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
     return WirePlan(budget_kbps, every, codes, OPUS_LOW_BPS, OPUS_LOW_FRAME_MS, True, RTCP_SPACING, gap,
                     {"voice": round(voice, 2), "features": round(face, 2),
                      "references": round(spare, 2) if gap else 0.0})
+
+
+# --- `--budget auto`: the budget chosen from what the link shows ---------------------------------------
+#
+# A call cannot measure a link's capacity, but it sees what too much traffic does to it: the other side's
+# RTCP receiver reports say what share of our voice packets it lost since its last report and, with our
+# sender reports, the round trip; SCTP's acknowledgements give a smoothed round trip of their own, and
+# what its congestion window holds back waits in our own queue. A call over capacity loses packets (a
+# policer, a full buffer) or queues them (the round trip climbs over the quietest one seen, or SCTP's
+# queue at the sender grows). So the call starts at AUTO_START (a link of a few tens of kbps carries it;
+# starting without a budget, 90 kbps, lost most of a 40 kbps link's first seconds and held the still
+# back for 16 s behind SCTP's retransmission back-off), steps down a tier when a report shows either,
+# two tiers at heavy loss; after a quiet spell it probes a tier up, and a probe that brings
+# trouble back within PROBE_FAIL_S doubles the next spell (at most MAX_QUIET_S), as TCP's back-off does.
+
+AUTO = "auto"             # --budget auto
+AUTO_TIERS: tuple[float | None, ...] = (None, 64.0, 48.0, 32.0, 24.0)
+AUTO_START = 3            # 32 kbps
+LOSS_DOWN = 0.05          # a report with this share of our packets lost: step down
+LOSS_HEAVY = 0.20         # ... two tiers
+RTT_RISE_MS = 150.0       # a round trip this far over the quietest seen: a queue is building
+QUEUED_DOWN_S = 0.15      # feature packets this long in our SCTP queue: the link does not carry them
+SETTLE_S = 3.0            # after a change, reports this fresh still describe the old rate: not acted on
+QUIET_S = 10.0            # without trouble this long: probe a tier up
+MAX_QUIET_S = 120.0
+PROBE_FAIL_S = 10.0
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    """One look at the link: `loss` the share of our packets the other side lost since its previous
+    report (None: no new report), `rtt_ms` the round trip (None: not known yet), `queued_s` how long our
+    feature packets wait in SCTP's queue."""
+    at_s: float
+    loss: float | None
+    rtt_ms: float | None
+    queued_s: float = 0.0
+
+
+class BudgetChooser:
+    """`--budget auto`: which tier of AUTO_TIERS the link allows now (see above). `observe` a LinkReport
+    every second or two; it returns the new budget (None: no budget) when the tier changes, else False."""
+
+    def __init__(self, tiers: tuple[float | None, ...] = AUTO_TIERS, start: int = AUTO_START):
+        self.tiers, self.tier = tiers, start
+        self.changed_s: float | None = None         # the last change of tier
+        self.first_s: float | None = None
+        self.trouble_s: float | None = None         # the last report that showed trouble
+        self.quiet_s = QUIET_S
+        self.probed_s: float | None = None          # when the last step up was made
+        self.base_rtt_ms: float | None = None
+        self.history: list[dict] = []               # every change, and why (STATS.json)
+
+    @property
+    def budget_kbps(self) -> float | None:
+        return self.tiers[self.tier]
+
+    def trouble(self, report: LinkReport) -> str | None:
+        """Why this report says the link is over capacity, or None."""
+        if report.rtt_ms is not None:
+            self.base_rtt_ms = min(self.base_rtt_ms or report.rtt_ms, report.rtt_ms)
+        if report.loss is not None and report.loss >= LOSS_DOWN:
+            return f"{report.loss:.0%} of packets lost"
+        if report.queued_s >= QUEUED_DOWN_S:
+            return f"feature packets queued {report.queued_s * 1000:.0f} ms at the sender"
+        if report.rtt_ms is not None and report.rtt_ms >= self.base_rtt_ms + RTT_RISE_MS:
+            return f"round trip {report.rtt_ms:.0f} ms, {report.rtt_ms - self.base_rtt_ms:.0f} over its lowest"
+        return None
+
+    def observe(self, report: LinkReport) -> float | None | bool:
+        now = report.at_s
+        why = self.trouble(report)
+        settled = self.changed_s is None or now - self.changed_s >= SETTLE_S
+        self.first_s = now if self.first_s is None else self.first_s
+        if why is not None and settled:
+            self.trouble_s = now
+            if self.tier + 1 < len(self.tiers):
+                if self.probed_s is not None and now - self.probed_s <= PROBE_FAIL_S:
+                    self.quiet_s = min(MAX_QUIET_S, self.quiet_s * 2)     # the probe failed: wait longer
+                steps = 2 if report.loss is not None and report.loss >= LOSS_HEAVY else 1
+                return self._change(min(len(self.tiers) - 1, self.tier + steps), now, why)
+        elif why is None and self.tier > 0 and now - max(self.changed_s or self.first_s,
+                                                         self.trouble_s or self.first_s) >= self.quiet_s:
+            self.probed_s = now
+            return self._change(self.tier - 1, now, f"{self.quiet_s:.0f} s without loss or queueing")
+        return False
+
+    def _change(self, tier: int, now: float, why: str) -> float | None:
+        self.tier, self.changed_s = tier, now
+        budget = self.tiers[tier]
+        self.history.append({"at_s": round(now, 2), "budget_kbps": budget, "why": why})
+        return budget

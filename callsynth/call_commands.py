@@ -277,11 +277,13 @@ def add_call_commands(sub, positive_int) -> None:
                    help="voice source (default: the video file's own audio; none with a camera)")
     g.add_argument("--send-every", type=positive_int, default=CALL.send_every,
                    help="one packet every N frames (default %(default)s)")
-    g.add_argument("--budget", type=float, metavar="KBPS",
+    g.add_argument("--budget", type=budget_arg, metavar="KBPS|auto",
                    help="fit what this side sends to KBPS on the wire, voice, face and headers together: "
-                        "6 kbps Opus in 60 ms frames, one feature packet every few frames, delayed SCTP "
-                        "acknowledgements, reference stills paced into what is left (e.g. --budget 24; "
-                        "default: no budget, a packet every frame and 16 kbps Opus)")
+                        "6 kbps Opus in 60 ms frames, one feature packet every few frames carrying several "
+                        "codes, delayed SCTP acknowledgements, reference stills paced into what is left "
+                        "(e.g. --budget 24). auto: start without one and step down through 64, 48, 32 and "
+                        "24 kbps while the other side's reports show loss or a growing round trip, back up "
+                        "after a quiet spell (default: no budget, a packet every frame and 16 kbps Opus)")
     g.add_argument("--loss", type=_fraction, default=0.0, metavar="P",
                    help="drop P %% of feature packets at random, to see concealment")
     g.add_argument("--camera-off", action="store_true",
@@ -350,8 +352,9 @@ def add_call_commands(sub, positive_int) -> None:
     p.add_argument("--out", type=Path, default=Path("out/demo_call"), help="output folder (default out/demo_call)")
     p.add_argument("--identity", type=Path, help="still to send (default: picked by the sender)")
     p.add_argument("--loss", type=_fraction, default=0.0, metavar="P", help="drop P %% of feature packets")
-    p.add_argument("--budget", type=float, metavar="KBPS",
-                   help="each sending side fits what it sends to KBPS on the wire (see `send --help`)")
+    p.add_argument("--budget", type=budget_arg, metavar="KBPS|auto",
+                   help="each sending side fits what it sends to KBPS on the wire, or follows the link "
+                        "(auto; see `send --help`)")
     p.add_argument("--send-every", type=positive_int, default=CALL.send_every,
                    help="one packet every N frames (default %(default)s)")
     p.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",
@@ -364,6 +367,21 @@ def add_call_commands(sub, positive_int) -> None:
                    help="the receiver drives the face from the voice when feature packets stop")
     add_model_options(p)
     p.set_defaults(func=cmd_demo)
+
+
+def budget_arg(text: str) -> float | str:
+    """--budget: a number of kbps, or auto."""
+    from .budget import AUTO
+
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of kbps nor 'auto'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"a budget must be positive, not {text}")
+    return value
 
 
 def fix_ice_hosts(args) -> None:

@@ -96,6 +96,11 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
         "packets_sent": sender.get("packets_sent"),
         "packets_received": receiver["features"]["packets"],
         "packets_dropped_on_purpose": sender.get("packets_dropped_on_purpose"),
+        "packets_dropped_queued": sender.get("packets_dropped_queued"),
+        "codes_received": receiver["features"].get("codes"),
+        # --budget auto: each change of the sender's budget (kbps, None for none) with its time and reason
+        "budget_changes": [f"{c['at_s']:.0f} s: {c['budget_kbps'] or 'none'} ({c['why']})"
+                           for c in sender.get("plan_changes", [])],
         "loss_setting_pct": round(loss * 100, 2),
         "still_cached": receiver["still_cached"],
         # reference stills (mouth open, eyes closed) cross the same SCTP association as the features, so

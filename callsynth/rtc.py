@@ -64,6 +64,72 @@ def set_opus_bitrate(bps: int = SPEECH_OPUS_BPS, mono: bool = True, frame_ms: in
 
     opus.OpusEncoder._callsynth_original_init = original
     opus.OpusEncoder.__init__ = init
+    if not hasattr(opus.OpusEncoder, "_callsynth_original_encode"):
+        opus.OpusEncoder._callsynth_original_encode = opus.OpusEncoder.encode
+        opus.OpusEncoder.encode = _encode_continuing
+
+
+def _encode_continuing(self, frame, force_keyframe=False):
+    """aiortc's Opus encode, with timestamps that continue those of the encoder this one replaced
+    (retune_voice): aiortc counts them from each encoder's first packet."""
+    if getattr(self, "_callsynth_follows", None) is not None or hasattr(self, "_callsynth_pts0"):
+        # a new encoder's resampler expects the track's time to start at 0 where it joins
+        if not hasattr(self, "_callsynth_pts0"):
+            self._callsynth_pts0 = frame.pts or 0
+        if frame.pts is not None:
+            frame.pts -= self._callsynth_pts0
+    payloads, timestamp = opus.OpusEncoder._callsynth_original_encode(self, frame, force_keyframe)
+    if timestamp is None:
+        return payloads, timestamp
+    before = getattr(self, "_callsynth_follows", None)
+    if before is not None:                 # the first packet: the old encoder has finished its last
+        self._callsynth_offset = getattr(before, "_callsynth_next", 0)
+        self._callsynth_follows = None
+    timestamp += getattr(self, "_callsynth_offset", 0)
+    self._callsynth_next = timestamp + self.resampler.frame_size * len(payloads)
+    return payloads, timestamp
+
+
+def retune_voice(rtp_sender, bps: int, frame_ms: int, constant: bool) -> None:
+    """Mid-call, the voice at another rate and frame length: libopus takes both once, when opened, so
+    the RTP sender gets a new encoder (aiortc keeps it in a private attribute, made on the first frame),
+    whose timestamps go on from the old one's. The track must deliver frames of `frame_ms` from now."""
+    set_opus_bitrate(bps, frame_ms=frame_ms, constant=constant)
+    old = getattr(rtp_sender, "_RTCRtpSender__encoder", None)
+    if old is None or not isinstance(old, opus.OpusEncoder):
+        return                              # not started yet: the first frame makes one as now set
+    new = opus.OpusEncoder()
+    new._callsynth_follows = old
+    rtp_sender._RTCRtpSender__encoder = new
+
+
+@dataclass
+class LinkWatch:
+    """What the link shows this side (callsynth.budget.LinkReport): the other side's newest RTCP receiver
+    report on our voice (share of packets lost since its previous one), the round trip (RTCP's, else
+    SCTP's smoothed one), and how long feature packets wait in our SCTP queue (the caller's measure)."""
+    pc: RTCPeerConnection
+    last_report: object = None
+
+    async def report(self, now_s: float, queued_s: float = 0.0):
+        from .budget import LinkReport
+
+        loss = rtt = None
+        for sender in self.pc.getSenders():
+            if sender.track is None or sender.track.kind != "audio":
+                continue
+            for stats in (await sender.getStats()).values():
+                if stats.type != "remote-inbound-rtp":
+                    continue
+                if stats.timestamp != self.last_report:
+                    self.last_report = stats.timestamp
+                    loss = stats.fractionLost / 256.0
+                if stats.roundTripTime is not None:
+                    rtt = stats.roundTripTime * 1000.0
+        srtt = getattr(self.pc.sctp, "_srtt", None) if self.pc.sctp is not None else None
+        if rtt is None and srtt is not None:
+            rtt = srtt * 1000.0
+        return LinkReport(now_s, loss, rtt, queued_s)
 
 
 class _RtcpSpacing:

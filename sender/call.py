@@ -130,7 +130,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
         await stream.send_still(identity_channel, features_channel, options.connect_timeout)
 
         bye = asyncio.create_task(_watch_call(signal, pc, replies))
-        await stream.run(bye)
+        await stream.run(bye, pc)
         receiver_ended = bye.done()
         if receiver_ended:
             log.info("call over: %s", bye.result())

@@ -90,8 +90,8 @@ class FeatureEncoder:
                                        gap_ms=1000 if defer_references else 0) if references else None)
         self.send_every, self.codes_per_packet = send_every, codes_per_packet
         self.bundle: list[FrameFeatures] = []      # codes waiting for the packet that carries them
-        self.blinks = (BlinkTiming(float(eye_openness(still.landmarks).mean()))
-                       if send_every > codes_per_packet else None)
+        self.still_openness = float(eye_openness(still.landmarks).mean())
+        self.blinks = BlinkTiming(self.still_openness) if send_every > codes_per_packet else None
         self.frame_index = 0
         self.seq = 0
 
@@ -108,6 +108,17 @@ class FeatureEncoder:
         self.tracker.warm_up(still.image)
         if self.picker is not None:
             self.picker.warm_up(still.image)
+
+    def retune(self, send_every: int, codes_per_packet: int) -> bytes | None:
+        """Another packet rate and bundle size from the next frame (the wire plan changed mid-call); the
+        codes waiting for a packet leave now if they fill the new one (the packet to send, else None)."""
+        self.send_every, self.codes_per_packet = send_every, min(codes_per_packet, send_every, MAX_BUNDLE)
+        self.blinks = ((self.blinks or BlinkTiming(self.still_openness))
+                       if self.send_every > self.codes_per_packet else None)
+        if self.bundle and len(self.bundle) >= self.codes_per_packet:
+            packet, self.bundle = self.codec.encode_bundle(self.bundle[:MAX_BUNDLE]), []
+            return packet
+        return None
 
     def _sampled(self, frame_index: int) -> bool:
         """Whether this frame's code is taken: codes_per_packet of every send_every frames, evenly."""

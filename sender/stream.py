@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from callsynth.budget import plan
+from callsynth.budget import AUTO, BudgetChooser, BudgetError, plan
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.still import Still, prepare_still
 from callsynth.media import read_still
 from callsynth.quality import QualityLadder, describe_tracking
-from callsynth.rtc import delay_sacks, set_opus_bitrate, space_rtcp
+from callsynth.rtc import LinkWatch, delay_sacks, retune_voice, set_opus_bitrate, space_rtcp
 from callsynth.wire import encode_identity, split_message
 
 from .features import FeatureEncoder
@@ -30,6 +30,7 @@ from .speech import SpeechPackets, TappedAudioTrack
 from .still_pick import pick_still
 
 log = logging.getLogger("callsynth.send")
+MAX_QUEUED_S = 0.2       # feature packets queued longer than this at the sender are stale on arrival
 STILL_PICK_SECONDS = 1.5
 RECEIPT_WAIT_S = 10.0     # a receiver that does not confirm the still by then gets the features anyway
 
@@ -40,6 +41,7 @@ class SenderStats:
     frames_no_face: int = 0
     packets_sent: int = 0
     packets_dropped_on_purpose: int = 0
+    packets_dropped_queued: int = 0     # not sent: the link had not carried those before them (stale by then)
     payload_bytes: int = 0
     identity_bytes: int = 0
     reference_bytes: int = 0        # reference stills (mouth open, eyes closed), all sent so far
@@ -53,6 +55,7 @@ class SenderStats:
     frames_dropped_late: int = 0    # dropped by the source, their time long past (the call fell behind)
     tracking: dict = field(default_factory=dict)
     wire_plan: dict = field(default_factory=dict)
+    plan_changes: list = field(default_factory=list)    # --budget auto: each change of plan, and why
     started: float = 0.0
     ended: float = 0.0
 
@@ -62,6 +65,7 @@ class SenderStats:
         return {"frames": self.frames, "frames_no_face": self.frames_no_face,
                 "packets_sent": self.packets_sent,
                 "packets_dropped_on_purpose": self.packets_dropped_on_purpose,
+                "packets_dropped_queued": self.packets_dropped_queued,
                 "payload_kbps": round(self.payload_bytes * 8 / seconds / 1000, 3),
                 "speech_packets_sent": self.speech_packets, "speech_payload_bytes": self.speech_bytes,
                 "identity_bytes": self.identity_bytes, "still_frame": self.still_frame,
@@ -69,7 +73,8 @@ class SenderStats:
                 "references_sent": self.references_sent, "reference_bytes": self.reference_bytes,
                 "track_ms_p50": round(track[len(track) // 2], 2), "duration_s": round(seconds, 2),
                 "frames_untracked": self.frames_untracked, "frames_dropped_late": self.frames_dropped_late,
-                "tracking": self.tracking, "wire_plan": self.wire_plan}
+                "tracking": self.tracking, "wire_plan": self.wire_plan,
+                "plan_changes": self.plan_changes}
 
 
 def choose_still(source, identity: str | None, basis: ExpressionBasis, stats: SenderStats) -> Still:
@@ -100,18 +105,24 @@ class MutableAudioTrack(TappedAudioTrack):
         self.muted = False
         self.frame_ms = frame_ms
         self.fifo = None
+        self.rate = 48000
+
+    def retune(self, frame_ms: int) -> None:
+        """Frames of `frame_ms` from now (what a new Opus encoder takes)."""
+        self.frame_ms = frame_ms
 
     async def recv(self):
-        frame = await super().recv()
-        if self.frame_ms > 20:
+        if self.fifo is None:              # from the first frame on, so its time runs on across a retune
             import av
 
-            self.fifo = self.fifo or av.AudioFifo()
-            samples = frame.sample_rate * self.frame_ms // 1000
-            self.fifo.write(frame)
-            while self.fifo.samples < samples:
-                self.fifo.write(await super().recv())
-            frame = self.fifo.read(samples)
+            self.fifo = av.AudioFifo()
+            first = await super().recv()
+            self.rate = first.sample_rate
+            self.fifo.write(first)
+        samples = self.rate * self.frame_ms // 1000
+        while self.fifo.samples < samples:
+            self.fifo.write(await super().recv())
+        frame = self.fifo.read(samples)
         if self.muted:
             for plane in frame.planes:
                 plane.update(bytes(plane.buffer_size))
@@ -127,7 +138,9 @@ class FaceStream:
         if options.camera_off and audio_track is None:
             raise ValueError("--camera-off needs a voice: --audio mic or --audio FILE")
         self.fps = source.fps if source is not None else 30.0
-        self.plan = plan(options.budget_kbps, self.fps, options.send_every)   # a budget too small: said first
+        self.auto = BudgetChooser() if options.budget_kbps == AUTO else None
+        self.plan = plan(self.auto.budget_kbps if self.auto else options.budget_kbps, self.fps,
+                         options.send_every)   # a budget too small: said first
         self.still = choose_still(source, options.identity, basis, self.stats)
         self.stats.wire_plan = self.plan.summary()
         self.encoder = (FeatureEncoder(basis, self.still, fps=self.fps, send_every=self.plan.send_every,
@@ -170,6 +183,43 @@ class FaceStream:
         delay_sacks(self.plan.delayed_sack)
         space_rtcp(self.plan.rtcp_spacing)
 
+    async def follow_link(self, pc, every_s: float = 1.0) -> None:
+        """`--budget auto`: look at the link every second and move to the tier it allows (BudgetChooser)."""
+        watch = LinkWatch(pc)
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(every_s)
+            budget = self.auto.observe(await watch.report(time.monotonic() - started, self.queued_s()))
+            if budget is not False:
+                self.apply_plan(budget, pc, self.auto.history[-1]["why"])
+
+    def apply_plan(self, budget_kbps: float | None, pc=None, why: str = "") -> None:
+        """Mid-call, the wire plan for another budget: packet rate and codes per packet, the voice's rate
+        and frame length (a new Opus encoder, rtc.retune_voice), acknowledgements, RTCP, references."""
+        try:
+            new = plan(budget_kbps, self.fps, self.options.send_every)
+        except BudgetError as exc:
+            log.warning("link: %s; the plan stays", exc)
+            return
+        self.plan = new
+        self.stats.wire_plan = new.summary()
+        self.stats.plan_changes.append({"at_s": round(time.time() - (self.stats.started or time.time()), 2),
+                                        "budget_kbps": budget_kbps, "why": why})
+        log.warning("link: %s; now %s", why, f"within {budget_kbps:g} kbps" if budget_kbps else "no budget")
+        if self.encoder is not None:
+            packet = self.encoder.retune(new.send_every, new.codes_per_packet)
+            if packet is not None:
+                self.send_packet(packet)
+        if self.speech is not None:
+            self.speech.send_every = new.send_every
+        if self.audio_track is not None:
+            self.audio_track.retune(new.opus_frame_ms)
+            for sender in (pc.getSenders() if pc is not None else ()):
+                if sender.track is self.audio_track:
+                    retune_voice(sender, new.opus_bps, new.opus_frame_ms, constant=new.budget_kbps is not None)
+        delay_sacks(new.delayed_sack)
+        space_rtcp(new.rtcp_spacing)
+
     async def warm_up(self) -> None:
         """The tracker's one-off start-up cost, paid on the still before the call starts."""
         if self.encoder is not None:
@@ -184,10 +234,23 @@ class FaceStream:
             return "dropped"
         if self.features_channel is None or self.features_channel.readyState != "open":
             return "closed"
+        if self.queued_s() > MAX_QUEUED_S:
+            # SCTP holds what its congestion window does not let out: behind that, a pose would arrive
+            # stale and push every later one further back. Dropped here, it is concealed there.
+            self.stats.packets_dropped_queued += 1
+            return "dropped"
         self.features_channel.send(packet)
         self.stats.packets_sent += 1
         self.stats.payload_bytes += len(packet)
         return "sent"
+
+    def queued_s(self) -> float:
+        """Seconds of feature packets waiting in this side's SCTP queue (data channel bufferedAmount, at
+        the plan's packet rate): near 0 while the link carries what is sent."""
+        if self.features_channel is None:
+            return 0.0
+        per_s = self.fps / self.plan.send_every * (33 + 13 * (self.plan.codes_per_packet - 1))
+        return self.features_channel.bufferedAmount / per_s
 
     def send_reference(self, message: bytes) -> None:
         """A reference still, once, on the reliable identity channel: queued in parts that _pace_references
@@ -197,11 +260,10 @@ class FaceStream:
 
     async def _pace_references(self) -> None:
         if self.plan.reference_gap_s is None:
-            log.info("no reference stills: the budget has no room for them")
-            return
+            log.info("no reference stills while the budget has no room for them")
         while True:
-            await asyncio.sleep(self.plan.reference_gap_s)
-            if not self.reference_parts:
+            await asyncio.sleep(self.plan.reference_gap_s or 1.0)
+            if not self.reference_parts or self.plan.reference_gap_s is None:
                 continue
             channel = self.identity_channel
             if channel is None or channel.readyState != "open":
@@ -271,10 +333,12 @@ class FaceStream:
 
     # --- the stream ---------------------------------------------------------------------------------
 
-    async def run(self, ended: asyncio.Future) -> None:
-        """Stream until the source ends or `ended` is done (the other side hung up, the path failed)."""
+    async def run(self, ended: asyncio.Future, pc=None) -> None:
+        """Stream until the source ends or `ended` is done (the other side hung up, the path failed);
+        with `--budget auto`, following what the link of peer connection `pc` shows."""
         self.stats.started = time.time()
         pacing = asyncio.ensure_future(self._pace_references())
+        following = asyncio.ensure_future(self.follow_link(pc)) if self.auto and pc is not None else None
         try:
             if self.source is None:
                 self.speech.active = True
@@ -287,6 +351,8 @@ class FaceStream:
                 await self._camera_loop(ended)
         finally:
             pacing.cancel()
+            if following is not None:
+                following.cancel()
             if self.speech is not None:
                 self.speech.close()     # nothing more from the voice: the hang-up follows what was sent
             self.stats.ended = time.time()

@@ -119,7 +119,7 @@ class TwoWayCall:
             await asyncio.wait_for(self.channels_ready.wait(), o.connect_timeout)
             await self.stream.send_still(self.channels[IDENTITY_CHANNEL], self.channels[FEATURES_CHANNEL],
                                          o.connect_timeout)
-            await self.stream.run(self.ended)
+            await self.stream.run(self.ended, self.pc)
             for task in self.tasks:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     self.failure = f"{task.get_coro().__name__} stopped: {task.exception()!r}"
