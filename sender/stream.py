@@ -56,6 +56,7 @@ class SenderStats:
     tracking: dict = field(default_factory=dict)
     wire_plan: dict = field(default_factory=dict)
     plan_changes: list = field(default_factory=list)    # --budget auto: each change of plan, and why
+    toggles: list = field(default_factory=list)         # keys pressed: voice muted / on, camera off / on
     started: float = 0.0
     ended: float = 0.0
 
@@ -74,7 +75,8 @@ class SenderStats:
                 "track_ms_p50": round(track[len(track) // 2], 2), "duration_s": round(seconds, 2),
                 "frames_untracked": self.frames_untracked, "frames_dropped_late": self.frames_dropped_late,
                 "tracking": self.tracking, "wire_plan": self.wire_plan,
-                "plan_changes": self.plan_changes}
+                "plan_changes": self.plan_changes,
+                "toggles": self.toggles}
 
 
 def choose_still(source, identity: str | None, basis: ExpressionBasis, stats: SenderStats) -> Still:
@@ -313,7 +315,7 @@ class FaceStream:
         if self.audio_track is None:
             return False
         self.audio_track.muted = not self.audio_track.muted
-        log.info("voice %s", "muted" if self.audio_track.muted else "on")
+        self._toggled("voice muted" if self.audio_track.muted else "voice on")
         return True
 
     def toggle_camera(self) -> bool:
@@ -322,8 +324,13 @@ class FaceStream:
             return False
         self.camera_on = not self.camera_on
         self.speech.active = not self.camera_on
-        log.info("camera %s", "on: it drives the face" if self.camera_on else "off: the voice drives the face")
+        self._toggled("camera on: it drives the face" if self.camera_on else "camera off: the voice drives the face")
         return True
+
+    def _toggled(self, what: str) -> None:
+        log.info(what)
+        self.stats.toggles.append({"at_s": round(time.time() - (self.stats.started or time.time()), 2),
+                                   "what": what})
 
     def status(self) -> str:
         """This side's part of the screen's status line."""

@@ -174,3 +174,53 @@ def test_a_two_way_call_on_screen_shows_the_other_large_and_yourself_small(tmp_p
     assert face[:y0 - 4].std() > 20                                            # the other person above it
     status = image[top + REMOTE_SIDE:top + REMOTE_SIDE + STATUS_HEIGHT, left:left + REMOTE_SIDE]
     assert (status > 150).sum() > 200 and np.median(status) == 32
+
+
+def _xdotool_missing():
+    return _xvfb_missing() or (None if shutil.which("xdotool") else "xdotool not installed (apt-get install xdotool)")
+
+
+@pytest.mark.skipif(_xdotool_missing() is not None, reason=str(_xdotool_missing()))
+def test_the_keys_mute_the_voice_and_turn_the_camera_off(tmp_path):
+    """On a real X server, keys typed into side a's call window (xdotool, through the X server's XTEST
+    extension, as a keyboard would): m mutes its voice, c turns its camera off, after which side b
+    receives faces driven by a's voice instead of a's camera."""
+    other = data_root() / "video/retalking/4.mp4"
+    xvfb, display = start_xvfb()
+    processes = [xvfb]
+    try:
+        env = dict(os.environ, DISPLAY=display, PYTHONPATH=os.getcwd(), CALLSYNTH_DATA=str(data_root()),
+                   CALLSYNTH_CALL_KEY=KEY)
+        port = free_port()
+        cli = [sys.executable, "-m", "callsynth.cli"]
+        url = f"ws://127.0.0.1:{port}"
+        logs = {name: tmp_path / f"{name}.log" for name in ("signal", "a", "b")}
+        processes.append(subprocess.Popen(cli + ["signal", "--port", str(port)], env=env,
+                                          stdout=logs["signal"].open("w"), stderr=subprocess.STDOUT))
+        time.sleep(1.5)
+        common = ["--signal", url, "--room", "keys", "--model", "warp", "--rejoin-wait", "5"]
+        a = subprocess.Popen(cli + ["call", *common, "--window", "--video", str(CLIP), "--max-frames", "200",
+                                    "--stats", str(tmp_path / "a.json")],
+                             env=env, stdout=logs["a"].open("w"), stderr=subprocess.STDOUT)
+        b = subprocess.Popen(cli + ["call", *common, "--audio", "none", "--video", str(other),
+                                    "--max-frames", "200", "--stats", str(tmp_path / "b.json")],
+                             env=env, stdout=logs["b"].open("w"), stderr=subprocess.STDOUT)
+        processes += [a, b]
+        wait_for_window(display)
+        found = subprocess.run(["xdotool", "search", "--sync", "--name", "callsynth"], env=env,
+                               capture_output=True, text=True, timeout=30)
+        window = found.stdout.split()[0]
+        for key in ("m", "c"):
+            subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True, timeout=30)
+            subprocess.run(["xdotool", "key", key], env=env, check=True, timeout=30)
+            time.sleep(1.0)
+        assert a.wait(timeout=60) == 0, logs["a"].read_text()[-2000:]
+        assert b.wait(timeout=60) == 0, logs["b"].read_text()[-2000:]
+    finally:
+        stop_processes(processes)
+    a_stats = json.loads((tmp_path / "a.json").read_text())
+    b_stats = json.loads((tmp_path / "b.json").read_text())
+    toggles = [t["what"] for t in a_stats["sent"]["toggles"]]
+    assert toggles == ["voice muted", "camera off: the voice drives the face"], toggles
+    # what b received after the camera went off came from a's voice, flagged as such
+    assert b_stats["received"]["speech_driven_packets"] > 10, b_stats["received"]
