@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from callsynth.call_commands import budget_arg  # noqa: E402
 from callsynth.demo import run_two_way_demo  # noqa: E402
 from callsynth.machine import cpu_description  # noqa: E402
 from callsynth.split import data_root  # noqa: E402
@@ -26,12 +27,12 @@ def main() -> int:
     parser.add_argument("--video", type=Path, default=data_root() / "video/hdtf/WDA_KatieHill_000.mp4")
     parser.add_argument("--video2", type=Path, default=data_root() / "video/retalking/4.mp4")
     parser.add_argument("--model", default="warp", choices=["warp", "generator"])
-    parser.add_argument("--budget", type=float)
+    parser.add_argument("--budget", type=budget_arg, metavar="KBPS|auto")
     args = parser.parse_args()
     extra = ["--budget", str(args.budget)] if args.budget else []
     rows = []
     print(f"{args.video.name} (a) and {args.video2.name} (b), --model {args.model}"
-          + (f", --budget {args.budget:g}" if args.budget else "") + f"; on {cpu_description()}")
+          + (f", --budget {args.budget}" if args.budget else "") + f"; on {cpu_description()}")
     print("run side  fps (lowest 1 s)  p50 ms  p95 ms  interpolated  received on the wire kbps")
     for run in range(1, args.runs + 1):
         with tempfile.TemporaryDirectory() as out:
