@@ -114,6 +114,7 @@ def test_a_call_on_screen_under_a_real_x_server(tmp_path):
     image = read_xwd(shot.stdout)
     cv2.imwrite(str(tmp_path / "screen.png"), image[:, :, ::-1])
     ys, xs = np.nonzero(image.max(axis=2) > 0)
+    assert ys.size > 100_000, "no window on the screen; the receiver said:\n" + logs["receiver"].read_text()[-3000:]
     height, width = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
     # the window: the rebuilt face at 512 x 512 over the status line
     assert abs(width - REMOTE_SIDE) <= 4 and abs(height - (REMOTE_SIDE + STATUS_HEIGHT)) <= 4, (width, height)
@@ -163,6 +164,7 @@ def test_a_two_way_call_on_screen_shows_the_other_large_and_yourself_small(tmp_p
     image = read_xwd(shot.stdout)
     cv2.imwrite(str(tmp_path / "screen.png"), image[:, :, ::-1])
     ys, xs = np.nonzero(image.max(axis=2) > 0)
+    assert ys.size > 100_000, "no window on the screen; side a said:\n" + logs["a"].read_text()[-3000:]
     top, left = ys.min(), xs.min()
     assert abs(xs.max() - left + 1 - REMOTE_SIDE) <= 4, (xs.min(), xs.max())
     face = image[top:top + REMOTE_SIDE, left:left + REMOTE_SIDE].astype(float)

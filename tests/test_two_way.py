@@ -91,8 +91,9 @@ def test_a_budget_with_room_bundles_codes(tmp_path):
         received = side["received"]
         features = received["features"]
         assert received["rejected_packets"] == {} and features["packets"] > 5
-        # a bundle leaves early only when a frame has no face
-        assert 0.9 * codes * features["packets"] <= features["codes"] <= codes * features["packets"]
+        # a bundle leaves early only when a frame has no face or the next code is over 255 ms away (a
+        # machine too slow for the clip drops frames): more codes than packets, never more than planned
+        assert features["packets"] < features["codes"] <= codes * features["packets"]
         assert received["on_wire"]["total_kbps"] <= 32, (name, received["on_wire"])
 
 
