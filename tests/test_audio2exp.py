@@ -106,3 +106,39 @@ def test_grid_sentences_and_their_bilabials(data):
     assert [p for p, _, _ in phones if p in BILABIALS] == ["B"]   # the b of "blue"
     starts = [s for _, s, _ in phones]
     assert starts == sorted(starts) and 0 < starts[-1] < 3.1
+
+
+def test_audio2exp_eval_exits_1_and_names_the_target_it_misses(data, capsys):
+    """One interview clip the shipped model follows badly (retalking/4: Pearson below 0) and one GRID
+    speaker: the command prints FAIL for the interview target, lists it under 'missed', and exits 1."""
+    from callsynth.cli import main
+
+    grid = data / "video/grid_misc/lrwp9a.mp4"       # a held-out GRID speaker the model follows (r 0.87)
+    code = main(["audio2exp-eval", "--clips", str(grid), str(data / "video/retalking/4.mp4")])
+    out = capsys.readouterr().out
+    assert code == 1
+    missed = out.split("missed a target:")[1]
+    assert "interview speakers" in missed and "(target >= 0.5)" in missed and "GRID" not in missed
+    assert "compute per frame" in out and "cores" in out          # with the CPU that measured it
+
+
+def test_a_silent_track_is_said_and_gives_a_resting_face(tmp_path, basis, val_frames, caplog):
+    """`callsynth audio2exp` on digital silence: a warning, `silent` in the summary, and a face at rest."""
+    import av
+
+    from audio2exp.model import load_model
+    from callsynth.face.still import prepare_still
+    from callsynth.talking_face import render_talking_face
+
+    wav = tmp_path / "silence.wav"
+    with av.open(str(wav), "w") as out:
+        stream = out.add_stream("pcm_s16le", rate=SAMPLE_RATE, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, SAMPLE_RATE), np.int16), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        for packet in list(stream.encode(frame)) + list(stream.encode(None)):
+            out.mux(packet)
+    with caplog.at_level("WARNING"):
+        summary = render_talking_face(wav, prepare_still(val_frames[0]), basis, load_model(basis=basis),
+                                      tmp_path / "out.mp4", fps=25.0, progress=False)
+    assert summary["silent"] and summary["frames"] >= 20
+    assert any("silent" in record.message for record in caplog.records)

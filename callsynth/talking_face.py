@@ -1,26 +1,36 @@
-"""`callsynth audio2exp`: a talking face from a still and a sound file, offline, with the sound in the MP4."""
+"""`callsynth audio2exp`: a talking face from a still and a sound file, offline, with the sound in the MP4.
+
+It lives above both audio2exp (speech → code) and the receiver (code → picture, recording), so that
+neither package imports the other's way."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import av
 import numpy as np
 from tqdm import tqdm
 
-from callsynth.face.basis import ExpressionBasis
-from callsynth.face.still import Still
+from audio2exp.driver import SpeechDriver
+from audio2exp.features import SAMPLE_RATE, load_audio
+from audio2exp.model import Audio2ExpModel
 from receiver.recorder import CallRecorder
 from receiver.renderer import WarpRenderer
 
-from .driver import SpeechDriver
-from .features import SAMPLE_RATE, load_audio
-from .model import Audio2ExpModel
+from .face.basis import ExpressionBasis
+from .face.still import Still
+
+log = logging.getLogger("callsynth.audio2exp")
 
 
 def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, model: Audio2ExpModel,
                         output: Path, fps: float = 30.0, progress: bool = True) -> dict:
     samples = load_audio(audio_path)            # MediaError for empty or undecodable audio
+    silent = not np.any(np.abs(samples) > 1e-4)
+    if silent:
+        log.warning("%s: the sound is silent (digital zero or nearly): the mouth stays closed, with blinks "
+                    "and sway only", audio_path)
     renderer = WarpRenderer(basis, still)
     driver = SpeechDriver(model, renderer.rest_pose, fps)
     states = driver.offline(samples)
@@ -35,4 +45,4 @@ def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, 
         recorder.add_audio(frame, i / SAMPLE_RATE)
     recorder.close()
     return {"frames": len(states), "seconds": round(len(samples) / SAMPLE_RATE, 3), "fps": fps,
-            "output": str(output)}
+            "silent": silent, "output": str(output)}
