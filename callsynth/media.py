@@ -109,3 +109,35 @@ class VideoWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def has_audio(path: str | Path) -> bool:
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.audio)
+    except (av.error.FFmpegError, OSError):
+        return False
+
+
+def mux_audio(video: str | Path, audio_source: str | Path, output: str | Path) -> None:
+    """`video`'s pictures with `audio_source`'s sound (AAC, cut to the pictures' length) into `output`."""
+    with av.open(str(video)) as pictures, av.open(str(audio_source)) as sound, \
+            av.open(str(output), mode="w") as out:
+        vin = pictures.streams.video[0]
+        vout = out.add_stream_from_template(vin)
+        ain = sound.streams.audio[0]
+        aout = out.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
+        aout.layout = "mono" if ain.codec_context.channels == 1 else "stereo"
+        end = float(vin.duration * vin.time_base) if vin.duration else None
+        for packet in pictures.demux(vin):
+            if packet.dts is not None:
+                packet.stream = vout
+                out.mux(packet)
+        for frame in sound.decode(ain):
+            if end is not None and frame.time is not None and frame.time > end:
+                break
+            frame.pts = None
+            for packet in aout.encode(frame):
+                out.mux(packet)
+        for packet in aout.encode():
+            out.mux(packet)

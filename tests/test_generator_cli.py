@@ -32,6 +32,27 @@ def test_combine_images_gives_one_face(data, tmp_path):
     assert image.shape == (256, 256, 3) and image.std() > 10
 
 
+def test_combine_with_a_video_writes_an_image_as_asked_and_a_video_with_its_sound(data, tmp_path):
+    """B a video: a .png output is the first combined frame (it once failed in libx264's image2 muxer);
+    a .mp4 output has every frame of B and B's sound."""
+    import av
+
+    clip = data / VAL_CLIP
+    image = tmp_path / "first.png"
+    assert main(["combine", "--identity", str(data / NEUTRAL), "--attribute", str(clip),
+                 "--output", str(image)]) == 0
+    assert read_still(image).shape == (256, 256, 3)
+    video = tmp_path / "all.mp4"
+    assert main(["combine", "--identity", str(data / NEUTRAL), "--attribute", str(clip),
+                 "--output", str(video)]) == 0
+    with av.open(str(video)) as made, av.open(str(clip)) as source:
+        kinds = {s.type for s in made.streams}
+        frames = sum(1 for _ in made.decode(video=0))
+        expected = sum(1 for _ in source.decode(video=0))
+    assert kinds == {"video", "audio"} and frames == expected
+    assert not list(tmp_path.glob("tmp*.mp4"))             # the silent intermediate is gone
+
+
 def test_combine_refuses_a_picture_without_a_face(data, tmp_path, capsys):
     blank = tmp_path / "blank.png"
     import cv2
@@ -52,3 +73,19 @@ def test_a_damaged_generator_file_is_refused_clearly(data, tmp_path, capsys, com
              "--output", str(tmp_path / "o.png")])
     assert main(args + ["--generator", str(bad)]) == 2
     assert "g.pt" in capsys.readouterr().err
+
+
+def test_bench_runs_from_anywhere_and_says_its_cpu_and_ratio(data, tmp_path):
+    """`callsynth bench` from a folder where ../shared/data does not exist finds its still through
+    CALLSYNTH_DATA (it once failed there), and prints the CPU and the generator's cost over the warp's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-m", "callsynth.cli", "bench", "--frames", "3"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, check=False,
+                         env=dict(os.environ, CALLSYNTH_DATA=str(data), PYTHONPATH=str(repo)))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "cores" in run.stdout and "x the warp alone" in run.stdout
