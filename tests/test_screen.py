@@ -125,36 +125,45 @@ def test_a_call_on_screen_under_a_real_x_server(tmp_path):
     assert (status > 150).sum() > 200 and np.median(status) == 32   # the status line's text
 
 
+def start_two_way(tmp_path, display: str, room: str, a_args: list[str], b_args: list[str], processes: list):
+    """A signalling server and two `callsynth call` processes on `display` (a shows its window, plays CLIP,
+    writes a.json; b plays retalking/4, writes b.json), appended to `processes`: (env, logs, a, b)."""
+    env = dict(os.environ, DISPLAY=display, PYTHONPATH=os.getcwd(), CALLSYNTH_DATA=str(data_root()),
+               CALLSYNTH_CALL_KEY=KEY)
+    port = free_port()
+    cli = [sys.executable, "-m", "callsynth.cli"]
+    logs = {name: tmp_path / f"{name}.log" for name in ("signal", "a", "b")}
+    processes.append(subprocess.Popen(cli + ["signal", "--port", str(port)], env=env,
+                                      stdout=logs["signal"].open("w"), stderr=subprocess.STDOUT))
+    time.sleep(1.5)
+    common = ["--signal", f"ws://127.0.0.1:{port}", "--room", room, "--model", "warp", "--rejoin-wait", "5",
+              "--max-frames", "200"]
+    a = subprocess.Popen(cli + ["call", *common, "--window", "--video", str(CLIP),
+                                "--stats", str(tmp_path / "a.json"), *a_args],
+                         env=env, stdout=logs["a"].open("w"), stderr=subprocess.STDOUT)
+    b = subprocess.Popen(cli + ["call", *common, "--video", str(data_root() / "video/retalking/4.mp4"),
+                                "--stats", str(tmp_path / "b.json"), *b_args],
+                         env=env, stdout=logs["b"].open("w"), stderr=subprocess.STDOUT)
+    processes += [a, b]
+    return env, logs, a, b
+
+
 @pytest.mark.skipif(_xvfb_missing() is not None, reason=str(_xvfb_missing()))
 def test_a_two_way_call_on_screen_shows_the_other_large_and_yourself_small(tmp_path):
     """`callsynth call --window` on one side of a two-way call, on a real X server: the screenshot shows the
     other person's rebuilt face large, this side's own camera crop in the inset, and the status line."""
-    other = data_root() / "video/retalking/4.mp4"
     xvfb, display = start_xvfb()
     processes = [xvfb]
     try:
-        env = dict(os.environ, DISPLAY=display, PYTHONPATH=os.getcwd(), CALLSYNTH_DATA=str(data_root()),
-                   CALLSYNTH_CALL_KEY=KEY)
-        port = free_port()
-        cli = [sys.executable, "-m", "callsynth.cli"]
-        url = f"ws://127.0.0.1:{port}"
-        logs = {name: tmp_path / f"{name}.log" for name in ("signal", "a", "b")}
-        processes.append(subprocess.Popen(cli + ["signal", "--port", str(port)], env=env,
-                                          stdout=logs["signal"].open("w"), stderr=subprocess.STDOUT))
-        time.sleep(1.5)
-        common = ["--signal", url, "--room", "screen2", "--model", "warp", "--audio", "none", "--rejoin-wait", "5"]
-        a = subprocess.Popen(cli + ["call", *common, "--window", "--video", str(CLIP), "--max-frames", "200",
-                                    "--stats", str(tmp_path / "a.json")],
-                             env=env, stdout=logs["a"].open("w"), stderr=subprocess.STDOUT)
-        b = subprocess.Popen(cli + ["call", *common, "--video", str(other), "--max-frames", "200"],
-                             env=env, stdout=logs["b"].open("w"), stderr=subprocess.STDOUT)
-        processes += [a, b]
+        _, logs, a, b = start_two_way(tmp_path, display, "screen2", ["--audio", "none"], ["--audio", "none"],
+                                      processes)
         deadline = time.time() + 60
         while "still cached" not in logs["a"].read_text() and time.time() < deadline:
             time.sleep(0.1)
         shot = wait_for_window(display)
         time.sleep(1.0)         # a later frame: the self-view comes with this side's first tracked frames
-        later = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, timeout=30)
+        later = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, timeout=30,
+                               check=False)
         if later.returncode == 0 and (read_xwd(later.stdout).max(axis=2) > 0).sum() > 100_000:
             shot = later        # (on a slow machine the window may open late, and the call end within 1 s)
         assert a.wait(timeout=60) == 0, logs["a"].read_text()[-2000:]
@@ -189,30 +198,13 @@ def test_the_keys_mute_the_voice_and_turn_the_camera_off(tmp_path):
     """On a real X server, keys typed into side a's call window (xdotool, through the X server's XTEST
     extension, as a keyboard would): m mutes its voice, c turns its camera off, after which side b
     receives faces driven by a's voice instead of a's camera."""
-    other = data_root() / "video/retalking/4.mp4"
     xvfb, display = start_xvfb()
     processes = [xvfb]
     try:
-        env = dict(os.environ, DISPLAY=display, PYTHONPATH=os.getcwd(), CALLSYNTH_DATA=str(data_root()),
-                   CALLSYNTH_CALL_KEY=KEY)
-        port = free_port()
-        cli = [sys.executable, "-m", "callsynth.cli"]
-        url = f"ws://127.0.0.1:{port}"
-        logs = {name: tmp_path / f"{name}.log" for name in ("signal", "a", "b")}
-        processes.append(subprocess.Popen(cli + ["signal", "--port", str(port)], env=env,
-                                          stdout=logs["signal"].open("w"), stderr=subprocess.STDOUT))
-        time.sleep(1.5)
-        common = ["--signal", url, "--room", "keys", "--model", "warp", "--rejoin-wait", "5"]
-        a = subprocess.Popen(cli + ["call", *common, "--window", "--video", str(CLIP), "--max-frames", "200",
-                                    "--stats", str(tmp_path / "a.json")],
-                             env=env, stdout=logs["a"].open("w"), stderr=subprocess.STDOUT)
-        b = subprocess.Popen(cli + ["call", *common, "--audio", "none", "--video", str(other),
-                                    "--max-frames", "200", "--stats", str(tmp_path / "b.json")],
-                             env=env, stdout=logs["b"].open("w"), stderr=subprocess.STDOUT)
-        processes += [a, b]
+        env, logs, a, b = start_two_way(tmp_path, display, "keys", [], ["--audio", "none"], processes)
         wait_for_window(display)
         found = subprocess.run(["xdotool", "search", "--sync", "--name", "callsynth"], env=env,
-                               capture_output=True, text=True, timeout=30)
+                               capture_output=True, text=True, timeout=30, check=True)
         window = found.stdout.split()[0]
         for key in ("m", "c"):
             subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True, timeout=30)
