@@ -33,7 +33,9 @@ def bench(still: Still, basis: ExpressionBasis, generator: str | None, frames: i
                                                                          frames)}]
     if generator is None:
         return rows
-    from receiver.generator_renderer import GeneratorRenderer, traced
+    from receiver.generator_renderer import GeneratorRenderer
+
+    from .model.runtime import traced
 
     gen = GeneratorRenderer(basis, still, generator or None, script=False)
     full_size = still.image.shape[0]

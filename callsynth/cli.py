@@ -124,7 +124,7 @@ def cmd_train(args) -> int:
 
     config = TrainConfig.load(args.config)
     if args.export:
-        from .train.loop import export_generator
+        from .model.runtime import export_generator
 
         source = Path(args.out or config.out) / ("best.pt" if args.best else "checkpoint.pt")
         if not source.exists() and args.best:

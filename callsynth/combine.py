@@ -46,7 +46,7 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
             expression: Path | None = None, attribute2: Path | None = None, progress: bool = True) -> int:
     """Frames written: an image output gets the first combined frame (of a video B, said so); a video
     output every frame of B, with a progress bar, and B's sound."""
-    from receiver.generator_renderer import identity_of, load_generator, repaired
+    from .model.runtime import identity_of, load_generator, repaired
 
     net, size = load_generator(generator, basis)
     a = prepare_still(read_still(identity), source=str(identity))

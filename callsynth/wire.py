@@ -219,7 +219,7 @@ class Codec:
         if code.shape != (self.basis.k,):
             raise ValueError(f"code has {code.size} coefficients, basis has {self.basis.k}")
         gaze = np.zeros(2) if frame.gaze is None else np.asarray(frame.gaze, dtype=np.float64)
-        values = np.concatenate([pose.rotvec, pose.translation[:2], [np.log(pose.scale)], code, gaze])
+        values = np.concatenate([pose.vector(), code, gaze])
         return _quantise(values, self.lo, self.hi, self.bits)
 
     @staticmethod

@@ -75,7 +75,7 @@ class FrameClock:
             # affords.
             from callsynth.model.repairer import FullFrame
 
-            from .generator_renderer import load_generator
+            from callsynth.model.runtime import load_generator
 
             if options.threads:
                 import torch

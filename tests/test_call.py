@@ -142,7 +142,7 @@ def test_a_call_rebuilt_by_the_generator(tmp_path):
 
 
 def test_a_bad_generator_file_stops_the_receiver_before_the_call(tmp_path):
-    from receiver.generator_renderer import GeneratorModelError
+    from callsynth.model.runtime import GeneratorModelError
 
     bad = tmp_path / "g.pt"
     bad.write_bytes(b"\x00" * 100)

@@ -31,7 +31,7 @@ def test_the_tiny_config_trains_through_the_command_line(tmp_path):
     assert abs(float(rows[2]["val_ssim"]) - float(rows[2]["val_ssim_warp"])) < 0.05
     assert 0 < float(rows[2]["val_nme_warp"]) < 5 and float(rows[2]["val_nme"]) > 0
     assert (tmp_path / "generator_000003.pt").exists()      # every validated step, ready to load
-    from receiver.generator_renderer import load_generator
+    from callsynth.model.runtime import load_generator
 
     net, size = load_generator(tmp_path / "generator_000003.pt", load_basis())
     assert size == 32 and net.size == 32
@@ -108,7 +108,7 @@ def test_bad_configs_are_refused(tmp_path):
 
 
 def test_the_shipped_generator_loads_and_bad_files_are_refused(tmp_path):
-    from receiver.generator_renderer import GeneratorModelError, load_generator
+    from callsynth.model.runtime import GeneratorModelError, load_generator
 
     basis = load_basis()
     net, size = load_generator(None, basis)
@@ -144,7 +144,7 @@ def test_the_receiver_runs_the_trained_path_and_a_zero_repair_keeps_the_warp():
 
     from callsynth.face.pose import Pose
     from callsynth.model.repairer import CallGenerator
-    from receiver.generator_renderer import repaired, traced
+    from callsynth.model.runtime import repaired, traced
 
     torch.manual_seed(0)
     net = CallGenerator(8, [8, 16], [16, 8, 3], size=32).eval()
@@ -166,7 +166,7 @@ def test_the_repair_gain_scales_the_repair_and_zero_keeps_the_warp():
 
     from callsynth.face.pose import Pose
     from callsynth.model.repairer import CallGenerator
-    from receiver.generator_renderer import repaired
+    from callsynth.model.runtime import repaired
 
     torch.manual_seed(0)
     net = CallGenerator(8, [8, 16], [16, 8, 3], size=32).eval()

@@ -118,7 +118,7 @@ def fit_basis(out_dir: str | Path, code_bits: int = 104, max_components: int = 4
         fitted = [estimate_pose(f, mean, rigid_idx) for f in s]
         canon = np.stack([p.to_canonical(f) for p, f in zip(fitted, s)])
         offsets.append(canon[1:] - canon[0])
-        poses += [np.r_[p.rotvec, p.translation[:2], np.log(p.scale)] for p in fitted]
+        poses += [p.vector() for p in fitted]
     for name, neutral in portraits.items():
         smiling = portraits.get(name.replace("london_neutral", "london_smiling"))
         if "london_neutral" in name and smiling is not None:

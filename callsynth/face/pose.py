@@ -48,6 +48,11 @@ class Pose:
     def to_canonical(self, landmarks: np.ndarray) -> np.ndarray:
         return (landmarks - self.translation) @ self.matrix / self.scale
 
+    def vector(self) -> np.ndarray:
+        """(rotvec, tx, ty, log scale): the six numbers the wire quantises, the basis fits ranges to and
+        the generator reads (tz only canonicalises, and never travels)."""
+        return np.array([*self.rotvec, self.translation[0], self.translation[1], np.log(self.scale)])
+
 
 def estimate_pose(landmarks: np.ndarray, mean_shape: np.ndarray, rigid_idx: np.ndarray) -> Pose:
     """Fit the mean shape's rigid points to the frame's; the translation carries the whole mesh's depth."""

@@ -19,30 +19,16 @@ from ..model.expression import ExpressionCNN
 from ..model.generator import Discriminator
 from ..model.identity import DlibFaceEmbedder
 from ..model.repairer import CallGenerator
+from ..model.runtime import GENERATOR_FORMAT, export_generator
 from . import losses
 from .config import TrainConfig
 from .pairs import build_pairs, build_portrait_pairs, merge_pairs
 
-CHECKPOINT_FORMAT = 1
 LOG_FIELDS = ["step", "seconds", "rec", "ssim", "att", "id", "exp", "adv", "cyc", "d", "total",
               "val_gain", "val_ssim", "val_ssim_warp", "val_l1", "val_l1_warp", "val_nme", "val_nme_warp",
               "val_ssim_full", "val_nme_full"]
 # The repair gains validation tries (CallGenerator.gain); the chosen one ships with the weights.
 REPAIR_GAINS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-
-def export_generator(checkpoint: Path | dict, out: Path) -> Path:
-    """The generator alone (what a receiver loads), from a training checkpoint (file or state), with the
-    repair gain validation chose; weights stored as float16 to halve the file (load_generator computes
-    in float32)."""
-    state = checkpoint if isinstance(checkpoint, dict) else \
-        torch.load(checkpoint, map_location="cpu", weights_only=True)
-    slim = {k: state[k] for k in ("format", "step", "basis", "config")}
-    slim["repair_gain"] = float(state.get("repair_gain", 1.0))
-    slim["g"] = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in state["g"].items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(slim, out)
-    return out
 
 
 def pick_device(name: str) -> torch.device:
@@ -161,7 +147,7 @@ class Trainer:
 
     def state(self) -> dict:
         """Everything a resume needs (export_generator keeps only the generator's part)."""
-        return {"format": CHECKPOINT_FORMAT, "step": self.step, "basis": self.basis.name,
+        return {"format": GENERATOR_FORMAT, "step": self.step, "basis": self.basis.name,
                 "config": json.dumps(self.config.to_dict()), "g": self.g.state_dict(),
                 "d": self.d.state_dict(), "exp": self.expression.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "best": self.best,
@@ -179,7 +165,7 @@ class Trainer:
         if not path.exists():
             return False
         state = torch.load(path, map_location=self.device, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("basis") != self.basis.name:
+        if state.get("format") != GENERATOR_FORMAT or state.get("basis") != self.basis.name:
             raise ValueError(f"{path}: checkpoint of another format or basis")
         self.g.load_state_dict(state["g"])
         self.d.load_state_dict(state["d"])

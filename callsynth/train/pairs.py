@@ -17,9 +17,12 @@ import numpy as np
 from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis, load_basis
+from ..face.code import FaceCoder
 from ..face.still import NoFaceError, prepare_still
+from ..face.warp import FaceWarper
 from ..media import MediaError, iter_frames, read_still, video_info
 from ..model.chip import chip_theta
+from ..model.runtime import landmark_map, pose_vector
 from ..split import portrait_pairs, training_files
 from ..wire import Codec
 
@@ -27,26 +30,12 @@ PAIRS_FORMAT = 2  # 2: gt and warp at the crop's full size
 SAMPLE_KEYS = ("gt", "warp", "lmap", "code", "pose", "theta", "clip")
 
 
-def landmark_map(landmarks: np.ndarray, size: int, scale: float) -> np.ndarray:
-    """A size² uint8 image with a dot at every landmark (the generator's extra attribute channel)."""
-    canvas = np.zeros((size, size), np.uint8)
-    for x, y in np.asarray(landmarks)[:, :2] * scale:
-        if 0 <= x < size and 0 <= y < size:
-            canvas[int(y), int(x)] = 255
-    return cv2.GaussianBlur(canvas, (3, 3), 0)
-
-
-def pose_vector(pose) -> np.ndarray:
-    return np.concatenate([pose.rotvec, pose.translation[:2], [np.log(pose.scale)]]).astype(np.float32)
-
-
 def frame_samples(still, frames, fps: float, basis: ExpressionBasis, size: int, every: int = 1) -> dict:
     """Every `every`-th of `frames` (with a face) as the receiver would rebuild it from `still`."""
-    from receiver.renderer import WarpRenderer
     from sender.features import FeatureEncoder
 
     encoder = FeatureEncoder(basis, still, fps=fps, send_every=1, references=False)
-    codec, renderer = Codec(basis), WarpRenderer(basis, still)
+    codec, coder, warper = Codec(basis), FaceCoder(basis, still.landmarks), FaceWarper(still.image, still.landmarks)
     scale = size / still.image.shape[0]
     out = {k: [] for k in SAMPLE_KEYS}
     try:
@@ -55,8 +44,8 @@ def frame_samples(still, frames, fps: float, basis: ExpressionBasis, size: int, 
             if i % every or not sent.found:
                 continue
             features = codec.decode(sent.packet)
-            target = renderer.target_landmarks(features.pose, features.code)
-            warped = renderer.warper.warp(target)
+            target = coder.landmarks(features.pose, features.code)     # as the receiver's warp does
+            warped = warper.warp(target)
             out["gt"].append(sent.crop)
             out["warp"].append(warped)
             out["lmap"].append(landmark_map(target, size, scale))

@@ -1,0 +1,116 @@
+"""What running the generator needs, below both the receiver and training (neither imports the other for
+it): its file format, loading and export, the arrays it reads (input picture, landmark map, pose vector,
+identity vector) made from a call's data, tracing, and one repaired frame.
+
+The generator works at the size it was trained at (128² by default) on the downsampled attribute picture;
+its repair is upsampled and added to the full 256² picture (CallGenerator.render), so fine detail the
+warp keeps is not lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..face.basis import ExpressionBasis
+from .chip import chip_theta, cut_chips
+from .identity import DlibFaceEmbedder
+from .repairer import ID_DIM, CallGenerator, FullFrame
+
+# One format for the generator's files: a training checkpoint and the exported model a receiver loads
+# (which keeps only the generator's part of it) are read and written against this one constant.
+GENERATOR_FORMAT = 1
+
+
+class GeneratorModelError(ValueError):
+    """A generator file that is missing, damaged, or made for another basis."""
+
+
+def default_generator_path() -> Path:
+    return Path(__file__).resolve().parents[1] / "assets" / "generator.pt"
+
+
+def load_generator(path: str | Path | None, basis: ExpressionBasis) -> tuple[CallGenerator, int]:
+    import json
+
+    from ..checkpoints import read_checkpoint
+
+    path = Path(path) if path else default_generator_path()
+    state = read_checkpoint(path, GeneratorModelError, "generator", GENERATOR_FORMAT, basis,
+                            "train one with `callsynth train`")
+    config = json.loads(state["config"])
+    net = CallGenerator(basis.k, config["widths"], config["blocks"], int(config["size"]),
+                        gain=float(state.get("repair_gain", 1.0)))
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["g"].items()})
+    return net.eval(), int(config["size"])
+
+
+def to_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """An RGB uint8 image as the generator's (1, 3, size, size) input in [-1, 1]."""
+    small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(small).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+def identity_of(image: np.ndarray, landmarks: np.ndarray, size: int) -> torch.Tensor:
+    """z_id (1, 128) of a face crop: dlib's embedding of the chip cut the way training cut it."""
+    theta = torch.from_numpy(chip_theta(np.asarray(landmarks) * size / image.shape[0], size))[None]
+    with torch.inference_mode():
+        return DlibFaceEmbedder()(cut_chips(to_input(image, size), theta))
+
+
+def traced(net: CallGenerator, full_size: int) -> torch.jit.ScriptModule:
+    """The full-frame generator traced for a full_size² crop (TorchScript: what the bench found fastest).
+    z_id is an input of the trace, not a constant, so one trace serves every still. Run twice here:
+    TorchScript optimises a trace on its first calls (several times slower), which would otherwise fall
+    on a call's first frames."""
+    s = net.size
+    example = (torch.zeros(1, 3, full_size, full_size), torch.zeros(1, 1, s, s), torch.zeros(1, ID_DIM),
+               torch.zeros(1, net.code_dim), torch.zeros(1, 6))
+    with torch.inference_mode():
+        run = torch.jit.trace(FullFrame(net).eval(), example, check_trace=False)
+        for _ in range(2):
+            run(*example)
+    return run
+
+
+@torch.inference_mode()
+def repaired(net: CallGenerator, image: np.ndarray, landmarks: np.ndarray, z_id: torch.Tensor,
+             code: np.ndarray, pose, run=None) -> np.ndarray:
+    """`image` (the warp, or any attribute picture, RGB uint8) repaired by the generator at its full size.
+    `run`: a traced FullFrame to use instead of the eager net."""
+    full = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    lmap = torch.from_numpy(landmark_map(landmarks, net.size, net.size / image.shape[0])).float()[None, None]
+    out = (run or FullFrame(net))(full, lmap / 127.5 - 1, z_id,
+                                  torch.from_numpy(np.asarray(code, np.float32))[None],
+                                  torch.from_numpy(pose_vector(pose))[None])
+    return np.rint((out[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+
+
+def export_generator(checkpoint: Path | dict, out: Path) -> Path:
+    """The generator alone (what a receiver loads), from a training checkpoint (file or state), with the
+    repair gain validation chose; weights stored as float16 to halve the file (load_generator computes
+    in float32)."""
+    state = checkpoint if isinstance(checkpoint, dict) else \
+        torch.load(checkpoint, map_location="cpu", weights_only=True)
+    slim = {k: state[k] for k in ("format", "step", "basis", "config")}
+    slim["repair_gain"] = float(state.get("repair_gain", 1.0))
+    slim["g"] = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in state["g"].items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(slim, out)
+    return out
+
+
+def landmark_map(landmarks: np.ndarray, size: int, scale: float) -> np.ndarray:
+    """A size² uint8 image with a dot at every landmark (the generator's extra attribute channel)."""
+    canvas = np.zeros((size, size), np.uint8)
+    for x, y in np.asarray(landmarks)[:, :2] * scale:
+        if 0 <= x < size and 0 <= y < size:
+            canvas[int(y), int(x)] = 255
+    return cv2.GaussianBlur(canvas, (3, 3), 0)
+
+
+def pose_vector(pose) -> np.ndarray:
+    """The pose as the generator reads it (Pose.vector, float32)."""
+    return pose.vector().astype(np.float32)
