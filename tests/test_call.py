@@ -2,6 +2,7 @@
 
 import asyncio
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -382,8 +383,10 @@ def test_camera_off_the_voice_drives_the_face():
         return sent, summary
 
     sent, summary = asyncio.run(main())
-    assert sent["frames"] == 0 and sent["speech_packets_sent"] >= 35       # ~3 s at 15 packets/s
-    assert summary["speech_driven_packets"] == summary["features"]["packets"] >= 35   # every one flagged
+    # ~3 s of voice at 15 packets/s is 45; a machine a quarter as fast made 34 (tests_under_load.py): the
+    # voice must drive a good part of the clip, and every packet made must arrive, flagged
+    assert sent["frames"] == 0 and sent["speech_packets_sent"] >= 20, json.dumps(sent)
+    assert summary["speech_driven_packets"] == summary["features"]["packets"] == sent["speech_packets_sent"]
     # what arrived is counted exactly; what was shown only has to be a picture, tick after tick, for a good
     # part of the call (a slow machine shows fewer frames, the count of packets does not change)
     assert summary["frames_shown"] >= 10 and summary["rejected_packets"] == {}
