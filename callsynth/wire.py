@@ -359,7 +359,7 @@ class Codec:
 # measures codes against; re-tracking a JPEG would shift them by a pixel or so.
 
 IDENTITY_MAGIC = b"CSID"
-IDENTITY_VERSION = 2              # 2: the index byte (reference stills)
+IDENTITY_VERSION = 3              # 2: the index byte (reference stills); 3: goes with packet v3 (bundles)
 IDENTITY_HEADER = struct.Struct("<4sBHHB")
 MAX_IDENTITY = 60 * 1024          # under SCTP's usual 64 KiB message limit
 MAX_REFERENCE = 20 * 1000         # each reference still; the three live ones stay inside 60 KB
