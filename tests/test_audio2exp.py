@@ -117,7 +117,7 @@ def test_audio2exp_eval_exits_1_and_names_the_target_it_misses(data, capsys):
     code = main(["audio2exp-eval", "--clips", str(grid), str(data / "video/retalking/4.mp4")])
     out = capsys.readouterr().out
     assert code == 1
-    missed = out.split("missed a target:")[1]
+    missed = out.split("\nmissed ")[1]          # "missed a target:" (or more: compute on a busy machine)
     assert "interview speakers" in missed and "(target >= 0.5)" in missed and "GRID" not in missed
     assert "compute per frame" in out and "cores" in out          # with the CPU that measured it
 

@@ -125,9 +125,11 @@ def test_a_call_on_screen_under_a_real_x_server(tmp_path):
     assert (status > 150).sum() > 200 and np.median(status) == 32   # the status line's text
 
 
-def start_two_way(tmp_path, display: str, room: str, a_args: list[str], b_args: list[str], processes: list):
-    """A signalling server and two `callsynth call` processes on `display` (a shows its window, plays CLIP,
-    writes a.json; b plays retalking/4, writes b.json), appended to `processes`: (env, logs, a, b)."""
+def start_two_way(tmp_path, display: str, room: str, a_args: list[str], b_args: list[str], processes: list,
+                  a_clip=CLIP, b_clip=None):
+    """A signalling server and two `callsynth call` processes on `display` (a shows its window, plays
+    a_clip, writes a.json; b plays b_clip, retalking/4 unless given, writes b.json), appended to
+    `processes`: (env, logs, a, b)."""
     env = dict(os.environ, DISPLAY=display, PYTHONPATH=os.getcwd(), CALLSYNTH_DATA=str(data_root()),
                CALLSYNTH_CALL_KEY=KEY)
     port = free_port()
@@ -138,10 +140,10 @@ def start_two_way(tmp_path, display: str, room: str, a_args: list[str], b_args: 
     time.sleep(1.5)
     common = ["--signal", f"ws://127.0.0.1:{port}", "--room", room, "--model", "warp", "--rejoin-wait", "5",
               "--max-frames", "200"]
-    a = subprocess.Popen(cli + ["call", *common, "--window", "--video", str(CLIP),
+    a = subprocess.Popen(cli + ["call", *common, "--window", "--video", str(a_clip),
                                 "--stats", str(tmp_path / "a.json"), *a_args],
                          env=env, stdout=logs["a"].open("w"), stderr=subprocess.STDOUT)
-    b = subprocess.Popen(cli + ["call", *common, "--video", str(data_root() / "video/retalking/4.mp4"),
+    b = subprocess.Popen(cli + ["call", *common, "--video", str(b_clip or data_root() / "video/retalking/4.mp4"),
                                 "--stats", str(tmp_path / "b.json"), *b_args],
                          env=env, stdout=logs["b"].open("w"), stderr=subprocess.STDOUT)
     processes += [a, b]
@@ -171,7 +173,8 @@ def test_a_two_way_call_on_screen_shows_the_other_large_and_yourself_small(tmp_p
     finally:
         stop_processes(processes)
     summary = json.loads((tmp_path / "a.json").read_text())
-    assert summary["received"]["frames_shown"] >= 30 and summary["sent"]["packets_sent"] > 30
+    # (a machine a quarter as fast as this one sent 16 packets in the call: counts, not rates)
+    assert summary["received"]["frames_shown"] >= 30 and summary["sent"]["packets_sent"] > 10
     image = read_xwd(shot.stdout)
     cv2.imwrite(str(tmp_path / "screen.png"), image[:, :, ::-1])
     ys, xs = np.nonzero(image.max(axis=2) > 0)
@@ -201,7 +204,13 @@ def test_the_keys_mute_the_voice_and_turn_the_camera_off(tmp_path):
     xvfb, display = start_xvfb()
     processes = [xvfb]
     try:
-        env, logs, a, b = start_two_way(tmp_path, display, "keys", [], ["--audio", "none"], processes)
+        # both clips last 12 s (cut from longer ones): time for a machine a quarter as fast as this one to
+        # open the window, take both keys and send voice-driven faces while the call lasts (with 8 s and
+        # 6 s clips the call ended first there)
+        env, logs, a, b = start_two_way(tmp_path, display, "keys", ["--max-frames", "300"],
+                                        ["--audio", "none", "--max-frames", "300"], processes,
+                                        a_clip=data_root() / "video/lia_vox/obama.mp4",
+                                        b_clip=data_root() / "video/styletalk/andrew_clip_2.mp4")
         wait_for_window(display)
         found = subprocess.run(["xdotool", "search", "--sync", "--name", "callsynth"], env=env,
                                capture_output=True, text=True, timeout=30, check=True)
