@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from .wire import MAX_BUNDLE, PART_BYTES
 
 UDP_IP = 28
-FEATURE_PACKET_WIRE = 33 + 12 + 16 + 13 + 24 + UDP_IP   # a 33-byte packet in SCTP DATA, DTLS, UDP/IPv4
+PACKET_BYTES = 33                                        # one frame's packet (wire.Codec.packet_bytes)
+FEATURE_PACKET_WIRE = PACKET_BYTES + 12 + 16 + 13 + 24 + UDP_IP   # in SCTP DATA, DTLS, UDP/IPv4
 SACK_WIRE = 12 + 16 + 13 + 24 + UDP_IP                   # a SACK without gaps
 PART_WIRE = PART_BYTES + 7 + FEATURE_PACKET_WIRE - 33    # a 1000-byte part of a reference still
 VOICE_HEADERS = 64                                       # RTP + extensions + SRTP tag + UDP/IPv4, measured
@@ -57,6 +58,10 @@ class WirePlan:
     reference_gap_s: float | None  # one 1000-byte part of a reference still this often (None: none sent)
     estimate_kbps: dict            # what each kind should cost on the wire, per direction
 
+    def payload_bytes_per_s(self, fps: float) -> float:
+        """The feature packets' own bytes a second (no headers) at this plan's rate."""
+        return fps / self.send_every * packet_bytes(self.codes_per_packet)
+
     def summary(self) -> dict:
         return {"budget_kbps": self.budget_kbps, "send_every": self.send_every,
                 "codes_per_packet": self.codes_per_packet, "opus_bps": self.opus_bps,
@@ -70,12 +75,17 @@ def voice_kbps(bps: int, frame_ms: int, rtcp_spacing: float = 1.0) -> float:
     return (bps + VOICE_HEADERS * 8 * 1000 / frame_ms + RTCP_BPS / rtcp_spacing) / 1000
 
 
+def packet_bytes(codes: int) -> int:
+    """A packet of `codes` codes (a bundle past one: its count byte, then CODE_CHANGE_BYTES a code)."""
+    return PACKET_BYTES + (codes - 1) * CODE_CHANGE_BYTES + (codes > 1)
+
+
 def features_kbps(fps: float, send_every: int, delayed_sack: bool, codes: int = 1) -> float:
     """This side's packets (of `codes` codes each) plus its SACKs for the other side's (a two-way call:
     the same rate both ways)."""
     packets = fps / send_every
     sacks = packets * SACK_SHARE if delayed_sack else packets
-    packet = FEATURE_PACKET_WIRE + (codes - 1) * CODE_CHANGE_BYTES + (codes > 1)
+    packet = FEATURE_PACKET_WIRE - PACKET_BYTES + packet_bytes(codes)
     return (packets * packet + sacks * SACK_WIRE) * 8 / 1000
 
 

@@ -90,13 +90,13 @@ def _encode_continuing(self, frame, force_keyframe=False):
     return payloads, timestamp
 
 
-def retune_voice(rtp_sender, bps: int, frame_ms: int, constant: bool) -> None:
-    """Mid-call, the voice at another rate and frame length: libopus takes both once, when opened, so
-    the RTP sender gets a new encoder (aiortc keeps it in a private attribute, made on the first frame),
-    whose timestamps go on from the old one's. The track must deliver frames of `frame_ms` from now."""
-    set_opus_bitrate(bps, frame_ms=frame_ms, constant=constant)
+def retune_voice(rtp_sender) -> None:
+    """Mid-call, the voice at the rate and frame length set_opus_bitrate has just set: libopus takes both
+    once, when opened, so the RTP sender gets a new encoder (aiortc keeps it in a private attribute, made
+    on the first frame), whose timestamps go on from the old one's. The track must deliver frames of the
+    new length from now."""
     old = getattr(rtp_sender, "_RTCRtpSender__encoder", None)
-    if old is None or not isinstance(old, opus.OpusEncoder):
+    if not isinstance(old, opus.OpusEncoder):
         return                              # not started yet: the first frame makes one as now set
     new = opus.OpusEncoder()
     new._callsynth_follows = old

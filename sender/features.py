@@ -116,7 +116,7 @@ class FeatureEncoder:
         self.blinks = ((self.blinks or BlinkTiming(self.still_openness))
                        if self.send_every > self.codes_per_packet else None)
         if self.bundle and len(self.bundle) >= self.codes_per_packet:
-            packet, self.bundle = self.codec.encode_bundle(self.bundle[:MAX_BUNDLE]), []
+            packet, self.bundle = self.codec.encode_bundle(self.bundle), []
             return packet
         return None
 

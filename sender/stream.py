@@ -183,7 +183,7 @@ class FaceStream:
 
     def configure_transport(self) -> None:
         """aiortc as the wire plan has it (Opus rate and frame length, delayed SACKs); before the peer
-        connection is made (process-wide: one call per process)."""
+        connection is made, and again when the plan changes (process-wide: one call per process)."""
         set_opus_bitrate(self.plan.opus_bps, frame_ms=self.plan.opus_frame_ms,
                          constant=self.plan.budget_kbps is not None)
         delay_sacks(self.plan.delayed_sack)
@@ -209,8 +209,7 @@ class FaceStream:
             return
         self.plan = new
         self.stats.wire_plan = new.summary()
-        self.stats.plan_changes.append({"at_s": round(time.time() - (self.stats.started or time.time()), 2),
-                                        "budget_kbps": budget_kbps, "why": why})
+        self.stats.plan_changes.append({"at_s": self._since_start(), "budget_kbps": budget_kbps, "why": why})
         log.warning("link: %s; now %s", why, f"within {budget_kbps:g} kbps" if budget_kbps else "no budget")
         if self.encoder is not None:
             packet = self.encoder.retune(new.send_every, new.codes_per_packet)
@@ -218,13 +217,12 @@ class FaceStream:
                 self.send_packet(packet)
         if self.speech is not None:
             self.speech.send_every = new.send_every
+        self.configure_transport()
         if self.audio_track is not None:
             self.audio_track.retune(new.opus_frame_ms)
             for sender in (pc.getSenders() if pc is not None else ()):
                 if sender.track is self.audio_track:
-                    retune_voice(sender, new.opus_bps, new.opus_frame_ms, constant=new.budget_kbps is not None)
-        delay_sacks(new.delayed_sack)
-        space_rtcp(new.rtcp_spacing)
+                    retune_voice(sender)
 
     async def warm_up(self) -> None:
         """The tracker's one-off start-up cost, paid on the still before the call starts."""
@@ -255,8 +253,7 @@ class FaceStream:
         the plan's packet rate): near 0 while the link carries what is sent."""
         if self.features_channel is None:
             return 0.0
-        per_s = self.fps / self.plan.send_every * (33 + 13 * (self.plan.codes_per_packet - 1))
-        return self.features_channel.bufferedAmount / per_s
+        return self.features_channel.bufferedAmount / self.plan.payload_bytes_per_s(self.fps)
 
     def send_reference(self, message: bytes) -> None:
         """A reference still, once, on the reliable identity channel: queued in parts that _pace_references
@@ -333,8 +330,11 @@ class FaceStream:
 
     def _toggled(self, what: str) -> None:
         log.info(what)
-        self.stats.toggles.append({"at_s": round(time.time() - (self.stats.started or time.time()), 2),
-                                   "what": what})
+        self.stats.toggles.append({"at_s": self._since_start(), "what": what})
+
+    def _since_start(self) -> float:
+        """Seconds since streaming began (0 before), for the events STATS.json lists."""
+        return round(time.time() - (self.stats.started or time.time()), 2)
 
     def status(self) -> str:
         """This side's part of the screen's status line."""
@@ -351,8 +351,7 @@ class FaceStream:
         pacing = asyncio.ensure_future(self._pace_references())
         following = asyncio.ensure_future(self.follow_link(pc)) if self.auto and pc is not None else None
         try:
-            if self.source is None:
-                self.speech.active = True
+            if self.source is None:          # the voice drives from its first frame (__init__)
                 log.info("camera off: the voice drives the face")
                 track_ended = asyncio.Event()
                 self.audio_track.on("ended", track_ended.set)

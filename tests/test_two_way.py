@@ -98,6 +98,11 @@ def test_a_budget_with_room_bundles_codes(tmp_path):
 
 
 def test_the_plan_fits_its_budget_and_refuses_one_too_small():
+    from callsynth.budget import PACKET_BYTES
+    from callsynth.face.basis import load_basis
+    from callsynth.wire import Codec
+
+    assert Codec(load_basis()).packet_bytes == PACKET_BYTES       # the plan counts the packets the codec makes
     for fps in (22.0, 25.0, 30.0):
         for budget in (24, 28, 32, 48):
             p = plan(budget, fps)
