@@ -57,6 +57,7 @@ class SenderOptions:
     send_every: int = CALL.send_every
     budget_kbps: float | None = None   # fit the call to this many kbps on the wire (callsynth.budget)
     loss: float = 0.0               # fraction of feature packets dropped on purpose
+    loss_seed: int | None = None    # the same seed drops the same packets (reproducible loss tests)
     hosts: tuple = ("127.0.0.1",)
     ice_servers: tuple = ()            # RTCIceServer (rtc.parse_ice_server): STUN/TURN
     stats_path: str | None = None

@@ -136,6 +136,7 @@ class FaceStream:
 
     def __init__(self, source, basis: ExpressionBasis, options, audio_track=None):
         self.source, self.basis, self.options = source, basis, options
+        self.loss_draw = random.Random(options.loss_seed)   # --loss: which packets drop
         self.stats = SenderStats()
         if options.camera_off and audio_track is None:
             raise ValueError("--camera-off needs a voice: --audio mic or --audio FILE")
@@ -233,7 +234,7 @@ class FaceStream:
 
     def send_packet(self, packet: bytes) -> str:
         """'sent', 'dropped' (on purpose, --loss) or 'closed'."""
-        if self.options.loss and random.random() < self.options.loss:
+        if self.options.loss and self.loss_draw.random() < self.options.loss:
             self.stats.packets_dropped_on_purpose += 1
             return "dropped"
         if self.features_channel is None or self.features_channel.readyState != "open":

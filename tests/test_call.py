@@ -400,7 +400,7 @@ def test_receiver_falls_back_to_the_voice_when_packets_stop():
         receiver = Receiver(basis, ReceiverOptions(url=url, room="f", key=KEY, rejoin_wait=5, audio_fallback=True,
                                                    model="warp"))
         rx = asyncio.create_task(receiver.run())
-        options = SenderOptions(url=url, room="f", key=KEY, loss=0.97, speech_after_no_face_s=None)
+        options = SenderOptions(url=url, room="f", key=KEY, loss=0.97, loss_seed=5, speech_after_no_face_s=None)
         await run_sender(VideoFileSource(GRID_VAL_AUDIO), basis, options, FileAudioTrack(GRID_VAL_AUDIO))
         summary = await asyncio.wait_for(rx, 20)
         stop.set()
@@ -408,10 +408,15 @@ def test_receiver_falls_back_to_the_voice_when_packets_stop():
         return summary
 
     summary = asyncio.run(main())
-    # nearly every packet is lost, so most of what was shown is driven by the voice: a share of the frames
-    # the machine managed to show, not a count per second of wall clock
+    # nearly every packet is lost, so most of what was shown is driven by the voice. Each packet that does
+    # arrive lets the packets drive for fallback_after_ms at most, so the frames they drove are bounded by
+    # what arrived (at the display rate: a slow machine shows fewer), never by a share of wall clock. The
+    # share alone failed in CI when 4 of 75 packets got through where 2 were expected.
+    arrived = summary["features"]["packets"]
+    defaults = ReceiverOptions(url="", room="")
+    per_packet = defaults.fallback_after_ms / 1000 * defaults.fps + 2
     assert summary["audio_fallback_frames"] >= 5
-    assert summary["audio_fallback_frames"] > 0.4 * summary["frames_shown"]
+    assert summary["frames_shown"] - summary["audio_fallback_frames"] <= arrived * per_packet + 10, summary
     assert any("the received voice drives the face" in e["event"] for e in summary["events"])
 
 
