@@ -173,7 +173,8 @@ def cmd_combine(args) -> int:
     from .face.basis import load_basis
 
     n = combine(args.identity, args.attribute, args.output, load_basis(args.basis),
-                str(args.generator) if args.generator else None, args.expression, args.attribute2)
+                str(args.generator) if args.generator else None, args.expression, args.attribute2,
+                refine=args.model == "generator")
     print(f"{n} frame(s) -> {args.output}")
     return 0
 
@@ -265,13 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate the identity of --identity with the attributes (background, "
                                    "lighting, hair) of --attribute, the expression of --expression and the "
                                    "head pose of --attribute2 (both default to --attribute). Images, or "
-                                   "videos frame by frame.")
+                                   "videos frame by frame. A's face is drawn with A's own shape at that pose "
+                                   "and expression, colour matched to B and Poisson blended into B; "
+                                   "--model generator (the default) then repairs it with A's identity "
+                                   "vector, --model warp stops at the blend.")
     p.add_argument("--identity", required=True, type=Path, help="A: whose face (image or video's first frame)")
     p.add_argument("--attribute", required=True, type=Path, help="B: the picture to keep (image or video)")
     p.add_argument("--expression", type=Path, help="C: whose expression (default B)")
     p.add_argument("--attribute2", type=Path, help="D: whose head pose (default B)")
     p.add_argument("--output", required=True, type=Path, help="image (png/jpg) or video (mp4)")
-    p.add_argument("--generator", type=Path, help="generator checkpoint (default: the shipped one)")
+    add_model_options(p)
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_combine)
 

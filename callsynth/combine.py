@@ -17,6 +17,8 @@ from .face.code import FaceCoder
 from .face.crop import box_for_face
 from .face.still import NoFaceError, Still, prepare_still
 from .face.tracker import FaceTracker
+from .face.transfer import FaceTransfer
+from .face.warp import FaceWarper
 from .media import (
     IMAGE_SUFFIXES,
     VideoWriter,
@@ -43,14 +45,23 @@ def _crop(frame, tracker: FaceTracker, source: str) -> Still:
 
 
 def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasis, generator: str | None,
-            expression: Path | None = None, attribute2: Path | None = None, progress: bool = True) -> int:
+            expression: Path | None = None, attribute2: Path | None = None, progress: bool = True,
+            refine: bool = True) -> int:
     """Frames written: an image output gets the first combined frame (of a video B, said so); a video
-    output every frame of B, with a progress bar, and B's sound."""
+    output every frame of B, with a progress bar, and B's sound.
+
+    Each frame: B's crop (warped to C's expression and D's pose when they are other pictures), A's face
+    drawn at the same pose and expression with A's own face shape and set into it (callsynth.face.transfer),
+    then, with `refine`, repaired by the generator given A's identity vector."""
     from .model.runtime import identity_of, load_generator, repaired
 
-    net, size = load_generator(generator, basis)
     a = prepare_still(read_still(identity), source=str(identity))
-    z_id = identity_of(a.image, a.landmarks, size)
+    transfer = FaceTransfer(a)
+    a_coder = FaceCoder(basis, a.landmarks)
+    net = z_id = None
+    if refine:
+        net, size = load_generator(generator, basis)
+        z_id = identity_of(a.image, a.landmarks, size)
     is_video = attribute.suffix.lower() not in IMAGE_SUFFIXES
     image_out = output.suffix.lower() in IMAGE_SUFFIXES
     if is_video and image_out:
@@ -61,9 +72,10 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
         os.close(handle)
     writer = VideoWriter(silent_video, video_info(attribute).fps) if silent_video else None
     sources = {"expression": expression or attribute, "pose": attribute2 or attribute}
-    iters = {k: iter(_frames(p)) for k, p in sources.items()}
+    iters = {k: iter(_frames(p)) for k, p in sources.items() if p != attribute}
     coders = {k: FaceCoder(basis, prepare_still(read_still(p), source=str(p)).landmarks)
               for k, p in sources.items()}
+    redrawn = any(p != attribute for p in sources.values())
     count = 0
     with FaceTracker(video=is_video, smoothing=False) as tracker, \
             FaceTracker(video=False, smoothing=False) as other_tracker:
@@ -74,12 +86,19 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
         for frame in frames:
             b = _crop(frame, tracker, str(attribute))
             state = {}
-            for key, it in iters.items():
-                source = next(it, None)
-                crop = b if source is None or sources[key] == attribute else _crop(
-                    source, other_tracker, str(sources[key]))
+            for key in sources:
+                source = next(iters[key], None) if key in iters else None
+                crop = b if source is None else _crop(source, other_tracker, str(sources[key]))
                 state[key] = coders[key].encode(crop.landmarks)
-            out = repaired(net, b.image, b.landmarks, z_id, state["expression"][1], state["pose"][0])
+            pose, code = state["pose"][0], state["expression"][1]
+            scene, scene_landmarks = b.image, b.landmarks
+            if redrawn:          # B drawn with C's expression and D's pose first
+                scene_landmarks = FaceCoder(basis, b.landmarks).landmarks(pose, code)
+                scene = FaceWarper(b.image, b.landmarks).warp(scene_landmarks)
+            target = a_coder.landmarks(pose, code)
+            out = transfer.into(scene, scene_landmarks, target)
+            if refine:
+                out = repaired(net, out, target, z_id, code, pose)
             count += 1
             if writer:
                 writer.write(out)

@@ -26,6 +26,11 @@ def _split() -> dict:
     return json.loads((resources.files("callsynth") / "assets" / "identity_split.json").read_text())
 
 
+def validation_people() -> dict[str, list[str]]:
+    """Each validation person and their files (relative to the data root)."""
+    return _split()["validation"]
+
+
 def validation_files() -> set[str]:
     return {f for files in _split()["validation"].values() for f in files}
 

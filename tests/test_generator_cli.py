@@ -32,6 +32,32 @@ def test_combine_images_gives_one_face(data, tmp_path):
     assert image.shape == (256, 256, 3) and image.std() > 10
 
 
+def _frame(path, index=0):
+    return next(f for i, f in enumerate(iter_frames(path)) if i == index)
+
+
+@pytest.mark.parametrize("model", ["generator", "warp"])
+def test_combine_gives_the_face_of_a_in_the_picture_of_b(data, tmp_path, model):
+    """Two validation people (never trained on): dlib's descriptor of the output (the evaluator's identity
+    measure) is nearer A's than B's, and nearer A's than B's own is. Before the transfer,
+    combine returned B's crop (cos to B ~1)."""
+    import cv2
+
+    from callsynth.eval.metrics import face_descriptor
+
+    a_rgb, b_rgb = _frame(data / "video/hdtf/WDA_KatieHill_000.mp4"), _frame(data / "video/pcavs/620900105.mp4", 5)
+    a, b, out = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "out.png"
+    cv2.imwrite(str(a), a_rgb[:, :, ::-1])
+    cv2.imwrite(str(b), b_rgb[:, :, ::-1])
+    assert main(["combine", "--identity", str(a), "--attribute", str(b), "--output", str(out),
+                 "--model", model]) == 0
+    made = read_still(out)
+    d_out, d_a, d_b = (face_descriptor(x) for x in (made, a_rgb, b_rgb))
+    assert d_out is not None
+    assert d_out @ d_a > d_out @ d_b + 0.05
+    assert d_out @ d_a > d_b @ d_a + 0.05                  # moved towards A, not merely away from B
+
+
 def test_combine_with_a_video_writes_an_image_as_asked_and_a_video_with_its_sound(data, tmp_path):
     """B a video: a .png output is the first combined frame (it once failed in libx264's image2 muxer);
     a .mp4 output has every frame of B and B's sound."""

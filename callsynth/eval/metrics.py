@@ -1,14 +1,24 @@
 """Per-frame fidelity: PSNR, SSIM, and landmark NME (MediaPipe on both frames, % of inter-ocular); and the
 face's own signals as ../shared/tools/face_metrics.py defines them: eye openness and blinks, gaze, and
-teeth inside the real frame's inner-lip outline on its open-mouth frames."""
+teeth inside the real frame's inner-lip outline on its open-mouth frames; and identity, dlib's 128-d
+face-recognition descriptor (its own detector and 5-point alignment, as face_metrics.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from ..face.regions import INNER_LIPS, eye_openness, gaze, lip_gap, polygon_mask, teeth_share
+from ..face.regions import (
+    INNER_LIPS,
+    eye_openness,
+    gaze,
+    lip_gap,
+    polygon_mask,
+    teeth_share,
+)
 from ..face.tracker import FaceTracker, inter_ocular
+
+_DLIB = None
 
 BLINK_SHARE = 0.6        # a frame blinks when its eye openness is under 60 % of the clip's median
 OPEN_MOUTH = 0.08        # lip gap over iris distance from which the real mouth counts as open
@@ -93,3 +103,27 @@ def picked_frames(truths: list) -> dict:
     return {"deepest blink": min(valid, key=lambda it: eye_openness(it[1]).mean())[0],
             "widest mouth": max(valid, key=lambda it: lip_gap(it[1]))[0],
             "largest turn": max(valid, key=lambda it: turn(it[1]))[0]}
+
+
+def face_descriptor(rgb: np.ndarray) -> np.ndarray | None:
+    """dlib's unit-length descriptor of the largest face in an RGB picture, or None when dlib finds no face;
+    the cosine of two is face_metrics.py's identity figure. (The weights are the files face_recognition_models
+    installs, found without its pkg_resources import, which fails on current setuptools.)"""
+    global _DLIB
+    import dlib
+
+    from ..model.identity import weights_path
+
+    if _DLIB is None:
+        models = weights_path().parent
+        _DLIB = (dlib.get_frontal_face_detector(),
+                 dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat")),
+                 dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat")))
+    detect, shape, describe = _DLIB
+    image = np.ascontiguousarray(rgb)
+    boxes = detect(image, 1)
+    if not boxes:
+        return None
+    box = max(boxes, key=lambda r: r.width() * r.height())
+    d = np.array(describe.compute_face_descriptor(image, shape(image, box)))
+    return d / np.linalg.norm(d)
