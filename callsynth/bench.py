@@ -24,20 +24,18 @@ def _time(fn, frames: int) -> float:
 
 
 def bench(still: Still, basis: ExpressionBasis, generator: str | None, frames: int = 60) -> list[dict]:
-    from receiver.renderer import WarpRenderer
+    from receiver.renderer import Renderers
 
-    warp = WarpRenderer(basis, still)
+    warp = Renderers(basis, "warp")(still)
     rng = np.random.default_rng(0)
     states = [(warp.rest_pose, rng.normal(0, 0.3, basis.k)) for _ in range(frames)]
     rows = [{"renderer": "warp", "variant": "numpy + OpenCV", "ms": _time(lambda i: warp.render(states[i]),
                                                                          frames)}]
     if generator is None:
         return rows
-    from receiver.generator_renderer import GeneratorRenderer
-
     from .model.runtime import traced
 
-    gen = GeneratorRenderer(basis, still, generator or None, script=False)
+    gen = Renderers(basis, "generator", generator or None, script=False)(still)
     full_size = still.image.shape[0]
     for threads in (1, 2):
         torch.set_num_threads(threads)

@@ -49,7 +49,7 @@ def cmd_fit_basis(args) -> int:
 def cmd_reenact(args) -> int:
     from tqdm import tqdm
 
-    from receiver.renderer import renderer_factory
+    from receiver.renderer import Renderers
 
     from .face.basis import load_basis
     from .face.still import prepare_still
@@ -71,7 +71,7 @@ def cmd_reenact(args) -> int:
     try:
         pairs = reenact(still, iter_frames(args.driving, args.max_frames), info.fps, basis,
                         send_every=args.send_every, smoothing=not args.no_smoothing, stats=stats,
-                        sender_still=sender_still, renderer_factory=renderer_factory(args.model, args.generator))
+                        sender_still=sender_still, renderers=Renderers(basis, args.model, args.generator))
         for crop, frame in tqdm(pairs, total=total, desc="reenact", unit="frame", disable=args.quiet):
             out.write(frame)
             if ref:
@@ -172,9 +172,8 @@ def cmd_combine(args) -> int:
     from .combine import combine
     from .face.basis import load_basis
 
-    n = combine(args.identity, args.attribute, args.output, load_basis(args.basis),
-                str(args.generator) if args.generator else None, args.expression, args.attribute2,
-                refine=args.model == "generator")
+    n = combine(args.identity, args.attribute, args.output, load_basis(args.basis), args.model,
+                str(args.generator) if args.generator else None, args.expression, args.attribute2)
     print(f"{n} frame(s) -> {args.output}")
     return 0
 

@@ -17,8 +17,9 @@ from .face.code import FaceCoder
 from .face.crop import box_for_face
 from .face.still import NoFaceError, Still, prepare_still
 from .face.tracker import FaceTracker
-from .face.transfer import FaceTransfer
-from .face.warp import FaceWarper
+from .face.transfer import paste_face
+from receiver.renderer import DEFAULT_MODEL, Renderers
+
 from .media import (
     IMAGE_SUFFIXES,
     VideoWriter,
@@ -44,24 +45,18 @@ def _crop(frame, tracker: FaceTracker, source: str) -> Still:
     return Still(box.cut(frame), box.to_crop(result.landmarks))
 
 
-def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasis, generator: str | None,
-            expression: Path | None = None, attribute2: Path | None = None, progress: bool = True,
-            refine: bool = True) -> int:
+def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasis, model: str = DEFAULT_MODEL,
+            generator: str | None = None, expression: Path | None = None, attribute2: Path | None = None,
+            progress: bool = True) -> int:
     """Frames written: an image output gets the first combined frame (of a video B, said so); a video
     output every frame of B, with a progress bar, and B's sound.
 
     Each frame: B's crop (warped to C's expression and D's pose when they are other pictures), A's face
-    drawn at the same pose and expression with A's own face shape and set into it (callsynth.face.transfer),
-    then, with `refine`, repaired by the generator given A's identity vector."""
-    from .model.runtime import identity_of, load_generator, repaired
-
+    drawn at the same pose and expression with A's own face shape, as a call draws it, and set into it
+    (callsynth.face.transfer); `model` "generator" then repairs it with A's identity vector."""
     a = prepare_still(read_still(identity), source=str(identity))
-    transfer = FaceTransfer(a)
-    a_coder = FaceCoder(basis, a.landmarks)
-    net = z_id = None
-    if refine:
-        net, size = load_generator(generator, basis)
-        z_id = identity_of(a.image, a.landmarks, size)
+    renderer = Renderers(basis, model, generator)(a)
+    warp_renderers = Renderers(basis, "warp")
     is_video = attribute.suffix.lower() not in IMAGE_SUFFIXES
     image_out = output.suffix.lower() in IMAGE_SUFFIXES
     if is_video and image_out:
@@ -93,12 +88,12 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
             pose, code = state["pose"][0], state["expression"][1]
             scene, scene_landmarks = b.image, b.landmarks
             if redrawn:          # B drawn with C's expression and D's pose first
-                scene_landmarks = FaceCoder(basis, b.landmarks).landmarks(pose, code)
-                scene = FaceWarper(b.image, b.landmarks).warp(scene_landmarks)
-            target = a_coder.landmarks(pose, code)
-            out = transfer.into(scene, scene_landmarks, target)
-            if refine:
-                out = repaired(net, out, target, z_id, code, pose)
+                b_renderer = warp_renderers(b)
+                scene_landmarks = b_renderer.target_landmarks(pose, code)
+                scene = b_renderer.compose(scene_landmarks)
+            target = renderer.target_landmarks(pose, code)
+            out = renderer.repair(paste_face(renderer.compose(target), target, scene, scene_landmarks),
+                                  target, code, pose)
             count += 1
             if writer:
                 writer.write(out)

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from receiver.playout import FeatureTimeline
-from receiver.renderer import WarpRenderer
+from receiver.renderer import Renderers
 from sender.features import FeatureEncoder
 
 from .call_options import CALL
@@ -71,20 +71,21 @@ class ReenactStats:
 
 def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: ExpressionBasis,
             send_every: int = CALL.reenact_send_every, smoothing: bool = True, stats: ReenactStats | None = None,
-            sender_still: Still | None = None, renderer_factory=WarpRenderer, references: bool = True
+            sender_still: Still | None = None, renderers: Renderers | None = None, references: bool = True
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (reference crop, rebuilt frame) for every driving frame, in order.
 
     `sender_still` is what the sender measures codes from: the same still in a call; the driving
     video's own first frame when it drives somebody else, so that the driver's face shape is not sent
     as if it were an expression. `references`: collect reference stills from the driving clip (only
-    when it drives its own face: another person's mouth is no reference for this one).
+    when it drives its own face: another person's mouth is no reference for this one). `renderers`: what
+    builds the renderer (receiver.renderer.Renderers; default the warp).
     """
     stats = stats or ReenactStats(fps, send_every)
     encoder = FeatureEncoder(basis, sender_still or still, fps=fps, send_every=send_every,
                              smoothing=smoothing, references=references and sender_still is None)
     receiver_codec = Codec(basis)
-    renderer = renderer_factory(basis, still)
+    renderer = (renderers or Renderers(basis, "warp"))(still)
     timeline = FeatureTimeline(renderer.rest_pose, renderer.coder.expression_size)
     pending: deque[tuple[float, np.ndarray]] = deque()
     arrived: deque = deque()           # (capture ms it was sent at, IdentityMessage)

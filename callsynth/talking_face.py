@@ -16,7 +16,7 @@ from audio2exp.driver import SpeechDriver
 from audio2exp.features import SAMPLE_RATE, load_audio
 from audio2exp.model import Audio2ExpModel
 from receiver.recorder import CallRecorder
-from receiver.renderer import WarpRenderer
+from receiver.renderer import Renderers
 
 from .face.basis import ExpressionBasis
 from .face.still import Still
@@ -31,7 +31,7 @@ def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, 
     if silent:
         log.warning("%s: the sound is silent (digital zero or nearly): the mouth stays closed, with blinks "
                     "and sway only", audio_path)
-    renderer = WarpRenderer(basis, still)
+    renderer = Renderers(basis, "warp")(still)
     driver = SpeechDriver(model, renderer.rest_pose, fps)
     states = driver.offline(samples)
     recorder = CallRecorder(output, 0.0, with_audio=True, fps=fps)

@@ -22,7 +22,7 @@ from callsynth.wire import FLAG_AUDIO, Codec, Part, PartAssembler, WireError, de
 
 from .jitter import JitterBuffer
 from .recorder import CallRecorder
-from .renderer import WarpRenderer
+from .renderer import Renderers, WarpRenderer
 from .screen import ScreenProcess
 from .stats import ReceiverStats
 
@@ -66,23 +66,15 @@ class FrameClock:
         from callsynth.face.raster import warm_up
 
         warm_up()          # before the call, not at its first frame
-        self.generator = self.generator_run = None
-        if options.model == "generator":
-            # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs
-            # only its identity vector. Eager, not traced: the trace is faster (`callsynth bench` compares
-            # the two) but `callsynth demo` on a 2-core EPYC showed the receiver's peak at 510-520 MB with
-            # it and 445 MB without, and the quality ladder runs the generator only as often as the machine
-            # affords.
-            from callsynth.model.repairer import FullFrame
+        if options.threads and options.model == "generator":
+            import torch
 
-            from callsynth.model.runtime import load_generator
-
-            if options.threads:
-                import torch
-
-                torch.set_num_threads(options.threads)
-            self.generator = load_generator(options.generator, basis)
-            self.generator_run = FullFrame(self.generator[0]).eval()
+            torch.set_num_threads(options.threads)
+        # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs only its
+        # identity vector. Eager, not traced: the trace is faster (`callsynth bench` compares the two) but
+        # `callsynth demo` on a 2-core EPYC showed the receiver's peak at 510-520 MB with it and 445 MB
+        # without, and the quality ladder runs the generator only as often as the machine affords.
+        self.renderers = Renderers(basis, options.model, options.generator, script=False)
 
     def _display_available(self) -> bool:
         import os
@@ -130,7 +122,7 @@ class FrameClock:
         """A new still (index 0): True when cached (the caller then sends the receipt). One that cannot be
         rebuilt is refused and the last good one kept."""
         try:
-            renderer = self._make_renderer(still)
+            renderer = self.renderers(still)
         except Exception as exc:  # noqa: BLE001 - a still that cannot be rebuilt must not cost the last good one
             self.reject(WireError(f"still cannot be rebuilt ({type(exc).__name__}: {exc}); keeping the "
                                   "last good one"), "identity")
@@ -197,15 +189,6 @@ class FrameClock:
         if self.recorder is not None:
             self.recorder.add_audio(frame, time.time())
 
-    def _make_renderer(self, still) -> WarpRenderer:
-        """The warp, or the warp repaired by the generator loaded at start (only the still's
-        identity vector is computed here, before the first frame)."""
-        if self.generator is None:
-            return WarpRenderer(self.basis, still)
-        from .generator_renderer import GeneratorRenderer
-
-        return GeneratorRenderer(self.basis, still, loaded=self.generator, run=self.generator_run)
-
     def _start_speech_driver(self) -> None:
         from audio2exp.driver import SpeechDriver
         from audio2exp.model import ModelError, load_model
@@ -265,7 +248,7 @@ class FrameClock:
         the warp's compiled raster, remap and numpy let go of the GIL, so that packets keep being received
         and sent while a frame is built (inline, the warp held up a two-way call's outgoing packets and
         added tens of ms to their jitter)."""
-        repair = self.generator is not None and self.quality.costly_next()
+        repair = self.renderers.repairs and self.quality.costly_next()
         started = time.perf_counter()
         if repair:
             frame = await asyncio.get_running_loop().run_in_executor(self.render_thread, self.renderer.render,

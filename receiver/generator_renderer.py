@@ -21,12 +21,17 @@ class GeneratorRenderer(WarpRenderer):
     def __init__(self, basis: ExpressionBasis, still: Still, model: str | Path | None = None,
                  script: bool = True, loaded: tuple[CallGenerator, int] | None = None, run=None):
         """`model`: a generator file (default the shipped one), or `loaded`: what load_generator gave;
-        `run`: that network already traced. Torch's thread count is the caller's (the Receiver's
-        `threads`, the bench's loop)."""
+        `run`: that network already traced (receiver.renderer.Renderers passes both). Torch's thread count
+        is the caller's (the Receiver's `threads`, the bench's loop)."""
         super().__init__(basis, still)
         self.net, self.size = loaded or load_generator(model, basis)
         self.z_id = identity_of(still.image, still.landmarks, self.size)  # cached once
         self.run = run or (traced(self.net, still.image.shape[0]) if script else None)
+
+    def repair(self, picture: np.ndarray, target: np.ndarray, code: np.ndarray, pose) -> np.ndarray:
+        """`picture` (the warp, or any picture of this still's face at `target`) repaired by the generator
+        with the still's identity vector."""
+        return repaired(self.net, picture, target, self.z_id, code[:self.net.code_dim], pose, self.run)
 
     def render(self, state, repair: bool = True) -> np.ndarray:
         """The repaired frame; the warp alone with repair=False (the receiver's lower quality steps)."""
@@ -34,5 +39,4 @@ class GeneratorRenderer(WarpRenderer):
             return super().render(state)
         pose, code = state
         target = self.target_landmarks(pose, code)
-        return repaired(self.net, self.compose(target), target, self.z_id, code[:self.net.code_dim], pose,
-                        self.run)
+        return self.repair(self.compose(target), target, code, pose)

@@ -37,6 +37,10 @@ class WarpRenderer:
     def target_landmarks(self, pose: Pose, code: np.ndarray) -> np.ndarray:
         return self.coder.landmarks(pose, code)
 
+    def repair(self, picture: np.ndarray, target: np.ndarray, code: np.ndarray, pose: Pose) -> np.ndarray:
+        """The warp has nothing to repair with: the picture as it is (the generator's renderer repairs)."""
+        return picture
+
     def render(self, state: tuple[Pose, np.ndarray] | None, repair: bool = False) -> np.ndarray:
         """A frame for (pose, expression); the still itself when nothing has arrived yet. (`repair` is
         the generator's; the warp has nothing to repair with.)"""
@@ -48,13 +52,39 @@ class WarpRenderer:
 # How frames are rebuilt unless told otherwise (reenact, receive, demo, the Receiver): the generator, which
 # beats the warp alone on SSIM, mouth-region error and landmark NME on the validation identities.
 DEFAULT_MODEL = "generator"
+MODELS = ("warp", "generator")
 
 
-def renderer_factory(model: str = DEFAULT_MODEL, generator=None):
-    """What builds a receiver's renderer from (basis, still): the warp, or (model "generator") the warp
-    repaired by the generator file `generator` (None: the shipped one)."""
-    if model == "warp":
-        return WarpRenderer
-    from .generator_renderer import GeneratorRenderer
+class Renderers:
+    """The one way every command builds its renderers (receive, call, reenact, eval, bench, combine): the
+    model is chosen once — the warp, or the warp repaired by the generator, whose network is loaded once
+    (a bad file is refused here, before any frame) and traced once when `script` — then one renderer per
+    still, as stills arrive. The call runs the generator eager (`script=False`): the trace is faster but
+    cost a receiver 70 MB more peak memory, and its quality ladder repairs only the frames it affords."""
 
-    return lambda basis, still: GeneratorRenderer(basis, still, generator)
+    def __init__(self, basis: ExpressionBasis, model: str = DEFAULT_MODEL, generator=None, script: bool = True):
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
+        self.basis, self.model, self.script = basis, model, script
+        self.loaded = self.run = None
+        if model == "generator":
+            from callsynth.model.runtime import load_generator
+
+            self.loaded = load_generator(generator, basis)
+
+    @property
+    def repairs(self) -> bool:
+        """Whether the renderers it makes repair frames (the generator) or only warp."""
+        return self.loaded is not None
+
+    def __call__(self, still: Still) -> WarpRenderer:
+        if self.loaded is None:
+            return WarpRenderer(self.basis, still)
+        from callsynth.model.repairer import FullFrame
+        from callsynth.model.runtime import traced
+
+        from .generator_renderer import GeneratorRenderer
+
+        if self.run is None:
+            self.run = traced(self.loaded[0], still.image.shape[0]) if self.script else FullFrame(self.loaded[0]).eval()
+        return GeneratorRenderer(self.basis, still, loaded=self.loaded, run=self.run)

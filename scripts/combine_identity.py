@@ -66,7 +66,7 @@ def main(argv=None) -> int:
                 b_png = Path(tmp) / "b.png"
                 cv2.imwrite(str(b_png), b_frame[:, :, ::-1])
                 out_png = args.out / f"{a}__{b}_{index}.png"
-                combine(stills[a], b_png, out_png, basis, None, progress=False, refine=not args.no_refine)
+                combine(stills[a], b_png, out_png, basis, "warp" if args.no_refine else "generator", progress=False)
                 out = cv2.imread(str(out_png))[:, :, ::-1]
                 e_out, e_b = embedding(out), embedding(b_frame)
                 if e_out is None or e_b is None or a_emb is None:

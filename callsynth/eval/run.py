@@ -147,11 +147,11 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
                      **score(ref, ref_lm, [o for _, o in pairs], fps, ref_static)})
         progress.update(1)
     if generator is not None:
-        from receiver.renderer import renderer_factory
+        from receiver.renderer import Renderers
 
         stats = ReenactStats(fps, GENERATOR_RATE)
         pairs = list(reenact(still, frames, fps, basis, send_every=GENERATOR_RATE, stats=stats,
-                             renderer_factory=renderer_factory("generator", generator or None)))
+                             renderers=Renderers(basis, "generator", generator or None)))
         summary = stats.summary()
         shown["generator"] = [o for _, o in pairs]
         rows.append({"method": "callsynth-generator", "setting": f"1 packet / {GENERATOR_RATE} frames",

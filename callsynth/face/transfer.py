@@ -4,9 +4,8 @@ has A's identity and B's scene, hair and lighting.
 The generator's identity vector alone did not move a crop towards A (combine returned B's crop, mean
 difference under 1/255). What does on a CPU is the classic landmark-aligned transfer:
 
-1. A's still warped to the target landmarks drawn with A's own face shape (the same warp a call uses,
-   mouth and eyes from A's stills: `ReferenceBlender`), so the inner face — eyes, brows, nose, mouth,
-   the proportions that face recognition reads — is A's;
+1. A's still warped to the target landmarks drawn with A's own face shape (the renderer a call uses for
+   A), so the inner face — eyes, brows, nose, mouth, the proportions that face recognition reads — is A's;
 2. its colour matched to B's face (mean and spread per Lab channel, inside the face outline), so the
    skin takes B's light;
 3. set into B by Poisson blending (OpenCV's seamless clone) inside A's face outline, shrunk so that A's
@@ -20,10 +19,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .reference_blend import ReferenceBlender
 from .regions import polygon_mask
-from .still import Still
-from .warp import FACE_OVAL, FaceWarper
+from .warp import FACE_OVAL
 
 SHRINK = 0.07         # the pasted region: the face outline pulled in by this share of the face's width
 SPREAD_LIMITS = (0.6, 1.6)   # how far a channel's spread may be rescaled when matching colour
@@ -77,20 +74,3 @@ def paste_face(face: np.ndarray, face_landmarks: np.ndarray, scene: np.ndarray,
     x, y, w, h = cv2.boundingRect(mask)
     centre = (x + w // 2, y + h // 2)
     return cv2.seamlessClone(matched, scene, mask, centre, cv2.NORMAL_CLONE)
-
-
-class FaceTransfer:
-    """A's face, drawn at any target landmarks of A's shape, set into pictures of B (frame after frame)."""
-
-    def __init__(self, identity: Still):
-        self.identity = identity
-        self.warper = FaceWarper(identity.image, identity.landmarks)
-        self.blender = ReferenceBlender(identity)
-
-    def face_at(self, target: np.ndarray) -> np.ndarray:
-        """A's still warped to `target` (A's face shape), mouth and eyes as a call draws them."""
-        return self.blender.compose(self.warper.warp(target), target)
-
-    def into(self, scene: np.ndarray, scene_landmarks: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """`scene` (a crop of B whose face is at scene_landmarks) with A's face at `target`."""
-        return paste_face(self.face_at(target), target, scene, scene_landmarks)
