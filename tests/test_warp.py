@@ -83,3 +83,44 @@ def test_crop_past_the_frame_edge_draws_no_bars(val_frames):
     step = lambda img: np.abs(np.diff(img[outside], axis=1)).mean()  # noqa: E731
     assert step(crop) < 0.35 * step(bars)
     assert np.abs(crop[160:] - bars[160:]).max() <= 1        # inside the frame nothing changes
+
+
+def _kinks(map_x: np.ndarray, band: np.ndarray) -> float:
+    """How sharply the backward map bends inside `band`: the 99th percentile of its Laplacian there
+    (a piecewise-affine map is flat inside each triangle and kinks along the edges between them)."""
+    import cv2
+
+    return float(np.percentile(np.abs(cv2.Laplacian(map_x, cv2.CV_32F))[band], 99))
+
+
+def test_a_turned_head_bends_the_cheek_edge_smoothly(basis, still, monkeypatch):
+    """A head turned 0.35 rad from the still: along the face outline the warp's map must bend smoothly.
+    Each thin triangle there used to shear the still's hair edge its own way: a sawtooth along the cheek
+    and jaw (issue 11). With the outline's smoothing switched off the kinks are what they were."""
+    import cv2
+
+    from callsynth.face import warp
+    from callsynth.face.pose import Pose
+    from callsynth.face.warp import FACE_OVAL, outline_bend
+
+    coder = FaceCoder(basis, still.landmarks)
+    rest = coder.still_pose
+    turned = Pose(rest.rotvec + np.array([0.0, 0.35, 0.0]), rest.translation, rest.scale)
+    target = coder.landmarks(turned, np.zeros(basis.k))
+    outline = target[FACE_OVAL, :2]
+    assert outline_bend(still.landmarks[FACE_OVAL, :2], outline) > warp.BEND_FULL   # smoothed in full
+    band = np.zeros(still.image.shape[:2], np.uint8)
+    cv2.polylines(band, [np.round(outline).astype(np.int32)], True, 1, 7)
+    warper = FaceWarper(still.image, still.landmarks)
+    smooth = _kinks(warper.maps(target)[0], band > 0)
+    monkeypatch.setattr(warp, "BEND_FROM", 10.0)           # never smooth
+    monkeypatch.setattr(warp, "BEND_FULL", 11.0)
+    raw = _kinks(warper.maps(target)[0], band > 0)
+    assert smooth < 0.2 * raw, (smooth, raw)
+
+
+def test_a_still_facing_as_it_did_is_not_smoothed(basis, still):
+    """Without a turn (the zero code at the still's pose) the warp gives the still back, outline and all."""
+    from callsynth.face.warp import FACE_OVAL, outline_bend
+
+    assert outline_bend(still.landmarks[FACE_OVAL, :2], still.landmarks[FACE_OVAL, :2]) < 1e-6
