@@ -1,6 +1,7 @@
 """Speech to (pose, code) for the receiver's renderer: mouth from the network, blinks and head sway from
-IdleMotion. Used by the offline renderer, by the sender with its camera off, and by the receiver when
-feature packets stop but the voice goes on."""
+IdleMotion. Used by the offline renderer, and — one streaming driver, fed the call's audio frames as they
+come (`push_frame`) — by the sender with its camera off and by the receiver when feature packets stop but
+the voice goes on."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class SpeechDriver:
         self.loudness: list[tuple[float, float]] = []
         self.samples_seen = 0
         self.leftover = np.zeros(0, np.float32)
+        self.resampler = None          # PyAV's, made at the first audio frame (any rate and layout in)
 
     def state(self, t: float, mouth: np.ndarray, loudness: float = 0.0) -> tuple[Pose, np.ndarray]:
         code = mouth + self.idle.blink(t) * self.model.blink_code
@@ -35,6 +37,16 @@ class SpeechDriver:
         samples = np.asarray(samples, dtype=np.float32).ravel()
         self._note_loudness(samples)
         return [(t, *self.state(t, code, self._loudness_at(t))) for t, code in self.stream.push(samples)]
+
+    def push_frame(self, frame) -> list[tuple[float, Pose, np.ndarray]]:
+        """Feed one audio frame of a call (av.AudioFrame, any rate, layout and format): it is resampled to
+        16 kHz mono here, so the sender and the receiver drive faces from the voice the same way."""
+        import av
+
+        if self.resampler is None:
+            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        chunks = [f.to_ndarray().ravel() for f in self.resampler.resample(frame)]
+        return self.push(np.concatenate(chunks)) if chunks else []
 
     def flush(self) -> list[tuple[float, Pose, np.ndarray]]:
         return [(t, *self.state(t, code, self._loudness_at(t))) for t, code in self.stream.flush()]

@@ -201,15 +201,9 @@ class FrameClock:
         self.speech = SpeechDriver(model, self.renderer.rest_pose, self.options.fps)
 
     def _drive_from_speech(self, frame) -> None:
-        import av
-
-        if self.audio_resampler is None:
-            self.audio_resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
-        chunks = [f.to_ndarray().ravel() for f in self.audio_resampler.resample(frame)]
-        if chunks:
-            states = self.speech.push(np.concatenate(chunks))
-            if states:
-                self.speech_state = states[-1][1:]
+        states = self.speech.push_frame(frame)
+        if states:
+            self.speech_state = states[-1][1:]
 
     # --- play-out -----------------------------------------------------------------------------------
 

@@ -10,11 +10,9 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import av
-import numpy as np
 from aiortc.mediastreams import MediaStreamTrack
 
 from audio2exp.driver import SpeechDriver
-from audio2exp.features import SAMPLE_RATE
 from audio2exp.model import Audio2ExpModel
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
@@ -42,7 +40,6 @@ class SpeechPackets:
         self.context: deque = deque()                  # audio frames of the last CONTEXT_S while inactive
         self.restart = True                            # the next active frame starts a new driver
         self.codec = Codec(basis)
-        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         self.fps, self.send_every, self.send = fps, send_every, send
         self.start_s: float | None = None   # wall time of the audio's sample 0
         self.active = False
@@ -91,10 +88,6 @@ class SpeechPackets:
         self.closed = True
         self.worker.shutdown(wait=False, cancel_futures=True)
 
-    def _samples(self, frame: av.AudioFrame) -> np.ndarray:
-        return np.concatenate([f.to_ndarray().ravel() for f in self.resampler.resample(frame)] or
-                              [np.zeros(0, np.float32)])
-
     def packets_for(self, frame: av.AudioFrame, primer: list | None = None) -> list[bytes]:
         """The packets this audio frame completes; runs in the worker thread. `primer`: the frames heard
         while inactive, given on the first frame after activation (a new driver is primed with them;
@@ -102,14 +95,12 @@ class SpeechPackets:
         out = []
         stream_s = float(frame.time or 0.0)
         if primer is not None or self.driver is None:
-            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             self.driver = SpeechDriver(self.model, self.rest_pose, self.fps)
             primer = primer or []
             self.driver_origin_s = float(primer[0].time or 0.0) if primer else stream_s
-            if primer:
-                self.driver.push(np.concatenate([self._samples(f) for f in primer]))
-        samples = self._samples(frame)
-        for t, pose, code in self.driver.push(samples):
+            for past in primer:
+                self.driver.push_frame(past)
+        for t, pose, code in self.driver.push_frame(frame):
             t += self.driver_origin_s
             index = int(round(t * self.fps))
             if index % self.send_every:
