@@ -81,7 +81,11 @@ class FeatureEncoder:
             raise ValueError(f"codes_per_packet must be 1..{min(send_every, MAX_BUNDLE)}")
         self.codec = Codec(basis)
         self.coder = FaceCoder(basis, still.landmarks)
-        self.tracker = FaceTracker(video=True, smoothing=smoothing, fps=fps)
+        # One face, the caller's: MediaPipe then skips its face detector while it tracks that face. Asked
+        # for up to four (to pick the largest), it ran the detector on every frame looking for the others:
+        # 11.2 -> 7.8 ms a frame on a 512² HDTF clip, 11.1 -> 6.9 on a GRID clip, the same landmarks
+        # (python scripts/tracking_cost.py, 2-core AMD EPYC at 2.4 GHz).
+        self.tracker = FaceTracker(video=True, smoothing=smoothing, fps=fps, max_faces=1)
         self.crop = StableCrop()
         self.basis = basis
         # a live call (defer_references) makes at most one reference a second: each re-tracks in image
