@@ -271,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "vector, --model warp stops at the blend.")
     p.add_argument("--identity", required=True, type=Path, help="A: whose face (image or video's first frame)")
     p.add_argument("--attribute", required=True, type=Path, help="B: the picture to keep (image or video)")
-    p.add_argument("--expression", type=Path, help="C: whose expression (default B)")
+    p.add_argument("--expression", type=Path,
+                   help="C: whose expression (default B): C's change from its own first frame, so a "
+                        "video's; a still image gives none")
     p.add_argument("--attribute2", type=Path, help="D: whose head pose (default B)")
     p.add_argument("--output", required=True, type=Path, help="image (png/jpg) or video (mp4)")
     add_model_options(p)

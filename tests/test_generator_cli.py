@@ -58,6 +58,23 @@ def test_combine_gives_the_face_of_a_in_the_picture_of_b(data, tmp_path, model):
     assert d_out @ d_a > d_b @ d_a + 0.05                  # moved towards A, not merely away from B
 
 
+def test_combine_takes_expression_and_pose_from_other_pictures(data, tmp_path):
+    """C's expression (a video's: its change from C's first frame) and D's pose: B is first drawn at them,
+    then A's face is set in; the output is a face (MediaPipe finds it) and differs from the combination
+    with B's own expression and pose."""
+    from callsynth.face.tracker import FaceTracker
+
+    plain, moved = tmp_path / "plain.png", tmp_path / "moved.png"
+    common = ["combine", "--identity", str(data / NEUTRAL), "--attribute", str(data / SMILING), "--model", "warp"]
+    assert main(common + ["--output", str(plain)]) == 0
+    assert main(common + ["--expression", str(data / VAL_CLIP),
+                          "--attribute2", str(data / "video/pcavs/620900105.mp4"), "--output", str(moved)]) == 0
+    a, b = read_still(plain), read_still(moved)
+    with FaceTracker(video=False, smoothing=False) as tracker:
+        assert tracker.process(b).found
+    assert np.abs(a.astype(int) - b).mean() > 2
+
+
 def test_combine_with_a_video_writes_an_image_as_asked_and_a_video_with_its_sound(data, tmp_path):
     """B a video: a .png output is the first combined frame (it once failed in libx264's image2 muxer);
     a .mp4 output has every frame of B and B's sound."""
