@@ -12,14 +12,14 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from receiver.renderer import DEFAULT_MODEL, Renderers
+
 from .face.basis import ExpressionBasis
 from .face.code import FaceCoder
 from .face.crop import box_for_face
 from .face.still import NoFaceError, Still, prepare_still
 from .face.tracker import FaceTracker
 from .face.transfer import paste_face
-from receiver.renderer import DEFAULT_MODEL, Renderers
-
 from .media import (
     IMAGE_SUFFIXES,
     VideoWriter,
