@@ -38,6 +38,7 @@ from sender.stream import FaceStream
 
 log = logging.getLogger("callsynth.call")
 MEDIA_SILENCE_S = 3.0
+GOODBYE_WAIT_S = 2.0      # how long a side that hangs up waits for the other's answer (and its last packets)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class TwoWayCall:
         self.channels_ready = asyncio.Event()
         self.role: str | None = None
         self.other_hung_up = False
+        self.goodbye = asyncio.Event()     # the other side's answer to our hang-up: all its packets are in
         self.failure: str | None = None
 
     # --- how it ends --------------------------------------------------------------------------------
@@ -124,6 +126,7 @@ class TwoWayCall:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     self.failure = f"{task.get_coro().__name__} stopped: {task.exception()!r}"
             if self.other_hung_up:
+                self._answer_hangup()
                 await self.picture.play_out_buffer()
             else:
                 self._end("this side's source ended" if not self.ended.done() else self.ended.result())
@@ -209,7 +212,10 @@ class TwoWayCall:
         if parsed is None:
             return
         if isinstance(parsed, Hangup):
-            self._other_hung_up(parsed.reason)
+            if self.ended.done() and not self.other_hung_up:
+                self.goodbye.set()          # the answer to our hang-up (or theirs crossing ours)
+            else:
+                self._other_hung_up(parsed.reason)
         elif isinstance(parsed, Receipt):
             self.stream.on_receipt(parsed.index)
         elif self.picture.accept_identity(parsed, len(message)):
@@ -253,12 +259,25 @@ class TwoWayCall:
                 self._end("the other side is gone (no media)")
                 return
 
+    def _answer_hangup(self) -> None:
+        """After the other side hung up and our stream has stopped: say so on the identity channel, behind
+        our last feature packets in the association's one send queue, so the other side knows that all we
+        sent has arrived before it closes."""
+        channel = self.channels.get(IDENTITY_CHANNEL)
+        if channel is not None and channel.readyState == "open":
+            channel.send(encode_hangup("goodbye"))
+
     async def _say_goodbye(self, signal: SignallingClient) -> None:
         await asyncio.sleep(0.05)   # the hang-up follows the last packets into the same SCTP queue
         channel = self.channels.get(IDENTITY_CHANNEL)
         if channel is not None and channel.readyState == "open":
             channel.send(encode_hangup("hangup"))
-            await asyncio.sleep(0.1)
+            # keep receiving until the other side answers: the packets it sent while our hang-up travelled
+            # (up to 7 of 50 under load) arrive before its answer; an older or vanished peer never answers
+            try:
+                await asyncio.wait_for(self.goodbye.wait(), GOODBYE_WAIT_S)
+            except asyncio.TimeoutError:
+                self.stats.event(f"no answer to the hang-up within {GOODBYE_WAIT_S:g} s")
         try:
             await asyncio.wait_for(signal.send({"type": "bye", "reason": "hangup"}), 1.0)
         except (SignallingError, asyncio.TimeoutError):
@@ -270,6 +289,7 @@ class TwoWayCall:
         received = self.stats.summary()
         received.update(picture)
         summary = {"role": self.role, "ended": self.ended.result() if self.ended.done() else None,
+                   "hangup_answered": self.goodbye.is_set() if not self.other_hung_up else None,
                    "failure": self.failure, "peak_memory_mb": peak_memory_mb(),
                    "received": received, "sent": sent}
         if self.options.stats_path:
