@@ -9,7 +9,8 @@ each side's stills, references, receipts and hang-up, parsed in one place (`_on_
 channel each side's packets.
 
 A call ends when this side's source ends, on q/Esc, --duration or a signal, when the other side hangs up
-(in-band or a signed bye), or when the media path fails or stays silent for --rejoin-wait seconds.
+(in-band or a signed bye), or when the media path fails or stays silent for --rejoin-wait seconds. The side
+that hangs up waits for the other's answer, which follows its last packets, so none is lost at the end.
 Losing the signalling server does not end it: the client reconnects in the background."""
 
 from __future__ import annotations
