@@ -1,0 +1,56 @@
+"""Is audio2exp late or early on a clip, or is the clip's sound out of sync? For each held-out non-GRID clip
+(the interview-style ones of the audio2exp validation split), the Pearson r of the mouth opening between the
+model's prediction and the tracked video, with the prediction shifted by -15..+15 frames; prints r at no shift
+and the best shift.
+
+    python scripts/audio2exp_lag.py
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from audio2exp.dataset import build_clip
+from audio2exp.features import load_audio
+from audio2exp.model import load_model
+from audio2exp.stream import offline_codes
+from audio2exp.targets import gap_of_code
+from callsynth.face.basis import load_basis
+from callsynth.face.landmark_cache import track_many
+from callsynth.machine import cpu_description
+from callsynth.split import data_root
+
+
+def main():
+    split = json.load(open("callsynth/assets/identity_split.json"))["audio2exp_validation"]
+    clips = [data_root() / c for c in split["other"]]
+    basis = load_basis(None); model = load_model(None, basis)
+    tracked = track_many(clips, desc="lm")
+    print(f"on {cpu_description()}")
+    for path in clips:
+        item = tracked[str(path)]; fps = item["fps"]
+        clip = build_clip(path, item["landmarks"], fps, basis)
+        _, pred = offline_codes(model, load_audio(path), fps)
+        n = min(len(pred), len(clip.codes)); v = clip.valid[:n]
+        tg = gap_of_code(clip.codes[:n], clip.reference, basis); pg = gap_of_code(pred[:n], clip.reference, basis)
+        best = []
+        for lag in range(-15, 16):       # frames: prediction shifted later (+) or earlier (-)
+            if lag >= 0:
+                a, b, m = tg[lag:], pg[:n - lag], v[lag:]
+            else:
+                a, b, m = tg[:n + lag], pg[-lag:], v[:n + lag]
+            best.append((np.corrcoef(a[m], b[m])[0, 1], lag))
+        r0 = next(r for r, shift in best if shift == 0)
+        r, lag = max(best)
+        print(f"{path.name}: r at lag 0 {r0:.3f}; best r {r:.3f} at {lag:+d} frames "
+              f"({lag / fps * 1000:+.0f} ms), frames {int(v.sum())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
