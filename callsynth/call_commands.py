@@ -205,9 +205,9 @@ def _two_way_demo(args) -> int:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """--model and --generator, shared by every command that rebuilds frames."""
-    from receiver.renderer import DEFAULT_MODEL
+    from receiver.renderer import DEFAULT_MODEL, MODELS
 
-    p.add_argument("--model", choices=["warp", "generator"], default=DEFAULT_MODEL,
+    p.add_argument("--model", choices=MODELS, default=DEFAULT_MODEL,
                    help="rebuild frames by the warp of the still alone, or by the warp repaired by the "
                         f"trained MC-AAD generator (default {DEFAULT_MODEL})")
     p.add_argument("--generator", type=Path, metavar="FILE",

@@ -48,7 +48,6 @@ class FrameClock:
         self.expect_audio = False
         self.speech = None                    # SpeechDriver when --audio-fallback
         self.speech_state = None
-        self.audio_resampler = None
         self.last_packet_s: float | None = None
         self.in_fallback = False
         self.final_ms: float | None = None      # after a hang-up: the last capture time to show

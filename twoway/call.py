@@ -260,19 +260,23 @@ class TwoWayCall:
                 self._end("the other side is gone (no media)")
                 return
 
-    def _answer_hangup(self) -> None:
-        """After the other side hung up and our stream has stopped: say so on the identity channel, behind
-        our last feature packets in the association's one send queue, so the other side knows that all we
-        sent has arrived before it closes."""
+    def _send_hangup(self, reason: str) -> bool:
+        """A hang-up on the identity channel, behind our last feature packets in the association's one
+        send queue; False when the channel is not open."""
         channel = self.channels.get(IDENTITY_CHANNEL)
-        if channel is not None and channel.readyState == "open":
-            channel.send(encode_hangup("goodbye"))
+        if channel is None or channel.readyState != "open":
+            return False
+        channel.send(encode_hangup(reason))
+        return True
+
+    def _answer_hangup(self) -> None:
+        """After the other side hung up and our stream has stopped: say so, so that the other side knows
+        that all we sent has arrived before it closes."""
+        self._send_hangup("goodbye")
 
     async def _say_goodbye(self, signal: SignallingClient) -> None:
         await asyncio.sleep(0.05)   # the hang-up follows the last packets into the same SCTP queue
-        channel = self.channels.get(IDENTITY_CHANNEL)
-        if channel is not None and channel.readyState == "open":
-            channel.send(encode_hangup("hangup"))
+        if self._send_hangup("hangup"):
             # keep receiving until the other side answers: the packets it sent while our hang-up travelled
             # (up to 7 of 50 under load) arrive before its answer; an older or vanished peer never answers
             try:

@@ -100,10 +100,11 @@ def unfold(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, movable: np.
     return src + (trial if not bad.any() else np.where(movable[:, None], 0.0, d)), first
 
 
-def outline_bend(still_outline: np.ndarray, outline: np.ndarray) -> float:
+def outline_bend(still_outline: np.ndarray, outline: np.ndarray, head: np.ndarray | None = None) -> float:
     """How far the face outline moved other than as one similarity (a turn, a jaw dropping), at its worst
-    point, in face widths: under 0.02 on a GRID speaker facing the camera, 0.15 at a three-quarter turn."""
-    head = _similarity_2d(still_outline, outline)
+    point, in face widths: under 0.02 on a GRID speaker facing the camera, 0.15 at a three-quarter turn.
+    `head`: that similarity (2x3), when the caller has already fitted it."""
+    head = _similarity_2d(still_outline, outline) if head is None else head
     rigid = still_outline @ head[:, :2].T + head[:, 2]
     return float(np.linalg.norm(outline - rigid, axis=1).max() / max(np.ptp(outline[:, 0]), 1e-6))
 
@@ -208,16 +209,21 @@ class FaceWarper:
         parts.append(self.border)
         return np.concatenate(parts)
 
+    def _head(self, face: np.ndarray) -> np.ndarray:
+        """The similarity (2x3) that best takes the still's face outline to `face`'s."""
+        return _similarity_2d(self.face_src[FACE_OVAL], face[FACE_OVAL])
+
     def target_points(self, target_landmarks: np.ndarray) -> np.ndarray:
         face = np.asarray(target_landmarks, dtype=np.float64)[:, :2]
-        head = _similarity_2d(self.face_src[FACE_OVAL], face[FACE_OVAL])
-        return self._control_points(face, head)
+        return self._control_points(face, self._head(face))
 
     def maps(self, target_landmarks: np.ndarray, box: tuple[int, int, int, int] | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
         """Backward maps (map_x, map_y): for each output pixel, where to sample the still. `box`
         (x0, y0, x1, y1): only that part of the output (the maps are then its size)."""
-        dst = self.target_points(target_landmarks)
+        face = np.asarray(target_landmarks, dtype=np.float64)[:, :2]
+        head = self._head(face)         # fitted once: the control points and the outline's bend use it
+        dst = self._control_points(face, head)
         triangles = self.triangles
         if box is not None:
             # only the triangles near the box, unfolded among themselves (a fold elsewhere moves no pixel
@@ -237,8 +243,8 @@ class FaceWarper:
         affine = _affines(tri_dst, self.src_points[triangles])   # (T, 3, 2)
         map_x, map_y = backward_maps(tri_dst, affine, self._far_to_near(target_landmarks, triangles), box)
         if whole:
-            outline = np.asarray(target_landmarks)[FACE_OVAL, :2]
-            bend = outline_bend(self.face_src[FACE_OVAL], outline)
+            outline = face[FACE_OVAL]
+            bend = outline_bend(self.face_src[FACE_OVAL], outline, head)
             map_x, map_y = smooth_outline(map_x, map_y, outline, (bend - BEND_FROM) / (BEND_FULL - BEND_FROM))
         return map_x, map_y
 
