@@ -1,7 +1,7 @@
 """`callsynth bench`: milliseconds per frame of the receiver's renderers at 256² on this machine.
 
-The generator is timed in the ways worth trying on a CPU (threads, channels-last memory, TorchScript);
-the fastest is what the receiver should use."""
+The mouth generator is timed as a call runs it (TorchScript, with both mouth references to warp); the
+full-frame generator in the ways worth trying on a CPU (threads, channels-last memory, TorchScript)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,16 @@ def bench(still: Still, basis: ExpressionBasis, generator: str | None, frames: i
                                                                          frames)}]
     if generator is None:
         return rows
+    from .model.mouth_generator import MOUTH_SOURCES
     from .model.runtime import traced
+
+    mouth = Renderers(basis, "mouth")(still)
+    for index in MOUTH_SOURCES:              # a call's receiver has both by the time a mouth opens
+        mouth.add_reference(index, still)
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        rows.append({"renderer": "warp + mouth gen.", "variant": f"TorchScript, {threads} thread(s)",
+                     "ms": _time(lambda i: mouth.render(states[i]), frames)})
 
     gen = Renderers(basis, "generator", generator or None, script=False)(still)
     full_size = still.image.shape[0]
@@ -42,11 +51,11 @@ def bench(still: Still, basis: ExpressionBasis, generator: str | None, frames: i
         for layout in ("contiguous", "channels_last"):
             gen.net.to(memory_format=torch.channels_last if layout == "channels_last"
                        else torch.contiguous_format)
-            rows.append({"renderer": "warp + generator", "variant": f"eager, {threads} thread(s), {layout}",
+            rows.append({"renderer": "warp + full gen.", "variant": f"eager, {threads} thread(s), {layout}",
                          "ms": _time(lambda i: gen.render(states[i]), frames)})
         gen.net.to(memory_format=torch.contiguous_format)
         gen.run = traced(gen.net, full_size)
-        rows.append({"renderer": "warp + generator", "variant": f"TorchScript, {threads} thread(s)",
+        rows.append({"renderer": "warp + full gen.", "variant": f"TorchScript, {threads} thread(s)",
                      "ms": _time(lambda i: gen.render(states[i]), frames)})
         gen.run = None
     return rows

@@ -208,10 +208,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     from receiver.renderer import DEFAULT_MODEL, MODELS
 
     p.add_argument("--model", choices=MODELS, default=DEFAULT_MODEL,
-                   help="rebuild frames by the warp of the still alone, or by the warp repaired by the "
-                        f"trained MC-AAD generator (default {DEFAULT_MODEL})")
+                   help="rebuild frames by the warp of the still (with its reference stills) alone; 'mouth': "
+                        "the warp with its mouth repaired by the trained multi-attribute MC-AAD mouth "
+                        "generator; 'generator': the warp repaired whole by the full-frame MC-AAD generator "
+                        f"(8x slower) (default {DEFAULT_MODEL})")
     p.add_argument("--generator", type=Path, metavar="FILE",
-                   help="generator file (default: the shipped callsynth/assets/generator.pt)")
+                   help="that model's file (default: the shipped callsynth/assets/mouth_generator.pt or "
+                        "generator.pt)")
 
 
 def add_call_commands(sub, positive_int) -> None:

@@ -58,7 +58,7 @@ class FrameClock:
         self.status_at, self.status_bytes, self.status_text = 0.0, 0, ""
         self.wire_bytes: Callable[[], int] = lambda: 0   # bytes received on the wire so far (status line)
         self.status_extra: Callable[[], str] | None = None   # what the owner adds to the status line
-        self.quality = QualityLadder(options.fps, RENDER_LEVELS if options.model == "generator" else (0,))
+        self.quality = QualityLadder(options.fps, RENDER_LEVELS if options.model != "warp" else (0,))
         self.face_check: asyncio.Future | None = None
         self.parts = PartAssembler()
         self.render_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")

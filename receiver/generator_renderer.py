@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from callsynth.face.basis import ExpressionBasis
+from callsynth.face.mouth_patch import MouthPatch
 from callsynth.face.still import Still
+from callsynth.model.mouth_generator import MOUTH_SOURCES
 from callsynth.model.repairer import CallGenerator
-from callsynth.model.runtime import identity_of, load_generator, repaired, traced
+from callsynth.model.runtime import identity_of, load_generator, mouth_repaired, repaired, traced
 
 from .renderer import WarpRenderer
 
@@ -40,3 +42,35 @@ class GeneratorRenderer(WarpRenderer):
         pose, code = state
         target = self.target_landmarks(pose, code)
         return self.repair(self.compose(target), target, code, pose)
+
+
+class MouthRenderer(WarpRenderer):
+    """The warp with its reference blend, then the mouth repaired by the mouth generator (multi-attribute
+    MC-AAD on the mouth's own small picture, callsynth/model/mouth_generator.py): the composed frame's
+    mouth and the still's own warped mouth are its attribute images."""
+
+    def __init__(self, basis: ExpressionBasis, still: Still, net, run=None):
+        super().__init__(basis, still)
+        self.net, self.run = net, run or net
+
+    def _present(self) -> np.ndarray:
+        return np.array([i in self.blender.references for i in MOUTH_SOURCES], np.float32)
+
+    def repair(self, picture: np.ndarray, target: np.ndarray, code: np.ndarray, pose) -> np.ndarray:
+        """Any picture of this face at `target` (combine's transfer) repaired, itself as the plain source."""
+        patch = MouthPatch.at(target, picture.shape[0])
+        return mouth_repaired(self.run, self.net.code_dim, picture, patch.cut(picture), patch, target, code,
+                              pose, self._present())
+
+    def render(self, state, repair: bool = True) -> np.ndarray:
+        """The repaired frame; the warp alone with repair=False (the receiver's lower quality steps)."""
+        if state is None or not repair:
+            return super().render(state)
+        pose, code = state
+        target = self.target_landmarks(pose, code)
+        base = self.warper.warp(target)
+        patch = MouthPatch.at(target, base.shape[0])
+        plain = patch.cut(base)
+        composed = self.blender.compose(base, target)
+        return mouth_repaired(self.run, self.net.code_dim, composed, plain, patch, target, code, pose,
+                              self._present())

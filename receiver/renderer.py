@@ -52,7 +52,7 @@ class WarpRenderer:
 # How frames are rebuilt unless told otherwise (reenact, receive, demo, the Receiver): the generator, which
 # beats the warp alone on SSIM, mouth-region error and landmark NME on the validation identities.
 DEFAULT_MODEL = "generator"
-MODELS = ("warp", "generator")
+MODELS = ("warp", "generator", "mouth")
 
 
 class Renderers:
@@ -71,6 +71,11 @@ class Renderers:
             from callsynth.model.runtime import load_generator
 
             self.loaded = load_generator(generator, basis)
+        elif model == "mouth":
+            from callsynth.model.runtime import load_mouth_generator, traced_mouth
+
+            self.loaded = load_mouth_generator(generator, basis)
+            self.run = traced_mouth(self.loaded)    # small: traced even in a call (a few MB)
 
     @property
     def repairs(self) -> bool:
@@ -80,6 +85,10 @@ class Renderers:
     def __call__(self, still: Still) -> WarpRenderer:
         if self.loaded is None:
             return WarpRenderer(self.basis, still)
+        if self.model == "mouth":
+            from .generator_renderer import MouthRenderer
+
+            return MouthRenderer(self.basis, still, self.loaded, self.run)
         from callsynth.model.repairer import FullFrame
         from callsynth.model.runtime import traced
 

@@ -64,3 +64,15 @@ def test_generator_and_discriminator_shapes():
     assert out.shape == (2, 3, 32, 32) and out.abs().max() <= 1
     assert [z.shape[-1] for z in z_att] == [4, 8, 16, 32]
     assert [d.shape[-1] for d in Discriminator(3, 8)(out)] == [4, 2]
+
+
+def test_a_fused_layer_computes_what_the_separate_ones_do():
+    """MCAADLayer.fuse (what loading a network for inference does) changes the operations, not the result."""
+    torch.manual_seed(1)
+    layer = MCAADLayer(8, 6, [5, 3, 2]).eval()
+    h, z_att = torch.randn(2, 8, 6, 10), torch.randn(2, 6, 6, 10)
+    z_x = [torch.randn(2, 5), torch.randn(2, 3), torch.randn(2, 2)]
+    with torch.no_grad():
+        before = layer(h, z_att, z_x)
+        after = layer.fuse()(h, z_att, z_x)
+    assert torch.allclose(before, after, atol=1e-5)

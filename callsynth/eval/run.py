@@ -120,7 +120,7 @@ def write_strip(path: Path, ref: list, columns: dict[str, list], picks: dict[str
 
 def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: tuple,
                   max_frames: int | None, progress: tqdm, generator: str | None = None,
-                  strip: Path | None = None) -> list[dict]:
+                  strip: Path | None = None, model: str | None = None) -> list[dict]:
     """Rows of figures for one clip; `strip`: where to write its truth | warp | output picture."""
     fps = video_info(path).fps
     frames = list(iter_frames(path, max_frames))
@@ -147,11 +147,11 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
                      **score(ref, ref_lm, [o for _, o in pairs], fps, ref_static)})
         progress.update(1)
     if generator is not None:
-        from receiver.renderer import Renderers
+        from receiver.renderer import DEFAULT_MODEL, Renderers
 
         stats = ReenactStats(fps, GENERATOR_RATE)
         pairs = list(reenact(still, frames, fps, basis, send_every=GENERATOR_RATE, stats=stats,
-                             renderers=Renderers(basis, "generator", generator or None)))
+                             renderers=Renderers(basis, model or DEFAULT_MODEL, generator or None)))
         summary = stats.summary()
         shown["generator"] = [o for _, o in pairs]
         rows.append({"method": "callsynth-generator", "setting": f"1 packet / {GENERATOR_RATE} frames",
@@ -198,8 +198,10 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: list[str],
-             kbps: tuple = DEFAULT_KBPS, max_frames: int | None = None, generator: str | None = None) -> dict:
-    """`generator`: None for warp only, "" for the shipped generator, or a checkpoint path.
+             kbps: tuple = DEFAULT_KBPS, max_frames: int | None = None, generator: str | None = None,
+             model: str | None = None) -> dict:
+    """`generator`: None for warp only, "" for the shipped network of `model` (default: the call's
+    default renderer), or a file of it.
     A clip that cannot be read or whose first frame shows no face is skipped with its reason (in the
     report), so that one bad file does not throw away the others' work; none usable is an error."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +212,7 @@ def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: l
             progress.set_postfix_str(Path(clip).name)
             try:
                 rows += evaluate_clip(Path(clip), basis, codecs, kbps, max_frames, progress, generator,
-                                      strip=out_dir / "strips" / f"{Path(clip).stem}.jpg")
+                                      strip=out_dir / "strips" / f"{Path(clip).stem}.jpg", model=model)
                 done.append(str(clip))
             except (MediaError, NoFaceError) as exc:
                 skipped.append({"clip": str(clip), "reason": str(exc)})

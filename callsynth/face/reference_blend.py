@@ -160,11 +160,7 @@ class ReferenceBlender:
                 return
             patch = region * 0.7       # nothing shows this mouth open yet: darker, not a stretched lip
         else:
-            def mismatch(ref):
-                source_gap, teeth = (self.still_gap, self.still_teeth) if ref is None else (ref.gap, ref.teeth)
-                return abs(np.log(source_gap / max(gap, 1e-3))) - TEETH_WEIGHT * teeth
-
-            ref = min(sources, key=mismatch)
+            ref = min(sources, key=lambda source: self._mouth_mismatch(source, target, gap))
             if ref is None:
                 return
             patch = ref.warper.warp(target, box)
@@ -172,6 +168,11 @@ class ReferenceBlender:
             patch = _match_colour(patch, region, inner > 0.5, ring)
         alpha = (weight * inner)[..., None]
         out[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + patch * alpha + 0.5, 0, 255).astype(np.uint8)
+
+    def _mouth_mismatch(self, ref: Reference | None, target: np.ndarray, gap: float) -> float:
+        """How unlike the target's mouth a source's is (None: the still)."""
+        source_gap, teeth = (self.still_gap, self.still_teeth) if ref is None else (ref.gap, ref.teeth)
+        return abs(np.log(source_gap / max(gap, 1e-3))) - TEETH_WEIGHT * teeth
 
     # --- eyes -----------------------------------------------------------------------------------------
 

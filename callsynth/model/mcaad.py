@@ -46,12 +46,41 @@ class MCAADLayer(nn.Module):
             return torch.cat([m, 1 - m], dim=1)
         return torch.softmax(logits, dim=1)
 
+    def fuse(self) -> MCAADLayer:
+        """For inference: γ_att and β_att as one convolution, and every γ_xi, β_xi as one linear map of
+        the concatenated z_x (block-diagonal): the same arithmetic in 2 operations instead of 2 + 2|x|,
+        which on a CPU is most of a small layer's cost. Training keeps the separate ones."""
+        c = self.channels
+        att = nn.Conv2d(self.gamma_att.in_channels, 2 * c, 3, padding=1)
+        att.weight.data = torch.cat([self.gamma_att.weight.data, self.beta_att.weight.data])
+        att.bias.data = torch.cat([self.gamma_att.bias.data, self.beta_att.bias.data])
+        dims = [g.in_features for g in self.gamma_x]
+        lin = nn.Linear(sum(dims), 2 * c * len(dims))
+        lin.weight.data.zero_()
+        start = 0
+        for i, (g, b, d) in enumerate(zip(self.gamma_x, self.beta_x, dims)):
+            lin.weight.data[2 * c * i:2 * c * i + c, start:start + d] = g.weight.data
+            lin.weight.data[2 * c * i + c:2 * c * (i + 1), start:start + d] = b.weight.data
+            lin.bias.data[2 * c * i:2 * c * (i + 1)] = torch.cat([g.bias.data, b.bias.data])
+            start += d
+        self.fused_att, self.fused_x = att, lin
+        return self
+
     def forward(self, h: torch.Tensor, z_att: torch.Tensor, z_x: list[torch.Tensor]) -> torch.Tensor:
         if len(z_x) != self.n_attributes:
             raise ValueError(f"{len(z_x)} attribute vectors given, layer built for {self.n_attributes}")
         h_bar = self.normalise(h)
+        masks = self.attention(h_bar)
+        if getattr(self, "fused_att", None) is not None:
+            c = self.channels
+            gamma, beta = self.fused_att(z_att).split(c, dim=1)
+            out = masks[:, :1] * (gamma * h_bar + beta)
+            gb = self.fused_x(torch.cat(z_x, dim=1))[:, :, None, None]
+            for i in range(self.n_attributes):
+                out = out + masks[:, i + 1:i + 2] * (gb[:, 2 * c * i:2 * c * i + c] * h_bar
+                                                     + gb[:, 2 * c * i + c:2 * c * (i + 1)])
+            return out
         branches = [self.gamma_att(z_att) * h_bar + self.beta_att(z_att)]
         for gamma, beta, z in zip(self.gamma_x, self.beta_x, z_x):
             branches.append(gamma(z)[:, :, None, None] * h_bar + beta(z)[:, :, None, None])
-        masks = self.attention(h_bar)
         return sum(masks[:, i:i + 1] * branch for i, branch in enumerate(branches))

@@ -22,6 +22,7 @@ from .repairer import ID_DIM, CallGenerator, FullFrame
 # One format for the generator's files: a training checkpoint and the exported model a receiver loads
 # (which keeps only the generator's part of it) are read and written against this one constant.
 GENERATOR_FORMAT = 1
+MOUTH_FORMAT = 1          # the mouth generator's file (callsynth/model/mouth_generator.py)
 
 
 class GeneratorModelError(ValueError):
@@ -44,7 +45,7 @@ def load_generator(path: str | Path | None, basis: ExpressionBasis) -> tuple[Cal
     net = CallGenerator(basis.k, config["widths"], config["blocks"], int(config["size"]),
                         gain=float(state.get("repair_gain", 1.0)))
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["g"].items()})
-    return net.eval(), int(config["size"])
+    return fused(net.eval()), int(config["size"])
 
 
 def to_input(image: np.ndarray, size: int) -> torch.Tensor:
@@ -114,3 +115,64 @@ def landmark_map(landmarks: np.ndarray, size: int, scale: float) -> np.ndarray:
 def pose_vector(pose) -> np.ndarray:
     """The pose as the generator reads it (Pose.vector, float32)."""
     return pose.vector().astype(np.float32)
+
+
+def default_mouth_path() -> Path:
+    return Path(__file__).resolve().parents[1] / "assets" / "mouth_generator.pt"
+
+
+def load_mouth_generator(path: str | Path | None, basis: ExpressionBasis):
+    """The mouth generator of a file (default the shipped one), in float32, eval mode."""
+    from ..checkpoints import read_checkpoint
+    from .mouth_generator import MouthGenerator
+
+    path = Path(path) if path else default_mouth_path()
+    state = read_checkpoint(path, GeneratorModelError, "mouth generator", MOUTH_FORMAT, basis,
+                            "train one with `callsynth train-mouth`")
+    net = MouthGenerator(int(state["code_dim"]), list(state["widths"]), list(state["blocks"]))
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["g"].items()})
+    return fused(net.eval())
+
+
+def fused(net: torch.nn.Module) -> torch.nn.Module:
+    """A loaded network with every MC-AAD layer fused for inference (MCAADLayer.fuse)."""
+    from .mcaad import MCAADLayer
+
+    for layer in net.modules():
+        if isinstance(layer, MCAADLayer):
+            layer.fuse()
+    return net
+
+
+def traced_mouth(net) -> torch.jit.ScriptModule:
+    """The mouth generator traced (TorchScript), run twice so its first optimising calls are paid here."""
+    from ..face.mouth_patch import PATCH_H, PATCH_W
+    from .mouth_generator import IN_CHANNELS, MOUTH_SOURCES
+
+    example = (torch.zeros(1, IN_CHANNELS, PATCH_H, PATCH_W), torch.zeros(1, net.code_dim), torch.zeros(1, 6),
+               torch.zeros(1, len(MOUTH_SOURCES)))
+    with torch.inference_mode():
+        run = torch.jit.trace(net.eval(), example, check_trace=False)
+        for _ in range(2):
+            run(*example)
+    return run
+
+
+@torch.inference_mode()
+def mouth_repaired(run, code_dim: int, picture: np.ndarray, plain: np.ndarray, patch, target: np.ndarray,
+                   code: np.ndarray, pose, present: np.ndarray) -> np.ndarray:
+    """`picture` (the composed frame, RGB uint8, crop pixels) with its mouth repaired by the mouth
+    generator `run` (traced or eager): `plain` the still warped alone, cut at `patch` (a MouthPatch of
+    `target`); `present` which mouth references the receiver holds."""
+    from .mouth_generator import mouth_attributes
+
+    composed = patch.cut(picture)
+    planes = mouth_attributes(composed, plain, patch.mask(target))
+    expression = np.zeros(code_dim, np.float32)
+    expression[:min(code_dim, len(code))] = np.asarray(code, np.float32)[:code_dim]
+    out = run(torch.from_numpy(planes)[None], torch.from_numpy(expression)[None],
+              torch.from_numpy(pose_vector(pose))[None], torch.from_numpy(np.asarray(present, np.float32))[None])
+    repair = (out[0].permute(1, 2, 0).numpy() + 1) * 127.5 - composed.astype(np.float32)
+    result = picture.copy()
+    patch.add(result, repair)
+    return result

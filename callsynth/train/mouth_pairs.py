@@ -1,0 +1,135 @@
+"""Training samples for the mouth generator, made by the call's own path: for a clip, the still is its
+first frame; the sender's encoder tracks each frame, sends its code and picks reference stills as they
+happen; the receiver's warp and reference blend compose the frame from what has arrived (a reference is
+used from the frame after it was sent). Each sample is the mouth patch of that composed frame and of the
+still warped alone, the target's inner-lip mask, which mouth references had arrived, the code and pose,
+and the real frame's patch as ground truth. Cached on disk, outside the repository."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..face.basis import ExpressionBasis, load_basis
+from ..face.code import FaceCoder
+from ..face.crop import CROP_SIZE
+from ..face.mouth_patch import MouthPatch
+from ..face.reference_blend import ReferenceBlender
+from ..face.still import NoFaceError, prepare_still
+from ..face.warp import FaceWarper
+from ..media import MediaError, iter_frames, video_info
+from ..model.mouth_generator import MOUTH_SOURCES
+from ..model.runtime import pose_vector
+from ..split import training_files
+from ..wire import Codec, WireError, decode_identity
+
+MOUTH_PAIRS_FORMAT = 2
+KEYS = ("composed", "plain", "present", "inner", "truth", "code", "pose", "gap", "clip")
+
+
+def mouth_samples(path: Path, basis: ExpressionBasis, max_frames: int, every: int) -> dict:
+    """Every `every`-th frame (with a face) of a clip, as its mouth patches."""
+    from sender.features import FeatureEncoder
+
+    from ..face.regions import lip_gap
+
+    frames = list(iter_frames(path, max_frames))
+    still = prepare_still(frames[0], source=f"{path.name} first frame")
+    fps = video_info(path).fps
+    encoder = FeatureEncoder(basis, still, fps=fps, send_every=1, references=True)
+    codec, coder = Codec(basis), FaceCoder(basis, still.landmarks)
+    warper, blender = FaceWarper(still.image, still.landmarks), ReferenceBlender(still)
+    out = {k: [] for k in KEYS[:-1]}
+    try:
+        for i, frame in enumerate(frames):
+            sent = encoder.process(frame, int(round(i * 1000 / fps)))
+            if sent.packet is not None and sent.found and i % every == 0:
+                features = codec.decode(sent.packet)
+                expression = features.expression
+                target = coder.landmarks(features.pose, expression)
+                base = warper.warp(target)
+                patch = MouthPatch.at(target, CROP_SIZE)
+                out["plain"].append(patch.cut(base))
+                composed = blender.compose(base, target)
+                out["present"].append(np.array([k in blender.references for k in MOUTH_SOURCES], np.float32))
+                out["composed"].append(patch.cut(composed))
+                out["inner"].append((patch.mask(target) * 255).astype(np.uint8))
+                out["truth"].append(patch.cut(sent.crop))
+                out["code"].append(expression.astype(np.float32))
+                out["pose"].append(pose_vector(features.pose))
+                out["gap"].append(np.float32(lip_gap(target)))
+            for message in sent.references:
+                try:
+                    ref = decode_identity(message, basis)
+                except WireError:
+                    continue
+                blender.add(ref.index, ref.still)
+    finally:
+        encoder.close()
+    return out
+
+
+def _worker(job):
+    path, max_frames, every = job
+    try:
+        return path, mouth_samples(Path(path), load_basis(), max_frames, every)
+    except (MediaError, NoFaceError) as exc:
+        return path, exc
+
+
+def choose_clips(grid_s1: int, seed: int) -> list[Path]:
+    """Every training clip of a person other than GRID's s1, and `grid_s1` of s1's thousand."""
+    files = training_files("video")
+    rng = np.random.default_rng(seed)
+    s1 = [f for f in files if f.parent.name == "grid_s1"]
+    rest = [f for f in files if f.parent.name != "grid_s1"]
+    return [s1[i] for i in sorted(rng.permutation(len(s1))[:grid_s1])] + rest
+
+
+def build_mouth_pairs(clips: list[Path], basis: ExpressionBasis, max_frames: int, every: int,
+                      workers: int = 2) -> dict:
+    """All clips' samples as stacked arrays (`clip`: each sample's clip index, `names` the clips)."""
+    key_parts = [MOUTH_PAIRS_FORMAT, basis.name, max_frames, every, [str(c) for c in clips]]
+    key = hashlib.sha1(json.dumps(key_parts).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth") / "mouth" / f"{key}.npz"
+    if cache.exists():
+        with np.load(cache) as data:
+            arrays = {k: data[k] for k in data.files}
+        print(f"mouth samples: {len(arrays['truth'])} of {len(arrays['names'])} clips, from {cache}")
+        return arrays
+    jobs = [(str(c), max_frames, every) for c in clips]
+    results = {}
+    if workers > 1 and len(jobs) > 1:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for name, res in tqdm(pool.imap_unordered(_worker, jobs), total=len(jobs), desc="mouth samples"):
+                results[name] = res
+    else:
+        for job in tqdm(jobs, desc="mouth samples"):
+            name, res = _worker(job)
+            results[name] = res
+    merged = {k: [] for k in KEYS}
+    names = []
+    for name in [job[0] for job in jobs]:
+        res = results.get(name)
+        if res is None or isinstance(res, Exception) or not res["truth"]:
+            continue
+        for k in KEYS[:-1]:
+            merged[k] += res[k]
+        merged["clip"] += [len(names)] * len(res["truth"])
+        names.append(name)
+    if not names:
+        raise ValueError("mouth samples: no usable clip")
+    arrays = {k: np.stack(v) for k, v in merged.items()}
+    arrays["names"] = np.array(names)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(cache)
+    print(f"mouth samples: {len(arrays['truth'])} of {len(names)} clips, cached in {cache}")
+    return arrays

@@ -1,0 +1,183 @@
+"""Training the mouth generator on samples the call's own path made (mouth_pairs.py), with the patent's
+reconstruction terms (L1, the inner mouth weighted up, and 1 − SSIM) and attribute term L_att
+(§0126–§0153), plus a teeth term: the share of teeth inside the inner lips against the truth's (an L1
+alone is lowest for an interior darkened wherever teeth may or may not show). The identity and
+adversarial terms are left out at this patch size: dlib's descriptor reads whole faces.
+
+Validation is the validation people's clips, cut the same way: the step kept is the one with the lowest
+error inside the inner mouth among those that beat the composed patch (the warp with its analytic blend)
+there, lose no SSIM on the whole patch and keep the teeth share as near the truth's (`wins`). Those clips
+are also what `callsynth eval` measures, so a kept step's figures there are not fully independent of the
+choice; see README.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..face.basis import ExpressionBasis
+from ..model.mouth_generator import MouthGenerator
+from ..model.runtime import MOUTH_FORMAT
+from . import losses
+
+
+@dataclass
+class MouthTrainOptions:
+    widths: list = field(default_factory=lambda: [8, 16, 32])
+    blocks: list = field(default_factory=lambda: [32, 16, 8, 3])
+    steps: int = 3000
+    batch: int = 32
+    lr: float = 2e-3
+    inner_weight: float = 4.0        # L1 weight inside the target's inner lips (1 elsewhere)
+    ssim_weight: float = 4.0
+    teeth_weight: float = 4.0        # the share of teeth inside the inner lips, output against truth
+    att_weight: float = 0.1
+    open_share: float = 0.5          # share of each batch drawn from open-mouth samples (lip gap >= 0.08)
+    grid_s1_clips: int = 60
+    max_frames: int = 300            # frames read of each clip
+    every: int = 1                   # every n-th frame of a training clip is a sample
+    colour_jitter: float = 0.15      # each sample's pictures (inputs and truth alike) get a random gain per
+                                     # channel in 1 ± this and an offset: skin and lips other than the few here
+    val_every: int = 250
+    seed: int = 0
+    threads: int = 2
+
+
+def tensors(data: dict, index) -> tuple[torch.Tensor, ...]:
+    """(attributes, code, pose, present, truth, inner) of samples `index` as the network reads them."""
+    picture = lambda key: torch.from_numpy(data[key][index]).float() / 127.5 - 1
+    inner = torch.from_numpy(data["inner"][index]).float() / 255
+    planes = torch.cat([picture("composed"), picture("plain"), inner[..., None] * 2 - 1], dim=3)
+    return (planes.permute(0, 3, 1, 2).contiguous(), torch.from_numpy(data["code"][index]),
+            torch.from_numpy(data["pose"][index]), torch.from_numpy(data["present"][index]).float(),
+            picture("truth").permute(0, 3, 1, 2), inner[:, None])
+
+
+def jitter(planes, truth, amount: float):
+    """The same random colour change on every picture of a sample (the mask plane left alone)."""
+    b = len(planes)
+    gain = 1 + amount * (2 * torch.rand(b, 3, 1, 1) - 1)
+    offset = 0.5 * amount * (2 * torch.rand(b, 3, 1, 1) - 1)
+    change = lambda x: ((x + 1) * gain + 2 * offset - 1).clamp(-1, 1)
+    return torch.cat([change(planes[:, :3]), change(planes[:, 3:6]), planes[:, 6:]], dim=1), change(truth)
+
+
+def teeth(image: torch.Tensor) -> torch.Tensor:
+    """A soft version of the evaluator's teeth pixels (HSV V > 150, S < 90) of images in [-1, 1]: (B,1,H,W)."""
+    rgb = (image + 1) * 127.5
+    v = rgb.max(dim=1, keepdim=True).values
+    s = (v - rgb.min(dim=1, keepdim=True).values) / v.clamp(min=1) * 255
+    return torch.sigmoid((v - 150) / 6) * torch.sigmoid((90 - s) / 6)
+
+
+def patch_loss(out, truth, inner, options: MouthTrainOptions):
+    """L_rec (L1, the inner mouth weighted up, and 1 − SSIM) and the teeth share inside the inner lips: an
+    L1 alone is lowest for a mouth darkened where teeth may or may not show, which the eye reads as no
+    teeth; the share keeps as much of the inside bright as the truth shows."""
+    weight = 1 + (options.inner_weight - 1) * inner
+    rec = (weight * (out - truth).abs()).mean()
+    area = inner.sum(dim=(1, 2, 3))
+    shown = area > 8
+    share = lambda x: (teeth(x) * inner).sum(dim=(1, 2, 3)) / area.clamp(min=1)  # noqa: E731
+    tooth = ((share(out) - share(truth)).abs() * shown).sum() / shown.sum().clamp(min=1)
+    return rec + options.ssim_weight * losses.structure(out, truth) + options.teeth_weight * tooth
+
+
+@torch.inference_mode()
+def validate(net: MouthGenerator, data: dict) -> dict:
+    """On the open-mouth samples: the mean absolute error (0-255) inside the inner lips and the teeth share
+    there (the evaluator's hard definition) of the output, of the composed patch and of the truth; on all
+    samples, the patch SSIM of the output and of the composed patch."""
+    net.eval()
+    sums = {k: 0.0 for k in ("err_out", "err_in", "ssim_out", "ssim_in", "teeth_out", "teeth_in", "teeth_truth")}
+    pixels = 0.0
+    for start in range(0, len(data["truth"]), 256):
+        index = np.arange(start, min(start + 256, len(data["truth"])))
+        planes, code, pose, present, truth, inner = tensors(data, index)
+        out = net(planes, code, pose, present)
+        composed = planes[:, :3]
+        mask = (inner > 0.5).float() * (torch.from_numpy(data["gap"][index]) >= 0.08).float()[:, None, None, None]
+        pixels += float(mask.sum())
+        for key, image in (("out", out), ("in", composed)):
+            sums[f"err_{key}"] += float(((image - truth).abs().mean(1, keepdim=True) * mask).sum()) * 127.5
+            sums[f"teeth_{key}"] += float(((teeth(image) > 0.5).float() * mask).sum())
+        sums["teeth_truth"] += float(((teeth(truth) > 0.5).float() * mask).sum())
+        sums["ssim_out"] += float(losses.ssim(out, truth).sum())
+        sums["ssim_in"] += float(losses.ssim(composed, truth).sum())
+    n, pixels = len(data["truth"]), max(pixels, 1.0)
+    net.train()
+    return {"inner_l1": sums["err_out"] / pixels, "inner_l1_composed": sums["err_in"] / pixels,
+            "teeth": sums["teeth_out"] / pixels, "teeth_composed": sums["teeth_in"] / pixels,
+            "teeth_truth": sums["teeth_truth"] / pixels,
+            "ssim": sums["ssim_out"] / n, "ssim_composed": sums["ssim_in"] / n}
+
+
+def wins(figures: dict) -> bool:
+    """A step worth keeping: a lower inner-mouth error and no lower SSIM than the composed patch, and teeth
+    no further from the truth's share than the composed patch's (or within 30 % of it)."""
+    off = abs(figures["teeth"] - figures["teeth_truth"])
+    return (figures["inner_l1"] < figures["inner_l1_composed"] and figures["ssim"] >= figures["ssim_composed"]
+            and off <= max(abs(figures["teeth_composed"] - figures["teeth_truth"]), 0.3 * figures["teeth_truth"]))
+
+
+def train_mouth(data: dict, val: dict, basis: ExpressionBasis, options: MouthTrainOptions, out_dir: Path,
+                log=print) -> Path:
+    """Train, validate every val_every steps, and write the kept step as out_dir/mouth_generator.pt."""
+    torch.manual_seed(options.seed)
+    torch.set_num_threads(options.threads)
+    rng = np.random.default_rng(options.seed)
+    net = MouthGenerator(data["code"].shape[1], options.widths, options.blocks)
+    opt = torch.optim.Adam(net.parameters(), lr=options.lr, betas=(0.5, 0.999))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=options.lr, total_steps=options.steps)
+    open_idx = np.flatnonzero(data["gap"] >= 0.08)
+    all_idx = np.arange(len(data["truth"]))
+    n_open = int(round(options.batch * options.open_share)) if len(open_idx) else 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history, best, best_state = [], None, None
+    start = time.time()
+    bar = tqdm(range(1, options.steps + 1), desc="training the mouth generator")
+    running = 0.0
+    for step in bar:
+        index = np.concatenate([rng.choice(open_idx, n_open), rng.choice(all_idx, options.batch - n_open)])
+        planes, code, pose, present, truth, inner = tensors(data, index)
+        if options.colour_jitter:
+            planes, truth = jitter(planes, truth, options.colour_jitter)
+        out = net(planes, code, pose, present)
+        loss = patch_loss(out, truth, inner, options)
+        if options.att_weight:
+            as_input = torch.cat([out, planes[:, 3:]], dim=1)
+            loss = loss + options.att_weight * losses.attribute([z.detach() for z in net.encode(planes)],
+                                                                 net.encode(as_input))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        running = 0.98 * running + 0.02 * float(loss) if step > 1 else float(loss)
+        bar.set_postfix(loss=f"{running:.4f}")
+        if step % options.val_every == 0 or step == options.steps:
+            figures = validate(net, val)
+            figures.update(step=step, loss=round(running, 5))
+            history.append(figures)
+            log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
+            if wins(figures) and (best is None or figures["inner_l1"] < best["inner_l1"]):
+                best = figures
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    bar.close()
+    if best_state is None:
+        raise RuntimeError("no validated step beat the composed patch; nothing written")
+    path = out_dir / "mouth_generator.pt"
+    torch.save({"format": MOUTH_FORMAT, "basis": basis.name, "code_dim": int(data["code"].shape[1]),
+                "widths": list(options.widths), "blocks": list(options.blocks),
+                "g": {k: v.half() if v.is_floating_point() else v for k, v in best_state.items()}}, path)
+    (out_dir / "mouth_generator.json").write_text(json.dumps(
+        {"options": asdict(options), "kept": best, "history": history, "train_seconds": round(time.time() - start),
+         "samples": len(data["truth"]), "clips": len(data["names"]),
+         "validation_samples": len(val["truth"])}, indent=2) + "\n")
+    return path
