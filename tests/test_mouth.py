@@ -84,3 +84,26 @@ def test_the_mouth_generator_brings_an_unseen_mouth_nearer_the_truth(basis, data
             assert np.abs(a[far].astype(int) - b[far]).max() <= 1
     assert len(errors["warp"]) >= 20
     assert np.mean(errors["mouth"]) < np.mean(errors["warp"]) - 2, errors
+
+
+def test_train_mouth_makes_samples_by_the_calls_path_and_writes_a_loadable_model(basis, data, tmp_path,
+                                                                                   monkeypatch):
+    """A short run on one training clip (validated on its own samples, which a few steps overfit): the
+    samples come out of the sender, the references and the receiver's blend, and the kept step is
+    written in the format receivers load."""
+    from dataclasses import replace
+
+    from callsynth.train.mouth_pairs import build_mouth_pairs
+    from callsynth.train.mouth_train import MouthTrainOptions, train_mouth
+
+    monkeypatch.setenv("CALLSYNTH_CACHE", str(tmp_path / "cache"))
+    samples = build_mouth_pairs([data / "video/styletalk/Obama_clip1.mp4"], basis, max_frames=80, every=2, workers=1)
+    assert samples["composed"].shape[1:] == (PATCH_H, PATCH_W, 3) == samples["truth"].shape[1:]
+    assert len(samples["truth"]) >= 20 and samples["code"].shape[1] == basis.k + 2
+    assert (samples["composed"] != samples["plain"]).any() or not samples["present"].any()
+    options = replace(MouthTrainOptions(), steps=60, val_every=20, batch=16, open_share=0.0)
+    path = train_mouth(samples, samples, basis, options, tmp_path / "run", log=lambda line: None)
+    net = load_mouth_generator(path, basis)
+    assert net.code_dim == basis.k + 2
+    again = build_mouth_pairs([data / "video/styletalk/Obama_clip1.mp4"], basis, max_frames=80, every=2, workers=1)
+    assert np.array_equal(again["truth"], samples["truth"])          # from the cache

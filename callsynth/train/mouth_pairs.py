@@ -7,14 +7,9 @@ and the real frame's patch as ground truth. Cached on disk, outside the reposito
 
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing as mp
-import os
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis, load_basis
 from ..face.code import FaceCoder
@@ -28,6 +23,7 @@ from ..model.mouth_generator import MOUTH_SOURCES
 from ..model.runtime import pose_vector
 from ..split import training_files
 from ..wire import Codec, WireError, decode_identity
+from .sample_cache import cache_path, load_cached, run_jobs, save_cached
 
 MOUTH_PAIRS_FORMAT = 2
 KEYS = ("composed", "plain", "present", "inner", "truth", "code", "pose", "gap", "clip")
@@ -95,24 +91,13 @@ def choose_clips(grid_s1: int, seed: int) -> list[Path]:
 def build_mouth_pairs(clips: list[Path], basis: ExpressionBasis, max_frames: int, every: int,
                       workers: int = 2) -> dict:
     """All clips' samples as stacked arrays (`clip`: each sample's clip index, `names` the clips)."""
-    key_parts = [MOUTH_PAIRS_FORMAT, basis.name, max_frames, every, [str(c) for c in clips]]
-    key = hashlib.sha1(json.dumps(key_parts).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth") / "mouth" / f"{key}.npz"
-    if cache.exists():
-        with np.load(cache) as data:
-            arrays = {k: data[k] for k in data.files}
+    cache = cache_path("mouth", [MOUTH_PAIRS_FORMAT, basis.name, max_frames, every, [str(c) for c in clips]])
+    arrays = load_cached(cache)
+    if arrays is not None:
         print(f"mouth samples: {len(arrays['truth'])} of {len(arrays['names'])} clips, from {cache}")
         return arrays
     jobs = [(str(c), max_frames, every) for c in clips]
-    results = {}
-    if workers > 1 and len(jobs) > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for name, res in tqdm(pool.imap_unordered(_worker, jobs), total=len(jobs), desc="mouth samples"):
-                results[name] = res
-    else:
-        for job in tqdm(jobs, desc="mouth samples"):
-            name, res = _worker(job)
-            results[name] = res
+    results = run_jobs(_worker, jobs, workers, "mouth samples")
     merged = {k: [] for k in KEYS}
     names = []
     for name in [job[0] for job in jobs]:
@@ -127,9 +112,6 @@ def build_mouth_pairs(clips: list[Path], basis: ExpressionBasis, max_frames: int
         raise ValueError("mouth samples: no usable clip")
     arrays = {k: np.stack(v) for k, v in merged.items()}
     arrays["names"] = np.array(names)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(cache)
+    save_cached(cache, arrays)
     print(f"mouth samples: {len(arrays['truth'])} of {len(names)} clips, cached in {cache}")
     return arrays

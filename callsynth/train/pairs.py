@@ -6,15 +6,10 @@ outside the repository."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing as mp
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis, load_basis
 from ..face.code import FaceCoder
@@ -25,6 +20,7 @@ from ..model.chip import chip_theta
 from ..model.runtime import landmark_map, pose_vector
 from ..split import portrait_pairs, training_files
 from ..wire import Codec
+from .sample_cache import cache_path, load_cached, run_jobs, save_cached
 
 PAIRS_FORMAT = 2  # 2: gt and warp at the crop's full size
 SAMPLE_KEYS = ("gt", "warp", "lmap", "code", "pose", "theta", "clip")
@@ -123,22 +119,12 @@ def merge_pairs(clips: dict, portraits: dict) -> dict:
 
 def _build(jobs: list[tuple], key_parts: list, workers: int, desc: str) -> dict:
     """Run the jobs (in `workers` processes), stack their samples, cache the arrays by `key_parts`."""
-    key = hashlib.sha1(json.dumps(key_parts).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth") / "pairs" / f"{key}.npz"
-    if cache.exists():
-        with np.load(cache) as data:
-            arrays = {k: data[k] for k in data.files}
+    cache = cache_path("pairs", key_parts)
+    arrays = load_cached(cache)
+    if arrays is not None:
         print(f"{desc}: {len(arrays['gt'])} samples of {len(arrays['stills'])} stills, from {cache}")
         return arrays
-    results = {}
-    if workers > 1 and len(jobs) > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for name, res in tqdm(pool.imap_unordered(_worker, jobs), total=len(jobs), desc=desc):
-                results[name] = res
-    else:
-        for job in tqdm(jobs, desc=desc):
-            name, res = _worker(job)
-            results[name] = res
+    results = run_jobs(_worker, jobs, workers, desc)
     merged = {k: [] for k in SAMPLE_KEYS}
     stills, still_thetas, names = [], [], []
     for name in [job[0] for job in jobs]:
@@ -156,9 +142,6 @@ def _build(jobs: list[tuple], key_parts: list, workers: int, desc: str) -> dict:
         raise ValueError(f"{desc}: no usable samples")
     arrays = {k: np.stack(v) for k, v in merged.items()}
     arrays.update(stills=np.stack(stills), still_thetas=np.stack(still_thetas), names=np.array(names))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(cache)
+    save_cached(cache, arrays)
     print(f"{desc}: {len(arrays['gt'])} samples of {len(stills)} stills, cached in {cache}")
     return arrays

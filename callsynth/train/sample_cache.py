@@ -1,0 +1,49 @@
+"""Making training samples in worker processes, and keeping them on disk (outside the repository) under a
+key of the settings that made them: what the generator's and the mouth generator's pairs share."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+
+def cache_path(kind: str, key_parts: list) -> Path:
+    key = hashlib.sha1(json.dumps(key_parts).encode()).hexdigest()[:16]
+    root = Path(os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth")
+    return root / kind / f"{key}.npz"
+
+
+def load_cached(cache: Path) -> dict | None:
+    """The arrays cached at `cache`, or None when there are none yet."""
+    if not cache.exists():
+        return None
+    with np.load(cache) as data:
+        return {k: data[k] for k in data.files}
+
+
+def save_cached(cache: Path, arrays: dict) -> None:
+    """Write the arrays atomically (a run stopped half way leaves no damaged cache)."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(cache)
+
+
+def run_jobs(worker, jobs: list[tuple], workers: int, desc: str) -> dict:
+    """{name: result} of `worker(job) -> (name, result)` over the jobs, in `workers` spawned processes."""
+    results = {}
+    if workers > 1 and len(jobs) > 1:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for name, res in tqdm(pool.imap_unordered(worker, jobs), total=len(jobs), desc=desc):
+                results[name] = res
+    else:
+        for job in tqdm(jobs, desc=desc):
+            name, res = worker(job)
+            results[name] = res
+    return results
