@@ -107,16 +107,17 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
     assert (tmp_path / "rx_still.png").exists()
 
 
-def test_a_call_rebuilt_by_the_generator(tmp_path):
-    """`receive --model generator`: frames are the generator's repair of the warp, the same that
-    `reenact --model generator` and `eval --generator` measure."""
-    from receiver.generator_renderer import GeneratorRenderer
+@pytest.mark.parametrize("model", ["generator", "mouth"])
+def test_a_call_rebuilt_by_the_generator(tmp_path, model):
+    """`receive --model generator` (or `mouth`): frames are that generator's repair of the warp, the same
+    that `reenact --model` and `eval --model` measure."""
+    from receiver.generator_renderer import GeneratorRenderer, MouthRenderer
 
     basis = load_basis()
 
     async def main():
         url, stop, server = await serve()
-        receiver = Receiver(basis, ReceiverOptions(url=url, room="g", key=KEY, rejoin_wait=5, model="generator"))
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="g", key=KEY, rejoin_wait=5, model=model))
         rx = asyncio.create_task(receiver.run())
         sent = await run_sender(VideoFileSource(VAL_CLIP, max_frames=20), basis,
                                 SenderOptions(url=url, room="g", key=KEY))
@@ -126,20 +127,22 @@ def test_a_call_rebuilt_by_the_generator(tmp_path):
         return receiver, summary, sent
 
     receiver, summary, sent = asyncio.run(main())
-    assert isinstance(receiver.picture.renderer, GeneratorRenderer) and summary["renderer"] == "generator"
+    kind = {"generator": GeneratorRenderer, "mouth": MouthRenderer}[model]
+    assert isinstance(receiver.picture.renderer, kind) and summary["renderer"] == model
     # Every packet arrives while the generator works (it renders off the event loop); how many frames
     # it shows depends on the CPU the sender shares with it here.
     assert summary["features"]["packets"] == sent["packets_sent"] >= 10 and summary["rejected_packets"] == {}
     assert summary["frames_shown"] >= 5
     # Adaptive quality: where the generator costs more than a frame's share of the display period, the
     # receiver stepped down (said in STATS.json); where it fits, it repairs every frame.
+    # (A step down on a passing spike is allowed: the mean cost can end under the budget.)
     quality = summary["quality"]
     assert quality["frames_costly"] >= 1
     if quality["ms"]["costly"] > quality["budget_ms"]:
+        assert quality["steps"]
+    if quality["now"] != "generator every frame":
         assert quality["steps"] and quality["frames_cheap"] > 0
         assert any(e["event"].startswith("quality: ") for e in summary["events"])
-    else:
-        assert quality["now"] == "generator every frame"
 
 
 def test_a_bad_generator_file_stops_the_receiver_before_the_call(tmp_path):

@@ -159,7 +159,8 @@ def train_mouth(data: dict, val: dict, basis: ExpressionBasis, options: MouthTra
         loss.backward()
         opt.step()
         sched.step()
-        running = 0.98 * running + 0.02 * float(loss) if step > 1 else float(loss)
+        value = loss.detach().item()
+        running = 0.98 * running + 0.02 * value if step > 1 else value
         bar.set_postfix(loss=f"{running:.4f}")
         if step % options.val_every == 0 or step == options.steps:
             figures = validate(net, val)
