@@ -1,7 +1,8 @@
-"""The receiver's neural renderer: the warp of the still, repaired by the trained MC-AAD generator
-(callsynth.model.runtime runs it). `reenact` and `eval` run it traced with TorchScript, the fastest way
-`callsynth bench` measured; the call's receiver runs it eager, which costs less memory (see
-receiver/call.py)."""
+"""The receiver's neural renderers: the warp of the still repaired whole by the trained full-frame MC-AAD
+generator, or its mouth repaired by the mouth generator (callsynth.model.runtime runs both). `reenact` and
+`eval` run the full-frame one traced with TorchScript, the fastest way `callsynth bench` measured; the call's
+receiver runs it eager, which costs less memory (see receiver/call.py). The mouth generator is small and
+always traced."""
 
 from __future__ import annotations
 
