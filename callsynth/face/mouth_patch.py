@@ -34,7 +34,8 @@ class MouthPatch:
         lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
         left, right = lm[CORNERS[0]], lm[CORNERS[1]]
         axis = right - left
-        u = axis / max(float(np.linalg.norm(axis)), 1e-6)
+        length = float(np.linalg.norm(axis))
+        u = axis / length if length >= 1.0 else np.array([1.0, 0.0])   # corners on one pixel: level
         v = np.array([-u[1], u[0]])
         centre = lm[INNER_LIPS].mean(0)
         span = max(iris_distance(lm), 4.0)
