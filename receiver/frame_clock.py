@@ -58,22 +58,24 @@ class FrameClock:
         self.status_at, self.status_bytes, self.status_text = 0.0, 0, ""
         self.wire_bytes: Callable[[], int] = lambda: 0   # bytes received on the wire so far (status line)
         self.status_extra: Callable[[], str] | None = None   # what the owner adds to the status line
-        self.quality = QualityLadder(options.fps, RENDER_LEVELS if options.model != "warp" else (0,))
         self.face_check: asyncio.Future | None = None
         self.parts = PartAssembler()
         self.render_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
         from callsynth.face.raster import warm_up
 
         warm_up()          # before the call, not at its first frame
-        if options.threads and options.model == "generator":
-            import torch
-
-            torch.set_num_threads(options.threads)
         # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs only its
         # identity vector. Eager, not traced: the trace is faster (`callsynth bench` compares the two) but
         # `callsynth demo` on a 2-core EPYC showed the receiver's peak at 510-520 MB with it and 445 MB
         # without, and the quality ladder runs the generator only as often as the machine affords.
         self.renderers = Renderers(basis, options.model, options.generator, script=False)
+        # Whatever network repairs frames (the full-frame or the mouth generator) gets the threads and the
+        # ladder; the warp alone has neither.
+        self.quality = QualityLadder(options.fps, RENDER_LEVELS if self.renderers.repairs else (0,))
+        if options.threads and self.renderers.repairs:
+            import torch
+
+            torch.set_num_threads(options.threads)
 
     def _display_available(self) -> bool:
         import os
