@@ -1,6 +1,7 @@
 """`callsynth bench`: milliseconds per frame of the receiver's renderers at 256² on this machine.
 
-The mouth generator is timed as a call runs it (TorchScript, with both mouth references to warp); the
+The mouth generator is timed as a call runs it (TorchScript, both mouth references held, so the blend
+warps one wherever a random code opens the mouth); the
 full-frame generator in the ways worth trying on a CPU (threads, channels-last memory, TorchScript)."""
 
 from __future__ import annotations
