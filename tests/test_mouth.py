@@ -107,3 +107,19 @@ def test_train_mouth_makes_samples_by_the_calls_path_and_writes_a_loadable_model
     assert net.code_dim == basis.k + 2
     again = build_mouth_pairs([data / "video/styletalk/Obama_clip1.mp4"], basis, max_frames=80, every=2, workers=1)
     assert np.array_equal(again["truth"], samples["truth"])          # from the cache
+
+
+def test_training_reads_a_sample_as_the_receiver_builds_it(still):
+    """mouth_train.tensors (batched, for training) and mouth_attributes (one frame, at the receiver) give
+    the network the same planes."""
+    from callsynth.train.mouth_train import tensors
+
+    patch = MouthPatch.at(still.landmarks, still.image.shape[0])
+    composed, plain = patch.cut(still.image), patch.cut(255 - still.image)
+    inner = patch.mask(still.landmarks)
+    data = {"composed": composed[None], "plain": plain[None], "inner": (inner * 255).astype(np.uint8)[None],
+            "truth": composed[None], "code": np.zeros((1, 25), np.float32), "pose": np.zeros((1, 6), np.float32),
+            "present": np.ones((1, len(MOUTH_SOURCES)), np.float32)}
+    planes = tensors(data, np.array([0]))[0][0].numpy()
+    expected = mouth_attributes(composed, plain, (inner * 255).astype(np.uint8) / 255)
+    assert np.allclose(planes, expected, atol=1e-6)

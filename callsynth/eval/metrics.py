@@ -10,6 +10,7 @@ from skimage.metrics import structural_similarity
 
 from ..face.regions import (
     INNER_LIPS,
+    OPEN_MOUTH,
     eye_openness,
     gaze,
     lip_gap,
@@ -21,7 +22,6 @@ from ..face.tracker import FaceTracker, inter_ocular
 _DLIB = None
 
 BLINK_SHARE = 0.6        # a frame blinks when its eye openness is under 60 % of the clip's median
-OPEN_MOUTH = 0.08        # lip gap over iris distance from which the real mouth counts as open
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .regions import EYE_OUTLINES, INNER_LIPS, eye_openness, lip_gap, polygon_mask, teeth_share
+from .regions import EYE_OUTLINES, INNER_LIPS, OPEN_MOUTH, eye_openness, lip_gap, polygon_mask, teeth_share
 from .still import Still
 from .warp import FaceWarper
 
 SYNTHETIC = -1           # index of the closed-eye picture made from the still
 
-MOUTH_OPEN = 0.08        # lip gap over iris distance where the evaluator calls a mouth open
 MOUTH_FULL = 0.16        # from here the interior is the reference's alone
 CLOSED_SHARE = 0.6       # an eye below this share of the still's openness is blinking
 DARK_MOUTH = 0.12        # with no open-mouth picture, a mouth open this far is drawn darker
@@ -143,17 +142,17 @@ class ReferenceBlender:
 
     def _mouth(self, out: np.ndarray, target: np.ndarray) -> None:
         gap = lip_gap(target)
-        if gap < MOUTH_OPEN * 0.6:
+        if gap < OPEN_MOUTH * 0.6:
             return
-        weight = float(np.clip((gap - MOUTH_OPEN * 0.6) / (MOUTH_FULL - MOUTH_OPEN * 0.6), 0, 1))
+        weight = float(np.clip((gap - OPEN_MOUTH * 0.6) / (MOUTH_FULL - OPEN_MOUTH * 0.6), 0, 1))
         lips = target[INNER_LIPS]
         width = float(np.ptp(lips[:, 0]))
         x0, y0, x1, y1 = box = _box(lips, 0.25 * width + 4, out.shape[0])
         local = lips[:, :2] - (x0, y0)
         inner = polygon_mask((y1 - y0, x1 - x0), local, grow=1.0, feather=1.0)
         region = out[y0:y1, x0:x1].astype(np.float32)
-        sources = [r for r in list(self.references.values()) if r.gap >= MOUTH_OPEN]
-        if self.still_gap >= MOUTH_OPEN:
+        sources = [r for r in list(self.references.values()) if r.gap >= OPEN_MOUTH]
+        if self.still_gap >= OPEN_MOUTH:
             sources.append(None)       # the still's own open mouth, which the warp already drew
         if not sources:
             if gap < DARK_MOUTH:

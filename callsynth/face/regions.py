@@ -19,6 +19,8 @@ EYE_OUTLINES = (np.array([33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 
 INNER_LIPS = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178,
                        88, 95])
 LIP_CENTRE = (13, 14)
+OPEN_MOUTH = 0.08              # lip gap (over iris distance) from which the evaluator calls a mouth open
+TEETH_V, TEETH_S = 150, 90     # a teeth pixel: HSV value above TEETH_V, saturation below TEETH_S (0-255)
 GAZE_DIMS = 2
 
 
@@ -96,4 +98,4 @@ def teeth_share(image: np.ndarray, landmarks: np.ndarray) -> float:
     if mask.sum() < 20:
         return 0.0
     hsv = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2HSV)[mask]
-    return float(((hsv[:, 2] > 150) & (hsv[:, 1] < 90)).mean())
+    return float(((hsv[:, 2] > TEETH_V) & (hsv[:, 1] < TEETH_S)).mean())

@@ -29,6 +29,15 @@ class Generator(nn.Module):
             self.blocks.append(MCAADResBlock(cin, cout, catt, attribute_dims))
             cin = cout
 
+    def zero_output(self) -> None:
+        """Make G output zeros (its last block's output and bypass convolutions at zero): a generator whose
+        output is a repair then starts as the identity, and training only improves on what it repairs."""
+        last = self.blocks[-1]
+        for conv in (last.conv2, last.bypass):
+            if conv is not None:
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+
     def forward(self, attribute_image: torch.Tensor, z_x: list[torch.Tensor],
                 z_att: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(image in [-1, 1], the z_att levels used)."""

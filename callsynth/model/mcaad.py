@@ -28,6 +28,8 @@ class MCAADLayer(nn.Module):
         self.beta_x = nn.ModuleList(nn.Linear(d, channels) for d in attribute_dims)
         n = len(attribute_dims)
         self.masks = nn.Conv2d(channels, 1 if n == 1 else n + 1, 3, padding=1)
+        self.fused_att: nn.Conv2d | None = None      # set by fuse() for inference
+        self.fused_x: nn.Linear | None = None
 
     @property
     def n_attributes(self) -> int:
@@ -71,7 +73,7 @@ class MCAADLayer(nn.Module):
             raise ValueError(f"{len(z_x)} attribute vectors given, layer built for {self.n_attributes}")
         h_bar = self.normalise(h)
         masks = self.attention(h_bar)
-        if getattr(self, "fused_att", None) is not None:
+        if self.fused_att is not None:
             c = self.channels
             gamma, beta = self.fused_att(z_att).split(c, dim=1)
             out = masks[:, :1] * (gamma * h_bar + beta)

@@ -9,8 +9,9 @@ masks, so the network weighs the blended interior against the still's own lips a
 light and the interior. It outputs a repair added to the composed patch (zero at the start of training:
 it begins as the warp and only improves on it).
 
-Each reference warped on its own was a third and fourth attribute image in a first design: 1.5 ms a
-reference on the 2-core EPYC, which with the network's ~4 ms put warp + generator over 2.5x the warp.
+Each reference warped on its own was a third and fourth attribute image in a first design: in one-off
+timings on the 2-core EPYC (not a repository command) that cost about 1.5 ms a reference and, with the
+network at 48 x 32, put warp + generator at about 3x the warp.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from .generator import Generator
+from .repairer import POSE_DIM
 
 MOUTH_SOURCES = (1, 3)          # reference stills that lend a mouth: wide open (1), teeth showing (3)
 IN_CHANNELS = 3 + 3 + 1
-POSE_DIM = 6
 REACH = 4                       # patch pixels the repair reaches past the inner lips (the lips themselves)
 
 
@@ -41,11 +42,7 @@ class MouthGenerator(nn.Module):
         super().__init__()
         self.code_dim = code_dim
         self.g = Generator(IN_CHANNELS, [code_dim, POSE_DIM, len(MOUTH_SOURCES)], widths, blocks)
-        last = self.g.blocks[-1]
-        for conv in (last.conv2, last.bypass):
-            if conv is not None:
-                nn.init.zeros_(conv.weight)
-                nn.init.zeros_(conv.bias)
+        self.g.zero_output()
 
     def forward(self, attributes: torch.Tensor, code: torch.Tensor, pose: torch.Tensor,
                 present: torch.Tensor) -> torch.Tensor:

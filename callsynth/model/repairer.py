@@ -29,12 +29,7 @@ class CallGenerator(nn.Module):
         super().__init__()
         self.code_dim, self.size, self.gain = code_dim, size, float(gain)
         self.g = Generator(4, [ID_DIM, code_dim, POSE_DIM], widths, blocks)
-        # Start as the identity: a zero repair, so training begins at the warp and only improves on it.
-        last = self.g.blocks[-1]
-        for conv in (last.conv2, last.bypass):
-            if conv is not None:
-                nn.init.zeros_(conv.weight)
-                nn.init.zeros_(conv.bias)
+        self.g.zero_output()     # a zero repair: training begins at the warp and only improves on it
 
     def forward(self, warp: torch.Tensor, lmap: torch.Tensor, z_id: torch.Tensor, code: torch.Tensor,
                 pose: torch.Tensor, z_att=None):

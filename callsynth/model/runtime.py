@@ -17,7 +17,7 @@ import torch
 from ..face.basis import ExpressionBasis
 from .chip import chip_theta, cut_chips
 from .identity import DlibFaceEmbedder
-from .repairer import ID_DIM, CallGenerator, FullFrame
+from .repairer import ID_DIM, POSE_DIM, CallGenerator, FullFrame
 
 # One format for the generator's files: a training checkpoint and the exported model a receiver loads
 # (which keeps only the generator's part of it) are read and written against this one constant.
@@ -44,7 +44,7 @@ def load_generator(path: str | Path | None, basis: ExpressionBasis) -> tuple[Cal
     config = json.loads(state["config"])
     net = CallGenerator(basis.k, config["widths"], config["blocks"], int(config["size"]),
                         gain=float(state.get("repair_gain", 1.0)))
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["g"].items()})
+    net.load_state_dict(float_weights(state["g"]))
     return fused(net.eval()), int(config["size"])
 
 
@@ -68,7 +68,7 @@ def traced(net: CallGenerator, full_size: int) -> torch.jit.ScriptModule:
     on a call's first frames."""
     s = net.size
     example = (torch.zeros(1, 3, full_size, full_size), torch.zeros(1, 1, s, s), torch.zeros(1, ID_DIM),
-               torch.zeros(1, net.code_dim), torch.zeros(1, 6))
+               torch.zeros(1, net.code_dim), torch.zeros(1, POSE_DIM))
     with torch.inference_mode():
         run = torch.jit.trace(FullFrame(net).eval(), example, check_trace=False)
         for _ in range(2):
@@ -97,7 +97,7 @@ def export_generator(checkpoint: Path | dict, out: Path) -> Path:
         torch.load(checkpoint, map_location="cpu", weights_only=True)
     slim = {k: state[k] for k in ("format", "step", "basis", "config")}
     slim["repair_gain"] = float(state.get("repair_gain", 1.0))
-    slim["g"] = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in state["g"].items()}
+    slim["g"] = half_weights(state["g"])
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, out)
     return out
@@ -130,8 +130,18 @@ def load_mouth_generator(path: str | Path | None, basis: ExpressionBasis):
     state = read_checkpoint(path, GeneratorModelError, "mouth generator", MOUTH_FORMAT, basis,
                             "train one with `callsynth train-mouth`")
     net = MouthGenerator(int(state["code_dim"]), list(state["widths"]), list(state["blocks"]))
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["g"].items()})
+    net.load_state_dict(float_weights(state["g"]))
     return fused(net.eval())
+
+
+def half_weights(weights: dict) -> dict:
+    """A state dict as a model file keeps it: floating tensors in float16 (half the file)."""
+    return {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in weights.items()}
+
+
+def float_weights(weights: dict) -> dict:
+    """A model file's state dict as the network computes with it: floating tensors in float32."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
 
 
 def fused(net: torch.nn.Module) -> torch.nn.Module:
@@ -149,7 +159,7 @@ def traced_mouth(net) -> torch.jit.ScriptModule:
     from ..face.mouth_patch import PATCH_H, PATCH_W
     from .mouth_generator import IN_CHANNELS, MOUTH_SOURCES
 
-    example = (torch.zeros(1, IN_CHANNELS, PATCH_H, PATCH_W), torch.zeros(1, net.code_dim), torch.zeros(1, 6),
+    example = (torch.zeros(1, IN_CHANNELS, PATCH_H, PATCH_W), torch.zeros(1, net.code_dim), torch.zeros(1, POSE_DIM),
                torch.zeros(1, len(MOUTH_SOURCES)))
     with torch.inference_mode():
         run = torch.jit.trace(net.eval(), example, check_trace=False)

@@ -23,8 +23,9 @@ import torch
 from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis
+from ..face.regions import OPEN_MOUTH, TEETH_S, TEETH_V
 from ..model.mouth_generator import MouthGenerator
-from ..model.runtime import MOUTH_FORMAT
+from ..model.runtime import MOUTH_FORMAT, half_weights
 from . import losses
 
 
@@ -39,7 +40,7 @@ class MouthTrainOptions:
     ssim_weight: float = 4.0
     teeth_weight: float = 4.0        # the share of teeth inside the inner lips, output against truth
     att_weight: float = 0.1
-    open_share: float = 0.5          # share of each batch drawn from open-mouth samples (lip gap >= 0.08)
+    open_share: float = 0.5          # share of each batch drawn from open-mouth samples (regions.OPEN_MOUTH)
     grid_s1_clips: int = 60
     max_frames: int = 300            # frames read of each clip
     every: int = 1                   # every n-th frame of a training clip is a sample
@@ -74,7 +75,7 @@ def teeth(image: torch.Tensor) -> torch.Tensor:
     rgb = (image + 1) * 127.5
     v = rgb.max(dim=1, keepdim=True).values
     s = (v - rgb.min(dim=1, keepdim=True).values) / v.clamp(min=1) * 255
-    return torch.sigmoid((v - 150) / 6) * torch.sigmoid((90 - s) / 6)
+    return torch.sigmoid((v - TEETH_V) / 6) * torch.sigmoid((TEETH_S - s) / 6)
 
 
 def patch_loss(out, truth, inner, options: MouthTrainOptions):
@@ -103,7 +104,7 @@ def validate(net: MouthGenerator, data: dict) -> dict:
         planes, code, pose, present, truth, inner = tensors(data, index)
         out = net(planes, code, pose, present)
         composed = planes[:, :3]
-        mask = (inner > 0.5).float() * (torch.from_numpy(data["gap"][index]) >= 0.08).float()[:, None, None, None]
+        mask = (inner > 0.5).float() * (torch.from_numpy(data["gap"][index]) >= OPEN_MOUTH).float()[:, None, None, None]
         pixels += float(mask.sum())
         for key, image in (("out", out), ("in", composed)):
             sums[f"err_{key}"] += float(((image - truth).abs().mean(1, keepdim=True) * mask).sum()) * 127.5
@@ -136,7 +137,7 @@ def train_mouth(data: dict, val: dict, basis: ExpressionBasis, options: MouthTra
     net = MouthGenerator(data["code"].shape[1], options.widths, options.blocks)
     opt = torch.optim.Adam(net.parameters(), lr=options.lr, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=options.lr, total_steps=options.steps)
-    open_idx = np.flatnonzero(data["gap"] >= 0.08)
+    open_idx = np.flatnonzero(data["gap"] >= OPEN_MOUTH)
     all_idx = np.arange(len(data["truth"]))
     n_open = int(round(options.batch * options.open_share)) if len(open_idx) else 0
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +177,7 @@ def train_mouth(data: dict, val: dict, basis: ExpressionBasis, options: MouthTra
     path = out_dir / "mouth_generator.pt"
     torch.save({"format": MOUTH_FORMAT, "basis": basis.name, "code_dim": int(data["code"].shape[1]),
                 "widths": list(options.widths), "blocks": list(options.blocks),
-                "g": {k: v.half() if v.is_floating_point() else v for k, v in best_state.items()}}, path)
+                "g": half_weights(best_state)}, path)
     (out_dir / "mouth_generator.json").write_text(json.dumps(
         {"options": asdict(options), "kept": best, "history": history, "train_seconds": round(time.time() - start),
          "samples": len(data["truth"]), "clips": len(data["names"]),
