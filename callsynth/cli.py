@@ -123,8 +123,8 @@ def cmd_train_mouth(args) -> int:
 
     from .face.basis import load_basis
     from .model.runtime import default_mouth_path
-    from .split import eval_clips
-    from .train.mouth_pairs import build_mouth_pairs, choose_clips
+    from .split import eval_clips, selection_files
+    from .train.mouth_pairs import build_mouth_pairs, choose_clips, held_out
     from .train.mouth_train import MouthTrainOptions, train_mouth
 
     options = replace(MouthTrainOptions(), steps=args.steps, seed=args.seed)
@@ -132,7 +132,14 @@ def cmd_train_mouth(args) -> int:
     val = build_mouth_pairs(eval_clips(), basis, options.max_frames, 1, args.workers)
     data = build_mouth_pairs(choose_clips(options.grid_s1_clips, options.seed), basis, options.max_frames,
                              options.every, args.workers)
-    path = train_mouth(data, val, basis, options, args.out)
+    data, selection = held_out(data, selection_files())
+    print(f"mouth samples: {len(data['truth'])} to train on, {len(selection['truth'])} of "
+          f"{len(selection['names'])} selection clips to choose the kept step")
+    try:
+        path = train_mouth(data, selection, basis, options, args.out, validation=val)
+    except RuntimeError as exc:
+        print(f"train-mouth: {exc} (train longer: --steps)", file=sys.stderr)
+        return 1
     print(f"mouth generator: {path} (validation figures in {path.with_suffix('.json')})")
     if args.install:
         shutil.copyfile(path, default_mouth_path())
@@ -296,8 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Make mouth samples by the call's own path (sender, references as they "
                                    "happen, the receiver's warp and blend) from the training identities of "
                                    "../shared/data, then train the mouth generator on them with the patent's "
-                                   "reconstruction and attribute losses, keeping the validated step that "
-                                   "beats the composed mouth most. Samples are cached outside the repository.")
+                                   "reconstruction, attribute and adversarial losses, keeping the step "
+                                   "that beats the composed mouth most on training people held out of "
+                                   "training (the validation people are only logged). Samples are cached outside the repository.")
     p.add_argument("--steps", type=_positive_int, default=mouth.steps, help=f"training steps (default {mouth.steps})")
     p.add_argument("--seed", type=int, default=mouth.seed, help=f"random seed (default {mouth.seed})")
     p.add_argument("--out", type=Path, default=Path("runs/mouth"), help="output folder (default runs/mouth)")

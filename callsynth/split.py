@@ -40,6 +40,13 @@ def eval_clips(root: Path | None = None) -> list[Path]:
     return [root / f for f in _split()["eval_clips"]]
 
 
+def selection_files(root: Path | None = None) -> list[Path]:
+    """Training clips of people held out of the mouth generator's training, on which it chooses its kept
+    step: the validation people stay unseen by every choice."""
+    root = root or data_root()
+    return [root / f for f in _split()["selection"]["files"]]
+
+
 def manifest(root: Path | None = None) -> list[dict]:
     root = root or data_root()
     with open(root / "manifest.csv", newline="") as fh:

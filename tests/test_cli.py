@@ -6,6 +6,7 @@ import pytest
 
 from callsynth.cli import main
 from callsynth.media import iter_frames
+from receiver.renderer import DEFAULT_MODEL
 
 from .conftest import VAL_CLIP
 
@@ -72,7 +73,7 @@ def test_eval_writes_report_table_and_plot(data, tmp_path):
     warp = [r for (m, _), r in rows.items() if m == "callsynth-warp"]
     assert len(warp) == 3 and all(r["nme"] < 3.5 for r in warp)
     assert any(m == "vp9" for m, _ in rows) and any(m == "x264" for m, _ in rows)
-    generator = rows[("callsynth-generator", "1 packet / 2 frames")]     # the default renderer, measured
+    generator = rows[(f"callsynth-{DEFAULT_MODEL}", "1 packet / 2 frames")]     # the default renderer, measured
     assert generator["nme"] < 3.5 and 0 < generator["ssim"] <= 1 and generator["mouth_l1"] > 0
     assert "| callsynth-warp |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "rate_distortion.png").read_bytes()[:4] == b"\x89PNG"

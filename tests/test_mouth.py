@@ -1,6 +1,8 @@
 """The mouth generator: its patch geometry, its start as the identity, the shipped file, and that on a
 validation person who shows her teeth it brings the rebuilt mouth nearer the real one than the warp's."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,39 @@ def test_training_reads_a_sample_as_the_receiver_builds_it(still):
     planes = tensors(data, np.array([0]))[0][0].numpy()
     expected = mouth_attributes(composed, plain, (inner * 255).astype(np.uint8) / 255)
     assert np.allclose(planes, expected, atol=1e-6)
+
+
+def test_the_selection_clips_are_cut_out_of_training_whole():
+    """held_out splits samples by clip: no sample of a selection clip is trained on, clip numbers stay
+    consistent with the names on both sides."""
+    from callsynth.train.mouth_pairs import KEYS, held_out
+
+    clip = np.array([0, 0, 1, 1, 1, 2])
+    arrays = {k: np.arange(6) for k in KEYS}
+    arrays["clip"] = clip
+    arrays["names"] = np.array(["/d/a.mp4", "/d/b.mp4", "/d/c.mp4"])
+    train, chosen = held_out(arrays, [Path("/d/b.mp4")])
+    assert list(train["truth"]) == [0, 1, 5] and list(chosen["truth"]) == [2, 3, 4]
+    assert list(train["names"][train["clip"]]) == ["/d/a.mp4", "/d/a.mp4", "/d/c.mp4"]
+    assert list(chosen["names"][chosen["clip"]]) == ["/d/b.mp4"] * 3
+    with pytest.raises(ValueError, match="selection"):
+        held_out(arrays, [Path("/d/z.mp4")])
+
+
+def test_the_repair_never_darkens_teeth_a_reference_shows():
+    """keep_teeth: inside the inner lips, a composed pixel that is a teeth pixel (bright, unsaturated) is
+    not darkened by the repair; a repair may still brighten it, and acts freely on lips and skin."""
+    from callsynth.model.mouth_generator import keep_teeth
+
+    composed = torch.full((1, 3, PATCH_H, PATCH_W), -0.2)             # skin-ish grey, not teeth
+    composed[:, :, 10:14, 15:25] = 0.8                                  # teeth: V 230, S 0
+    inner = torch.full((1, 1, PATCH_H, PATCH_W), -1.0)
+    inner[:, :, 9:15, 12:28] = 1.0
+    out = composed - 0.5                                                # a repair that darkens everything
+    kept = keep_teeth(out, composed, inner)
+    assert torch.equal(kept[:, :, 10:14, 15:25], composed[:, :, 10:14, 15:25])
+    assert torch.equal(kept[:, :, :9], out[:, :, :9])                  # outside the teeth: the repair's
+    brighter = keep_teeth(composed + 0.1, composed, inner)
+    assert torch.equal(brighter, composed + 0.1)
+    inner[:] = -1.0                                                     # the same pixels outside the lips
+    assert torch.equal(keep_teeth(out, composed, inner), out)

@@ -149,12 +149,13 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
     if generator is not None:
         from receiver.renderer import DEFAULT_MODEL, Renderers
 
+        model = model or DEFAULT_MODEL
         stats = ReenactStats(fps, GENERATOR_RATE)
         pairs = list(reenact(still, frames, fps, basis, send_every=GENERATOR_RATE, stats=stats,
-                             renderers=Renderers(basis, model or DEFAULT_MODEL, generator or None)))
+                             renderers=Renderers(basis, model, generator or None)))
         summary = stats.summary()
-        shown["generator"] = [o for _, o in pairs]
-        rows.append({"method": "callsynth-generator", "setting": f"1 packet / {GENERATOR_RATE} frames",
+        shown[model] = [o for _, o in pairs]
+        rows.append({"method": f"callsynth-{model}", "setting": f"1 packet / {GENERATOR_RATE} frames",
                      "packets_per_s": fps / GENERATOR_RATE, "kbps": summary["payload_kbps"],
                      "kbps_at_30fps": summary["payload_kbps_at_30fps"],
                      "render_ms": summary["timings_ms"]["render"]["mean"],

@@ -80,7 +80,8 @@ def _worker(job):
 
 
 def choose_clips(grid_s1: int, seed: int) -> list[Path]:
-    """Every training clip of a person other than GRID's s1, and `grid_s1` of s1's thousand."""
+    """Every training clip of a person other than GRID's s1 (the selection people's among them: `held_out`
+    takes them out of training), and `grid_s1` of s1's thousand."""
     files = training_files("video")
     rng = np.random.default_rng(seed)
     s1 = [f for f in files if f.parent.name == "grid_s1"]
@@ -115,3 +116,22 @@ def build_mouth_pairs(clips: list[Path], basis: ExpressionBasis, max_frames: int
     save_cached(cache, arrays)
     print(f"mouth samples: {len(arrays['truth'])} of {len(names)} clips, cached in {cache}")
     return arrays
+
+
+def held_out(arrays: dict, clips: list[Path]) -> tuple[dict, dict]:
+    """(the samples of clips other than `clips`, the samples of `clips`): a selection set of training
+    people kept out of training, cut from one cache."""
+    wanted = {str(c) for c in clips}
+    held_clip = np.array([str(n) in wanted for n in arrays["names"]])
+    if not held_clip.any():
+        raise ValueError("mouth samples: none of the selection clips is among the samples")
+    keep = ~held_clip[arrays["clip"]]
+
+    def part(mask, clip_mask):
+        out = {k: arrays[k][mask] for k in KEYS}
+        renumber = np.cumsum(clip_mask) - 1
+        out["clip"] = renumber[out["clip"]]
+        out["names"] = arrays["names"][clip_mask]
+        return out
+
+    return part(keep, ~held_clip), part(~keep, held_clip)

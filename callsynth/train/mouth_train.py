@@ -1,14 +1,17 @@
 """Training the mouth generator on samples the call's own path made (mouth_pairs.py), with the patent's
 reconstruction terms (L1, the inner mouth weighted up, and 1 − SSIM) and attribute term L_att
 (§0126–§0153), plus a teeth term: the share of teeth inside the inner lips against the truth's (an L1
-alone is lowest for an interior darkened wherever teeth may or may not show). The identity and
-adversarial terms are left out at this patch size: dlib's descriptor reads whole faces.
+alone is lowest for an interior darkened wherever teeth may or may not show). The adversarial term L_adv
+(a PatchGAN that sees the patch and its inner-lip mask) is here but off by default: at weight 0.05 it
+lowered the patch SSIM below the composed patch's at every validated step, on the selection and the
+validation people alike (README). The identity term is left out at this patch size: dlib's descriptor
+reads whole faces.
 
-Validation is the validation people's clips, cut the same way: the step kept is the one with the lowest
-error inside the inner mouth among those that beat the composed patch (the warp with its analytic blend)
-there, lose no SSIM on the whole patch and keep the teeth share as near the truth's (`wins`). Those clips
-are also what `callsynth eval` measures, so a kept step's figures there are not fully independent of the
-choice; see README.
+The kept step is chosen on the selection people (training identities held out of training,
+`split.selection_files`): the one with the lowest error inside the inner mouth among those that beat the
+composed patch (the warp with its analytic blend) there, lose no SSIM on the whole patch and keep the
+teeth share as near the truth's (`wins`). The validation people's figures are logged beside, never used
+to choose: `callsynth eval` measures them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis
 from ..face.regions import OPEN_MOUTH, TEETH_S, TEETH_V
+from ..model.generator import Discriminator
 from ..model.mouth_generator import MouthGenerator
 from ..model.runtime import MOUTH_FORMAT, half_weights
 from . import losses
@@ -39,7 +43,9 @@ class MouthTrainOptions:
     inner_weight: float = 4.0        # L1 weight inside the target's inner lips (1 elsewhere)
     ssim_weight: float = 4.0
     teeth_weight: float = 4.0        # the share of teeth inside the inner lips, output against truth
+    teeth_softness: float = 6.0      # width (levels of V and S) of the soft teeth threshold
     att_weight: float = 0.1
+    adv_weight: float = 0.0          # L_adv of a PatchGAN on the patch and its inner-lip mask (0.05 hurt)
     open_share: float = 0.5          # share of each batch drawn from open-mouth samples (regions.OPEN_MOUTH)
     grid_s1_clips: int = 60
     max_frames: int = 300            # frames read of each clip
@@ -70,12 +76,12 @@ def jitter(planes, truth, amount: float):
     return torch.cat([change(planes[:, :3]), change(planes[:, 3:6]), planes[:, 6:]], dim=1), change(truth)
 
 
-def teeth(image: torch.Tensor) -> torch.Tensor:
+def teeth(image: torch.Tensor, softness: float = 6.0) -> torch.Tensor:
     """A soft version of the evaluator's teeth pixels (HSV V > 150, S < 90) of images in [-1, 1]: (B,1,H,W)."""
     rgb = (image + 1) * 127.5
     v = rgb.max(dim=1, keepdim=True).values
     s = (v - rgb.min(dim=1, keepdim=True).values) / v.clamp(min=1) * 255
-    return torch.sigmoid((v - TEETH_V) / 6) * torch.sigmoid((TEETH_S - s) / 6)
+    return torch.sigmoid((v - TEETH_V) / softness) * torch.sigmoid((TEETH_S - s) / softness)
 
 
 def patch_loss(out, truth, inner, options: MouthTrainOptions):
@@ -86,7 +92,7 @@ def patch_loss(out, truth, inner, options: MouthTrainOptions):
     rec = (weight * (out - truth).abs()).mean()
     area = inner.sum(dim=(1, 2, 3))
     shown = area > 8
-    share = lambda x: (teeth(x) * inner).sum(dim=(1, 2, 3)) / area.clamp(min=1)  # noqa: E731
+    share = lambda x: (teeth(x, options.teeth_softness) * inner).sum(dim=(1, 2, 3)) / area.clamp(min=1)  # noqa: E731
     tooth = ((share(out) - share(truth)).abs() * shown).sum() / shown.sum().clamp(min=1)
     return rec + options.ssim_weight * losses.structure(out, truth) + options.teeth_weight * tooth
 
@@ -94,8 +100,9 @@ def patch_loss(out, truth, inner, options: MouthTrainOptions):
 @torch.inference_mode()
 def validate(net: MouthGenerator, data: dict) -> dict:
     """On the open-mouth samples: the mean absolute error (0-255) inside the inner lips and the teeth share
-    there (the evaluator's hard definition) of the output, of the composed patch and of the truth; on all
-    samples, the patch SSIM of the output and of the composed patch."""
+    there (the evaluator's hard definition) of the output (as receivers show it, teeth kept), of the
+    composed patch and of the truth; on all samples, the patch SSIM of the output and of the composed
+    patch."""
     net.eval()
     sums = {k: 0.0 for k in ("err_out", "err_in", "ssim_out", "ssim_in", "teeth_out", "teeth_in", "teeth_truth")}
     pixels = 0.0
@@ -128,15 +135,18 @@ def wins(figures: dict) -> bool:
             and off <= max(abs(figures["teeth_composed"] - figures["teeth_truth"]), 0.3 * figures["teeth_truth"]))
 
 
-def train_mouth(data: dict, val: dict, basis: ExpressionBasis, options: MouthTrainOptions, out_dir: Path,
-                log=print) -> Path:
-    """Train, validate every val_every steps, and write the kept step as out_dir/mouth_generator.pt."""
+def train_mouth(data: dict, selection: dict, basis: ExpressionBasis, options: MouthTrainOptions, out_dir: Path,
+                validation: dict | None = None, log=print) -> Path:
+    """Train, measure on the selection people (and the validation people, logged only) every val_every
+    steps, and write the step the selection chose as out_dir/mouth_generator.pt."""
     torch.manual_seed(options.seed)
     torch.set_num_threads(options.threads)
     rng = np.random.default_rng(options.seed)
     net = MouthGenerator(data["code"].shape[1], options.widths, options.blocks)
     opt = torch.optim.Adam(net.parameters(), lr=options.lr, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=options.lr, total_steps=options.steps)
+    d = Discriminator(4, 32, scales=1)    # made even when unused, so a seed draws the same generator
+    opt_d = torch.optim.Adam(d.parameters(), lr=options.lr, betas=(0.5, 0.999))
     open_idx = np.flatnonzero(data["gap"] >= OPEN_MOUTH)
     all_idx = np.arange(len(data["truth"]))
     n_open = int(round(options.batch * options.open_share)) if len(open_idx) else 0
@@ -150,30 +160,40 @@ def train_mouth(data: dict, val: dict, basis: ExpressionBasis, options: MouthTra
         planes, code, pose, present, truth, inner = tensors(data, index)
         if options.colour_jitter:
             planes, truth = jitter(planes, truth, options.colour_jitter)
-        out = net(planes, code, pose, present)
+        out = net.repaired(planes, code, pose, present)
         loss = patch_loss(out, truth, inner, options)
         if options.att_weight:
             as_input = torch.cat([out, planes[:, 3:]], dim=1)
             loss = loss + options.att_weight * losses.attribute([z.detach() for z in net.encode(planes)],
                                                                  net.encode(as_input))
+        seen = lambda image: torch.cat([image, inner * 2 - 1], dim=1)  # noqa: E731
+        if options.adv_weight:
+            loss = loss + options.adv_weight * losses.adversarial(d(seen(out)), real=True)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
+        if options.adv_weight:
+            d_loss = losses.adversarial(d(seen(truth)), True) + losses.adversarial(d(seen(out.detach())), False)
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
         value = loss.detach().item()
         running = 0.98 * running + 0.02 * value if step > 1 else value
         bar.set_postfix(loss=f"{running:.4f}")
         if step % options.val_every == 0 or step == options.steps:
-            figures = validate(net, val)
+            figures = validate(net, selection)
             figures.update(step=step, loss=round(running, 5))
+            if validation is not None:
+                figures["validation"] = validate(net, validation)
             history.append(figures)
-            log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
+            log(json.dumps(_rounded(figures)))
             if wins(figures) and (best is None or figures["inner_l1"] < best["inner_l1"]):
                 best = figures
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     bar.close()
     if best_state is None:
-        raise RuntimeError("no validated step beat the composed patch; nothing written")
+        raise RuntimeError("no step beat the composed patch on the selection people; nothing written")
     path = out_dir / "mouth_generator.pt"
     torch.save({"format": MOUTH_FORMAT, "basis": basis.name, "code_dim": int(data["code"].shape[1]),
                 "widths": list(options.widths), "blocks": list(options.blocks),
@@ -181,5 +201,11 @@ def train_mouth(data: dict, val: dict, basis: ExpressionBasis, options: MouthTra
     (out_dir / "mouth_generator.json").write_text(json.dumps(
         {"options": asdict(options), "kept": best, "history": history, "train_seconds": round(time.time() - start),
          "samples": len(data["truth"]), "clips": len(data["names"]),
-         "validation_samples": len(val["truth"])}, indent=2) + "\n")
+         "selection_clips": [str(n) for n in selection["names"]], "selection_samples": len(selection["truth"]),
+         "validation_samples": len(validation["truth"]) if validation is not None else 0}, indent=2) + "\n")
     return path
+
+
+def _rounded(figures: dict) -> dict:
+    return {k: _rounded(v) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
+            for k, v in figures.items()}
