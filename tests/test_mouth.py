@@ -9,7 +9,12 @@ import torch
 
 from callsynth.face.mouth_patch import PATCH_H, PATCH_W, MouthPatch, window_weights
 from callsynth.face.regions import INNER_LIPS, lip_gap, polygon_mask
-from callsynth.model.mouth_generator import IN_CHANNELS, MOUTH_SOURCES, MouthGenerator, mouth_attributes
+from callsynth.model.mouth_generator import (
+    IN_CHANNELS,
+    MOUTH_SOURCES,
+    MouthGenerator,
+    mouth_attributes,
+)
 from callsynth.model.runtime import GeneratorModelError, load_mouth_generator
 
 EXPRESSIVE = "video/hdtf/WDA_KatieHill_000.mp4"   # a validation person who talks with her teeth showing

@@ -92,7 +92,10 @@ def patch_loss(out, truth, inner, options: MouthTrainOptions):
     rec = (weight * (out - truth).abs()).mean()
     area = inner.sum(dim=(1, 2, 3))
     shown = area > 8
-    share = lambda x: (teeth(x, options.teeth_softness) * inner).sum(dim=(1, 2, 3)) / area.clamp(min=1)  # noqa: E731
+
+    def share(x):
+        return (teeth(x, options.teeth_softness) * inner).sum(dim=(1, 2, 3)) / area.clamp(min=1)
+
     tooth = ((share(out) - share(truth)).abs() * shown).sum() / shown.sum().clamp(min=1)
     return rec + options.ssim_weight * losses.structure(out, truth) + options.teeth_weight * tooth
 
@@ -166,15 +169,15 @@ def train_mouth(data: dict, selection: dict, basis: ExpressionBasis, options: Mo
             as_input = torch.cat([out, planes[:, 3:]], dim=1)
             loss = loss + options.att_weight * losses.attribute([z.detach() for z in net.encode(planes)],
                                                                  net.encode(as_input))
-        seen = lambda image: torch.cat([image, inner * 2 - 1], dim=1)  # noqa: E731
         if options.adv_weight:
-            loss = loss + options.adv_weight * losses.adversarial(d(seen(out)), real=True)
+            loss = loss + options.adv_weight * losses.adversarial(d(_masked(out, inner)), real=True)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if options.adv_weight:
-            d_loss = losses.adversarial(d(seen(truth)), True) + losses.adversarial(d(seen(out.detach())), False)
+            d_loss = (losses.adversarial(d(_masked(truth, inner)), True)
+                      + losses.adversarial(d(_masked(out.detach(), inner)), False))
             opt_d.zero_grad()
             d_loss.backward()
             opt_d.step()
@@ -204,6 +207,11 @@ def train_mouth(data: dict, selection: dict, basis: ExpressionBasis, options: Mo
          "selection_clips": [str(n) for n in selection["names"]], "selection_samples": len(selection["truth"]),
          "validation_samples": len(validation["truth"]) if validation is not None else 0}, indent=2) + "\n")
     return path
+
+
+def _masked(image: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """What the discriminator sees: the patch and its inner-lip mask."""
+    return torch.cat([image, inner * 2 - 1], dim=1)
 
 
 def _rounded(figures: dict) -> dict:
