@@ -54,7 +54,7 @@ class FrameClock:
         self.finished_playout = False
         self.last_status = time.time()
         self.window = options.window and self._display_available()
-        self.screen = ScreenProcess(title) if self.window else None
+        self.screen = ScreenProcess(title, self.stats.event) if self.window else None
         self.status_at, self.status_bytes, self.status_text = 0.0, 0, ""
         self.wire_bytes: Callable[[], int] = lambda: 0   # bytes received on the wire so far (status line)
         self.status_extra: Callable[[], str] | None = None   # what the owner adds to the status line

@@ -77,8 +77,11 @@ class ScreenProcess:
     OPEN_WITHIN_S = 4.0
     MAX_STARTS = 3
 
-    def __init__(self, title: str = "callsynth"):
+    def __init__(self, title: str = "callsynth", event=None):
+        """`event(text, level)`: where the window's opening and restarts are said (default: the log), so a
+        call's summary shows when its window opened."""
         self.title = title
+        self.event = event or (lambda text, level=logging.INFO: log.log(level, text))
         self.starts = 0
         self._start()
 
@@ -112,7 +115,8 @@ class ScreenProcess:
         now = time.monotonic()
         self.first_frame_at = self.first_frame_at or now
         if not self.ready and now - self.first_frame_at > self.OPEN_WITHIN_S and self.starts < self.MAX_STARTS:
-            log.warning("the window did not open within %.0f s; starting it again", self.OPEN_WITHIN_S)
+            self.event(f"the window did not open within {self.OPEN_WITHIN_S:.0f} s; starting it again",
+                       logging.WARNING)
             self._stop(kill=True)
             self._start()
             return None
@@ -135,6 +139,8 @@ class ScreenProcess:
             action = line.decode("ascii", "replace").strip()
             if action == "ready":
                 self.ready = True
+                self.event(f"window showing its first frame, {now - self.first_frame_at:.1f} s after the "
+                           f"call's first (start {self.starts})")
             elif action:
                 return action
         return None

@@ -168,6 +168,8 @@ def test_a_two_way_call_on_screen_shows_the_other_large_and_yourself_small(tmp_p
                                check=False)
         if later.returncode == 0 and (read_xwd(later.stdout).max(axis=2) > 0).sum() > 100_000:
             shot = later        # (on a slow machine the window may open late, and the call end within 1 s)
+        tree = subprocess.run(["xwininfo", "-root", "-children", "-display", display], capture_output=True,
+                              text=True, timeout=30, check=False).stdout if shutil.which("xwininfo") else ""
         assert a.wait(timeout=60) == 0, logs["a"].read_text()[-2000:]
         assert b.wait(timeout=60) == 0, logs["b"].read_text()[-2000:]
     finally:
@@ -178,7 +180,8 @@ def test_a_two_way_call_on_screen_shows_the_other_large_and_yourself_small(tmp_p
     image = read_xwd(shot.stdout)
     cv2.imwrite(str(tmp_path / "screen.png"), image[:, :, ::-1])
     ys, xs = np.nonzero(image.max(axis=2) > 0)
-    assert ys.size > 100_000, "no window on the screen; side a said:\n" + logs["a"].read_text()[-3000:]
+    window = [e for e in summary["received"]["events"] if "window" in e["event"]]
+    assert ys.size > 100_000, f"no window on the screen; side a's window events: {window}; X's windows:\n{tree}"
     top, left = ys.min(), xs.min()
     assert abs(xs.max() - left + 1 - REMOTE_SIDE) <= 4, (xs.min(), xs.max())
     face = image[top:top + REMOTE_SIDE, left:left + REMOTE_SIDE].astype(float)
