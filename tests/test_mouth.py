@@ -166,3 +166,37 @@ def test_the_repair_never_darkens_teeth_a_reference_shows():
     assert torch.equal(brighter, composed + 0.1)
     inner[:] = -1.0                                                     # the same pixels outside the lips
     assert torch.equal(keep_teeth(out, composed, inner), out)
+
+
+def test_a_closed_mouth_is_left_as_the_warp_drew_it_and_an_open_one_repaired_in_full(still):
+    """open_weight: nothing below half the evaluator's open mouth (the network does not even run), all of
+    the repair from the open mouth on; mouth_repaired follows it."""
+    from callsynth.face.pose import Pose
+    from callsynth.face.regions import OPEN_MOUTH, lip_gap
+    from callsynth.model.mouth_generator import open_weight
+    from callsynth.model.runtime import mouth_repaired
+
+    assert open_weight(0.0) == 0 and open_weight(OPEN_MOUTH / 2) == 0
+    assert open_weight(OPEN_MOUTH) == 1 and open_weight(3 * OPEN_MOUTH) == 1
+    assert 0.4 < open_weight(0.75 * OPEN_MOUTH) < 0.6
+    calls = []
+
+    def brighter(planes, code, pose, present):        # a "network" that lifts the whole patch
+        calls.append(1)
+        return (planes[:, :3] + 0.5).clamp(-1, 1)
+
+    picture, target = still.image, still.landmarks
+    rest = Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2)
+    patch = MouthPatch.at(target, picture.shape[0])
+    closed = target.copy()
+    closed[13, :2] = closed[14, :2] = (target[13, :2] + target[14, :2]) / 2    # inner lips together
+    assert lip_gap(closed) < OPEN_MOUTH / 2
+    same = mouth_repaired(brighter, 25, picture, patch.cut(picture), patch, closed, np.zeros(25), rest,
+                          np.zeros(len(MOUTH_SOURCES)))
+    assert same is picture and not calls
+    opened = target.copy()
+    opened[14, 1] = opened[13, 1] + 2 * OPEN_MOUTH * np.linalg.norm(target[468, :2] - target[473, :2])
+    assert lip_gap(opened) >= OPEN_MOUTH
+    lifted = mouth_repaired(brighter, 25, picture, patch.cut(picture), patch, opened, np.zeros(25), rest,
+                            np.zeros(len(MOUTH_SOURCES)))
+    assert calls and lifted.astype(int).sum() > picture.astype(int).sum()

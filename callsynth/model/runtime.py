@@ -172,10 +172,15 @@ def traced_mouth(net) -> torch.jit.ScriptModule:
 def mouth_repaired(run, code_dim: int, picture: np.ndarray, plain: np.ndarray, patch, target: np.ndarray,
                    code: np.ndarray, pose, present: np.ndarray) -> np.ndarray:
     """`picture` (the composed frame, RGB uint8, crop pixels) with its mouth repaired by the mouth
-    generator `run` (traced or eager): `plain` the still warped alone, cut at `patch` (a MouthPatch of
-    `target`); `present` which mouth references the receiver holds."""
-    from .mouth_generator import mouth_attributes
+    generator `run` (traced or eager) as far as the mouth is open (`open_weight`; a closed mouth is left
+    as it is, without running the network): `plain` the still warped alone, cut at `patch` (a MouthPatch
+    of `target`); `present` which mouth references the receiver holds."""
+    from ..face.regions import lip_gap
+    from .mouth_generator import mouth_attributes, open_weight
 
+    weight = float(open_weight(lip_gap(target)))
+    if weight <= 0:
+        return picture
     composed = patch.cut(picture)
     planes = mouth_attributes(composed, plain, patch.mask(target))
     expression = np.zeros(code_dim, np.float32)
@@ -184,5 +189,5 @@ def mouth_repaired(run, code_dim: int, picture: np.ndarray, plain: np.ndarray, p
               torch.from_numpy(pose_vector(pose))[None], torch.from_numpy(np.asarray(present, np.float32))[None])
     repair = (out[0].permute(1, 2, 0).numpy() + 1) * 127.5 - composed.astype(np.float32)
     result = picture.copy()
-    patch.add(result, repair)
+    patch.add(result, weight * repair)
     return result

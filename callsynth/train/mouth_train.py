@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..face.basis import ExpressionBasis
 from ..face.regions import OPEN_MOUTH, TEETH_S, TEETH_V
 from ..model.generator import Discriminator
-from ..model.mouth_generator import MouthGenerator
+from ..model.mouth_generator import MouthGenerator, open_weight
 from ..model.runtime import MOUTH_FORMAT, half_weights
 from . import losses
 
@@ -103,17 +103,18 @@ def patch_loss(out, truth, inner, options: MouthTrainOptions):
 @torch.inference_mode()
 def validate(net: MouthGenerator, data: dict) -> dict:
     """On the open-mouth samples: the mean absolute error (0-255) inside the inner lips and the teeth share
-    there (the evaluator's hard definition) of the output (as receivers show it, teeth kept), of the
-    composed patch and of the truth; on all samples, the patch SSIM of the output and of the composed
-    patch."""
+    there (the evaluator's hard definition) of the output (as receivers show it: teeth kept, as far as the
+    mouth is open), of the composed patch and of the truth; on all samples, the patch SSIM of the output
+    and of the composed patch."""
     net.eval()
     sums = {k: 0.0 for k in ("err_out", "err_in", "ssim_out", "ssim_in", "teeth_out", "teeth_in", "teeth_truth")}
     pixels = 0.0
     for start in range(0, len(data["truth"]), 256):
         index = np.arange(start, min(start + 256, len(data["truth"])))
         planes, code, pose, present, truth, inner = tensors(data, index)
-        out = net(planes, code, pose, present)
         composed = planes[:, :3]
+        weight = torch.from_numpy(open_weight(data["gap"][index]))[:, None, None, None]
+        out = composed + weight * (net(planes, code, pose, present) - composed)
         mask = (inner > 0.5).float() * (torch.from_numpy(data["gap"][index]) >= OPEN_MOUTH).float()[:, None, None, None]
         pixels += float(mask.sum())
         for key, image in (("out", out), ("in", composed)):
