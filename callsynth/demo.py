@@ -109,8 +109,11 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
         "reference_bytes": receiver.get("reference_bytes", 0),
         # adaptive quality: what the receiver rendered at the end and how often it changed; the sender's
         # tracking the same way
-        "receiver_quality": receiver.get("quality", {}).get("now"),
-        "receiver_quality_steps": len(receiver.get("quality", {}).get("steps", [])),
+        "receiver_quality": receiver.get("quality_now", receiver.get("quality", {}).get("now")),
+        "receiver_quality_steps": len(receiver.get("quality", {}).get("steps", []))
+        + len(receiver.get("mouth_quality", {}).get("steps", [])),
+        # under the full-frame generator: the frames the mouth generator repaired in its stead
+        "receiver_mouth_frames": receiver.get("mouth_quality", {}).get("frames_costly"),
         "sender_tracking": sender.get("tracking", {}).get("now"),
         "receiver_peak_memory_mb": receiver.get("peak_memory_mb"),
     }
@@ -203,7 +206,7 @@ def side_headline(stats: dict) -> dict:
         "received_audio_on_wire_kbps": wire.get("audio_kbps"),
         "sent_payload_kbps": stats["sent"].get("payload_kbps"),
         "sent_tracking": stats["sent"].get("tracking", {}).get("now"),
-        "quality": received.get("quality", {}).get("now"),
+        "quality": received.get("quality_now", received.get("quality", {}).get("now")),
         "peak_memory_mb": stats.get("peak_memory_mb"),
         "ended": stats.get("ended"),
     }

@@ -3,7 +3,8 @@ on this machine, so that a slow or busy machine keeps its frame rate instead of 
 
 The receiver's costly step is the generator: a machine that cannot run it at the display rate steps down —
 the generator on every 2nd, then every 4th frame with the warp between, then the warp alone — and back up
-when the measured costs allow. At the warp alone the generator is tried on one frame now and then (every
+when the measured costs allow. Under the full-frame generator a second ladder of the same kind runs the
+mouth generator on the frames between (receiver/frame_clock.py). At the warp alone the generator is tried on one frame now and then (every
 5 s, backing off to a minute while it stays too slow) so that a machine that got faster, or less busy, is
 noticed. The sender's costly step is tracking: when tracking every frame does not fit the camera's rate,
 it tracks only the frames it sends. Every step is kept with its time and reason for STATS.json.
@@ -24,6 +25,12 @@ SMOOTHING = 0.3             # weight of the newest cost in the running estimate
 def describe_render(every: int) -> str:
     return "warp only" if every == 0 else "generator every frame" if every == 1 else \
         f"generator every {every} frames, warp between"
+
+
+def describe_mouth(every: int) -> str:
+    """The mouth generator's ladder, on the frames the full-frame generator leaves to it."""
+    return "warp only" if every == 0 else "mouth generator every frame" if every == 1 else \
+        f"mouth generator every {every} frames, warp between"
 
 
 def describe_tracking(every: int) -> str:

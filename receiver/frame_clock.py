@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from callsynth.face.basis import ExpressionBasis
-from callsynth.quality import RENDER_LEVELS, QualityLadder
+from callsynth.quality import RENDER_LEVELS, QualityLadder, describe_mouth
 from callsynth.wire import FLAG_AUDIO, Codec, Part, PartAssembler, WireError, decode_control, decode_identity
 
 from .jitter import JitterBuffer
@@ -68,10 +68,13 @@ class FrameClock:
         # identity vector. Eager, not traced: the trace is faster (`callsynth bench` compares the two) but
         # `callsynth demo` on a 2-core EPYC showed the receiver's peak at 510-520 MB with it and 445 MB
         # without, and the quality ladder runs the generator only as often as the machine affords.
-        self.renderers = Renderers(basis, options.model, options.generator, script=False)
+        self.renderers = Renderers(basis, options.model, options.generator, script=False, fallback=True)
         # Whatever network repairs frames (the full-frame or the mouth generator) gets the threads and the
-        # ladder; the warp alone has neither.
+        # ladder; the warp alone has neither. Under the full-frame generator a second ladder runs the mouth
+        # generator on the frames the first cannot afford, so a slow machine still shows a repaired mouth.
         self.quality = QualityLadder(options.fps, RENDER_LEVELS if self.renderers.repairs else (0,))
+        self.mouth_quality = (QualityLadder(options.fps, RENDER_LEVELS, describe=describe_mouth)
+                              if self.renderers.fallback is not None else None)
         if options.threads and self.renderers.repairs:
             import torch
 
@@ -244,18 +247,26 @@ class FrameClock:
         and sent while a frame is built (inline, the warp held up a two-way call's outgoing packets and
         added tens of ms to their jitter)."""
         repair = self.renderers.repairs and self.quality.costly_next()
+        mouth = not repair and self.mouth_quality is not None and self.mouth_quality.costly_next()
         started = time.perf_counter()
-        if repair:
+        if repair or mouth:
             frame = await asyncio.get_running_loop().run_in_executor(self.render_thread, self.renderer.render,
-                                                                     state, repair)
+                                                                     state, "mouth" if mouth else True)
         else:
             frame = self.renderer.render(state, False)
-        level = self.quality.level
-        step = self.quality.record(repair, (time.perf_counter() - started) * 1000)
-        if step is not None:
-            self.stats.event(f"quality: {step['now']} ({step['why']})",
-                             logging.WARNING if self.quality.level > level else logging.INFO)
+        ms = (time.perf_counter() - started) * 1000
+        self._record(self.quality, repair, ms)
+        if not repair and self.mouth_quality is not None:
+            self._record(self.mouth_quality, mouth, ms)
         return frame
+
+    def _record(self, ladder: QualityLadder, costly: bool, ms: float) -> None:
+        level = ladder.level
+        step = ladder.record(costly, ms)
+        if step is not None:
+            name = "mouth quality" if ladder is self.mouth_quality else "quality"
+            self.stats.event(f"{name}: {step['now']} ({step['why']})",
+                             logging.WARNING if ladder.level > level else logging.INFO)
 
     async def _show_frame(self) -> None:
         now = time.time()
@@ -330,7 +341,7 @@ class FrameClock:
         latency = "-" if np.isnan(latency) else f"{latency:.0f} ms"
         extra = f" | {self.status_extra()}" if self.status_extra is not None else ""
         self.status_text = (f"{fps:.0f} fps | {latency} | {kbps:.1f} kbps in | "
-                            f"{concealed:.0%} concealed | {self.quality.now}{extra} | q: hang up")
+                            f"{concealed:.0%} concealed | {self.quality_now()}{extra} | q: hang up")
         return self.status_text
 
     def close(self) -> dict:
@@ -348,7 +359,18 @@ class FrameClock:
         if self.screen is not None:
             self.screen.close()
         self.render_thread.shutdown(wait=False)
-        return {"renderer": self.options.model, "quality": self.quality.summary()}
+        out = {"renderer": self.options.model, "quality": self.quality.summary(), "quality_now": self.quality_now()}
+        if self.mouth_quality is not None:
+            out["mouth_quality"] = self.mouth_quality.summary()
+        return out
+
+    def quality_now(self) -> str:
+        """What the renderer does now, in words: the ladder's level, and under the full-frame generator what
+        the mouth generator's ladder does on the frames it leaves."""
+        if self.mouth_quality is None or self.quality.every == 1:
+            return self.quality.now
+        mouth = self.mouth_quality.now
+        return mouth if self.quality.every == 0 else f"generator every {self.quality.every} frames, {mouth} between"
 
 
 def check_same_face(stats: ReceiverStats, before, after) -> asyncio.Future:

@@ -20,26 +20,49 @@ from callsynth.model.runtime import identity_of, load_generator, mouth_repaired,
 from .renderer import WarpRenderer
 
 
+def mouth_references_held(renderer: WarpRenderer) -> np.ndarray:
+    """Which mouth reference stills (MOUTH_SOURCES) `renderer` holds, as the mouth generator reads it."""
+    return np.array([i in renderer.blender.references for i in MOUTH_SOURCES], np.float32)
+
+
+def mouth_frame(renderer: WarpRenderer, net, run, state) -> np.ndarray:
+    """The frame of `state` by `renderer`'s warp and reference blend, its mouth repaired by the mouth
+    generator `net` (run as `run`) with the references `renderer` holds."""
+    pose, code = state
+    target = renderer.target_landmarks(pose, code)
+    base = renderer.warper.warp(target)
+    patch = MouthPatch.at(target, base.shape[0])
+    return mouth_repaired(run, net.code_dim, renderer.blender.compose(base, target), patch.cut(base), patch,
+                          target, code, pose, mouth_references_held(renderer))
+
+
 class GeneratorRenderer(WarpRenderer):
     def __init__(self, basis: ExpressionBasis, still: Still, model: str | Path | None = None,
-                 script: bool = True, loaded: tuple[CallGenerator, int] | None = None, run=None):
+                 script: bool = True, loaded: tuple[CallGenerator, int] | None = None, run=None,
+                 mouth: tuple | None = None):
         """`model`: a generator file (default the shipped one), or `loaded`: what load_generator gave;
-        `run`: that network already traced (receiver.renderer.Renderers passes both). Torch's thread count
-        is the caller's (the Receiver's `threads`, the bench's loop)."""
+        `run`: that network already traced (receiver.renderer.Renderers passes both); `mouth`: the mouth
+        generator and its traced run, for the frames the full-frame one cannot afford
+        (`render(state, "mouth")`). Torch's thread count is the caller's (the Receiver's `threads`, the
+        bench's loop)."""
         super().__init__(basis, still)
         self.net, self.size = loaded or load_generator(model, basis)
         self.z_id = identity_of(still.image, still.landmarks, self.size)  # cached once
         self.run = run or (traced(self.net, still.image.shape[0]) if script else None)
+        self.mouth = mouth
 
     def repair(self, picture: np.ndarray, target: np.ndarray, code: np.ndarray, pose) -> np.ndarray:
         """`picture` (the warp, or any picture of this still's face at `target`) repaired by the generator
         with the still's identity vector."""
         return repaired(self.net, picture, target, self.z_id, code[:self.net.code_dim], pose, self.run)
 
-    def render(self, state, repair: bool = True) -> np.ndarray:
-        """The repaired frame; the warp alone with repair=False (the receiver's lower quality steps)."""
+    def render(self, state, repair: bool | str = True) -> np.ndarray:
+        """The repaired frame; the warp alone with repair=False, its mouth repaired by the mouth generator
+        with repair="mouth" (the receiver's lower quality steps; the warp alone when it has none)."""
         if state is None or not repair:
             return super().render(state)
+        if repair == "mouth":
+            return mouth_frame(self, *self.mouth, state) if self.mouth else super().render(state)
         pose, code = state
         target = self.target_landmarks(pose, code)
         return self.repair(self.compose(target), target, code, pose)
@@ -54,24 +77,14 @@ class MouthRenderer(WarpRenderer):
         super().__init__(basis, still)
         self.net, self.run = net, run or net
 
-    def _present(self) -> np.ndarray:
-        return np.array([i in self.blender.references for i in MOUTH_SOURCES], np.float32)
-
     def repair(self, picture: np.ndarray, target: np.ndarray, code: np.ndarray, pose) -> np.ndarray:
         """Any picture of this face at `target` (combine's transfer) repaired, itself as the plain source."""
         patch = MouthPatch.at(target, picture.shape[0])
         return mouth_repaired(self.run, self.net.code_dim, picture, patch.cut(picture), patch, target, code,
-                              pose, self._present())
+                              pose, mouth_references_held(self))
 
     def render(self, state, repair: bool = True) -> np.ndarray:
         """The repaired frame; the warp alone with repair=False (the receiver's lower quality steps)."""
         if state is None or not repair:
             return super().render(state)
-        pose, code = state
-        target = self.target_landmarks(pose, code)
-        base = self.warper.warp(target)
-        patch = MouthPatch.at(target, base.shape[0])
-        plain = patch.cut(base)
-        composed = self.blender.compose(base, target)
-        return mouth_repaired(self.run, self.net.code_dim, composed, plain, patch, target, code, pose,
-                              self._present())
+        return mouth_frame(self, self.net, self.run, state)

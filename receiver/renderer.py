@@ -3,6 +3,8 @@ the mouth and eyes blended from the reference stills (callsynth.face.reference_b
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from callsynth.face.basis import ExpressionBasis
@@ -49,10 +51,25 @@ class WarpRenderer:
         return self.compose(self.target_landmarks(*state))
 
 
+log = logging.getLogger("callsynth.receive")
+
 # How frames are rebuilt unless told otherwise (reenact, receive, demo, the Receiver): the generator, which
 # beats the warp alone on SSIM, mouth-region error and landmark NME on the validation identities.
 DEFAULT_MODEL = "generator"
 MODELS = ("warp", "generator", "mouth")
+
+
+def _mouth_fallback(basis: ExpressionBasis) -> tuple | None:
+    """The shipped mouth generator and its trace, for the frames a receiver cannot afford the full-frame
+    generator on; None (said) when its file cannot be used."""
+    from callsynth.model.runtime import GeneratorModelError, load_mouth_generator, traced_mouth
+
+    try:
+        net = load_mouth_generator(None, basis)
+    except GeneratorModelError as exc:
+        log.warning("no mouth generator to fall back on: %s", exc)
+        return None
+    return net, traced_mouth(net)
 
 
 class Renderers:
@@ -60,17 +77,22 @@ class Renderers:
     model is chosen once — the warp, or the warp repaired by the generator, whose network is loaded once
     (a bad file is refused here, before any frame) and traced once when `script` — then one renderer per
     still, as stills arrive. The call runs the generator eager (`script=False`): the trace is faster but
-    cost a receiver 70 MB more peak memory, and its quality ladder repairs only the frames it affords."""
+    cost a receiver 70 MB more peak memory, and its quality ladder repairs only the frames it affords.
+    With `fallback` (the call's receiver) the full-frame generator comes with the mouth generator, which
+    repairs the mouth of the frames the full-frame one cannot afford."""
 
-    def __init__(self, basis: ExpressionBasis, model: str = DEFAULT_MODEL, generator=None, script: bool = True):
+    def __init__(self, basis: ExpressionBasis, model: str = DEFAULT_MODEL, generator=None, script: bool = True,
+                 fallback: bool = False):
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
         self.basis, self.model, self.script = basis, model, script
-        self.loaded = self.run = None
+        self.loaded = self.run = self.fallback = None
         if model == "generator":
             from callsynth.model.runtime import load_generator
 
             self.loaded = load_generator(generator, basis)
+            if fallback:
+                self.fallback = _mouth_fallback(basis)
         elif model == "mouth":
             from callsynth.model.runtime import load_mouth_generator, traced_mouth
 
@@ -96,4 +118,4 @@ class Renderers:
 
         if self.run is None:
             self.run = traced(self.loaded[0], still.image.shape[0]) if self.script else FullFrame(self.loaded[0]).eval()
-        return GeneratorRenderer(self.basis, still, loaded=self.loaded, run=self.run)
+        return GeneratorRenderer(self.basis, still, loaded=self.loaded, run=self.run, mouth=self.fallback)

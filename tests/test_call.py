@@ -143,6 +143,16 @@ def test_a_call_rebuilt_by_the_generator(tmp_path, model):
     if quality["now"] != "generator every frame":
         assert quality["steps"] and quality["frames_cheap"] > 0
         assert any(e["event"].startswith("quality: ") for e in summary["events"])
+    if model == "generator":
+        # the frames the full-frame generator leaves go to the mouth generator's own ladder, which starts
+        # by repairing every one of them
+        mouth = summary["mouth_quality"]
+        assert mouth["frames_costly"] + mouth["frames_cheap"] == quality["frames_cheap"]
+        assert mouth["frames_costly"] >= (1 if quality["frames_cheap"] else 0)
+        assert summary["quality_now"] == quality["now"] or "mouth generator" in summary["quality_now"] \
+            or summary["quality_now"].endswith("warp only")
+    else:
+        assert "mouth_quality" not in summary
 
 
 def test_a_bad_generator_file_stops_the_receiver_before_the_call(tmp_path):
