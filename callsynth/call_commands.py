@@ -211,7 +211,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="rebuild frames by the warp of the still (with its reference stills) alone; 'mouth': "
                         "the warp with its mouth repaired by the trained multi-attribute MC-AAD mouth "
                         "generator; 'generator': the warp repaired whole by the full-frame MC-AAD generator "
-                        f"(about 10x the warp's cost in callsynth bench on a 2-core EPYC) (default {DEFAULT_MODEL})")
+                        "(about 10x the warp's cost in callsynth bench on a 2-core EPYC; in a call, the frames "
+                        f"it cannot afford get the mouth generator) (default {DEFAULT_MODEL})")
     p.add_argument("--generator", type=Path, metavar="FILE",
                    help="that model's file (default: the shipped callsynth/assets/mouth_generator.pt or "
                         "generator.pt)")
