@@ -200,3 +200,25 @@ def test_a_closed_mouth_is_left_as_the_warp_drew_it_and_an_open_one_repaired_in_
     lifted = mouth_repaired(brighter, 25, picture, patch.cut(picture), patch, opened, np.zeros(25), rest,
                             np.zeros(len(MOUTH_SOURCES)))
     assert calls and lifted.astype(int).sum() > picture.astype(int).sum()
+
+
+def test_the_calls_mouth_fallback_draws_what_the_mouth_renderer_draws(basis, still):
+    """Renderers(…, "generator", fallback=True): a frame the full-frame generator cannot afford, drawn with
+    repair="mouth", is the mouth generator's frame of the same state, references and all."""
+    from receiver.renderer import Renderers
+
+    full = Renderers(basis, "generator", script=False, fallback=True)
+    assert full.fallback is not None
+    mouth = Renderers(basis, "mouth")
+    a, b = full(still), mouth(still)
+    for r in (a, b):
+        for index in MOUTH_SOURCES:
+            r.add_reference(index, still)
+    rng = np.random.default_rng(1)
+    opened = next(s for s in ((a.rest_pose, rng.normal(0, 0.3, basis.k)) for _ in range(200))
+                  if lip_gap(a.target_landmarks(*s)) >= 0.08)
+    with torch.inference_mode():
+        fallback, alone = a.render(opened, "mouth"), b.render(opened)
+    assert np.array_equal(fallback, alone)
+    assert not np.array_equal(fallback, a.render(opened, False))       # the mouth was repaired
+    assert Renderers(basis, "generator", script=False).fallback is None    # only the call asks for it
