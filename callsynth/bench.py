@@ -7,6 +7,7 @@ generator in the ways worth trying on a CPU (threads, channels-last memory, Torc
 from __future__ import annotations
 
 import time
+from itertools import chain, islice
 
 import numpy as np
 import torch
@@ -41,8 +42,9 @@ def bench(still: Still, basis: ExpressionBasis, generator: str | None, frames: i
     mouth = Renderers(basis, "mouth")(still)
     for index in MOUTH_SOURCES:              # a call's receiver has both by the time a mouth opens
         mouth.add_reference(index, still)
-    opened = [s for s in (states + [(warp.rest_pose, rng.normal(0, 0.3, basis.k)) for _ in range(20 * frames)])
-              if lip_gap(warp.target_landmarks(*s)) >= OPEN_MOUTH][:frames]
+    more = ((warp.rest_pose, rng.normal(0, 0.3, basis.k)) for _ in range(20 * frames))
+    opened = list(islice((s for s in chain(states, more) if lip_gap(warp.target_landmarks(*s)) >= OPEN_MOUTH),
+                         frames))
     opened = opened if len(opened) >= 2 else states
     for threads in (1, 2):
         torch.set_num_threads(threads)

@@ -303,9 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Make mouth samples by the call's own path (sender, references as they "
                                    "happen, the receiver's warp and blend) from the training identities of "
                                    "../shared/data, then train the mouth generator on them with the patent's "
-                                   "reconstruction, attribute and adversarial losses, keeping the step "
-                                   "that beats the composed mouth most on training people held out of "
-                                   "training (the validation people are only logged). Samples are cached outside the repository.")
+                                   "reconstruction and attribute losses and a teeth-share term, keeping "
+                                   "the step that beats the composed mouth most on training people held "
+                                   "out of training (the validation people are only logged). Samples are "
+                                   "cached outside the repository.")
     p.add_argument("--steps", type=_positive_int, default=mouth.steps, help=f"training steps (default {mouth.steps})")
     p.add_argument("--seed", type=int, default=mouth.seed, help=f"random seed (default {mouth.seed})")
     p.add_argument("--out", type=Path, default=Path("runs/mouth"), help="output folder (default runs/mouth)")

@@ -109,7 +109,7 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
         "reference_bytes": receiver.get("reference_bytes", 0),
         # adaptive quality: what the receiver rendered at the end and how often it changed; the sender's
         # tracking the same way
-        "receiver_quality": receiver.get("quality_now", receiver.get("quality", {}).get("now")),
+        "receiver_quality": receiver.get("quality_now"),
         "receiver_quality_steps": len(receiver.get("quality", {}).get("steps", []))
         + len(receiver.get("mouth_quality", {}).get("steps", [])),
         # under the full-frame generator: the frames the mouth generator repaired in its stead
@@ -206,7 +206,7 @@ def side_headline(stats: dict) -> dict:
         "received_audio_on_wire_kbps": wire.get("audio_kbps"),
         "sent_payload_kbps": stats["sent"].get("payload_kbps"),
         "sent_tracking": stats["sent"].get("tracking", {}).get("now"),
-        "quality": received.get("quality_now", received.get("quality", {}).get("now")),
+        "quality": received.get("quality_now"),
         "peak_memory_mb": stats.get("peak_memory_mb"),
         "ended": stats.get("ended"),
     }

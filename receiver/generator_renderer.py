@@ -13,16 +13,11 @@ import numpy as np
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.mouth_patch import MouthPatch
 from callsynth.face.still import Still
-from callsynth.model.mouth_generator import MOUTH_SOURCES
+from callsynth.model.mouth_generator import references_present
 from callsynth.model.repairer import CallGenerator
 from callsynth.model.runtime import identity_of, load_generator, mouth_repaired, repaired, traced
 
 from .renderer import WarpRenderer
-
-
-def mouth_references_held(renderer: WarpRenderer) -> np.ndarray:
-    """Which mouth reference stills (MOUTH_SOURCES) `renderer` holds, as the mouth generator reads it."""
-    return np.array([i in renderer.blender.references for i in MOUTH_SOURCES], np.float32)
 
 
 def mouth_frame(renderer: WarpRenderer, net, run, state) -> np.ndarray:
@@ -33,7 +28,7 @@ def mouth_frame(renderer: WarpRenderer, net, run, state) -> np.ndarray:
     base = renderer.warper.warp(target)
     patch = MouthPatch.at(target, base.shape[0])
     return mouth_repaired(run, net.code_dim, renderer.blender.compose(base, target), patch.cut(base), patch,
-                          target, code, pose, mouth_references_held(renderer))
+                          target, code, pose, references_present(renderer.blender.references))
 
 
 class GeneratorRenderer(WarpRenderer):
@@ -81,7 +76,7 @@ class MouthRenderer(WarpRenderer):
         """Any picture of this face at `target` (combine's transfer) repaired, itself as the plain source."""
         patch = MouthPatch.at(target, picture.shape[0])
         return mouth_repaired(self.run, self.net.code_dim, picture, patch.cut(picture), patch, target, code,
-                              pose, mouth_references_held(self))
+                              pose, references_present(self.blender.references))
 
     def render(self, state, repair: bool = True) -> np.ndarray:
         """The repaired frame; the warp alone with repair=False (the receiver's lower quality steps)."""

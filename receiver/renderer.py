@@ -59,17 +59,25 @@ DEFAULT_MODEL = "generator"
 MODELS = ("warp", "generator", "mouth")
 
 
+def _mouth(basis: ExpressionBasis, path=None) -> tuple:
+    """The mouth generator of a file (default the shipped one) and its trace: small, so traced even in a
+    call (a few MB)."""
+    from callsynth.model.runtime import load_mouth_generator, traced_mouth
+
+    net = load_mouth_generator(path, basis)
+    return net, traced_mouth(net)
+
+
 def _mouth_fallback(basis: ExpressionBasis) -> tuple | None:
     """The shipped mouth generator and its trace, for the frames a receiver cannot afford the full-frame
     generator on; None (said) when its file cannot be used."""
-    from callsynth.model.runtime import GeneratorModelError, load_mouth_generator, traced_mouth
+    from callsynth.model.runtime import GeneratorModelError
 
     try:
-        net = load_mouth_generator(None, basis)
+        return _mouth(basis)
     except GeneratorModelError as exc:
         log.warning("no mouth generator to fall back on: %s", exc)
         return None
-    return net, traced_mouth(net)
 
 
 class Renderers:
@@ -94,10 +102,7 @@ class Renderers:
             if fallback:
                 self.fallback = _mouth_fallback(basis)
         elif model == "mouth":
-            from callsynth.model.runtime import load_mouth_generator, traced_mouth
-
-            self.loaded = load_mouth_generator(generator, basis)
-            self.run = traced_mouth(self.loaded)    # small: traced even in a call (a few MB)
+            self.loaded, self.run = _mouth(basis, generator)
 
     @property
     def repairs(self) -> bool:

@@ -80,12 +80,24 @@ def open_weight(gap):
     return np.clip((np.asarray(gap, np.float32) - OPEN_MOUTH / 2) / (OPEN_MOUTH / 2), 0.0, 1.0)
 
 
+def value_saturation(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """HSV value and saturation (0-255, as OpenCV and the evaluator's teeth pixel read them) of images in
+    [-1, 1]: two (B, 1, H, W) tensors."""
+    rgb = (image + 1) * 127.5
+    v = rgb.amax(dim=1, keepdim=True)
+    return v, (v - rgb.amin(dim=1, keepdim=True)) / v.clamp(min=1) * 255
+
+
+def references_present(references) -> np.ndarray:
+    """Which mouth reference stills (MOUTH_SOURCES) a receiver holds — `references`: their indices (a
+    ReferenceBlender's `references`) — as the network reads it."""
+    return np.array([i in references for i in MOUTH_SOURCES], np.float32)
+
+
 def keep_teeth(out: torch.Tensor, composed: torch.Tensor, inner_plane: torch.Tensor) -> torch.Tensor:
     """`out` no darker than `composed` where the composed patch shows teeth (the evaluator's teeth pixel:
     HSV V > TEETH_V, S < TEETH_S) inside the inner lips; all in [-1, 1]."""
-    rgb = (composed + 1) * 127.5
-    v = rgb.amax(dim=1, keepdim=True)
-    s = (v - rgb.amin(dim=1, keepdim=True)) / v.clamp(min=1) * 255
+    v, s = value_saturation(composed)
     shown = ((v > TEETH_V) & (s < TEETH_S) & (inner_plane > 0)).to(out.dtype)
     return out + shown * F.relu(composed - out)
 

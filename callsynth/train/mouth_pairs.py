@@ -19,7 +19,7 @@ from ..face.reference_blend import ReferenceBlender
 from ..face.still import NoFaceError, prepare_still
 from ..face.warp import FaceWarper
 from ..media import MediaError, iter_frames, video_info
-from ..model.mouth_generator import MOUTH_SOURCES
+from ..model.mouth_generator import references_present
 from ..model.runtime import pose_vector
 from ..split import training_files
 from ..wire import Codec, WireError, decode_identity
@@ -53,7 +53,7 @@ def mouth_samples(path: Path, basis: ExpressionBasis, max_frames: int, every: in
                 patch = MouthPatch.at(target, CROP_SIZE)
                 out["plain"].append(patch.cut(base))
                 composed = blender.compose(base, target)
-                out["present"].append(np.array([k in blender.references for k in MOUTH_SOURCES], np.float32))
+                out["present"].append(references_present(blender.references))
                 out["composed"].append(patch.cut(composed))
                 out["inner"].append((patch.mask(target) * 255).astype(np.uint8))
                 out["truth"].append(patch.cut(sent.crop))

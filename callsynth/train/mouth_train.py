@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..face.basis import ExpressionBasis
 from ..face.regions import OPEN_MOUTH, TEETH_S, TEETH_V
 from ..model.generator import Discriminator
-from ..model.mouth_generator import MouthGenerator, open_weight
+from ..model.mouth_generator import MouthGenerator, open_weight, value_saturation
 from ..model.runtime import MOUTH_FORMAT, half_weights
 from . import losses
 
@@ -78,9 +78,7 @@ def jitter(planes, truth, amount: float):
 
 def teeth(image: torch.Tensor, softness: float = 6.0) -> torch.Tensor:
     """A soft version of the evaluator's teeth pixels (HSV V > 150, S < 90) of images in [-1, 1]: (B,1,H,W)."""
-    rgb = (image + 1) * 127.5
-    v = rgb.max(dim=1, keepdim=True).values
-    s = (v - rgb.min(dim=1, keepdim=True).values) / v.clamp(min=1) * 255
+    v, s = value_saturation(image)
     return torch.sigmoid((v - TEETH_V) / softness) * torch.sigmoid((TEETH_S - s) / softness)
 
 
@@ -149,7 +147,8 @@ def train_mouth(data: dict, selection: dict, basis: ExpressionBasis, options: Mo
     net = MouthGenerator(data["code"].shape[1], options.widths, options.blocks)
     opt = torch.optim.Adam(net.parameters(), lr=options.lr, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=options.lr, total_steps=options.steps)
-    d = Discriminator(4, 32, scales=1)    # made even when unused, so a seed draws the same generator
+    # made even when L_adv is off: torch's random stream (the colour jitter) is then the same either way
+    d = Discriminator(4, 32, scales=1)
     opt_d = torch.optim.Adam(d.parameters(), lr=options.lr, betas=(0.5, 0.999))
     open_idx = np.flatnonzero(data["gap"] >= OPEN_MOUTH)
     all_idx = np.arange(len(data["truth"]))
