@@ -4,9 +4,11 @@ on this machine, so that a slow or busy machine keeps its frame rate instead of 
 The receiver's costly step is the generator: a machine that cannot run it at the display rate steps down —
 the generator on every 2nd, then every 4th frame with the warp between, then the warp alone — and back up
 when the measured costs allow. Under the full-frame generator a second ladder of the same kind runs the
-mouth generator on the frames between (receiver/frame_clock.py). At the warp alone the generator is tried on one frame now and then (every
-5 s, backing off to a minute while it stays too slow) so that a machine that got faster, or less busy, is
-noticed. The sender's costly step is tracking: when tracking every frame does not fit the camera's rate,
+mouth generator on the frames between (receiver/frame_clock.py). At the warp alone the generator is tried
+now and then (every 5 s, backing off to a minute while it stays too slow) so that a machine that got
+faster, or less busy, is noticed: the caller runs that probe beside the frames, not in their path
+(`probe_due`, `record_probe`), since on a machine too slow for the generator a probe on the frame's path
+held the picture for the generator's whole cost (100-170 ms on a 2-core EPYC, every 5-60 s). The sender's costly step is tracking: when tracking every frame does not fit the camera's rate,
 it tracks only the frames it sends. Every step is kept with its time and reason for STATS.json.
 """
 
@@ -55,9 +57,11 @@ class QualityLadder:
     _changed_at: float | None = None
     _probe_at: float | None = None
     _probe_wait: float = PROBE_FIRST_S
+    _probing: bool = False
+    probes: int = 0                         # probes whose cost came back (record_probe)
 
     def __post_init__(self):
-        self.probes = 0 in self.levels and len(self.levels) > 1
+        self.probing = 0 in self.levels and len(self.levels) > 1    # the level "never" is probed out of
         self.budget_ms = FRAME_SHARE * 1000.0 / self.fps
         self.started = self.clock()
         self._changed_at = self.started
@@ -72,15 +76,38 @@ class QualityLadder:
         return self.describe(self.every)
 
     def costly_next(self) -> bool:
-        """Whether the costly step (the generator, tracking) runs on the next frame."""
+        """Whether the costly step (the generator, tracking) runs on the next frame (never at level 0:
+        there it is only probed, off the frame's path)."""
         every = self.every
         self._count += 1
-        if every:
-            return (self._count - 1) % every == 0
-        if self.probes and self._probe_at is not None and self.clock() >= self._probe_at:
-            self._probe_at = None
-            return True
-        return False
+        return bool(every) and (self._count - 1) % every == 0
+
+    def probe_due(self) -> bool:
+        """At level 0 (the costly step never runs): whether to try it once now, beside the frames. The
+        caller runs it off the frame's path and hands its cost to `record_probe`; no other probe is due
+        until then."""
+        if self.every or not self.probing or self._probing or self._probe_at is None or self.clock() < self._probe_at:
+            return False
+        self._probe_at, self._probing = None, True
+        return True
+
+    def record_probe(self, ms: float | None) -> dict | None:
+        """A probe's cost (None: it failed): the newest knowledge of what the costly step costs (it is
+        rare). Steps up when the level above would fit, else the next probe waits twice as long (up to
+        PROBE_MAX_S); returns the step taken, if any."""
+        steps = len(self.steps)
+        self._probing = False
+        if ms is None:
+            self._probe_wait = min(PROBE_MAX_S, self._probe_wait * 2)
+            self._schedule_probe(self.clock())
+            return None
+        self.probes += 1
+        self.cost_ms[True] = ms
+        now = self.clock()
+        if not self._step_up(now, waited=False):
+            self._probe_wait = min(PROBE_MAX_S, self._probe_wait * 2)
+        self._schedule_probe(now)
+        return self.steps[-1] if len(self.steps) > steps else None
 
     def expected_ms(self, every: int) -> float:
         """What a frame costs on average at this level, from the costs measured so far."""
@@ -96,10 +123,8 @@ class QualityLadder:
         """One frame done, with the costly step (`repaired`) or without, in `ms`; returns the step taken
         (an entry of `steps`) when this changed the level, else None."""
         steps = len(self.steps)
-        was_warp_only = self.every == 0
         old = self.cost_ms[repaired]
-        probe = repaired and was_warp_only      # a rare sample: the newest is the best knowledge
-        self.cost_ms[repaired] = ms if old is None or probe else (1 - SMOOTHING) * old + SMOOTHING * ms
+        self.cost_ms[repaired] = ms if old is None else (1 - SMOOTHING) * old + SMOOTHING * ms
         self.frames[repaired] += 1
         now = self.clock()
         current = self.expected_ms(self.every)
@@ -109,17 +134,27 @@ class QualityLadder:
                            if self.expected_ms(self.levels[i]) <= self.budget_ms), len(self.levels) - 1)
             self._change(target, now, f"frames cost {current:.0f} ms, over the {self.budget_ms:.0f} ms a "
                                       f"frame may take at {self.fps:.0f} fps")
-        elif self.level > 0 and now - self._changed_at >= STEP_UP_AFTER_S:
-            above = self.expected_ms(self.levels[self.level - 1])
-            if above <= 0.8 * self.budget_ms:
-                self._probe_wait = PROBE_FIRST_S
-                self._change(self.level - 1, now, f"frames would cost {above:.0f} ms, inside the "
-                                                  f"{self.budget_ms:.0f} ms budget")
-        if self.every == 0 and self.probes and self._probe_at is None:
-            if repaired and was_warp_only:    # a probe that did not earn a step up: wait longer
-                self._probe_wait = min(PROBE_MAX_S, self._probe_wait * 2)
-            self._probe_at = now + self._probe_wait
+        else:
+            self._step_up(now)
+        self._schedule_probe(now)
         return self.steps[-1] if len(self.steps) > steps else None
+
+    def _step_up(self, now: float, waited: bool = True) -> bool:
+        """One level up when its frames would cost at most 80 % of the budget (and, unless a probe just
+        measured it, the ladder has been at this level STEP_UP_AFTER_S); True when it stepped."""
+        if self.level == 0 or (waited and now - self._changed_at < STEP_UP_AFTER_S):
+            return False
+        above = self.expected_ms(self.levels[self.level - 1])
+        if above > 0.8 * self.budget_ms:
+            return False
+        self._probe_wait = PROBE_FIRST_S
+        self._change(self.level - 1, now, f"frames would cost {above:.0f} ms, inside the "
+                                          f"{self.budget_ms:.0f} ms budget")
+        return True
+
+    def _schedule_probe(self, now: float) -> None:
+        if self.every == 0 and self.probing and self._probe_at is None and not self._probing:
+            self._probe_at = now + self._probe_wait
 
     def _change(self, level: int, now: float, why: str) -> None:
         self.level, self._changed_at, self._over = level, now, 0
@@ -127,7 +162,7 @@ class QualityLadder:
 
     def summary(self) -> dict:
         return {"now": self.now, "steps": self.steps,
-                "frames_costly": self.frames[True], "frames_cheap": self.frames[False],
+                "frames_costly": self.frames[True], "frames_cheap": self.frames[False], "probes": self.probes,
                 "ms": {"costly": _ms(self.cost_ms[True]), "cheap": _ms(self.cost_ms[False])},
                 "budget_ms": round(self.budget_ms, 1)}
 

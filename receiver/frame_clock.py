@@ -61,6 +61,10 @@ class FrameClock:
         self.face_check: asyncio.Future | None = None
         self.parts = PartAssembler()
         self.render_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        # The full-frame generator's probes (at "warp only") run here, beside the frames, at a lower CPU
+        # priority: a slow machine's probe held the picture for its whole cost when it ran in the frame's path.
+        self.probe_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe", initializer=_lower_priority)
+        self.probe: asyncio.Future | None = None
         from callsynth.face.raster import warm_up
 
         warm_up()          # before the call, not at its first frame
@@ -248,6 +252,10 @@ class FrameClock:
         added tens of ms to their jitter)."""
         repair = self.renderers.repairs and self.quality.costly_next()
         mouth = not repair and self.mouth_quality is not None and self.mouth_quality.costly_next()
+        if self.renderers.repairs and self.quality.probe_due():
+            self._probe(self.quality, state, True)
+        elif self.mouth_quality is not None and self.mouth_quality.probe_due():
+            self._probe(self.mouth_quality, state, "mouth")
         started = time.perf_counter()
         if repair or mouth:
             frame = await asyncio.get_running_loop().run_in_executor(self.render_thread, self.renderer.render,
@@ -260,9 +268,31 @@ class FrameClock:
             self._record(self.mouth_quality, mouth, ms)
         return frame
 
+    def _probe(self, ladder: QualityLadder, state, repair: bool | str) -> None:
+        """Try `ladder`'s network (renderer.render(state, repair)) in the probe thread, its picture thrown
+        away: what it cost tells the ladder whether this machine can afford it again, and the frames shown
+        meanwhile never wait for it."""
+        self.probe = asyncio.get_running_loop().run_in_executor(self.probe_thread, _cost_ms, self.renderer.render,
+                                                                state, repair)
+        self.probe.add_done_callback(lambda probe: self._probe_done(ladder, probe))
+
+    def _probe_done(self, ladder: QualityLadder, probe: asyncio.Future) -> None:
+        if probe.cancelled():
+            return
+        ms = None
+        if probe.exception() is not None:
+            # said like a frame that cannot be rebuilt; the ladder stays where it is and tries again later
+            self.stats.render_errors += 1
+            self.stats.event(f"probe failed ({type(probe.exception()).__name__}: {probe.exception()})",
+                             logging.WARNING)
+        else:
+            ms = probe.result()
+        self._announce(ladder, ladder.level, ladder.record_probe(ms))
+
     def _record(self, ladder: QualityLadder, costly: bool, ms: float) -> None:
-        level = ladder.level
-        step = ladder.record(costly, ms)
+        self._announce(ladder, ladder.level, ladder.record(costly, ms))
+
+    def _announce(self, ladder: QualityLadder, level: int, step: dict | None) -> None:
         if step is not None:
             name = "mouth quality" if ladder is self.mouth_quality else "quality"
             self.stats.event(f"{name}: {step['now']} ({step['why']})",
@@ -359,6 +389,7 @@ class FrameClock:
         if self.screen is not None:
             self.screen.close()
         self.render_thread.shutdown(wait=False)
+        self.probe_thread.shutdown(wait=False, cancel_futures=True)
         out = {"renderer": self.options.model, "quality": self.quality.summary(), "quality_now": self.quality_now()}
         if self.mouth_quality is not None:
             out["mouth_quality"] = self.mouth_quality.summary()
@@ -371,6 +402,30 @@ class FrameClock:
             return self.quality.now
         mouth = self.mouth_quality.now
         return mouth if self.quality.every == 0 else f"generator every {self.quality.every} frames, {mouth} between"
+
+
+def _lower_priority() -> None:
+    """Nice the calling thread (Linux: a thread has its own nice value) so the frames' threads come first."""
+    import os
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):      # not Linux, or not allowed: the probe runs at the usual priority
+        pass
+
+
+def _cost_ms(render, state, repair) -> float:
+    """ms that render(state, repair) cost: this thread's CPU time when torch runs on one thread (the probe
+    thread is niced, so its wall time would count the frames' turns too), its wall time otherwise."""
+    import torch
+
+    one = torch.get_num_threads() == 1
+    clock = time.thread_time if one else time.perf_counter
+    started = clock()
+    with torch.inference_mode():
+        render(state, repair)
+    return (clock() - started) * 1000
 
 
 def check_same_face(stats: ReceiverStats, before, after) -> asyncio.Future:
