@@ -200,15 +200,22 @@ class Receiver:
         if self.hung_up:
             return
         self.hung_up = True
+        self._close_wire_window()
         self.stats.event(f"the sender hung up ({reason})")
         await self.picture.play_out_buffer()
         self.done.set()
+
+    def _close_wire_window(self) -> None:
+        """The call is ending: the on-wire rates stop here (the goodbyes and closing are not the call's)."""
+        for counter in self.counters:
+            counter.close()
 
     async def _say_goodbye(self, signal: SignallingClient) -> None:
         """Ending on our side (--duration, a signal): tell the sender in-band and by signalling, so it
         stops at once instead of after the media path times out."""
         if self.hung_up:
             return
+        self._close_wire_window()
         if self.identity_channel is not None and self.identity_channel.readyState == "open":
             self.identity_channel.send(encode_hangup("receiver ended the call"))
         try:

@@ -125,17 +125,20 @@ def _kbps(nbytes: int, seconds: float) -> float:
 def wire_summary(counters) -> dict:
     """On-wire traffic received (rtc.WireCounter of each peer connection of the call), from the moment the
     still arrived, by kind."""
-    wire, seconds = {"data": 0, "audio": 0, "other": 0}, 0.0
+    wire, seconds, after = {"data": 0, "audio": 0, "other": 0}, 0.0, 0
     packets = dict(wire)
     for counter in counters:
         for kind, (nbytes, npackets) in counter.since_mark().items():
             wire[kind] += nbytes
             packets[kind] += npackets
         seconds += counter.seconds_since_mark()
+        after += counter.after_close()
     return {
-        "note": "what the other side sent, from the moment its still arrived; every datagram counted with "
-                "its 28 bytes of UDP/IPv4 headers; 'features' is DTLS/SCTP (feature packets, reference "
+        "note": "what the other side sent, from the moment its still arrived until the call began to end "
+                "(`after_end_bytes`: the hang-up exchange and closing, not counted); every datagram counted "
+                "with its 28 bytes of UDP/IPv4 headers; 'features' is DTLS/SCTP (feature packets, reference "
                 "stills, acknowledgements), 'audio' is SRTP/SRTCP",
+        "after_end_bytes": after,
         "seconds": round(seconds, 2),
         "features_kbps": _kbps(wire["data"], seconds),
         "audio_kbps": _kbps(wire["audio"], seconds),

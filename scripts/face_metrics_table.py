@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -22,15 +23,16 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from callsynth.machine import cpu_description  # noqa: E402
-from callsynth.split import eval_clips  # noqa: E402
+from callsynth.machine import cpu_description
+from callsynth.split import eval_clips
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _tool(tool: Path, kind: str, out: Path, ref: Path) -> dict:
     """The last line face_metrics.py prints (JSON) for `kind` on out against ref."""
-    done = subprocess.run([sys.executable, str(tool), kind, str(out), str(ref)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(tool), kind, str(out), str(ref)], capture_output=True, text=True,
+                          check=False)
     lines = done.stdout.strip().splitlines()
     if done.returncode or not lines:
         raise RuntimeError(f"face_metrics.py {kind} {out.name}: {done.stderr.strip()[-400:]}")
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
                 out = args.out / f"{clip.stem}_{model}.mp4"
                 done = subprocess.run(["callsynth", "reenact", "--identity", str(clip), "--driving", str(clip),
                                        "--output", str(out), "--reference-out", str(ref), "--model", model,
-                                       "--quiet"], capture_output=True, text=True)
+                                       "--quiet"], capture_output=True, text=True, check=False)
                 if done.returncode:
                     print(f"{clip.name} {model}: reenact failed: {done.stderr.strip()[-400:]}", file=sys.stderr)
                     bar.update(1)
@@ -73,7 +75,9 @@ def main(argv=None) -> int:
     print("| clip | model | SSIM | SSIM − " + models[0] + " | NME % | NME − " + models[0]
           + " | blinks shown | teeth share out / ref | interior error |")
     print("|---|---|---|---|---|---|---|---|---|")
-    fmt = lambda v, spec: "–" if v is None or v != v else format(v, spec)  # noqa: E731
+    def fmt(v, spec):
+        return "–" if v is None or math.isnan(v) else format(v, spec)
+
     for r in rows:
         b = base.get(r["clip"])
         d_ssim = r["ssim"] - b["ssim"] if b else None

@@ -80,6 +80,8 @@ class TwoWayCall:
         if not self.ended.done():
             self.ended.set_result(reason)
             self.stats.event(f"call ending: {reason}")
+            for counter in self.counters:
+                counter.close()        # the on-wire rates are the call's, not its goodbyes'
 
     def _other_hung_up(self, reason: str) -> None:
         self.other_hung_up = True
