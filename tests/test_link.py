@@ -113,3 +113,22 @@ def test_auto_budget_finds_what_a_24_kbps_link_carries(tmp_path):
     # packets that came before the still (held back by the link) are the only ones refused
     # (how many packets depends on how fast the machine tracks: 110 here, 7 on one a quarter as fast)
     assert receiver["features"]["packets"] > 0 and set(receiver["rejected_packets"]) <= {"early"}
+
+
+def test_on_wire_rates_run_from_the_still_to_the_start_of_the_goodbyes():
+    """WireCounter: what came before mark() (the still) and after close() (the hang-up exchange, the
+    transports closing) is not the call's rate; what came after close() is said apart."""
+    from callsynth.rtc import UDP_IPV4_HEADERS, WireCounter
+
+    counter = WireCounter()
+    counter.count(bytes([23]) + bytes(999))          # DTLS: the still's part
+    counter.mark()
+    counter.count(bytes([23]) + bytes(99))
+    counter.count(bytes([128]) + bytes(49))          # SRTP: voice
+    counter.close()
+    counter.count(bytes([23]) + bytes(199))          # the goodbyes
+    counter.close()                                  # a second close keeps the first end
+    assert counter.since_mark() == {"data": (100 + UDP_IPV4_HEADERS, 1), "audio": (50 + UDP_IPV4_HEADERS, 1),
+                                    "other": (0, 0)}
+    assert counter.after_close() == 200 + UDP_IPV4_HEADERS
+    assert counter.seconds_since_mark() == counter.closed[0] - counter.marked[0]
