@@ -31,6 +31,17 @@ def mouth_frame(renderer: WarpRenderer, net, run, state) -> np.ndarray:
                           target, code, pose, references_present(renderer.blender.references))
 
 
+def keep_blink(repaired: np.ndarray, composed: np.ndarray, closing: np.ndarray | None) -> np.ndarray:
+    """The full-frame generator's frame with a closing eye left as the reference blend drew it (`closing`:
+    ReferenceBlender.closing_eyes). The generator was trained before there were closed-eye pictures to
+    blend; its repair of a blink made the evaluator's tool miss one of 24 blink frames on a validation
+    person that the warp showed (README)."""
+    if closing is None:
+        return repaired
+    keep = closing[..., None]
+    return np.clip(repaired * (1 - keep) + composed * keep + 0.5, 0, 255).astype(np.uint8)
+
+
 class GeneratorRenderer(WarpRenderer):
     def __init__(self, basis: ExpressionBasis, still: Still, model: str | Path | None = None,
                  script: bool = True, loaded: tuple[CallGenerator, int] | None = None, run=None,
@@ -60,7 +71,9 @@ class GeneratorRenderer(WarpRenderer):
             return mouth_frame(self, *self.mouth, state) if self.mouth else super().render(state)
         pose, code = state
         target = self.target_landmarks(pose, code)
-        return self.repair(self.compose(target), target, code, pose)
+        composed = self.compose(target)
+        out = self.repair(composed, target, code, pose)
+        return keep_blink(out, composed, self.blender.closing_eyes(target, composed.shape[0]))
 
 
 class MouthRenderer(WarpRenderer):

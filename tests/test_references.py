@@ -168,3 +168,31 @@ def test_a_reference_taken_under_other_light_is_replaced(still):
     brighter = np.clip(still.image.astype(int) + 60, 0, 255).astype(np.uint8)
     assert len(blink_then_wait(picker, brighter, 280)) == 1           # the light changed: sent again
     picker.close()
+
+
+def test_the_full_frame_repair_leaves_a_closing_eye_as_the_blend_drew_it(still):
+    """ReferenceBlender.closing_eyes says where a blink is drawn from a closed-eye picture (nowhere while the
+    eyes are open), and keep_blink keeps those pixels of the composed frame over the generator's repair."""
+    from callsynth.face.reference_blend import ReferenceBlender, closed_eyes
+    from callsynth.face.regions import EYE_OUTLINES, INNER_LIPS
+    from receiver.generator_renderer import keep_blink
+
+    blender = ReferenceBlender(still)
+    size = still.image.shape[0]
+    assert blender.closing_eyes(still.landmarks, size) is None
+    shut = closed_eyes(still).landmarks
+    closing = blender.closing_eyes(shut, size)
+    assert closing is not None and closing.shape == (size, size)
+    for eye in EYE_OUTLINES:
+        x, y = np.round(shut[eye, :2].mean(0)).astype(int)
+        assert closing[y, x] > 0.95                        # the eye itself: (nearly) all the blend's
+    x, y = np.round(shut[INNER_LIPS, :2].mean(0)).astype(int)
+    assert closing[y, x] == 0                              # the mouth: none of it
+    composed = blender.compose(np.array(still.image), shut)
+    repaired = np.full_like(composed, 7)
+    out = keep_blink(repaired, composed, closing)
+    eyes = closing > 0.95
+    gap = np.abs(out[eyes].astype(int) - composed[eyes].astype(int))
+    assert eyes.any() and np.all(gap <= 0.05 * np.abs(repaired[eyes].astype(int) - composed[eyes].astype(int)) + 1)
+    assert np.array_equal(out[closing == 0], repaired[closing == 0])
+    assert keep_blink(repaired, composed, None) is repaired

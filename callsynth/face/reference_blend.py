@@ -175,22 +175,46 @@ class ReferenceBlender:
 
     # --- eyes -----------------------------------------------------------------------------------------
 
-    def _eye(self, out: np.ndarray, target: np.ndarray, eye: int) -> None:
+    def _eye_area(self, target: np.ndarray, eye: int, size: int):
+        """Where the closing eye `eye` is drawn from a closed-eye picture: (box, outline in the box, the
+        area's mask in the box, weight), or None while the eye is open."""
         opened = float(eye_openness(target)[eye])
         still_open = float(self.still_open[eye])
         if opened >= EYE_START * still_open:
-            return
+            return None
         outline = target[EYE_OUTLINES[eye]]
         width = float(np.ptp(outline[:, 0]))
-        x0, y0, x1, y1 = box = _box(outline, 0.45 * width + 3, out.shape[0])
+        x0, y0, x1, y1 = box = _box(outline, 0.45 * width + 3, size)
         local = outline[:, :2] - (x0, y0)
-        region = out[y0:y1, x0:x1].astype(np.float32)
-        area = polygon_mask(region.shape, local, grow=0.3 * width, feather=0.12 * width)
+        area = polygon_mask((y1 - y0, x1 - x0), local, grow=0.3 * width, feather=0.12 * width)
         # Fully closed-eye texture from CLOSED_SHARE of the still's openness down: MediaPipe (and a
         # viewer) reads a warped open eye as open even when its lids are drawn half way down, and a
         # cross-fade of an open and a closed eye reads as neither.
         start, full = EYE_START * still_open, CLOSED_SHARE * still_open
-        weight = float(np.clip((start - opened) / (start - full), 0, 1))
+        return box, local, area, float(np.clip((start - opened) / (start - full), 0, 1))
+
+    def closing_eyes(self, target: np.ndarray, size: int) -> np.ndarray | None:
+        """(size, size) in [0, 1]: how much of each pixel the blend draws from a closed-eye picture for
+        `target` (None while both eyes are open), so that a later repair can leave a blink as drawn."""
+        alpha = None
+        for eye in range(2):
+            found = self._eye_area(target, eye, size)
+            if found is None:
+                continue
+            (x0, y0, x1, y1), _, area, weight = found
+            alpha = np.zeros((size, size), np.float32) if alpha is None else alpha
+            alpha[y0:y1, x0:x1] = np.maximum(alpha[y0:y1, x0:x1], weight * area)
+        return alpha
+
+    def _eye(self, out: np.ndarray, target: np.ndarray, eye: int) -> None:
+        found = self._eye_area(target, eye, out.shape[0])
+        if found is None:
+            return
+        box, local, area, weight = found
+        x0, y0, x1, y1 = box
+        region = out[y0:y1, x0:x1].astype(np.float32)
+        width = float(np.ptp(local[:, 0]))
+        still_open = float(self.still_open[eye])
         closed = [r for r in list(self.references.values()) if r.openness[eye] < CLOSED_SHARE * still_open]
         ref = min(closed, key=lambda r: r.openness[eye]) if closed else self.synthetic
         patch = ref.warper.warp(target, box)
