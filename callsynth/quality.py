@@ -48,6 +48,7 @@ class QualityLadder:
     describe: object = describe_render
     clock: object = time.monotonic
     patience: int = 1                       # frames in a row over the budget before stepping down
+    start_low: bool = False                 # begin at "never" and probe at once: no first frame waits for it
     level: int = 0
     cost_ms: dict = field(default_factory=lambda: {True: None, False: None})   # repaired?, running mean
     frames: dict = field(default_factory=lambda: {True: 0, False: 0})
@@ -59,12 +60,15 @@ class QualityLadder:
     _probe_wait: float = PROBE_FIRST_S
     _probing: bool = False
     probes: int = 0                         # probes whose cost came back (record_probe)
+    probes_started: int = 0
 
     def __post_init__(self):
         self.probing = 0 in self.levels and len(self.levels) > 1    # the level "never" is probed out of
         self.budget_ms = FRAME_SHARE * 1000.0 / self.fps
         self.started = self.clock()
         self._changed_at = self.started
+        if self.start_low and self.probing:
+            self.level, self._probe_at = len(self.levels) - 1, self.started
 
     @property
     def every(self) -> int:
@@ -89,22 +93,30 @@ class QualityLadder:
         if self.every or not self.probing or self._probing or self._probe_at is None or self.clock() < self._probe_at:
             return False
         self._probe_at, self._probing = None, True
+        self.probes_started += 1
         return True
 
     def record_probe(self, ms: float | None) -> dict | None:
         """A probe's cost (None: it failed): the newest knowledge of what the costly step costs (it is
-        rare). Steps up when the level above would fit, else the next probe waits twice as long (up to
+        rare). Steps up to the best level that would fit, else the next probe waits twice as long (up to
         PROBE_MAX_S); returns the step taken, if any."""
         steps = len(self.steps)
         self._probing = False
-        if ms is None:
-            self._probe_wait = min(PROBE_MAX_S, self._probe_wait * 2)
-            self._schedule_probe(self.clock())
-            return None
-        self.probes += 1
-        self.cost_ms[True] = ms
         now = self.clock()
-        if not self._step_up(now, waited=False):
+        if ms is not None:
+            self.probes += 1
+            self.cost_ms[True] = ms
+            # straight to the best level that fits (a probe is a measurement, not a guess)
+            fits = next((i for i in range(self.level) if self.expected_ms(self.levels[i]) <= 0.8 * self.budget_ms),
+                        None)
+            if fits is not None:
+                self._probe_wait = PROBE_FIRST_S
+                self._change(fits, now, f"a probe cost {ms:.0f} ms: frames would cost "
+                                        f"{self.expected_ms(self.levels[fits]):.0f} ms, inside the "
+                                        f"{self.budget_ms:.0f} ms budget")
+        if len(self.steps) == steps and (ms is None or self.probes > 1):
+            # too slow (or failed): wait longer; the first probe is retried as soon as usual, as it also
+            # paid the network's first run
             self._probe_wait = min(PROBE_MAX_S, self._probe_wait * 2)
         self._schedule_probe(now)
         return self.steps[-1] if len(self.steps) > steps else None
@@ -139,10 +151,10 @@ class QualityLadder:
         self._schedule_probe(now)
         return self.steps[-1] if len(self.steps) > steps else None
 
-    def _step_up(self, now: float, waited: bool = True) -> bool:
-        """One level up when its frames would cost at most 80 % of the budget (and, unless a probe just
-        measured it, the ladder has been at this level STEP_UP_AFTER_S); True when it stepped."""
-        if self.level == 0 or (waited and now - self._changed_at < STEP_UP_AFTER_S):
+    def _step_up(self, now: float) -> bool:
+        """One level up when its frames would cost at most 80 % of the budget and the ladder has been at
+        this level STEP_UP_AFTER_S; True when it stepped."""
+        if self.level == 0 or now - self._changed_at < STEP_UP_AFTER_S:
             return False
         above = self.expected_ms(self.levels[self.level - 1])
         if above > 0.8 * self.budget_ms:
@@ -163,6 +175,7 @@ class QualityLadder:
     def summary(self) -> dict:
         return {"now": self.now, "steps": self.steps,
                 "frames_costly": self.frames[True], "frames_cheap": self.frames[False], "probes": self.probes,
+                "probes_started": self.probes_started,
                 "ms": {"costly": _ms(self.cost_ms[True]), "cheap": _ms(self.cost_ms[False])},
                 "budget_ms": round(self.budget_ms, 1)}
 
