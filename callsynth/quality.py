@@ -8,8 +8,9 @@ mouth generator on the frames between (receiver/frame_clock.py). At the warp alo
 now and then (every 5 s, backing off to a minute while it stays too slow) so that a machine that got
 faster, or less busy, is noticed: the caller runs that probe beside the frames, not in their path
 (`probe_due`, `record_probe`), since on a machine too slow for the generator a probe on the frame's path
-held the picture for the generator's whole cost (100-170 ms on a 2-core EPYC, every 5-60 s). The sender's costly step is tracking: when tracking every frame does not fit the camera's rate,
-it tracks only the frames it sends. Every step is kept with its time and reason for STATS.json.
+held the picture for the generator's whole cost (100-170 ms on a 2-core EPYC, every 5-60 s). The sender's
+costly step is tracking: when tracking every frame does not fit the camera's rate, it tracks only the
+frames it sends. Every step is kept with its time and reason for STATS.json.
 """
 
 from __future__ import annotations
@@ -107,8 +108,7 @@ class QualityLadder:
             self.probes += 1
             self.cost_ms[True] = ms
             # straight to the best level that fits (a probe is a measurement, not a guess)
-            fits = next((i for i in range(self.level) if self.expected_ms(self.levels[i]) <= 0.8 * self.budget_ms),
-                        None)
+            fits = self._first_fitting(range(self.level), 0.8 * self.budget_ms)
             if fits is not None:
                 self._probe_wait = PROBE_FIRST_S
                 self._change(fits, now, f"a probe cost {ms:.0f} ms: frames would cost "
@@ -142,27 +142,28 @@ class QualityLadder:
         current = self.expected_ms(self.every)
         self._over = self._over + 1 if current > self.budget_ms else 0
         if self._over >= self.patience and self.level < len(self.levels) - 1:
-            target = next((i for i in range(self.level + 1, len(self.levels))
-                           if self.expected_ms(self.levels[i]) <= self.budget_ms), len(self.levels) - 1)
-            self._change(target, now, f"frames cost {current:.0f} ms, over the {self.budget_ms:.0f} ms a "
+            target = self._first_fitting(range(self.level + 1, len(self.levels)), self.budget_ms)
+            self._change(len(self.levels) - 1 if target is None else target, now, f"frames cost {current:.0f} ms, over the {self.budget_ms:.0f} ms a "
                                       f"frame may take at {self.fps:.0f} fps")
         else:
             self._step_up(now)
         self._schedule_probe(now)
         return self.steps[-1] if len(self.steps) > steps else None
 
-    def _step_up(self, now: float) -> bool:
+    def _first_fitting(self, indices, limit_ms: float) -> int | None:
+        """The first level index of `indices` whose frames would cost at most `limit_ms`, or None."""
+        return next((i for i in indices if self.expected_ms(self.levels[i]) <= limit_ms), None)
+
+    def _step_up(self, now: float) -> None:
         """One level up when its frames would cost at most 80 % of the budget and the ladder has been at
-        this level STEP_UP_AFTER_S; True when it stepped."""
+        this level STEP_UP_AFTER_S."""
         if self.level == 0 or now - self._changed_at < STEP_UP_AFTER_S:
-            return False
+            return
         above = self.expected_ms(self.levels[self.level - 1])
-        if above > 0.8 * self.budget_ms:
-            return False
-        self._probe_wait = PROBE_FIRST_S
-        self._change(self.level - 1, now, f"frames would cost {above:.0f} ms, inside the "
-                                          f"{self.budget_ms:.0f} ms budget")
-        return True
+        if above <= 0.8 * self.budget_ms:
+            self._probe_wait = PROBE_FIRST_S
+            self._change(self.level - 1, now, f"frames would cost {above:.0f} ms, inside the "
+                                              f"{self.budget_ms:.0f} ms budget")
 
     def _schedule_probe(self, now: float) -> None:
         if self.every == 0 and self.probing and self._probe_at is None and not self._probing:

@@ -77,7 +77,7 @@ class FrameClock:
         # ladder; the warp alone has neither. Under the full-frame generator a second ladder runs the mouth
         # generator on the frames the first cannot afford, so a slow machine still shows a repaired mouth.
         # The full-frame generator starts at "warp only" and is probed at once: on a machine too slow for it
-        # (a 2-core EPYC: 130-240 ms) the call's first frame waited for it.
+        # (a 2-core EPYC: 176-236 ms) the call's first frame waited for it.
         self.quality = QualityLadder(options.fps, RENDER_LEVELS if self.renderers.repairs else (0,),
                                      start_low=self.renderers.fallback is not None)
         self.mouth_quality = (QualityLadder(options.fps, RENDER_LEVELS, describe=describe_mouth)
