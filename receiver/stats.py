@@ -72,6 +72,8 @@ class ReceiverStats:
             "seconds": round(span, 3),
             "fps": round((self.frames - 1) / span, 2) if span > 0 else 0.0,
             "fps_min_1s": int(min(windows)) if windows else None,
+            # a stall shows here, not in the mean frame rate
+            "longest_gap_ms": _round(np.max(np.diff(times)) * 1000) if len(times) > 1 else None,
             "latency_ms": {"p50": _round(np.percentile(lat, 50)), "p95": _round(np.percentile(lat, 95)),
                            "max": _round(np.max(lat)), "frames": len(self.latencies_ms)},
             "concealed_frames": self.concealed_frames,

@@ -105,8 +105,8 @@ def validate(net: MouthGenerator, data: dict) -> dict:
     mouth is open), of the composed patch and of the truth; on all samples, the patch SSIM of the output
     and of the composed patch, and per clip the output's SSIM gain over the composed patch."""
     net.eval()
-    sums = {k: 0.0 for k in ("err_out", "err_in", "ssim_out", "ssim_in", "teeth_out", "teeth_in", "teeth_truth")}
-    pixels, gain = 0.0, []
+    sums = {k: 0.0 for k in ("err_out", "err_in", "teeth_out", "teeth_in", "teeth_truth")}
+    pixels, ssims = 0.0, {"out": [], "in": []}     # per sample
     for start in range(0, len(data["truth"]), 256):
         index = np.arange(start, min(start + 256, len(data["truth"])))
         planes, code, pose, present, truth, inner = tensors(data, index)
@@ -119,19 +119,17 @@ def validate(net: MouthGenerator, data: dict) -> dict:
             sums[f"err_{key}"] += float(((image - truth).abs().mean(1, keepdim=True) * mask).sum()) * 127.5
             sums[f"teeth_{key}"] += float(((teeth(image) > 0.5).float() * mask).sum())
         sums["teeth_truth"] += float(((teeth(truth) > 0.5).float() * mask).sum())
-        ssim_out, ssim_in = losses.ssim(out, truth), losses.ssim(composed, truth)
-        sums["ssim_out"] += float(ssim_out.sum())
-        sums["ssim_in"] += float(ssim_in.sum())
-        gain.append((ssim_out - ssim_in).numpy())
-    n, pixels = len(data["truth"]), max(pixels, 1.0)
+        ssims["out"].append(losses.ssim(out, truth).double().numpy())
+        ssims["in"].append(losses.ssim(composed, truth).double().numpy())
+    pixels = max(pixels, 1.0)
     clips = np.asarray(data["clip"])
-    gains = np.concatenate(gain)
+    ssim_out, ssim_in = np.concatenate(ssims["out"]), np.concatenate(ssims["in"])
     net.train()
     return {"inner_l1": sums["err_out"] / pixels, "inner_l1_composed": sums["err_in"] / pixels,
             "teeth": sums["teeth_out"] / pixels, "teeth_composed": sums["teeth_in"] / pixels,
             "teeth_truth": sums["teeth_truth"] / pixels,
-            "ssim": sums["ssim_out"] / n, "ssim_composed": sums["ssim_in"] / n,
-            "ssim_gain_by_clip": [float(gains[clips == c].mean()) for c in np.unique(clips)]}
+            "ssim": float(ssim_out.mean()), "ssim_composed": float(ssim_in.mean()),
+            "ssim_gain_by_clip": [float((ssim_out - ssim_in)[clips == c].mean()) for c in np.unique(clips)]}
 
 
 def wins(figures: dict) -> bool:
