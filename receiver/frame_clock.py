@@ -265,6 +265,11 @@ class FrameClock:
                                                                      state, "mouth" if mouth else True)
         else:
             frame = self.renderer.render(state, False)
+        if self.probe is not None and not self.probe.done():
+            # a frame built while a probe runs beside it pays for the probe too (the GIL, the cores): a
+            # passing load, not what the level costs; counted, it stepped the mouth generator down to the
+            # warp for the 9 s the ladder takes to climb back
+            return frame
         ms = (time.perf_counter() - started) * 1000
         self._record(self.quality, repair, ms)
         if not repair and self.mouth_quality is not None:
