@@ -120,7 +120,7 @@ def _receiver_options(args, stats: Path | None):
                            ice_servers=tuple(args.ice_server), audio_fallback=args.audio_fallback,
                            audio_model=str(args.audio_model) if args.audio_model else None,
                            model=args.model, generator=str(args.generator) if args.generator else None,
-                           threads=args.threads)
+                           threads=args.threads, repair_every=args.repair_every)
 
 
 def cmd_send(args) -> int:
@@ -177,7 +177,7 @@ def cmd_demo(args) -> int:
                       send_every=args.send_every, delay_ms=args.playout_delay, audio=args.audio,
                       max_frames=args.max_frames, camera_off=args.camera_off,
                       audio_fallback=args.audio_fallback, model=args.model, generator=args.generator,
-                      budget=args.budget)
+                      budget=args.budget, repair_every=args.repair_every)
     print(json.dumps(report["headline"], indent=2))
     print(f"measured on {report['cpu']}")
     print(f"received video: {report['files']['video']}\nstats: {report['files']['stats']}")
@@ -203,19 +203,33 @@ def _two_way_demo(args) -> int:
     return 0
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """--model and --generator, shared by every command that rebuilds frames."""
+def positive_int(text: str) -> int:
+    """argparse's type for a count: an int of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_model_options(p: argparse.ArgumentParser, repair_every: bool = True) -> None:
+    """--model and --generator, shared by every command that rebuilds frames; --repair-every where frames
+    follow one another (not `combine`'s single transfer)."""
     from receiver.renderer import DEFAULT_MODEL, MODELS
 
     p.add_argument("--model", choices=MODELS, default=DEFAULT_MODEL,
                    help="rebuild frames by the warp of the still (with its reference stills) alone; 'mouth': "
                         "the warp with its mouth repaired by the trained multi-attribute MC-AAD mouth "
-                        "generator; 'generator': the warp repaired whole by the full-frame MC-AAD generator "
-                        "(about 10x the warp's cost in callsynth bench on a 2-core EPYC; in a call, the frames "
-                        f"it cannot afford get the mouth generator) (default {DEFAULT_MODEL})")
+                        "generator; 'generator': the full-frame MC-AAD generator repairs the still, and the "
+                        "frames warp the repaired still (in a call it repairs beside the frames and the mouth "
+                        f"generator repairs each frame's mouth) (default {DEFAULT_MODEL})")
     p.add_argument("--generator", type=Path, metavar="FILE",
                    help="that model's file (default: the shipped callsynth/assets/mouth_generator.pt or "
                         "generator.pt)")
+    if repair_every:
+        p.add_argument("--repair-every", type=positive_int, default=CALL.repair_still_every, metavar="N",
+                       help="with --model generator: repair the still on every Nth frame (a call: at most that "
+                            "often, beside the frames); 1 repairs every frame itself, at ~7-10x the warp's cost "
+                            "in `callsynth bench` (default %(default)s)")
 
 
 def add_call_commands(sub, positive_int) -> None:

@@ -21,6 +21,9 @@ class CallDefaults:
     max_playout_delay_ms: float = 120.0
     display_fps: float = 30.0        # the receiver shows frames at this rate whatever the packet rate
     rejoin_wait_s: float = 30.0      # after losing the sender, wait this long for it to come back
+    # The full-frame generator repairs the still on every Nth frame and the frames between warp it
+    # (receiver.generator_renderer): 1 repairs every frame, at ~10x the warp's cost in `callsynth bench`.
+    repair_still_every: int = 8
 
 
 CALL = CallDefaults()

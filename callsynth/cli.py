@@ -10,6 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .call_commands import positive_int as _positive_int
 from .call_options import CALL
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
@@ -26,13 +27,6 @@ def _kbps_list(text: str) -> tuple:
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError("bitrates must be positive")
     return values
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def cmd_fit_basis(args) -> int:
@@ -71,7 +65,8 @@ def cmd_reenact(args) -> int:
     try:
         pairs = reenact(still, iter_frames(args.driving, args.max_frames), info.fps, basis,
                         send_every=args.send_every, smoothing=not args.no_smoothing, stats=stats,
-                        sender_still=sender_still, renderers=Renderers(basis, args.model, args.generator))
+                        sender_still=sender_still, renderers=Renderers(basis, args.model, args.generator,
+                                                                     repair_every=args.repair_every))
         for crop, frame in tqdm(pairs, total=total, desc="reenact", unit="frame", disable=args.quiet):
             out.write(frame)
             if ref:
@@ -187,9 +182,9 @@ def cmd_bench(args) -> int:
     from .machine import cpu_description
 
     print(f"on {cpu_description()}")
-    print(f"{'renderer':<18} {'variant':<40} {'ms/frame':>9} {'fps':>7}")
+    print(f"{'renderer':<22} {'variant':<40} {'ms/frame':>9} {'fps':>7}")
     for r in rows:
-        print(f"{r['renderer']:<18} {r['variant']:<40} {r['ms']:>9.2f} {1000 / r['ms']:>7.1f}")
+        print(f"{r['renderer']:<22} {r['variant']:<40} {r['ms']:>9.2f} {1000 / r['ms']:>7.1f}")
     warp = next(r["ms"] for r in rows if r["renderer"] == "warp")
     for renderer in dict.fromkeys(r["renderer"] for r in rows if r["renderer"] != "warp"):
         best = min((r for r in rows if r["renderer"] == renderer), key=lambda r: r["ms"])
@@ -331,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "video's; a still image gives none")
     p.add_argument("--attribute2", type=Path, help="D: whose head pose (default B)")
     p.add_argument("--output", required=True, type=Path, help="image (png/jpg) or video (mp4)")
-    add_model_options(p)
+    add_model_options(p, repair_every=False)
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_combine)
 

@@ -110,10 +110,12 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
         # adaptive quality: what the receiver rendered at the end and how often it changed; the sender's
         # tracking the same way
         "receiver_quality": receiver.get("quality_now"),
-        "receiver_quality_steps": len(receiver.get("quality", {}).get("steps", []))
-        + len(receiver.get("mouth_quality", {}).get("steps", [])),
-        # under the full-frame generator: the frames the mouth generator repaired in its stead
-        "receiver_mouth_frames": receiver.get("mouth_quality", {}).get("frames_costly"),
+        "receiver_quality_steps": len(receiver.get("quality", {}).get("steps", [])),
+        # the frames whose network (the mouth generator, under either model) ran on the frame's path
+        "receiver_repaired_frames": receiver.get("quality", {}).get("frames_costly"),
+        # under the full-frame generator: its repairs of the still beside the frames
+        "receiver_still_repairs": receiver.get("still_repair", {}).get("repairs"),
+        "receiver_still_repair_interval_s": receiver.get("still_repair", {}).get("interval_s"),
         "sender_tracking": sender.get("tracking", {}).get("now"),
         "receiver_peak_memory_mb": receiver.get("peak_memory_mb"),
     }
@@ -129,7 +131,8 @@ def receiver_threads() -> int:
 def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float = 0.0,
              send_every: int = CALL.send_every, delay_ms: float | None = CALL.playout_delay_ms, audio: str | None = None,
              max_frames: int | None = None, camera_off: bool = False, audio_fallback: bool = False,
-             model: str = DEFAULT_MODEL, generator: Path | None = None, budget: float | None = None) -> dict:
+             model: str = DEFAULT_MODEL, generator: Path | None = None, budget: float | None = None,
+             repair_every: int = CALL.repair_still_every) -> dict:
     info = video_info(video)  # a clear MediaError before any process starts
     out.mkdir(parents=True, exist_ok=True)
     port, room, key = free_port(), "demo", CallKey.new()
@@ -143,7 +146,8 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
         _wait_for_port(port, server, logs["signal"])
         receiver = _spawn(["receive", "--signal", url, "--room", room, "--output", str(files["video"]),
                            "--stats", str(files["receiver_stats"]),
-                           "--rejoin-wait", "10", "--model", model] + (["--audio-fallback"] if audio_fallback else [])
+                           "--rejoin-wait", "10", "--model", model, "--repair-every", str(repair_every)]
+                          + (["--audio-fallback"] if audio_fallback else [])
                           + (["--generator", str(generator)] if generator else [])
                           + ["--threads", str(receiver_threads())]
                           + (["--playout-delay", str(delay_ms)] if delay_ms is not None else []),

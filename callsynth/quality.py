@@ -18,6 +18,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 RENDER_LEVELS = (1, 2, 4, 0)   # the generator repairs every Nth frame; 0: never, the warp alone
 FRAME_SHARE = 0.8           # a frame's rendering may take this share of the display period
 STEP_UP_AFTER_S = 3.0       # at least this long at one level before stepping up
@@ -183,3 +185,66 @@ class QualityLadder:
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+@dataclass
+class RepairPacing:
+    """When the receiver's full-frame generator may next repair the still beside the frames
+    (receiver.generator_renderer.GeneratorRenderer.repair_still, run in a niced thread): at most one at a
+    time, no sooner than `every` display frames after the last one began, and no more often than keeps
+    its wall time to `share` of the time between starts. Its wall time counts the turns the frames take
+    from it on a busy machine, so a starved repair slows its own pace rather than the frames'."""
+
+    fps: float
+    every: int
+    share: float = 0.5
+    clock: object = time.monotonic
+    started: int = 0
+    repairs: int = 0
+    failed: int = 0
+    wall_ms: list = field(default_factory=list)
+    cpu_ms: list = field(default_factory=list)
+    _running: bool = False
+    _next_at: float | None = None
+    _began_at: float = 0.0
+    _starts: list = field(default_factory=list)
+
+    def due(self) -> bool:
+        """Whether to begin a repair now; the caller then runs it and hands its cost to `done`."""
+        now = self.clock()
+        if self._running or (self._next_at is not None and now < self._next_at):
+            return False
+        self._running, self._began_at = True, now
+        self.started += 1
+        self._starts.append(now)
+        return True
+
+    def done(self, wall_ms: float | None, cpu_ms: float | None = None) -> None:
+        """A repair's cost (None: it failed, and the next waits as long as after a repair)."""
+        self._running = False
+        if wall_ms is None:
+            self.failed += 1
+            wall_ms = 0.0
+        else:
+            self.repairs += 1
+            self.wall_ms.append(wall_ms)
+            if cpu_ms is not None:
+                self.cpu_ms.append(cpu_ms)
+        self._next_at = self._began_at + max(self.every / self.fps, wall_ms / 1000 / self.share)
+
+    def describe(self) -> str:
+        interval = self.interval_s()
+        if not self.repairs or interval is None:
+            return f"the still repaired by the generator {self.repairs} time(s)"
+        return f"the still repaired by the generator every {interval:.2f} s"
+
+    def interval_s(self) -> float | None:
+        """The mean time between the starts of two repairs so far."""
+        return float(np.mean(np.diff(self._starts))) if len(self._starts) > 1 else None
+
+    def summary(self) -> dict:
+        interval = self.interval_s()
+        return {"every_frames": self.every, "started": self.started, "repairs": self.repairs, "failed": self.failed,
+                "interval_s": None if interval is None else round(interval, 3),
+                "ms": {"wall": _ms(float(np.median(self.wall_ms)) if self.wall_ms else None),
+                       "cpu": _ms(float(np.median(self.cpu_ms)) if self.cpu_ms else None)}}

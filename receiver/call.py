@@ -55,6 +55,7 @@ class ReceiverOptions:
     model: str = DEFAULT_MODEL         # "generator": the warp repaired by the MC-AAD generator, or "warp"
     generator: str | None = None       # generator file (default: the shipped one)
     threads: int | None = None         # torch threads for the generator (default: torch's, all cores)
+    repair_every: int = CALL.repair_still_every   # the generator repairs the still at most every Nth frame
     hosts: tuple = ("127.0.0.1",)
     ice_servers: tuple = ()            # RTCIceServer (rtc.parse_ice_server): STUN/TURN
 

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from callsynth.face.basis import ExpressionBasis
-from callsynth.quality import RENDER_LEVELS, QualityLadder, describe_mouth
+from callsynth.quality import RENDER_LEVELS, QualityLadder, RepairPacing, describe_mouth, describe_render
 from callsynth.wire import FLAG_AUDIO, Codec, Part, PartAssembler, WireError, decode_control, decode_identity
 
 from .jitter import JitterBuffer
@@ -61,27 +61,31 @@ class FrameClock:
         self.face_check: asyncio.Future | None = None
         self.parts = PartAssembler()
         self.render_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
-        # The full-frame generator's probes (at "warp only") run here, beside the frames, at a lower CPU
-        # priority: a slow machine's probe held the picture for its whole cost when it ran in the frame's path.
-        self.probe_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe", initializer=_lower_priority)
-        self.probe: asyncio.Future | None = None
+        # Work beside the frames — the full-frame generator's repair of the still, the ladder's probes — runs
+        # here at a lower CPU priority: a slow machine's generator held the picture for its whole cost when
+        # it ran in the frame's path.
+        self.beside_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside", initializer=_lower_priority)
+        self.beside: asyncio.Future | None = None
         from callsynth.face.raster import warm_up
 
         warm_up()          # before the call, not at its first frame
         # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs only its
         # identity vector. Eager, not traced: the trace is faster (`callsynth bench` compares the two) but
         # `callsynth demo` on a 2-core EPYC showed the receiver's peak at 510-520 MB with it and 445 MB
-        # without, and the quality ladder runs the generator only as often as the machine affords.
-        self.renderers = Renderers(basis, options.model, options.generator, script=False, fallback=True)
-        # Whatever network repairs frames (the full-frame or the mouth generator) gets the threads and the
-        # ladder; the warp alone has neither. Under the full-frame generator a second ladder runs the mouth
-        # generator on the frames the first cannot afford, so a slow machine still shows a repaired mouth.
-        # The full-frame generator starts at "warp only" and is probed at once: on a machine too slow for it
-        # (a 2-core EPYC: 176-236 ms) the call's first frame waited for it.
-        self.quality = QualityLadder(options.fps, RENDER_LEVELS if self.renderers.repairs else (0,),
-                                     start_low=self.renderers.fallback is not None)
-        self.mouth_quality = (QualityLadder(options.fps, RENDER_LEVELS, describe=describe_mouth)
-                              if self.renderers.fallback is not None else None)
+        # without, and the generator runs only beside the frames.
+        self.renderers = Renderers(basis, options.model, options.generator, script=False, fallback=True,
+                                   repair_every=options.repair_every)
+        # The full-frame generator never builds a frame here: it repairs the still beside the frames, as
+        # often as RepairPacing lets it (on a 2-core EPYC one repair cost 100-170 ms, 3-5 display periods),
+        # and the frames are the repaired still's warp with the mouth repaired by the mouth generator. The
+        # network on the frame's path (the mouth generator, under either model) gets the ladder: a machine
+        # that cannot afford it every frame runs it every 2nd, 4th, or never.
+        full = options.model == "generator"
+        self.frame_network = ("mouth" if self.renderers.fallback is not None else None) if full else \
+            (True if self.renderers.repairs else None)
+        self.quality = QualityLadder(options.fps, RENDER_LEVELS if self.frame_network else (0,),
+                                     describe=describe_mouth if full else describe_render)
+        self.still_repair = RepairPacing(options.fps, self.renderers.repair_every) if full else None
         if options.threads and self.renderers.repairs:
             import torch
 
@@ -249,61 +253,69 @@ class FrameClock:
             await asyncio.sleep(0.01)
 
     async def _render(self, state) -> np.ndarray:
-        """A frame at the quality the ladder chooses, built in the render thread: the generator (torch) and
+        """A frame at the quality the ladder chooses, built in the render thread: the networks (torch) and
         the warp's compiled raster, remap and numpy let go of the GIL, so that packets keep being received
         and sent while a frame is built (inline, the warp held up a two-way call's outgoing packets and
-        added tens of ms to their jitter)."""
-        repair = self.renderers.repairs and self.quality.costly_next()
-        mouth = not repair and self.mouth_quality is not None and self.mouth_quality.costly_next()
-        if self.renderers.repairs and self.quality.probe_due():
-            self._probe(self.quality, state, True)
-        elif self.mouth_quality is not None and self.mouth_quality.probe_due():
-            self._probe(self.mouth_quality, state, "mouth")
+        added tens of ms to their jitter). The still's repair and the ladder's probes start here, beside."""
+        costly = self.frame_network is not None and self.quality.costly_next()
+        if self.still_repair is not None and self.beside is None and self.still_repair.due():
+            self._beside(self.renderer.repair_still, state, self._repaired)
+        elif self.frame_network is not None and self.beside is None and self.quality.probe_due():
+            self._beside(self.renderer.render, state, self._probed, self.frame_network)
         started = time.perf_counter()
-        if repair or mouth:
+        if costly:
             frame = await asyncio.get_running_loop().run_in_executor(self.render_thread, self.renderer.render,
-                                                                     state, "mouth" if mouth else True)
+                                                                     state, self.frame_network)
         else:
             frame = self.renderer.render(state, False)
-        if self.probe is not None and not self.probe.done():
-            # a frame built while a probe runs beside it pays for the probe too (the GIL, the cores): a
-            # passing load, not what the level costs; counted, it stepped the mouth generator down to the
-            # warp for the 9 s the ladder takes to climb back
+        if self.beside is not None:
+            # a frame built while the generator or a probe runs beside it pays for that too (the GIL, the
+            # cores): a passing load, not what the level costs; counted, it stepped the mouth generator
+            # down to the warp for the 9 s the ladder takes to climb back
             return frame
-        ms = (time.perf_counter() - started) * 1000
-        self._record(self.quality, repair, ms)
-        if not repair and self.mouth_quality is not None:
-            self._record(self.mouth_quality, mouth, ms)
+        self._record(self.quality, costly, (time.perf_counter() - started) * 1000)
         return frame
 
-    def _probe(self, ladder: QualityLadder, state, repair: bool | str) -> None:
-        """Try `ladder`'s network (renderer.render(state, repair)) in the probe thread, its picture thrown
-        away: what it cost tells the ladder whether this machine can afford it again, and the frames shown
-        meanwhile never wait for it."""
-        self.probe = asyncio.get_running_loop().run_in_executor(self.probe_thread, _cost_ms, self.renderer.render,
-                                                                state, repair)
-        self.probe.add_done_callback(lambda probe: self._probe_done(ladder, probe))
+    def _beside(self, work, state, done: Callable, *args) -> None:
+        """Run work(state, *args) in the niced thread beside the frames; `done(wall_ms, cpu_ms)` with its
+        cost, or (None, exception) when it failed. One at a time: the frames never wait for it."""
+        self.beside = asyncio.get_running_loop().run_in_executor(self.beside_thread, _cost_ms, work, state, *args)
 
-    def _probe_done(self, ladder: QualityLadder, probe: asyncio.Future) -> None:
-        if probe.cancelled():
-            return
-        ms = None
-        if probe.exception() is not None:
-            # said like a frame that cannot be rebuilt; the ladder stays where it is and tries again later
-            self.stats.render_errors += 1
-            self.stats.event(f"probe failed ({type(probe.exception()).__name__}: {probe.exception()})",
-                             logging.WARNING)
-        else:
-            ms = probe.result()
-        self._announce(ladder, ladder.level, ladder.record_probe(ms))
+        def finished(future: asyncio.Future) -> None:
+            self.beside = None
+            if future.cancelled():
+                return
+            if future.exception() is not None:
+                # said like a frame that cannot be rebuilt; what it was for is tried again later
+                self.stats.render_errors += 1
+                self.stats.event(f"{getattr(work, '__name__', 'work')} beside the frames failed "
+                                 f"({type(future.exception()).__name__}: {future.exception()})", logging.WARNING)
+                done(None, None)
+            else:
+                done(*future.result())
+
+        self.beside.add_done_callback(finished)
+
+    def _repaired(self, wall_ms: float | None, cpu_ms: float | None) -> None:
+        self.still_repair.done(wall_ms, cpu_ms)
+        if self.still_repair.repairs == 1 and wall_ms is not None:
+            self.stats.event(f"the generator repaired the still beside the frames ({wall_ms:.0f} ms); "
+                             "the frames warp the repaired still from now on")
+
+    def _probed(self, wall_ms: float | None, cpu_ms: float | None) -> None:
+        """A probe's cost tells the ladder whether this machine can afford its network again: CPU time when
+        torch runs on one thread (the thread is niced, so its wall time would count the frames' turns)."""
+        import torch
+
+        ms = None if wall_ms is None else cpu_ms if torch.get_num_threads() == 1 else wall_ms
+        self._announce(self.quality, self.quality.level, self.quality.record_probe(ms))
 
     def _record(self, ladder: QualityLadder, costly: bool, ms: float) -> None:
         self._announce(ladder, ladder.level, ladder.record(costly, ms))
 
     def _announce(self, ladder: QualityLadder, level: int, step: dict | None) -> None:
         if step is not None:
-            name = "mouth quality" if ladder is self.mouth_quality else "quality"
-            self.stats.event(f"{name}: {step['now']} ({step['why']})",
+            self.stats.event(f"quality: {step['now']} ({step['why']})",
                              logging.WARNING if ladder.level > level else logging.INFO)
 
     async def _show_frame(self) -> None:
@@ -397,19 +409,18 @@ class FrameClock:
         if self.screen is not None:
             self.screen.close()
         self.render_thread.shutdown(wait=False)
-        self.probe_thread.shutdown(wait=False, cancel_futures=True)
+        self.beside_thread.shutdown(wait=False, cancel_futures=True)
         out = {"renderer": self.options.model, "quality": self.quality.summary(), "quality_now": self.quality_now()}
-        if self.mouth_quality is not None:
-            out["mouth_quality"] = self.mouth_quality.summary()
+        if self.still_repair is not None:
+            out["still_repair"] = self.still_repair.summary()
         return out
 
     def quality_now(self) -> str:
-        """What the renderer does now, in words: the ladder's level, and under the full-frame generator what
-        the mouth generator's ladder does on the frames it leaves."""
-        if self.mouth_quality is None or self.quality.every == 1:
+        """What the renderer does now, in words: the ladder's level, and under the full-frame generator how
+        often it has repaired the still."""
+        if self.still_repair is None:
             return self.quality.now
-        mouth = self.mouth_quality.now
-        return mouth if self.quality.every == 0 else f"generator every {self.quality.every} frames, {mouth} between"
+        return f"{self.quality.now}; {self.still_repair.describe()}"
 
 
 def _lower_priority() -> None:
@@ -419,21 +430,18 @@ def _lower_priority() -> None:
 
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):      # not Linux, or not allowed: the probe runs at the usual priority
+    except (AttributeError, OSError):      # not Linux, or not allowed: it runs at the usual priority
         pass
 
 
-def _cost_ms(render, state, repair) -> float:
-    """ms that render(state, repair) cost: this thread's CPU time when torch runs on one thread (the probe
-    thread is niced, so its wall time would count the frames' turns too), its wall time otherwise."""
+def _cost_ms(work, state, *args) -> tuple[float, float]:
+    """(wall ms, this thread's CPU ms) that work(state, *args) cost."""
     import torch
 
-    one = torch.get_num_threads() == 1
-    clock = time.thread_time if one else time.perf_counter
-    started = clock()
+    wall, cpu = time.perf_counter(), time.thread_time()
     with torch.inference_mode():
-        render(state, repair)
-    return (clock() - started) * 1000
+        work(state, *args)
+    return (time.perf_counter() - wall) * 1000, (time.thread_time() - cpu) * 1000
 
 
 def check_same_face(stats: ReceiverStats, before, after) -> asyncio.Future:

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.mouth_patch import MouthPatch
+from callsynth.face.reference_blend import eyes_mask
 from callsynth.face.still import Still
+from callsynth.face.warp import remap, splat_back
 from callsynth.model.mouth_generator import references_present
 from callsynth.model.repairer import CallGenerator
 from callsynth.model.runtime import identity_of, load_generator, mouth_repaired, repaired, traced
@@ -25,10 +28,10 @@ def mouth_frame(renderer: WarpRenderer, net, run, state) -> np.ndarray:
     generator `net` (run as `run`) with the references `renderer` holds."""
     pose, code = state
     target = renderer.target_landmarks(pose, code)
-    base = renderer.warper.warp(target)
+    base, composed = renderer.layers(target)
     patch = MouthPatch.at(target, base.shape[0])
-    return mouth_repaired(run, net.code_dim, renderer.blender.compose(base, target), patch.cut(base), patch,
-                          target, code, pose, references_present(renderer.blender.references))
+    return mouth_repaired(run, net.code_dim, composed, patch.cut(base), patch, target, code, pose,
+                          references_present(renderer.blender.references))
 
 
 def keep_blink(repaired: np.ndarray, composed: np.ndarray, closing: np.ndarray | None) -> np.ndarray:
@@ -43,9 +46,16 @@ def keep_blink(repaired: np.ndarray, composed: np.ndarray, closing: np.ndarray |
 
 
 class GeneratorRenderer(WarpRenderer):
+    """The full-frame generator's renderer. Its generator repairs the *still*: on every `every`-th frame
+    it repairs that frame (the warp of the plain still, as it was trained) and the repair is carried back
+    onto the still's own pixels through that frame's warp (face.warp.splat_back); the frames between are
+    the warp of that repaired still, at the warp's cost. On the seven evaluation clips this kept 72-97 % of
+    the per-frame generator's SSIM gain at every 8th frame (README "The generator"), where repairing every
+    frame cost ~10x the warp in `callsynth bench`. `every=1`: the generator repairs every frame itself."""
+
     def __init__(self, basis: ExpressionBasis, still: Still, model: str | Path | None = None,
                  script: bool = True, loaded: tuple[CallGenerator, int] | None = None, run=None,
-                 mouth: tuple | None = None):
+                 mouth: tuple | None = None, every: int = CALL.repair_still_every):
         """`model`: a generator file (default the shipped one), or `loaded`: what load_generator gave;
         `run`: that network already traced (receiver.renderer.Renderers passes both); `mouth`: the mouth
         generator and its traced run, for the frames the full-frame one cannot afford
@@ -56,24 +66,49 @@ class GeneratorRenderer(WarpRenderer):
         self.z_id = identity_of(still.image, still.landmarks, self.size)  # cached once
         self.run = run or (traced(self.net, still.image.shape[0]) if script else None)
         self.mouth = mouth
+        self.every, self.frames = max(1, int(every)), 0
+        self.plain = self.warper.still          # the generator's input is always this still's warp
+        # no repair is carried onto the still's eyes: carried from an open eye, it showed through a closing
+        # lid and cost a validation person 3 of 24 blink frames by the evaluator's tool (README)
+        self.carried = 1 - eyes_mask(still.landmarks, self.plain.shape[0])[..., None]
+        self.still_repairs = 0
 
     def repair(self, picture: np.ndarray, target: np.ndarray, code: np.ndarray, pose) -> np.ndarray:
         """`picture` (the warp, or any picture of this still's face at `target`) repaired by the generator
         with the still's identity vector."""
         return repaired(self.net, picture, target, self.z_id, code[:self.net.code_dim], pose, self.run)
 
+    def repair_still(self, state, carry: bool = True) -> np.ndarray:
+        """The generator's frame for `state` (pose, code), and from it (`carry`) the still that later frames
+        warp.
+        Safe beside frames built in another thread: this reads only the plain still and swaps the repaired
+        one in whole. A closing eye is left as the reference blend drew it (keep_blink), so no lid's repair
+        is carried onto the still's open eye."""
+        pose, code = state
+        target = self.target_landmarks(pose, code)
+        maps = self.warper.maps(target)
+        composed = self.blender.compose(remap(self.plain, maps), target)
+        out = keep_blink(self.repair(composed, target, code, pose), composed,
+                         self.blender.closing_eyes(target, composed.shape[0]))
+        if not carry:
+            return out
+        change = splat_back(out.astype(np.float32) - composed, maps, self.plain.shape[:2]) * self.carried
+        self.warper.still = np.clip(self.plain + change + 0.5, 0, 255).astype(np.uint8)
+        self.still_repairs += 1
+        return out
+
     def render(self, state, repair: bool | str = True) -> np.ndarray:
-        """The repaired frame; the warp alone with repair=False, its mouth repaired by the mouth generator
-        with repair="mouth" (the receiver's lower quality steps; the warp alone when it has none)."""
+        """The frame: the generator's on every `every`-th call, the repaired still's warp between; the warp
+        of the (last repaired) still alone with repair=False, its mouth repaired by the mouth generator with
+        repair="mouth" (the call's frames, whose still is repaired beside them)."""
         if state is None or not repair:
             return super().render(state)
         if repair == "mouth":
             return mouth_frame(self, *self.mouth, state) if self.mouth else super().render(state)
-        pose, code = state
-        target = self.target_landmarks(pose, code)
-        composed = self.compose(target)
-        out = self.repair(composed, target, code, pose)
-        return keep_blink(out, composed, self.blender.closing_eyes(target, composed.shape[0]))
+        self.frames += 1
+        if (self.frames - 1) % self.every == 0:
+            return self.repair_still(state, carry=self.every > 1)     # at 1 no frame warps the still
+        return super().render(state)
 
 
 class MouthRenderer(WarpRenderer):

@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 
+from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
 from callsynth.face.pose import Pose
@@ -30,7 +31,12 @@ class WarpRenderer:
 
     def compose(self, target: np.ndarray) -> np.ndarray:
         """The still warped to the target landmarks, mouth and eyes from the references."""
-        return self.blender.compose(self.warper.warp(target), target)
+        return self.layers(target)[1]
+
+    def layers(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the still's warp to `target`, the frame composed on it with the references' mouth and eyes)."""
+        base = self.warper.warp(target)
+        return base, self.blender.compose(base, target)
 
     @property
     def rest_pose(self) -> Pose:
@@ -90,10 +96,10 @@ class Renderers:
     repairs the mouth of the frames the full-frame one cannot afford."""
 
     def __init__(self, basis: ExpressionBasis, model: str = DEFAULT_MODEL, generator=None, script: bool = True,
-                 fallback: bool = False):
+                 fallback: bool = False, repair_every: int = CALL.repair_still_every):
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
-        self.basis, self.model, self.script = basis, model, script
+        self.basis, self.model, self.script, self.repair_every = basis, model, script, repair_every
         self.loaded = self.run = self.fallback = None
         if model == "generator":
             from callsynth.model.runtime import load_generator
@@ -123,4 +129,5 @@ class Renderers:
 
         if self.run is None:
             self.run = traced(self.loaded[0], still.image.shape[0]) if self.script else FullFrame(self.loaded[0]).eval()
-        return GeneratorRenderer(self.basis, still, loaded=self.loaded, run=self.run, mouth=self.fallback)
+        return GeneratorRenderer(self.basis, still, loaded=self.loaded, run=self.run, mouth=self.fallback,
+                                 every=self.repair_every)

@@ -104,50 +104,122 @@ def test_a_slow_tracker_tracks_only_the_frames_it_sends():
     assert 45 <= tracked <= 48                # three slow frames in a row, then one in two
 
 
-def test_a_call_probes_the_generator_beside_its_frames_and_the_cost_comes_back(basis, still):
-    """A receiver at "warp only" under the full-frame generator: when a probe is due, the frame shown is
-    still the one its level draws (here the mouth generator's), the generator runs in the probe thread, and
-    its cost reaches the ladder as a probe — no frame is counted as repaired by it."""
-    import asyncio
+def test_the_still_is_repaired_no_more_often_than_its_pace_allows():
+    from callsynth.quality import RepairPacing
 
-    import numpy as np
+    clock = Clock()
+    pacing = RepairPacing(30, 8, clock=clock)
+    assert pacing.due() and not pacing.due()            # at once, then one at a time
+    clock.t = 0.05
+    pacing.done(50.0, 45.0)
+    clock.t = 0.2
+    assert not pacing.due()                             # 8 display frames (0.27 s) between starts
+    clock.t = 0.27
+    assert pacing.due()
+    clock.t = 0.9
+    pacing.done(400.0, 120.0)                           # a starved repair: 0.4 s of wall time
+    clock.t = 1.0
+    assert not pacing.due()                             # its wall time at most half the time between
+    clock.t = 0.27 + 0.8
+    assert pacing.due()
+    pacing.done(None)                                   # a failed one is counted, and waits as long
+    summary = pacing.summary()
+    assert (summary["started"], summary["repairs"], summary["failed"]) == (3, 2, 1)
+    assert summary["ms"]["wall"] == 225.0 and summary["interval_s"] == round((0.27 + 0.8) / 2, 3)
 
+
+def _picture(basis, model, clock):
     from callsynth.call_key import CallKey
-    from callsynth.face.regions import OPEN_MOUTH, lip_gap
     from receiver.call import ReceiverOptions
     from receiver.frame_clock import FrameClock
     from receiver.stats import ReceiverStats
 
-    clock = Clock()
     stats = ReceiverStats()
     picture = FrameClock(basis, ReceiverOptions(url="ws://127.0.0.1:1", room="x", key=CallKey.new().text,
-                                                         model="generator"),
-                         stats, hang_up=lambda _: None)
-    picture.quality = QualityLadder(30, clock=clock)
-    picture.mouth_quality = QualityLadder(30, (1,), clock=clock)   # the mouth on every frame, however slow
+                                                model=model), stats, hang_up=lambda _: None)
+    picture.quality = QualityLadder(30, clock=clock, describe=picture.quality.describe)
+    return picture, stats
+
+
+def _open_mouth(basis, renderer):
+    import numpy as np
+
+    from callsynth.face.regions import OPEN_MOUTH, lip_gap
+
+    rng = np.random.default_rng(1)
+    return next(s for s in ((renderer.rest_pose, rng.normal(0, 0.3, basis.k)) for _ in range(200))
+                if lip_gap(renderer.target_landmarks(*s)) >= OPEN_MOUTH)      # a mouth to repair
+
+
+def test_a_call_repairs_the_still_beside_its_frames_and_warps_it_after(basis, still):
+    """Under the full-frame generator no frame waits for it: the first frame is the mouth generator's on
+    the plain still while the generator repairs the still in the thread beside; the frames after warp the
+    repaired still. The frame built meanwhile is not counted in the ladder (it paid for the repair too)."""
+    import asyncio
+
+    import numpy as np
+
+    from callsynth.quality import RepairPacing
+
+    clock = Clock()
+    picture, stats = _picture(basis, "generator", clock)
+    picture.still_repair = RepairPacing(30, 8, clock=clock)
+    picture.renderer = picture.renderers(still)
+    state = _open_mouth(basis, picture.renderer)
+    before = picture.renderers(still).render(state, "mouth")      # the same frame on the plain still
+
+    async def frames():
+        first = await picture._render(state)
+        assert picture.beside is not None                        # the repair runs beside
+        await asyncio.wait_for(picture.beside, 60)
+        await asyncio.sleep(0)                                   # its done-callback runs on the loop
+        assert picture.beside is None
+        return first, await picture._render(state)               # not due again yet: no second repair
+
+    try:
+        first, after = asyncio.run(frames())
+    finally:
+        picture.close()
+    assert np.array_equal(first, before)
+    assert picture.renderer.warper.still is not picture.renderer.plain and picture.renderer.still_repairs == 1
+    assert np.array_equal(after, picture.renderer.render(state, "mouth")) and not np.array_equal(after, first)
+    repair = picture.still_repair.summary()
+    assert (repair["started"], repair["repairs"], repair["failed"]) == (1, 1, 0) and repair["ms"]["wall"] > 0
+    assert picture.quality.summary()["frames_costly"] == 1      # the second frame alone
+    assert stats.render_errors == 0 and "still repaired by the generator" in picture.quality_now()
+
+
+def test_a_call_probes_the_mouth_generator_beside_its_frames_and_the_cost_comes_back(basis, still):
+    """A receiver at "warp only" under the mouth generator: when a probe is due, the frame shown is still
+    the warp's, the network runs in the thread beside, and its cost reaches the ladder as a probe — no
+    frame is counted as repaired by it."""
+    import asyncio
+
+    import numpy as np
+
+    clock = Clock()
+    picture, stats = _picture(basis, "mouth", clock)
     picture.quality.record(True, 500.0)                   # one frame far over the budget: straight to the warp
     assert picture.quality.every == 0
     picture.renderer = picture.renderers(still)
-    rng = np.random.default_rng(1)
-    state = next(s for s in ((picture.renderer.rest_pose, rng.normal(0, 0.3, basis.k)) for _ in range(200))
-                 if lip_gap(picture.renderer.target_landmarks(*s)) >= OPEN_MOUTH)   # a mouth to repair
+    state = _open_mouth(basis, picture.renderer)
 
     async def frames():
         shown = [await picture._render(state)]
         clock.t += 10                                     # past the first probe's time
         shown.append(await picture._render(state))
-        assert picture.probe is not None
-        await asyncio.wait_for(picture.probe, 60)
-        await asyncio.sleep(0)                            # the probe's done-callback runs on the loop
+        assert picture.beside is not None
+        await asyncio.wait_for(picture.beside, 60)
+        await asyncio.sleep(0)
         return shown
 
     try:
         shown = asyncio.run(frames())
     finally:
         picture.close()
-    mouth = picture.renderer.render(state, "mouth")
-    assert all(np.array_equal(frame, mouth) for frame in shown)
-    assert not np.array_equal(mouth, picture.renderer.render(state, False))
+    warp = picture.renderer.render(state, False)
+    assert all(np.array_equal(frame, warp) for frame in shown)
+    assert not np.array_equal(warp, picture.renderer.render(state, True))
     summary = picture.quality.summary()
     assert summary["probes"] == 1 and summary["frames_costly"] == 1   # the first, slow frame alone
     assert summary["ms"]["costly"] != 500.0                           # the probe's own cost replaced it

@@ -1,7 +1,8 @@
 import numpy as np
 
 from callsynth.face.code import FaceCoder
-from callsynth.face.warp import FaceWarper
+from callsynth.face.regions import polygon_mask
+from callsynth.face.warp import FACE_OVAL, FaceWarper
 from receiver.renderer import WarpRenderer
 
 
@@ -124,3 +125,44 @@ def test_a_still_facing_as_it_did_is_not_smoothed(basis, still):
     from callsynth.face.warp import FACE_OVAL, outline_bend
 
     assert outline_bend(still.landmarks[FACE_OVAL, :2], still.landmarks[FACE_OVAL, :2]) < 1e-6
+
+
+def test_a_change_to_the_warp_carried_back_is_the_change_to_the_still(basis, still):
+    """splat_back is the warp's inverse where it is one to one: a smooth change drawn on the still, warped
+    with the face to an expression, comes back onto the still's own pixels as it was drawn."""
+    from callsynth.face.warp import FaceWarper, remap, splat_back
+
+    warper = FaceWarper(still.image, still.landmarks)
+    code = np.zeros(basis.k)
+    code[0] = 1.0
+    maps = warper.maps(FaceCoder(basis, still.landmarks).landmarks(FaceCoder(basis, still.landmarks).still_pose, code))
+    size = still.image.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    change = np.stack([np.sin(xx / 17), np.cos(yy / 23), np.sin((xx + yy) / 29)], -1) * 20
+    back = splat_back(remap(change, maps), maps, (size, size))
+    face = polygon_mask((size, size), still.landmarks[FACE_OVAL, :2], grow=-6) > 0.99   # inside the face
+    assert face.sum() > 0.1 * size * size
+    assert np.abs(back - change)[face].mean() < 0.5 and np.abs(change)[face].mean() > 5
+
+
+def test_the_generator_repairs_the_still_every_nth_frame_and_the_frames_between_warp_it(basis, still):
+    """GeneratorRenderer: frame 1 and frame 1 + every are the generator's; the frames between are the warp
+    of the still it repaired, which differs from the plain still but not in the eyes."""
+    from callsynth.face.reference_blend import eyes_mask
+    from receiver.renderer import Renderers
+
+    renderer = Renderers(basis, "generator", repair_every=4)(still)
+    rng = np.random.default_rng(3)
+    states = [(renderer.rest_pose, rng.normal(0, 0.3, basis.k)) for _ in range(5)]
+    frames = [renderer.render(s) for s in states]
+    assert renderer.still_repairs == 2
+    repaired, plain = renderer.warper.still.astype(int), renderer.plain.astype(int)
+    eyes = eyes_mask(still.landmarks, plain.shape[0]) > 0.99
+    assert np.abs(repaired - plain)[~eyes].mean() > 0.2 and np.array_equal(repaired[eyes], plain[eyes])
+    once = Renderers(basis, "generator", repair_every=4)(still)
+    once.render(states[0])                                  # the still as the first repair left it
+    for state, frame in zip(states[1:4], frames[1:4]):
+        assert np.array_equal(frame, once.render(state, False))           # the frames between: its warp
+    every = Renderers(basis, "generator", repair_every=1)(still)
+    assert np.array_equal(frames[0], every.render(states[0]))            # the generator's own frame
+    assert every.warper.still is every.plain                              # nothing carried at every=1

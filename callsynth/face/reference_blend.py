@@ -107,6 +107,25 @@ def closed_eyes(still: Still) -> Still:
     return Still(image, landmarks)
 
 
+def eye_region(landmarks: np.ndarray, eye: int, size: int):
+    """Where a picture of size² at `landmarks` has eye `eye`, as the blend redraws a closing one: (box,
+    the eye's outline in the box, its feathered mask in the box)."""
+    outline = landmarks[EYE_OUTLINES[eye]]
+    width = float(np.ptp(outline[:, 0]))
+    x0, y0, x1, y1 = box = _box(outline, 0.45 * width + 3, size)
+    local = outline[:, :2] - (x0, y0)
+    return box, local, polygon_mask((y1 - y0, x1 - x0), local, grow=0.3 * width, feather=0.12 * width)
+
+
+def eyes_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) in [0, 1]: both eyes' regions (eye_region) of a picture at `landmarks`."""
+    mask = np.zeros((size, size), np.float32)
+    for eye in range(len(EYE_OUTLINES)):
+        (x0, y0, x1, y1), _, area = eye_region(landmarks, eye, size)
+        mask[y0:y1, x0:x1] = np.maximum(mask[y0:y1, x0:x1], area)
+    return mask
+
+
 class ReferenceBlender:
     """The receiver's reference stills and the blend of them into a warped frame."""
 
@@ -182,11 +201,7 @@ class ReferenceBlender:
         still_open = float(self.still_open[eye])
         if opened >= EYE_START * still_open:
             return None
-        outline = target[EYE_OUTLINES[eye]]
-        width = float(np.ptp(outline[:, 0]))
-        x0, y0, x1, y1 = box = _box(outline, 0.45 * width + 3, size)
-        local = outline[:, :2] - (x0, y0)
-        area = polygon_mask((y1 - y0, x1 - x0), local, grow=0.3 * width, feather=0.12 * width)
+        box, local, area = eye_region(target, eye, size)
         # Fully closed-eye texture from CLOSED_SHARE of the still's openness down: MediaPipe (and a
         # viewer) reads a warped open eye as open even when its lids are drawn half way down, and a
         # cross-fade of an open and a closed eye reads as neither.

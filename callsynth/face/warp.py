@@ -166,6 +166,35 @@ def _similarity_2d(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([s * r, t[:, None]])
 
 
+def remap(image: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """`image` sampled through backward maps (FaceWarper.maps): the warp's one sampling rule."""
+    return cv2.remap(image, maps[0], maps[1], interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def splat_back(change: np.ndarray, maps: tuple[np.ndarray, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """A change (H, W, C) to a picture warped through backward `maps`, carried back onto the source's pixels
+    (`shape`): each output pixel's change spread, with the same bilinear weights its sample was read with,
+    over the four source pixels it came from, and averaged there; 0 where no output pixel read. The exact
+    inverse of that warp where it is one to one — a second piecewise-affine warp the other way is not: it
+    cost a validation face the generator's gain (scripts/still_repair.py)."""
+    h, w = shape
+    channels = change.shape[2]
+    acc, total = np.zeros((channels, h * w)), np.zeros(h * w)
+    x, y, values = maps[0].ravel(), maps[1].ravel(), change.reshape(-1, channels)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    fx, fy = x - x0, y - y0
+    for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy),
+                           (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h) & (weight > 0)
+        index, weight = yi[ok] * w + xi[ok], weight[ok]
+        for c in range(channels):
+            acc[c] += np.bincount(index, values[ok, c] * weight, minlength=h * w)
+        total += np.bincount(index, weight, minlength=h * w)
+    out = np.where(total > 1e-3, acc / np.maximum(total, 1e-3), 0.0)
+    return np.ascontiguousarray(out.T.reshape(h, w, channels), dtype=np.float32)
+
+
 class FaceWarper:
     """Holds the still and its triangulation; warps it to any target landmarks of the same mesh."""
 
@@ -262,9 +291,7 @@ class FaceWarper:
     def warp(self, target_landmarks: np.ndarray, box: tuple[int, int, int, int] | None = None
              ) -> np.ndarray:
         """The still warped to target_landmarks; with `box` (x0, y0, x1, y1) only that part of it."""
-        map_x, map_y = self.maps(target_landmarks, box)
-        return cv2.remap(self.still, map_x, map_y, interpolation=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REFLECT_101)
+        return remap(self.still, self.maps(target_landmarks, box))
 
     def folded_count(self, target_landmarks: np.ndarray) -> int:
         """Folded triangles left in the mesh this warper draws for target_landmarks (0 by design)."""
