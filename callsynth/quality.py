@@ -1,14 +1,14 @@
 """Adaptive quality: how often a costly step runs on a stream of frames, chosen from what it really costs
 on this machine, so that a slow or busy machine keeps its frame rate instead of falling behind.
 
-The receiver's costly step is the generator: a machine that cannot run it at the display rate steps down —
-the generator on every 2nd, then every 4th frame with the warp between, then the warp alone — and back up
-when the measured costs allow. Under the full-frame generator a second ladder of the same kind runs the
-mouth generator on the frames between (receiver/frame_clock.py). At the warp alone the generator is tried
-now and then (every 5 s, backing off to a minute while it stays too slow) so that a machine that got
-faster, or less busy, is noticed: the caller runs that probe beside the frames, not in their path
-(`probe_due`, `record_probe`), since on a machine too slow for the generator a probe on the frame's path
-held the picture for the generator's whole cost (100-170 ms on a 2-core EPYC, every 5-60 s). The sender's
+The receiver's costly step on the frame's path is the mouth generator (under the full-frame generator,
+which repairs the still beside the frames at the pace `RepairPacing` sets, or as the chosen model): a
+machine that cannot run it at the display rate steps down — every 2nd, then every 4th frame with the warp
+between, then the warp alone — and back up when the measured costs allow. At the warp alone the network
+is tried now and then (every 5 s, backing off to a minute while it stays too slow) so that a machine that
+got faster, or less busy, is noticed: the caller runs that probe beside the frames, not in their path
+(`probe_due`, `record_probe`), since on a machine too slow for a network a probe on the frame's path held
+the picture for its whole cost (100-170 ms for the full-frame generator on a 2-core EPYC). The sender's
 costly step is tracking: when tracking every frame does not fit the camera's rate, it tracks only the
 frames it sends. Every step is kept with its time and reason for STATS.json.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-RENDER_LEVELS = (1, 2, 4, 0)   # the generator repairs every Nth frame; 0: never, the warp alone
+RENDER_LEVELS = (1, 2, 4, 0)   # the network repairs every Nth frame; 0: never, the warp alone
 FRAME_SHARE = 0.8           # a frame's rendering may take this share of the display period
 STEP_UP_AFTER_S = 3.0       # at least this long at one level before stepping up
 PROBE_FIRST_S, PROBE_MAX_S = 5.0, 60.0

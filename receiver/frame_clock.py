@@ -76,7 +76,7 @@ class FrameClock:
         self.renderers = Renderers(basis, options.model, options.generator, script=False, fallback=True,
                                    repair_every=options.repair_every)
         # The full-frame generator never builds a frame here: it repairs the still beside the frames, as
-        # often as RepairPacing lets it (on a 2-core EPYC one repair cost 100-170 ms, 3-5 display periods),
+        # often as RepairPacing lets it (on a 2-core EPYC a repair cost 110-140 ms of CPU, 3-4 display periods),
         # and the frames are the repaired still's warp with the mouth repaired by the mouth generator. The
         # network on the frame's path (the mouth generator, under either model) gets the ladder: a machine
         # that cannot afford it every frame runs it every 2nd, 4th, or never.
@@ -277,8 +277,9 @@ class FrameClock:
         return frame
 
     def _beside(self, work, state, done: Callable, *args) -> None:
-        """Run work(state, *args) in the niced thread beside the frames; `done(wall_ms, cpu_ms)` with its
-        cost, or (None, exception) when it failed. One at a time: the frames never wait for it."""
+        """Run work(state, *args) in the niced thread beside the frames; then `done(wall_ms, cpu_ms)` with its
+        cost, or done(None, None) when it failed (said as a render error). One at a time: the frames never
+        wait for it."""
         self.beside = asyncio.get_running_loop().run_in_executor(self.beside_thread, _cost_ms, work, state, *args)
 
         def finished(future: asyncio.Future) -> None:

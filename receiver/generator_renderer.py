@@ -49,9 +49,9 @@ class GeneratorRenderer(WarpRenderer):
     """The full-frame generator's renderer. Its generator repairs the *still*: on every `every`-th frame
     it repairs that frame (the warp of the plain still, as it was trained) and the repair is carried back
     onto the still's own pixels through that frame's warp (face.warp.splat_back); the frames between are
-    the warp of that repaired still, at the warp's cost. On the seven evaluation clips this kept 72-97 % of
-    the per-frame generator's SSIM gain at every 8th frame (README "The generator"), where repairing every
-    frame cost ~10x the warp in `callsynth bench`. `every=1`: the generator repairs every frame itself."""
+    the warp of that repaired still, at the warp's cost. On the seven evaluation clips it kept most of the
+    per-frame generator's SSIM gain (README "When the machine is slow"), where repairing every frame cost
+    7-13x the warp in `callsynth bench`. `every=1`: the generator repairs every frame itself."""
 
     def __init__(self, basis: ExpressionBasis, still: Still, model: str | Path | None = None,
                  script: bool = True, loaded: tuple[CallGenerator, int] | None = None, run=None,

@@ -4,7 +4,7 @@ eyes and teeth on the written videos — the way the evaluator measures a rebuil
 NME on every 3rd frame), which `callsynth eval` reimplements on in-memory frames. Prints one row per clip
 and model, each renderer's SSIM and NME against the warp's in the same run, and the CPU it ran on.
 
-    python scripts/face_metrics_table.py [--models warp,mouth,generator] [--out out/face_metrics]
+    python scripts/face_metrics_table.py [--models warp,mouth,generator] [--out out/face_metrics] [--repair-every N]
                                          [--tool ../shared/tools/face_metrics.py] [--clips A.mp4 ...]
 
 About 15 minutes for the seven clips and three models on a 2-core AMD EPYC at 2.4 GHz.
@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "out/face_metrics")
     ap.add_argument("--tool", type=Path, default=REPO.parent / "shared/tools/face_metrics.py")
     ap.add_argument("--clips", type=Path, nargs="*", help="clips (default: callsynth eval's seven)")
+    ap.add_argument("--repair-every", type=int, help="reenact's --repair-every for the generator (default: its own)")
     args = ap.parse_args(argv)
     if not args.tool.is_file():
         print(f"error: the evaluator's tool is not at {args.tool} (--tool PATH)", file=sys.stderr)
@@ -60,6 +61,7 @@ def main(argv=None) -> int:
                 out = args.out / f"{clip.stem}_{model}.mp4"
                 done = subprocess.run(["callsynth", "reenact", "--identity", str(clip), "--driving", str(clip),
                                        "--output", str(out), "--reference-out", str(ref), "--model", model,
+                                       *(["--repair-every", str(args.repair_every)] if args.repair_every else []),
                                        "--quiet"], capture_output=True, text=True, check=False)
                 if done.returncode:
                     print(f"{clip.name} {model}: reenact failed: {done.stderr.strip()[-400:]}", file=sys.stderr)

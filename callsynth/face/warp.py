@@ -176,7 +176,7 @@ def splat_back(change: np.ndarray, maps: tuple[np.ndarray, np.ndarray], shape: t
     (`shape`): each output pixel's change spread, with the same bilinear weights its sample was read with,
     over the four source pixels it came from, and averaged there; 0 where no output pixel read. The exact
     inverse of that warp where it is one to one — a second piecewise-affine warp the other way is not: it
-    cost a validation face the generator's gain (scripts/still_repair.py)."""
+    cost a validation face the generator's gain (README "When the machine is slow")."""
     h, w = shape
     channels = change.shape[2]
     acc, total = np.zeros((channels, h * w)), np.zeros(h * w)
