@@ -245,6 +245,7 @@ class RepairPacing:
     def summary(self) -> dict:
         interval = self.interval_s()
         return {"every_frames": self.every, "started": self.started, "repairs": self.repairs, "failed": self.failed,
+                "running": self._running,
                 "interval_s": None if interval is None else round(interval, 3),
                 "ms": {"wall": _ms(float(np.median(self.wall_ms)) if self.wall_ms else None),
                        "cpu": _ms(float(np.median(self.cpu_ms)) if self.cpu_ms else None)}}
