@@ -219,8 +219,10 @@ class RepairPacing:
         self._starts.append(now)
         return True
 
-    def done(self, wall_ms: float | None, cpu_ms: float | None = None) -> None:
-        """A repair's cost (None: it failed, and the next waits as long as after a repair)."""
+    def done(self, wall_ms: float | None, cpu_ms: float | None = None, slower: float = 1.0) -> None:
+        """A repair's cost (None: it failed, and the next waits as long as after a repair). `slower`: how
+        many times longer to wait while the frames themselves have had to give way (the frame's ladder
+        below its best level): a busy machine's frames, and a two-way call's own sending, come first."""
         self._running = False
         if wall_ms is None:
             self.failed += 1
@@ -230,7 +232,7 @@ class RepairPacing:
             self.wall_ms.append(wall_ms)
             if cpu_ms is not None:
                 self.cpu_ms.append(cpu_ms)
-        self._next_at = self._began_at + max(self.every / self.fps, wall_ms / 1000 / self.share)
+        self._next_at = self._began_at + slower * max(self.every / self.fps, wall_ms / 1000 / self.share)
 
     def describe(self) -> str:
         interval = self.interval_s()

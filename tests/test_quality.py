@@ -126,6 +126,13 @@ def test_the_still_is_repaired_no_more_often_than_its_pace_allows():
     summary = pacing.summary()
     assert (summary["started"], summary["repairs"], summary["failed"]) == (3, 2, 1)
     assert summary["ms"]["wall"] == 225.0 and summary["interval_s"] == round((0.27 + 0.8) / 2, 3)
+    clock.t = 2.0
+    assert pacing.due()
+    pacing.done(50.0, 45.0, slower=4)                   # the frames have stepped down twice: 4x the wait
+    clock.t = 2.0 + 4 * 8 / 30 - 0.01
+    assert not pacing.due()
+    clock.t = 2.0 + 4 * 8 / 30
+    assert pacing.due()
 
 
 def _picture(basis, model, clock):
