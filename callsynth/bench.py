@@ -68,9 +68,10 @@ def _networks(still: Still, basis: ExpressionBasis, generator: str, frames: int,
 
     # the default renderer: the generator repairs the still on every Nth frame, the frames between warp it
     # (receiver.generator_renderer); timed over whole cycles of N frames, each beginning with a repair
+    repairers = Renderers(basis, "generator", generator or None)      # loaded and traced once
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        repairer = Renderers(basis, "generator", generator or None)(still)
+        repairer = repairers(still)                                   # a plain still for each
         every = repairer.every
         repairer.render(states[0])
         repairer.render(states[1])                                   # warm-up: the trace's first runs

@@ -199,23 +199,28 @@ class RepairPacing:
     every: int
     share: float = 0.5
     clock: object = time.monotonic
-    started: int = 0
-    repairs: int = 0
     failed: int = 0
-    wall_ms: list = field(default_factory=list)
+    wall_ms: list = field(default_factory=list)     # of each repair done
     cpu_ms: list = field(default_factory=list)
     _running: bool = False
     _next_at: float | None = None
-    _began_at: float = 0.0
-    _starts: list = field(default_factory=list)
+    _starts: list = field(default_factory=list)     # when each repair began
+
+    @property
+    def started(self) -> int:
+        return len(self._starts)
+
+    @property
+    def repairs(self) -> int:
+        """Repairs done (their cost came back)."""
+        return len(self.wall_ms)
 
     def due(self) -> bool:
         """Whether to begin a repair now; the caller then runs it and hands its cost to `done`."""
         now = self.clock()
         if self._running or (self._next_at is not None and now < self._next_at):
             return False
-        self._running, self._began_at = True, now
-        self.started += 1
+        self._running = True
         self._starts.append(now)
         return True
 
@@ -228,11 +233,10 @@ class RepairPacing:
             self.failed += 1
             wall_ms = 0.0
         else:
-            self.repairs += 1
             self.wall_ms.append(wall_ms)
             if cpu_ms is not None:
                 self.cpu_ms.append(cpu_ms)
-        self._next_at = self._began_at + slower * max(self.every / self.fps, wall_ms / 1000 / self.share)
+        self._next_at = self._starts[-1] + slower * max(self.every / self.fps, wall_ms / 1000 / self.share)
 
     def describe(self) -> str:
         interval = self.interval_s()

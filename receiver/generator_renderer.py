@@ -58,8 +58,8 @@ class GeneratorRenderer(WarpRenderer):
                  mouth: tuple | None = None, every: int = CALL.repair_still_every):
         """`model`: a generator file (default the shipped one), or `loaded`: what load_generator gave;
         `run`: that network already traced (receiver.renderer.Renderers passes both); `mouth`: the mouth
-        generator and its traced run, for the frames the full-frame one cannot afford
-        (`render(state, "mouth")`). Torch's thread count is the caller's (the Receiver's `threads`, the
+        generator and its traced run, for a call's frames, whose still is repaired beside them
+        (`render(state, "mouth")`); `every`: repair the still on every `every`-th frame rendered. Torch's thread count is the caller's (the Receiver's `threads`, the
         bench's loop)."""
         super().__init__(basis, still)
         self.net, self.size = loaded or load_generator(model, basis)
