@@ -326,8 +326,9 @@ def add_call_commands(sub, positive_int) -> None:
                    help="when feature packets stop but the voice goes on, drive the face from the voice")
     add_model_options(g)
     g.add_argument("--threads", type=positive_int, metavar="N",
-                   help="CPU threads for the generator (default: every core; fewer when something else, "
-                        "such as a sender, runs on the same machine)")
+                   help="CPU threads for the networks: the mouth generator on the frames (default: every "
+                        "core; fewer when something else, such as a sender, runs on the same machine) and "
+                        "the full-frame generator repairing the still in its own process (default: one)")
 
     p = sub.add_parser("send", parents=[common, sending], help="the caller's side of a one-way call",
                        description="Capture from a camera or a file (at its own frame rate), track the face, "

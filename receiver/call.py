@@ -54,7 +54,7 @@ class ReceiverOptions:
     audio_model: str | None = None
     model: str = DEFAULT_MODEL         # "generator": the warp repaired by the MC-AAD generator, or "warp"
     generator: str | None = None       # generator file (default: the shipped one)
-    threads: int | None = None         # torch threads for the generator (default: torch's, all cores)
+    threads: int | None = None         # torch threads: the frames' network (default all cores), the still repairer (1)
     repair_every: int = CALL.repair_still_every   # the generator repairs the still at most every Nth frame
     hosts: tuple = ("127.0.0.1",)
     ice_servers: tuple = ()            # RTCIceServer (rtc.parse_ice_server): STUN/TURN

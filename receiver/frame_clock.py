@@ -22,9 +22,10 @@ from callsynth.wire import FLAG_AUDIO, Codec, Part, PartAssembler, WireError, de
 
 from .jitter import JitterBuffer
 from .recorder import CallRecorder
-from .renderer import Renderers, WarpRenderer
+from .renderer import Renderers, WarpRenderer, mouth_renderers
 from .screen import ScreenProcess
 from .stats import ReceiverStats
+from .still_repairer import RepairError, StillRepairer
 
 log = logging.getLogger("callsynth.receive")
 STATUS_EVERY_S = 5.0
@@ -66,26 +67,33 @@ class FrameClock:
         # it ran in the frame's path.
         self.beside_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside", initializer=_lower_priority)
         self.beside: asyncio.Future | None = None
+        self.beside_probe = False             # whether what runs beside is a probe (in this process)
         from callsynth.face.raster import warm_up
 
         warm_up()          # before the call, not at its first frame
-        # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs only its
-        # identity vector. Eager, not traced: the trace is faster (`callsynth bench` compares the two) but
-        # `callsynth demo` on a 2-core EPYC showed the receiver's peak at 510-520 MB with it and 445 MB
-        # without, and the generator runs only beside the frames.
-        self.renderers = Renderers(basis, options.model, options.generator, script=False, fallback=True,
-                                   repair_every=options.repair_every)
-        # The full-frame generator never builds a frame here: it repairs the still beside the frames, as
-        # often as RepairPacing lets it (on a 2-core EPYC a repair cost 110-140 ms of CPU, 3-4 display periods),
-        # and the frames are the repaired still's warp with the mouth repaired by the mouth generator. The
-        # network on the frame's path (the mouth generator, under either model) gets the ladder: a machine
-        # that cannot afford it every frame runs it every 2nd, 4th, or never.
+        # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs only a
+        # triangulation. The full-frame generator never builds a frame here: it repairs the still in a
+        # process of its own (receiver/still_repairer.py), as often as RepairPacing lets it (on a 2-core
+        # EPYC a repair cost 110-140 ms of CPU, 3-4 display periods), and the frames are the repaired
+        # still's warp with the mouth repaired by the mouth generator. The network on the frame's path
+        # (the mouth generator, under either model) gets the ladder: a machine that cannot afford it every
+        # frame runs it every 2nd, 4th, or never.
         full = options.model == "generator"
-        self.frame_network = ("mouth" if self.renderers.fallback is not None else None) if full else \
-            (True if self.renderers.repairs else None)
+        self.repairer, self.repair_memory_mb = None, None
+        if full:
+            from callsynth.model.runtime import load_generator
+
+            load_generator(options.generator, basis)         # refused now, clearly, if it cannot be used
+            try:
+                self.repairer = StillRepairer(basis, options.generator, options.threads)
+            except RepairError as exc:
+                self.stats.event(f"the still's repairer could not start ({exc}); the frames warp the still "
+                                 "as it came", logging.WARNING)
+        self.renderers = mouth_renderers(basis) if full else Renderers(basis, options.model, options.generator)
+        self.frame_network = self.renderers.repairs      # a network on the frame's path: the mouth generator
         self.quality = QualityLadder(options.fps, RENDER_LEVELS if self.frame_network else (0,),
                                      describe=describe_mouth if full else describe_render)
-        self.still_repair = RepairPacing(options.fps, self.renderers.repair_every) if full else None
+        self.still_repair = RepairPacing(options.fps, options.repair_every) if full else None
         if options.threads and self.renderers.repairs:
             import torch
 
@@ -144,6 +152,8 @@ class FrameClock:
             return False
         self.stats.identity_bytes = size
         self.renderer = renderer
+        if self.repairer is not None:
+            self.repairer.set_still(still)
         self.jitter = JitterBuffer(self.renderer.rest_pose, self.renderer.coder.expression_size,
                                    delay_ms=self.options.delay_ms)
         self.stats.event(f"still cached ({size} bytes)")
@@ -167,6 +177,8 @@ class FrameClock:
             self.reject(WireError("reference still before the still"), "early")
             return
         self.renderer.add_reference(parsed.index, parsed.still)
+        if self.repairer is not None:
+            self.repairer.add_reference(parsed.index, parsed.still)
         self.stats.references_received += 1
         self.stats.reference_bytes += size
         self.stats.event(f"reference still {parsed.index} cached ({size} bytes)")
@@ -253,25 +265,29 @@ class FrameClock:
             await asyncio.sleep(0.01)
 
     async def _render(self, state) -> np.ndarray:
-        """A frame at the quality the ladder chooses, built in the render thread: the networks (torch) and
-        the warp's compiled raster, remap and numpy let go of the GIL, so that packets keep being received
-        and sent while a frame is built (inline, the warp held up a two-way call's outgoing packets and
-        added tens of ms to their jitter). The still's repair and the ladder's probes start here, beside."""
-        costly = self.frame_network is not None and self.quality.costly_next()
-        if self.still_repair is not None and self.beside is None and self.still_repair.due():
-            self._beside(self.renderer.repair_still, state, self._repaired)
-        elif self.frame_network is not None and self.beside is None and self.quality.probe_due():
-            self._beside(self.renderer.render, state, self._probed, self.frame_network)
+        """A frame at the quality the ladder chooses, built in the render thread, the warp alone too: the
+        networks (torch) and the warp's compiled raster, remap and numpy let go of the GIL, so that packets
+        keep being received and sent while a frame is built. Inline, the warp held up a two-way call's
+        outgoing packets and added tens of ms to their jitter; on a machine emulated 3-4x slower (busy
+        processes beside `callsynth demo --model warp`) it made the packets' jitter p95 150-170 ms against
+        50-64 ms from the thread, and glass to glass p50 182-198 ms against 142-161 ms. The still's repair
+        and the ladder's probes start here, beside."""
+        costly = self.frame_network and self.quality.costly_next()
+        if self.still_repair is not None and self.beside is None and self._repairer_ready() and self.still_repair.due():
+            self.beside_probe = False
+            self._beside(self._repair_still, state, self._repaired)
+        elif self.frame_network and self.beside is None and self.quality.probe_due():
+            self.beside_probe = True
+            self._beside(self.renderer.render, state, self._probed, True)
         started = time.perf_counter()
-        if costly:
-            frame = await asyncio.get_running_loop().run_in_executor(self.render_thread, self.renderer.render,
-                                                                     state, self.frame_network)
-        else:
-            frame = self.renderer.render(state, False)
-        if self.beside is not None:
-            # a frame built while the generator or a probe runs beside it pays for that too (the GIL, the
+        frame = await asyncio.get_running_loop().run_in_executor(self.render_thread, self.renderer.render, state,
+                                                                 costly)
+        if self.beside is not None and self.beside_probe:
+            # a frame built while a probe runs beside it, in this process, pays for that too (the GIL, the
             # cores): a passing load, not what the level costs; counted, it stepped the mouth generator
-            # down to the warp for the 9 s the ladder takes to climb back
+            # down to the warp for the 9 s the ladder takes to climb back. (One built while the still's
+            # repairer works is counted: that niced process may run for seconds on a starved machine, and
+            # the ladder, blind meanwhile, kept the mouth generator on every frame at 14.5 fps.)
             return frame
         self._record(self.quality, costly, (time.perf_counter() - started) * 1000)
         return frame
@@ -296,6 +312,31 @@ class FrameClock:
                 done(*future.result())
 
         self.beside.add_done_callback(finished)
+
+    def _repairer_ready(self) -> bool:
+        """Whether the still's repairing process can take a repair now; one that could not start is said
+        once, and the frames warp the still as it came."""
+        if self.repairer is None:
+            return False
+        try:
+            return self.repairer.ready_now()
+        except RepairError as exc:
+            self.stats.event(f"the still's repairer could not start ({exc}); the frames warp the still as it "
+                             "came", logging.WARNING)
+            self.repairer.close()
+            self.repairer = None
+            return False
+
+    def _repair_still(self, state) -> float:
+        """(In the thread beside the frames.) The still repaired for `state` by the repairing process, swapped
+        into the renderer whole (its frames warp it from their next one on) unless a new still came
+        meanwhile; returns the process's CPU ms for it."""
+        renderer = self.renderer
+        generation = self.repairer.generation
+        done_generation, repaired, cpu_ms = self.repairer.repair(state)
+        if done_generation == generation and renderer is self.renderer:
+            renderer.warper.still = repaired
+        return cpu_ms
 
     def _repaired(self, wall_ms: float | None, cpu_ms: float | None) -> None:
         # the lower the frames' ladder has had to step (mouth every 2nd, 4th frame, the warp alone), the
@@ -415,9 +456,12 @@ class FrameClock:
             self.screen.close()
         self.render_thread.shutdown(wait=False)
         self.beside_thread.shutdown(wait=False, cancel_futures=True)
+        if self.repairer is not None:
+            self.repair_memory_mb = self.repairer.peak_memory_mb
+            self.repairer.close()
         out = {"renderer": self.options.model, "quality": self.quality.summary(), "quality_now": self.quality_now()}
         if self.still_repair is not None:
-            out["still_repair"] = self.still_repair.summary()
+            out["still_repair"] = dict(self.still_repair.summary(), process_peak_memory_mb=self.repair_memory_mb)
         return out
 
     def quality_now(self) -> str:
@@ -440,13 +484,15 @@ def _lower_priority() -> None:
 
 
 def _cost_ms(work, state, *args) -> tuple[float, float]:
-    """(wall ms, this thread's CPU ms) that work(state, *args) cost."""
+    """(wall ms, CPU ms) that work(state, *args) cost: this thread's, plus what the work says it spent
+    elsewhere (a float it returns: the still repairer's process)."""
     import torch
 
     wall, cpu = time.perf_counter(), time.thread_time()
     with torch.inference_mode():
-        work(state, *args)
-    return (time.perf_counter() - wall) * 1000, (time.thread_time() - cpu) * 1000
+        elsewhere = work(state, *args)
+    spent = elsewhere if isinstance(elsewhere, float) else 0.0
+    return (time.perf_counter() - wall) * 1000, (time.thread_time() - cpu) * 1000 + spent
 
 
 def check_same_face(stats: ReceiverStats, before, after) -> asyncio.Future:

@@ -1,7 +1,7 @@
 """The receiver's neural renderers: the warp of the still repaired whole by the trained full-frame MC-AAD
 generator, or its mouth repaired by the mouth generator (callsynth.model.runtime runs both). `reenact` and
 `eval` run the full-frame one traced with TorchScript, the fastest way `callsynth bench` measured; the call's
-receiver runs it eager, which costs less memory (see receiver/call.py). The mouth generator is small and
+still repairer runs it eager, which costs less memory (receiver/still_repairer.py). The mouth generator is small and
 always traced."""
 
 from __future__ import annotations
@@ -55,17 +55,15 @@ class GeneratorRenderer(WarpRenderer):
 
     def __init__(self, basis: ExpressionBasis, still: Still, model: str | Path | None = None,
                  script: bool = True, loaded: tuple[CallGenerator, int] | None = None, run=None,
-                 mouth: tuple | None = None, every: int = CALL.repair_still_every):
+                 every: int = CALL.repair_still_every):
         """`model`: a generator file (default the shipped one), or `loaded`: what load_generator gave;
-        `run`: that network already traced (receiver.renderer.Renderers passes both); `mouth`: the mouth
-        generator and its traced run, for a call's frames, whose still is repaired beside them
-        (`render(state, "mouth")`); `every`: repair the still on every `every`-th frame rendered. Torch's thread count is the caller's (the Receiver's `threads`, the
-        bench's loop)."""
+        `run`: that network already traced (receiver.renderer.Renderers passes both); `every`: repair the
+        still on every `every`-th frame rendered (a call's still repairer calls repair_still itself).
+        Torch's thread count is the caller's (the still repairer's `threads`, the bench's loop)."""
         super().__init__(basis, still)
         self.net, self.size = loaded or load_generator(model, basis)
         self.z_id = identity_of(still.image, still.landmarks, self.size)  # cached once
         self.run = run or (traced(self.net, still.image.shape[0]) if script else None)
-        self.mouth = mouth
         self.every, self.frames = max(1, int(every)), 0
         self.plain = self.warper.still          # the generator's input is always this still's warp
         # no repair is carried onto the still's eyes: carried from an open eye, it showed through a closing
@@ -97,14 +95,11 @@ class GeneratorRenderer(WarpRenderer):
         self.still_repairs += 1
         return out
 
-    def render(self, state, repair: bool | str = True) -> np.ndarray:
+    def render(self, state, repair: bool = True) -> np.ndarray:
         """The frame: the generator's on every `every`-th call, the repaired still's warp between; the warp
-        of the (last repaired) still alone with repair=False, its mouth repaired by the mouth generator with
-        repair="mouth" (the call's frames, whose still is repaired beside them)."""
+        of the (last repaired) still alone with repair=False."""
         if state is None or not repair:
             return super().render(state)
-        if repair == "mouth":
-            return mouth_frame(self, *self.mouth, state) if self.mouth else super().render(state)
         self.frames += 1
         if (self.frames - 1) % self.every == 0:
             return self.repair_still(state, carry=self.every > 1)     # at 1 no frame warps the still

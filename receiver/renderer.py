@@ -74,39 +74,36 @@ def _mouth(basis: ExpressionBasis, path=None) -> tuple:
     return net, traced_mouth(net)
 
 
-def _mouth_fallback(basis: ExpressionBasis) -> tuple | None:
-    """The shipped mouth generator and its trace, for the frames a receiver cannot afford the full-frame
-    generator on; None (said) when its file cannot be used."""
+def mouth_renderers(basis: ExpressionBasis, path=None) -> Renderers:
+    """The call's frame renderers under the full-frame generator (which repairs the still in a process of
+    its own, receiver/still_repairer.py): the warp of the (repaired) still with its mouth repaired by the
+    mouth generator (`path`, default the shipped one); the warp alone, said, when that file cannot be used."""
     from callsynth.model.runtime import GeneratorModelError
 
     try:
-        return _mouth(basis)
+        return Renderers(basis, "mouth", path)
     except GeneratorModelError as exc:
-        log.warning("no mouth generator to fall back on: %s", exc)
-        return None
+        log.warning("no mouth generator for the frames (the repaired still's warp alone): %s", exc)
+        return Renderers(basis, "warp")
 
 
 class Renderers:
     """The one way every command builds its renderers (receive, call, reenact, eval, bench, combine): the
     model is chosen once — the warp, or the warp repaired by the generator, whose network is loaded once
     (a bad file is refused here, before any frame) and traced once when `script` — then one renderer per
-    still, as stills arrive. The call runs the generator eager (`script=False`): the trace is faster but
-    cost a receiver 70 MB more peak memory, and its quality ladder repairs only the frames it affords.
-    With `fallback` (the call's receiver) the full-frame generator comes with the mouth generator, which
-    repairs the mouth of the frames the full-frame one cannot afford."""
+    still, as stills arrive. The call's still repairer runs the generator eager (`script=False`): the
+    trace is faster but cost 70 MB more peak memory, and it repairs only as often as the machine affords."""
 
     def __init__(self, basis: ExpressionBasis, model: str = DEFAULT_MODEL, generator=None, script: bool = True,
-                 fallback: bool = False, repair_every: int = CALL.repair_still_every):
+                 repair_every: int = CALL.repair_still_every):
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
         self.basis, self.model, self.script, self.repair_every = basis, model, script, repair_every
-        self.loaded = self.run = self.fallback = None
+        self.loaded = self.run = None
         if model == "generator":
             from callsynth.model.runtime import load_generator
 
             self.loaded = load_generator(generator, basis)
-            if fallback:
-                self.fallback = _mouth_fallback(basis)
         elif model == "mouth":
             self.loaded, self.run = _mouth(basis, generator)
 
@@ -129,5 +126,5 @@ class Renderers:
 
         if self.run is None:
             self.run = traced(self.loaded[0], still.image.shape[0]) if self.script else FullFrame(self.loaded[0]).eval()
-        return GeneratorRenderer(self.basis, still, loaded=self.loaded, run=self.run, mouth=self.fallback,
+        return GeneratorRenderer(self.basis, still, loaded=self.loaded, run=self.run,
                                  every=self.repair_every)

@@ -91,7 +91,7 @@ class ReceiverStats:
             "still_cached": self.identity_bytes > 0,
             "audio_frames": self.audio_frames,
             "on_wire": self.wire,
-            "events": self.events,
+            "events": list(self.events),
         }
         return out
 

@@ -109,9 +109,11 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
 
 @pytest.mark.parametrize("model", ["generator", "mouth"])
 def test_a_call_rebuilt_by_the_generator(tmp_path, model):
-    """`receive --model generator` (or `mouth`): frames are that generator's repair of the warp, the same
-    that `reenact --model` and `eval --model` measure."""
-    from receiver.generator_renderer import GeneratorRenderer, MouthRenderer
+    """`receive --model generator` (or `mouth`): frames are the mouth generator's repair of the warp, the
+    same that `reenact --model mouth` and `eval --model mouth` measure; under the full-frame generator the
+    still they warp is repaired by it in a process of its own (waited for here before the sender starts:
+    it loads torch and the generator, seconds on a slow machine, and this call lasts under one)."""
+    from receiver.generator_renderer import MouthRenderer
 
     basis = load_basis()
 
@@ -119,6 +121,11 @@ def test_a_call_rebuilt_by_the_generator(tmp_path, model):
         url, stop, server = await serve()
         receiver = Receiver(basis, ReceiverOptions(url=url, room="g", key=KEY, rejoin_wait=5, model=model))
         rx = asyncio.create_task(receiver.run())
+        repairer = receiver.picture.repairer
+        for _ in range(600):
+            if repairer is None or repairer.ready_now():
+                break
+            await asyncio.sleep(0.2)
         sent = await run_sender(VideoFileSource(VAL_CLIP, max_frames=20), basis,
                                 SenderOptions(url=url, room="g", key=KEY))
         summary = await asyncio.wait_for(rx, 30)
@@ -127,8 +134,7 @@ def test_a_call_rebuilt_by_the_generator(tmp_path, model):
         return receiver, summary, sent
 
     receiver, summary, sent = asyncio.run(main())
-    kind = {"generator": GeneratorRenderer, "mouth": MouthRenderer}[model]
-    assert isinstance(receiver.picture.renderer, kind) and summary["renderer"] == model
+    assert isinstance(receiver.picture.renderer, MouthRenderer) and summary["renderer"] == model
     # Every packet arrives while the generator works (it renders off the event loop); how many frames
     # it shows depends on the CPU the sender shares with it here.
     assert summary["features"]["packets"] == sent["packets_sent"] >= 10 and summary["rejected_packets"] == {}
@@ -147,7 +153,7 @@ def test_a_call_rebuilt_by_the_generator(tmp_path, model):
         # first frame, and the frames warp what it repaired with the mouth generator's mouth on its ladder
         # (on a machine slow enough the first may still be running when the call ends)
         repair = summary["still_repair"]
-        assert repair["started"] >= 1 and repair["failed"] == 0
+        assert repair["started"] >= 1 and repair["failed"] == 0 and summary["render_errors"] == 0
         assert repair["started"] == repair["repairs"] + repair["running"]
         assert (repair["repairs"] >= 1) == any(e["event"].startswith("the generator repaired the still")
                                                for e in summary["events"])

@@ -202,23 +202,16 @@ def test_a_closed_mouth_is_left_as_the_warp_drew_it_and_an_open_one_repaired_in_
     assert calls and lifted.astype(int).sum() > picture.astype(int).sum()
 
 
-def test_the_calls_mouth_fallback_draws_what_the_mouth_renderer_draws(basis, still):
-    """Renderers(…, "generator", fallback=True): a frame the full-frame generator cannot afford, drawn with
-    repair="mouth", is the mouth generator's frame of the same state, references and all."""
-    from receiver.renderer import Renderers
+def test_the_calls_frames_under_the_generator_fall_back_to_the_warp_without_a_mouth_generator(basis, still,
+                                                                                              tmp_path):
+    """A call under the full-frame generator builds its frames with the mouth generator (mouth_renderers);
+    when that file cannot be used (here: cut short), the warp alone, said, instead of no call."""
+    from callsynth.model.runtime import default_mouth_path
+    from receiver.generator_renderer import MouthRenderer
+    from receiver.renderer import WarpRenderer, mouth_renderers
 
-    full = Renderers(basis, "generator", script=False, fallback=True)
-    assert full.fallback is not None
-    mouth = Renderers(basis, "mouth")
-    a, b = full(still), mouth(still)
-    for r in (a, b):
-        for index in MOUTH_SOURCES:
-            r.add_reference(index, still)
-    rng = np.random.default_rng(1)
-    opened = next(s for s in ((a.rest_pose, rng.normal(0, 0.3, basis.k)) for _ in range(200))
-                  if lip_gap(a.target_landmarks(*s)) >= 0.08)
-    with torch.inference_mode():
-        fallback, alone = a.render(opened, "mouth"), b.render(opened)
-    assert np.array_equal(fallback, alone)
-    assert not np.array_equal(fallback, a.render(opened, False))       # the mouth was repaired
-    assert Renderers(basis, "generator", script=False).fallback is None    # only the call asks for it
+    assert isinstance(mouth_renderers(basis)(still), MouthRenderer)
+    damaged = tmp_path / "mouth.pt"
+    damaged.write_bytes(default_mouth_path().read_bytes()[:5000])
+    fallback = mouth_renderers(basis, damaged)
+    assert not fallback.repairs and type(fallback(still)) is WarpRenderer

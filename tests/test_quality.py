@@ -158,27 +158,36 @@ def _open_mouth(basis, renderer):
                 if lip_gap(renderer.target_landmarks(*s)) >= OPEN_MOUTH)      # a mouth to repair
 
 
-def test_a_call_repairs_the_still_beside_its_frames_and_warps_it_after(basis, still):
+def test_a_call_repairs_the_still_in_a_process_beside_its_frames_and_warps_it_after(basis, still):
     """Under the full-frame generator no frame waits for it: the first frame is the mouth generator's on
-    the plain still while the generator repairs the still in the thread beside; the frames after warp the
-    repaired still. The frame built meanwhile is not counted in the ladder (it paid for the repair too)."""
+    the plain still while the generator repairs the still in its own process (receiver/still_repairer.py);
+    the frames after warp the repaired still, which is the still the generator repairs in this process.
+    The frame built meanwhile is counted in the ladder (the repair no longer shares its process)."""
     import asyncio
+    import time
 
     import numpy as np
 
     from callsynth.quality import RepairPacing
+    from receiver.renderer import Renderers
 
     clock = Clock()
     picture, stats = _picture(basis, "generator", clock)
     picture.still_repair = RepairPacing(30, 8, clock=clock)
-    picture.renderer = picture.renderers(still)
+    # a ladder that never steps down here (its budget: most of a second), so both frames are the mouth
+    # generator's whatever this machine's load while the tests run
+    picture.quality = QualityLadder(1, clock=clock, describe=picture.quality.describe)
+    assert picture.accept_still(still, 1000)
     state = _open_mouth(basis, picture.renderer)
-    before = picture.renderers(still).render(state, "mouth")      # the same frame on the plain still
+    before = picture.renderers(still).render(state, True)      # the same frame on the plain still
+    deadline = time.time() + 120                                # the process loads torch and the generator
+    while not picture.repairer.ready_now() and time.time() < deadline:
+        time.sleep(0.2)
 
     async def frames():
         first = await picture._render(state)
         assert picture.beside is not None                        # the repair runs beside
-        await asyncio.wait_for(picture.beside, 60)
+        await asyncio.wait_for(picture.beside, 120)
         await asyncio.sleep(0)                                   # its done-callback runs on the loop
         assert picture.beside is None
         return first, await picture._render(state)               # not due again yet: no second repair
@@ -186,14 +195,54 @@ def test_a_call_repairs_the_still_beside_its_frames_and_warps_it_after(basis, st
     try:
         first, after = asyncio.run(frames())
     finally:
-        picture.close()
+        summary = picture.close()
     assert np.array_equal(first, before)
-    assert picture.renderer.warper.still is not picture.renderer.plain and picture.renderer.still_repairs == 1
-    assert np.array_equal(after, picture.renderer.render(state, "mouth")) and not np.array_equal(after, first)
-    repair = picture.still_repair.summary()
+    here = Renderers(basis, "generator", script=False)(still)   # the same repair, in this process
+    here.repair_still(state)
+    assert np.abs(picture.renderer.warper.still.astype(int) - here.warper.still).mean() < 0.5
+    assert not np.array_equal(picture.renderer.warper.still, still.image)
+    assert np.array_equal(after, picture.renderer.render(state, True)) and not np.array_equal(after, first)
+    repair = summary["still_repair"]
     assert (repair["started"], repair["repairs"], repair["failed"]) == (1, 1, 0) and repair["ms"]["wall"] > 0
-    assert picture.quality.summary()["frames_costly"] == 1      # the second frame alone
+    assert repair["ms"]["cpu"] > 0 and repair["process_peak_memory_mb"] > 0     # the process's, said
+    assert picture.quality.summary()["frames_costly"] == 2      # both frames, the one beside the repair too
     assert stats.render_errors == 0 and "still repaired by the generator" in picture.quality_now()
+
+
+def test_a_still_repairer_that_died_is_started_again_with_the_still_and_the_frames_go_on(basis, still):
+    """The repairing process dies mid-call (here: killed): the next repair starts another, hands it the
+    still and its references again, and repairs; the frames never wait for any of it."""
+    import asyncio
+
+    import numpy as np
+
+    from callsynth.quality import RepairPacing
+    from callsynth.wire import decode_identity, encode_identity
+
+    clock = Clock()
+    picture, stats = _picture(basis, "generator", clock)
+    picture.still_repair = RepairPacing(30, 8, clock=clock)
+    assert picture.accept_still(still, 1000)
+    reference = encode_identity(still, basis, 1)
+    picture.accept_reference(decode_identity(reference, basis), len(reference))
+    picture.repairer.process.kill()
+    picture.repairer.process.join(10)
+    state = _open_mouth(basis, picture.renderer)
+
+    async def frames():
+        first = await picture._render(state)
+        await asyncio.wait_for(picture.beside, 120)
+        await asyncio.sleep(0)
+        return first
+
+    try:
+        first = asyncio.run(frames())
+        starts = picture.repairer.starts
+    finally:
+        summary = picture.close()
+    assert first.shape == still.image.shape and starts == 2
+    assert summary["still_repair"]["repairs"] == 1 and stats.render_errors == 0
+    assert not np.array_equal(picture.renderer.warper.still, still.image)
 
 
 def test_a_call_probes_the_mouth_generator_beside_its_frames_and_the_cost_comes_back(basis, still):

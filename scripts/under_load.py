@@ -1,0 +1,50 @@
+"""Run a command on a machine made several times slower: N busy processes share the cores with it for as
+long as it runs (the tests, and the call, must hold on a machine 3-4x slower than the one that wrote them).
+
+    python scripts/under_load.py --hogs 6                      # README's test command, about 4x slower
+    python scripts/under_load.py --hogs 4 -- callsynth demo --video CLIP --max-frames 450
+
+With 4 hogs on 2 cores a single thread gets about a third of a core, with 6 about a quarter. The hogs are
+stopped when the command ends, whatever its result; the exit status is the command's. `callsynth` as the
+command's first word means this Python's `-m callsynth.cli`."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+
+
+def _hog() -> None:
+    while True:
+        pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hogs", type=int, default=3 * (os.cpu_count() or 2),
+                        help="busy processes beside the command (default 3 per core: about 4x slower)")
+    parser.add_argument("command", nargs="*", help="the command, after -- (default: pytest -q)")
+    args = parser.parse_args()
+    command = args.command or [sys.executable, "-m", "pytest", "-q"]
+    if command[0] == "callsynth":
+        command = [sys.executable, "-m", "callsynth.cli", *command[1:]]
+    hogs = [multiprocessing.Process(target=_hog, daemon=True) for _ in range(args.hogs)]
+    for hog in hogs:
+        hog.start()
+    started = time.time()
+    try:
+        code = subprocess.call(command)
+    finally:
+        for hog in hogs:
+            hog.kill()
+    print(f"exit {code} in {time.time() - started:.0f} s beside {args.hogs} busy processes "
+          f"on {os.cpu_count()} cores", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
