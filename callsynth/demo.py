@@ -118,6 +118,9 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
         "receiver_still_repair_interval_s": receiver.get("still_repair", {}).get("interval_s"),
         "sender_tracking": sender.get("tracking", {}).get("now"),
         "receiver_peak_memory_mb": receiver.get("peak_memory_mb"),
+        # the full-frame generator's own process, which repairs the still beside the receiver
+        "receiver_repairer_peak_memory_mb": receiver.get("still_repair", {}).get("process_peak_memory_mb"),
+        "receiver_repairer_proportional_mb": receiver.get("still_repair", {}).get("process_proportional_mb"),
     }
 
 
@@ -212,6 +215,7 @@ def side_headline(stats: dict) -> dict:
         "sent_tracking": stats["sent"].get("tracking", {}).get("now"),
         "quality": received.get("quality_now"),
         "peak_memory_mb": stats.get("peak_memory_mb"),
+        "repairer_peak_memory_mb": received.get("still_repair", {}).get("process_peak_memory_mb"),
         "ended": stats.get("ended"),
     }
 

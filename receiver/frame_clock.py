@@ -457,11 +457,13 @@ class FrameClock:
         self.render_thread.shutdown(wait=False)
         self.beside_thread.shutdown(wait=False, cancel_futures=True)
         if self.repairer is not None:
-            self.repair_memory_mb = self.repairer.peak_memory_mb
+            self.repair_memory_mb = (self.repairer.peak_memory_mb, self.repairer.proportional_mb)
             self.repairer.close()
         out = {"renderer": self.options.model, "quality": self.quality.summary(), "quality_now": self.quality_now()}
         if self.still_repair is not None:
-            out["still_repair"] = dict(self.still_repair.summary(), process_peak_memory_mb=self.repair_memory_mb)
+            peak, proportional = self.repair_memory_mb or (None, None)
+            out["still_repair"] = dict(self.still_repair.summary(), process_peak_memory_mb=peak,
+                                       process_proportional_mb=proportional)
         return out
 
     def quality_now(self) -> str:

@@ -32,6 +32,19 @@ NICE = 10                 # the process's priority below the call's (Linux nice 
 START_TIMEOUT_S = 300.0   # loading torch and the generator on a starved machine; past that it has failed
 
 
+def _unshared_mb() -> float | None:
+    """This process's proportional set size (Linux): its memory with the pages it shares with others (torch's
+    and OpenCV's libraries, which the receiver maps too) divided among them; None where unknown."""
+    try:
+        with open("/proc/self/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class RepairError(RuntimeError):
     """The repairing process failed or went away; the call goes on with the still it has."""
 
@@ -81,7 +94,7 @@ def _serve(conn, basis: ExpressionBasis, generator: str | None, threads: int | N
                     renderer.repair_still(message[1], carry=True)
                 conn.send(("repaired", renderer.warper.still, (time.perf_counter() - wall) * 1000,
                            (time.process_time() - cpu) * 1000,
-                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _unshared_mb()))
         except Exception as exc:  # noqa: BLE001 - one failed repair is said; the next may work
             if kind == "repair":
                 conn.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -105,7 +118,8 @@ class StillRepairer:
         self.still: Still | None = None
         self.references: dict[int, Still] = {}
         self.starts = 0
-        self.peak_memory_mb: float | None = None
+        self.peak_memory_mb: float | None = None      # the process's peak resident memory
+        self.proportional_mb: float | None = None     # its largest proportional set size (shared pages split)
         self.process = self.conn = self.outbox = None
         self.ready = False
         self._start()
@@ -204,8 +218,10 @@ class StillRepairer:
                 continue
             if reply[0] == "failed":
                 raise RepairError(reply[1])
-            _, repaired, _wall_ms, cpu_ms, peak_mb = reply
+            _, repaired, _wall_ms, cpu_ms, peak_mb, proportional_mb = reply
             self.peak_memory_mb = round(max(self.peak_memory_mb or 0.0, peak_mb), 1)
+            if proportional_mb is not None:
+                self.proportional_mb = round(max(self.proportional_mb or 0.0, proportional_mb), 1)
             return generation, repaired, cpu_ms
 
     def close(self) -> None:
