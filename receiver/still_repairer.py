@@ -54,9 +54,10 @@ def _serve(conn, basis: ExpressionBasis, generator: str | None, threads: int | N
     took longer than a 15 s call), then, niced, answer each message in order (see the module's docstring).
     One torch thread unless told: two kept both cores of a 2-core machine busy through each repair."""
     import os
-    import resource
 
     import torch
+
+    from .stats import peak_memory_mb
 
     from .renderer import Renderers
 
@@ -68,7 +69,7 @@ def _serve(conn, basis: ExpressionBasis, generator: str | None, threads: int | N
         return
     try:
         os.nice(NICE)
-    except OSError:
+    except (AttributeError, OSError):      # not on this system, or not allowed: the usual priority
         pass
     conn.send(("ready",))
     renderer = None
@@ -94,7 +95,7 @@ def _serve(conn, basis: ExpressionBasis, generator: str | None, threads: int | N
                     renderer.repair_still(message[1], carry=True)
                 conn.send(("repaired", renderer.warper.still, (time.perf_counter() - wall) * 1000,
                            (time.process_time() - cpu) * 1000,
-                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _unshared_mb()))
+                           peak_memory_mb(), _unshared_mb()))
         except Exception as exc:  # noqa: BLE001 - one failed repair is said; the next may work
             if kind == "repair":
                 conn.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -219,7 +220,8 @@ class StillRepairer:
             if reply[0] == "failed":
                 raise RepairError(reply[1])
             _, repaired, _wall_ms, cpu_ms, peak_mb, proportional_mb = reply
-            self.peak_memory_mb = round(max(self.peak_memory_mb or 0.0, peak_mb), 1)
+            if peak_mb is not None:
+                self.peak_memory_mb = round(max(self.peak_memory_mb or 0.0, peak_mb), 1)
             if proportional_mb is not None:
                 self.proportional_mb = round(max(self.proportional_mb or 0.0, proportional_mb), 1)
             return generation, repaired, cpu_ms
