@@ -85,7 +85,10 @@ class FrameClock:
 
             load_generator(options.generator, basis)         # refused now, clearly, if it cannot be used
             try:
+                started = time.monotonic()
                 self.repairer = StillRepairer(basis, options.generator, options.threads)
+                self.stats.event(f"the still's repairer (the full-frame generator in a process of its own) "
+                                 f"loaded in {time.monotonic() - started:.1f} s")
             except RepairError as exc:
                 self.stats.event(f"the still's repairer could not start ({exc}); the frames warp the still "
                                  "as it came", logging.WARNING)
