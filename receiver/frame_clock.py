@@ -62,9 +62,10 @@ class FrameClock:
         self.face_check: asyncio.Future | None = None
         self.parts = PartAssembler()
         self.render_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
-        # Work beside the frames — the full-frame generator's repair of the still, the ladder's probes — runs
-        # here at a lower CPU priority: a slow machine's generator held the picture for its whole cost when
-        # it ran in the frame's path.
+        # Work beside the frames runs here at a lower CPU priority: the ladder's probes of the mouth
+        # generator, and the wait for the still's repairing process (which does its work in a process of
+        # its own). A slow machine's generator held the picture for its whole cost when it ran in the
+        # frame's path.
         self.beside_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside", initializer=_lower_priority)
         self.beside: asyncio.Future | None = None
         self.beside_probe = False             # whether what runs beside is a probe (in this process)
