@@ -2,6 +2,7 @@
 long as it runs (the tests, and the call, must hold on a machine 3-4x slower than the one that wrote them).
 
     python scripts/under_load.py --hogs 6                      # README's test command, about 4x slower
+    python scripts/under_load.py --hogs 6 -- -x tests/test_screen.py     # pytest with these arguments
     python scripts/under_load.py --hogs 4 -- callsynth demo --video CLIP --max-frames 450
 
 With 4 hogs on 2 cores a single thread gets about a third of a core, with 6 about a quarter. The hogs are
@@ -27,10 +28,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hogs", type=int, default=3 * (os.cpu_count() or 2),
                         help="busy processes beside the command (default 3 per core: about 4x slower)")
-    parser.add_argument("command", nargs="*", help="the command, after -- (default: pytest -q)")
+    parser.add_argument("command", nargs="*", help="the command, after -- (default: pytest -q; arguments "
+                                                   "that start with '-' go to pytest)")
     args = parser.parse_args()
-    command = args.command or [sys.executable, "-m", "pytest", "-q"]
-    if command[0] == "callsynth":
+    command = args.command
+    if not command or command[0].startswith("-"):           # pytest, with the arguments given if any
+        command = [sys.executable, "-m", "pytest", "-q", *command]
+    elif command[0] == "callsynth":
         command = [sys.executable, "-m", "callsynth.cli", *command[1:]]
     hogs = [multiprocessing.Process(target=_hog, daemon=True) for _ in range(args.hogs)]
     for hog in hogs:
@@ -38,6 +42,9 @@ def main() -> int:
     started = time.time()
     try:
         code = subprocess.call(command)
+    except OSError as exc:
+        print(f"cannot run {command[0]!r}: {exc}", file=sys.stderr)
+        code = 2
     finally:
         for hog in hogs:
             hog.kill()
