@@ -83,7 +83,7 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
     # channel opened can make the playout clock jump forward once it learns the true transit time).
     # From the first picture on, frames are shown in the order they were captured and never faster than
     # the 30 fps clock (a frame it could not render in time is skipped, never shown in a burst after). How
-    # many it shows is the machine's: under load (scripts/tests_under_load.py) this test shares its
+    # many it shows is the machine's: under load (scripts/under_load.py) this test shares its
     # process with the sender and showed 14 fps, so no count per second of wall clock is asserted.
     with open(tmp_path / "rx.frames.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -404,7 +404,7 @@ def test_camera_off_the_voice_drives_the_face():
         return sent, summary
 
     sent, summary = asyncio.run(main())
-    # ~3 s of voice at 15 packets/s is 45; a machine a quarter as fast made 34 (tests_under_load.py): the
+    # ~3 s of voice at 15 packets/s is 45; a machine a quarter as fast made 34 (scripts/under_load.py): the
     # voice must drive a good part of the clip, and every packet made must arrive, flagged
     assert sent["frames"] == 0 and sent["speech_packets_sent"] >= 20, json.dumps(sent)
     assert summary["speech_driven_packets"] == summary["features"]["packets"] == sent["speech_packets_sent"]
