@@ -80,12 +80,9 @@ class FrameClock:
         # (the mouth generator, under either model) gets the ladder: a machine that cannot afford it every
         # frame runs it every 2nd, 4th, or never.
         full = options.model == "generator"
-        self.repairer, self.repair_memory_mb = None, None
+        self.repairer = None
         if full:
-            from callsynth.model.runtime import load_generator
-
-            load_generator(options.generator, basis)         # refused now, clearly, if it cannot be used
-            try:
+            try:       # a generator file that cannot be used is refused here, clearly (GeneratorModelError)
                 started = time.monotonic()
                 self.repairer = StillRepairer(basis, options.generator, options.threads)
                 self.stats.event(f"the still's repairer (the full-frame generator in a process of its own) "
@@ -157,7 +154,7 @@ class FrameClock:
         self.stats.identity_bytes = size
         self.renderer = renderer
         if self.repairer is not None:
-            self.repairer.set_still(still)
+            self.repairer.set_still(still)       # in order with the renderer: see _render
         self.jitter = JitterBuffer(self.renderer.rest_pose, self.renderer.coder.expression_size,
                                    delay_ms=self.options.delay_ms)
         self.stats.event(f"still cached ({size} bytes)")
@@ -279,7 +276,10 @@ class FrameClock:
         costly = self.frame_network and self.quality.costly_next()
         if self.still_repair is not None and self.beside is None and self._repairer_ready() and self.still_repair.due():
             self.beside_probe = False
-            self._beside(self._repair_still, state, self._repaired)
+            # asked here, on the event loop, in order with the stills and references the renderer took: the
+            # answer repairs this renderer's still, whatever arrives meanwhile
+            self.repairer.request(state)
+            self._beside(self._repair_into, self.renderer, self._repaired, self.repairer)
         elif self.frame_network and self.beside is None and self.quality.probe_due():
             self.beside_probe = True
             self._beside(self.renderer.render, state, self._probed, True)
@@ -318,28 +318,26 @@ class FrameClock:
         self.beside.add_done_callback(finished)
 
     def _repairer_ready(self) -> bool:
-        """Whether the still's repairing process can take a repair now; one that could not start is said
-        once, and the frames warp the still as it came."""
+        """Whether the still's repairing process can take a repair now (one that went away is started
+        again); one that cannot start is said once, and the frames warp the still as it stands."""
         if self.repairer is None:
             return False
         try:
             return self.repairer.ready_now()
         except RepairError as exc:
             self.stats.event(f"the still's repairer could not start ({exc}); the frames warp the still as it "
-                             "came", logging.WARNING)
+                             "stands", logging.WARNING)
             self.repairer.close()
             self.repairer = None
             return False
 
-    def _repair_still(self, state) -> float:
-        """(In the thread beside the frames.) The still repaired for `state` by the repairing process, swapped
-        into the renderer whole (its frames warp it from their next one on) unless a new still came
-        meanwhile; returns the process's CPU ms for it."""
-        renderer = self.renderer
-        generation = self.repairer.generation
-        done_generation, repaired, cpu_ms = self.repairer.repair(state)
-        if done_generation == generation and renderer is self.renderer:
-            renderer.warper.still = repaired
+    @staticmethod
+    def _repair_into(renderer: WarpRenderer, repairer: StillRepairer) -> float:
+        """(In the thread beside the frames.) The repairing process's answer swapped into `renderer`'s
+        warper whole (its frames warp it from their next one on; a renderer replaced meanwhile by a new
+        still's is simply dropped); returns the process's CPU ms for it."""
+        repaired, cpu_ms = repairer.result()
+        renderer.warper.still = repaired
         return cpu_ms
 
     def _repaired(self, wall_ms: float | None, cpu_ms: float | None) -> None:
@@ -461,13 +459,13 @@ class FrameClock:
         self.render_thread.shutdown(wait=False)
         self.beside_thread.shutdown(wait=False, cancel_futures=True)
         if self.repairer is not None:
-            self.repair_memory_mb = (self.repairer.peak_memory_mb, self.repairer.proportional_mb)
             self.repairer.close()
         out = {"renderer": self.options.model, "quality": self.quality.summary(), "quality_now": self.quality_now()}
         if self.still_repair is not None:
-            peak, proportional = self.repair_memory_mb or (None, None)
-            out["still_repair"] = dict(self.still_repair.summary(), process_peak_memory_mb=peak,
-                                       process_proportional_mb=proportional)
+            repairer = self.repairer
+            out["still_repair"] = dict(self.still_repair.summary(),
+                                       process_peak_memory_mb=repairer and repairer.peak_memory_mb,
+                                       process_proportional_mb=repairer and repairer.proportional_mb)
         return out
 
     def quality_now(self) -> str:

@@ -10,9 +10,9 @@ has its own GIL and its own priority for all its threads, torch's included: the 
 and a starved machine simply repairs less often.
 
 The process holds what it needs to repair as the receiver does: the still, the reference stills (the
-frame it repairs is the warp with their mouth and eyes, as trained), the generator. Messages go in order
-over one pipe, so a repair always uses the still and references sent before it; a repair of a still that
-has since been replaced is thrown away by the caller (`generation`)."""
+frame it repairs is the warp with their mouth and eyes, as trained), the generator. Messages go in the
+order they were sent, all from the call's event loop, so a repair uses the still and references the
+receiver's renderer held when it asked for it, and its answer belongs to that renderer."""
 
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ from callsynth.face.still import Still
 log = logging.getLogger("callsynth.receive")
 NICE = 10                 # the process's priority below the call's (Linux nice value)
 START_TIMEOUT_S = 300.0   # loading torch and the generator on a starved machine; past that it has failed
+ANSWER_TIMEOUT_S = 60.0   # one repair on a starved machine (seconds there); past that the process is stuck
 
 
-def _unshared_mb() -> float | None:
+def _proportional_mb() -> float | None:
     """This process's proportional set size (Linux): its memory with the pages it shares with others (torch's
     and OpenCV's libraries, which the receiver maps too) divided among them; None where unknown."""
     try:
@@ -46,7 +47,12 @@ def _unshared_mb() -> float | None:
 
 
 class RepairError(RuntimeError):
-    """The repairing process failed or went away; the call goes on with the still it has."""
+    """The repairing process failed or went away; the call goes on with the still it has. `unusable`: the
+    generator's file could not be used (GeneratorModelError in the process)."""
+
+    def __init__(self, text: str, unusable: bool = False):
+        super().__init__(text)
+        self.unusable = unusable
 
 
 def _serve(conn, basis: ExpressionBasis, generator: str | None, threads: int | None) -> None:
@@ -57,15 +63,17 @@ def _serve(conn, basis: ExpressionBasis, generator: str | None, threads: int | N
 
     import torch
 
-    from .stats import peak_memory_mb
+    from callsynth.model.runtime import GeneratorModelError
 
     from .renderer import Renderers
+    from .stats import peak_memory_mb
 
     torch.set_num_threads(threads or 1)
     try:
         renderers = Renderers(basis, "generator", generator, script=False)
     except Exception as exc:  # noqa: BLE001 - said to the receiver, which goes on without repairs
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        unusable = isinstance(exc, GeneratorModelError)
+        conn.send(("failed", str(exc) if unusable else f"{type(exc).__name__}: {exc}", unusable))
         return
     try:
         os.nice(NICE)
@@ -88,34 +96,33 @@ def _serve(conn, basis: ExpressionBasis, generator: str | None, threads: int | N
                 renderer.add_reference(message[1], message[2])
             elif kind == "repair":
                 if renderer is None:
-                    conn.send(("failed", "no still to repair yet"))
+                    conn.send(("failed", "no still to repair yet", False))
                     continue
-                wall, cpu = time.perf_counter(), time.process_time()
+                cpu = time.process_time()
                 with torch.inference_mode():
                     renderer.repair_still(message[1], carry=True)
-                conn.send(("repaired", renderer.warper.still, (time.perf_counter() - wall) * 1000,
-                           (time.process_time() - cpu) * 1000,
-                           peak_memory_mb(), _unshared_mb()))
+                conn.send(("repaired", renderer.warper.still, (time.process_time() - cpu) * 1000,
+                           peak_memory_mb(), _proportional_mb()))
         except Exception as exc:  # noqa: BLE001 - one failed repair is said; the next may work
             if kind == "repair":
-                conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+                conn.send(("failed", f"{type(exc).__name__}: {exc}", False))
 
 
 class StillRepairer:
-    """The receiver's side of the repairing process. `set_still` and `add_reference` are called from the
-    call's event loop and never wait: messages go down the pipe from a thread of their own (a still is
-    larger than a pipe's buffer, and the process reads nothing while it loads or repairs: sent inline,
-    the first still held the call's frames for the 2 s the process took to load torch). `repair` waits
-    for its answer and is meant for a thread beside the frames. Started, and waited for, before the call;
-    a process that failed is started again at the next repair, with the still and references it needs, up
-    to MAX_STARTS times."""
+    """The receiver's side of the repairing process, used from the call's event loop (`set_still`,
+    `add_reference`, `ready_now`, `request`) but for `result`, which waits for the answer to a request
+    and is meant for a thread beside the frames. Nothing else waits: messages go down the pipe from a
+    thread of their own (a still is larger than a pipe's buffer, and the process reads nothing while it
+    loads or repairs: sent inline, the first still held the call's frames for the 2 s the process took to
+    load torch). Started, and waited for, before the call; a process that went away is started again by
+    `ready_now`, with the still and references it needs, up to MAX_STARTS times."""
 
     MAX_STARTS = 3
 
     def __init__(self, basis: ExpressionBasis, generator: str | None = None, threads: int | None = None):
+        """Raises GeneratorModelError when the generator's file cannot be used, RepairError when the
+        process could not start otherwise."""
         self.basis, self.generator, self.threads = basis, generator, threads
-        self.lock = threading.Lock()          # the still and its references change in two threads
-        self.generation = 0                   # which still the process holds (one more per still)
         self.still: Still | None = None
         self.references: dict[int, Still] = {}
         self.starts = 0
@@ -124,7 +131,14 @@ class StillRepairer:
         self.process = self.conn = self.outbox = None
         self.ready = False
         self._start()
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except RepairError as exc:
+            if exc.unusable:
+                from callsynth.model.runtime import GeneratorModelError   # torch: only a repairing receiver's
+
+                raise GeneratorModelError(str(exc)) from None
+            raise
 
     def _wait_ready(self) -> None:
         """Wait for the process to load its generator, before the call: loading torch while the call ran
@@ -138,6 +152,7 @@ class StillRepairer:
             self.conn.poll(0.2)
 
     def _start(self) -> None:
+        """A new process, handed the still and references the last one held."""
         if self.process is not None:
             self.outbox.put(None)             # the last process's poster ends
         context = multiprocessing.get_context("spawn")      # no fork of a process holding threads and torch
@@ -151,13 +166,17 @@ class StillRepairer:
         self.outbox: queue.Queue = queue.Queue()
         threading.Thread(target=self._post, args=(self.conn, self.outbox), daemon=True,
                          name="still-repairer-post").start()
+        if self.still is not None:
+            self._send(("still", self.still))
+            for index, reference in self.references.items():
+                self._send(("reference", index, reference))
 
     @staticmethod
     def _post(conn, outbox: queue.Queue) -> None:
         while (message := outbox.get()) is not None:
             try:
                 conn.send(message)
-            except (OSError, ValueError):     # the process went away: the next repair starts another
+            except (OSError, ValueError):     # the process went away: ready_now starts another
                 return
 
     def _send(self, message) -> None:
@@ -165,9 +184,7 @@ class StillRepairer:
 
     def set_still(self, still: Still) -> None:
         """A new still (its references are forgotten, as the receiver's renderer forgets them)."""
-        with self.lock:
-            self.generation += 1
-            self.still, self.references = still, {}
+        self.still, self.references = still, {}
         self._send(("still", still))
 
     def add_reference(self, index: int, still: Still) -> None:
@@ -175,61 +192,51 @@ class StillRepairer:
         self._send(("reference", index, still))
 
     def ready_now(self) -> bool:
-        """Whether the process has loaded its generator (never waits). Only while no repair is waiting for
-        its answer: both read the same pipe. Raises RepairError when it could not start."""
-        if self.ready:
-            return True
-        while self.conn.poll(0):
+        """Whether the process can take a request (never waits); one that went away is started again, while
+        starts are left. Only while no request waits for its answer: both read the same pipe. Raises
+        RepairError when it could not start."""
+        while not self.ready and self.conn.poll(0):
             try:
                 reply = self.conn.recv()
-            except (EOFError, OSError) as exc:
-                raise RepairError(f"the still's repairer went away ({exc or 'closed'})") from exc
+            except (EOFError, OSError):
+                break
             if reply[0] == "failed":
-                raise RepairError(reply[1])
-            self.ready = self.ready or reply[0] == "ready"
-        if not self.ready and not self.process.is_alive():
-            raise RepairError(f"the still's repairer ended (exit code {self.process.exitcode})")
-        return self.ready
+                raise RepairError(reply[1], unusable=reply[2])
+            self.ready = reply[0] == "ready"
+        if self.process.is_alive():
+            return self.ready
+        if self.starts >= self.MAX_STARTS:
+            raise RepairError(f"the still's repairer stopped {self.starts} times (exit code "
+                              f"{self.process.exitcode})")
+        self._start()
+        return False
 
-    def repair(self, state) -> tuple[int, np.ndarray, float]:
-        """(the generation of the still repaired, the repaired still, the process's CPU ms for it); raises
-        RepairError when the process failed (it is started again next time, while starts are left)."""
-        if not self.process.is_alive():
-            if self.starts >= self.MAX_STARTS:
-                raise RepairError(f"the still's repairer stopped {self.starts} times; no more repairs")
-            self._start()
-            with self.lock:
-                still, references = self.still, dict(self.references)
-            if still is not None:
-                self._send(("still", still))
-                for index, reference in references.items():
-                    self._send(("reference", index, reference))
-        generation = self.generation
+    def request(self, state) -> None:
+        """Ask for the still repaired for `state` (pose, code), after the still and references sent so far."""
         self._send(("repair", state))
-        while True:
-            if not self.conn.poll(START_TIMEOUT_S if not self.ready else 60.0):
-                self.process.kill()
-                raise RepairError("the still's repairer did not answer")
-            try:
-                reply = self.conn.recv()
-            except (EOFError, OSError) as exc:
-                raise RepairError(f"the still's repairer went away ({exc or 'closed'})") from exc
-            if reply[0] == "ready":
-                self.ready = True
-                continue
-            if reply[0] == "failed":
-                raise RepairError(reply[1])
-            _, repaired, _wall_ms, cpu_ms, peak_mb, proportional_mb = reply
-            if peak_mb is not None:
-                self.peak_memory_mb = round(max(self.peak_memory_mb or 0.0, peak_mb), 1)
-            if proportional_mb is not None:
-                self.proportional_mb = round(max(self.proportional_mb or 0.0, proportional_mb), 1)
-            return generation, repaired, cpu_ms
+
+    def result(self) -> tuple[np.ndarray, float]:
+        """The answer to the request: (the repaired still, the process's CPU ms for it). Waits; raises
+        RepairError when the process failed or went away (ready_now then starts another)."""
+        if not self.conn.poll(ANSWER_TIMEOUT_S):
+            self.process.kill()
+            raise RepairError(f"the still's repairer did not answer within {ANSWER_TIMEOUT_S:.0f} s")
+        try:
+            reply = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise RepairError(f"the still's repairer went away ({exc or 'closed'})") from exc
+        if reply[0] == "failed":
+            raise RepairError(reply[1])
+        _, repaired, cpu_ms, peak_mb, proportional_mb = reply
+        if peak_mb is not None:
+            self.peak_memory_mb = round(max(self.peak_memory_mb or 0.0, peak_mb), 1)
+        if proportional_mb is not None:
+            self.proportional_mb = round(max(self.proportional_mb or 0.0, proportional_mb), 1)
+        return repaired, cpu_ms
 
     def close(self) -> None:
         self._send(("close",))
         self.outbox.put(None)
-        if self.process is not None:
-            self.process.join(timeout=2)
-            if self.process.is_alive():
-                self.process.kill()
+        self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.process.kill()

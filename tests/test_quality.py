@@ -210,9 +210,10 @@ def test_a_call_repairs_the_still_in_a_process_beside_its_frames_and_warps_it_af
 
 
 def test_a_still_repairer_that_died_is_started_again_with_the_still_and_the_frames_go_on(basis, still):
-    """The repairing process dies mid-call (here: killed): the next repair starts another, hands it the
-    still and its references again, and repairs; the frames never wait for any of it."""
+    """The repairing process dies mid-call (here: killed): it is started again, handed the still and its
+    references again, and repairs; the frames never wait for any of it."""
     import asyncio
+    import time
 
     import numpy as np
 
@@ -228,6 +229,9 @@ def test_a_still_repairer_that_died_is_started_again_with_the_still_and_the_fram
     picture.repairer.process.kill()
     picture.repairer.process.join(10)
     state = _open_mouth(basis, picture.renderer)
+    deadline = time.time() + 120                 # started again, it loads torch and the generator
+    while not picture._repairer_ready() and time.time() < deadline:
+        time.sleep(0.2)
 
     async def frames():
         first = await picture._render(state)
