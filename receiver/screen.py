@@ -1,12 +1,15 @@
 """The call on a screen: the other person large, yourself small in a corner (when there is a self-view), a
 status line with what the call is doing, and keys — q or Esc to hang up, m to mute, c for the camera.
 
-Drawn into one picture (CallScreen.compose, testable without a display) and shown with OpenCV's window in a
-child process of its own (ScreenProcess, `python -m receiver.screen`) that imports OpenCV and numpy only:
-OpenCV's window here is Qt, and Qt's first window hangs — not always — in a process that has loaded
-PyAV's libraries, which every call process has. The child also keeps the window's work off the call's
-event loop; a frame it is not ready for is skipped, never waited for. The owner decides what a key does
-(the one-way receiver hangs up on q and says that m and c act on a sender's side)."""
+Drawn into one picture (CallScreen.compose, testable without a display) and shown in a window of a child
+process of its own (ScreenProcess, `python -m receiver.screen`) that imports numpy, OpenCV and Tk only. The
+window is Tk's (Python's own toolkit, on the system's X library): it says it shows a frame only once the X
+server has mapped it and the frame is drawn, so a window that never reached the screen is seen and started
+again. Without tkinter, OpenCV's window (Qt here) is used; Qt's first window hangs — not always — in a
+process that has loaded PyAV's libraries, which every call process has, and it once said it drew while the
+X server showed nothing. The child also keeps the window's work off the call's event loop; a frame it is
+not ready for is skipped, never waited for. The owner decides what a key does (the one-way receiver hangs
+up on q and says that m and c act on a sender's side)."""
 
 from __future__ import annotations
 
@@ -29,13 +32,11 @@ FRAME_MAGIC = b"CSFR"
 REMOTE_SIDE = 512           # the other person, scaled up from the 256² rebuilt crop
 SELF_SIDE = 128             # the self-view, bottom right
 STATUS_HEIGHT = 30
-KEYS = {ord("q"): "quit", 27: "quit", ord("m"): "mute", ord("c"): "camera"}
+KEYS = {"q": "quit", "\x1b": "quit", "m": "mute", "c": "camera"}    # by the character a key types
 
 
 class CallScreen:
-    def __init__(self, title: str = "callsynth"):
-        self.title = title
-        self.opened = False
+    """What the window shows, drawn into one picture."""
 
     @staticmethod
     def compose(remote: np.ndarray, self_view: np.ndarray | None = None, status: str = "") -> np.ndarray:
@@ -52,20 +53,74 @@ class CallScreen:
                     (235, 235, 235), 1, cv2.LINE_AA)
         return canvas
 
-    def show(self, remote: np.ndarray, self_view: np.ndarray | None = None, status: str = "") -> str | None:
-        """Draw a frame; returns the action of a key pressed since the last one ('quit', 'mute',
-        'camera') or None."""
-        if not self.opened:
-            cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)   # no Qt toolbar
-            self.opened = True
-        cv2.imshow(self.title, self.compose(remote, self_view, status)[:, :, ::-1])
-        return KEYS.get(cv2.waitKey(1) & 0xFF)
+
+class TkWindow:
+    """A Tk window showing RGB pictures. `showing` is the X server's word, not the toolkit's: true once the
+    window is mapped (Tk learns it from the server's MapNotify) and a picture was drawn into it."""
+
+    def __init__(self, title: str):
+        import tkinter
+        self.root = tkinter.Tk(className="callsynth")
+        self.root.withdraw()                # shown with the first picture
+        self.root.title(title)
+        self.root.resizable(False, False)
+        self.photo = tkinter.PhotoImage(width=REMOTE_SIDE, height=REMOTE_SIDE + STATUS_HEIGHT)
+        tkinter.Label(self.root, image=self.photo, borderwidth=0, highlightthickness=0).pack()
+        self.actions: list[str] = []
+        self.drawn = False
+        self.root.bind("<KeyPress>", lambda e: self.actions.append(KEYS[e.char]) if e.char in KEYS else None)
+        self.root.protocol("WM_DELETE_WINDOW", lambda: self.actions.append("quit"))
+
+    def show(self, picture: np.ndarray) -> None:
+        height, width = picture.shape[:2]
+        self.photo.configure(data=b"P6 %d %d 255\n" % (width, height) + picture.tobytes(), format="PPM")
+        if not self.drawn:
+            self.root.deiconify()
+        self.drawn = True
+
+    def pump(self) -> list[str]:
+        """Let the window draw and take its events; the actions of keys pressed since the last pump."""
+        self.root.update()
+        actions, self.actions = self.actions, []
+        return actions
+
+    @property
+    def showing(self) -> bool:
+        return self.drawn and bool(self.root.winfo_viewable())
 
     def close(self) -> None:
-        if self.opened:
-            cv2.destroyWindow(self.title)
-            cv2.waitKey(1)
-            self.opened = False
+        self.root.destroy()
+
+
+class OpenCvWindow:
+    """OpenCV's window, where tkinter is missing. It cannot tell whether the X server shows it: `showing`
+    is true once a picture was handed to it."""
+
+    def __init__(self, title: str):
+        self.title = title
+        cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)   # no Qt toolbar
+        self.showing = False
+
+    def show(self, picture: np.ndarray) -> None:
+        cv2.imshow(self.title, picture[:, :, ::-1])
+        self.showing = True
+
+    def pump(self) -> list[str]:
+        key = cv2.waitKey(1)
+        return [KEYS[chr(key & 0xFF)]] if key >= 0 and chr(key & 0xFF) in KEYS else []
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)
+        cv2.waitKey(1)
+
+
+def open_window(title: str):
+    """Tk's window, or OpenCV's where Python has no tkinter."""
+    try:
+        import tkinter  # noqa: F401
+    except ImportError:
+        return OpenCvWindow(title)
+    return TkWindow(title)
 
 
 class ScreenProcess:
@@ -174,34 +229,70 @@ def _read_exactly(stream, n: int) -> bytes | None:
     return data
 
 
+def _read_frames(stream, latest: queue.Queue) -> None:
+    """Frames from the pipe into `latest`, which holds only the newest; None when the pipe ends or carries
+    something that is not a frame."""
+    while True:
+        header = _read_exactly(stream, FRAME_HEADER.size)
+        if header is None or FRAME_HEADER.unpack(header)[0] != FRAME_MAGIC:
+            break
+        _, rh, rw, sh, sw, n = FRAME_HEADER.unpack(header)
+        remote = _read_exactly(stream, rh * rw * 3)
+        me = _read_exactly(stream, sh * sw * 3) if sh * sw else b""
+        text = _read_exactly(stream, n) if n else b""
+        if remote is None or me is None or text is None:
+            break
+        frame = (np.frombuffer(remote, np.uint8).reshape(rh, rw, 3),
+                 np.frombuffer(me, np.uint8).reshape(sh, sw, 3) if sh * sw else None,
+                 text.decode("utf-8", "replace"))
+        try:
+            latest.get_nowait()             # not drawn yet: the newer one replaces it
+        except queue.Empty:
+            pass
+        latest.put(frame)
+    try:
+        latest.get_nowait()
+    except queue.Empty:
+        pass
+    latest.put(None)
+
+
 def main(title: str) -> int:
-    """The window's process: frames from stdin until it closes, key actions to stdout."""
-    screen = CallScreen(title)
+    """The window's process: frames from stdin until it closes, 'ready' once the window shows one, key
+    actions to stdout. The window takes its events every 20 ms whether or not frames come."""
+    try:
+        window = open_window(title)
+    except Exception as error:          # tkinter.TclError: no display, or one that refuses us
+        print(f"callsynth window: cannot open a window: {error}", file=sys.stderr)
+        return 3
+    latest: queue.Queue = queue.Queue(maxsize=1)
+    threading.Thread(target=_read_frames, args=(sys.stdin.buffer, latest), daemon=True).start()
     told_ready = False
     try:
         while True:
-            header = _read_exactly(sys.stdin.buffer, FRAME_HEADER.size)
-            if header is None:
+            try:
+                frame = latest.get(timeout=0.02)
+            except queue.Empty:
+                frame = False
+            if frame is None:
                 return 0
-            magic, rh, rw, sh, sw, n = FRAME_HEADER.unpack(header)
-            if magic != FRAME_MAGIC:
-                return 2
-            remote = _read_exactly(sys.stdin.buffer, rh * rw * 3)
-            me = _read_exactly(sys.stdin.buffer, sh * sw * 3) if sh * sw else b""
-            text = _read_exactly(sys.stdin.buffer, n) if n else b""
-            if remote is None or me is None or text is None:
-                return 0
-            action = screen.show(np.frombuffer(remote, np.uint8).reshape(rh, rw, 3),
-                                 np.frombuffer(me, np.uint8).reshape(sh, sw, 3) if sh * sw else None,
-                                 text.decode("utf-8", "replace"))
-            if not told_ready:
-                sys.stdout.buffer.write(b"ready\n")
+            if frame is not False:
+                window.show(CallScreen.compose(*frame))
+            out = [action.encode() for action in window.pump()]
+            if not told_ready and window.showing:
+                out.insert(0, b"ready")
                 told_ready = True
-            if action:
-                sys.stdout.buffer.write(action.encode() + b"\n")
-            sys.stdout.buffer.flush()
+            if out:
+                sys.stdout.buffer.write(b"\n".join(out) + b"\n")
+                sys.stdout.buffer.flush()
+    except Exception as error:          # the window closed under us (tkinter.TclError), or the pipe did
+        print(f"callsynth window: {error}", file=sys.stderr)
+        return 0
     finally:
-        screen.close()
+        try:
+            window.close()
+        except Exception:
+            pass
 
 
 if __name__ == "__main__":

@@ -66,13 +66,15 @@ def start_xvfb() -> tuple[subprocess.Popen, str]:
 
 
 def wait_for_window(display: str, tries: int = 40):
-    """xwd screenshots every 0.5 s until a window shows (it appears with the call's first frame)."""
+    """xwd screenshots every 0.5 s until a window shows (it appears with the call's first frame): (the
+    last screenshot, X's windows when it was taken)."""
     for _ in range(tries):
         time.sleep(0.5)
         shot = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, timeout=30)
+        tree = x_windows(display)
         if shot.returncode == 0 and (read_xwd(shot.stdout).max(axis=2) > 0).sum() > 100_000:
             break
-    return shot
+    return shot, tree
 
 
 def x_windows(display: str) -> str:
@@ -111,8 +113,7 @@ def one_way_call_on_screen(tmp_path) -> tuple[np.ndarray, dict, str, str]:
         while "still cached" not in logs["receiver"].read_text() and time.time() < deadline:
             time.sleep(0.1)
         cached_at = time.time()
-        shot = wait_for_window(display)
-        tree = x_windows(display)
+        shot, tree = wait_for_window(display)
         print(f"window seen {time.time() - cached_at:.1f} s after the still was cached")
         assert sender.wait(timeout=60) == 0, logs["sender"].read_text()[-2000:]
         assert receiver.wait(timeout=30) == 0, logs["receiver"].read_text()[-2000:]
@@ -186,13 +187,12 @@ def test_a_two_way_call_on_screen_shows_the_other_large_and_yourself_small(tmp_p
         deadline = time.time() + 60
         while "still cached" not in logs["a"].read_text() and time.time() < deadline:
             time.sleep(0.1)
-        shot = wait_for_window(display)
+        shot, tree = wait_for_window(display)
         time.sleep(1.0)         # a later frame: the self-view comes with this side's first tracked frames
         later = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, timeout=30,
                                check=False)
         if later.returncode == 0 and (read_xwd(later.stdout).max(axis=2) > 0).sum() > 100_000:
             shot = later        # (on a slow machine the window may open late, and the call end within 1 s)
-        tree = x_windows(display)
         assert a.wait(timeout=60) == 0, logs["a"].read_text()[-2000:]
         assert b.wait(timeout=60) == 0, logs["b"].read_text()[-2000:]
     finally:
@@ -204,7 +204,8 @@ def test_a_two_way_call_on_screen_shows_the_other_large_and_yourself_small(tmp_p
     cv2.imwrite(str(tmp_path / "screen.png"), image[:, :, ::-1])
     ys, xs = np.nonzero(image.max(axis=2) > 0)
     window = [e for e in summary["received"]["events"] if "window" in e["event"]]
-    assert ys.size > 100_000, f"no window on the screen; side a's window events: {window}; X's windows:\n{tree}"
+    assert ys.size > 100_000, (f"no window on the screen; side a's window events: {window}; X's windows:\n{tree}"
+                               f"\nside a said:\n{logs['a'].read_text()[-3000:]}")
     top, left = ys.min(), xs.min()
     assert abs(xs.max() - left + 1 - REMOTE_SIDE) <= 4, (xs.min(), xs.max())
     face = image[top:top + REMOTE_SIDE, left:left + REMOTE_SIDE].astype(float)
@@ -223,13 +224,13 @@ def _xdotool_missing():
 
 
 def find_window(env: dict, calls: tuple, logs: dict, name: str = "callsynth", limit_s: float = 120.0) -> str:
-    """The id of the first window whose name has `name`, asked every 0.5 s while both call processes run
+    """The id of the first window on the screen (mapped) whose name has `name`, asked every 0.5 s while both call processes run
     (the window opens with the call's first frame: on a busy machine that took over 50 s once, and a
     fixed wait failed with nothing to show why); fails with the calls' logs when they end or time runs out."""
     deadline = time.time() + limit_s
     while time.time() < deadline and all(call.poll() is None for call in calls):
-        found = subprocess.run(["xdotool", "search", "--name", name], env=env, capture_output=True, text=True,
-                               timeout=30)
+        found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", name], env=env,
+                               capture_output=True, text=True, timeout=30)
         if found.returncode == 0 and found.stdout.split():
             return found.stdout.split()[0]
         time.sleep(0.5)
