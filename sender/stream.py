@@ -165,7 +165,8 @@ class FaceStream:
                 # with no camera the voice drives from its first frame: the model keeps pace with it from
                 # the start instead of catching up on seconds of primer when streaming begins (on a busy
                 # machine that took the whole of a short call)
-                self.speech.active = options.camera_off
+                if self.speech is not None:       # (without the model: the camera alone, as said)
+                    self.speech.active = options.camera_off
             listener = self.speech.feed if self.speech is not None else (lambda frame: None)
             self.audio_track = MutableAudioTrack(audio_track, listener, self.plan.opus_frame_ms)
         self.still_received = asyncio.get_running_loop().create_future()

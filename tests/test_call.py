@@ -544,3 +544,26 @@ def test_when_the_camera_loses_the_face_the_voice_takes_over(tmp_path):
     assert sent["frames_no_face"] >= 10 and sent["speech_packets_sent"] >= 5
     assert summary["speech_driven_packets"] == sent["speech_packets_sent"]
     assert summary["features"]["packets"] == sent["packets_sent"]        # camera's and voice's together
+
+
+def test_a_damaged_speech_model_leaves_the_camera_driving_the_call(tmp_path):
+    """speech_after_no_face_s with an audio2exp file that cannot be read: the sender says so and goes on
+    with the camera alone (it used to stop on the missing model while setting up the voice's packets)."""
+    broken = tmp_path / "audio2exp-broken.pt"
+    broken.write_bytes(b"\x00" * 64)
+    basis = load_basis()
+
+    async def main():
+        url, stop, server = await serve()
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="d", key=KEY, rejoin_wait=5, model="warp"))
+        rx = asyncio.create_task(receiver.run())
+        options = SenderOptions(url=url, room="d", key=KEY, speech_after_no_face_s=0.5, audio_model=str(broken))
+        sent = await run_sender(VideoFileSource(GRID_VAL_AUDIO, max_frames=40), basis, options, FileAudioTrack(GRID_VAL_AUDIO))
+        summary = await asyncio.wait_for(rx, 20)
+        stop.set()
+        await server
+        return sent, summary
+
+    sent, summary = asyncio.run(main())
+    assert sent["packets_sent"] > 5 and sent["speech_packets_sent"] == 0
+    assert summary["features"]["packets"] == sent["packets_sent"]
