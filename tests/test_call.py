@@ -558,7 +558,8 @@ def test_a_damaged_speech_model_leaves_the_camera_driving_the_call(tmp_path):
         receiver = Receiver(basis, ReceiverOptions(url=url, room="d", key=KEY, rejoin_wait=5, model="warp"))
         rx = asyncio.create_task(receiver.run())
         options = SenderOptions(url=url, room="d", key=KEY, speech_after_no_face_s=0.5, audio_model=str(broken))
-        sent = await run_sender(VideoFileSource(GRID_VAL_AUDIO, max_frames=40), basis, options, FileAudioTrack(GRID_VAL_AUDIO))
+        sent = await run_sender(VideoFileSource(GRID_VAL_AUDIO, max_frames=40), basis, options,
+                                FileAudioTrack(GRID_VAL_AUDIO))
         summary = await asyncio.wait_for(rx, 20)
         stop.set()
         await server

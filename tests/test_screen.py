@@ -224,9 +224,10 @@ def _xdotool_missing():
 
 
 def find_window(env: dict, calls: tuple, logs: dict, name: str = "callsynth", limit_s: float = 120.0) -> str:
-    """The id of the first window on the screen (mapped) whose name has `name`, asked every 0.5 s while both call processes run
-    (the window opens with the call's first frame: on a busy machine that took over 50 s once, and a
-    fixed wait failed with nothing to show why); fails with the calls' logs when they end or time runs out."""
+    """The id of the first window on the screen (mapped) whose name has `name`, asked every 0.5 s while both
+    call processes run (the window opens with the call's first frame: on a busy machine that took over 50 s
+    once, and a fixed wait failed with nothing to show why); fails with the calls' logs when they end or
+    time runs out."""
     deadline = time.time() + limit_s
     while time.time() < deadline and all(call.poll() is None for call in calls):
         found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", name], env=env,
