@@ -67,7 +67,7 @@ class StreamingMouth:
         centres = np.array([c for _, c in ready])
         if self.base:
             centres = centres - self.base  # every frame these windows need is still kept
-        codes = self.model.predict(windows_at(mel, centres, self.model.silence))
+        codes = self.model.predict_few(windows_at(mel, centres, self.model.silence))
         # Forget the frames no later window will look at.
         next_centre = int(frame_index_at(np.array([self.next_out / self.fps]))[0])
         drop = max(0, next_centre - PAST - 1 - self.base)

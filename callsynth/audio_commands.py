@@ -144,7 +144,7 @@ def add_audio_commands(sub, positive_int) -> None:
                                    "delay. Phone times come from pocketsphinx aligning each clip's words "
                                    "(GRID .align files in --align-dir, or the sentence a GRID file name spells). "
                                    "Exits 1, naming each, when a target is missed: GRID Pearson >= 0.65 and "
-                                   ">= 70 %% of p/b/m closures closed, interview (spontaneous speech) Pearson "
+                                   ">= 70 % of p/b/m closures closed, interview (spontaneous speech) Pearson "
                                    ">= 0.5, delay <= 200 ms, compute <= 3 ms a frame.")
     p.add_argument("--clips", nargs="+", help="clips with audio (default: the audio validation set)")
     p.add_argument("--align-dir", type=Path, help="folder of GRID .align files named like the clips")
