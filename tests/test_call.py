@@ -388,22 +388,25 @@ def test_receiver_survives_a_sender_that_vanishes(tmp_path):
 GRID_VAL_AUDIO = data_root() / "video/grid_misc/lbax4n.mp4"
 
 
-def test_camera_off_the_voice_drives_the_face():
-    basis = load_basis()
-
+def one_call(basis, room: str, source, audio, **sender) -> tuple[dict, dict]:
+    """run_sender(source, ...) with `sender`'s options, to a warp receiver, through a signalling server of
+    its own: (the sender's summary, the receiver's)."""
     async def main():
         url, stop, server = await serve()
-        receiver = Receiver(basis, ReceiverOptions(url=url, room="c", key=KEY, rejoin_wait=5, model="warp"))
+        receiver = Receiver(basis, ReceiverOptions(url=url, room=room, key=KEY, rejoin_wait=5, model="warp"))
         rx = asyncio.create_task(receiver.run())
-        sent = await run_sender(None, basis, SenderOptions(url=url, room="c", key=KEY, identity=str(GRID_VAL_AUDIO),
-                                                           camera_off=True),
-                                FileAudioTrack(GRID_VAL_AUDIO))
+        sent = await run_sender(source, basis, SenderOptions(url=url, room=room, key=KEY, **sender), audio)
         summary = await asyncio.wait_for(rx, 20)
         stop.set()
         await server
         return sent, summary
 
-    sent, summary = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_camera_off_the_voice_drives_the_face():
+    sent, summary = one_call(load_basis(), "c", None, FileAudioTrack(GRID_VAL_AUDIO), identity=str(GRID_VAL_AUDIO),
+                             camera_off=True)
     # ~3 s of voice at 15 packets/s is 45; a machine a quarter as fast made 34 (scripts/under_load.py): the
     # voice must drive a good part of the clip, and every packet made must arrive, flagged
     assert sent["frames"] == 0 and sent["speech_packets_sent"] >= 20, json.dumps(sent)
@@ -526,20 +529,8 @@ def test_when_the_camera_loses_the_face_the_voice_takes_over(tmp_path):
     with VideoWriter(clip, 25) as out:
         for frame in frames + [np.full_like(frames[0], 128)] * 50:      # 1 s of face, 2 s without
             out.write(frame)
-    basis = load_basis()
-
-    async def main():
-        url, stop, server = await serve()
-        receiver = Receiver(basis, ReceiverOptions(url=url, room="l", key=KEY, rejoin_wait=5, model="warp"))
-        rx = asyncio.create_task(receiver.run())
-        options = SenderOptions(url=url, room="l", key=KEY, speech_after_no_face_s=0.5)
-        sent = await run_sender(VideoFileSource(clip), basis, options, FileAudioTrack(GRID_VAL_AUDIO))
-        summary = await asyncio.wait_for(rx, 20)
-        stop.set()
-        await server
-        return sent, summary
-
-    sent, summary = asyncio.run(main())
+    sent, summary = one_call(load_basis(), "l", VideoFileSource(clip), FileAudioTrack(GRID_VAL_AUDIO),
+                             speech_after_no_face_s=0.5)
     # 50 frames without a face; a busy machine tracks fewer of them (the tracking ladder, frames dropped late)
     assert sent["frames_no_face"] >= 10 and sent["speech_packets_sent"] >= 5
     assert summary["speech_driven_packets"] == sent["speech_packets_sent"]
@@ -551,20 +542,7 @@ def test_a_damaged_speech_model_leaves_the_camera_driving_the_call(tmp_path):
     with the camera alone (it used to stop on the missing model while setting up the voice's packets)."""
     broken = tmp_path / "audio2exp-broken.pt"
     broken.write_bytes(b"\x00" * 64)
-    basis = load_basis()
-
-    async def main():
-        url, stop, server = await serve()
-        receiver = Receiver(basis, ReceiverOptions(url=url, room="d", key=KEY, rejoin_wait=5, model="warp"))
-        rx = asyncio.create_task(receiver.run())
-        options = SenderOptions(url=url, room="d", key=KEY, speech_after_no_face_s=0.5, audio_model=str(broken))
-        sent = await run_sender(VideoFileSource(GRID_VAL_AUDIO, max_frames=40), basis, options,
-                                FileAudioTrack(GRID_VAL_AUDIO))
-        summary = await asyncio.wait_for(rx, 20)
-        stop.set()
-        await server
-        return sent, summary
-
-    sent, summary = asyncio.run(main())
+    sent, summary = one_call(load_basis(), "d", VideoFileSource(GRID_VAL_AUDIO, max_frames=40),
+                             FileAudioTrack(GRID_VAL_AUDIO), speech_after_no_face_s=0.5, audio_model=str(broken))
     assert sent["packets_sent"] > 5 and sent["speech_packets_sent"] == 0
     assert summary["features"]["packets"] == sent["packets_sent"]
