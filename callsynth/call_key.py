@@ -47,7 +47,12 @@ class CallKey:
 
     @classmethod
     def new(cls) -> "CallKey":
-        return cls(secrets.token_bytes(KEY_BYTES))
+        """A fresh key whose text does not start with '-': one in 64 did, and `--key -Abc...` on a command
+        line reads as an option, not a value (a CI run's TURN test failed on it)."""
+        while True:
+            key = cls(secrets.token_bytes(KEY_BYTES))
+            if not key.text.startswith("-"):
+                return key
 
     @classmethod
     def parse(cls, text: str) -> "CallKey":

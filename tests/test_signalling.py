@@ -64,6 +64,19 @@ def test_the_call_key_text_is_checked():
             CallKey.parse(bad)
 
 
+def test_a_new_call_key_can_follow_key_on_a_command_line():
+    """No new key's text starts with '-' (one in 64 did, and `--key -Abc...` reads as an option: a TURN test
+    failed on it); such a key still parses, for `--key=-Abc...` or the environment."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--key")
+    for _ in range(2000):
+        text = CallKey.new().text
+        assert not text.startswith("-") and parser.parse_args(["--key", text]).key == text
+    assert CallKey.parse("-" + "A" * 21).text == "-" + "A" * 21
+
+
 def test_outsiders_without_the_call_key_cannot_join_or_read():
     async def test(url):
         receiver = SignallingClient(url, "room1", "receiver", KEY)
