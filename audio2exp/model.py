@@ -58,26 +58,27 @@ class NumpyNet:
 
     def __init__(self, net: AudioToMouth):
         convs = [m for m in net.net if isinstance(m, nn.Conv1d)]
-        # (out, KERNEL * in), the first tap first, to multiply stacked taps [x(t-d), x(t), x(t+d)]
+        # (out, kernel * in), the first tap first, to multiply stacked taps [x(t-d), x(t), x(t+d)]
         self.convs = [(np.ascontiguousarray(c.weight.detach().numpy().transpose(0, 2, 1).reshape(len(c.weight), -1)),
-                       c.bias.detach().numpy().copy()[:, None], c.dilation[0], c.padding[0]) for c in convs]
+                       c.bias.detach().numpy().copy()[:, None], c.kernel_size[0], c.dilation[0], c.padding[0])
+                      for c in convs]
         self.head = [(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()[:, None])
                      for m in net.head if isinstance(m, nn.Linear)]
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """(B, CONTEXT, N_MELS) standardised windows → (B, K) codes, as AudioToMouth gives them."""
+        (w1, b1), (w2, b2) = self.head
         codes = []
         for window in np.asarray(windows, np.float32):
             h = window.T                                             # (channels, frames)
-            for w, b, d, pad in self.convs:
+            for w, b, kernel, d, pad in self.convs:
                 padded = np.pad(h, ((0, 0), (pad, pad)))
                 frames = h.shape[1]
-                taps = np.concatenate([padded[:, k * d:k * d + frames] for k in range(3)], axis=0)
+                taps = np.concatenate([padded[:, k * d:k * d + frames] for k in range(kernel)], axis=0)
                 h = _gelu(w @ taps + b)
             x = h.reshape(-1, 1)                                     # channel-major, as nn.Flatten
-            (w1, b1), (w2, b2) = self.head
             codes.append((w2 @ _gelu(w1 @ x + b1) + b2)[:, 0])
-        return np.stack(codes) if codes else np.zeros((0, self.head[1][0].shape[0]), np.float32)
+        return np.stack(codes) if codes else np.zeros((0, len(w2)), np.float32)
 
 
 VOICE_LEVEL = -1.4    # standardised level of the 70 ms around t under which there is no voice

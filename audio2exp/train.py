@@ -41,8 +41,8 @@ def speech_by_folder(clips: list[Clip]) -> dict:
     for clip in clips:
         row = out.setdefault(Path(clip.path).parent.name, {"clips": 0, "minutes": 0.0})
         row["clips"] += 1
-        row["minutes"] = round(row["minutes"] + float(clip.valid.sum()) / clip.fps / 60, 2)
-    return dict(sorted(out.items()))
+        row["minutes"] += float(clip.valid.sum()) / clip.fps / 60
+    return {folder: {**row, "minutes": round(row["minutes"], 2)} for folder, row in sorted(out.items())}
 
 
 def mouth_metric(basis: ExpressionBasis) -> torch.Tensor:

@@ -180,11 +180,7 @@ class ScreenProcess:
         text = status.encode("utf-8")[:200]
         message = (FRAME_HEADER.pack(FRAME_MAGIC, *remote.shape[:2], *me.shape[:2], len(text))
                    + remote.tobytes() + me.tobytes() + text)
-        try:
-            self.frames.get_nowait()            # the window has not taken the last one: drop it
-        except queue.Empty:
-            pass
-        self.frames.put_nowait(message)
+        _replace(self.frames, message)          # one the window has not taken yet is dropped
         try:
             self.pending += self.child.stdout.read() or b""
         except (BlockingIOError, OSError):
@@ -204,11 +200,7 @@ class ScreenProcess:
         self._stop(kill=False)
 
     def _stop(self, kill: bool) -> None:
-        try:
-            self.frames.get_nowait()
-        except queue.Empty:
-            pass
-        self.frames.put_nowait(None)
+        _replace(self.frames, None)
         if kill:
             self.child.kill()
         self.writer.join(timeout=2)
@@ -217,6 +209,15 @@ class ScreenProcess:
             self.child.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             self.child.kill()
+
+
+def _replace(one_slot: queue.Queue, item) -> None:
+    """Put `item` in a queue of one slot, dropping what it holds (one producer per queue)."""
+    try:
+        one_slot.get_nowait()
+    except queue.Empty:
+        pass
+    one_slot.put_nowait(item)
 
 
 def _read_exactly(stream, n: int) -> bytes | None:
@@ -234,9 +235,11 @@ def _read_frames(stream, latest: queue.Queue) -> None:
     something that is not a frame."""
     while True:
         header = _read_exactly(stream, FRAME_HEADER.size)
-        if header is None or FRAME_HEADER.unpack(header)[0] != FRAME_MAGIC:
+        if header is None:
             break
-        _, rh, rw, sh, sw, n = FRAME_HEADER.unpack(header)
+        magic, rh, rw, sh, sw, n = FRAME_HEADER.unpack(header)
+        if magic != FRAME_MAGIC:
+            break
         remote = _read_exactly(stream, rh * rw * 3)
         me = _read_exactly(stream, sh * sw * 3) if sh * sw else b""
         text = _read_exactly(stream, n) if n else b""
@@ -245,16 +248,8 @@ def _read_frames(stream, latest: queue.Queue) -> None:
         frame = (np.frombuffer(remote, np.uint8).reshape(rh, rw, 3),
                  np.frombuffer(me, np.uint8).reshape(sh, sw, 3) if sh * sw else None,
                  text.decode("utf-8", "replace"))
-        try:
-            latest.get_nowait()             # not drawn yet: the newer one replaces it
-        except queue.Empty:
-            pass
-        latest.put(frame)
-    try:
-        latest.get_nowait()
-    except queue.Empty:
-        pass
-    latest.put(None)
+        _replace(latest, frame)             # one not drawn yet: the newer replaces it
+    _replace(latest, None)
 
 
 def main(title: str) -> int:
