@@ -1,4 +1,7 @@
-"""The sender's feature loop: frame → tracker → stable crop → pose + code → packet."""
+"""The sender's feature loop: frame → tracker → stable crop → pose + code → packet.
+
+Two stages, so that a call can overlap them on two cores: `track` (MediaPipe, which runs outside Python's
+lock) and `finish` (crop, code, packet, reference stills: Python). `process` does both in turn."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from callsynth.face.code import FaceCoder
 from callsynth.face.crop import StableCrop
 from callsynth.face.regions import eye_openness
 from callsynth.face.still import Still
-from callsynth.face.tracker import FaceTracker
+from callsynth.face.tracker import FaceTracker, TrackResult
 from callsynth.wire import MAX_BUNDLE, Codec, FrameFeatures, encode_identity
 
 from .reference_pick import ReferencePicker
@@ -27,6 +30,15 @@ class SentFrame:
     reason: str = ""
     timings_ms: dict = field(default_factory=dict)
     references: list = field(default_factory=list)   # reference stills to send now: messages (or pending)
+
+
+@dataclass
+class TrackedFrame:
+    """The first stage's answer: the tracker's result, the frame's place in the count of frames (which
+    decides whether its code is sent) and the stage's time."""
+    result: TrackResult
+    index: int
+    ms: float
 
 
 class BlinkTiming:
@@ -155,13 +167,24 @@ class FeatureEncoder:
         self.frame_index += 1
 
     def process(self, frame: np.ndarray, capture_ms: int, flags: int = 0) -> SentFrame:
+        return self.finish(frame, self.track(frame), capture_ms, flags)
+
+    def track(self, frame: np.ndarray) -> TrackedFrame:
+        """The first stage: the tracker on `frame`, which takes the next place in the count of frames.
+        Frames must pass through it in order, one at a time."""
         t0 = time.perf_counter()
         result = self.tracker.process(frame)
+        index, self.frame_index = self.frame_index, self.frame_index + 1
+        return TrackedFrame(result, index, (time.perf_counter() - t0) * 1e3)
+
+    def finish(self, frame: np.ndarray, tracked: TrackedFrame, capture_ms: int, flags: int = 0) -> SentFrame:
+        """The second stage: crop, pose and code, the packet if this frame sends one, reference stills.
+        Frames must pass through it in the order they were tracked, one at a time."""
         t1 = time.perf_counter()
+        result = tracked.result
         box = self.crop.update(result.landmarks, frame.shape)
         crop = box.cut(frame)
-        send = self._sampled(self.frame_index)
-        self.frame_index += 1
+        send = self._sampled(tracked.index)
         packet, references = None, []
         landmarks = box.to_crop(result.landmarks) if result.found else None
         if self.blinks is not None:
@@ -181,4 +204,4 @@ class FeatureEncoder:
             references = self.picker.observe(crop, landmarks, capture_ms, turn)
         t2 = time.perf_counter()
         return SentFrame(crop, packet, result.found, result.reason,
-                         {"track": (t1 - t0) * 1e3, "encode": (t2 - t1) * 1e3}, references)
+                         {"track": tracked.ms, "encode": (t2 - t1) * 1e3}, references)

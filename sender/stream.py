@@ -150,6 +150,7 @@ class FaceStream:
                                        codes_per_packet=self.plan.codes_per_packet,
                                        defer_references=True) if source is not None else None)
         self.tracker_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker")
+        self.encoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         # reference stills are made here, off the tracking path: not time-critical, and costly
         self.reference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="references")
         self.features_channel = self.identity_channel = None
@@ -379,6 +380,41 @@ class FaceStream:
         # spacing: half a second of frames over budget is.
         ladder = QualityLadder(self.source.fps, (1, max(2, encoder.send_every)), describe_tracking,
                                patience=max(3, round(self.source.fps / 2)))
+
+        async def finish(frame, tracked, capture_ms: int, t0: float) -> bool:
+            """The second stage of one frame, then its packet sent; False when the call cannot go on."""
+            nonlocal no_face_since
+            sent = await loop.run_in_executor(self.encoder_thread, encoder.finish, frame, tracked,
+                                              capture_ms & 0xFFFFFFFF)
+            stats.track_ms.append((time.perf_counter() - t0) * 1e3)
+            # the stages overlap: a frame period must hold the busier one (each stage's own time)
+            step = ladder.record(True, max(sent.timings_ms.values()))
+            if step is not None:
+                log.warning("%s (%s)", step["now"], step["why"])
+            stats.frames += 1
+            stats.frames_no_face += not sent.found
+            self.self_view = sent.crop
+            for pending in sent.references:
+                done = loop.run_in_executor(self.reference_thread, pending.finish)
+                done.add_done_callback(self._reference_made)
+            if speech is not None and options.speech_after_no_face_s is not None and self.camera_on:
+                no_face_since = None if sent.found else (no_face_since or time.time())
+                lost = no_face_since is not None and time.time() - no_face_since >= options.speech_after_no_face_s
+                if lost != speech.active:
+                    speech.active = lost
+                    log.info("no face for %.0f s: the voice drives the face" if lost else
+                             "face back: the camera drives it again", options.speech_after_no_face_s)
+            if sent.packet is None or (speech is not None and speech.active):
+                return True
+            if self.send_packet(sent.packet) == "closed":
+                log.warning("features channel closed; ending the call")
+                return False
+            return True
+
+        # A frame is tracked (MediaPipe, outside Python's lock) while the frame before it is finished (crop,
+        # code, packet: Python) in another thread: on two cores the two overlap, so a frame period need
+        # only hold the longer of the two, and each frame still leaves as soon as both are done.
+        finishing: asyncio.Future | None = None
         try:
             async for frame, capture_ms in self.source.frames(start=stats.started):
                 if ended.done():
@@ -389,31 +425,16 @@ class FaceStream:
                     ladder.record(False, 0.0)
                     continue
                 t0 = time.perf_counter()
-                sent = await loop.run_in_executor(self.tracker_thread, encoder.process, frame,
-                                                  capture_ms & 0xFFFFFFFF)
-                stats.track_ms.append((time.perf_counter() - t0) * 1e3)
-                step = ladder.record(True, sum(sent.timings_ms.values()))   # the tracker's own time
-                if step is not None:
-                    log.warning("%s (%s)", step["now"], step["why"])
-                stats.frames += 1
-                stats.frames_no_face += not sent.found
-                self.self_view = sent.crop
-                for pending in sent.references:
-                    done = loop.run_in_executor(self.reference_thread, pending.finish)
-                    done.add_done_callback(self._reference_made)
-                if speech is not None and options.speech_after_no_face_s is not None and self.camera_on:
-                    no_face_since = None if sent.found else (no_face_since or time.time())
-                    lost = no_face_since is not None and time.time() - no_face_since >= options.speech_after_no_face_s
-                    if lost != speech.active:
-                        speech.active = lost
-                        log.info("no face for %.0f s: the voice drives the face" if lost else
-                                 "face back: the camera drives it again", options.speech_after_no_face_s)
-                if sent.packet is None or (speech is not None and speech.active):
-                    continue
-                if self.send_packet(sent.packet) == "closed":
-                    log.warning("features channel closed; ending the call")
+                tracked = await loop.run_in_executor(self.tracker_thread, encoder.track, frame)
+                if finishing is not None and not await finishing:     # frames finish in order
+                    finishing = None
                     break
+                finishing = asyncio.ensure_future(finish(frame, tracked, capture_ms, t0))
+            if finishing is not None:
+                await finishing
         finally:
+            if finishing is not None and not finishing.done():
+                finishing.cancel()
             stats.tracking = ladder.summary()
             stats.frames_dropped_late = getattr(self.source, "dropped", 0)
 
@@ -425,6 +446,7 @@ class FaceStream:
             self.stats.speech_packets, self.stats.speech_bytes = self.speech.packets, self.speech.payload_bytes
         # the workers finish what they hold (a frame, a reference: tens of ms) before their trackers close
         self.tracker_thread.shutdown(wait=True, cancel_futures=True)
+        self.encoder_thread.shutdown(wait=True, cancel_futures=True)
         self.reference_thread.shutdown(wait=True, cancel_futures=True)
         if self.encoder is not None:
             self.encoder.close()

@@ -196,3 +196,23 @@ def test_the_full_frame_repair_leaves_a_closing_eye_as_the_blend_drew_it(still):
     assert eyes.any() and np.all(gap <= 0.05 * np.abs(repaired[eyes].astype(int) - composed[eyes].astype(int)) + 1)
     assert np.array_equal(out[closing == 0], repaired[closing == 0])
     assert keep_blink(repaired, composed, None) is repaired
+
+
+def test_tracking_overlapped_with_finishing_sends_what_one_frame_at_a_time_sends(basis, still, val_frames):
+    """The call tracks frame n+1 while frame n is finished (two stages, two threads): the packets, and
+    which frames carry them, are those of one frame at a time."""
+    from sender.features import FeatureEncoder
+
+    frames = val_frames[:16]
+    one = FeatureEncoder(basis, still, send_every=2, smoothing=False, references=False)
+    alone = [one.process(frame, 40 * i).packet for i, frame in enumerate(frames)]
+    one.close()
+    two = FeatureEncoder(basis, still, send_every=2, smoothing=False, references=False)
+    overlapped, tracked = [], two.track(frames[0])
+    for i in range(len(frames)):
+        following = two.track(frames[i + 1]) if i + 1 < len(frames) else None   # before this one finishes
+        overlapped.append(two.finish(frames[i], tracked, 40 * i).packet)
+        tracked = following
+    two.close()
+    assert [p is None for p in alone] == [i % 2 == 1 for i in range(len(frames))]
+    assert overlapped == alone
