@@ -38,9 +38,11 @@ class VideoFileSource:
         return list(iter_frames(self.path, max(1, int(round(seconds * self.fps)))))
 
     async def frames(self, start: float | None = None) -> AsyncIterator[tuple[np.ndarray, int]]:
-        """Each frame at its time, stamped when released; like a camera, a frame whose time passed by more
-        than a frame period while the call was busy is dropped (`dropped` counts them): a sender that
-        cannot keep up stays in real time instead of playing the clip ever later."""
+        """Each frame at its time, stamped with that time (when a camera would have taken it: a frame the
+        busy call takes up late has waited, as a camera's frame waits in its driver, and glass to glass
+        counts the wait); like a camera, a frame whose time passed by more than a frame period while the
+        call was busy is dropped (`dropped` counts them): a sender that cannot keep up stays in real time
+        instead of playing the clip ever later."""
         start = time.time() if start is None else start
         self.dropped = 0
         for index, frame in enumerate(iter_frames(self.path, self.max_frames, threads=False)):
@@ -51,7 +53,7 @@ class VideoFileSource:
                 continue
             if delay > 0:
                 await asyncio.sleep(delay)
-            yield frame, wall_ms()
+            yield frame, int(due * 1000)
 
 
 class CameraSource:

@@ -36,3 +36,24 @@ def test_writer_round_trip(tmp_path):
     frames = list(iter_frames(path))
     assert len(frames) == 10 and abs(int(frames[5].mean()) - 100) <= 3
     assert video_info(path).fps == 25
+
+
+def test_a_file_played_as_a_camera_stamps_each_frame_with_its_time_even_when_taken_late(data):
+    """Glass to glass starts when a camera would have taken the frame, not when a busy call got to it."""
+    import asyncio
+    import time
+
+    from sender.capture import VideoFileSource
+
+    source = VideoFileSource(data / "video/pcavs/00067.mp4", max_frames=6)
+
+    async def take() -> list[int]:
+        start, stamps = time.time(), []
+        async for _, capture_ms in source.frames(start=start):
+            stamps.append(capture_ms - int(start * 1000))
+            time.sleep(0.5 / source.fps)          # the call busy for half a frame period each frame
+        return stamps
+
+    stamps = asyncio.run(take())
+    assert source.dropped == 0
+    assert [abs(s - i * 1000 / source.fps) <= 1 for i, s in enumerate(stamps)] == [True] * 6
