@@ -4,8 +4,13 @@ long as it runs (the tests, and the call, must hold on a machine 3-4x slower tha
     python scripts/under_load.py --hogs 6                      # README's test command, about 4x slower
     python scripts/under_load.py --hogs 6 -- -x tests/test_screen.py     # pytest with these arguments
     python scripts/under_load.py --hogs 4 -- callsynth demo --video CLIP --max-frames 450
+    python scripts/under_load.py --hogs 2 --nice 1 -- callsynth bench --warp-only   # how slow, in bench's terms
 
-With 4 hogs on 2 cores a single thread gets about a third of a core, with 6 about a quarter. The hogs are
+With 4 hogs on 2 cores a single thread gets about a third of a core, with 6 about a quarter. With one hog a
+core at a lower priority (`--nice`) a thread that competes with it gets a share set by the kernel's weights
+(nice 1: about 55 %, 2: 61 %, 3: 66 %), and no more threads wait for a turn than on a bare machine: a
+machine whose every core is that much slower. Time `callsynth bench --warp-only` under the same load, in the
+same hour, to say how slow (this machine's speed drifts within the hour). The hogs are
 stopped when the command ends, whatever its result; the exit status is the command's. `callsynth` as the
 command's first word means this Python's `-m callsynth.cli`."""
 
@@ -19,7 +24,8 @@ import sys
 import time
 
 
-def _hog() -> None:
+def _hog(nice: int) -> None:
+    os.nice(nice)
     while True:
         pass
 
@@ -28,6 +34,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hogs", type=int, default=3 * (os.cpu_count() or 2),
                         help="busy processes beside the command (default 3 per core: about 4x slower)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="the busy processes' niceness (0-19; default 0: the command's own priority)")
     parser.add_argument("command", nargs="*", help="the command, after -- (default: pytest -q; arguments "
                                                    "that start with '-' go to pytest)")
     args = parser.parse_args()
@@ -36,7 +44,7 @@ def main() -> int:
         command = [sys.executable, "-m", "pytest", "-q", *command]
     elif command[0] == "callsynth":
         command = [sys.executable, "-m", "callsynth.cli", *command[1:]]
-    hogs = [multiprocessing.Process(target=_hog, daemon=True) for _ in range(args.hogs)]
+    hogs = [multiprocessing.Process(target=_hog, args=(args.nice,), daemon=True) for _ in range(args.hogs)]
     for hog in hogs:
         hog.start()
     started = time.time()
@@ -49,6 +57,7 @@ def main() -> int:
         for hog in hogs:
             hog.kill()
     print(f"exit {code} in {time.time() - started:.0f} s beside {args.hogs} busy processes "
+          f"{f'(nice {args.nice}) ' if args.nice else ''}"
           f"on {os.cpu_count()} cores", flush=True)
     return code
 
