@@ -214,14 +214,14 @@ def positive_int(text: str) -> int:
 def add_model_options(p: argparse.ArgumentParser, repair_every: bool = True) -> None:
     """--model and --generator, shared by every command that rebuilds frames; --repair-every where frames
     follow one another (not `combine`'s single transfer)."""
-    from receiver.renderer import DEFAULT_MODEL, MODELS
+    from .call_options import MODELS
 
-    p.add_argument("--model", choices=MODELS, default=DEFAULT_MODEL,
+    p.add_argument("--model", choices=MODELS, default=CALL.model,
                    help="rebuild frames by the warp of the still (with its reference stills) alone; 'mouth': "
                         "the warp with its mouth repaired by the trained multi-attribute MC-AAD mouth "
                         "generator; 'generator': the full-frame MC-AAD generator repairs the still, and the "
                         "frames warp the repaired still (in a call it repairs beside the frames and the mouth "
-                        f"generator repairs each frame's mouth) (default {DEFAULT_MODEL})")
+                        f"generator repairs each frame's mouth) (default {CALL.model})")
     p.add_argument("--generator", type=Path, metavar="FILE",
                    help="that model's file (default: the shipped callsynth/assets/mouth_generator.pt or "
                         "generator.pt)")

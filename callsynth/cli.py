@@ -252,11 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", nargs="?", const="", default="", metavar="CHECKPOINT",
                    help="the generator measured beside the warp: the shipped one, the call's default "
                         "renderer (the default; a bare --generator says the same), or CHECKPOINT")
-    from receiver.renderer import DEFAULT_MODEL, MODELS
+    from .call_options import MODELS
 
     p.add_argument("--model", choices=[m for m in MODELS if m != "warp"],
                    help="the neural renderer measured beside the warp (default: the call's default, "
-                        f"{DEFAULT_MODEL})")
+                        f"{CALL.model})")
     p.add_argument("--warp-only", action="store_true", help="do not measure the generator")
     p.set_defaults(func=cmd_eval)
 
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_train)
 
-    from .train.mouth_train import MouthTrainOptions
+    from .train.mouth_options import MouthTrainOptions
 
     mouth = MouthTrainOptions()
     p = sub.add_parser("train-mouth", help="train the mouth generator (multi-attribute MC-AAD, CPU)",

@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from callsynth.call_options import CALL
+from callsynth.call_options import CALL, MODELS
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
 from callsynth.face.pose import Pose
@@ -59,10 +59,7 @@ class WarpRenderer:
 
 log = logging.getLogger("callsynth.receive")
 
-# How frames are rebuilt unless told otherwise (reenact, receive, demo, the Receiver): the generator, which
-# beats the warp alone on SSIM, mouth-region error and landmark NME on the validation identities.
-DEFAULT_MODEL = "generator"
-MODELS = ("warp", "generator", "mouth")
+DEFAULT_MODEL = CALL.model          # (callsynth.call_options, where the command line reads it too)
 
 
 def _mouth(basis: ExpressionBasis, path=None) -> tuple:
