@@ -5,6 +5,8 @@ the voice goes on."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from callsynth.face.pose import Pose
@@ -13,6 +15,33 @@ from .features import SAMPLE_RATE
 from .idle import IdleMotion
 from .model import Audio2ExpModel
 from .stream import StreamingMouth, offline_codes
+
+log = logging.getLogger("callsynth.speech")
+
+SILENT_LEVEL = 1e-4       # samples (full scale 1) all within this are silence: digital zero, or nearly
+SILENT_WARN_S = 2.0       # a streamed voice silent this long is said
+
+
+class SilenceWatch:
+    """A streamed voice that has gone silent (digital zero: a muted or dead microphone, a silent track)
+    drives a closed mouth; that is said once it has lasted SILENT_WARN_S, and said again when sound
+    comes back, so a face that stopped talking is not taken for a fault of the model."""
+
+    def __init__(self, rate: int = SAMPLE_RATE):
+        self.rate, self.quiet, self.said = rate, 0, False
+
+    def push(self, samples: np.ndarray) -> None:
+        loud = np.flatnonzero(np.abs(samples) > SILENT_LEVEL)
+        if loud.size:
+            if self.said:
+                log.info("the voice has sound again after %.1f s of silence", (self.quiet + loud[0]) / self.rate)
+            self.quiet, self.said = len(samples) - 1 - loud[-1], False
+        else:
+            self.quiet += len(samples)
+        if not self.said and self.quiet >= SILENT_WARN_S * self.rate:
+            self.said = True
+            log.warning("the voice has been silent (digital zero or nearly) for %.0f s: the speech-driven "
+                        "mouth stays closed", self.quiet / self.rate)
 
 
 class SpeechDriver:
@@ -27,6 +56,7 @@ class SpeechDriver:
         self.samples_seen = 0
         self.leftover = np.zeros(0, np.float32)
         self.resampler = None          # PyAV's, made at the first audio frame (any rate and layout in)
+        self.silence = SilenceWatch()
 
     def state(self, t: float, mouth: np.ndarray, loudness: float = 0.0) -> tuple[Pose, np.ndarray]:
         code = mouth + self.idle.blink(t) * self.model.blink_code
@@ -35,6 +65,7 @@ class SpeechDriver:
     def push(self, samples: np.ndarray) -> list[tuple[float, Pose, np.ndarray]]:
         """Feed 16 kHz samples; get (time s, pose, code) of each frame that became ready."""
         samples = np.asarray(samples, dtype=np.float32).ravel()
+        self.silence.push(samples)
         self._note_loudness(samples)
         return [(t, *self.state(t, code, self._loudness_at(t))) for t, code in self.stream.push(samples)]
 

@@ -12,7 +12,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from audio2exp.driver import SpeechDriver
+from audio2exp.driver import SILENT_LEVEL, SpeechDriver
 from audio2exp.features import SAMPLE_RATE, load_audio
 from audio2exp.model import Audio2ExpModel
 from receiver.recorder import CallRecorder
@@ -27,7 +27,7 @@ log = logging.getLogger("callsynth.audio2exp")
 def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, model: Audio2ExpModel,
                         output: Path, fps: float = 30.0, progress: bool = True) -> dict:
     samples = load_audio(audio_path)            # MediaError for empty or undecodable audio
-    silent = not np.any(np.abs(samples) > 1e-4)
+    silent = not np.any(np.abs(samples) > SILENT_LEVEL)
     if silent:
         log.warning("%s: the sound is silent (digital zero or nearly): the mouth stays closed, with blinks "
                     "and sway only", audio_path)

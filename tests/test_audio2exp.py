@@ -142,3 +142,29 @@ def test_a_silent_track_is_said_and_gives_a_resting_face(tmp_path, basis, val_fr
                                       tmp_path / "out.mp4", fps=25.0, progress=False)
     assert summary["silent"] and summary["frames"] >= 20
     assert any("silent" in record.message for record in caplog.records)
+
+
+def test_a_streamed_voice_that_goes_silent_is_said_once_and_its_return_too(basis, caplog):
+    """Camera off with a muted or dead microphone: the mouth closes, and the log says why."""
+    import logging
+
+    from audio2exp.driver import SILENT_WARN_S, SpeechDriver
+    from audio2exp.features import SAMPLE_RATE
+    from callsynth.face.pose import Pose
+
+    driver = SpeechDriver(load_model(basis=basis), Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2))
+    chunk = SAMPLE_RATE // 50
+    voice = np.random.default_rng(0).normal(0, 0.05, chunk).astype(np.float32)
+    caplog.set_level(logging.INFO, logger="callsynth.speech")
+    for _ in range(50):                                    # a second of sound: nothing said
+        driver.push(voice)
+    assert not caplog.records
+    for _ in range(int(SILENT_WARN_S * 50) - 1):           # just under the limit of digital zero
+        driver.push(np.zeros(chunk, np.float32))
+    assert not caplog.records
+    for _ in range(100):                                   # past it, and on: said once
+        driver.push(np.zeros(chunk, np.float32))
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "silent" in warned[0].getMessage()
+    driver.push(voice)
+    assert "sound again" in caplog.records[-1].getMessage() and len(caplog.records) == 2
