@@ -257,12 +257,15 @@ class FaceWarper:
         if box is not None:
             # only the triangles near the box, unfolded among themselves (a fold elsewhere moves no pixel
             # of the box; unfolding the whole mesh for a mouth or an eye cost as much as the box itself)
+            # (a triangle is far when all its corners lie beyond one side of the padded box: tested per
+            # point, then gathered, 0.2 ms where each triangle's bounding box took 0.75 ms, a 2-core EPYC)
             x0, y0, x1, y1 = box
-            lo, hi = dst[triangles].min(1), dst[triangles].max(1)
             pad = 8.0
-            near = ((hi[:, 0] >= x0 - pad) & (lo[:, 0] <= x1 + pad) & (hi[:, 1] >= y0 - pad)
-                    & (lo[:, 1] <= y1 + pad))
-            triangles, sign = triangles[near], self.orientation[near]
+            xs, ys = dst[:, 0], dst[:, 1]
+            far = np.zeros(len(triangles), bool)
+            for beyond in (xs < x0 - pad, xs > x1 + pad, ys < y0 - pad, ys > y1 + pad):
+                far |= beyond[triangles].all(1)
+            triangles, sign = triangles[~far], self.orientation[~far]
         else:
             sign = self.orientation
         dst, _ = unfold(self.src_points, dst, triangles, self.movable, sign=sign)
