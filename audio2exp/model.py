@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .features import FRAME_RATE, HOP, N_MELS, SAMPLE_RATE, WIN, RunningMean
+from .features import FRAME_RATE, HOP, N_MELS, SAMPLE_RATE, WIN, RunningMean, mel_basis
 
 PAST = 40          # feature frames before the output time
 FUTURE = 18        # feature frames after it
@@ -158,6 +158,9 @@ def load_model(path: str | Path | None = None, basis=None) -> Audio2ExpModel:
                             "train one with `callsynth audio2exp-train`")
     net = AudioToMouth(int(state["k"]))
     net.load_state_dict(state["net"])
+    # the features' filterbank now (librosa's import: 2 s on a 2-core EPYC), not at the first audio of a
+    # call that the voice drives
+    mel_basis()
     return Audio2ExpModel(net, state["mel_mean"].numpy(), state["mel_std"].numpy(),
                           state["blink_code"].numpy(), state["basis"], dict(state["meta"]))
 

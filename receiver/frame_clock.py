@@ -49,6 +49,9 @@ class FrameClock:
         self.expect_audio = False
         self.speech = None                    # SpeechDriver when --audio-fallback
         self.speech_state = None
+        # the speech model and its features' filterbank loaded now, before the call: at the still's
+        # arrival, on the event loop, they held the call 2 s on a 2-core EPYC (librosa's import)
+        self.speech_model = self._load_speech_model() if options.audio_fallback else None
         self.last_packet_s: float | None = None
         self.in_fallback = False
         self.final_ms: float | None = None      # after a hang-up: the last capture time to show
@@ -217,16 +220,20 @@ class FrameClock:
         if self.recorder is not None:
             self.recorder.add_audio(frame, time.time())
 
-    def _start_speech_driver(self) -> None:
-        from audio2exp.driver import SpeechDriver
+    def _load_speech_model(self):
         from audio2exp.model import ModelError, load_model
 
         try:
-            model = load_model(self.options.audio_model, self.basis)
+            return load_model(self.options.audio_model, self.basis)
         except ModelError as exc:
             self.stats.event(f"no audio fallback: {exc}", logging.WARNING)
-            return
-        self.speech = SpeechDriver(model, self.renderer.rest_pose, self.options.fps)
+            return None
+
+    def _start_speech_driver(self) -> None:
+        from audio2exp.driver import SpeechDriver
+
+        if self.speech_model is not None:
+            self.speech = SpeechDriver(self.speech_model, self.renderer.rest_pose, self.options.fps)
 
     def _drive_from_speech(self, frame) -> None:
         states = self.speech.push_frame(frame)

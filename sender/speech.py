@@ -98,8 +98,7 @@ class SpeechPackets:
             self.driver = SpeechDriver(self.model, self.rest_pose, self.fps)
             primer = primer or []
             self.driver_origin_s = float(primer[0].time or 0.0) if primer else stream_s
-            for past in primer:
-                self.driver.push_frame(past)
+            self.driver.push_frames(primer)
         for t, pose, code in self.driver.push_frame(frame):
             t += self.driver_origin_s
             index = int(round(t * self.fps))

@@ -404,7 +404,7 @@ class FaceStream:
                 lost = no_face_since is not None and time.time() - no_face_since >= options.speech_after_no_face_s
                 if lost != speech.active:
                     speech.active = lost
-                    log.info("no face for %.0f s: the voice drives the face" if lost else
+                    log.info("no face for %g s: the voice drives the face" if lost else
                              "face back: the camera drives it again", options.speech_after_no_face_s)
             if sent.packet is None or (speech is not None and speech.active):
                 return True

@@ -522,17 +522,25 @@ def test_when_the_camera_loses_the_face_the_voice_takes_over(tmp_path):
     """The face leaves the picture for good (grey frames) while the caller goes on talking: after
     speech_after_no_face_s the sender's speech model, primed with the voice of the last seconds, drives
     the face, and every packet it makes is flagged as speech-driven at the receiver."""
+    import soundfile
+
+    from audio2exp.features import SAMPLE_RATE, load_audio
     from callsynth.media import VideoWriter, iter_frames
 
-    clip = tmp_path / "face_leaves.mp4"
+    clip, voice = tmp_path / "face_leaves.mp4", tmp_path / "voice.wav"
     frames = list(iter_frames(GRID_VAL_AUDIO, 25))
     with VideoWriter(clip, 25) as out:
-        for frame in frames + [np.full_like(frames[0], 128)] * 50:      # 1 s of face, 2 s without
+        for frame in frames + [np.full_like(frames[0], 128)] * 125:     # 1 s of face, 5 s without
             out.write(frame)
-    sent, summary = one_call(load_basis(), "l", VideoFileSource(clip), FileAudioTrack(GRID_VAL_AUDIO),
+    # the voice goes on as long (two sentences): on a machine several times slower the speech model takes
+    # over seconds after the face has gone, and with 2 s without a face the call had ended before it spoke
+    sentence = load_audio(GRID_VAL_AUDIO)
+    soundfile.write(voice, np.concatenate([sentence, sentence]), SAMPLE_RATE)
+    sent, summary = one_call(load_basis(), "l", VideoFileSource(clip), FileAudioTrack(voice),
                              speech_after_no_face_s=0.5)
-    # 50 frames without a face; a busy machine tracks fewer of them (the tracking ladder, frames dropped late)
-    assert sent["frames_no_face"] >= 10 and sent["speech_packets_sent"] >= 5
+    # 125 frames without a face; a busy machine tracks far fewer of them (the tracking ladder, frames dropped
+    # late: 9 beside six busy processes on two cores)
+    assert sent["frames_no_face"] >= 5 and sent["speech_packets_sent"] >= 5
     assert summary["speech_driven_packets"] == sent["speech_packets_sent"]
     assert summary["features"]["packets"] == sent["packets_sent"]        # camera's and voice's together
 
