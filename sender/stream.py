@@ -414,8 +414,8 @@ class FaceStream:
             return True
 
         # A frame is tracked (MediaPipe, outside Python's lock) while the frame before it is finished (crop,
-        # code, packet: Python) in another thread: on two cores the two overlap, so a frame period need
-        # only hold the longer of the two, and each frame still leaves as soon as both are done.
+        # code, packet: Python) in another thread: on two cores the two overlap, and each frame leaves as
+        # soon as its own two stages are done (whether every frame is tracked is decided in `finish`).
         finishing: asyncio.Future | None = None
         try:
             async for frame, capture_ms in self.source.frames(start=stats.started):
