@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .features import FRAME_RATE, HOP, N_MELS, SAMPLE_RATE, WIN, RunningMean, mel_basis
+from .gate import speech_gate
 
 PAST = 40          # feature frames before the output time
 FUTURE = 18        # feature frames after it
@@ -81,19 +82,6 @@ class NumpyNet:
         return np.stack(codes) if codes else np.zeros((0, len(w2)), np.float32)
 
 
-VOICE_LEVEL = -1.4    # standardised level of the 70 ms around t under which there is no voice
-VOICE_SOFTNESS = 0.12
-
-
-def voice_weight(windows: np.ndarray) -> np.ndarray:
-    """0 (no voice: hiss, silence) to 1 (voice) for each window, from the level around its centre.
-
-    The network never learnt every kind of faint noise; without a voice the mouth rests, whatever the
-    network says. On the training clips fewer than 2 % of open-mouth frames are this quiet."""
-    level = windows[:, PAST - 3:PAST + 4].mean(axis=(1, 2))
-    return 1.0 / (1.0 + np.exp(-(level - VOICE_LEVEL) / VOICE_SOFTNESS))
-
-
 class ModelError(ValueError):
     """A checkpoint that is missing, damaged, or made for another basis or format."""
 
@@ -123,17 +111,18 @@ class Audio2ExpModel:
 
     @torch.inference_mode()
     def predict(self, windows: np.ndarray) -> np.ndarray:
-        """Mouth codes for standardised windows, closed where there is no voice (see voice_weight)."""
+        """Mouth codes for standardised windows, closed where there is no voice or it is not speech
+        (audio2exp/gate.py)."""
         self.net.eval()
         codes = self.net(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
-        return codes * voice_weight(windows)[:, None]
+        return codes * speech_gate(windows, PAST)[:, None]
 
     def predict_few(self, windows: np.ndarray) -> np.ndarray:
         """predict() for a stream's few windows, in numpy (NumpyNet): the same codes, a third of the time."""
         if self._numpy is None:
             self.net.eval()
             self._numpy = NumpyNet(self.net)
-        return self._numpy(windows) * voice_weight(windows)[:, None]
+        return self._numpy(windows) * speech_gate(windows, PAST)[:, None]
 
     def save(self, folder: Path) -> Path:
         state = {"format": MODEL_FORMAT, "net": self.net.state_dict(), "k": self.blink_code.shape[0],

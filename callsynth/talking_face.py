@@ -15,6 +15,7 @@ from tqdm import tqdm
 from audio2exp.driver import SILENT_LEVEL, SpeechDriver
 from audio2exp.features import SAMPLE_RATE, load_audio
 from audio2exp.model import Audio2ExpModel
+from audio2exp.stream import sound_kinds
 from receiver.recorder import CallRecorder
 from receiver.renderer import Renderers
 
@@ -31,6 +32,10 @@ def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, 
     if silent:
         log.warning("%s: the sound is silent (digital zero or nearly): the mouth stays closed, with blinks "
                     "and sway only", audio_path)
+    kinds = sound_kinds(model, samples, fps)
+    if not silent and kinds["voice_share"] > 0.2 and kinds["speech_share"] < 0.5:
+        log.warning("%s: only %.0f%% of the loud part sounds like speech (music or noise?): the mouth rests "
+                    "where it does not", audio_path, 100 * kinds["speech_share"])
     renderer = Renderers(basis, "warp")(still)
     driver = SpeechDriver(model, renderer.rest_pose, fps)
     states = driver.offline(samples)
@@ -45,4 +50,4 @@ def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, 
         recorder.add_audio(frame, i / SAMPLE_RATE)
     recorder.close()
     return {"frames": len(states), "seconds": round(len(samples) / SAMPLE_RATE, 3), "fps": fps,
-            "silent": silent, "output": str(output)}
+            "silent": silent, **kinds, "output": str(output)}

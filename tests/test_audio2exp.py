@@ -6,12 +6,14 @@ import torch
 
 from audio2exp.evaluate import BILABIALS, grid_words, phone_segments
 from audio2exp.features import SAMPLE_RATE, load_audio, log_mel
+from audio2exp.gate import voice_weight
 from audio2exp.model import Audio2ExpModel, AudioToMouth, ModelError, load_model
 from audio2exp.stream import StreamingMouth, offline_codes
 from audio2exp.targets import canonical_frames, gap_of_code
 from callsynth.media import MediaError
 
 from .conftest import VAL_CLIP
+from .sounds import KINDS, NOISES, noise, synthesise
 
 GRID_VAL = "video/grid_misc/lbax4n.mp4"   # an audio-validation speaker: "lay blue at x four now"
 
@@ -99,6 +101,45 @@ def test_speech_opens_the_mouth_more_than_silence(basis, data):
     assert np.linalg.norm(speech, axis=1).max() > 3 * np.linalg.norm(silence, axis=1).max()
 
 
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_music_does_not_move_the_mouth_as_speech_does(basis, data, kind, monkeypatch):
+    """Sustained notes, chords, a sung-like melody, plucked notes and drums hold the spectrum's shape
+    between attacks: the music gate keeps the mouth near rest, where the voice gate alone lets the network
+    open it about as far as for a sentence."""
+    model = load_model(basis=basis)
+    rest = float(gap_of_code(np.zeros(basis.k), basis.mean_shape, basis))
+    music = synthesise(kind, seconds=8.0)
+
+    def opening(samples):
+        _, codes = offline_codes(model, samples, fps=25.0)
+        return gap_of_code(codes, basis.mean_shape, basis) - rest
+
+    speech, gated = opening(load_audio(data / GRID_VAL)), opening(music)
+    assert gated.mean() < 0.4 * speech.mean()
+    assert np.mean(gated > 0.05) < 0.3 * np.mean(speech > 0.05)
+    monkeypatch.setattr("audio2exp.model.speech_gate", lambda windows, centre: voice_weight(windows, centre))
+    assert opening(music).mean() > 0.6 * speech.mean()       # what the gate stops
+
+
+@pytest.mark.parametrize("kind", NOISES)
+def test_noise_does_not_move_the_mouth_as_speech_does(basis, data, kind, monkeypatch):
+    """Loud noise (steady or gusting) changes the spectrum's shape at random: the noise gate keeps the
+    mouth near rest (without it the network opens it for noise as for quiet speech)."""
+    model = load_model(basis=basis)
+    rest = float(gap_of_code(np.zeros(basis.k), basis.mean_shape, basis))
+    sound = noise(kind, seconds=8.0)
+
+    def opening(samples):
+        _, codes = offline_codes(model, samples, fps=25.0)
+        return gap_of_code(codes, basis.mean_shape, basis) - rest
+
+    speech, gated = opening(load_audio(data / GRID_VAL)), opening(sound)
+    assert gated.mean() < 0.5 * speech.mean()
+    assert np.mean(gated > 0.05) < 0.25 * np.mean(speech > 0.05)
+    monkeypatch.setattr("audio2exp.model.speech_gate", lambda windows, centre: voice_weight(windows, centre))
+    assert opening(sound).mean() > 1.5 * gated.mean()       # what the gate stops
+
 def test_grid_sentences_and_their_bilabials(data):
     assert grid_words(data / "video/grid_misc/bbaf2n.mp4") == ["bin", "blue", "at", "f", "two", "now"]
     assert grid_words(data / VAL_CLIP) is None
@@ -143,6 +184,26 @@ def test_a_silent_track_is_said_and_gives_a_resting_face(tmp_path, basis, val_fr
     assert summary["silent"] and summary["frames"] >= 20
     assert any("silent" in record.message for record in caplog.records)
 
+
+
+def test_a_music_track_is_said_and_its_speech_share_reported(tmp_path, basis, data, val_frames, caplog):
+    """`callsynth audio2exp` on music: a warning and `speech_share` in the summary; a sentence reads as
+    speech."""
+    import soundfile
+
+    from audio2exp.stream import sound_kinds
+    from callsynth.face.still import prepare_still
+    from callsynth.talking_face import render_talking_face
+
+    model = load_model(basis=basis)
+    assert sound_kinds(model, load_audio(data / GRID_VAL), 25.0)["speech_share"] > 0.8
+    wav = tmp_path / "band.wav"
+    soundfile.write(wav, synthesise("band", seconds=3.0), SAMPLE_RATE)
+    with caplog.at_level("WARNING"):
+        summary = render_talking_face(wav, prepare_still(val_frames[0]), basis, model, tmp_path / "out.mp4",
+                                      fps=25.0, progress=False)
+    assert summary["voice_share"] > 0.5 and summary["speech_share"] < 0.2
+    assert any("sounds like speech" in record.message for record in caplog.records)
 
 def test_a_streamed_voice_that_goes_silent_is_said_once_and_its_return_too(basis, caplog):
     """Camera off with a muted or dead microphone: the mouth closes, and the log says why."""
