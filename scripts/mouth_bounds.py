@@ -1,0 +1,124 @@
+"""How low could the mouth-interior error go by drawing the interior from a picture of the caller, as the
+reference stills do? For one clip (self-reenactment, still = first frame, references collected as a call
+collects them, 1 packet / 2 frames, the warp), on the real open-mouth frames, the mean absolute error
+inside the real inner-lip outline (0-255, as `callsynth eval` and face_metrics.py define it) of:
+
+- output: what the receiver drew;
+- best reference: each frame's interior from whichever reference it held then (or the still) gave the
+  least error, chosen knowing the truth (the most a better choice among the same pictures could give);
+- best earlier frame: the same, choosing among every real frame at least 15 frames earlier (every 3rd),
+  as if every past moment had been sent;
+- the frame itself, to the coded landmarks: the real frame's own interior warped to the landmarks the
+  code gave (perfect content: what is left is geometry: code, quantisation, frames between packets);
+- the frame itself, to its own landmarks: what the blend alone costs.
+
+    python scripts/mouth_bounds.py CLIP [--max-frames N]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from callsynth.eval.metrics import LandmarkStream
+from callsynth.face.basis import load_basis
+from callsynth.face.reference_blend import MOUTH_FULL, _box, _match_colour
+from callsynth.face.regions import INNER_LIPS, OPEN_MOUTH, lip_gap, polygon_mask
+from callsynth.face.still import prepare_still
+from callsynth.face.warp import FaceWarper
+from callsynth.machine import cpu_description
+from callsynth.media import iter_frames, video_info
+from callsynth.reenact import reenact
+from receiver.renderer import WarpRenderer
+
+
+def interior_error(made: np.ndarray, real: np.ndarray, landmarks: np.ndarray) -> float:
+    mask = polygon_mask(real.shape, landmarks[INNER_LIPS]) > 0.5
+    return float(np.abs(made[mask].astype(np.float32) - real[mask].astype(np.float32)).mean())
+
+
+def mouth_from(warper: FaceWarper, base: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """`base` with its mouth interior drawn from `warper`'s picture, as ReferenceBlender draws it."""
+    out = base.copy()
+    gap = lip_gap(target)
+    if gap < OPEN_MOUTH * 0.6:
+        return out
+    weight = float(np.clip((gap - OPEN_MOUTH * 0.6) / (MOUTH_FULL - OPEN_MOUTH * 0.6), 0, 1))
+    lips = target[INNER_LIPS]
+    width = float(np.ptp(lips[:, 0]))
+    x0, y0, x1, y1 = box = _box(lips, 0.25 * width + 4, out.shape[0])
+    local = lips[:, :2] - (x0, y0)
+    inner = polygon_mask((y1 - y0, x1 - x0), local, grow=1.0, feather=1.0)
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    ring = (polygon_mask(inner.shape, local, grow=4.0) > 0.5) & (inner < 0.02)
+    patch = _match_colour(warper.warp(target, box), region, inner > 0.5, ring)
+    alpha = (weight * inner)[..., None]
+    out[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + patch * alpha + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("clip", type=Path)
+    parser.add_argument("--max-frames", type=int)
+    args = parser.parse_args()
+    fps = video_info(args.clip).fps
+    frames = list(iter_frames(args.clip, args.max_frames))
+    still = prepare_still(frames[0], source=f"{args.clip.name} first frame")
+    basis = load_basis(None)
+    targets, refs = [], []                     # refs: (first frame index it is used at, still)
+
+    class Recording(WarpRenderer):
+        def add_reference(self, index, ref):
+            refs.append((len(targets), index, ref))
+            super().add_reference(index, ref)
+
+        def compose(self, target):
+            targets.append(np.array(target))
+            return super().compose(target)
+
+    pairs = list(reenact(still, frames, fps, basis, send_every=2, renderers=lambda s: Recording(basis, s)))
+    truth, outs = [r for r, _ in pairs], [o for _, o in pairs]
+    stream = LandmarkStream(fps)
+    real_lm = [stream(r) for r in truth]
+    stream.close()
+    still_warper = FaceWarper(still.image, still.landmarks)
+    frame_warpers: dict[int, FaceWarper] = {}
+    rows = {k: [] for k in ("output", "best reference", "best earlier frame", "the frame itself, coded landmarks",
+                            "the frame itself, its own landmarks")}
+    open_frames = [t for t, lm in enumerate(real_lm) if lm is not None and lip_gap(lm) >= OPEN_MOUTH
+                   and (polygon_mask(truth[t].shape, lm[INNER_LIPS]) > 0.5).sum() >= 20]
+    for t in tqdm(open_frames, desc="open-mouth frames", unit="frame"):
+        real, lm, target, base = truth[t], real_lm[t], targets[t], outs[t]
+        err = lambda warper, to=target: interior_error(mouth_from(warper, base, to), real, lm)   # noqa: E731
+        held = {}
+        for at, index, ref in refs:
+            if at <= t:
+                held[index] = ref
+        rows["output"].append(interior_error(base, real, lm))
+        rows["best reference"].append(min([err(still_warper)] + [err(FaceWarper(r.image, r.landmarks))
+                                                                for r in held.values()]))
+        earlier = [s for s in open_frames if s <= t - 15][::3]
+        for s in earlier:
+            if s not in frame_warpers:
+                frame_warpers[s] = FaceWarper(truth[s], real_lm[s])
+        rows["best earlier frame"].append(min([err(frame_warpers[s]) for s in earlier]) if earlier
+                                          else rows["best reference"][-1])
+        own = FaceWarper(real, lm)
+        rows["the frame itself, coded landmarks"].append(err(own))
+        rows["the frame itself, its own landmarks"].append(err(own, lm))
+    print(f"{args.clip.name}: {len(open_frames)} open-mouth frames of {len(truth)}; "
+          f"{len(refs)} references arrived")
+    for name, values in rows.items():
+        print(f"  {name:38s} {np.mean(values):6.1f}")
+    print(f"({cpu_description()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
