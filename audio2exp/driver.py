@@ -25,10 +25,12 @@ SILENT_WARN_S = 2.0       # a streamed voice silent this long is said
 class SilenceWatch:
     """A streamed voice that has gone silent (digital zero: a muted or dead microphone, a silent track)
     drives a closed mouth; that is said once it has lasted SILENT_WARN_S, and said again when sound
-    comes back, so a face that stopped talking is not taken for a fault of the model."""
+    comes back, so a face that stopped talking is not taken for a fault of the model. `driving`: whether
+    the voice drives the face now; the receiver's fallback listens all the time but drives only when
+    feature packets stop, and a muted caller whose face still comes by packets is no fault to report."""
 
-    def __init__(self, rate: int = SAMPLE_RATE):
-        self.rate, self.quiet, self.said = rate, 0, False
+    def __init__(self, rate: int = SAMPLE_RATE, driving: bool = True):
+        self.rate, self.quiet, self.said, self.driving = rate, 0, False, driving
 
     def push(self, samples: np.ndarray) -> None:
         loud = np.flatnonzero(np.abs(samples) > SILENT_LEVEL)
@@ -38,14 +40,15 @@ class SilenceWatch:
             self.quiet, self.said = len(samples) - 1 - loud[-1], False
         else:
             self.quiet += len(samples)
-        if not self.said and self.quiet >= SILENT_WARN_S * self.rate:
+        if self.driving and not self.said and self.quiet >= SILENT_WARN_S * self.rate:
             self.said = True
             log.warning("the voice has been silent (digital zero or nearly) for %.0f s: the speech-driven "
                         "mouth stays closed", self.quiet / self.rate)
 
 
 class SpeechDriver:
-    def __init__(self, model: Audio2ExpModel, rest_pose: Pose, fps: float = 30.0, seed: int = 0):
+    def __init__(self, model: Audio2ExpModel, rest_pose: Pose, fps: float = 30.0, seed: int = 0,
+                 driving: bool = True):
         import torch
 
         torch.set_num_threads(1)  # one small window at a time: extra threads only fight the call's own
@@ -56,7 +59,7 @@ class SpeechDriver:
         self.samples_seen = 0
         self.leftover = np.zeros(0, np.float32)
         self.resampler = None          # PyAV's, made at the first audio frame (any rate and layout in)
-        self.silence = SilenceWatch()
+        self.silence = SilenceWatch(driving=driving)
 
     def state(self, t: float, mouth: np.ndarray, loudness: float = 0.0) -> tuple[Pose, np.ndarray]:
         code = mouth + self.idle.blink(t) * self.model.blink_code

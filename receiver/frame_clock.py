@@ -233,7 +233,9 @@ class FrameClock:
         from audio2exp.driver import SpeechDriver
 
         if self.speech_model is not None:
-            self.speech = SpeechDriver(self.speech_model, self.renderer.rest_pose, self.options.fps)
+            # it listens from the start; its silence is news only while it drives the face
+            self.speech = SpeechDriver(self.speech_model, self.renderer.rest_pose, self.options.fps,
+                                       driving=False)
 
     def _drive_from_speech(self, frame) -> None:
         states = self.speech.push_frame(frame)
@@ -412,6 +414,8 @@ class FrameClock:
         use = self.speech is not None and self.speech_state is not None and stopped
         if use != self.in_fallback:
             self.in_fallback = use
+            if self.speech is not None:
+                self.speech.silence.driving = use
             self.stats.event("feature packets stopped: the received voice drives the face" if use else
                              "feature packets are back")
         return use

@@ -229,3 +229,25 @@ def test_a_streamed_voice_that_goes_silent_is_said_once_and_its_return_too(basis
     assert len(warned) == 1 and "silent" in warned[0].getMessage()
     driver.push(voice)
     assert "sound again" in caplog.records[-1].getMessage() and len(caplog.records) == 2
+
+
+def test_a_listening_fallback_says_a_silent_voice_only_once_it_drives_the_face(basis, caplog):
+    """The receiver's --audio-fallback listens all call long: a muted caller whose face comes by packets
+    is no news; once the packets stop and the silent voice drives the face, it is said."""
+    import logging
+
+    from audio2exp.driver import SILENT_WARN_S, SpeechDriver
+    from audio2exp.features import SAMPLE_RATE
+    from callsynth.face.pose import Pose
+
+    driver = SpeechDriver(load_model(basis=basis), Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2),
+                          driving=False)
+    chunk = SAMPLE_RATE // 50
+    caplog.set_level(logging.INFO, logger="callsynth.speech")
+    for _ in range(int(SILENT_WARN_S * 50) * 2):           # 4 s of digital zero while packets drive
+        driver.push(np.zeros(chunk, np.float32))
+    assert not caplog.records
+    driver.silence.driving = True                         # the packets stop: the voice drives now
+    driver.push(np.zeros(chunk, np.float32))
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "silent" in warned[0].getMessage()
