@@ -49,9 +49,6 @@ class SilenceWatch:
 class SpeechDriver:
     def __init__(self, model: Audio2ExpModel, rest_pose: Pose, fps: float = 30.0, seed: int = 0,
                  driving: bool = True):
-        import torch
-
-        torch.set_num_threads(1)  # one small window at a time: extra threads only fight the call's own
         self.model, self.rest, self.fps = model, rest_pose, fps
         self.idle = IdleMotion(seed)
         self.stream = StreamingMouth(model, fps)

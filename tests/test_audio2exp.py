@@ -231,6 +231,21 @@ def test_a_streamed_voice_that_goes_silent_is_said_once_and_its_return_too(basis
     assert "sound again" in caplog.records[-1].getMessage() and len(caplog.records) == 2
 
 
+def test_a_speech_driver_leaves_the_processs_torch_threads_alone(basis):
+    """A stream runs its network in numpy: a driver (the receiver's fallback) must not set torch's thread
+    count for the whole process, which `receive --threads` sets for the generator (it set 1)."""
+    from audio2exp.driver import SpeechDriver
+    from callsynth.face.pose import Pose
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        SpeechDriver(load_model(basis=basis), Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_listening_fallback_says_a_silent_voice_only_once_it_drives_the_face(basis, caplog):
     """The receiver's --audio-fallback listens all call long: a muted caller whose face comes by packets
     is no news; once the packets stop and the silent voice drives the face, it is said."""
