@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from callsynth.eval.metrics import LandmarkStream
 from callsynth.face.basis import load_basis
-from callsynth.face.reference_blend import MOUTH_FULL, _box, _match_colour
+from callsynth.face.reference_blend import draw_mouth
 from callsynth.face.regions import INNER_LIPS, OPEN_MOUTH, lip_gap, polygon_mask
 from callsynth.face.still import prepare_still
 from callsynth.face.warp import FaceWarper
@@ -44,22 +44,7 @@ def interior_error(made: np.ndarray, real: np.ndarray, landmarks: np.ndarray) ->
 
 def mouth_from(warper: FaceWarper, base: np.ndarray, target: np.ndarray) -> np.ndarray:
     """`base` with its mouth interior drawn from `warper`'s picture, as ReferenceBlender draws it."""
-    out = base.copy()
-    gap = lip_gap(target)
-    if gap < OPEN_MOUTH * 0.6:
-        return out
-    weight = float(np.clip((gap - OPEN_MOUTH * 0.6) / (MOUTH_FULL - OPEN_MOUTH * 0.6), 0, 1))
-    lips = target[INNER_LIPS]
-    width = float(np.ptp(lips[:, 0]))
-    x0, y0, x1, y1 = box = _box(lips, 0.25 * width + 4, out.shape[0])
-    local = lips[:, :2] - (x0, y0)
-    inner = polygon_mask((y1 - y0, x1 - x0), local, grow=1.0, feather=1.0)
-    region = out[y0:y1, x0:x1].astype(np.float32)
-    ring = (polygon_mask(inner.shape, local, grow=4.0) > 0.5) & (inner < 0.02)
-    patch = _match_colour(warper.warp(target, box), region, inner > 0.5, ring)
-    alpha = (weight * inner)[..., None]
-    out[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + patch * alpha + 0.5, 0, 255).astype(np.uint8)
-    return out
+    return draw_mouth(base.copy(), target, warper)
 
 
 def main() -> int:

@@ -126,6 +126,39 @@ def eyes_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     return mask
 
 
+def mouth_area(target: np.ndarray, size: int):
+    """Where a mouth open at `target` is drawn from another picture: (box, the inner lips in the box, their
+    mask grown a pixel and feathered, so the seam falls on the lip line; weight, full from MOUTH_FULL), or
+    None while the mouth is closed."""
+    gap = lip_gap(target)
+    if gap < OPEN_MOUTH * 0.6:
+        return None
+    weight = float(np.clip((gap - OPEN_MOUTH * 0.6) / (MOUTH_FULL - OPEN_MOUTH * 0.6), 0, 1))
+    lips = target[INNER_LIPS]
+    width = float(np.ptp(lips[:, 0]))
+    x0, y0, x1, y1 = box = _box(lips, 0.25 * width + 4, size)
+    local = lips[:, :2] - (x0, y0)
+    return box, local, polygon_mask((y1 - y0, x1 - x0), local, grow=1.0, feather=1.0), weight
+
+
+def draw_mouth(out: np.ndarray, target: np.ndarray, warper: FaceWarper | None, area=None) -> np.ndarray:
+    """Draw the mouth interior of `out` (a frame at `target`) from `warper`'s picture warped to `target`,
+    its colour matched to the lips around it; with no warper, darken it. In place; returns `out`."""
+    area = area or mouth_area(target, out.shape[0])
+    if area is None:
+        return out
+    (x0, y0, x1, y1), local, inner, weight = area
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    if warper is None:
+        patch = region * 0.7
+    else:
+        ring = (polygon_mask(inner.shape, local, grow=4.0) > 0.5) & (inner < 0.02)
+        patch = _match_colour(warper.warp(target, (x0, y0, x1, y1)), region, inner > 0.5, ring)
+    alpha = (weight * inner)[..., None]
+    out[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + patch * alpha + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
 class ReferenceBlender:
     """The receiver's reference stills and the blend of them into a warped frame."""
 
@@ -160,32 +193,20 @@ class ReferenceBlender:
     # --- mouth ----------------------------------------------------------------------------------------
 
     def _mouth(self, out: np.ndarray, target: np.ndarray) -> None:
-        gap = lip_gap(target)
-        if gap < OPEN_MOUTH * 0.6:
+        area = mouth_area(target, out.shape[0])
+        if area is None:
             return
-        weight = float(np.clip((gap - OPEN_MOUTH * 0.6) / (MOUTH_FULL - OPEN_MOUTH * 0.6), 0, 1))
-        lips = target[INNER_LIPS]
-        width = float(np.ptp(lips[:, 0]))
-        x0, y0, x1, y1 = box = _box(lips, 0.25 * width + 4, out.shape[0])
-        local = lips[:, :2] - (x0, y0)
-        inner = polygon_mask((y1 - y0, x1 - x0), local, grow=1.0, feather=1.0)
-        region = out[y0:y1, x0:x1].astype(np.float32)
+        gap = lip_gap(target)
         sources = [r for r in list(self.references.values()) if r.gap >= OPEN_MOUTH]
         if self.still_gap >= OPEN_MOUTH:
             sources.append(None)       # the still's own open mouth, which the warp already drew
         if not sources:
-            if gap < DARK_MOUTH:
-                return
-            patch = region * 0.7       # nothing shows this mouth open yet: darker, not a stretched lip
-        else:
-            ref = min(sources, key=lambda source: self._mouth_mismatch(source, target, gap))
-            if ref is None:
-                return
-            patch = ref.warper.warp(target, box)
-            ring = (polygon_mask(inner.shape, local, grow=4.0) > 0.5) & (inner < 0.02)
-            patch = _match_colour(patch, region, inner > 0.5, ring)
-        alpha = (weight * inner)[..., None]
-        out[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + patch * alpha + 0.5, 0, 255).astype(np.uint8)
+            if gap >= DARK_MOUTH:
+                draw_mouth(out, target, None, area)   # nothing shows this mouth open yet: darker
+            return
+        ref = min(sources, key=lambda source: self._mouth_mismatch(source, target, gap))
+        if ref is not None:
+            draw_mouth(out, target, ref.warper, area)
 
     def _mouth_mismatch(self, ref: Reference | None, target: np.ndarray, gap: float) -> float:
         """How unlike the target's mouth a source's is (None: the still)."""
