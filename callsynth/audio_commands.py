@@ -118,7 +118,10 @@ def cmd_audio2exp_eval(args) -> int:
 def add_audio_commands(sub, positive_int) -> None:
     p = sub.add_parser("audio2exp", help="render a talking face from a still and speech",
                        description="Drive the still's mouth from the speech in --audio (blinks and a small "
-                                   "head sway added) and write a video with that sound.")
+                                   "head sway added) and write a video with that sound. Silence, music and "
+                                   "noise leave the mouth at rest; the summary's voice_share and speech_share "
+                                   "say how much of the sound was loud, and how much of that sounded like "
+                                   "speech.")
     p.add_argument("--audio", required=True, type=Path, help="speech: any audio or video file with sound")
     p.add_argument("--identity", required=True, type=Path, help="the still: an image or a video's first frame")
     p.add_argument("--output", required=True, type=Path, help="video to write (mp4)")
