@@ -136,8 +136,9 @@ def test_a_call_rebuilt_by_the_generator(tmp_path, model):
     receiver, summary, sent = asyncio.run(main())
     assert isinstance(receiver.picture.renderer, MouthRenderer) and summary["renderer"] == model
     # Every packet arrives while the generator works (it renders off the event loop); how many frames
-    # it shows depends on the CPU the sender shares with it here.
-    assert summary["features"]["packets"] == sent["packets_sent"] >= 10 and summary["rejected_packets"] == {}
+    # it shows, and how many the sender tracks and sends (10 of 20 frames bare, fewer where tracking
+    # steps down on a busy machine), depend on the CPU the sender shares with it here.
+    assert summary["features"]["packets"] == sent["packets_sent"] >= 3 and summary["rejected_packets"] == {}
     assert summary["frames_shown"] >= 5
     # Adaptive quality: where the generator costs more than a frame's share of the display period, the
     # receiver stepped down (said in STATS.json); where it fits, it repairs every frame.

@@ -57,8 +57,10 @@ def test_two_parties_hold_a_two_way_call(tmp_path):
         assert received["still_cached"] and received["rejected_packets"] == {}
         # every packet the other side sent arrived (loopback loses nothing): what arrived, not how fast.
         # a's source ends first and a hangs up, then listens until b answers: b's packets sent while the
-        # hang-up travelled (3 of 37, then 7 of 50 in full runs, before the answer) arrive before it
-        assert received["features"]["packets"] == other["sent"]["packets_sent"] > 10
+        # hang-up travelled (3 of 37, then 7 of 50 in full runs, before the answer) arrive before it.
+        # How many were sent is the machine's: a busy one tracks 1 frame in 2 (25 of 50 frames gave 10
+        # packets beside six busy processes).
+        assert received["features"]["packets"] == other["sent"]["packets_sent"] >= 5
         assert received["frames_shown"] >= 10 and received["audio_frames"] > 20
         assert other["sent"]["still_delivery_ms"] is not None       # the receipt came back
     assert "source ended" in a["ended"] and "hung up" in b["ended"]
