@@ -45,7 +45,8 @@ def voice_weight(windows: np.ndarray, centre: int) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(level - VOICE_LEVEL) / VOICE_SOFTNESS))
 
 
-def _median_change(windows: np.ndarray, level: np.ndarray, loud: np.ndarray, lag: int) -> np.ndarray:
+def _median_change(windows: np.ndarray, level: np.ndarray, loud: np.ndarray, lag: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Per window, (the median change of the frame's shape from each loud frame to the loud one `lag`
     later, 0 where there is no such pair; the number of pairs)."""
     change = np.abs(windows[:, lag:] - windows[:, :-lag]

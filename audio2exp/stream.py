@@ -12,29 +12,32 @@ from .gate import speech_weight, voice_weight
 from .model import FUTURE, PAST, Audio2ExpModel, frame_index_at, windows_at
 
 
+def offline_windows(model: Audio2ExpModel, samples: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(times s, the network's standardised windows at them) at `fps` over the whole of `samples` (16 kHz
+    mono): what offline codes and the gates' shares are computed from."""
+    mel = model.standardise(model.normaliser().apply(log_mel(samples)))
+    times = np.arange(int(len(samples) / SAMPLE_RATE * fps)) / fps
+    return times, windows_at(mel, frame_index_at(times), model.silence)
+
+
 def offline_codes(model: Audio2ExpModel, samples: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
     """(times s, mouth codes) at `fps` over the whole of `samples` (16 kHz mono)."""
-    mel = model.standardise(model.normaliser().apply(log_mel(samples)))
-    n = int(len(samples) / SAMPLE_RATE * fps)
-    times = np.arange(n) / fps
-    if n == 0:
+    times, windows = offline_windows(model, samples, fps)
+    if len(times) == 0:
         return times, np.zeros((0, model.blink_code.shape[0]), np.float32)
-    return times, model.predict(windows_at(mel, frame_index_at(times), model.silence))
+    return times, model.predict(windows)
 
 
 def sound_kinds(model: Audio2ExpModel, samples: np.ndarray, fps: float) -> dict:
     """How much of a whole sound file the gates (audio2exp/gate.py) read as voice, and how much of that
     loud part they read as speech rather than music or noise: {"voice_share", "speech_share"} over the
     output frames."""
-    mel = model.standardise(model.normaliser().apply(log_mel(samples)))
-    n = int(len(samples) / SAMPLE_RATE * fps)
-    if n == 0:
-        return {"voice_share": 0.0, "speech_share": 0.0}
-    windows = windows_at(mel, frame_index_at(np.arange(n) / fps), model.silence)
+    _, windows = offline_windows(model, samples, fps)
     loud = voice_weight(windows, PAST) > 0.5
-    speech = speech_weight(windows[loud]) > 0.5 if loud.any() else np.zeros(0, bool)
+    if not loud.any():
+        return {"voice_share": round(float(loud.mean()), 3) if len(loud) else 0.0, "speech_share": 0.0}
     return {"voice_share": round(float(loud.mean()), 3),
-            "speech_share": round(float(speech.mean()), 3) if loud.any() else 0.0}
+            "speech_share": round(float(np.mean(speech_weight(windows[loud]) > 0.5)), 3)}
 
 
 class StreamingMouth:

@@ -7,7 +7,6 @@ and the best shift.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -23,11 +22,11 @@ from audio2exp.targets import gap_of_code
 from callsynth.face.basis import load_basis
 from callsynth.face.landmark_cache import track_many
 from callsynth.machine import cpu_description
-from callsynth.split import data_root
+from callsynth.split import audio_validation_files, data_root
 
 
 def main():
-    split = json.load(open("callsynth/assets/identity_split.json"))["audio2exp_validation"]
+    split = audio_validation_files()
     clips = [data_root() / c for c in split["other"]]
     basis = load_basis(None); model = load_model(None, basis)
     tracked = track_many(clips, desc="lm")

@@ -10,7 +10,6 @@ mean face), mean over frames; "open": frames over 0.05.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,14 +18,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audio2exp.features import load_audio, log_mel
+from audio2exp.features import load_audio
 from audio2exp.gate import speech_gate, voice_weight
-from audio2exp.model import PAST, load_model, windows_at, frame_index_at
+from audio2exp.model import PAST, load_model
+from audio2exp.stream import offline_windows
 from audio2exp.targets import gap_of_code
 from callsynth.face.basis import load_basis
 from callsynth.machine import cpu_description
-from callsynth.split import data_root
-from tests.sounds import KINDS, NOISES, SR, noise, synthesise
+from callsynth.split import audio_validation_files, data_root
+from tests.sounds import KINDS, NOISES, noise, synthesise
 
 FPS = 25.0
 OPEN = 0.05
@@ -34,9 +34,7 @@ OPEN = 0.05
 
 def openings(model, basis, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(gap above rest with both gates, the same with the voice gate alone) for every frame."""
-    mel = model.standardise(model.normaliser().apply(log_mel(samples)))
-    times = np.arange(int(len(samples) / SR * FPS)) / FPS
-    windows = windows_at(mel, frame_index_at(times), model.silence)
+    _, windows = offline_windows(model, samples, FPS)
     with torch.inference_mode():
         codes = model.net.eval()(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
     gated = codes * speech_gate(windows, PAST)[:, None]          # as model.predict gives them
@@ -54,8 +52,7 @@ def main() -> int:
     if args.clips:
         clips = [Path(c) for c in args.clips]
     else:
-        held = json.loads((Path(__file__).resolve().parents[1] / "callsynth/assets/identity_split.json")
-                          .read_text())["audio2exp_validation"]
+        held = audio_validation_files()
         clips = [data_root() / c for c in held["grid"] + held["other"]]
     print(f"{'sound':32s} {'opening (gate / voice only)':>28s} {'open frames':>20s}")
     means = {"speech": [], "music": [], "noise": []}
