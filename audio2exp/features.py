@@ -81,7 +81,9 @@ class RunningMean:
 
     Subtracting it removes what a microphone, a room and a speaker's own voice add to every frame.
     Frames more than 20 dB under the running level (pauses, background hiss, digital silence) do not
-    move it, so quiet stays quiet instead of being scaled up to look like speech.
+    move it, so quiet stays quiet instead of being scaled up to look like speech. Until it has heard
+    1.5 s of voice it is the plain mean of the voice frames so far (the training set's mean only before
+    the first one): a new voice is its own reference within a few syllables instead of after seconds.
     Offline and streaming both call `apply` on consecutive frames, so they agree exactly."""
 
     GATE = np.log(10.0) * 2   # 20 dB below the running mean level, in natural-log power
@@ -89,11 +91,13 @@ class RunningMean:
 
     def __init__(self, start: np.ndarray):
         self.mean = np.asarray(start, dtype=np.float64).copy()
+        self.heard = 0            # voice-level frames so far
 
     def apply(self, frames: np.ndarray) -> np.ndarray:
         out = np.empty_like(frames, dtype=np.float32)
         for i, frame in enumerate(frames):
             if frame.mean() > self.mean.mean() - self.GATE:
-                self.mean += self.ALPHA * (frame - self.mean)
+                self.heard += 1
+                self.mean += max(self.ALPHA, 1 / self.heard) * (frame - self.mean)
             out[i] = frame - self.mean
         return out

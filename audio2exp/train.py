@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from callsynth.face.basis import ExpressionBasis
@@ -15,16 +17,18 @@ from callsynth.split import audio_training_files
 
 from .dataset import Clip, blink_direction, build_dataset
 from .features import N_MELS, RunningMean
-
-OTHER_SPEAKERS_X = 8
 from .model import (Audio2ExpModel, AudioToMouth, SILENCE_LOG_MEL, frame_index_at, windows_at)
+from .options import TrainOptions
+from .phones import PHONES, phones_many
 from .targets import MOUTH
 
 
-def training_pairs(clips: list[Clip], start_mean: np.ndarray, std: np.ndarray):
-    """(windows, codes, is GRID s1) for every video frame with a tracked face, as the model sees them."""
+def training_pairs(clips: list[Clip], start_mean: np.ndarray, std: np.ndarray, phones: dict | None = None):
+    """(windows, codes, is GRID s1, phone windows) for every video frame with a tracked face, as the model
+    sees them; the phone windows (the phone class under each frame of each window, audio2exp/phones.py)
+    are None without `phones`."""
     pad = ((np.full(N_MELS, SILENCE_LOG_MEL) - start_mean) / std).astype(np.float32)
-    xs, ys, s1 = [], [], []
+    xs, ys, s1, ph = [], [], [], []
     for clip in clips:
         mel_std = (RunningMean(start_mean).apply(clip.mel) / std).astype(np.float32)
         times = np.arange(len(clip.codes)) / clip.fps
@@ -32,7 +36,13 @@ def training_pairs(clips: list[Clip], start_mean: np.ndarray, std: np.ndarray):
         xs.append(windows_at(mel_std, frame_index_at(times[keep]), pad))
         ys.append(clip.codes[keep])
         s1.append(np.full(int(keep.sum()), "grid_s1" in clip.path))
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(s1)
+        if phones is not None:
+            labels = np.zeros(len(clip.mel) + 1, np.int64)   # the last one: silence outside the audio
+            got = phones[clip.path][:len(clip.mel)]
+            labels[:len(got)] = got
+            ph.append(windows_at(labels[:-1, None], frame_index_at(times[keep]), labels[-1:])[..., 0])
+    return (np.concatenate(xs), np.concatenate(ys), np.concatenate(s1),
+            np.concatenate(ph).astype(np.int64) if phones is not None else None)
 
 
 def speech_by_folder(clips: list[Clip]) -> dict:
@@ -51,29 +61,34 @@ def mouth_metric(basis: ExpressionBasis) -> torch.Tensor:
     return torch.from_numpy((comps @ comps.T).astype(np.float32))
 
 
-def train(basis: ExpressionBasis, out_dir: Path, epochs: int = 10, batch: int = 256, lr: float = 1e-3,
-          max_clips: int | None = None, seed: int = 0, log=print) -> Path:
+def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOptions(), log=print) -> Path:
+    epochs, batch, lr, seed = options.epochs, options.batch, options.lr, options.seed
+    phone_weight = options.phone_weight
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     paths = audio_training_files()
-    if max_clips:
-        paths = paths[:max_clips]
+    if options.max_clips:
+        paths = paths[:options.max_clips]
     clips = build_dataset(paths, basis)
     log(f"{len(clips)} training clips with audio and a tracked face")
     all_mel = np.concatenate([c.mel for c in clips])
     mean = all_mel.mean(0)
     std = np.concatenate([RunningMean(mean).apply(c.mel) for c in clips]).std(0) + 1e-3
-    x, y, is_s1 = training_pairs(clips, mean, std)
+    phones = phones_many([c.path for c in clips]) if phone_weight > 0 else None
+    x, y, is_s1, ph = training_pairs(clips, mean, std, phones)
     silence = ((np.full(N_MELS, SILENCE_LOG_MEL) - mean) / std).astype(np.float32)
-    # GRID s1 is 95 % of the frames but one voice: the other speakers are drawn OTHER_SPEAKERS_X as often.
-    pool = np.concatenate([np.flatnonzero(is_s1)] + [np.flatnonzero(~is_s1)] * OTHER_SPEAKERS_X)
+    pool = np.concatenate([np.flatnonzero(is_s1)] + [np.flatnonzero(~is_s1)] * options.other_speakers_x)
     log(f"{len(x)} frames ({len(x) / 25 / 60:.0f} min of speech video)")
     net = AudioToMouth(basis.k)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    # the phone task's head reads the convolutions' columns; it is not saved (the call has no use for it)
+    phone_head = nn.Conv1d(net.net[-2].out_channels, len(PHONES), 1) if ph is not None else None
+    params = list(net.parameters()) + (list(phone_head.parameters()) if ph is not None else [])
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps = epochs * (len(pool) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     metric = mouth_metric(basis)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    pt = torch.from_numpy(ph) if ph is not None else None
     gain_per_std = torch.from_numpy((np.log(10.0) / std).astype(np.float32))  # +1 in log-mel per x10 power
     history = []
     bar = tqdm(total=steps, desc="training audio2exp")
@@ -84,6 +99,7 @@ def train(basis: ExpressionBasis, out_dir: Path, epochs: int = 10, batch: int = 
         for i in range(len(pool) // batch):
             idx = order[i * batch:(i + 1) * batch]
             xb, yb = xt[idx].clone(), yt[idx].clone()
+            pb = pt[idx].clone() if ph is not None else None
             # Microphones and rooms differ: a random gain and a random tilt of the bands per sample,
             # a few bands masked, a little noise.
             gain = torch.empty(len(xb), 1, 1).uniform_(-0.6, 0.6)
@@ -99,8 +115,12 @@ def train(basis: ExpressionBasis, out_dir: Path, epochs: int = 10, batch: int = 
             pad = torch.from_numpy(silence)
             xb[quiet] = pad * (1 - level) + 0.2 * torch.randn(int(quiet.sum()), xb.shape[1], N_MELS)
             yb[quiet] = 0
-            d = net(xb) - yb
+            columns = net.net(xb.transpose(1, 2))
+            d = net.head(columns) - yb
             loss = torch.einsum("bi,ij,bj->b", d, metric, d).mean()
+            if pb is not None:
+                pb[quiet] = 0
+                loss = loss + phone_weight * nn.functional.cross_entropy(phone_head(columns), pb)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -113,10 +133,11 @@ def train(basis: ExpressionBasis, out_dir: Path, epochs: int = 10, batch: int = 
     bar.close()
     model = Audio2ExpModel(net, mean.astype(np.float32), std.astype(np.float32), blink_direction(clips),
                            basis.name, {"epochs": epochs, "clips": len(clips), "frames": len(x),
-                                        "seconds": round(time.time() - start), "seed": seed})
+                                        "seconds": round(time.time() - start), **asdict(options)})
     path = model.save(out_dir)
     (out_dir / f"{path.stem}.json").write_text(json.dumps(
-        {"model": path.name, "basis": basis.name, "epochs": epochs, "clips": len(clips), "frames": len(x),
+        {"model": path.name, "basis": basis.name, "options": asdict(options), "clips": len(clips),
+         "frames": len(x),
          "speech_by_folder": speech_by_folder(clips),
          "loss_per_epoch": [round(v, 6) for v in history], "train_seconds": round(time.time() - start)},
         indent=2) + "\n")

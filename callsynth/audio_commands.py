@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from audio2exp.options import A2E_TRAIN, TrainOptions
+
 # What audio2exp must reach on speakers it never trained on; `audio2exp-eval` exits 1 when any is missed.
 TARGETS = {
     "grid": {"pearson_mean": 0.65, "bilabial_closed_pred": 0.70},   # read sentences (GRID)
@@ -38,8 +40,9 @@ def cmd_audio2exp_train(args) -> int:
 
     from .face.basis import load_basis
 
-    path = train(load_basis(args.basis), args.out, epochs=args.epochs, max_clips=args.max_clips,
-                 seed=args.seed)
+    options = TrainOptions(epochs=args.epochs, seed=args.seed, max_clips=args.max_clips,
+                           phone_weight=args.phone_weight)
+    path = train(load_basis(args.basis), args.out, options)
     print(f"model: {path}")
     return 0
 
@@ -136,9 +139,14 @@ def add_audio_commands(sub, positive_int) -> None:
                                    "sets (landmarks are tracked once and cached in ~/.cache/callsynth).")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "audio2exp" / "assets",
                    help="folder for the checkpoint (default audio2exp/assets)")
-    p.add_argument("--epochs", type=positive_int, default=10, help="passes over the data (default 10)")
+    p.add_argument("--epochs", type=positive_int, default=A2E_TRAIN.epochs,
+                   help=f"passes over the data (default {A2E_TRAIN.epochs})")
     p.add_argument("--max-clips", type=positive_int, help="use at most this many clips (quick runs)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=A2E_TRAIN.seed, help=f"random seed (default {A2E_TRAIN.seed})")
+    p.add_argument("--phone-weight", type=float, default=A2E_TRAIN.phone_weight,
+                   help="weight of the second task, naming the phone under each frame as pocketsphinx's "
+                        "phone decoder hears it (decoded once, cached in ~/.cache/callsynth/phones; "
+                        f"default {A2E_TRAIN.phone_weight}; 0 trains on mouth codes alone)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_audio2exp_train)
 

@@ -8,6 +8,7 @@ from audio2exp.evaluate import BILABIALS, grid_words, phone_segments
 from audio2exp.features import SAMPLE_RATE, load_audio, log_mel
 from audio2exp.gate import voice_weight
 from audio2exp.model import Audio2ExpModel, AudioToMouth, ModelError, load_model
+from audio2exp.phones import decode_phones
 from audio2exp.stream import StreamingMouth, offline_codes
 from audio2exp.targets import canonical_frames, gap_of_code
 from callsynth.media import MediaError
@@ -263,3 +264,50 @@ def test_a_listening_fallback_says_a_silent_voice_only_once_it_drives_the_face(b
     driver.push(np.zeros(chunk, np.float32))
     warned = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and "silent" in warned[0].getMessage()
+
+
+def test_the_phone_decoder_names_speech_and_leaves_silence_silent(data):
+    """pocketsphinx's phone loop (the teacher of audio2exp-train --phone-weight): a sentence is mostly phones,
+    many different ones; digital zero is silence throughout."""
+    samples = load_audio(data / GRID_VAL)
+    labels = decode_phones(samples)
+    assert len(labels) >= len(log_mel(samples))
+    spoken = labels[(np.arange(len(labels)) > 60) & (np.arange(len(labels)) < 230)]   # inside the sentence
+    assert np.mean(spoken != 0) > 0.6 and len(set(spoken.tolist())) >= 8
+    assert not decode_phones(np.zeros(SAMPLE_RATE, np.float32)).any()
+
+
+def test_phone_windows_line_up_with_the_mel_windows():
+    """The phone under each frame of a training window is the phone of that mel frame, silence outside."""
+    from audio2exp.dataset import Clip
+    from audio2exp.model import CONTEXT, PAST, frame_index_at
+    from audio2exp.train import training_pairs
+
+    frames, k = 300, 4
+    mel = np.random.default_rng(0).normal(-5, 1, (frames, 40)).astype(np.float32)
+    clip = Clip("a.mp4", mel, 25.0, np.zeros((12, k), np.float32), np.ones(12, bool), np.zeros((478, 3)),
+                np.zeros(12), np.zeros((12, k), np.float32), np.ones(12))
+    phones = {"a.mp4": (np.arange(frames) % 39 + 1).astype(np.int8)}
+    x, y, _, ph = training_pairs([clip], mel.mean(0), mel.std(0), phones)
+    assert ph.shape == (12, CONTEXT) == x.shape[:2]
+    centres = frame_index_at(np.arange(12) / 25.0)
+    inside = centres >= 0
+    assert (ph[inside, PAST] == phones["a.mp4"][centres[inside]]).all()
+    assert (ph[inside, PAST + 1] == phones["a.mp4"][centres[inside] + 1]).all()
+    assert (ph[0, :PAST - centres[0]] == 0).all()          # before the audio starts: silence
+    assert ph[0, PAST - centres[0]] == phones["a.mp4"][0]
+
+
+def test_the_running_mean_takes_a_new_voice_as_its_reference_at_once():
+    """A voice far from the training set's mean (another microphone, room, speaker) is centred within its
+    first frames, not seconds later; quieter frames (a pause, hiss) still do not move it."""
+    from audio2exp.features import RunningMean
+
+    rng = np.random.default_rng(0)
+    voice = rng.normal(0, 0.3, (300, 40)).astype(np.float32) + np.linspace(-2, 3, 40)   # its own tilt
+    norm = RunningMean(np.full(40, -1.0))
+    out = norm.apply(voice)
+    assert np.abs(out[10:].mean(0)).max() < 0.3          # centred after 100 ms of voice
+    settled = norm.mean.copy()
+    norm.apply(np.full((200, 40), -12.0, np.float32))     # 40 dB quieter: a pause
+    assert np.allclose(norm.mean, settled)

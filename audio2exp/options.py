@@ -1,0 +1,22 @@
+"""audio2exp's training options in one place, light enough for the command line to read without torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How audio2exp trains; `callsynth audio2exp-train` reads its defaults from here."""
+    epochs: int = 10
+    batch: int = 256
+    lr: float = 1e-3
+    seed: int = 0
+    max_clips: int | None = None      # the first N training clips only (quick runs)
+    # GRID s1 is 95 % of the frames but one voice: the other speakers are drawn this many times as often.
+    other_speakers_x: int = 8
+    # weight of the phone task (audio2exp/phones.py) beside the mouth loss; 0: mouth codes alone
+    phone_weight: float = 0.0
+
+
+A2E_TRAIN = TrainOptions()
