@@ -7,6 +7,8 @@ from pathlib import Path
 
 from audio2exp.options import A2E_TRAIN, TrainOptions
 
+from .wire import MAX_REFERENCES
+
 # What audio2exp must reach on speakers it never trained on; `audio2exp-eval` exits 1 when any is missed.
 TARGETS = {
     "grid": {"pearson_mean": 0.65, "bilabial_closed_pred": 0.70},   # read sentences (GRID)
@@ -29,8 +31,11 @@ def cmd_audio2exp(args) -> int:
     basis = load_basis(args.basis)
     model = load_model(args.model, basis)
     still = prepare_still(read_still(args.identity), source=str(args.identity))
+    if len(args.references) > MAX_REFERENCES:
+        raise ValueError(f"--references: {len(args.references)} pictures, at most {MAX_REFERENCES}")
+    references = [prepare_still(read_still(path), source=str(path)) for path in args.references]
     summary = render_talking_face(args.audio, still, basis, model, args.output, fps=args.fps,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, references=references)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -127,6 +132,10 @@ def add_audio_commands(sub, positive_int) -> None:
                                    "speech.")
     p.add_argument("--audio", required=True, type=Path, help="speech: any audio or video file with sound")
     p.add_argument("--identity", required=True, type=Path, help="the still: an image or a video's first frame")
+    p.add_argument("--references", nargs="+", type=Path, default=[], metavar="IMAGE",
+                   help=f"more pictures of the same person, at most {MAX_REFERENCES}: one with the mouth open "
+                        "and teeth showing, one with the eyes closed; open mouths and blinks are drawn from "
+                        "them (without, an open mouth is the still's lips stretched, dark and toothless)")
     p.add_argument("--output", required=True, type=Path, help="video to write (mp4)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate (default 30)")
     p.add_argument("--model", type=Path, help="audio2exp checkpoint (default: the shipped one)")

@@ -26,7 +26,11 @@ log = logging.getLogger("callsynth.audio2exp")
 
 
 def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, model: Audio2ExpModel,
-                        output: Path, fps: float = 30.0, progress: bool = True) -> dict:
+                        output: Path, fps: float = 30.0, progress: bool = True,
+                        references: list[Still] = ()) -> dict:
+    """`references`: more stills of the same person (an open mouth with teeth, closed eyes), from which
+    the renderer draws the open mouth's interior and the eyes, as a call's receiver does with the reference
+    stills its sender collects; without them an open mouth is the still's closed lips stretched."""
     samples = load_audio(audio_path)            # MediaError for empty or undecodable audio
     silent = not np.any(np.abs(samples) > SILENT_LEVEL)
     if silent:
@@ -37,6 +41,8 @@ def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, 
         log.warning("%s: only %.0f%% of the loud part sounds like speech (music or noise?): the mouth rests "
                     "where it does not", audio_path, 100 * kinds["speech_share"])
     renderer = Renderers(basis, "warp")(still)
+    for index, reference in enumerate(references, start=1):
+        renderer.add_reference(index, reference)
     driver = SpeechDriver(model, renderer.rest_pose, fps)
     states = driver.offline(samples)
     recorder = CallRecorder(output, 0.0, with_audio=True, fps=fps)
@@ -50,4 +56,4 @@ def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, 
         recorder.add_audio(frame, i / SAMPLE_RATE)
     recorder.close()
     return {"frames": len(states), "seconds": round(len(samples) / SAMPLE_RATE, 3), "fps": fps,
-            "silent": silent, **kinds, "output": str(output)}
+            "silent": silent, **kinds, "references": len(references), "output": str(output)}
