@@ -132,13 +132,12 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
         bar.set_postfix(loss=f"{history[-1]:.5f}")
     bar.close()
     model = Audio2ExpModel(net, mean.astype(np.float32), std.astype(np.float32), blink_direction(clips),
-                           basis.name, {"epochs": epochs, "clips": len(clips), "frames": len(x),
+                           basis.name, {"clips": len(clips), "frames": len(x),
                                         "seconds": round(time.time() - start), **asdict(options)})
     path = model.save(out_dir)
     (out_dir / f"{path.stem}.json").write_text(json.dumps(
         {"model": path.name, "basis": basis.name, "options": asdict(options), "clips": len(clips),
-         "frames": len(x),
-         "speech_by_folder": speech_by_folder(clips),
+         "frames": len(x), "speech_by_folder": speech_by_folder(clips),
          "loss_per_epoch": [round(v, 6) for v in history], "train_seconds": round(time.time() - start)},
         indent=2) + "\n")
     return path
