@@ -8,13 +8,13 @@ streaming frame's whole budget, so the call never runs the decoder."""
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
-import os
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from callsynth.cache import cache_root, file_key
 
 from .features import HOP, SAMPLE_RATE, load_audio
 
@@ -27,15 +27,8 @@ CACHE_VERSION = 2
 SILENT_RMS = 1e-4          # -80 dB of full scale: no voice at all
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth"
-    return Path(base) / "phones"
-
-
-def _key(path: Path) -> str:
-    st = path.stat()
-    raw = f"{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{int(st.st_mtime)}"
-    return hashlib.sha1(raw.encode()).hexdigest()[:20]
+def _cached_at(path: Path) -> Path:
+    return cache_root() / "phones" / f"{file_key(path, CACHE_VERSION)}.npy"
 
 
 def decode_phones(samples: np.ndarray) -> np.ndarray:
@@ -62,7 +55,7 @@ def decode_phones(samples: np.ndarray) -> np.ndarray:
 def phones_of(path: str | Path) -> np.ndarray:
     """The phone labels of a file's audio, decoded once and cached beside the landmark cache."""
     path = Path(path)
-    target = _cache_dir() / f"{_key(path)}.npy"
+    target = _cached_at(path)
     if target.exists():
         return np.load(target)
     labels = decode_phones(load_audio(path))
@@ -75,7 +68,7 @@ def phones_of(path: str | Path) -> np.ndarray:
 
 def phones_many(paths, workers: int = 2) -> dict[str, np.ndarray]:
     """phones_of for many files, in parallel processes, with a progress bar."""
-    todo = [str(p) for p in paths if not (_cache_dir() / f"{_key(Path(p))}.npy").exists()]
+    todo = [str(p) for p in paths if not _cached_at(Path(p)).exists()]
     if todo:
         with mp.get_context("spawn").Pool(workers) as pool:
             for _ in tqdm(pool.imap_unordered(phones_of, todo), total=len(todo), desc="phones"):

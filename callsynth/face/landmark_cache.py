@@ -5,14 +5,13 @@ Fitting the basis (and, later, training) reads thousands of frames; tracking the
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
-import os
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from ..cache import cache_root, file_key
 from ..media import MediaError, iter_frames, video_info
 from .crop import StableCrop
 from .tracker import NUM_LANDMARKS, FaceTracker
@@ -21,14 +20,11 @@ CACHE_VERSION = 2
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth"
-    return Path(base) / "landmarks"
+    return cache_root() / "landmarks"
 
 
 def _key(path: Path, max_frames: int | None) -> str:
-    st = path.stat()
-    raw = f"{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{int(st.st_mtime)}|{max_frames}"
-    return hashlib.sha1(raw.encode()).hexdigest()[:20]
+    return file_key(path, CACHE_VERSION, max_frames)
 
 
 def cached(path: str | Path, max_frames: int | None = None) -> dict | None:

@@ -6,17 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
-import os
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from ..cache import cache_root
+
 
 def cache_path(kind: str, key_parts: list) -> Path:
     key = hashlib.sha1(json.dumps(key_parts).encode()).hexdigest()[:16]
-    root = Path(os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth")
-    return root / kind / f"{key}.npz"
+    return cache_root() / kind / f"{key}.npz"
 
 
 def load_cached(cache: Path) -> dict | None:
