@@ -16,6 +16,7 @@ from torch import nn
 
 from .features import FRAME_RATE, HOP, N_MELS, SAMPLE_RATE, WIN, RunningMean, mel_basis
 from .gate import speech_gate
+from .targets import mouth_holding_eyes
 
 PAST = 40          # feature frames before the output time
 FUTURE = 18        # feature frames after it
@@ -94,6 +95,9 @@ class Audio2ExpModel:
     blink_code: np.ndarray
     basis_name: str
     meta: dict
+    # (K, K) map that keeps the eyes still under a predicted mouth (targets.mouth_holding_eyes); set by
+    # load_model from the call's basis
+    hold_eyes: np.ndarray | None = field(default=None, repr=False, compare=False)
     _numpy: NumpyNet | None = field(default=None, repr=False, compare=False)
 
     def normaliser(self) -> RunningMean:
@@ -115,14 +119,19 @@ class Audio2ExpModel:
         (audio2exp/gate.py)."""
         self.net.eval()
         codes = self.net(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
-        return codes * speech_gate(windows, PAST)[:, None]
+        return self._finish(codes, windows)
 
     def predict_few(self, windows: np.ndarray) -> np.ndarray:
         """predict() for a stream's few windows, in numpy (NumpyNet): the same codes, a third of the time."""
         if self._numpy is None:
             self.net.eval()
             self._numpy = NumpyNet(self.net)
-        return self._numpy(windows) * speech_gate(windows, PAST)[:, None]
+        return self._finish(self._numpy(windows), windows)
+
+    def _finish(self, codes: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """The network's codes closed where the window is not speech, with the eyes held still."""
+        codes = codes * speech_gate(windows, PAST)[:, None]
+        return codes if self.hold_eyes is None else (codes @ self.hold_eyes.T).astype(np.float32)
 
     def save(self, folder: Path) -> Path:
         state = {"format": MODEL_FORMAT, "net": self.net.state_dict(), "k": self.blink_code.shape[0],
@@ -151,7 +160,8 @@ def load_model(path: str | Path | None = None, basis=None) -> Audio2ExpModel:
     # call that the voice drives
     mel_basis()
     return Audio2ExpModel(net, state["mel_mean"].numpy(), state["mel_std"].numpy(),
-                          state["blink_code"].numpy(), state["basis"], dict(state["meta"]))
+                          state["blink_code"].numpy(), state["basis"], dict(state["meta"]),
+                          hold_eyes=mouth_holding_eyes(basis) if basis is not None else None)
 
 
 def default_model_path() -> Path:

@@ -2,7 +2,8 @@
 blink direction, all in the basis's canonical face units.
 
 The mouth part of a code is the code that best reproduces the lips and chin alone (ridge least squares
-on those landmarks): it leaves eyes and brows to the blink and idle-motion generators."""
+on those landmarks). The basis's components are whole-face, so that code also moves the lids; what drives
+a face from speech holds them (`mouth_holding_eyes`), leaving the eyes to the blink generator."""
 
 from __future__ import annotations
 
@@ -27,6 +28,23 @@ def region_projector(basis: ExpressionBasis, points: list[int], ridge: float = 1
     comps = basis.components.reshape(basis.k, -1, 3)[:, points, :].reshape(basis.k, -1)  # K x P3
     gram = comps @ comps.T + ridge * np.eye(basis.k)
     return np.linalg.solve(gram, comps)
+
+
+EYE_HOLD = 10.0   # weight of the eye points staying where they are, against reproducing the mouth
+
+
+def mouth_holding_eyes(basis: ExpressionBasis, weight: float = EYE_HOLD, ridge: float = 1e-3) -> np.ndarray:
+    """(K, K) map from a mouth code to the code that makes the same lips and chin with the eye points left
+    where they are: least squares on the mouth points it makes plus `weight` times the eye points' motion.
+
+    Speech-driven eyes narrowed as the mouth opened (the shipped model on a GRID sentence: down to a quarter
+    of the still's eye opening between blinks), and the receiver's eye blend drew them closed. Held, the
+    lip gap follows the unheld one at r 0.999 and the eyes stay at 0.99 of the still's."""
+    comps = basis.components.reshape(basis.k, -1, 3)
+    mouth = comps[:, MOUTH, :].reshape(basis.k, -1).T         # (P3, K)
+    eyes = comps[:, EYES, :].reshape(basis.k, -1).T
+    gram = mouth.T @ mouth + weight * eyes.T @ eyes + ridge * np.eye(basis.k)
+    return np.linalg.solve(gram, mouth.T @ mouth)
 
 
 def canonical_frames(landmarks: np.ndarray, basis: ExpressionBasis) -> np.ndarray:
@@ -70,5 +88,5 @@ def gap_of_code(code: np.ndarray, reference: np.ndarray, basis: ExpressionBasis)
     return lip_gap(reference + basis.expand(code))
 
 
-__all__ = ["MOUTH", "EYES", "region_projector", "canonical_frames", "lip_gap", "eye_aperture",
+__all__ = ["MOUTH", "EYES", "region_projector", "mouth_holding_eyes", "canonical_frames", "lip_gap", "eye_aperture",
            "rest_frame", "mouth_codes", "gap_of_code", "inter_ocular"]

@@ -355,3 +355,26 @@ def test_a_talking_face_refuses_a_reference_that_is_not_a_face(tmp_path, data, c
                "--references", str(blank), "--output", str(out), "--quiet"])
     assert rc != 0 and not out.exists()
     assert "blank.png: no face found" in capsys.readouterr().err
+
+
+def test_speech_moves_the_mouth_and_leaves_the_eyes_to_the_blinks(basis, data):
+    """The basis's components are whole-face: the code that makes a mouth also narrowed the lids (down to a
+    quarter of the still's opening on this sentence, between blinks) and the receiver drew closed eyes.
+    Held, the eyes stay open between blinks while the mouth opens as far."""
+    from audio2exp.driver import SpeechDriver
+    from callsynth.face.regions import eye_openness, lip_gap
+    from callsynth.face.still import prepare_still
+    from callsynth.media import read_still
+    from receiver.renderer import Renderers
+
+    still = prepare_still(read_still(data / "images/london_neutral/002_03.jpg"))
+    renderer = Renderers(basis, "warp")(still)
+    driver = SpeechDriver(load_model(basis=basis), renderer.rest_pose, 30.0)
+    opening, gaps = [], []
+    for t, pose, code in driver.offline(load_audio(data / GRID_VAL)):
+        if driver.idle.blink(t) == 0:
+            target = renderer.target_landmarks(pose, code)
+            opening.append(np.mean(eye_openness(target)) / np.mean(eye_openness(still.landmarks)))
+            gaps.append(lip_gap(target))
+    assert max(gaps) > 0.12                # the mouth opens
+    assert min(opening) > 0.9              # the eyes stay open
