@@ -26,7 +26,7 @@ def cmd_audio2exp(args) -> int:
     from .face.basis import load_basis
     from .face.still import prepare_still
     from .media import read_still
-    from .talking_face import render_talking_face
+    from .talking_face import check_references, render_talking_face
 
     basis = load_basis(args.basis)
     model = load_model(args.model, basis)
@@ -34,6 +34,7 @@ def cmd_audio2exp(args) -> int:
     if len(args.references) > MAX_REFERENCES:
         raise ValueError(f"--references: {len(args.references)} pictures, at most {MAX_REFERENCES}")
     references = [prepare_still(read_still(path), source=str(path)) for path in args.references]
+    check_references(still, references, [str(path) for path in args.references])
     summary = render_talking_face(args.audio, still, basis, model, args.output, fps=args.fps,
                                   progress=not args.quiet, references=references)
     print(json.dumps(summary, indent=2))

@@ -378,3 +378,17 @@ def test_speech_moves_the_mouth_and_leaves_the_eyes_to_the_blinks(basis, data):
             gaps.append(lip_gap(target))
     assert max(gaps) > 0.12                # the mouth opens
     assert min(opening) > 0.9              # the eyes stay open
+
+
+def test_a_reference_of_another_person_is_said(data, caplog):
+    from callsynth.face.still import prepare_still
+    from callsynth.media import read_still
+    from callsynth.talking_face import check_references
+
+    still = prepare_still(read_still(data / "images/london_neutral/002_03.jpg"))
+    pictures = ["images/london_smiling/002_08.jpg", "images/london_smiling/003_08.jpg"]
+    references = [prepare_still(read_still(data / p)) for p in pictures]
+    with caplog.at_level("WARNING"):
+        check_references(still, references, pictures)
+    said = [r.message for r in caplog.records if "another person" in r.message]
+    assert len(said) == 1 and said[0].startswith("images/london_smiling/003_08.jpg")
