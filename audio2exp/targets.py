@@ -88,5 +88,5 @@ def gap_of_code(code: np.ndarray, reference: np.ndarray, basis: ExpressionBasis)
     return lip_gap(reference + basis.expand(code))
 
 
-__all__ = ["MOUTH", "EYES", "region_projector", "mouth_holding_eyes", "canonical_frames", "lip_gap", "eye_aperture",
-           "rest_frame", "mouth_codes", "gap_of_code", "inter_ocular"]
+__all__ = ["MOUTH", "EYES", "region_projector", "mouth_holding_eyes", "canonical_frames", "lip_gap",
+           "eye_aperture", "rest_frame", "mouth_codes", "gap_of_code", "inter_ocular"]
