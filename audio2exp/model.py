@@ -119,18 +119,18 @@ class Audio2ExpModel:
         (audio2exp/gate.py)."""
         self.net.eval()
         codes = self.net(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
-        return self._finish(codes, windows)
+        return self.gated(codes, speech_gate(windows, PAST))
 
     def predict_few(self, windows: np.ndarray) -> np.ndarray:
         """predict() for a stream's few windows, in numpy (NumpyNet): the same codes, a third of the time."""
         if self._numpy is None:
             self.net.eval()
             self._numpy = NumpyNet(self.net)
-        return self._finish(self._numpy(windows), windows)
+        return self.gated(self._numpy(windows), speech_gate(windows, PAST))
 
-    def _finish(self, codes: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """The network's codes closed where the window is not speech, with the eyes held still."""
-        codes = codes * speech_gate(windows, PAST)[:, None]
+    def gated(self, codes: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """The network's codes times a gate's weight per window (0 closes the mouth), with the eyes held."""
+        codes = codes * weight[:, None]
         return codes if self.hold_eyes is None else (codes @ self.hold_eyes.T).astype(np.float32)
 
     def save(self, folder: Path) -> Path:

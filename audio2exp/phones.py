@@ -8,13 +8,12 @@ streaming frame's whole budget, so the call never runs the decoder."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from callsynth.cache import cache_root, file_key
+from callsynth.train.sample_cache import load_cached, run_jobs, save_cached
 
 from .features import HOP, SAMPLE_RATE, load_audio
 
@@ -23,12 +22,12 @@ PHONES = ["SIL", "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH",
           "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW",
           "V", "W", "Y", "Z", "ZH"]
 PHONE_INDEX = {p: i for i, p in enumerate(PHONES)}
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 SILENT_RMS = 1e-4          # -80 dB of full scale: no voice at all
 
 
 def _cached_at(path: Path) -> Path:
-    return cache_root() / "phones" / f"{file_key(path, CACHE_VERSION)}.npy"
+    return cache_root() / "phones" / f"{file_key(path, CACHE_VERSION)}.npz"
 
 
 def decode_phones(samples: np.ndarray) -> np.ndarray:
@@ -55,22 +54,19 @@ def decode_phones(samples: np.ndarray) -> np.ndarray:
 def phones_of(path: str | Path) -> np.ndarray:
     """The phone labels of a file's audio, decoded once and cached beside the landmark cache."""
     path = Path(path)
-    target = _cached_at(path)
-    if target.exists():
-        return np.load(target)
+    hit = load_cached(_cached_at(path))
+    if hit is not None:
+        return hit["labels"]
     labels = decode_phones(load_audio(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp.npy")
-    np.save(tmp, labels)
-    tmp.replace(target)
+    save_cached(_cached_at(path), {"labels": labels})
     return labels
 
 
+def _job(path: str) -> tuple[str, np.ndarray]:
+    return path, phones_of(path)
+
+
 def phones_many(paths, workers: int = 2) -> dict[str, np.ndarray]:
-    """phones_of for many files, in parallel processes, with a progress bar."""
-    todo = [str(p) for p in paths if not _cached_at(Path(p)).exists()]
-    if todo:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for _ in tqdm(pool.imap_unordered(phones_of, todo), total=len(todo), desc="phones"):
-                pass
+    """phones_of for many files, the undecoded ones in parallel processes, with a progress bar."""
+    run_jobs(_job, [str(p) for p in paths if not _cached_at(Path(p)).exists()], workers, "phones")
     return {str(p): phones_of(p) for p in paths}

@@ -82,7 +82,7 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
     net = AudioToMouth(basis.k)
     # the phone task's head reads the convolutions' columns; it is not saved (the call has no use for it)
     phone_head = nn.Conv1d(net.net[-2].out_channels, len(PHONES), 1) if ph is not None else None
-    params = list(net.parameters()) + (list(phone_head.parameters()) if ph is not None else [])
+    params = list(net.parameters()) + (list(phone_head.parameters()) if phone_head is not None else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps = epochs * (len(pool) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)

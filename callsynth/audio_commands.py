@@ -28,11 +28,11 @@ def cmd_audio2exp(args) -> int:
     from .media import read_still
     from .talking_face import check_references, render_talking_face
 
+    if len(args.references) > MAX_REFERENCES:
+        raise ValueError(f"--references: {len(args.references)} pictures, at most {MAX_REFERENCES}")
     basis = load_basis(args.basis)
     model = load_model(args.model, basis)
     still = prepare_still(read_still(args.identity), source=str(args.identity))
-    if len(args.references) > MAX_REFERENCES:
-        raise ValueError(f"--references: {len(args.references)} pictures, at most {MAX_REFERENCES}")
     references = [prepare_still(read_still(path), source=str(path)) for path in args.references]
     check_references(still, references, [str(path) for path in args.references])
     summary = render_talking_face(args.audio, still, basis, model, args.output, fps=args.fps,

@@ -37,8 +37,8 @@ def openings(model, basis, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     _, windows = offline_windows(model, samples, FPS)
     with torch.inference_mode():
         codes = model.net.eval()(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
-    gated = codes * speech_gate(windows, PAST)[:, None]          # as model.predict gives them
-    raw = codes * voice_weight(windows, PAST)[:, None]
+    gated = model.gated(codes, speech_gate(windows, PAST))     # as model.predict gives them
+    raw = model.gated(codes, voice_weight(windows, PAST))      # the voice gate alone
     rest = float(gap_of_code(np.zeros(basis.k), basis.mean_shape, basis))
     return gap_of_code(gated, basis.mean_shape, basis) - rest, gap_of_code(raw, basis.mean_shape, basis) - rest
 
