@@ -1,5 +1,6 @@
 """Where derived data (tracked landmarks, training samples, phone labels) is kept: outside the repository,
-under $CALLSYNTH_CACHE or ~/.cache/callsynth, keyed by what the file is so that a changed file is redone."""
+under $CALLSYNTH_CACHE or ~/.cache/callsynth, keyed by what the file holds so that a changed file is redone
+and a copied or touched one is not (the shared data is copied afresh, with new times, for every session)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,23 @@ def cache_root() -> Path:
     return Path(os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth")
 
 
-def file_key(path: Path, version: int, *extra) -> str:
-    """A key for what was derived from `path` (its place, size and time) by code of `version`."""
+_content_keys: dict[tuple, str] = {}
+
+
+def content_key(path: Path) -> str:
+    """SHA-1 of the file's bytes (remembered per place, size and time within a process)."""
     st = path.stat()
-    raw = f"{version}|{path.resolve()}|{st.st_size}|{int(st.st_mtime)}" + "".join(f"|{e}" for e in extra)
+    seen = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if seen not in _content_keys:
+        digest = hashlib.sha1()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _content_keys[seen] = digest.hexdigest()
+    return _content_keys[seen]
+
+
+def file_key(path: Path, version: int, *extra) -> str:
+    """A key for what code of `version` derived from the bytes of `path` (not its place or time)."""
+    raw = f"{version}|{content_key(Path(path))}" + "".join(f"|{e}" for e in extra)
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
