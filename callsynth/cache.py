@@ -8,6 +8,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
+
 
 def cache_root() -> Path:
     return Path(os.environ.get("CALLSYNTH_CACHE") or Path.home() / ".cache" / "callsynth")
@@ -33,3 +35,12 @@ def file_key(path: Path, version: int, *extra) -> str:
     """A key for what code of `version` derived from the bytes of `path` (not its place or time)."""
     raw = f"{version}|{content_key(Path(path))}" + "".join(f"|{e}" for e in extra)
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
+
+
+def save_npz(target: Path, compressed: bool = False, **arrays) -> None:
+    """Write the arrays atomically: a run stopped half way leaves no damaged file, and two processes
+    deriving the same file at once (two workers, two commands) each write their own temporary file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.npz")
+    (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
+    tmp.replace(target)

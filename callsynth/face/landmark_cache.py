@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..cache import cache_root, file_key
+from ..cache import cache_root, file_key, save_npz
 from ..media import MediaError, iter_frames, video_info
 from .crop import StableCrop
 from .tracker import NUM_LANDMARKS, FaceTracker
@@ -56,10 +56,7 @@ def track_file(path: str | Path, max_frames: int | None = None) -> dict:
             else:
                 out.append(np.full((NUM_LANDMARKS, 3), np.nan, np.float32))
     landmarks = np.stack(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, landmarks=landmarks, fps=fps)
-    tmp.replace(target)
+    save_npz(target, compressed=True, landmarks=landmarks, fps=fps)
     return {"landmarks": landmarks, "fps": fps}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..cache import cache_root
+from ..cache import cache_root, save_npz
 
 
 def cache_path(kind: str, key_parts: list) -> Path:
@@ -28,11 +28,8 @@ def load_cached(cache: Path) -> dict | None:
 
 
 def save_cached(cache: Path, arrays: dict) -> None:
-    """Write the arrays atomically (a run stopped half way leaves no damaged cache)."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(cache)
+    """Write the arrays atomically (callsynth.cache.save_npz)."""
+    save_npz(cache, **arrays)
 
 
 def run_jobs(worker, jobs: list[tuple], workers: int, desc: str) -> dict:
