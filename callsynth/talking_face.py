@@ -24,8 +24,9 @@ from .face.still import Still
 
 log = logging.getLogger("callsynth.audio2exp")
 
-# dlib's identity cosine (face_metrics.py's figure) between two pictures of one person: 0.96-0.99 for the
+# dlib's identity cosine (face_metrics.py's figure) between two pictures of one person: 0.96-1.00 for the
 # neutral and smiling pictures of 30 people of images/london_*, at most 0.93 between any two of them
+# (python scripts/speech_face_figures.py)
 SAME_PERSON = 0.94
 
 

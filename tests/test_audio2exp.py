@@ -313,32 +313,18 @@ def test_the_running_mean_takes_a_new_voice_as_its_reference_at_once():
     assert np.allclose(norm.mean, settled)
 
 
-def _teeth_on_open_frames(video) -> tuple[int, float]:
-    """(open-mouth frames, mean teeth share inside their inner lips) of a video, as MediaPipe tracks it."""
-    from callsynth.face.regions import OPEN_MOUTH, lip_gap, teeth_share
-    from callsynth.face.tracker import FaceTracker
-    from callsynth.media import iter_frames
-
-    shares = []
-    with FaceTracker(video=False, smoothing=False) as tracker:
-        for frame in iter_frames(video):
-            found = tracker.process(frame)
-            if found.found and lip_gap(found.landmarks) >= OPEN_MOUTH:
-                shares.append(teeth_share(frame, found.landmarks))
-    return len(shares), float(np.mean(shares)) if shares else 0.0
-
-
 def test_a_talking_face_draws_its_open_mouths_from_an_open_mouth_picture(tmp_path, basis, data):
     """`callsynth audio2exp --references`: with a smiling picture of the same person (teeth showing) the
     sentence's open mouths have teeth; from the neutral still alone they are dark and toothless."""
     from callsynth.cli import main
+    from callsynth.eval.metrics import open_mouth_teeth
 
     neutral, smiling = data / "images/london_neutral/002_03.jpg", data / "images/london_smiling/002_08.jpg"
     args = ["audio2exp", "--audio", str(data / GRID_VAL), "--identity", str(neutral), "--quiet"]
     assert main(args + ["--output", str(tmp_path / "alone.mp4")]) == 0
     assert main(args + ["--references", str(smiling), "--output", str(tmp_path / "ref.mp4")]) == 0
-    open_alone, teeth_alone = _teeth_on_open_frames(tmp_path / "alone.mp4")
-    open_ref, teeth_ref = _teeth_on_open_frames(tmp_path / "ref.mp4")
+    open_alone, teeth_alone = open_mouth_teeth(tmp_path / "alone.mp4")
+    open_ref, teeth_ref = open_mouth_teeth(tmp_path / "ref.mp4")
     assert open_alone >= 5 and open_ref >= 5
     assert teeth_alone < 0.05 and teeth_ref > 0.2
 

@@ -18,6 +18,7 @@ from ..face.regions import (
     teeth_share,
 )
 from ..face.tracker import FaceTracker, inter_ocular
+from ..media import iter_frames
 
 _DLIB = None
 
@@ -127,3 +128,15 @@ def face_descriptor(rgb: np.ndarray) -> np.ndarray | None:
     box = max(boxes, key=lambda r: r.width() * r.height())
     d = np.array(describe.compute_face_descriptor(image, shape(image, box)))
     return d / np.linalg.norm(d)
+
+
+def open_mouth_teeth(video) -> tuple[int, float]:
+    """(open-mouth frames, mean teeth share inside their own inner lips) of a rendered video, as MediaPipe
+    tracks it: whether a picture with no truth beside it (a talking face) shows teeth when it opens."""
+    shares = []
+    with FaceTracker(video=False, smoothing=False) as tracker:
+        for frame in iter_frames(video):
+            found = tracker.process(frame)
+            if found.found and lip_gap(found.landmarks) >= OPEN_MOUTH:
+                shares.append(teeth_share(frame, found.landmarks))
+    return len(shares), float(np.mean(shares)) if shares else 0.0
