@@ -329,6 +329,34 @@ def test_a_talking_face_draws_its_open_mouths_from_an_open_mouth_picture(tmp_pat
     assert teeth_alone < 0.05 and teeth_ref > 0.2
 
 
+def test_a_talking_face_stopped_half_way_leaves_the_older_output_and_no_broken_file(tmp_path, basis, data,
+                                                                                   monkeypatch):
+    """The render is written beside the output and moved there when whole: an error on the sixth frame
+    (here one made to happen) leaves the previous OUT.mp4 as it was and nothing half-written."""
+    from callsynth.face.still import prepare_still
+    from callsynth.media import read_still
+    from callsynth.talking_face import render_talking_face
+    from receiver.renderer import WarpRenderer
+
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"an earlier render")
+    calls = {"n": 0}
+    original = WarpRenderer.render
+
+    def failing(self, state):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise RuntimeError("stopped half way")
+        return original(self, state)
+
+    monkeypatch.setattr(WarpRenderer, "render", failing)
+    still = prepare_still(read_still(data / "images/london_neutral/002_03.jpg"))
+    with pytest.raises(RuntimeError, match="half way"):
+        render_talking_face(data / GRID_VAL, still, basis, load_model(basis=basis), out, progress=False)
+    assert out.read_bytes() == b"an earlier render"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
 def test_a_talking_face_refuses_a_reference_that_is_not_a_face(tmp_path, data, capsys):
     import cv2
 
