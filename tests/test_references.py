@@ -7,6 +7,7 @@ import pytest
 from callsynth.face.code import FaceCoder
 from callsynth.face.regions import EYES, eye_openness, gaze, lip_gap, teeth_share, with_gaze
 from callsynth.face.still import Still
+from callsynth.face.warp import FaceWarper
 from callsynth.wire import (IDENTITY_VERSION, MAX_REFERENCE, IdentityError, VersionMismatch,
                             decode_identity, encode_identity, jpeg_size)
 from receiver.renderer import WarpRenderer
@@ -110,13 +111,15 @@ def test_a_closed_eye_reference_makes_the_rebuilt_eye_close(basis, expressive):
                 key=lambda i: eye_openness(marks[i]).mean())
     coder = FaceCoder(basis, still.landmarks)
     target_state = coder.expression(marks[blink])
-    without = WarpRenderer(basis, still).render(target_state)
     renderer = WarpRenderer(basis, still)
     renderer.add_reference(KINDS["eyes"], Still(crops[blink], marks[blink]))
     with_ref = renderer.render(target_state)
+    warp_alone = FaceWarper(still.image, still.landmarks).warp(renderer.target_landmarks(*target_state))
     rest = eye_openness(_measured(still.image)).mean()
     assert eye_openness(_measured(with_ref)).mean() < 0.6 * rest
-    assert eye_openness(_measured(with_ref)).mean() < eye_openness(_measured(without)).mean()
+    assert eye_openness(_measured(with_ref)).mean() < eye_openness(_measured(warp_alone)).mean()
+    # before the reference came, the still's own eyes painted shut (closed_eyes) close it too
+    assert eye_openness(_measured(WarpRenderer(basis, still).render(target_state))).mean() < 0.6 * rest
 
 
 def test_an_open_mouth_reference_puts_teeth_in_the_mouth(basis, expressive):
@@ -216,3 +219,48 @@ def test_tracking_overlapped_with_finishing_sends_what_one_frame_at_a_time_sends
     two.close()
     assert [p is None for p in alone] == [i % 2 == 1 for i in range(len(frames))]
     assert overlapped == alone
+
+
+def test_the_still_s_own_closed_eyes_show_no_liner_ring(data):
+    """Before a real closed-eye reference arrives, blinks are drawn from the still with its eyes painted
+    shut. Covering the opening alone left the liner and lashes as a dark ring round a grey disc."""
+    import cv2
+
+    from callsynth.face.reference_blend import closed_eyes
+    from callsynth.face.regions import EYE_OUTLINES, polygon_mask
+    from callsynth.face.still import prepare_still
+
+    still = prepare_still(cv2.imread(str(data / "images/london_neutral/002_03.jpg"))[..., ::-1])  # dark liner
+    shut = closed_eyes(still)
+    for outline in EYE_OUTLINES:
+        width = float(np.ptp(still.landmarks[outline, 0]))
+        eye = polygon_mask(still.image.shape, still.landmarks[outline], grow=0.2 * width) > 0.5
+        around = polygon_mask(still.image.shape, still.landmarks[outline], grow=0.4 * width) > 0.5
+        skin = np.median(still.image[around & ~eye].mean(1))
+        dark = np.mean(shut.image[eye].mean(1) < 0.75 * skin)
+        assert dark < 0.1              # the lash line alone (0.07, 0.05); with the liner ring 0.18, 0.24
+    assert np.all(eye_openness(shut.landmarks) < 0.2 * eye_openness(still.landmarks))
+
+
+def test_a_closing_eye_s_zigzag_lids_are_smoothed_before_the_closed_picture_is_warped(still):
+    from callsynth.face.reference_blend import smooth_lids
+    from callsynth.face.regions import EYE_OUTLINES, IRISES
+
+    rng = np.random.default_rng(0)
+    target = np.array(still.landmarks, dtype=np.float64)
+    outline = EYE_OUTLINES[0]
+    middle = target[outline, 1].mean()
+    target[outline, 1] = middle + rng.normal(0, 1.5, len(outline))            # shut, zigzag, crossing
+    target[IRISES[0], 1] = middle - 6                                          # the iris above the lids
+    smooth = smooth_lids(target, 0)
+    first, second = outline[:9], np.append(outline[8:], outline[0])
+    for lid in (first, second):
+        ys = smooth[lid[np.argsort(smooth[lid, 0])], 1][1:-1]                  # the corners apart
+        assert np.all(np.abs(np.diff(ys, 2)) < 0.5)                           # no zigzag left
+    upper, lower = (first, second) if smooth[first, 1].mean() <= smooth[second, 1].mean() else (second, first)
+    xs = np.linspace(smooth[outline, 0].min(), smooth[outline, 0].max(), 20)
+    up = np.interp(xs, *smooth[upper[np.argsort(smooth[upper, 0])]][:, :2].T)
+    low = np.interp(xs, *smooth[lower[np.argsort(smooth[lower, 0])]][:, :2].T)
+    assert np.all(up <= low + 1e-6)                                            # the lids never cross
+    assert np.all(smooth[IRISES[0], 1] >= np.interp(smooth[IRISES[0], 0], xs, up) - 0.1)   # between them
+    assert np.array_equal(smooth[EYE_OUTLINES[1]], target[EYE_OUTLINES[1]])   # the other eye untouched

@@ -12,8 +12,8 @@ blended in where it matches the target better, with analytic weights:
   closes below EYE_START of the still's openness and fully from CLOSED_SHARE down.
 
 Before a closed-eye reference has arrived, the blender uses one it makes from the still itself: each eye
-opening covered by the upper lid's skin folded down over it, the upper lid's landmarks moved onto the
-lower lid (`closed_eyes`). Before an open-mouth reference, an open mouth is darkened. So a blink and a
+opening, lashes and liner painted over from the skin around it, with a lash line where the lids' landmarks
+now meet (`closed_eyes`). Before an open-mouth reference, an open mouth is darkened. So a blink and a
 dark mouth show from the first frame. The generator learns these weights later; this is the part that
 works without it.
 """
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .regions import EYE_OUTLINES, INNER_LIPS, OPEN_MOUTH, eye_openness, lip_gap, polygon_mask, teeth_share
+from .regions import (EYE_OUTLINES, INNER_LIPS, IRISES, OPEN_MOUTH, eye_openness, lip_gap, polygon_mask,
+                      teeth_share)
 from .still import Still
 from .warp import FaceWarper
 
@@ -73,38 +74,147 @@ def _lid_curves(landmarks: np.ndarray, outline: np.ndarray):
     return upper[np.argsort(upper[:, 0])], lower[np.argsort(lower[:, 0])]
 
 
+def _lid_skin(region: np.ndarray, ring: np.ndarray, lower_half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(above, below): the skin colour around an eye over and under its middle, from the brighter half of
+    the ring's pixels (brows, lashes, liner and shadow are the darker half)."""
+    def bright_median(sel):
+        px = region[sel].reshape(-1, 3).astype(np.float32)
+        if len(px) < 10:
+            return None
+        lum = px.mean(1)
+        return np.median(px[lum >= np.median(lum)], axis=0)
+    above, below = bright_median(ring & ~lower_half), bright_median(ring & lower_half)
+    if above is None and below is None:
+        above = below = region.reshape(-1, 3).mean(0).astype(np.float32)
+    return (below if above is None else above), (above if below is None else below)
+
+
+def _lash_curve(upper: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of a closed eye's lash line: between the lids' fitted curves, a tenth of the way up from the
+    lower one (smooth where the landmarks are not)."""
+    xs = np.linspace(lower[0, 0], lower[-1, 0], 24)
+    low_fit = np.polyval(np.polyfit(lower[:, 0], lower[:, 1], 2), xs)
+    return xs, low_fit + 0.1 * (np.polyval(np.polyfit(upper[:, 0], upper[:, 1], 2), xs) - low_fit)
+
+
+def _lid(region: np.ndarray, local: np.ndarray, width: float, hole: np.ndarray, ring: np.ndarray,
+         lash_y: np.ndarray, seed: int) -> np.ndarray:
+    """The closed lid's colours over `region` (float): inpainted from the skin round the hole, no darker
+    than 0.9 of the lid skin, toward the middle half the plain skin colour, a little darker toward the
+    lash line (row `lash_y` in each column), with the skin's own grain."""
+    middle = local.mean(0)
+    rows = np.arange(region.shape[0], dtype=np.float32)
+    above, below = _lid_skin(region, ring, np.broadcast_to(rows[:, None] >= middle[1], ring.shape))
+    top, bottom = local[:, 1].min() - 0.16 * width, local[:, 1].max() + 0.09 * width
+    t = np.clip((rows - top) / max(1.0, bottom - top), 0, 1)[:, None, None]
+    flat = (above * (1 - 0.5 * t) + below * 0.5 * t) * np.ones(region.shape, np.float32)
+    painted = cv2.inpaint(np.ascontiguousarray(region), hole.astype(np.uint8), max(3, int(0.1 * width)),
+                          cv2.INPAINT_TELEA).astype(np.float32)
+    painted = cv2.GaussianBlur(painted, (0, 0), 0.08 * width)
+    lum_p, lum_f = painted.mean(2, keepdims=True), flat.mean(2, keepdims=True)
+    painted = np.where(lum_p < 0.9 * lum_f, painted * (0.9 * lum_f / np.maximum(lum_p, 1)), painted)
+    # at the edge the inpainting alone (it meets the skin around without a seam), inside half the flat skin
+    inner = np.clip(cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3) / (0.15 * width), 0, 1)
+    lid = painted + 0.5 * inner[..., None] * (flat - painted)
+    near_lash = np.clip(1 - np.abs(rows[:, None] - lash_y[None, :]) / (0.18 * width), 0, 1)
+    lid *= (1.0 - 0.10 * near_lash)[..., None]
+    fine = region.astype(np.float32) - cv2.GaussianBlur(region.astype(np.float32), (0, 0), 1.5)
+    grain = float(np.std(fine[ring])) if ring.sum() > 10 else 0.0
+    noise = np.random.default_rng(seed).standard_normal(region.shape[:2]).astype(np.float32)
+    return lid + cv2.GaussianBlur(noise, (0, 0), 0.7)[..., None] * 1.6 * grain
+
+
+def _shut_eye(image: np.ndarray, landmarks: np.ndarray, outline, xs: np.ndarray, line_y: np.ndarray) -> None:
+    """Paint one eye of `image` shut along the lash line (xs, line_y), in place (closed_eyes)."""
+    width = float(np.ptp(landmarks[outline, 0]))
+    x0, y0, x1, y1 = _box(landmarks[outline], 0.5 * width, image.shape[0])
+    region = image[y0:y1, x0:x1]
+    local = landmarks[outline, :2] - (x0, y0)
+    middle = local.mean(0)
+    # the opening, its upper lashes (raised) and the liner's wings (widened)
+    hole = np.maximum.reduce([
+        polygon_mask(region.shape, local, grow=0.09 * width),
+        polygon_mask(region.shape, local - (0, 0.07 * width), grow=0.09 * width),
+        polygon_mask(region.shape, (local - middle) * (1.15, 1) + middle, grow=0.06 * width)]) > 0.2
+    ring = (polygon_mask(region.shape, local, grow=0.28 * width) > 0.5) & ~(
+        cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2) > 0)
+    lash_y = np.interp(np.arange(region.shape[1]), xs - x0, line_y - y0)
+    lid = _lid(region, local, width, hole, ring, lash_y, seed=x0 * 7919 + y0)
+    cover = np.clip(np.maximum(cv2.GaussianBlur(hole.astype(np.float32), (0, 0), 0.07 * width) * 1.3,
+                               polygon_mask(region.shape, local, grow=0.09 * width)), 0, 1)[..., None]
+    mixed = region * (1 - cover) + lid * cover
+    inside = polygon_mask(region.shape, local) > 0.5
+    lash_colour = (np.percentile(region[inside].reshape(-1, 3), 5, axis=0) if inside.sum() > 10
+                   else np.array([45, 35, 35], np.float32))
+    lash = np.zeros(region.shape[:2], np.float32)
+    line = np.round(np.stack([xs - x0, line_y - y0], 1) * 16).astype(np.int32)
+    cv2.polylines(lash, [line], False, 1.0, max(1, int(round(width / 30))), cv2.LINE_AA, 4)
+    lash = cv2.GaussianBlur(lash, (0, 0), 0.6)[..., None] * 0.75
+    region[:] = np.clip(mixed * (1 - lash) + lash_colour * lash + 0.5, 0, 255).astype(np.uint8)
+
+
 def closed_eyes(still: Still) -> Still:
-    """The still with both eyes shut: each opening and its lashes covered by lid skin (the colour of the
-    skin just below the eye, a little shaded toward the lid line), a soft lash line where the lids meet,
-    and the upper lid's landmarks laid on the lower lid."""
+    """The still with both eyes shut: each opening with its lashes and liner painted over from the skin
+    around it (inpainted, no darker than the lid skin, with the skin's grain), a little darker toward a
+    soft lash line that curves like a closed lid, and the lids' landmarks (and the iris's) laid on that
+    line. A cover the size of the opening alone left the liner and lashes as a dark ring round a grey
+    disc."""
     image = still.image.copy()
     landmarks = np.array(still.landmarks, dtype=np.float64, copy=True)
-    for outline in EYE_OUTLINES:
-        upper, lower = _lid_curves(landmarks, outline)
-        width = float(np.ptp(landmarks[outline, 0]))
-        x0, y0, x1, y1 = _box(landmarks[outline], 0.4 * width, image.shape[0])
-        region = image[y0:y1, x0:x1]
-        local = landmarks[outline, :2] - (x0, y0)
-        cover = polygon_mask(region.shape, local, grow=max(2.0, 0.08 * width), feather=0.05 * width)
-        below = polygon_mask(region.shape, local + (0, 0.12 * width), grow=0.1 * width) > 0.5
-        skin_band = below & (polygon_mask(region.shape, local, grow=0.05 * width) < 0.5)
-        skin = np.median(region[skin_band], axis=0) if skin_band.sum() > 10 else region.reshape(-1, 3).mean(0)
-        # lid shading: a little darker toward the lid line
-        ys = np.arange(region.shape[0], dtype=np.float32)[:, None]
-        lid_y = np.interp(np.arange(region.shape[1]), lower[:, 0] - x0, lower[:, 1] - y0)[None, :]
-        shade = 1.0 - 0.12 * np.clip(1 - np.abs(ys - lid_y) / (0.15 * width), 0, 1)
-        lid = np.clip(skin[None, None, :] * shade[..., None], 0, 255)
-        mixed = region * (1 - cover[..., None]) + lid * cover[..., None]
-        lash = np.zeros(region.shape[:2], np.float32)
-        line = np.round(np.stack([lower[:, 0] - x0, lower[:, 1] - y0], 1) * 16).astype(np.int32)
-        cv2.polylines(lash, [line], False, 1.0, 1, cv2.LINE_AA, 4)
-        lash = cv2.GaussianBlur(lash, (0, 0), 0.6)[..., None] * 0.7
-        region[:] = np.clip(mixed * (1 - lash) + np.array([45, 35, 35]) * lash + 0.5, 0, 255).astype(np.uint8)
-        for index in outline:
-            x, y = landmarks[index, :2]
-            if y < np.interp(x, lower[:, 0], lower[:, 1]) - 0.5:
-                landmarks[index, 1] = np.interp(x, lower[:, 0], lower[:, 1])
+    for eye, outline in enumerate(EYE_OUTLINES):
+        if np.ptp(landmarks[outline, 0]) < 4:           # too small to draw or to fit
+            continue
+        xs, line_y = _lash_curve(*_lid_curves(landmarks, outline))
+        _shut_eye(image, landmarks, outline, xs, line_y)
+        for points in (outline, IRISES[eye]):
+            landmarks[points, 1] = np.interp(landmarks[points, 0], xs, line_y)
     return Still(image, landmarks)
+
+
+def smooth_lids(landmarks: np.ndarray, eye: int) -> np.ndarray:
+    """A copy of `landmarks` with eye `eye`'s lids each on a fitted parabola, the upper one nowhere below
+    the lower and the iris between them: a closing eye's landmarks (tracked, or a code's blink) zigzag
+    and cross, and a closed-eye picture warped to them drew its lash line as a zigzag."""
+    out = np.array(landmarks, dtype=np.float64, copy=True)
+    outline = np.asarray(EYE_OUTLINES[eye])
+    if np.ptp(out[outline, 0]) < 4:
+        return out
+    first, second = outline[:9], np.append(outline[8:], outline[0])      # corner to corner, both ways
+    upper, lower = (first, second) if out[first, 1].mean() < out[second, 1].mean() else (second, first)
+    fit_up = np.polyfit(out[upper, 0], out[upper, 1], 2)
+    fit_low = np.polyfit(out[lower, 0], out[lower, 1], 2)
+    for points, is_upper in ((lower, False), (upper, True), (IRISES[eye], None)):
+        xs = out[points, 0]
+        low, up = np.polyval(fit_low, xs), np.polyval(fit_up, xs)
+        up = np.minimum(up, low)
+        out[points, 1] = low if is_upper is False else up if is_upper else np.clip(out[points, 1], up, low)
+    return out
+
+
+def closed_eye_patch(source: Still, target: np.ndarray, eye: int,
+                     box: tuple[int, int, int, int]) -> np.ndarray:
+    """Eye `eye` of `source` (a picture with that eye closed) drawn into `box` of a frame at `target`:
+    moved by the similarity that takes its eye corners onto the target's, and bent near the lids so that
+    its lash line lies on the target's. A closed eye has no inner structure for the mesh warp to follow:
+    warped through the thin, crossing triangles between its lids, its lash line came out as a zigzag."""
+    outline = EYE_OUTLINES[eye]
+    src_a, src_b, dst_a, dst_b = (complex(*lm[i, :2]) for lm in (source.landmarks, target)
+                                  for i in (outline[0], outline[8]))
+    if abs(dst_b - dst_a) < 1 or abs(src_b - src_a) < 1:
+        return FaceWarper(source.image, source.landmarks).warp(target, box)
+    scale = (src_b - src_a) / (dst_b - dst_a)                     # target → source, as a complex factor
+    x0, y0, x1, y1 = box
+    gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+    z = (gx + 1j * gy - dst_a) * scale + src_a
+    src_x, src_y = _lash_curve(*_lid_curves(np.asarray(source.landmarks, np.float64), outline))
+    dst_x, dst_y = _lash_curve(*_lid_curves(smooth_lids(target, eye), outline))
+    line = (dst_x + 1j * dst_y - dst_a) * scale + src_a             # the target's lash line, in the source
+    order = np.argsort(line.real)
+    on_target_line = np.interp(z.real, line.real[order], line.imag[order])
+    shift = np.interp(z.real, src_x, src_y) - on_target_line
+    near = np.clip(1 - np.abs(z.imag - on_target_line) / (0.5 * abs(src_b - src_a)), 0, 1)
+    maps = (z.real.astype(np.float32), (z.imag + shift * near).astype(np.float32))
+    return cv2.remap(source.image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
 def eye_region(landmarks: np.ndarray, eye: int, size: int):
@@ -253,7 +363,7 @@ class ReferenceBlender:
         still_open = float(self.still_open[eye])
         closed = [r for r in list(self.references.values()) if r.openness[eye] < CLOSED_SHARE * still_open]
         ref = min(closed, key=lambda r: r.openness[eye]) if closed else self.synthetic
-        patch = ref.warper.warp(target, box)
+        patch = closed_eye_patch(ref.still, target, eye, box)
         ring = (polygon_mask(region.shape, local, grow=0.45 * width) > 0.5) & (area < 0.02)
         patch = _match_colour(patch, region, area > 0.5, ring)
         alpha = (weight * area)[..., None]
