@@ -67,7 +67,8 @@ def teeth(data: Path, basis) -> None:
     still = prepare_still(read_still(data / NEUTRAL))
     model = load_model(basis=basis)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, refs in (("still alone", []), (f"with {SMILING}", [prepare_still(read_still(data / SMILING))])):
+        smiling = prepare_still(read_still(data / SMILING))
+        for name, refs in (("still alone", []), (f"with {SMILING}", [smiling])):
             out = Path(tmp) / "out.mp4"
             render_talking_face(data / SENTENCE, still, basis, model, out, progress=False, references=refs)
             frames, share = open_mouth_teeth(out)
@@ -93,7 +94,8 @@ def identity(data: Path, people: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--people", type=int, default=30, help="people of images/london_* for the identity "
                         "figures (default 30)")
     args = parser.parse_args()
