@@ -51,7 +51,6 @@ class QualityLadder:
     describe: object = describe_render
     clock: object = time.monotonic
     patience: int = 1                       # frames in a row over the budget before stepping down
-    start_low: bool = False                 # begin at "never" and probe at once: no first frame waits for it
     level: int = 0
     cost_ms: dict = field(default_factory=lambda: {True: None, False: None})   # repaired?, running mean
     frames: dict = field(default_factory=lambda: {True: 0, False: 0})
@@ -70,8 +69,6 @@ class QualityLadder:
         self.budget_ms = FRAME_SHARE * 1000.0 / self.fps
         self.started = self.clock()
         self._changed_at = self.started
-        if self.start_low and self.probing:
-            self.level, self._probe_at = len(self.levels) - 1, self.started
 
     @property
     def every(self) -> int:

@@ -59,23 +59,6 @@ def test_a_slow_machine_steps_down_at_once_and_back_up_when_it_can():
     assert [s["now"] for s in ladder.steps[1:]][-1] == "generator every frame"
 
 
-def test_a_ladder_that_starts_low_probes_at_once_and_jumps_to_what_fits():
-    """The call's full-frame generator: no first frame waits for it; the first probe decides."""
-    for generator_ms, expected in ((12, 1), (30, 2), (50, 4), (105.6, 0)):
-        clock = Clock()
-        ladder = QualityLadder(30, clock=clock, start_low=True)
-        assert ladder.every == 0 and not ladder.costly_next() and ladder.probe_due()
-        ladder.record(False, 8)
-        ladder.record_probe(generator_ms)
-        assert ladder.every == expected and ladder.frames[True] == 0
-        assert len(ladder.steps) == (expected != 0)
-    # a first probe that did not fit (it also paid the network's first run) is retried as soon as usual
-    clock.t += PROBE_FIRST_S - 0.1
-    assert not ladder.probe_due()
-    clock.t += 0.2
-    assert ladder.probe_due()
-
-
 def test_a_middling_machine_settles_between():
     clock = Clock()
     ladder = QualityLadder(30, clock=clock)
