@@ -17,6 +17,8 @@ class TrainOptions:
     other_speakers_x: int = 8
     # weight of the phone task (audio2exp/phones.py) beside the mouth loss; 0: mouth codes alone
     phone_weight: float = 0.0
+    # what that task names: "phones" (pocketsphinx's 40) or "visemes" (12 mouth shapes, phones.VISEMES)
+    phone_set: str = "phones"
 
 
 A2E_TRAIN = TrainOptions()

@@ -22,6 +22,12 @@ PHONES = ["SIL", "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH",
           "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW",
           "V", "W", "Y", "Z", "ZH"]
 PHONE_INDEX = {p: i for i, p in enumerate(PHONES)}
+# Mouth shapes (visemes): phones the lips and jaw make alike share a class, so that the second task asks for
+# what a face shows rather than for what only the tongue or the voice tells apart
+VISEMES = ["SIL", "P B M", "F V", "TH DH", "T D N L", "S Z", "CH JH SH ZH", "K G NG HH Y", "R ER",
+           "W UW UH OW OY AO AW", "AA AE AH AY", "EH EY IH IY"]
+VISEME_OF_PHONE = np.array([next(i for i, group in enumerate(VISEMES) if phone in group.split())
+                            for phone in PHONES], np.int64)
 CACHE_VERSION = 3
 SILENT_RMS = 1e-4          # -80 dB of full scale: no voice at all
 

@@ -19,7 +19,7 @@ from .dataset import Clip, blink_direction, build_dataset
 from .features import N_MELS, RunningMean
 from .model import (Audio2ExpModel, AudioToMouth, SILENCE_LOG_MEL, frame_index_at, windows_at)
 from .options import TrainOptions
-from .phones import PHONES, phones_many
+from .phones import PHONES, VISEME_OF_PHONE, VISEMES, phones_many
 from .targets import MOUTH
 
 
@@ -75,16 +75,23 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
     mean = all_mel.mean(0)
     std = np.concatenate([RunningMean(mean).apply(c.mel) for c in clips]).std(0) + 1e-3
     phones = phones_many([c.path for c in clips]) if phone_weight > 0 else None
+    visemes = options.phone_set == "visemes"
+    if phones is not None and visemes:
+        phones = {path: VISEME_OF_PHONE[labels] for path, labels in phones.items()}
     x, y, is_s1, ph = training_pairs(clips, mean, std, phones)
     silence = ((np.full(N_MELS, SILENCE_LOG_MEL) - mean) / std).astype(np.float32)
     pool = np.concatenate([np.flatnonzero(is_s1)] + [np.flatnonzero(~is_s1)] * options.other_speakers_x)
     log(f"{len(x)} frames ({len(x) / 25 / 60:.0f} min of speech video)")
     net = AudioToMouth(basis.k)
     # the phone task's head reads the convolutions' columns; it is not saved (the call has no use for it)
-    phone_head = nn.Conv1d(net.net[-2].out_channels, len(PHONES), 1) if ph is not None else None
+    classes = len(VISEMES) if visemes else len(PHONES)
+    phone_head = nn.Conv1d(net.net[-2].out_channels, classes, 1) if ph is not None else None
     params = list(net.parameters()) + (list(phone_head.parameters()) if phone_head is not None else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps = epochs * (len(pool) // batch)
+    if steps == 0:
+        raise ValueError(f"{len(pool)} training frames (other speakers drawn {options.other_speakers_x}x) are "
+                         f"fewer than one batch of {batch}: use more clips")
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     metric = mouth_metric(basis)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)

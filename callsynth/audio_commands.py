@@ -47,7 +47,7 @@ def cmd_audio2exp_train(args) -> int:
     from .face.basis import load_basis
 
     options = TrainOptions(epochs=args.epochs, seed=args.seed, max_clips=args.max_clips,
-                           phone_weight=args.phone_weight)
+                           phone_weight=args.phone_weight, phone_set=args.phone_set)
     path = train(load_basis(args.basis), args.out, options)
     print(f"model: {path}")
     return 0
@@ -157,6 +157,9 @@ def add_audio_commands(sub, positive_int) -> None:
                    help="weight of the second task, naming the phone under each frame as pocketsphinx's "
                         "phone decoder hears it (decoded once, cached in ~/.cache/callsynth/phones; "
                         f"default {A2E_TRAIN.phone_weight}; 0 trains on mouth codes alone)")
+    p.add_argument("--phone-set", choices=("phones", "visemes"), default=A2E_TRAIN.phone_set,
+                   help="what the second task names: pocketsphinx's 40 phones, or 12 mouth shapes that group "
+                        f"the phones the lips make alike (default {A2E_TRAIN.phone_set})")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_audio2exp_train)
 

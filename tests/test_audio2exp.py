@@ -277,6 +277,17 @@ def test_the_phone_decoder_names_speech_and_leaves_silence_silent(data):
     assert not decode_phones(np.zeros(SAMPLE_RATE, np.float32)).any()
 
 
+def test_every_phone_has_one_mouth_shape_and_the_lips_closed_share_one():
+    """audio2exp-train --phone-set visemes: the second task names 12 mouth shapes instead of 40 phones."""
+    from audio2exp.phones import PHONES, VISEME_OF_PHONE, VISEMES
+
+    groups = [group.split() for group in VISEMES]
+    assert sorted(p for group in groups for p in group) == sorted(PHONES)     # each phone exactly once
+    shape = dict(zip(PHONES, VISEME_OF_PHONE.tolist()))
+    assert shape["SIL"] == 0 and shape["P"] == shape["B"] == shape["M"] != shape["F"]
+    assert shape["UW"] == shape["OW"] != shape["IY"]
+
+
 def test_phone_windows_line_up_with_the_mel_windows():
     """The phone under each frame of a training window is the phone of that mel frame, silence outside."""
     from audio2exp.dataset import Clip
