@@ -192,16 +192,17 @@ def smooth_lids(landmarks: np.ndarray, eye: int) -> np.ndarray:
 
 
 def closed_eye_patch(source: Still, target: np.ndarray, eye: int,
-                     box: tuple[int, int, int, int]) -> np.ndarray:
+                     box: tuple[int, int, int, int]) -> np.ndarray | None:
     """Eye `eye` of `source` (a picture with that eye closed) drawn into `box` of a frame at `target`:
     moved by the similarity that takes its eye corners onto the target's, and bent near the lids so that
     its lash line lies on the target's. A closed eye has no inner structure for the mesh warp to follow:
-    warped through the thin, crossing triangles between its lids, its lash line came out as a zigzag."""
+    warped through the thin, crossing triangles between its lids, its lash line came out as a zigzag.
+    None when either eye's corners meet (nothing to move it by)."""
     outline = EYE_OUTLINES[eye]
     src_a, src_b, dst_a, dst_b = (complex(*lm[i, :2]) for lm in (source.landmarks, target)
                                   for i in (outline[0], outline[8]))
     if abs(dst_b - dst_a) < 1 or abs(src_b - src_a) < 1:
-        return FaceWarper(source.image, source.landmarks).warp(target, box)
+        return None
     scale = (src_b - src_a) / (dst_b - dst_a)                     # target → source, as a complex factor
     x0, y0, x1, y1 = box
     gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
@@ -364,6 +365,7 @@ class ReferenceBlender:
         closed = [r for r in list(self.references.values()) if r.openness[eye] < CLOSED_SHARE * still_open]
         ref = min(closed, key=lambda r: r.openness[eye]) if closed else self.synthetic
         patch = closed_eye_patch(ref.still, target, eye, box)
+        patch = ref.warper.warp(target, box) if patch is None else patch
         ring = (polygon_mask(region.shape, local, grow=0.45 * width) > 0.5) & (area < 0.02)
         patch = _match_colour(patch, region, area > 0.5, ring)
         alpha = (weight * area)[..., None]
