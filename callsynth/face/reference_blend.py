@@ -65,13 +65,19 @@ def _match_colour(patch: np.ndarray, base: np.ndarray, inner: np.ndarray, ring: 
     return np.clip(patch.astype(np.float32) + offset, 0, 255)
 
 
+def _lids(landmarks: np.ndarray, outline: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(upper, lower): the landmark indices of one eye's lids, corner to corner, each sorted left to right."""
+    outline = np.asarray(outline)
+    first, second = outline[:9], np.append(outline[8:], outline[0])   # the outlines start at one corner,
+    if landmarks[first, 1].mean() >= landmarks[second, 1].mean():     # index 8 is the other
+        first, second = second, first
+    return first[np.argsort(landmarks[first, 0])], second[np.argsort(landmarks[second, 0])]
+
+
 def _lid_curves(landmarks: np.ndarray, outline: np.ndarray):
     """(upper, lower) lid outline points of one eye, each sorted left to right."""
-    pts = landmarks[outline, :2]
-    corner_a, corner_b = 0, 8                       # the outlines start at one corner, index 8 the other
-    first, second = pts[corner_a:corner_b + 1], np.vstack([pts[corner_b:], pts[:1]])
-    upper, lower = (first, second) if first[:, 1].mean() < second[:, 1].mean() else (second, first)
-    return upper[np.argsort(upper[:, 0])], lower[np.argsort(lower[:, 0])]
+    upper, lower = _lids(landmarks, outline)
+    return landmarks[upper, :2], landmarks[lower, :2]
 
 
 def _lid_skin(region: np.ndarray, ring: np.ndarray, lower_half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,11 +182,10 @@ def smooth_lids(landmarks: np.ndarray, eye: int) -> np.ndarray:
     the lower and the iris between them: a closing eye's landmarks (tracked, or a code's blink) zigzag
     and cross, and a closed-eye picture warped to them drew its lash line as a zigzag."""
     out = np.array(landmarks, dtype=np.float64, copy=True)
-    outline = np.asarray(EYE_OUTLINES[eye])
+    outline = EYE_OUTLINES[eye]
     if np.ptp(out[outline, 0]) < 4:
         return out
-    first, second = outline[:9], np.append(outline[8:], outline[0])      # corner to corner, both ways
-    upper, lower = (first, second) if out[first, 1].mean() < out[second, 1].mean() else (second, first)
+    upper, lower = _lids(out, outline)
     fit_up = np.polyfit(out[upper, 0], out[upper, 1], 2)
     fit_low = np.polyfit(out[lower, 0], out[lower, 1], 2)
     for points, is_upper in ((lower, False), (upper, True), (IRISES[eye], None)):
