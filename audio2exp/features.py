@@ -19,6 +19,7 @@ N_MELS = 40
 FRAME_RATE = SAMPLE_RATE / HOP
 
 _mel_basis = None
+_WINDOW = np.hanning(WIN).astype(np.float32)
 
 
 def mel_basis() -> np.ndarray:
@@ -66,7 +67,7 @@ def log_mel(samples: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros((0, N_MELS), np.float32)
     idx = np.arange(WIN)[None, :] + HOP * np.arange(n)[:, None]
-    frames = samples[idx] * np.hanning(WIN).astype(np.float32)
+    frames = samples[idx] * _WINDOW
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
     return np.log(power @ mel_basis().T + 1e-8).astype(np.float32)
 

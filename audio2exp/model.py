@@ -52,35 +52,74 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1 + erf(x * np.float32(0.7071067811865476)))
 
 
+class ConvMemory:
+    """One stream's columns of AudioToMouth's convolutions that do not depend on where a window begins.
+
+    Inside a window each convolution pads with zeros, so its outputs near the window's two ends belong to
+    that window; but a layer's output 1 + 2 + ... + its dilation frames or more from both ends sees only
+    feature frames, and is the same in every window that holds them. A stream's consecutive windows (3.3
+    feature frames apart at 30 fps) share most of those columns: kept here by absolute feature frame, each
+    is computed once (per layer, the contiguous span [lo, lo + n))."""
+
+    def __init__(self):
+        self.spans: list[tuple[int, np.ndarray] | None] = [None] * 4
+
+
 class NumpyNet:
     """AudioToMouth's forward pass in numpy, for a stream's one or two windows at a time: torch's per-call
     overhead was most of a frame's cost (3.1 ms a window here, against about a third of that in numpy).
-    Each convolution is one matrix product over the window's frames (its taps side by side); the head reads
-    its first weights as a matrix times columns (the order they lie in memory)."""
+    A convolution is one matrix product over the columns it computes (its taps stacked); the head reads
+    its first weights as a matrix times columns (the order they lie in memory). With a ConvMemory, the
+    columns a stream's earlier windows already gave are not computed again."""
 
     def __init__(self, net: AudioToMouth):
         convs = [m for m in net.net if isinstance(m, nn.Conv1d)]
         # (out, kernel * in), the first tap first, to multiply stacked taps [x(t-d), x(t), x(t+d)]
         self.convs = [(np.ascontiguousarray(c.weight.detach().numpy().transpose(0, 2, 1).reshape(len(c.weight), -1)),
-                       c.bias.detach().numpy().copy()[:, None], c.kernel_size[0], c.dilation[0], c.padding[0])
-                      for c in convs]
+                       c.bias.detach().numpy().copy()[:, None], c.dilation[0]) for c in convs]
+        assert all(c.kernel_size[0] == 3 and c.padding[0] == c.dilation[0] for c in convs)
+        # how far from a window's ends each layer's output still sees the zero padding
+        self.margins = np.cumsum([d for _, _, d in self.convs]).tolist()
         self.head = [(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()[:, None])
                      for m in net.head if isinstance(m, nn.Linear)]
 
-    def __call__(self, windows: np.ndarray) -> np.ndarray:
-        """(B, CONTEXT, N_MELS) standardised windows → (B, K) codes, as AudioToMouth gives them."""
+    def __call__(self, windows: np.ndarray, starts: np.ndarray | None = None,
+                 memory: ConvMemory | None = None) -> np.ndarray:
+        """(B, CONTEXT, N_MELS) standardised windows → (B, K) codes, as AudioToMouth gives them. `starts`:
+        the absolute feature frame each window begins at, for `memory` (one stream's, windows in order)."""
         (w1, b1), (w2, b2) = self.head
         codes = []
-        for window in np.asarray(windows, np.float32):
+        for b, window in enumerate(np.asarray(windows, np.float32)):
             h = window.T                                             # (channels, frames)
-            for w, b, kernel, d, pad in self.convs:
-                padded = np.pad(h, ((0, 0), (pad, pad)))
-                frames = h.shape[1]
-                taps = np.concatenate([padded[:, k * d:k * d + frames] for k in range(kernel)], axis=0)
-                h = _gelu(w @ taps + b)
+            for layer, ((w, bias, d), margin) in enumerate(zip(self.convs, self.margins)):
+                h = self._layer(h, w, bias, d, margin, layer, None if memory is None else (int(starts[b]), memory))
             x = h.reshape(-1, 1)                                     # channel-major, as nn.Flatten
             codes.append((w2 @ _gelu(w1 @ x + b1) + b2)[:, 0])
         return np.stack(codes) if codes else np.zeros((0, len(w2)), np.float32)
+
+    @staticmethod
+    def _layer(h: np.ndarray, w: np.ndarray, bias: np.ndarray, d: int, margin: int, layer: int,
+               remembered: tuple[int, ConvMemory] | None) -> np.ndarray:
+        """One convolution + GELU over a window's columns h (channels, frames), zero-padded by d."""
+        frames = h.shape[1]
+        padded = np.zeros((h.shape[0], frames + 2 * d), np.float32)
+        padded[:, d:d + frames] = h
+        out = np.empty((w.shape[0], frames), np.float32)
+        todo = np.arange(frames)
+        if remembered is not None:
+            start, memory = remembered
+            lo, hi = start + margin, start + frames - margin          # [lo, hi): the same in every window
+            span = memory.spans[layer]
+            keep = 0
+            if span is not None and span[0] <= lo < span[0] + span[1].shape[1]:
+                keep = min(hi, span[0] + span[1].shape[1]) - lo
+                out[:, margin:margin + keep] = span[1][:, lo - span[0]:lo - span[0] + keep]
+            todo = np.concatenate([np.arange(margin), np.arange(margin + keep, frames)])
+        taps = np.concatenate([padded[:, todo], padded[:, todo + d], padded[:, todo + 2 * d]], axis=0)
+        out[:, todo] = _gelu(w @ taps + bias)
+        if remembered is not None and hi > lo:
+            memory.spans[layer] = (lo, out[:, margin:frames - margin].copy())
+        return out
 
 
 class ModelError(ValueError):
@@ -121,12 +160,14 @@ class Audio2ExpModel:
         codes = self.net(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
         return self.gated(codes, speech_gate(windows, PAST))
 
-    def predict_few(self, windows: np.ndarray) -> np.ndarray:
-        """predict() for a stream's few windows, in numpy (NumpyNet): the same codes, a third of the time."""
+    def predict_few(self, windows: np.ndarray, starts: np.ndarray | None = None,
+                    memory: ConvMemory | None = None) -> np.ndarray:
+        """predict() for a stream's few windows, in numpy (NumpyNet): the same codes, in a fraction of the
+        time; with the stream's `memory` and each window's first feature frame, less still."""
         if self._numpy is None:
             self.net.eval()
             self._numpy = NumpyNet(self.net)
-        return self.gated(self._numpy(windows), speech_gate(windows, PAST))
+        return self.gated(self._numpy(windows, starts, memory), speech_gate(windows, PAST))
 
     def gated(self, codes: np.ndarray, weight: np.ndarray) -> np.ndarray:
         """The network's codes times a gate's weight per window (0 closes the mouth), with the eyes held."""
@@ -186,5 +227,5 @@ def frame_index_at(t_s: np.ndarray) -> np.ndarray:
     return np.round((np.asarray(t_s) * SAMPLE_RATE - WIN / 2) / HOP).astype(np.int64)
 
 
-__all__ = ["AudioToMouth", "Audio2ExpModel", "ModelError", "load_model", "windows_at", "frame_index_at",
+__all__ = ["AudioToMouth", "Audio2ExpModel", "ConvMemory", "ModelError", "load_model", "windows_at", "frame_index_at",
            "PAST", "FUTURE", "CONTEXT", "LOOKAHEAD_MS", "FRAME_RATE", "SILENCE_LOG_MEL"]

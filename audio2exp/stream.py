@@ -9,7 +9,7 @@ import numpy as np
 
 from .features import HOP, SAMPLE_RATE, WIN, log_mel
 from .gate import speech_weight, voice_weight
-from .model import FUTURE, PAST, Audio2ExpModel, frame_index_at, windows_at
+from .model import FUTURE, PAST, Audio2ExpModel, ConvMemory, frame_index_at, windows_at
 
 
 def offline_windows(model: Audio2ExpModel, samples: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +51,7 @@ class StreamingMouth:
         self.norm = model.normaliser()
         self.total = 0                            # samples pushed so far
         self.next_out = 0                         # index of the next output frame
+        self.memory = ConvMemory()                # the network's columns shared by consecutive windows
 
     def push(self, samples: np.ndarray) -> list[tuple[float, np.ndarray]]:
         samples = np.asarray(samples, dtype=np.float32).ravel()
@@ -84,9 +85,9 @@ class StreamingMouth:
             return []
         mel = np.asarray(self.mel, dtype=np.float32).reshape(-1, self.model.mel_mean.shape[0])
         centres = np.array([c for _, c in ready])
-        if self.base:
-            centres = centres - self.base  # every frame these windows need is still kept
-        codes = self.model.predict_few(windows_at(mel, centres, self.model.silence))
+        # every frame these windows need is still kept (from `base` on)
+        codes = self.model.predict_few(windows_at(mel, centres - self.base, self.model.silence),
+                                       centres - PAST, self.memory)
         # Forget the frames no later window will look at.
         next_centre = int(frame_index_at(np.array([self.next_out / self.fps]))[0])
         drop = max(0, next_centre - PAST - 1 - self.base)

@@ -7,7 +7,7 @@ import torch
 from audio2exp.evaluate import BILABIALS, grid_words, phone_segments
 from audio2exp.features import SAMPLE_RATE, load_audio, log_mel
 from audio2exp.gate import voice_weight
-from audio2exp.model import Audio2ExpModel, AudioToMouth, ModelError, load_model
+from audio2exp.model import CONTEXT, Audio2ExpModel, AudioToMouth, ConvMemory, ModelError, NumpyNet, load_model
 from audio2exp.phones import decode_phones
 from audio2exp.stream import StreamingMouth, offline_codes
 from audio2exp.targets import canonical_frames, gap_of_code
@@ -41,6 +41,23 @@ def test_streaming_gives_the_offline_codes(data):
     times = np.array([t for t, _ in streamed])
     assert np.allclose(times, np.arange(len(offline)) / 25.0)
     assert np.abs(np.stack([c for _, c in streamed]) - offline).max() < 1e-4
+
+
+def test_the_network_remembers_only_what_no_window_changes():
+    """A stream's windows share the convolutions' inner columns (ConvMemory): windows 3 frames apart, one
+    repeated, one far ahead and one back give what each window gives alone."""
+    model = random_model()
+    net = NumpyNet(model.net)
+    mel = np.random.default_rng(2).normal(0, 1, (400, 40)).astype(np.float32)
+    starts = np.array([0, 3, 7, 7, 10, 200, 203, 150, 153])
+    windows = np.stack([mel[s:s + CONTEXT] for s in starts])
+    alone = net(windows)
+    memory = ConvMemory()
+    together = np.concatenate([net(windows[i:i + 1], starts[i:i + 1], memory) for i in range(len(starts))])
+    assert np.abs(together - alone).max() < 1e-5
+    assert memory.spans[3][1].shape[1] == CONTEXT - 2 * net.margins[3]   # only the inner columns kept
+    with torch.inference_mode():
+        assert np.abs(model.net.eval()(torch.from_numpy(windows)).numpy() - alone).max() < 1e-4
 
 
 def test_a_stream_emits_each_frame_within_the_lookahead(data):
