@@ -7,6 +7,7 @@ already seen, sent as identity messages, and used only for frames captured after
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,6 +23,13 @@ from .call_options import CALL
 from .face.basis import ExpressionBasis
 from .face.still import Still
 from .wire import Codec, WireError, decode_identity
+
+
+def frames_per_packet(fps: float, every_at_30fps: int) -> int:
+    """The frames one packet spans in a clip at `fps`, so that packets come no more often than every
+    `every_at_30fps`th frame would send them at 30 fps: a 60 fps phone clip sends every 4th frame where a
+    25 or 30 fps one sends every 2nd. Counted in frames, a faster camera would double the payload."""
+    return every_at_30fps * max(1, math.ceil(fps / 30 - 1e-6))
 
 
 @dataclass
@@ -52,7 +60,9 @@ class ReenactStats:
                                  "min": int(min(self.packet_bytes, default=0)),
                                  "max": int(max(self.packet_bytes, default=0))},
             "payload_kbps": round(sum(self.packet_bytes) * 8 / duration / 1000, 3) if duration else 0.0,
-            "payload_kbps_at_30fps": round(mean_bytes * 8 * 30 / self.send_every / 1000, 3),
+            # the same packet rate class at 30 fps (frames_per_packet's inverse)
+            "payload_kbps_at_30fps": round(mean_bytes * 8 * 30 * frames_per_packet(self.fps, 1) /
+                                           self.send_every / 1000, 3),
             "frames_no_face": self.frames_no_face,
             "no_face_reasons": self.no_face_reasons,
             "rejected_packets": self.rejected_packets,
@@ -70,7 +80,7 @@ class ReenactStats:
 
 
 def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: ExpressionBasis,
-            send_every: int = CALL.reenact_send_every, smoothing: bool = True, stats: ReenactStats | None = None,
+            send_every: int | None = None, smoothing: bool = True, stats: ReenactStats | None = None,
             sender_still: Still | None = None, renderers: Renderers | None = None, references: bool = True
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (reference crop, rebuilt frame) for every driving frame, in order.
@@ -79,8 +89,10 @@ def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: Expre
     video's own first frame when it drives somebody else, so that the driver's face shape is not sent
     as if it were an expression. `references`: collect reference stills from the driving clip (only
     when it drives its own face: another person's mouth is no reference for this one). `renderers`: what
-    builds the renderer (receiver.renderer.Renderers; default the warp).
+    builds the renderer (receiver.renderer.Renderers; default the warp). `send_every`: frames per packet
+    (default: the 4 kbps point for this frame rate, frames_per_packet).
     """
+    send_every = send_every or frames_per_packet(fps, CALL.reenact_send_every)
     stats = stats or ReenactStats(fps, send_every)
     encoder = FeatureEncoder(basis, sender_still or still, fps=fps, send_every=send_every,
                              smoothing=smoothing, references=references and sender_still is None)

@@ -27,6 +27,26 @@ def test_reenact_writes_output_reference_and_stats(data, tmp_path):
     assert {"track", "render", "decode"} <= set(s["timings_ms"])
 
 
+def test_reenact_of_a_fast_camera_keeps_the_packet_rate(data, tmp_path, val_frames):
+    """A 50 fps clip (each frame twice, as a phone records) is sent at the packet rate of a 25 fps one:
+    counted in frames, one packet every 2nd frame would double the payload past 4 kbps."""
+    from callsynth.media import VideoWriter
+    from callsynth.reenact import frames_per_packet
+
+    assert [frames_per_packet(fps, 2) for fps in (24, 25, 30, 50, 60, 120)] == [2, 2, 2, 4, 4, 8]
+    clip, stats = tmp_path / "fast.mp4", tmp_path / "stats.json"
+    writer = VideoWriter(clip, 50.0)
+    for frame in val_frames[:20]:
+        writer.write(frame)
+        writer.write(frame)
+    writer.close()
+    assert main(["reenact", "--identity", str(clip), "--driving", str(clip), "--output", str(tmp_path / "o.mp4"),
+                 "--stats", str(stats), "--model", "warp", "--quiet"]) == 0
+    s = json.loads(stats.read_text())
+    assert s["frames"] == 40 and s["send_every"] == 4 and s["packets"] == 10
+    assert s["payload_kbps"] <= 4.0 and s["payload_kbps_at_30fps"] == pytest.approx(3.96, abs=0.1)
+
+
 def test_reenact_with_faceless_driving_frames(tmp_path, data):
     """A driving clip whose middle has no face: packets say so, output keeps every frame."""
     from callsynth.media import VideoWriter
