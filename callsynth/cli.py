@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 from .call_commands import positive_int as _positive_int
@@ -47,7 +48,7 @@ def cmd_reenact(args) -> int:
 
     from .face.basis import load_basis
     from .face.still import prepare_still
-    from .media import VideoWriter, iter_frames, read_still, video_info
+    from .media import VideoWriter, iter_frames, read_still, video_info, written_whole
     from .reenact import ReenactStats, frames_per_packet, reenact
 
     basis = load_basis(args.basis)
@@ -61,9 +62,11 @@ def cmd_reenact(args) -> int:
     stats = ReenactStats(info.fps, send_every)
     total = min(info.frames or 0, args.max_frames or 10 ** 9) or None
     started = time.perf_counter()
-    out = VideoWriter(args.output, info.fps)
-    ref = VideoWriter(args.reference_out, info.fps) if args.reference_out else None
-    try:
+    with ExitStack() as whole:
+        # each written beside its name and moved there when complete (media.written_whole)
+        out = whole.enter_context(VideoWriter(whole.enter_context(written_whole(args.output)), info.fps))
+        ref = whole.enter_context(VideoWriter(whole.enter_context(written_whole(args.reference_out)), info.fps)) \
+            if args.reference_out else None
         pairs = reenact(still, iter_frames(args.driving, args.max_frames), info.fps, basis,
                         send_every=send_every, smoothing=not args.no_smoothing, stats=stats,
                         sender_still=sender_still, renderers=Renderers(basis, args.model, args.generator,
@@ -72,10 +75,6 @@ def cmd_reenact(args) -> int:
             out.write(frame)
             if ref:
                 ref.write(crop)
-    finally:
-        out.close()
-        if ref:
-            ref.close()
     summary = stats.summary()
     summary["wall_s"] = round(time.perf_counter() - started, 3)
     summary["basis"] = basis.name

@@ -5,8 +5,6 @@ frame by frame, videos (§0189). Each of C and D defaults to B."""
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -28,6 +26,7 @@ from .media import (
     mux_audio,
     read_still,
     video_info,
+    written_whole,
 )
 
 log = logging.getLogger("callsynth.combine")
@@ -56,26 +55,48 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
     (callsynth.face.transfer); `model` "generator" then repairs it with A's identity vector."""
     a = prepare_still(read_still(identity), source=str(identity))
     renderer = Renderers(basis, model, generator)(a)
-    warp_renderers = Renderers(basis, "warp")
     is_video = attribute.suffix.lower() not in IMAGE_SUFFIXES
-    image_out = output.suffix.lower() in IMAGE_SUFFIXES
-    if is_video and image_out:
+    if is_video and output.suffix.lower() in IMAGE_SUFFIXES:
         log.warning("%s is a video and %s an image: writing the first combined frame only", attribute, output)
-    silent_video = None
-    if is_video and not image_out:
-        handle, silent_video = tempfile.mkstemp(suffix=".mp4", dir=output.parent if output.parent.exists() else None)
-        os.close(handle)
-    writer = VideoWriter(silent_video, video_info(attribute).fps) if silent_video else None
+        is_video = False
     sources = {"expression": expression or attribute, "pose": attribute2 or attribute}
+    frames = _combined(renderer, Renderers(basis, "warp"), basis, attribute, sources, is_video, progress)
+    if not is_video:
+        out = next(frames)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(output), out[:, :, ::-1]):
+            raise ValueError(f"{output}: OpenCV cannot write an image of this kind")
+        frames.close()
+        return 1
+    count = 0
+    # written beside the output and moved there when whole; with B's sound, the pictures go to a temporary
+    # silent video first
+    with written_whole(output) as whole:
+        silent = whole.with_name(whole.stem + ".silent.mp4") if has_audio(attribute) else whole
+        try:
+            with VideoWriter(silent, video_info(attribute).fps) as writer:
+                for out in frames:
+                    writer.write(out)
+                    count += 1
+            if silent != whole:
+                mux_audio(silent, attribute, whole)
+        finally:
+            if silent != whole:
+                silent.unlink(missing_ok=True)
+    return count
+
+
+def _combined(renderer, warp_renderers, basis: ExpressionBasis, attribute: Path, sources: dict, is_video: bool,
+              progress: bool):
+    """Each combined frame of B, in order (see combine)."""
     iters = {k: iter(_frames(p)) for k, p in sources.items() if p != attribute}
     coders = {k: FaceCoder(basis, prepare_still(read_still(p), source=str(p)).landmarks)
               for k, p in sources.items()}
     redrawn = any(p != attribute for p in sources.values())
-    count = 0
     with FaceTracker(video=is_video, smoothing=False) as tracker, \
             FaceTracker(video=False, smoothing=False) as other_tracker:
         frames = _frames(attribute)
-        if writer:
+        if is_video:
             frames = tqdm(frames, total=video_info(attribute).frames, desc="combining", unit="frame",
                           disable=not progress)
         for frame in frames:
@@ -92,25 +113,5 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
                 scene_landmarks = b_renderer.target_landmarks(pose, code)
                 scene = b_renderer.compose(scene_landmarks)
             target = renderer.target_landmarks(pose, code)
-            out = renderer.repair(paste_face(renderer.compose(target), target, scene, scene_landmarks),
+            yield renderer.repair(paste_face(renderer.compose(target), target, scene, scene_landmarks),
                                   target, code, pose)
-            count += 1
-            if writer:
-                writer.write(out)
-                continue
-            output.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(output), out[:, :, ::-1]):
-                raise ValueError(f"{output}: OpenCV cannot write an image of this kind")
-            break
-    if writer:
-        writer.close()
-        output.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            if has_audio(attribute):
-                mux_audio(silent_video, attribute, output)
-            else:
-                os.replace(silent_video, output)
-        finally:
-            if os.path.exists(silent_video):
-                os.remove(silent_video)
-    return count

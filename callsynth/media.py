@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -77,6 +79,22 @@ def iter_frames(path: str | Path, max_frames: int | None = None, threads: bool =
 def read_still(path: str | Path) -> np.ndarray:
     """The identity still: an image file, or the first frame of a video."""
     return next(iter_frames(path, max_frames=1))
+
+
+@contextmanager
+def written_whole(output: str | Path) -> Iterator[Path]:
+    """A path beside `output` to write it at, moved onto `output` when the block ends and removed when the
+    block raises (an error, Ctrl-C): a render stopped half way leaves no broken file under the output's
+    name, and an earlier output stays whole until the new one is. Close what writes it inside the block."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.stem}.{os.getpid()}.partial{output.suffix}")
+    try:
+        yield partial
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(output)
 
 
 class VideoWriter:

@@ -21,6 +21,7 @@ from receiver.renderer import Renderers
 
 from .face.basis import ExpressionBasis
 from .face.still import Still
+from .media import written_whole
 
 log = logging.getLogger("callsynth.audio2exp")
 
@@ -64,26 +65,19 @@ def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, 
         renderer.add_reference(index, reference)
     driver = SpeechDriver(model, renderer.rest_pose, fps)
     states = driver.offline(samples)
-    # written beside the output and moved there when whole: a render stopped half way (an error, Ctrl-C)
-    # leaves no broken file under the output's name, and an older output is kept until then
-    partial = Path(output).with_name(f".{Path(output).stem}.partial{Path(output).suffix}")
-    recorder = CallRecorder(partial, 0.0, with_audio=True, fps=fps)
-    try:
-        for t, pose, code in tqdm(states, desc="rendering", unit="frame", disable=not progress):
-            recorder.add_video(renderer.render((pose, code)), t)
-        chunk = SAMPLE_RATE // 50
-        for i in range(0, len(samples), chunk):
-            piece = samples[i:i + chunk]
-            frame = av.AudioFrame.from_ndarray(piece[None, :].astype(np.float32), format="flt", layout="mono")
-            frame.sample_rate = SAMPLE_RATE
-            recorder.add_audio(frame, i / SAMPLE_RATE)
-        recorder.close()
-        partial.replace(output)
-    except BaseException:
+    with written_whole(output) as partial:
+        recorder = CallRecorder(partial, 0.0, with_audio=True, fps=fps)
         try:
-            recorder.close()
+            for t, pose, code in tqdm(states, desc="rendering", unit="frame", disable=not progress):
+                recorder.add_video(renderer.render((pose, code)), t)
+            chunk = SAMPLE_RATE // 50
+            for i in range(0, len(samples), chunk):
+                piece = samples[i:i + chunk]
+                frame = av.AudioFrame.from_ndarray(piece[None, :].astype(np.float32), format="flt",
+                                                   layout="mono")
+                frame.sample_rate = SAMPLE_RATE
+                recorder.add_audio(frame, i / SAMPLE_RATE)
         finally:
-            partial.unlink(missing_ok=True)
-        raise
+            recorder.close()
     return {"frames": len(states), "seconds": round(len(samples) / SAMPLE_RATE, 3), "fps": fps,
             "silent": silent, **kinds, "references": len(references), "output": str(output)}

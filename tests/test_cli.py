@@ -47,6 +47,31 @@ def test_reenact_of_a_fast_camera_keeps_the_packet_rate(data, tmp_path, val_fram
     assert s["payload_kbps"] <= 4.0 and s["payload_kbps_at_30fps"] == pytest.approx(3.96, abs=0.1)
 
 
+def test_reenact_stopped_half_way_leaves_the_earlier_outputs_and_no_broken_file(data, tmp_path, monkeypatch):
+    """An error on the sixth frame (one made to happen; a full disk or Ctrl-C does the same) leaves OUT and
+    REF as they were, and no half-written file beside them."""
+    from receiver.renderer import WarpRenderer
+
+    out, ref = tmp_path / "out.mp4", tmp_path / "ref.mp4"
+    out.write_bytes(b"an earlier render")
+    calls = {"n": 0}
+    original = WarpRenderer.render
+
+    def failing(self, state, *args):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise ValueError("stopped half way")
+        return original(self, state, *args)
+
+    monkeypatch.setattr(WarpRenderer, "render", failing)
+    clip = data / VAL_CLIP
+    rc = main(["reenact", "--identity", str(clip), "--driving", str(clip), "--output", str(out),
+               "--reference-out", str(ref), "--max-frames", "20", "--model", "warp", "--quiet"])
+    assert rc != 0 and calls["n"] == 6
+    assert out.read_bytes() == b"an earlier render"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
 def test_reenact_with_faceless_driving_frames(tmp_path, data):
     """A driving clip whose middle has no face: packets say so, output keeps every frame."""
     from callsynth.media import VideoWriter

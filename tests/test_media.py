@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from callsynth.media import MediaError, VideoWriter, iter_frames, read_still, video_info
+from callsynth.media import MediaError, VideoWriter, iter_frames, read_still, video_info, written_whole
 
 
 def test_not_an_image_or_video(tmp_path):
@@ -61,3 +61,19 @@ def test_a_file_played_as_a_camera_stamps_each_frame_with_its_time_even_when_tak
     periods = [s * source.fps / 1000 for s in stamps]
     assert [abs(p - round(p)) * 1000 / source.fps <= 1 for p in periods] == [True] * len(stamps)
     assert all(round(a) < round(b) for a, b in zip(periods, periods[1:]))
+
+
+def test_written_whole_moves_a_complete_file_and_drops_a_broken_one(tmp_path):
+    out = tmp_path / "sub" / "out.mp4"
+    with written_whole(out) as partial:
+        assert partial.parent == out.parent and partial != out and not out.exists()
+        with VideoWriter(partial, 25.0) as writer:
+            for i in range(5):
+                writer.write(np.full((64, 64, 3), 40 * i, np.uint8))
+    assert len(list(iter_frames(out))) == 5
+    with pytest.raises(KeyboardInterrupt):
+        with written_whole(out) as partial:
+            partial.write_bytes(b"half a video")
+            raise KeyboardInterrupt
+    assert len(list(iter_frames(out))) == 5                 # the earlier one, whole
+    assert [p.name for p in out.parent.iterdir()] == ["out.mp4"]
