@@ -1,7 +1,11 @@
 """Recording what the receiver shows, with the audio it received, into one MP4 (PyAV).
 
 Both streams are stamped by wall-clock arrival relative to the recording's start, so picture and voice
-stay as much in step in the file as they were on screen."""
+stay as much in step in the file as they were on screen.
+
+The MP4 is fragmented (a fragment a second): a plain MP4 is unreadable until its index is written at the
+end, so a receiver killed mid-call (the power, the OOM killer, SIGKILL) lost the whole recording; a
+fragmented one keeps all but its last second (a test kills one)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import av
 import numpy as np
 
 AUDIO_RATE = 48000
+FRAGMENTED = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
 
 
 class CallRecorder:
@@ -21,7 +26,7 @@ class CallRecorder:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.start_s = start_s
-        self.container = av.open(str(self.path), mode="w")
+        self.container = av.open(str(self.path), mode="w", options=FRAGMENTED)
         self.video = self.container.add_stream("libx264", rate=int(round(fps)))
         self.video.width = self.video.height = size
         self.video.pix_fmt = "yuv420p"
