@@ -125,13 +125,18 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
                   strip: Path | None = None, model: str | None = None) -> list[dict]:
     """Rows of figures for one clip; `strip`: where to write its truth | warp | output picture."""
     fps = video_info(path).fps
-    frames = list(iter_frames(path, max_frames))
-    still = prepare_still(frames[0], source=f"{path.name} first frame")
+    # decoded again for each run rather than held: a minute of 1080p is 9 GB of frames, past what a
+    # laptop has; the 256x256 crops are what is kept
+    first = next(iter(iter_frames(path, 1)), None)
+    if first is None:
+        raise MediaError(f"{path}: no frame decodes")
+    still = prepare_still(first, source=f"{path.name} first frame")
     rows, ref, shown = [], None, {}
     for rate in CALLSYNTH_RATES:
         send_every = frames_per_packet(fps, rate)
         stats = ReenactStats(fps, send_every)
-        pairs = list(reenact(still, frames, fps, basis, send_every=send_every, stats=stats))
+        pairs = list(reenact(still, iter_frames(path, max_frames), fps, basis, send_every=send_every,
+                             stats=stats))
         if rate == GENERATOR_RATE:
             shown["warp"] = [o for _, o in pairs]
         if ref is None:
@@ -155,7 +160,7 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
         model = model or DEFAULT_MODEL
         send_every = frames_per_packet(fps, GENERATOR_RATE)
         stats = ReenactStats(fps, send_every)
-        pairs = list(reenact(still, frames, fps, basis, send_every=send_every, stats=stats,
+        pairs = list(reenact(still, iter_frames(path, max_frames), fps, basis, send_every=send_every, stats=stats,
                              renderers=Renderers(basis, model, generator or None)))
         summary = stats.summary()
         shown[model] = [o for _, o in pairs]
@@ -174,7 +179,7 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
                          **score(ref, ref_lm, decoded, fps, ref_static)})
             progress.update(1)
     for row in rows:
-        row.update(clip=str(path), frames=len(frames), fps=fps)
+        row.update(clip=str(path), frames=len(ref), fps=fps)
     return rows
 
 
