@@ -29,6 +29,7 @@ from .still_repairer import RepairError, StillRepairer
 
 log = logging.getLogger("callsynth.receive")
 STATUS_EVERY_S = 5.0
+MAX_VOICE_BACKLOG = 50                  # voice frames (1 s) the speech model may be behind before it skips
 
 
 class FrameClock:
@@ -48,6 +49,8 @@ class FrameClock:
         self.recorder: CallRecorder | None = None
         self.expect_audio = False
         self.speech = None                    # SpeechDriver when --audio-fallback
+        self.speech_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice")
+        self.speech_backlog = 0               # voice frames handed to speech_thread and not yet back
         self.speech_state = None
         # the speech model and its features' filterbank loaded now, before the call: at the still's
         # arrival, on the event loop, they held the call 2 s on a 2-core EPYC (librosa's import)
@@ -238,9 +241,31 @@ class FrameClock:
                                        driving=False)
 
     def _drive_from_speech(self, frame) -> None:
-        states = self.speech.push_frame(frame)
-        if states:
-            self.speech_state = states[-1][1:]
+        """The voice through the speech model in a thread of its own, in order (as the sender does it,
+        sender/speech.py): on the event loop its 2-3 ms a frame (a 2-core EPYC; three times that on a
+        slower one) held up the packets and the still behind it for as long as the call listened. A
+        machine that cannot keep up skips voice rather than fall ever further behind."""
+        if self.speech_backlog >= MAX_VOICE_BACKLOG:
+            self.stats.voice_frames_skipped += 1
+            if self.stats.voice_frames_skipped == 1:
+                self.stats.event("the voice-driven face falls behind the voice: skipping voice frames",
+                                 logging.WARNING)
+            return
+        driver = self.speech
+        self.speech_backlog += 1
+        done = asyncio.get_running_loop().run_in_executor(self.speech_thread, driver.push_frame, frame)
+
+        def took(future: asyncio.Future) -> None:
+            self.speech_backlog -= 1
+            if future.cancelled() or driver is not self.speech:
+                return                     # the call ended, or a new still brought a new driver
+            if future.exception() is not None:
+                self.stats.event(f"the voice could not drive the face on one frame "
+                                 f"({type(future.exception()).__name__}: {future.exception()})", logging.WARNING)
+            elif future.result():
+                self.speech_state = future.result()[-1][1:]
+
+        done.add_done_callback(took)
 
     # --- play-out -----------------------------------------------------------------------------------
 
@@ -469,6 +494,7 @@ class FrameClock:
             self.screen.close()
         self.render_thread.shutdown(wait=False)
         self.beside_thread.shutdown(wait=False, cancel_futures=True)
+        self.speech_thread.shutdown(wait=False, cancel_futures=True)
         if self.repairer is not None:
             self.repairer.close()
         out = {"renderer": self.options.model, "quality": self.quality.summary(), "quality_now": self.quality_now()}

@@ -35,6 +35,7 @@ class ReceiverStats:
     references_received: int = 0
     render_errors: int = 0
     audio_frames: int = 0
+    voice_frames_skipped: int = 0   # voice frames the speech fallback let go, being too far behind
     wire: dict = field(default_factory=dict)
     events: list = field(default_factory=list)
     frame_log: list = field(default_factory=list)   # (capture ms, shown ms, concealed) per frame
@@ -90,6 +91,7 @@ class ReceiverStats:
             "render_errors": self.render_errors,
             "still_cached": self.identity_bytes > 0,
             "audio_frames": self.audio_frames,
+            "voice_frames_skipped": self.voice_frames_skipped,
             "on_wire": self.wire,
             "events": list(self.events),
         }

@@ -445,6 +445,48 @@ def test_receiver_falls_back_to_the_voice_when_packets_stop():
     assert any("the received voice drives the face" in e["event"] for e in summary["events"])
 
 
+def test_the_voice_drives_the_face_beside_the_event_loop_and_skips_when_far_behind(monkeypatch):
+    """The receiver's voice fallback runs the speech model in a thread of its own, as the sender does; on a
+    machine too slow for it (here each voice frame made to take 50 ms, 2.5x real time) the model skips voice
+    frames once a second of them waits, instead of falling ever further behind, and still drives the face."""
+    from audio2exp.driver import SpeechDriver
+    from callsynth.call_key import CallKey
+    from receiver.frame_clock import MAX_VOICE_BACKLOG, FrameClock
+    from receiver.stats import ReceiverStats
+
+    basis = load_basis()
+    stats = ReceiverStats()
+    picture = FrameClock(basis, ReceiverOptions(url="ws://127.0.0.1:1", room="x", key=CallKey.new().text,
+                                                model="warp", audio_fallback=True), stats, hang_up=lambda _: None)
+    assert picture.accept_still(prepare_still(read_still(GRID_VAL_AUDIO)), 1000)
+    real_push = SpeechDriver.push_frame
+
+    def slow_push(self, frame):
+        time.sleep(0.05)
+        return real_push(self, frame)
+
+    monkeypatch.setattr(SpeechDriver, "push_frame", slow_push)
+    with av.open(str(GRID_VAL_AUDIO)) as clip:
+        voice = [f for f in clip.decode(audio=0)] * 4          # 12 s of voice, 192 frames
+
+    async def listen():
+        most = 0
+        for frame in voice:                          # as fast as they come: far faster than the model
+            picture.accept_audio(frame)
+            most = max(most, picture.speech_backlog)
+            await asyncio.sleep(0)
+        while picture.speech_backlog:
+            await asyncio.sleep(0.05)
+        return most
+
+    most = asyncio.run(listen())
+    picture.close()
+    assert most <= MAX_VOICE_BACKLOG
+    assert stats.voice_frames_skipped >= len(voice) - MAX_VOICE_BACKLOG - 10
+    assert picture.speech_state is not None          # what it did hear drove the face
+    assert any("falls behind the voice" in e["event"] for e in stats.events)
+
+
 def test_a_new_still_of_another_face_is_said_aloud():
     """A party of the call (it holds the key) that sends a still of someone else mid-call: the receiver
     takes it, as the caller's choice, and says that the face changed; the same face again is said too."""
