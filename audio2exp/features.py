@@ -17,6 +17,7 @@ WIN = 400            # 25 ms
 HOP = 160            # 10 ms: 100 feature frames a second
 N_MELS = 40
 FRAME_RATE = SAMPLE_RATE / HOP
+MEL_BLOCK = 4096     # frames computed at once: an hour of audio at once took gigabytes
 
 _mel_basis = None
 _WINDOW = np.hanning(WIN).astype(np.float32)
@@ -66,10 +67,12 @@ def log_mel(samples: np.ndarray) -> np.ndarray:
     n = 1 + (len(samples) - WIN) // HOP if len(samples) >= WIN else 0
     if n == 0:
         return np.zeros((0, N_MELS), np.float32)
-    idx = np.arange(WIN)[None, :] + HOP * np.arange(n)[:, None]
-    frames = samples[idx] * _WINDOW
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    return np.log(power @ mel_basis().T + 1e-8).astype(np.float32)
+    out = np.empty((n, N_MELS), np.float32)
+    for start in range(0, n, MEL_BLOCK):
+        idx = np.arange(WIN)[None, :] + HOP * np.arange(start, min(n, start + MEL_BLOCK))[:, None]
+        power = np.abs(np.fft.rfft(samples[idx] * _WINDOW, axis=1)) ** 2
+        out[start:start + len(idx)] = np.log(power @ mel_basis().T + 1e-8)
+    return out
 
 
 def frame_time_s(index: int | np.ndarray) -> np.ndarray:

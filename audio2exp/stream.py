@@ -12,32 +12,37 @@ from .gate import speech_weight, voice_weight
 from .model import FUTURE, PAST, Audio2ExpModel, ConvMemory, frame_index_at, windows_at
 
 
-def offline_windows(model: Audio2ExpModel, samples: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
-    """(times s, the network's standardised windows at them) at `fps` over the whole of `samples` (16 kHz
-    mono): what offline codes and the gates' shares are computed from."""
+OFFLINE_CHUNK = 512     # windows through the network at once offline: 4.6 MB each, whatever the file's length
+
+
+def offline_windows(model: Audio2ExpModel, samples: np.ndarray, fps: float):
+    """The network's standardised windows at `fps` over the whole of `samples` (16 kHz mono), OFFLINE_CHUNK
+    at a time: what offline codes and the gates' shares are computed from. All at once, an hour of speech
+    was a gigabyte of windows and several of activations."""
     mel = model.standardise(model.normaliser().apply(log_mel(samples)))
-    times = np.arange(int(len(samples) / SAMPLE_RATE * fps)) / fps
-    return times, windows_at(mel, frame_index_at(times), model.silence)
+    centres = frame_index_at(np.arange(int(len(samples) / SAMPLE_RATE * fps)) / fps)
+    for start in range(0, len(centres), OFFLINE_CHUNK):
+        yield windows_at(mel, centres[start:start + OFFLINE_CHUNK], model.silence)
 
 
 def offline_codes(model: Audio2ExpModel, samples: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
     """(times s, mouth codes) at `fps` over the whole of `samples` (16 kHz mono)."""
-    times, windows = offline_windows(model, samples, fps)
-    if len(times) == 0:
-        return times, np.zeros((0, model.blink_code.shape[0]), np.float32)
-    return times, model.predict(windows)
+    codes = [model.predict(windows) for windows in offline_windows(model, samples, fps)]
+    return (np.arange(int(len(samples) / SAMPLE_RATE * fps)) / fps,
+            np.concatenate(codes) if codes else np.zeros((0, model.blink_code.shape[0]), np.float32))
 
 
 def sound_kinds(model: Audio2ExpModel, samples: np.ndarray, fps: float) -> dict:
     """How much of a whole sound file the gates (audio2exp/gate.py) read as voice, and how much of that
     loud part they read as speech rather than music or noise: {"voice_share", "speech_share"} over the
     output frames."""
-    _, windows = offline_windows(model, samples, fps)
-    loud = voice_weight(windows, PAST) > 0.5
-    if not loud.any():
-        return {"voice_share": round(float(loud.mean()), 3) if len(loud) else 0.0, "speech_share": 0.0}
-    return {"voice_share": round(float(loud.mean()), 3),
-            "speech_share": round(float(np.mean(speech_weight(windows[loud]) > 0.5)), 3)}
+    frames = loud = speech = 0
+    for windows in offline_windows(model, samples, fps):
+        voiced = voice_weight(windows, PAST) > 0.5
+        frames, loud = frames + len(windows), loud + int(voiced.sum())
+        speech += int(np.sum(speech_weight(windows[voiced]) > 0.5)) if voiced.any() else 0
+    return {"voice_share": round(loud / frames, 3) if frames else 0.0,
+            "speech_share": round(speech / loud, 3) if loud else 0.0}
 
 
 class StreamingMouth:

@@ -34,7 +34,7 @@ OPEN = 0.05
 
 def openings(model, basis, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(gap above rest with both gates, the same with the voice gate alone) for every frame."""
-    _, windows = offline_windows(model, samples, FPS)
+    windows = np.concatenate(list(offline_windows(model, samples, FPS)))     # a few seconds: all at once
     with torch.inference_mode():
         codes = model.net.eval()(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
     gated = model.gated(codes, speech_gate(windows, PAST))     # as model.predict gives them

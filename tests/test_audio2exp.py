@@ -26,10 +26,17 @@ def random_model(k=23, seed=0):
                           rng.uniform(2, 4, 40).astype(np.float32), np.zeros(k, np.float32), "basis-x", {})
 
 
-def test_streaming_gives_the_offline_codes(data):
+def test_streaming_gives_the_offline_codes(data, monkeypatch):
+    """Offline in small pieces (as an hour of audio goes, a block of features and a chunk of windows at a
+    time) and streamed in odd-sized chunks: the same codes."""
     samples = load_audio(data / GRID_VAL)[: SAMPLE_RATE * 2]
     model = random_model()
+    monkeypatch.setattr("audio2exp.features.MEL_BLOCK", 37)
+    monkeypatch.setattr("audio2exp.stream.OFFLINE_CHUNK", 7)
     _, offline = offline_codes(model, samples, fps=25.0)
+    monkeypatch.undo()
+    _, whole = offline_codes(model, samples, fps=25.0)
+    assert len(offline) == 50 and np.abs(offline - whole).max() < 1e-5
     stream = StreamingMouth(model, fps=25.0)
     rng = np.random.default_rng(1)
     streamed, i = [], 0
