@@ -264,3 +264,34 @@ def test_a_closing_eye_s_zigzag_lids_are_smoothed_before_the_closed_picture_is_w
     assert np.all(up <= low + 1e-6)                                            # the lids never cross
     assert np.all(smooth[IRISES[0], 1] >= np.interp(smooth[IRISES[0], 0], xs, up) - 0.1)   # between them
     assert np.array_equal(smooth[EYE_OUTLINES[1]], target[EYE_OUTLINES[1]])   # the other eye untouched
+
+
+def _narrowed(landmarks, share):
+    """The eyes' outlines (lids and corners) squeezed to `share` of their height about the corner line."""
+    from callsynth.face.regions import EYE_OUTLINES
+
+    out = landmarks.copy()
+    for (_, _, c1, c2, _), outline in zip(EYES, EYE_OUTLINES):
+        mid = (out[c1, 1] + out[c2, 1]) / 2
+        out[outline, 1] = mid + share * (out[outline, 1] - mid)
+    return out
+
+
+def test_eyes_close_against_their_usual_openness_not_a_wide_eyed_still(still):
+    """Drawn from a still taken with the eyes wide, a caller whose eyes are usually 0.75 as open is not
+    drawn half shut on every frame once a second of frames has been seen; a real blink still closes, and
+    a long closure does not become the usual."""
+    from callsynth.face.reference_blend import (EYE_HISTORY, EYE_HISTORY_MIN, USUAL_RANGE, ReferenceBlender)
+
+    blender = ReferenceBlender(still)
+    usual = _narrowed(still.landmarks, 0.75)
+    assert blender._eye_area(usual, 0, 256) is not None           # against the still: a blink begun
+    for _ in range(EYE_HISTORY_MIN):
+        blender.compose(np.zeros((256, 256, 3), np.uint8), usual)
+    assert blender._eye_area(usual, 0, 256) is None               # against the usual: open
+    assert blender._eye_area(_narrowed(still.landmarks, 0.2), 0, 256)[3] == 1.0   # a blink: shut
+    shut = _narrowed(still.landmarks, 0.1)
+    for _ in range(EYE_HISTORY):
+        blender.compose(np.zeros((256, 256, 3), np.uint8), shut)
+    assert np.allclose(blender.usual_open(), USUAL_RANGE[0] * blender.still_open)
+    assert blender._eye_area(shut, 0, 256)[3] == 1.0              # still drawn shut

@@ -9,7 +9,10 @@ blended in where it matches the target better, with analytic weights:
   lip line), from the source (a reference or the still) whose lip gap is nearest the target's, visible
   teeth counting in its favour, fully once the mouth is open;
 - eyes: around each eye, from the reference with the eye most closed, coming in as the target's eye
-  closes below EYE_START of the still's openness and fully from CLOSED_SHARE down.
+  closes below EYE_START of its usual openness and fully from CLOSED_SHARE down. Usual: the median of the
+  frames of the last half minute (within 0.7-1.5x the still's), the still's own until a second has been
+  seen: measured against a still taken with the eyes wide, every ordinary moment looked like a blink begun
+  and a third of the open-eye frames were drawn half shut.
 
 Before a closed-eye reference has arrived, the blender uses one it makes from the still itself: each eye
 opening, lashes and liner painted over from the skin around it, with a lash line where the lids' landmarks
@@ -20,6 +23,7 @@ works without it.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -37,6 +41,9 @@ CLOSED_SHARE = 0.6       # an eye below this share of the still's openness is bl
 DARK_MOUTH = 0.12        # with no open-mouth picture, a mouth open this far is drawn darker
 TEETH_WEIGHT = 1.5       # how much a source's visible teeth count against a lip gap unlike the target's
 EYE_START = 0.8          # the closed-eye texture starts to come in below this share
+EYE_HISTORY = 900        # frames (30 s at 30 fps) whose median openness is the eyes' usual
+EYE_HISTORY_MIN = 30     # frames seen before that median stands for the usual (the still's before)
+USUAL_RANGE = (0.7, 1.5)  # the usual, as a share of the still's: a long closure does not become usual
 
 
 @dataclass
@@ -283,6 +290,7 @@ class ReferenceBlender:
         self.still_open = eye_openness(still.landmarks)
         self.still_gap = lip_gap(still.landmarks)
         self.still_teeth = teeth_share(still.image, still.landmarks)
+        self.seen_open: deque = deque(maxlen=EYE_HISTORY)    # each composed frame's eye openness
         self.references: dict[int, Reference] = {}
         self.synthetic = self._reference(SYNTHETIC, closed_eyes(still))
 
@@ -301,6 +309,7 @@ class ReferenceBlender:
     def compose(self, base: np.ndarray, target: np.ndarray) -> np.ndarray:
         """`base`: the still warped to `target` (crop-pixel landmarks), a frame of its own: the mouth
         and eyes are blended into it in place, and it is returned."""
+        self.seen_open.append(eye_openness(target))
         for eye in range(2):
             self._eye(base, target, eye)
         self._mouth(base, target)
@@ -331,18 +340,25 @@ class ReferenceBlender:
 
     # --- eyes -----------------------------------------------------------------------------------------
 
+    def usual_open(self) -> np.ndarray:
+        """Each eye's usual openness (2,): what its closing is measured against."""
+        seen = list(self.seen_open)       # a copy: frames may be composed in two threads
+        if len(seen) < EYE_HISTORY_MIN:
+            return self.still_open
+        return np.clip(np.median(seen, axis=0), USUAL_RANGE[0] * self.still_open, USUAL_RANGE[1] * self.still_open)
+
     def _eye_area(self, target: np.ndarray, eye: int, size: int):
         """Where the closing eye `eye` is drawn from a closed-eye picture: (box, outline in the box, the
         area's mask in the box, weight), or None while the eye is open."""
         opened = float(eye_openness(target)[eye])
-        still_open = float(self.still_open[eye])
-        if opened >= EYE_START * still_open:
+        usual = float(self.usual_open()[eye])
+        if opened >= EYE_START * usual:
             return None
         box, local, area = eye_region(target, eye, size)
-        # Fully closed-eye texture from CLOSED_SHARE of the still's openness down: MediaPipe (and a
+        # Fully closed-eye texture from CLOSED_SHARE of the usual openness down: MediaPipe (and a
         # viewer) reads a warped open eye as open even when its lids are drawn half way down, and a
         # cross-fade of an open and a closed eye reads as neither.
-        start, full = EYE_START * still_open, CLOSED_SHARE * still_open
+        start, full = EYE_START * usual, CLOSED_SHARE * usual
         return box, local, area, float(np.clip((start - opened) / (start - full), 0, 1))
 
     def closing_eyes(self, target: np.ndarray, size: int) -> np.ndarray | None:
@@ -366,8 +382,8 @@ class ReferenceBlender:
         x0, y0, x1, y1 = box
         region = out[y0:y1, x0:x1].astype(np.float32)
         width = float(np.ptp(local[:, 0]))
-        still_open = float(self.still_open[eye])
-        closed = [r for r in list(self.references.values()) if r.openness[eye] < CLOSED_SHARE * still_open]
+        usual = float(self.usual_open()[eye])
+        closed = [r for r in list(self.references.values()) if r.openness[eye] < CLOSED_SHARE * usual]
         ref = min(closed, key=lambda r: r.openness[eye]) if closed else self.synthetic
         patch = closed_eye_patch(ref.still, target, eye, box)
         patch = ref.warper.warp(target, box) if patch is None else patch
