@@ -37,7 +37,7 @@ from .warp import FaceWarper
 SYNTHETIC = -1           # index of the closed-eye picture made from the still
 
 MOUTH_FULL = 0.16        # from here the interior is the reference's alone
-CLOSED_SHARE = 0.6       # an eye below this share of the still's openness is blinking
+CLOSED_SHARE = 0.6       # an eye below this share of its usual openness is blinking (usual_open)
 DARK_MOUTH = 0.12        # with no open-mouth picture, a mouth open this far is drawn darker
 TEETH_WEIGHT = 1.5       # how much a source's visible teeth count against a lip gap unlike the target's
 EYE_START = 0.8          # the closed-eye texture starts to come in below this share
