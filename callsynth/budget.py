@@ -15,11 +15,12 @@ SRTP tag and UDP/IPv4 (about 65 bytes, measured). So the plan trades packet rate
 - RTCP: reports 4x further apart than aiortc's (about a second each way, 1.5 kbps);
 - the reference stills: the budget's remainder, paced part by part (they arrive later, never burst).
 
-Without a budget, a call sends every frame, 16 kbps Opus in 20 ms frames, references at 25 KB/s.
+Without a budget, a call sends every frame (every 2nd from a 60 fps camera), 16 kbps Opus in 20 ms frames, references at 25 KB/s.
 Each direction of a two-way call is planned alike; the figures are per direction."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .wire import MAX_BUNDLE, PART_BYTES
@@ -40,6 +41,13 @@ CODE_CHANGE_BYTES = 13   # each further code of a bundle, its gap byte included:
 MARGIN = 0.9             # the plan fills this share of the budget: RTCP, SCTP's own chunks, rounding
 SACK_SHARE = 0.6         # SACKs per feature packet of the other side, delayed to every 2nd (and timers)
 MIN_REFERENCE_KBPS = 0.3 # below this, no reference stills within the budget
+
+
+def frames_per_packet(fps: float, every_at_30fps: int) -> int:
+    """The frames one packet spans at `fps`, so that packets come no more often than every
+    `every_at_30fps`th frame sends them at 30 fps: a 60 fps camera sends every 2nd frame where a 25 or 30 fps
+    one sends every frame. Counted in frames, a faster camera would double the payload."""
+    return every_at_30fps * max(1, math.ceil(fps / 30 - 1e-6))
 
 
 class BudgetError(ValueError):
@@ -90,7 +98,9 @@ def features_kbps(fps: float, send_every: int, delayed_sack: bool, codes: int = 
 
 
 def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan:
-    """The call's wire plan for a budget (None: no budget; `send_every` as asked)."""
+    """The call's wire plan for a budget (None: no budget; `send_every` as asked, counted at 30 fps:
+    frames_per_packet)."""
+    send_every = frames_per_packet(fps, send_every)
     if budget_kbps is None:
         voice = voice_kbps(OPUS_BPS, OPUS_FRAME_MS)
         face = features_kbps(fps, send_every, False)

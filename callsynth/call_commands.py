@@ -294,7 +294,7 @@ def add_call_commands(sub, positive_int) -> None:
     g.add_argument("--audio", metavar="mic|FILE|none",
                    help="voice source (default: the video file's own audio; none with a camera)")
     g.add_argument("--send-every", type=positive_int, default=CALL.send_every,
-                   help="one packet every N frames (default %(default)s)")
+                   help="one packet every N frames at up to 30 fps, every 2N at up to 60 (default %(default)s)")
     g.add_argument("--budget", type=budget_arg, metavar="KBPS|auto",
                    help="fit what this side sends to KBPS on the wire, voice, face and headers together: "
                         "6 kbps Opus in 60 ms frames, one feature packet every few frames carrying several "
@@ -375,7 +375,7 @@ def add_call_commands(sub, positive_int) -> None:
                    help="each sending side fits what it sends to KBPS on the wire, or follows the link "
                         "(auto; see `send --help`)")
     p.add_argument("--send-every", type=positive_int, default=CALL.send_every,
-                   help="one packet every N frames (default %(default)s)")
+                   help="one packet every N frames at up to 30 fps, every 2N at up to 60 (default %(default)s)")
     p.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",
                    help="a fixed playout delay for the receiving side(s) (default: adaptive)")
     p.add_argument("--audio", metavar="FILE|none", help="voice (default: the clip's own audio)")

@@ -11,10 +11,11 @@ class CallDefaults:
     # A live call sends a packet for every frame: a frame is interpolated (not extrapolated) only once the
     # packet after it has arrived, so the playout delay must cover the packet spacing, and at one packet
     # every 2nd frame of a 25 fps camera (80 ms) glass to glass could not stay under 100 ms. `--budget`
-    # trades this for fewer packets (callsynth.budget).
+    # trades this for fewer packets (callsynth.budget). Counted at 30 fps: a 60 fps camera sends every 2nd
+    # frame, 33 ms apart as from a 30 fps one (budget.frames_per_packet).
     send_every: int = 1
     # Offline reenactment (`reenact`, `eval`) measures the 4 kbps operating point: one packet every 2nd frame
-    # at 30 fps (15 packets a second), every 4th at 60 (callsynth.reenact.frames_per_packet).
+    # at 30 fps (15 packets a second), every 4th at 60 (callsynth.budget.frames_per_packet).
     reenact_send_every: int = 2
     # The jitter buffer plays out this far behind the sender's clock; None: adapt to the packet spacing
     # and the jitter seen (receiver.jitter), up to max_playout_delay_ms, past which it extrapolates.

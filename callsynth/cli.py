@@ -49,7 +49,8 @@ def cmd_reenact(args) -> int:
     from .face.basis import load_basis
     from .face.still import prepare_still
     from .media import VideoWriter, iter_frames, read_still, video_info, written_whole
-    from .reenact import ReenactStats, frames_per_packet, reenact
+    from .budget import frames_per_packet
+    from .reenact import ReenactStats, reenact
 
     basis = load_basis(args.basis)
     info = video_info(args.driving)

@@ -7,7 +7,6 @@ already seen, sent as identity messages, and used only for frames captured after
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -19,17 +18,11 @@ from receiver.playout import FeatureTimeline
 from receiver.renderer import Renderers
 from sender.features import FeatureEncoder
 
+from .budget import frames_per_packet
 from .call_options import CALL
 from .face.basis import ExpressionBasis
 from .face.still import Still
 from .wire import Codec, WireError, decode_identity
-
-
-def frames_per_packet(fps: float, every_at_30fps: int) -> int:
-    """The frames one packet spans in a clip at `fps`, so that packets come no more often than every
-    `every_at_30fps`th frame would send them at 30 fps: a 60 fps phone clip sends every 4th frame where a
-    25 or 30 fps one sends every 2nd. Counted in frames, a faster camera would double the payload."""
-    return every_at_30fps * max(1, math.ceil(fps / 30 - 1e-6))
 
 
 @dataclass

@@ -31,7 +31,7 @@ def test_reenact_of_a_fast_camera_keeps_the_packet_rate(data, tmp_path, val_fram
     """A 50 fps clip (each frame twice, as a phone records) is sent at the packet rate of a 25 fps one:
     counted in frames, one packet every 2nd frame would double the payload past 4 kbps."""
     from callsynth.media import VideoWriter
-    from callsynth.reenact import frames_per_packet
+    from callsynth.budget import frames_per_packet
 
     assert [frames_per_packet(fps, 2) for fps in (24, 25, 30, 50, 60, 120)] == [2, 2, 2, 4, 4, 8]
     clip, stats = tmp_path / "fast.mp4", tmp_path / "stats.json"

@@ -115,6 +115,9 @@ def test_the_plan_fits_its_budget_and_refuses_one_too_small():
             assert 1 <= p.codes_per_packet <= p.send_every
     free = plan(None, 25)
     assert free.send_every == 1 and free.opus_frame_ms == 20 and not free.delayed_sack
+    # a 60 fps camera sends as often as a 30 fps one, not twice as often
+    assert plan(None, 60).send_every == 2 and plan(None, 60).estimate_kbps == plan(None, 30).estimate_kbps
+    assert plan(32, 60).send_every >= 2 * plan(32, 30).send_every - 1
     try:
         plan(12, 25)
     except ValueError as exc:

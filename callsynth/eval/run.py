@@ -17,13 +17,14 @@ from tqdm import tqdm
 from ..face.basis import ExpressionBasis
 from ..face.still import NoFaceError, prepare_still
 from ..media import MediaError, iter_frames, video_info
-from ..reenact import ReenactStats, frames_per_packet, reenact
+from ..budget import frames_per_packet
+from ..reenact import ReenactStats, reenact
 from .codecs import CODECS, DEFAULT_KBPS, encode_decode
 from .metrics import LandmarkStream, eye_and_mouth, nme, picked_frames, psnr, ssim
 from .report import write_report
 
 # send every Nth frame: 30, 15 and 10 packets/s at 30 fps (a faster clip at the same packet rates:
-# reenact.frames_per_packet)
+# budget.frames_per_packet)
 CALLSYNTH_RATES = (1, 2, 3)
 GENERATOR_RATE = 2           # the generator is measured at the default packet rate
 EYE_MOUTH_KEYS = ("openness_r", "blink_recall", "gaze_r", "teeth_share_truth", "teeth_share_out",
