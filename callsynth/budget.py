@@ -15,7 +15,8 @@ SRTP tag and UDP/IPv4 (about 65 bytes, measured). So the plan trades packet rate
 - RTCP: reports 4x further apart than aiortc's (about a second each way, 1.5 kbps);
 - the reference stills: the budget's remainder, paced part by part (they arrive later, never burst).
 
-Without a budget, a call sends every frame (every 2nd from a 60 fps camera), 16 kbps Opus in 20 ms frames, references at 25 KB/s.
+Without a budget, a call sends every frame (every 2nd from a 60 fps camera), 16 kbps Opus in 20 ms frames,
+references at 25 KB/s.
 Each direction of a two-way call is planned alike; the figures are per direction."""
 
 from __future__ import annotations
