@@ -293,5 +293,5 @@ def test_eyes_close_against_their_usual_openness_not_a_wide_eyed_still(still):
     shut = _narrowed(still.landmarks, 0.1)
     for _ in range(EYE_HISTORY):
         blender.compose(np.zeros((256, 256, 3), np.uint8), shut)
-    assert np.allclose(blender.usual_open(), USUAL_RANGE[0] * blender.still_open)
+    assert np.allclose(blender.usual, USUAL_RANGE[0] * blender.still_open)
     assert blender._eye_area(shut, 0, 256)[3] == 1.0              # still drawn shut

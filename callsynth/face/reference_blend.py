@@ -23,7 +23,6 @@ works without it.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -37,7 +36,7 @@ from .warp import FaceWarper
 SYNTHETIC = -1           # index of the closed-eye picture made from the still
 
 MOUTH_FULL = 0.16        # from here the interior is the reference's alone
-CLOSED_SHARE = 0.6       # an eye below this share of its usual openness is blinking (usual_open)
+CLOSED_SHARE = 0.6       # an eye below this share of its usual openness is blinking (ReferenceBlender.usual)
 DARK_MOUTH = 0.12        # with no open-mouth picture, a mouth open this far is drawn darker
 TEETH_WEIGHT = 1.5       # how much a source's visible teeth count against a lip gap unlike the target's
 EYE_START = 0.8          # the closed-eye texture starts to come in below this share
@@ -290,7 +289,9 @@ class ReferenceBlender:
         self.still_open = eye_openness(still.landmarks)
         self.still_gap = lip_gap(still.landmarks)
         self.still_teeth = teeth_share(still.image, still.landmarks)
-        self.seen_open: deque = deque(maxlen=EYE_HISTORY)    # each composed frame's eye openness
+        self.seen_open = np.zeros((EYE_HISTORY, 2))     # the last EYE_HISTORY composed frames' eye openness,
+        self.seen = 0                                   # a ring: frame i at i % EYE_HISTORY
+        self.usual = self.still_open                    # each eye's usual openness: its closing is measured against it
         self.references: dict[int, Reference] = {}
         self.synthetic = self._reference(SYNTHETIC, closed_eyes(still))
 
@@ -309,7 +310,7 @@ class ReferenceBlender:
     def compose(self, base: np.ndarray, target: np.ndarray) -> np.ndarray:
         """`base`: the still warped to `target` (crop-pixel landmarks), a frame of its own: the mouth
         and eyes are blended into it in place, and it is returned."""
-        self.seen_open.append(eye_openness(target))
+        self._note_openness(target)
         for eye in range(2):
             self._eye(base, target, eye)
         self._mouth(base, target)
@@ -340,18 +341,20 @@ class ReferenceBlender:
 
     # --- eyes -----------------------------------------------------------------------------------------
 
-    def usual_open(self) -> np.ndarray:
-        """Each eye's usual openness (2,): what its closing is measured against."""
-        seen = list(self.seen_open)       # a copy: frames may be composed in two threads
-        if len(seen) < EYE_HISTORY_MIN:
-            return self.still_open
-        return np.clip(np.median(seen, axis=0), USUAL_RANGE[0] * self.still_open, USUAL_RANGE[1] * self.still_open)
+    def _note_openness(self, target: np.ndarray) -> None:
+        """A composed frame's eye openness into the ring, and the usual openness from it, once a frame (every
+        eye the frame draws, and a repair's closing_eyes, read it)."""
+        self.seen_open[self.seen % EYE_HISTORY] = eye_openness(target)
+        self.seen += 1
+        if self.seen >= EYE_HISTORY_MIN:
+            self.usual = np.clip(np.median(self.seen_open[:min(self.seen, EYE_HISTORY)], axis=0),
+                                 USUAL_RANGE[0] * self.still_open, USUAL_RANGE[1] * self.still_open)
 
     def _eye_area(self, target: np.ndarray, eye: int, size: int):
         """Where the closing eye `eye` is drawn from a closed-eye picture: (box, outline in the box, the
         area's mask in the box, weight), or None while the eye is open."""
         opened = float(eye_openness(target)[eye])
-        usual = float(self.usual_open()[eye])
+        usual = float(self.usual[eye])
         if opened >= EYE_START * usual:
             return None
         box, local, area = eye_region(target, eye, size)
@@ -382,7 +385,7 @@ class ReferenceBlender:
         x0, y0, x1, y1 = box
         region = out[y0:y1, x0:x1].astype(np.float32)
         width = float(np.ptp(local[:, 0]))
-        usual = float(self.usual_open()[eye])
+        usual = float(self.usual[eye])
         closed = [r for r in list(self.references.values()) if r.openness[eye] < CLOSED_SHARE * usual]
         ref = min(closed, key=lambda r: r.openness[eye]) if closed else self.synthetic
         patch = closed_eye_patch(ref.still, target, eye, box)
