@@ -62,7 +62,7 @@ class ConvMemory:
     is computed once (per layer, the contiguous span [lo, lo + n))."""
 
     def __init__(self):
-        self.spans: list[tuple[int, np.ndarray] | None] = [None] * 4
+        self.spans: dict[int, tuple[int, np.ndarray]] = {}      # layer → (lo, its columns from lo on)
 
 
 class NumpyNet:
@@ -109,7 +109,7 @@ class NumpyNet:
         if remembered is not None:
             start, memory = remembered
             lo, hi = start + margin, start + frames - margin          # [lo, hi): the same in every window
-            span = memory.spans[layer]
+            span = memory.spans.get(layer)
             keep = 0
             if span is not None and span[0] <= lo < span[0] + span[1].shape[1]:
                 keep = min(hi, span[0] + span[1].shape[1]) - lo

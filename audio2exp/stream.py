@@ -15,12 +15,17 @@ from .model import FUTURE, PAST, Audio2ExpModel, ConvMemory, frame_index_at, win
 OFFLINE_CHUNK = 512     # windows through the network at once offline: 4.6 MB each, whatever the file's length
 
 
+def output_times(samples: np.ndarray, fps: float) -> np.ndarray:
+    """The times (s) of the output frames over the whole of `samples` (16 kHz mono) at `fps`."""
+    return np.arange(int(len(samples) / SAMPLE_RATE * fps)) / fps
+
+
 def offline_windows(model: Audio2ExpModel, samples: np.ndarray, fps: float):
     """The network's standardised windows at `fps` over the whole of `samples` (16 kHz mono), OFFLINE_CHUNK
     at a time: what offline codes and the gates' shares are computed from. All at once, an hour of speech
     was a gigabyte of windows and several of activations."""
     mel = model.standardise(model.normaliser().apply(log_mel(samples)))
-    centres = frame_index_at(np.arange(int(len(samples) / SAMPLE_RATE * fps)) / fps)
+    centres = frame_index_at(output_times(samples, fps))
     for start in range(0, len(centres), OFFLINE_CHUNK):
         yield windows_at(mel, centres[start:start + OFFLINE_CHUNK], model.silence)
 
@@ -28,7 +33,7 @@ def offline_windows(model: Audio2ExpModel, samples: np.ndarray, fps: float):
 def offline_codes(model: Audio2ExpModel, samples: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
     """(times s, mouth codes) at `fps` over the whole of `samples` (16 kHz mono)."""
     codes = [model.predict(windows) for windows in offline_windows(model, samples, fps)]
-    return (np.arange(int(len(samples) / SAMPLE_RATE * fps)) / fps,
+    return (output_times(samples, fps),
             np.concatenate(codes) if codes else np.zeros((0, model.blink_code.shape[0]), np.float32))
 
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis
 from ..face.still import NoFaceError, prepare_still
-from ..media import MediaError, iter_frames, video_info
+from ..media import MediaError, iter_frames, read_still, video_info
 from ..budget import frames_per_packet
 from ..reenact import ReenactStats, reenact
 from .codecs import CODECS, DEFAULT_KBPS, encode_decode
@@ -128,10 +128,7 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
     fps = video_info(path).fps
     # decoded again for each run rather than held: a minute of 1080p is 9 GB of frames, past what a
     # laptop has; the 256x256 crops are what is kept
-    first = next(iter(iter_frames(path, 1)), None)
-    if first is None:
-        raise MediaError(f"{path}: no frame decodes")
-    still = prepare_still(first, source=f"{path.name} first frame")
+    still = prepare_still(read_still(path), source=f"{path.name} first frame")
     rows, ref, shown = [], None, {}
     for rate in CALLSYNTH_RATES:
         send_every = frames_per_packet(fps, rate)
