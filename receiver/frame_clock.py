@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+import av
 import numpy as np
 
 from callsynth.face.basis import ExpressionBasis
@@ -21,7 +22,7 @@ from callsynth.quality import RENDER_LEVELS, QualityLadder, RepairPacing, descri
 from callsynth.wire import FLAG_AUDIO, Codec, Part, PartAssembler, WireError, decode_control, decode_identity
 
 from .jitter import JitterBuffer
-from .recorder import CallRecorder
+from .recorder import CallRecorder, RecordingThread
 from .renderer import Renderers, WarpRenderer, mouth_renderers
 from .screen import ScreenProcess
 from .stats import ReceiverStats
@@ -46,7 +47,8 @@ class FrameClock:
         self.hang_up, self.on_key, self.self_view = hang_up, on_key, self_view
         self.renderer: WarpRenderer | None = None
         self.jitter: JitterBuffer | None = None
-        self.recorder: CallRecorder | None = None
+        self.recorder: RecordingThread | None = None
+        self.unrecorded = False               # --output could not be written
         self.expect_audio = False
         self.speech = None                    # SpeechDriver when --audio-fallback
         self.speech_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice")
@@ -167,15 +169,28 @@ class FrameClock:
         if self.options.audio_fallback:
             self._start_speech_driver()
         if self.options.output:
-            import cv2
-
-            out = Path(self.options.output)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(out.with_name(out.stem + "_still.png")), still.image[:, :, ::-1])
-            if self.recorder is None:
-                self.recorder = CallRecorder(out, time.time(), with_audio=self.expect_audio,
-                                             fps=self.options.fps)
+            self._keep_recording(Path(self.options.output), still)
         return True
+
+    def _keep_recording(self, out: Path, still) -> None:
+        """Keep the still beside the recording (OUT_still.png), and start the recording at the first still;
+        a place that cannot be written leaves the call unrecorded, said once, not ended."""
+        import cv2
+
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(out.with_name(out.stem + "_still.png")), still.image[:, :, ::-1]):
+                raise OSError("the still's picture could not be written there")
+            if self.recorder is None and not self.unrecorded:
+                self.recorder = RecordingThread(CallRecorder(out, time.time(), with_audio=self.expect_audio,
+                                                             fps=self.options.fps))
+        except (OSError, av.FFmpegError) as exc:
+            if self.recorder is not None:
+                self.stats.event(f"cannot keep the new still beside the recording: {exc}", logging.WARNING)
+            elif not self.unrecorded:
+                self.stats.event(f"cannot record the call to {out}: {exc}; the call goes on unrecorded",
+                                 logging.WARNING)
+                self.unrecorded = True
 
     def accept_reference(self, parsed, size: int) -> None:
         """A reference still: cached by the renderer from the next frame on (it is warped like the still,
@@ -462,6 +477,22 @@ class FrameClock:
                 self.stats.event(f"'{action}' acts on the sending side; this one-way receiver sends nothing")
         return time.time()
 
+    def _finish_recording(self) -> None:
+        recorder = self.recorder
+        finished = recorder.close()
+        self.stats.recording = {"path": str(recorder.path), "frames": recorder.frames,
+                                "frames_skipped": recorder.dropped["video"],
+                                "voice_frames_skipped": recorder.dropped["audio"],
+                                "finished": finished and recorder.error is None}
+        if recorder.error is not None:
+            self.stats.recording["error"] = str(recorder.error)
+            self.stats.event(f"the recording {recorder.path} stopped: {recorder.error}", logging.WARNING)
+        elif not finished:
+            self.stats.event(f"the recording {recorder.path} was still being written at the end", logging.WARNING)
+        if any(recorder.dropped.values()):
+            self.stats.event(f"the recording skipped {recorder.dropped['video']} pictures and "
+                             f"{recorder.dropped['audio']} voice frames: the encoder fell behind", logging.WARNING)
+
     def _status_line(self, now: float) -> str:
         """What the screen says under the picture, refreshed twice a second: frame rate and glass-to-glass
         latency of the last frames, kbps on the wire, the share of frames concealed, the renderer."""
@@ -481,7 +512,7 @@ class FrameClock:
     def close(self) -> dict:
         """Stop the sinks; the picture's part of the summary (jitter buffer, quality)."""
         if self.recorder is not None:
-            self.recorder.close()
+            self._finish_recording()
         if self.jitter is not None:
             self.stats.jitter = dict(self.jitter.counts, delay_ms=round(self.jitter.delay_ms, 1),
                                      delay="adaptive" if self.jitter.adaptive else "fixed",

@@ -36,6 +36,7 @@ class ReceiverStats:
     render_errors: int = 0
     audio_frames: int = 0
     voice_frames_skipped: int = 0   # voice frames the speech fallback let go, being too far behind
+    recording: dict = field(default_factory=dict)   # frames written and skipped, when the call is recorded
     wire: dict = field(default_factory=dict)
     events: list = field(default_factory=list)
     frame_log: list = field(default_factory=list)   # (capture ms, shown ms, concealed) per frame
@@ -92,6 +93,7 @@ class ReceiverStats:
             "still_cached": self.identity_bytes > 0,
             "audio_frames": self.audio_frames,
             "voice_frames_skipped": self.voice_frames_skipped,
+            "recording": self.recording,
             "on_wire": self.wire,
             "events": list(self.events),
         }

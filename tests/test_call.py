@@ -102,7 +102,11 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
         kinds = {s.type for s in container.streams}
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert kinds == {"video", "audio"}
-    assert len(frames) == summary["frames_shown"] and frames[0].shape == (256, 256, 3)
+    # every picture shown is in the file, but for those the recording skipped (its encoder behind: a
+    # machine too slow for it)
+    recording = summary["recording"]
+    assert recording["finished"] and recording["frames"] + recording["frames_skipped"] == summary["frames_shown"]
+    assert len(frames) == recording["frames"] and frames[0].shape == (256, 256, 3)
     assert np.std(frames[len(frames) // 2]) > 10     # a picture, not a blank
     assert (tmp_path / "rx_still.png").exists()
 

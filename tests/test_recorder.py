@@ -1,10 +1,15 @@
-"""The receiver's recording survives the receiver's death: killed mid-call, all but its last second reads."""
+"""The receiver's recording survives the receiver's death (killed mid-call, all but its last second
+reads), an encoder slower than the call, and a disk that fails."""
 
 import subprocess
 import sys
 import textwrap
+import time
+
+import numpy as np
 
 from callsynth.media import iter_frames
+from receiver.recorder import CallRecorder, RecordingThread
 
 KILLED_MID_CALL = textwrap.dedent("""
     import os, sys
@@ -25,3 +30,86 @@ def test_a_recording_cut_short_by_a_killed_receiver_still_reads(tmp_path):
     frames = list(iter_frames(out))
     assert 120 - 30 - 10 <= len(frames) < 120       # the last fragment (1 s) and a buffer lost at most
     assert frames[0].shape == (256, 256, 3)
+
+
+class SlowRecorder(CallRecorder):
+    """An encoder that takes 20 ms a picture: slower than the pictures come."""
+
+    def add_video(self, rgb, wall_s):
+        time.sleep(0.02)
+        super().add_video(rgb, wall_s)
+
+
+def test_an_encoder_slower_than_the_call_skips_frames_and_never_holds_the_caller(tmp_path):
+    recording = RecordingThread(SlowRecorder(tmp_path / "call.mp4", 0.0, with_audio=False), backlog=20)
+    picture = np.full((256, 256, 3), 128, np.uint8)
+    handed = []
+    for i in range(200):                      # handed over as fast as the loop can: no sleep
+        start = time.perf_counter()
+        recording.add_video(picture, i / 30)
+        handed.append(time.perf_counter() - start)
+        picture[:16] = i % 120                # drawn on after hand-over: the recording keeps its copy
+    assert recording.close()
+    # bounded by construction: at most the backlog waits, the rest is skipped and counted
+    assert recording.dropped["video"] > 0 and recording.frames + recording.dropped["video"] == 200
+    assert max(handed) < 0.02                  # a hand-over never waited for an encode (each takes 20 ms)
+    frames = list(iter_frames(tmp_path / "call.mp4"))
+    assert len(frames) == recording.frames and recording.error is None
+    # the first pictures as they were handed over (the first ones wait in the backlog; a later value there
+    # would mean the encoder read the caller's array after it changed)
+    assert [round(float(f[4:12].mean())) for f in frames[:3]] == [128, 0, 1]
+
+
+class FailingRecorder(CallRecorder):
+    def add_video(self, rgb, wall_s):
+        if self.frames == 5:
+            raise OSError(28, "No space left on device")
+        super().add_video(rgb, wall_s)
+
+
+def test_a_failing_disk_ends_the_recording_not_the_call(tmp_path):
+    recording = RecordingThread(FailingRecorder(tmp_path / "call.mp4", 0.0, with_audio=False))
+    picture = np.full((256, 256, 3), 128, np.uint8)
+    for i in range(40):
+        recording.add_video(picture, i / 30)   # never raises
+    assert recording.close()
+    assert isinstance(recording.error, OSError) and "space" in str(recording.error)
+
+
+def _picture_side(output):
+    from callsynth.call_key import CallKey
+    from callsynth.face.basis import load_basis
+    from callsynth.face.still import prepare_still
+    from callsynth.media import read_still
+    from callsynth.split import data_root
+    from receiver.call import ReceiverOptions
+    from receiver.frame_clock import FrameClock
+    from receiver.stats import ReceiverStats
+
+    stats = ReceiverStats()
+    picture = FrameClock(load_basis(), ReceiverOptions(url="ws://127.0.0.1:1", room="x", key=CallKey.new().text,
+                                                       model="warp", output=str(output)), stats,
+                         hang_up=lambda _: None)
+    assert picture.accept_still(prepare_still(read_still(data_root() / "video/pcavs/00067.mp4")), 1000)
+    return picture, stats
+
+
+def test_the_receiver_records_what_it_shows_beside_the_event_loop(tmp_path):
+    picture, stats = _picture_side(tmp_path / "rx.mp4")
+    frame = picture.renderer.still.image
+    for i in range(30):
+        picture._present(frame, picture.recorder.recorder.start_s + i / 30)
+    picture.close()
+    assert stats.recording["finished"] and stats.recording["frames"] == 30
+    assert stats.recording["frames_skipped"] == 0          # nothing slows this encoder
+    assert len(list(iter_frames(tmp_path / "rx.mp4"))) == 30 and (tmp_path / "rx_still.png").exists()
+
+
+def test_a_recording_place_that_cannot_be_written_leaves_the_call_going(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    picture, stats = _picture_side(tmp_path / "a_file" / "rx.mp4")
+    for i in range(5):
+        picture._present(picture.renderer.still.image, i / 30)     # shown, not recorded: no error
+    picture.close()
+    said = [e["event"] for e in stats.events if "cannot record" in e["event"]]
+    assert len(said) == 1 and "goes on unrecorded" in said[0] and stats.recording == {}
