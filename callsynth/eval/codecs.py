@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Callable
 
 import os
 
@@ -46,8 +47,11 @@ def parse_codecs(text: str) -> list[str]:
     return names
 
 
-def encode_decode(frames: list[np.ndarray], fps: float, codec: str, kbps: float):
-    """Encode RGB frames at a target bitrate, decode them back. Returns (decoded frames, measured kbps)."""
+def encode_decode(frames: list[np.ndarray], fps: float, codec: str, kbps: float,
+                  on_frame: Callable[[int, np.ndarray], None]) -> float:
+    """Encode RGB frames at a target bitrate and decode them back, each decoded frame handed to
+    `on_frame(index, rgb)` as it comes out (none are kept: a clip of minutes is gigabytes of them).
+    Returns the measured kbps."""
     spec = CODECS[codec]
     h, w = frames[0].shape[:2]
     rate = Fraction(fps).limit_denominator(1001)
@@ -59,14 +63,21 @@ def encode_decode(frames: list[np.ndarray], fps: float, codec: str, kbps: float)
     enc.gop_size = 10 ** 4  # one key frame, as a call would after its start
     enc.options = dict(spec.options)
     dec = av.CodecContext.create(spec.decoder, "r")
-    total_bytes, decoded = 0, []
+    total_bytes, decoded = 0, 0
+
+    def give(frame):
+        nonlocal decoded
+        if decoded == len(frames):
+            raise RuntimeError(f"{codec}: decoded more frames than the {len(frames)} encoded")
+        on_frame(decoded, frame.to_ndarray(format="rgb24"))
+        decoded += 1
 
     def take(packets):
         nonlocal total_bytes
         for packet in packets:
             total_bytes += packet.size
             for frame in dec.decode(packet):
-                decoded.append(frame.to_ndarray(format="rgb24"))
+                give(frame)
 
     for i, rgb in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
@@ -75,8 +86,7 @@ def encode_decode(frames: list[np.ndarray], fps: float, codec: str, kbps: float)
         take(enc.encode(frame))
     take(enc.encode(None))
     for frame in dec.decode(None):
-        decoded.append(frame.to_ndarray(format="rgb24"))
-    measured = total_bytes * 8 / (len(frames) / fps) / 1000
-    if len(decoded) != len(frames):
-        raise RuntimeError(f"{codec}: decoded {len(decoded)} of {len(frames)} frames")
-    return decoded, measured
+        give(frame)
+    if decoded != len(frames):
+        raise RuntimeError(f"{codec}: decoded {decoded} of {len(frames)} frames")
+    return total_bytes * 8 / (len(frames) / fps) / 1000

@@ -60,34 +60,39 @@ def _pearson(a, b) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def eye_and_mouth(truths: list, outs: list, truth_frames: list, out_frames: list) -> dict:
-    """Eyes, gaze and teeth of a rebuilt clip against the real one (frame lists; landmark lists with None
-    where MediaPipe found no face). Definitions as face_metrics.py's `eyes` and `teeth`."""
+def eye_figures(truths: list, outs: list) -> dict:
+    """Eye openness r, blink recall and gaze r of a rebuilt clip against the real one (landmark lists, None
+    where MediaPipe found no face), as face_metrics.py's `eyes` defines them."""
     pairs = [(t, o) for t, o in zip(truths, outs) if t is not None and o is not None]
-    result = {}
-    if pairs:
-        t_open = np.array([eye_openness(t).mean() for t, _ in pairs])
-        o_open = np.array([eye_openness(o).mean() for _, o in pairs])
-        blink = t_open < BLINK_SHARE * np.median(t_open)
-        shown = o_open < BLINK_SHARE * np.median(o_open)
-        result.update(openness_r=_pearson(t_open, o_open), blink_frames=int(blink.sum()),
-                      blink_recall=float(shown[blink].mean()) if blink.any() else float("nan"),
-                      gaze_r=_pearson([gaze(t)[0] for t, _ in pairs], [gaze(o)[0] for _, o in pairs]))
-    t_teeth, o_teeth, interior = [], [], []
-    for truth, real, made in zip(truths, truth_frames, out_frames):
-        if truth is None or lip_gap(truth) < OPEN_MOUTH:
-            continue
-        mask = polygon_mask(real.shape, truth[INNER_LIPS]) > 0.5
-        if mask.sum() < 20:
-            continue
-        t_teeth.append(teeth_share(real, truth))
-        o_teeth.append(teeth_share(made, truth))
-        interior.append(float(np.abs(made[mask].astype(np.float32) - real[mask].astype(np.float32)).mean()))
-    result.update(open_mouth_frames=len(interior),
-                  teeth_share_truth=float(np.mean(t_teeth)) if t_teeth else float("nan"),
-                  teeth_share_out=float(np.mean(o_teeth)) if o_teeth else float("nan"),
-                  interior_l1=float(np.mean(interior)) if interior else float("nan"))
-    return result
+    if not pairs:
+        return {}
+    t_open = np.array([eye_openness(t).mean() for t, _ in pairs])
+    o_open = np.array([eye_openness(o).mean() for _, o in pairs])
+    blink = t_open < BLINK_SHARE * np.median(t_open)
+    shown = o_open < BLINK_SHARE * np.median(o_open)
+    return dict(openness_r=_pearson(t_open, o_open), blink_frames=int(blink.sum()),
+                blink_recall=float(shown[blink].mean()) if blink.any() else float("nan"),
+                gaze_r=_pearson([gaze(t)[0] for t, _ in pairs], [gaze(o)[0] for _, o in pairs]))
+
+
+def mouth_interior(truth: np.ndarray | None, real: np.ndarray, made: np.ndarray) -> tuple | None:
+    """On a real open-mouth frame (landmarks `truth`): (the teeth share inside its inner lips, real and
+    made; the mean absolute error there, 0-255), as face_metrics.py's `teeth`; None on other frames."""
+    if truth is None or lip_gap(truth) < OPEN_MOUTH:
+        return None
+    mask = polygon_mask(real.shape, truth[INNER_LIPS]) > 0.5
+    if mask.sum() < 20:
+        return None
+    return (teeth_share(real, truth), teeth_share(made, truth),
+            float(np.abs(made[mask].astype(np.float32) - real[mask].astype(np.float32)).mean()))
+
+
+def mouth_figures(interiors: list) -> dict:
+    """The means of mouth_interior's figures over the frames that have them."""
+    found = np.array([m for m in interiors if m is not None], dtype=np.float64).reshape(-1, 3)
+    mean = lambda k: float(found[:, k].mean()) if len(found) else float("nan")   # noqa: E731
+    return dict(open_mouth_frames=len(found), teeth_share_truth=mean(0), teeth_share_out=mean(1),
+                interior_l1=mean(2))
 
 
 def picked_frames(truths: list) -> dict:

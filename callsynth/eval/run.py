@@ -16,17 +16,20 @@ from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis
 from ..face.still import NoFaceError, prepare_still
+from ..face.tracker import FaceTracker
 from ..media import MediaError, iter_frames, read_still, video_info
 from ..budget import frames_per_packet
 from ..reenact import ReenactStats, reenact
 from .codecs import CODECS, DEFAULT_KBPS, encode_decode
-from .metrics import LandmarkStream, eye_and_mouth, nme, picked_frames, psnr, ssim
+from .metrics import LandmarkStream, eye_figures, mouth_figures, mouth_interior, nme, picked_frames, psnr, ssim
 from .report import write_report
 
 # send every Nth frame: 30, 15 and 10 packets/s at 30 fps (a faster clip at the same packet rates:
 # budget.frames_per_packet)
 CALLSYNTH_RATES = (1, 2, 3)
 GENERATOR_RATE = 2           # the generator is measured at the default packet rate
+# the strip's picked frames are known from the first run's truth, and kept from the later runs' outputs
+assert CALLSYNTH_RATES[0] != GENERATOR_RATE
 EYE_MOUTH_KEYS = ("openness_r", "blink_recall", "gaze_r", "teeth_share_truth", "teeth_share_out",
                   "interior_l1")
 MOUTH = [0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267,
@@ -46,44 +49,57 @@ def mouth_error(ref: np.ndarray, out: np.ndarray, landmarks: np.ndarray) -> floa
     return float(np.abs(ref[ya:yb, xa:xb].astype(np.float32) - out[ya:yb, xa:xb].astype(np.float32)).mean())
 
 
-def score(ref: list[np.ndarray], ref_lm: list, out: list[np.ndarray], fps: float,
-          ref_static: list | None = None) -> dict:
-    """Mean PSNR, SSIM and NME of out against ref; frames where ref has a face but out has none count.
-    Eyes, gaze and teeth are measured on landmarks found frame by frame in image mode (`ref_static` for
-    ref), as face_metrics.py finds them: video mode's tracking carries lids over from the frame before."""
-    stream = LandmarkStream(fps)
-    errors, lost, outs = [], 0, []
-    try:
-        for truth, frame in zip(ref_lm, out):
-            found = stream(frame)
-            outs.append(found)
-            if truth is None:
-                continue
+class RunScore:
+    """One method's figures against the real clip, taken a frame at a time, so that no run's frames are
+    kept but those the strip shows (a minute of a clip's 256² crops is 0.35 GB a run; every run's were
+    held until the report). PSNR, SSIM, the lips' box error, and NME with MediaPipe in video mode; eyes,
+    gaze and teeth on landmarks found frame by frame in image mode, as face_metrics.py finds them (video
+    mode's tracking carries lids over from the frame before). A frame whose truth has a face but the
+    method's has none counts as lost."""
+
+    def __init__(self, fps: float, keep: set[int] = frozenset()):
+        self.stream = LandmarkStream(fps)
+        self.static = FaceTracker(video=False, smoothing=False)
+        self.keep, self.kept = keep, {}
+        self.errors, self.lost, self.faces, self.mouths, self.psnrs, self.ssims = [], 0, 0, [], [], []
+        self.truths, self.outs, self.interiors = [], [], []
+
+    def add(self, real: np.ndarray, made: np.ndarray, truth, truth_static) -> None:
+        """The method's frame `made` against the real crop `real` (landmarks `truth` in video mode and
+        `truth_static` in image mode, None where there is no face)."""
+        if len(self.psnrs) in self.keep:
+            self.kept[len(self.psnrs)] = made
+        found = self.stream(made)
+        if truth is not None:
+            self.faces += 1
             if found is None:
-                lost += 1
+                self.lost += 1
             else:
-                errors.append(nme(found, truth))
-    finally:
-        stream.close()
-    faces = sum(t is not None for t in ref_lm)
-    mouths = [mouth_error(a, b, t) for a, b, t in zip(ref, out, ref_lm) if t is not None]
-    return {
-        "mouth_l1": float(np.mean(mouths)) if mouths else float("nan"),
-        "psnr": float(np.mean([psnr(a, b) for a, b in zip(ref, out)])),
-        "ssim": float(np.mean([ssim(a, b) for a, b in zip(ref, out)])),
-        "nme": float(np.mean(errors)) if errors else float("nan"),
-        "face_lost_pct": 100.0 * lost / faces if faces else 0.0,
-        **eye_and_mouth(ref_static if ref_static is not None else ref_lm,
-                        static_landmarks(out) if ref_static is not None else outs, ref, out),
-    }
+                self.errors.append(nme(found, truth))
+            self.mouths.append(mouth_error(real, made, truth))
+        self.psnrs.append(psnr(real, made))
+        self.ssims.append(ssim(real, made))
+        self.truths.append(truth_static)
+        self.outs.append(self.static.process(made).landmarks)
+        self.interiors.append(mouth_interior(truth_static, real, made))
 
+    def __enter__(self) -> "RunScore":
+        return self
 
-def static_landmarks(frames: list[np.ndarray]) -> list:
-    """MediaPipe on each frame on its own (image mode), None where it finds no face."""
-    from ..face.tracker import FaceTracker
+    def __exit__(self, *exc) -> None:
+        self.stream.close()
+        self.static.close()
 
-    with FaceTracker(video=False, smoothing=False) as tracker:
-        return [tracker.process(frame).landmarks for frame in frames]
+    def result(self) -> dict:
+        return {
+            "mouth_l1": float(np.mean(self.mouths)) if self.mouths else float("nan"),
+            "psnr": float(np.mean(self.psnrs)),
+            "ssim": float(np.mean(self.ssims)),
+            "nme": float(np.mean(self.errors)) if self.errors else float("nan"),
+            "face_lost_pct": 100.0 * self.lost / self.faces if self.faces else 0.0,
+            **eye_figures(self.truths, self.outs),
+            **mouth_figures(self.interiors),
+        }
 
 
 def code_nme(still, ref_lm: list, basis: ExpressionBasis) -> float:
@@ -103,8 +119,8 @@ def code_nme(still, ref_lm: list, basis: ExpressionBasis) -> float:
     return float(np.mean(errors)) if errors else float("nan")
 
 
-def write_strip(path: Path, ref: list, columns: dict[str, list], picks: dict[str, int]) -> None:
-    """One row per picked frame: truth | each column (warp, output), labelled."""
+def write_strip(path: Path, ref: list, columns: dict[str, dict], picks: dict[str, int]) -> None:
+    """One row per picked frame: truth | each column (warp, output: its frames by index), labelled."""
     import cv2
 
     rows = []
@@ -126,55 +142,69 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
                   strip: Path | None = None, model: str | None = None) -> list[dict]:
     """Rows of figures for one clip; `strip`: where to write its truth | warp | output picture."""
     fps = video_info(path).fps
-    # decoded again for each run rather than held: a minute of 1080p is 9 GB of frames, past what a
-    # laptop has; the 256x256 crops are what is kept
+    # decoded again for each run rather than held (a minute of 1080p is 9 GB of frames), and each run
+    # scored as its frames come; what is kept is the truth's 256x256 crops (the codecs encode them) and
+    # landmarks
     still = prepare_still(read_still(path), source=f"{path.name} first frame")
-    rows, ref, shown = [], None, {}
-    for rate in CALLSYNTH_RATES:
-        send_every = frames_per_packet(fps, rate)
+    rows, ref, ref_lm, ref_static, picks, shown = [], [], [], [], {}, {}
+
+    def run(send_every: int, renderers=None) -> tuple[dict, dict, dict]:
+        """Reenact the clip at one packet every `send_every` frames: (its stats summary, its figures, its
+        frames the strip shows)."""
         stats = ReenactStats(fps, send_every)
-        pairs = list(reenact(still, iter_frames(path, max_frames), fps, basis, send_every=send_every,
-                             stats=stats))
+        first = not ref
+        truth_stream, truth_static = (LandmarkStream(fps), FaceTracker(video=False, smoothing=False)) if first \
+            else (None, None)
+        try:
+            with RunScore(fps, set(picks.values())) as scorer:
+                for i, (real, made) in enumerate(reenact(still, iter_frames(path, max_frames), fps, basis,
+                                                         send_every=send_every, stats=stats, renderers=renderers)):
+                    if first:
+                        ref.append(real)
+                        ref_lm.append(truth_stream(real))
+                        ref_static.append(truth_static.process(real).landmarks)
+                    scorer.add(ref[i], made, ref_lm[i], ref_static[i])
+                figures = scorer.result()
+        finally:
+            if first:
+                truth_stream.close()
+                truth_static.close()
+        if first:
+            picks.update(picked_frames(ref_lm))
+        return stats.summary(), figures, scorer.kept
+
+    for rate in CALLSYNTH_RATES:
+        summary, figures, kept = run(frames_per_packet(fps, rate))
         if rate == GENERATOR_RATE:
-            shown["warp"] = [o for _, o in pairs]
-        if ref is None:
-            ref = [r for r, _ in pairs]
-            stream = LandmarkStream(fps)
-            ref_lm = [stream(r) for r in ref]
-            stream.close()
-            ref_static = static_landmarks(ref)
-        summary = stats.summary()
+            shown["warp"] = kept
         setting = "every frame" if rate == 1 else f"1 packet / {rate} frames"
-        rows.append({"method": "callsynth-warp", "setting": setting, "packets_per_s": fps / send_every,
+        rows.append({"method": "callsynth-warp", "setting": setting,
+                     "packets_per_s": fps / frames_per_packet(fps, rate),
                      "kbps": summary["payload_kbps"], "kbps_at_30fps": summary["payload_kbps_at_30fps"],
                      "reference_bytes": summary["reference_bytes"],
                      "code_nme": code_nme(still, ref_lm, basis),
-                     "references_sent": summary["references_sent"],
-                     **score(ref, ref_lm, [o for _, o in pairs], fps, ref_static)})
+                     "references_sent": summary["references_sent"], **figures})
         progress.update(1)
     if generator is not None:
         from receiver.renderer import DEFAULT_MODEL, Renderers
 
         model = model or DEFAULT_MODEL
         send_every = frames_per_packet(fps, GENERATOR_RATE)
-        stats = ReenactStats(fps, send_every)
-        pairs = list(reenact(still, iter_frames(path, max_frames), fps, basis, send_every=send_every, stats=stats,
-                             renderers=Renderers(basis, model, generator or None)))
-        summary = stats.summary()
-        shown[model] = [o for _, o in pairs]
+        summary, figures, shown[model] = run(send_every, Renderers(basis, model, generator or None))
         rows.append({"method": f"callsynth-{model}", "setting": f"1 packet / {GENERATOR_RATE} frames",
                      "packets_per_s": fps / send_every, "kbps": summary["payload_kbps"],
                      "kbps_at_30fps": summary["payload_kbps_at_30fps"],
-                     "render_ms": summary["timings_ms"]["render"]["mean"],
-                     **score(ref, ref_lm, [o for _, o in pairs], fps, ref_static)})
+                     "render_ms": summary["timings_ms"]["render"]["mean"], **figures})
         progress.update(1)
     if strip is not None:
-        write_strip(strip, ref, shown, picked_frames(ref_lm))
+        write_strip(strip, ref, shown, picks)
     for codec in codecs:
         for target in kbps:
-            decoded, measured = encode_decode(ref, fps, codec, target)
-            rows.append({"method": codec, "setting": f"target {target} kbps", "kbps": measured,
-                         **score(ref, ref_lm, decoded, fps, ref_static)})
+            with RunScore(fps) as scorer:
+                measured = encode_decode(ref, fps, codec, target,
+                                         lambda i, frame: scorer.add(ref[i], frame, ref_lm[i], ref_static[i]))
+                rows.append({"method": codec, "setting": f"target {target} kbps", "kbps": measured,
+                             **scorer.result()})
             progress.update(1)
     for row in rows:
         row.update(clip=str(path), frames=len(ref), fps=fps)
