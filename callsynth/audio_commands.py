@@ -7,6 +7,7 @@ from pathlib import Path
 
 from audio2exp.options import A2E_TRAIN, TrainOptions
 
+from .outputs import output_file, output_folder
 from .wire import MAX_REFERENCES
 
 # What audio2exp must reach on speakers it never trained on; `audio2exp-eval` exits 1 when any is missed.
@@ -137,7 +138,7 @@ def add_audio_commands(sub, positive_int) -> None:
                    help=f"more pictures of the same person, at most {MAX_REFERENCES}: one with the mouth open "
                         "and teeth showing, one with the eyes closed; open mouths and blinks are drawn from "
                         "them (without, an open mouth is the still's lips stretched, dark and toothless)")
-    p.add_argument("--output", required=True, type=Path, help="video to write (mp4)")
+    p.add_argument("--output", required=True, type=output_file, help="video to write (mp4)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate (default 30)")
     p.add_argument("--model", type=Path, help="audio2exp checkpoint (default: the shipped one)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
@@ -147,7 +148,7 @@ def add_audio_commands(sub, positive_int) -> None:
     p = sub.add_parser("audio2exp-train", help="train the speech → mouth-code model",
                        description="Train on the clips with clean audio of people outside both validation "
                                    "sets (landmarks are tracked once and cached in ~/.cache/callsynth).")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "audio2exp" / "assets",
+    p.add_argument("--out", type=output_folder, default=Path(__file__).resolve().parents[1] / "audio2exp" / "assets",
                    help="folder for the checkpoint (default audio2exp/assets)")
     p.add_argument("--epochs", type=positive_int, default=A2E_TRAIN.epochs,
                    help=f"passes over the data (default {A2E_TRAIN.epochs})")
@@ -174,5 +175,5 @@ def add_audio_commands(sub, positive_int) -> None:
     p.add_argument("--align-dir", type=Path, help="folder of GRID .align files named like the clips")
     p.add_argument("--model", type=Path, help="audio2exp checkpoint (default: the shipped one)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
-    p.add_argument("--out", type=Path, help="also write the report here (JSON)")
+    p.add_argument("--out", type=output_file, help="also write the report here (JSON)")
     p.set_defaults(func=cmd_audio2exp_eval)

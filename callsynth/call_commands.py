@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .call_key import ENV_VAR
 from .call_options import CALL
+from .outputs import output_file, output_folder
 
 DEFAULT_PORT = 8765
 
@@ -313,7 +314,7 @@ def add_call_commands(sub, positive_int) -> None:
 
     receiving = argparse.ArgumentParser(add_help=False)
     g = receiving.add_argument_group("what this side shows")
-    g.add_argument("--output", type=Path, metavar="OUT.mp4", help="record the call here")
+    g.add_argument("--output", type=output_file, metavar="OUT.mp4", help="record the call here")
     g.add_argument("--window", action="store_true", help="show the call in a window (needs a display)")
     g.add_argument("--fps", type=float, default=CALL.display_fps, help="display rate (default %(default)s)")
     g.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",
@@ -335,14 +336,14 @@ def add_call_commands(sub, positive_int) -> None:
                                    "send the still once on the reliable 'identity' channel and one feature "
                                    "packet per sent frame on the unreliable 'features' channel, with the "
                                    "voice as a 16 kbps mono Opus track.")
-    p.add_argument("--stats", type=Path, help="write the sender's statistics (JSON)")
+    p.add_argument("--stats", type=output_file, help="write the sender's statistics (JSON)")
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("receive", parents=[common, receiving], help="the callee's side of a one-way call",
                        description="Cache the still, play feature packets out through a jitter buffer, "
                                    "rebuild every frame, show it (--window) and/or record it with the "
                                    "received audio, and report kbps, fps and glass-to-glass latency.")
-    p.add_argument("--stats", type=Path, metavar="STATS.json", help="write the call's statistics here")
+    p.add_argument("--stats", type=output_file, metavar="STATS.json", help="write the call's statistics here")
     p.set_defaults(func=cmd_receive)
 
     p = sub.add_parser("call", parents=[common, sending, receiving],
@@ -354,7 +355,7 @@ def add_call_commands(sub, positive_int) -> None:
                                    "the room offers, the second answers. With --window: the other person "
                                    "large, yourself small, a status line; keys q/Esc hang up, m mutes the "
                                    "voice, c turns the camera off (the voice then drives your face) and on.")
-    p.add_argument("--stats", type=Path, metavar="STATS.json",
+    p.add_argument("--stats", type=output_file, metavar="STATS.json",
                    help="write both directions' statistics here ('sent', 'received')")
     p.set_defaults(func=cmd_call)
 
@@ -368,7 +369,7 @@ def add_call_commands(sub, positive_int) -> None:
                         "--video2 on side b, each rebuilding the other")
     p.add_argument("--video2", type=Path, metavar="FILE",
                    help="with --two-way, side b's clip (default: another held-out clip)")
-    p.add_argument("--out", type=Path, default=Path("out/demo_call"), help="output folder (default out/demo_call)")
+    p.add_argument("--out", type=output_folder, default=Path("out/demo_call"), help="output folder (default out/demo_call)")
     p.add_argument("--identity", type=Path, help="still to send (default: picked by the sender)")
     p.add_argument("--loss", type=_fraction, default=0.0, metavar="P", help="drop P %% of feature packets")
     p.add_argument("--budget", type=budget_arg, metavar="KBPS|auto",

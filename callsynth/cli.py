@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .call_commands import positive_int as _positive_int
 from .call_options import CALL
+from .outputs import output_file, output_folder
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
 warnings.filterwarnings("ignore", module="google.protobuf")
@@ -221,10 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identity", required=True, type=Path,
                    help="the caller's still: an image, or a video whose first frame is used")
     p.add_argument("--driving", required=True, type=Path, help="video whose pose and expression drive it")
-    p.add_argument("--output", required=True, type=Path, help="rebuilt video (mp4, 256x256)")
-    p.add_argument("--reference-out", type=Path,
+    p.add_argument("--output", required=True, type=output_file, help="rebuilt video (mp4, 256x256)")
+    p.add_argument("--reference-out", type=output_file,
                    help="also write the driving frames cropped exactly like OUTPUT, frame for frame")
-    p.add_argument("--stats", type=Path, help="write bytes per packet, kbps, faceless frames, timings (JSON)")
+    p.add_argument("--stats", type=output_file, help="write bytes per packet, kbps, faceless frames, timings (JSON)")
     p.add_argument("--send-every", type=_positive_int,
                    help=f"send a packet every Nth frame, interpolate between (default: {CALL.reenact_send_every} "
                         f"at up to 30 fps, 15 packets/s; {2 * CALL.reenact_send_every} at up to 60 fps, and so on)")
@@ -249,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated subset of x264,vp8,vp9,av1; empty for none (default: all)")
     p.add_argument("--kbps", type=_kbps_list, default=(4, 8, 16, 32, 64),
                    help="codec target bitrates, comma-separated (default 4,8,16,32,64)")
-    p.add_argument("--out", required=True, type=Path, help="folder for the report")
+    p.add_argument("--out", required=True, type=output_folder, help="folder for the report")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.add_argument("--max-frames", type=_positive_int, help="use at most this many frames of each clip")
     p.add_argument("--generator", nargs="?", const="", default="", metavar="CHECKPOINT",
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit-basis", help="fit the mean face, rigid points and PCA expression basis",
                        description="Fit the expression basis on the training identities of ../shared/data "
                                    "and write basis-<hash>.npz (landmarks are cached in ~/.cache/callsynth).")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "assets", help="output folder")
+    p.add_argument("--out", type=output_folder, default=Path(__file__).parent / "assets", help="output folder")
     p.add_argument("--code-bits", type=_positive_int, default=104, help="wire bits for the code (default 104)")
     p.add_argument("--max-components", type=_positive_int, default=40, help="PCA components considered")
     p.add_argument("--max-grid-s1", type=_positive_int, default=120, help="GRID s1 clips used (of 1000)")
@@ -281,9 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "config's out folder; resumes from its checkpoint unless --restart.")
     p.add_argument("--config", required=True, type=Path, help="JSON config (see configs/)")
     p.add_argument("--steps", type=_positive_int, help="override the config's number of steps")
-    p.add_argument("--out", type=Path, help="override the config's output folder")
+    p.add_argument("--out", type=output_folder, help="override the config's output folder")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
-    p.add_argument("--export", type=Path, metavar="PATH",
+    p.add_argument("--export", type=output_file, metavar="PATH",
                    help="do not train: write the generator of the config's checkpoint to PATH "
                         "(callsynth/assets/generator.pt is what receivers load by default)")
     p.add_argument("--best", action="store_true",
@@ -307,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "cached outside the repository.")
     p.add_argument("--steps", type=_positive_int, default=mouth.steps, help=f"training steps (default {mouth.steps})")
     p.add_argument("--seed", type=int, default=mouth.seed, help=f"random seed (default {mouth.seed})")
-    p.add_argument("--out", type=Path, default=Path("runs/mouth"), help="output folder (default runs/mouth)")
+    p.add_argument("--out", type=output_folder, default=Path("runs/mouth"), help="output folder (default runs/mouth)")
     p.add_argument("--install", action="store_true",
                    help="copy the result to callsynth/assets/mouth_generator.pt, what receivers load")
     p.add_argument("--workers", type=_positive_int, default=2, help="processes making samples (default 2)")
@@ -328,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="C: whose expression (default B): C's change from its own first frame, so a "
                         "video's; a still image gives none")
     p.add_argument("--attribute2", type=Path, help="D: whose head pose (default B)")
-    p.add_argument("--output", required=True, type=Path, help="image (png/jpg) or video (mp4)")
+    p.add_argument("--output", required=True, type=output_file, help="image (png/jpg) or video (mp4)")
     add_model_options(p, repair_every=False)
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_combine)
@@ -376,6 +377,9 @@ def main(argv=None) -> int:
             DemoError, TimeoutError) as exc:  # audio2exp's ModelError is a ValueError
         print(f"callsynth {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:    # a disk that fills or a folder that goes read-only mid-run: said, not a traceback
+        print(f"callsynth {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

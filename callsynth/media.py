@@ -90,6 +90,10 @@ def written_whole(output: str | Path) -> Iterator[Path]:
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.stem}.{os.getpid()}.partial{output.suffix}")
     try:
+        partial.touch()          # a place that cannot take the file is said now, before the work
+    except OSError as exc:
+        raise OSError(exc.errno, f"{output} cannot be written there ({exc.strerror})") from exc
+    try:
         yield partial
     except BaseException:
         partial.unlink(missing_ok=True)

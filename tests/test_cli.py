@@ -165,3 +165,49 @@ def test_eval_skips_a_bad_clip_and_keeps_the_others(data, tmp_path, capsys):
     assert "no face" in (out / "report.md").read_text() and "skipping" in capsys.readouterr().err
     assert main(["eval", "--clips", str(faceless), "--codecs", "", "--warp-only", "--out", str(out)]) == 2
     assert "no clip could be evaluated" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    ["reenact", "--identity", "{clip}", "--driving", "{clip}", "--output", "{file}/out.mp4"],
+    ["reenact", "--identity", "{clip}", "--driving", "{clip}", "--output", "{folder}"],
+    ["reenact", "--identity", "{clip}", "--driving", "{clip}", "--output", "o.mp4", "--stats", "{file}/s/s.json"],
+    ["eval", "--clips", "{clip}", "--out", "{file}/report"],
+    ["eval", "--clips", "{clip}", "--out", "{file}"],
+    ["combine", "--identity", "{clip}", "--attribute", "{clip}", "--output", "{folder}"],
+    ["audio2exp", "--identity", "{clip}", "--audio", "{clip}", "--output", "{file}/talk.mp4"],
+    ["receive", "--room", "r", "--output", "{file}/rx.mp4"],
+    ["demo", "--video", "{clip}", "--out", "{file}"],
+])
+def test_an_output_that_cannot_be_written_is_said_before_any_work(command, data, tmp_path, capsys):
+    """A folder that is a file, or a file name that is a folder: refused as the command line is read (it
+    once ran the whole render first and ended in a traceback)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    args = [a.format(clip=data / VAL_CLIP, file=blocker, folder=tmp_path) for a in command]
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument --" in err and ("is a file" in err or "is a folder" in err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]        # nothing made
+
+
+def test_a_place_the_disk_refuses_is_said_with_its_name(data, tmp_path, capsys, monkeypatch):
+    """What the command-line check cannot foresee (here: a folder whose files the system refuses) is said
+    with the output's name when writing starts, before the work, and leaves nothing behind."""
+    from pathlib import Path as _Path
+
+    real_touch = _Path.touch
+
+    def refused(self, *a, **k):
+        if self.parent == tmp_path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_touch(self, *a, **k)
+
+    monkeypatch.setattr(_Path, "touch", refused)
+    out = tmp_path / "out.mp4"
+    rc = main(["reenact", "--identity", str(data / VAL_CLIP), "--driving", str(data / VAL_CLIP),
+               "--output", str(out), "--max-frames", "4", "--quiet"])
+    assert rc == 1                            # a system error, not a usage error
+    assert f"{out} cannot be written there (Permission denied)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,40 @@
+"""Where a command writes, checked when its command line is read.
+
+A render, an evaluation or a call that ran for minutes and then could not write its result (a folder that
+is a file, a read-only disk, a file name that is a folder) lost all that work and ended in a traceback.
+These argparse types say so at once, as a usage error; they create nothing."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def output_file(text: str) -> Path:
+    """A file the command will write (its folder may not exist yet)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+    _check_folder(path.parent)
+    return path
+
+
+def output_folder(text: str) -> Path:
+    """A folder the command will write into (made if missing)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+    _check_folder(path)
+    return path
+
+
+def _check_folder(folder: Path) -> None:
+    """`folder` exists and is writable, or can be made: its nearest existing ancestor is a writable folder."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is a file: {folder} cannot be made there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{existing} cannot be written (read-only, or not yours)")
