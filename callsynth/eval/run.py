@@ -175,6 +175,8 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
 
     for rate in CALLSYNTH_RATES:
         summary, figures, kept = run(frames_per_packet(fps, rate))
+        if rate == CALLSYNTH_RATES[0]:
+            coded = code_nme(still, ref_lm, basis)      # the truth's landmarks through the code: once a clip
         if rate == GENERATOR_RATE:
             shown["warp"] = kept
         setting = "every frame" if rate == 1 else f"1 packet / {rate} frames"
@@ -182,7 +184,7 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
                      "packets_per_s": fps / frames_per_packet(fps, rate),
                      "kbps": summary["payload_kbps"], "kbps_at_30fps": summary["payload_kbps_at_30fps"],
                      "reference_bytes": summary["reference_bytes"],
-                     "code_nme": code_nme(still, ref_lm, basis),
+                     "code_nme": coded,
                      "references_sent": summary["references_sent"], **figures})
         progress.update(1)
     if generator is not None:
