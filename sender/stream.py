@@ -50,7 +50,9 @@ class SenderStats:
     still_delivery_ms: float | None = None   # from sending the still to the receiver's receipt
     speech_packets: int = 0
     speech_bytes: int = 0
-    track_ms: list = field(default_factory=list)
+    # per sent frame, from the frame's tracking starting to its packet sent (tracking, encoding and any
+    # wait between them): a latency, not the tracker's own time (`tracking`'s ms: the stages' own time)
+    frame_to_packet_ms: list = field(default_factory=list)
     frames_untracked: int = 0       # left out by the tracking ladder (only the sent frames tracked)
     frames_dropped_late: int = 0    # dropped by the source, their time long past (the call fell behind)
     tracking: dict = field(default_factory=dict)
@@ -62,7 +64,7 @@ class SenderStats:
 
     def summary(self) -> dict:
         seconds = max(1e-6, self.ended - self.started)
-        track = sorted(self.track_ms) or [0.0]
+        latency = sorted(self.frame_to_packet_ms) or [0.0]
         return {"frames": self.frames, "frames_no_face": self.frames_no_face,
                 "packets_sent": self.packets_sent,
                 "packets_dropped_on_purpose": self.packets_dropped_on_purpose,
@@ -72,7 +74,7 @@ class SenderStats:
                 "identity_bytes": self.identity_bytes, "still_frame": self.still_frame,
                 "still_delivery_ms": self.still_delivery_ms,
                 "references_sent": self.references_sent, "reference_bytes": self.reference_bytes,
-                "track_ms_p50": round(track[len(track) // 2], 2), "duration_s": round(seconds, 2),
+                "frame_to_packet_ms_p50": round(latency[len(latency) // 2], 2), "duration_s": round(seconds, 2),
                 "frames_untracked": self.frames_untracked, "frames_dropped_late": self.frames_dropped_late,
                 "tracking": self.tracking, "wire_plan": self.wire_plan,
                 "plan_changes": self.plan_changes,
@@ -386,7 +388,7 @@ class FaceStream:
             nonlocal no_face_since
             sent = await loop.run_in_executor(self.encoder_thread, encoder.finish, frame, tracked,
                                               capture_ms & 0xFFFFFFFF)
-            stats.track_ms.append((time.perf_counter() - t0) * 1e3)
+            stats.frame_to_packet_ms.append((time.perf_counter() - t0) * 1e3)
             # both stages' own time, though they overlap: where they do not fit one frame period together
             # the machine has no core to spare (counted by the busier stage alone, the sender tracked every
             # frame of a two-way demo on two cores and both receivers fell from 22 to 19 fps)
