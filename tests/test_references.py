@@ -242,6 +242,30 @@ def test_the_still_s_own_closed_eyes_show_no_liner_ring(data):
     assert np.all(eye_openness(shut.landmarks) < 0.2 * eye_openness(still.landmarks))
 
 
+def test_the_still_s_own_closed_eyes_take_the_skin_s_colour_under_heavy_make_up(data):
+    """A still with heavy liner (WDA_KatieHill_000): darkness the inpainting carried in was scaled up to the
+    skin's level, which turned a dark red-brown into an orange streak on the lid, and liner past the
+    painted shapes stayed as a ring. The lid's colour now stays within the spread of the skin round it."""
+    from callsynth.face.reference_blend import closed_eyes
+    from callsynth.face.regions import EYE_OUTLINES, polygon_mask
+    from callsynth.face.still import prepare_still
+    from callsynth.media import read_still
+
+    still = prepare_still(read_still(data / "video/hdtf/WDA_KatieHill_000.mp4"))
+    shut = closed_eyes(still)
+    chroma = lambda c: c - c.mean(-1, keepdims=True)      # noqa: E731 - colour without its level
+    for outline in EYE_OUTLINES:
+        width = float(np.ptp(still.landmarks[outline, 0]))
+        lid = polygon_mask(still.image.shape, still.landmarks[outline], grow=0.1 * width) > 0.5
+        around = (polygon_mask(still.image.shape, still.landmarks[outline], grow=0.6 * width) > 0.5) & ~(
+            polygon_mask(still.image.shape, still.landmarks[outline], grow=0.35 * width) > 0.5)
+        skin = still.image[around].astype(float)
+        usual = np.median(skin, 0)
+        off_skin = np.percentile(np.linalg.norm(chroma(skin) - chroma(usual), axis=1), 98)
+        off_lid = np.percentile(np.linalg.norm(chroma(shut.image[lid].astype(float)) - chroma(usual), axis=1), 98)
+        assert off_lid <= off_skin + 2          # (the streak: 36 against the skin's 26)
+
+
 def test_a_closing_eye_s_zigzag_lids_are_smoothed_before_the_closed_picture_is_warped(still):
     from callsynth.face.reference_blend import smooth_lids
     from callsynth.face.regions import EYE_OUTLINES, IRISES

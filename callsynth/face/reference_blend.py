@@ -43,6 +43,8 @@ EYE_START = 0.8          # the closed-eye texture starts to come in below this s
 EYE_HISTORY = 900        # frames (30 s at 30 fps) whose median openness is the eyes' usual
 EYE_HISTORY_MIN = 30     # frames seen before that median stands for the usual (the still's before)
 USUAL_RANGE = (0.7, 1.5)  # the usual, as a share of the still's: a long closure does not become usual
+LINER_REACH = 0.22       # eye widths past the outline where dark make-up and lashes are painted over
+LINER_DARK = 0.8         # ... when darker than this share of the skin round the eye
 
 
 @dataclass
@@ -124,7 +126,10 @@ def _lid(region: np.ndarray, local: np.ndarray, width: float, hole: np.ndarray, 
                           cv2.INPAINT_TELEA).astype(np.float32)
     painted = cv2.GaussianBlur(painted, (0, 0), 0.08 * width)
     lum_p, lum_f = painted.mean(2, keepdims=True), flat.mean(2, keepdims=True)
-    painted = np.where(lum_p < 0.9 * lum_f, painted * (0.9 * lum_f / np.maximum(lum_p, 1)), painted)
+    # too dark (lashes, liner the inpainting carried in): moved toward the skin's colour until 0.9 of its
+    # level; scaled up instead, a dark red-brown became a saturated red streak
+    lift = np.clip((0.9 * lum_f - lum_p) / np.maximum(lum_f - lum_p, 1), 0, 1)
+    painted = painted + lift * (flat - painted)
     # at the edge the inpainting alone (it meets the skin around without a seam), inside half the flat skin
     inner = np.clip(cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3) / (0.15 * width), 0, 1)
     lid = painted + 0.5 * inner[..., None] * (flat - painted)
@@ -150,6 +155,13 @@ def _shut_eye(image: np.ndarray, landmarks: np.ndarray, outline, xs: np.ndarray,
         polygon_mask(region.shape, (local - middle) * (1.15, 1) + middle, grow=0.06 * width)]) > 0.2
     ring = (polygon_mask(region.shape, local, grow=0.28 * width) > 0.5) & ~(
         cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2) > 0)
+    # liner, lashes and shadow past those shapes (heavy make-up): the pixels near the eye much darker than
+    # the skin round it join the hole, or the lid's edge carried them round it as a dark ring
+    lum = region.astype(np.float32).mean(2)
+    skin = float(np.median(lum[ring])) if ring.sum() > 10 else float(lum.mean())
+    near = polygon_mask(region.shape, local, grow=LINER_REACH * width) > 0.5
+    hole = cv2.dilate(cv2.morphologyEx((hole | (near & (lum < LINER_DARK * skin))).astype(np.uint8),
+                                       cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)), np.ones((3, 3), np.uint8)) > 0
     lash_y = np.interp(np.arange(region.shape[1]), xs - x0, line_y - y0)
     lid = _lid(region, local, width, hole, ring, lash_y, seed=x0 * 7919 + y0)
     cover = np.clip(np.maximum(cv2.GaussianBlur(hole.astype(np.float32), (0, 0), 0.07 * width) * 1.3,
