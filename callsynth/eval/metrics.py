@@ -53,6 +53,27 @@ class LandmarkStream:
         self.tracker.close()
 
 
+class FrameLandmarks:
+    """MediaPipe on a stream of frames in both modes, each frame giving (video-mode landmarks, image-mode
+    landmarks), None where no face: video mode for NME, as a tracker follows a video; image mode for eyes,
+    gaze and teeth, as face_metrics.py finds them (video mode's tracking carries lids over from the frame
+    before). Both trackers close when the `with` block ends."""
+
+    def __init__(self, fps: float):
+        self.video = LandmarkStream(fps)
+        self.image = FaceTracker(video=False, smoothing=False)
+
+    def __call__(self, frame: np.ndarray) -> tuple:
+        return self.video(frame), self.image.process(frame).landmarks
+
+    def __enter__(self) -> "FrameLandmarks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.video.close()
+        self.image.close()
+
+
 def _pearson(a, b) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 3 or a.std() == 0 or b.std() == 0:

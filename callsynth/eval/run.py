@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,11 @@ from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis
 from ..face.still import NoFaceError, prepare_still
-from ..face.tracker import FaceTracker
 from ..media import MediaError, iter_frames, read_still, video_info
 from ..budget import frames_per_packet
 from ..reenact import ReenactStats, reenact
 from .codecs import CODECS, DEFAULT_KBPS, encode_decode
-from .metrics import LandmarkStream, eye_figures, mouth_figures, mouth_interior, nme, picked_frames, psnr, ssim
+from .metrics import FrameLandmarks, eye_figures, mouth_figures, mouth_interior, nme, picked_frames, psnr, ssim
 from .report import write_report
 
 # send every Nth frame: 30, 15 and 10 packets/s at 30 fps (a faster clip at the same packet rates:
@@ -52,14 +52,11 @@ def mouth_error(ref: np.ndarray, out: np.ndarray, landmarks: np.ndarray) -> floa
 class RunScore:
     """One method's figures against the real clip, taken a frame at a time, so that no run's frames are
     kept but those the strip shows (a minute of a clip's 256² crops is 0.35 GB a run; every run's were
-    held until the report). PSNR, SSIM, the lips' box error, and NME with MediaPipe in video mode; eyes,
-    gaze and teeth on landmarks found frame by frame in image mode, as face_metrics.py finds them (video
-    mode's tracking carries lids over from the frame before). A frame whose truth has a face but the
-    method's has none counts as lost."""
+    held until the report). PSNR, SSIM, the lips' box error, and on both modes' landmarks (FrameLandmarks)
+    NME, eyes, gaze and teeth. A frame whose truth has a face but the method's has none counts as lost."""
 
     def __init__(self, fps: float, keep: set[int] = frozenset()):
-        self.stream = LandmarkStream(fps)
-        self.static = FaceTracker(video=False, smoothing=False)
+        self.landmarks = FrameLandmarks(fps)
         self.keep, self.kept = keep, {}
         self.errors, self.lost, self.faces, self.mouths, self.psnrs, self.ssims = [], 0, 0, [], [], []
         self.truths, self.outs, self.interiors = [], [], []
@@ -69,7 +66,7 @@ class RunScore:
         `truth_static` in image mode, None where there is no face)."""
         if len(self.psnrs) in self.keep:
             self.kept[len(self.psnrs)] = made
-        found = self.stream(made)
+        found, found_static = self.landmarks(made)
         if truth is not None:
             self.faces += 1
             if found is None:
@@ -80,15 +77,14 @@ class RunScore:
         self.psnrs.append(psnr(real, made))
         self.ssims.append(ssim(real, made))
         self.truths.append(truth_static)
-        self.outs.append(self.static.process(made).landmarks)
+        self.outs.append(found_static)
         self.interiors.append(mouth_interior(truth_static, real, made))
 
     def __enter__(self) -> "RunScore":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stream.close()
-        self.static.close()
+        self.landmarks.__exit__(*exc)
 
     def result(self) -> dict:
         return {
@@ -153,22 +149,16 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
         frames the strip shows)."""
         stats = ReenactStats(fps, send_every)
         first = not ref
-        truth_stream, truth_static = (LandmarkStream(fps), FaceTracker(video=False, smoothing=False)) if first \
-            else (None, None)
-        try:
-            with RunScore(fps, set(picks.values())) as scorer:
-                for i, (real, made) in enumerate(reenact(still, iter_frames(path, max_frames), fps, basis,
-                                                         send_every=send_every, stats=stats, renderers=renderers)):
-                    if first:
-                        ref.append(real)
-                        ref_lm.append(truth_stream(real))
-                        ref_static.append(truth_static.process(real).landmarks)
-                    scorer.add(ref[i], made, ref_lm[i], ref_static[i])
-                figures = scorer.result()
-        finally:
-            if first:
-                truth_stream.close()
-                truth_static.close()
+        with FrameLandmarks(fps) if first else nullcontext() as truth, RunScore(fps, set(picks.values())) as scorer:
+            for i, (real, made) in enumerate(reenact(still, iter_frames(path, max_frames), fps, basis,
+                                                     send_every=send_every, stats=stats, renderers=renderers)):
+                if first:
+                    ref.append(real)
+                    found, found_static = truth(real)
+                    ref_lm.append(found)
+                    ref_static.append(found_static)
+                scorer.add(ref[i], made, ref_lm[i], ref_static[i])
+            figures = scorer.result()
         if first:
             picks.update(picked_frames(ref_lm))
         return stats.summary(), figures, scorer.kept
