@@ -99,9 +99,11 @@ class RunningMean:
 
     def apply(self, frames: np.ndarray) -> np.ndarray:
         out = np.empty_like(frames, dtype=np.float32)
+        levels, level = frames.mean(axis=1), self.mean.mean()
         for i, frame in enumerate(frames):
-            if frame.mean() > self.mean.mean() - self.GATE:
+            if levels[i] > level - self.GATE:
                 self.heard += 1
                 self.mean += max(self.ALPHA, 1 / self.heard) * (frame - self.mean)
+                level = self.mean.mean()
             out[i] = frame - self.mean
         return out

@@ -22,22 +22,31 @@ PAST = 40          # feature frames before the output time
 FUTURE = 18        # feature frames after it
 CONTEXT = PAST + 1 + FUTURE
 LOOKAHEAD_MS = (FUTURE * HOP + WIN / 2) / SAMPLE_RATE * 1000
-MODEL_FORMAT = 2   # 2: log-mel minus a causal running mean
+MODEL_FORMAT = 3   # 2: log-mel minus a causal running mean; 3: and unpadded convolutions
 SILENCE_LOG_MEL = float(np.log(1e-8))   # what a frame of digital silence gives
 
 
+DILATIONS = (1, 2, 4, 8)
+COLUMNS = CONTEXT - 2 * sum(DILATIONS)   # the convolutions' output columns a window gives
+
+
 class AudioToMouth(nn.Module):
-    """Dilated 1-D convolutions over the mel window, pooled to one code."""
+    """Dilated 1-D convolutions over the mel window, pooled to one code.
+
+    The convolutions do not pad: each keeps only the columns that see feature frames alone (COLUMNS of
+    the window's CONTEXT after the four layers, centred on it: the look-ahead is the window's). Such a
+    column is the same in every window that holds it, so a stream computes each one once (ConvMemory).
+    The first shipped network padded with zeros and kept all CONTEXT columns: the columns near the
+    window's ends then belonged to that window alone, and a stream computed about three times the
+    arithmetic a frame."""
 
     def __init__(self, k: int, width: int = 128):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv1d(N_MELS, width, 3, padding=1), nn.GELU(),
-            nn.Conv1d(width, width, 3, padding=2, dilation=2), nn.GELU(),
-            nn.Conv1d(width, width, 3, padding=4, dilation=4), nn.GELU(),
-            nn.Conv1d(width, width, 3, padding=8, dilation=8), nn.GELU(),
-        )
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(width * CONTEXT, 256),
+        layers: list[nn.Module] = []
+        for i, d in enumerate(DILATIONS):
+            layers += [nn.Conv1d(N_MELS if i == 0 else width, width, 3, dilation=d), nn.GELU()]
+        self.net = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(width * COLUMNS, 256),
                                   nn.GELU(), nn.Linear(256, k))
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
@@ -53,13 +62,9 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 
 class ConvMemory:
-    """One stream's columns of AudioToMouth's convolutions that do not depend on where a window begins.
-
-    Inside a window each convolution pads with zeros, so its outputs near the window's two ends belong to
-    that window; but a layer's output 1 + 2 + ... + its dilation frames or more from both ends sees only
-    feature frames, and is the same in every window that holds them. A stream's consecutive windows (3.3
-    feature frames apart at 30 fps) share most of those columns: kept here by absolute feature frame, each
-    is computed once (per layer, the contiguous span [lo, lo + n))."""
+    """One stream's columns of AudioToMouth's convolutions, by absolute feature frame: a stream's
+    consecutive windows (3.3 feature frames apart at 30 fps) share all but their last few columns, so each
+    is computed once (per layer, the contiguous span [lo, lo + n) the latest window used)."""
 
     def __init__(self):
         self.spans: dict[int, tuple[int, np.ndarray]] = {}      # layer → (lo, its columns from lo on)
@@ -74,12 +79,10 @@ class NumpyNet:
 
     def __init__(self, net: AudioToMouth):
         convs = [m for m in net.net if isinstance(m, nn.Conv1d)]
-        # (out, kernel * in), the first tap first, to multiply stacked taps [x(t-d), x(t), x(t+d)]
+        # (out, kernel * in), the first tap first, to multiply stacked taps [x(t), x(t+d), x(t+2d)]
         self.convs = [(np.ascontiguousarray(c.weight.detach().numpy().transpose(0, 2, 1).reshape(len(c.weight), -1)),
                        c.bias.detach().numpy().copy()[:, None], c.dilation[0]) for c in convs]
-        assert all(c.kernel_size[0] == 3 and c.padding[0] == c.dilation[0] for c in convs)
-        # how far from a window's ends each layer's output still sees the zero padding
-        self.margins = np.cumsum([d for _, _, d in self.convs]).tolist()
+        assert all(c.kernel_size[0] == 3 and c.padding[0] == 0 for c in convs)
         self.head = [(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()[:, None])
                      for m in net.head if isinstance(m, nn.Linear)]
 
@@ -90,36 +93,30 @@ class NumpyNet:
         (w1, b1), (w2, b2) = self.head
         codes = []
         for b, window in enumerate(np.asarray(windows, np.float32)):
-            h = window.T                                             # (channels, frames)
-            for layer, ((w, bias, d), margin) in enumerate(zip(self.convs, self.margins)):
-                h = self._layer(h, w, bias, d, margin, layer, None if memory is None else (int(starts[b]), memory))
-            x = h.reshape(-1, 1)                                     # channel-major, as nn.Flatten
-            codes.append((w2 @ _gelu(w1 @ x + b1) + b2)[:, 0])
+            x = self._columns(window, 0 if memory is None else int(starts[b]), memory).reshape(-1, 1)
+            codes.append((w2 @ _gelu(w1 @ x + b1) + b2)[:, 0])   # channel-major, as nn.Flatten
         return np.stack(codes) if codes else np.zeros((0, len(w2)), np.float32)
 
-    @staticmethod
-    def _layer(h: np.ndarray, w: np.ndarray, bias: np.ndarray, d: int, margin: int, layer: int,
-               remembered: tuple[int, ConvMemory] | None) -> np.ndarray:
-        """One convolution + GELU over a window's columns h (channels, frames), zero-padded by d."""
-        frames = h.shape[1]
-        padded = np.zeros((h.shape[0], frames + 2 * d), np.float32)
-        padded[:, d:d + frames] = h
-        out = np.empty((w.shape[0], frames), np.float32)
-        todo = np.arange(frames)
-        if remembered is not None:
-            start, memory = remembered
-            lo, hi = start + margin, start + frames - margin          # [lo, hi): the same in every window
-            span = memory.spans.get(layer)
-            keep = 0
-            if span is not None and span[0] <= lo < span[0] + span[1].shape[1]:
-                keep = min(hi, span[0] + span[1].shape[1]) - lo
-                out[:, margin:margin + keep] = span[1][:, lo - span[0]:lo - span[0] + keep]
-            todo = np.concatenate([np.arange(margin), np.arange(margin + keep, frames)])
-        taps = np.concatenate([padded[:, todo], padded[:, todo + d], padded[:, todo + 2 * d]], axis=0)
-        out[:, todo] = _gelu(w @ taps + bias)
-        if remembered is not None and hi > lo:
-            memory.spans[layer] = (lo, out[:, margin:frames - margin].copy())
-        return out
+    def _columns(self, window: np.ndarray, start: int, memory: ConvMemory | None) -> np.ndarray:
+        """The convolutions' (width, COLUMNS) output for one window (CONTEXT, N_MELS) whose first feature
+        frame is `start`: per layer, the columns an earlier window of the stream gave are taken from
+        `memory` and the rest computed (at 30 fps about 3.3 new columns a layer)."""
+        h, lo = window.T, start                          # columns, and the absolute frame of the first
+        for layer, (w, bias, d) in enumerate(self.convs):
+            n = h.shape[1] - 2 * d                       # output column j reads input columns j, j + d, j + 2d
+            out = np.empty((w.shape[0], n), np.float32)
+            done = 0
+            span = memory.spans.get(layer) if memory is not None else None
+            if span is not None and span[0] <= lo + d < span[0] + span[1].shape[1]:
+                done = min(n, span[0] + span[1].shape[1] - (lo + d))
+                out[:, :done] = span[1][:, lo + d - span[0]:lo + d - span[0] + done]
+            if done < n:
+                taps = np.concatenate([h[:, done:n], h[:, done + d:n + d], h[:, done + 2 * d:n + 2 * d]])
+                out[:, done:] = _gelu(w @ taps + bias)
+            if memory is not None:
+                memory.spans[layer] = (lo + d, out)
+            h, lo = out, lo + d
+        return h
 
 
 class ModelError(ValueError):
@@ -227,5 +224,5 @@ def frame_index_at(t_s: np.ndarray) -> np.ndarray:
     return np.round((np.asarray(t_s) * SAMPLE_RATE - WIN / 2) / HOP).astype(np.int64)
 
 
-__all__ = ["AudioToMouth", "Audio2ExpModel", "ConvMemory", "ModelError", "load_model", "windows_at", "frame_index_at",
+__all__ = ["AudioToMouth", "Audio2ExpModel", "COLUMNS", "ConvMemory", "ModelError", "load_model", "windows_at", "frame_index_at",
            "PAST", "FUTURE", "CONTEXT", "LOOKAHEAD_MS", "FRAME_RATE", "SILENCE_LOG_MEL"]

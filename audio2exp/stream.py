@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import HOP, SAMPLE_RATE, WIN, log_mel
+from .features import HOP, N_MELS, SAMPLE_RATE, WIN, log_mel
 from .gate import speech_weight, voice_weight
 from .model import FUTURE, PAST, Audio2ExpModel, ConvMemory, frame_index_at, windows_at
 
@@ -56,7 +56,7 @@ class StreamingMouth:
     def __init__(self, model: Audio2ExpModel, fps: float = 30.0):
         self.model, self.fps = model, fps
         self.pending = np.zeros(0, np.float32)   # samples from the start of the next feature frame on
-        self.mel: list[np.ndarray] = []           # standardised feature frames from index `base` on
+        self.mel = np.zeros((0, N_MELS), np.float32)   # standardised feature frames from index `base` on
         self.base = 0
         self.norm = model.normaliser()
         self.total = 0                            # samples pushed so far
@@ -70,7 +70,7 @@ class StreamingMouth:
         complete = 1 + (len(self.pending) - WIN) // HOP if len(self.pending) >= WIN else 0
         if complete:
             frames = log_mel(self.pending[:(complete - 1) * HOP + WIN])
-            self.mel.extend(self.model.standardise(self.norm.apply(frames)))
+            self.mel = np.concatenate([self.mel, self.model.standardise(self.norm.apply(frames))])
             self.pending = self.pending[complete * HOP:]
         return self._emit(final=False)
 
@@ -93,15 +93,14 @@ class StreamingMouth:
             self.next_out += 1
         if not ready:
             return []
-        mel = np.asarray(self.mel, dtype=np.float32).reshape(-1, self.model.mel_mean.shape[0])
         centres = np.array([c for _, c in ready])
         # every frame these windows need is still kept (from `base` on)
-        codes = self.model.predict_few(windows_at(mel, centres - self.base, self.model.silence),
+        codes = self.model.predict_few(windows_at(self.mel, centres - self.base, self.model.silence),
                                        centres - PAST, self.memory)
         # Forget the frames no later window will look at.
         next_centre = int(frame_index_at(np.array([self.next_out / self.fps]))[0])
         drop = max(0, next_centre - PAST - 1 - self.base)
         if drop:
-            del self.mel[:drop]
+            self.mel = self.mel[drop:]
             self.base += drop
         return [(t, code) for (t, _), code in zip(ready, codes)]

@@ -17,7 +17,7 @@ from callsynth.split import audio_training_files
 
 from .dataset import Clip, blink_direction, build_dataset
 from .features import N_MELS, RunningMean
-from .model import (Audio2ExpModel, AudioToMouth, SILENCE_LOG_MEL, frame_index_at, windows_at)
+from .model import (COLUMNS, CONTEXT, Audio2ExpModel, AudioToMouth, SILENCE_LOG_MEL, frame_index_at, windows_at)
 from .options import TrainOptions
 from .phones import PHONES, VISEME_OF_PHONE, VISEMES, phones_many
 from .targets import MOUTH
@@ -94,6 +94,7 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
                          f"fewer than one batch of {batch}: use more clips")
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     metric = mouth_metric(basis)
+    margin = (CONTEXT - COLUMNS) // 2
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     pt = torch.from_numpy(ph) if ph is not None else None
     gain_per_std = torch.from_numpy((np.log(10.0) / std).astype(np.float32))  # +1 in log-mel per x10 power
@@ -106,7 +107,8 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
         for i in range(len(pool) // batch):
             idx = order[i * batch:(i + 1) * batch]
             xb, yb = xt[idx].clone(), yt[idx].clone()
-            pb = pt[idx].clone() if ph is not None else None
+            # the phone under each column the convolutions give (the window's inner COLUMNS)
+            pb = pt[idx][:, margin:margin + COLUMNS].clone() if ph is not None else None
             # Microphones and rooms differ: a random gain and a random tilt of the bands per sample,
             # a few bands masked, a little noise.
             gain = torch.empty(len(xb), 1, 1).uniform_(-0.6, 0.6)

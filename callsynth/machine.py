@@ -43,9 +43,21 @@ def share_cores() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    one_blas_thread()
     # The event loop (packets in and out, frames shown) shares the GIL with the tracker thread: hand it
     # over every millisecond rather than every 5, so a packet waits less for the thread that sends it.
     sys.setswitchinterval(0.001)
+
+
+def one_blas_thread():
+    """numpy's matrix products on one thread (OpenBLAS, process-wide; usable as a `with` block that puts the
+    threads back). OpenBLAS splits every product across all cores, and a call's are small (the speech model's,
+    128 × 384 by a few columns a frame): with another process busy on both cores, its threads waited on each
+    other and the speech model's compute per frame was 4.3-8.5 ms on two threads against 1.2-1.3 ms on one
+    (2-core AMD EPYC; the same on an idle machine)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 def freeze_heap() -> None:

@@ -7,7 +7,7 @@ import torch
 from audio2exp.evaluate import BILABIALS, grid_words, phone_segments
 from audio2exp.features import SAMPLE_RATE, load_audio, log_mel
 from audio2exp.gate import voice_weight
-from audio2exp.model import CONTEXT, Audio2ExpModel, AudioToMouth, ConvMemory, ModelError, NumpyNet, load_model
+from audio2exp.model import COLUMNS, CONTEXT, Audio2ExpModel, AudioToMouth, ConvMemory, ModelError, NumpyNet, load_model
 from audio2exp.phones import decode_phones
 from audio2exp.stream import StreamingMouth, offline_codes
 from audio2exp.targets import canonical_frames, gap_of_code
@@ -51,7 +51,7 @@ def test_streaming_gives_the_offline_codes(data, monkeypatch):
 
 
 def test_the_network_remembers_only_what_no_window_changes():
-    """A stream's windows share the convolutions' inner columns (ConvMemory): windows 3 frames apart, one
+    """A stream's windows share the convolutions' columns (ConvMemory): windows 3 frames apart, one
     repeated, one far ahead and one back give what each window gives alone."""
     model = random_model()
     net = NumpyNet(model.net)
@@ -62,7 +62,7 @@ def test_the_network_remembers_only_what_no_window_changes():
     memory = ConvMemory()
     together = np.concatenate([net(windows[i:i + 1], starts[i:i + 1], memory) for i in range(len(starts))])
     assert np.abs(together - alone).max() < 1e-5
-    assert memory.spans[3][1].shape[1] == CONTEXT - 2 * net.margins[3]   # only the inner columns kept
+    assert memory.spans[3][1].shape[1] == COLUMNS            # only the latest window's columns kept
     with torch.inference_mode():
         assert np.abs(model.net.eval()(torch.from_numpy(windows)).numpy() - alone).max() < 1e-4
 
@@ -158,9 +158,9 @@ def test_music_does_not_move_the_mouth_as_speech_does(basis, data, kind, monkeyp
 @pytest.mark.parametrize("kind", NOISES)
 def test_noise_does_not_move_the_mouth_as_speech_does(basis, data, kind, monkeypatch):
     """Loud noise (steady or gusting) changes the spectrum's shape at random: the noise gate keeps the
-    mouth near rest (without it the network opens it for noise as for quiet speech)."""
+    mouth near rest (without it the network opens it for noise about half as far as for a sentence)."""
     assert_the_gate_rests_the_mouth(load_model(basis=basis), basis, data, noise(kind, seconds=8.0),
-                                    monkeypatch, share=0.5, open_share=0.25, without=0.5)
+                                    monkeypatch, share=0.5, open_share=0.25, without=0.4)
 
 def test_grid_sentences_and_their_bilabials(data):
     assert grid_words(data / "video/grid_misc/bbaf2n.mp4") == ["bin", "blue", "at", "f", "two", "now"]
@@ -172,11 +172,11 @@ def test_grid_sentences_and_their_bilabials(data):
 
 
 def test_audio2exp_eval_exits_1_and_names_the_target_it_misses(data, capsys):
-    """One interview clip the shipped model follows badly (retalking/4: Pearson below 0) and one GRID
+    """One interview clip the shipped model follows badly (retalking/4: Pearson about 0) and one GRID
     speaker: the command prints FAIL for the interview target, lists it under 'missed', and exits 1."""
     from callsynth.cli import main
 
-    grid = data / "video/grid_misc/lrwp9a.mp4"       # a held-out GRID speaker the model follows (r 0.87)
+    grid = data / GRID_VAL                  # a held-out GRID speaker the model follows (r 0.72, its b closed)
     code = main(["audio2exp-eval", "--clips", str(grid), str(data / "video/retalking/4.mp4")])
     out = capsys.readouterr().out
     assert code == 1
@@ -266,6 +266,23 @@ def test_a_speech_driver_leaves_the_processs_torch_threads_alone(basis):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_call_process_runs_numpy_products_on_one_thread():
+    """Every call command starts with share_cores: numpy's BLAS on one thread (its threads spun against the
+    call's other work and made the speech model's products several times slower on a busy machine). In a
+    process of its own, since the setting is process-wide."""
+    import subprocess
+    import sys
+
+    probe = ("from threadpoolctl import threadpool_info\n"
+             "import numpy\n"
+             "from callsynth.machine import share_cores\n"
+             "share_cores()\n"
+             "print([i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas' and "
+             "'numpy' in i['filepath']])\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[1]"
 
 
 def test_a_listening_fallback_says_a_silent_voice_only_once_it_drives_the_face(basis, caplog):
