@@ -119,25 +119,31 @@ def evaluate_clip(model: Audio2ExpModel, basis: ExpressionBasis, path: Path, lan
     return row
 
 
-def measure_delay(model: Audio2ExpModel, fps: float = 30.0, seconds: float = 5.0) -> dict:
+def measure_delay(model: Audio2ExpModel, fps: float = 30.0, seconds: float = 5.0, runs: int = 5) -> dict:
     """Streaming compute per output frame, pushing 20 ms of (synthetic, speech-like) audio at a time: all
     the time the pushes took, those that gave no frame too, over the frames they gave; numpy on one thread,
-    as in a call (callsynth.machine.share_cores)."""
+    as in a call (callsynth.machine.share_cores). The median of `runs` streams, and their range: a
+    machine shared with others (a cloud VM, a laptop's background work) varied by half from one second
+    to the next."""
     rng = np.random.default_rng(0)
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     audio = (0.1 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) +
              0.01 * rng.standard_normal(len(t))).astype(np.float32)
     StreamingMouth(model, fps).push(audio[:SAMPLE_RATE // 2])     # one-off start-up (the mel filters)
-    stream = StreamingMouth(model, fps)
-    spent, frames = 0.0, 0
     chunk = SAMPLE_RATE // 50
+    per_run = []
     with one_blas_thread():
-        for i in range(0, len(audio), chunk):
-            start = time.perf_counter()
-            frames += len(stream.push(audio[i:i + chunk]))
-            spent += time.perf_counter() - start
-    compute = spent * 1000 / max(1, frames)
+        for _ in range(runs):
+            stream = StreamingMouth(model, fps)
+            spent, frames = 0.0, 0
+            for i in range(0, len(audio), chunk):
+                start = time.perf_counter()
+                frames += len(stream.push(audio[i:i + chunk]))
+                spent += time.perf_counter() - start
+            per_run.append(spent * 1000 / max(1, frames))
+    compute = float(np.median(per_run))
     return {"lookahead_ms": round(LOOKAHEAD_MS, 1), "compute_ms_per_frame": round(compute, 2),
+            "compute_ms_range": [round(min(per_run), 2), round(max(per_run), 2)], "runs": runs,
             "chunk_ms": 20, "delay_ms": round(LOOKAHEAD_MS + compute, 1)}
 
 

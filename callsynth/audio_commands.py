@@ -108,7 +108,8 @@ def cmd_audio2exp_eval(args) -> int:
     print(f"\naudio-to-code delay: {delay['delay_ms']:.1f} ms = {delay['lookahead_ms']} ms look-ahead + "
           f"{delay['compute_ms_per_frame']} ms compute "
           f"{check('audio-to-code delay, ms', delay['delay_ms'], TARGETS['delay_ms'], '{:.1f}', True)}")
-    print(f"compute per frame: {delay['compute_ms_per_frame']} ms "
+    print(f"compute per frame: {delay['compute_ms_per_frame']} ms (median of {delay['runs']} streams, "
+          f"{delay['compute_ms_range'][0]}-{delay['compute_ms_range'][1]}) "
           f"{check('compute per frame, ms', delay['compute_ms_per_frame'], TARGETS['compute_ms_per_frame'], '{:.2f}', True)}"
           f" on {cpu_description()}")
     report["missed"] = missed
