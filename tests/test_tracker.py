@@ -76,3 +76,26 @@ def test_landmarks_read_from_bytes_equal_mediapipes_own_points(val_frames):
     face.landmark[5].ClearField("z")                     # and one with a field missing
     slow[5, 2] = 0.0
     assert np.array_equal(landmark_array(face), slow)
+
+
+def test_the_tracker_prints_no_start_up_chatter(data):
+    """MediaPipe's C++ side printed 'Feedback manager requires a model ...' twice (and XNNPACK's line) from its
+    own threads just after a tracker was made, through the middle of a command's progress bar. In a process
+    of its own, since the lines go straight to fd 2: a tracker of each mode, made and used, prints nothing."""
+    import subprocess
+    import sys
+
+    from .conftest import VAL_CLIP
+
+    probe = ("import time, av\n"
+             "from callsynth.face.tracker import FaceTracker\n"
+             f"with av.open({str(data / VAL_CLIP)!r}) as c:\n"
+             "    frame = next(c.decode(video=0)).to_ndarray(format='rgb24')\n"
+             "for video in (True, False):\n"
+             "    with FaceTracker(video=video) as tracker:\n"
+             "        time.sleep(0.3)\n"
+             "        assert tracker.process(frame).found\n")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", probe], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""

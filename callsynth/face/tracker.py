@@ -132,7 +132,10 @@ class FaceTracker:
                 min_detection_confidence=min_detection_confidence,
                 min_tracking_confidence=0.5,
             )
-        self._quiet_calls = 2  # the first calls build the graph and print chatter too
+            # The graph's inference calculators open on MediaPipe's own threads as the first picture goes
+            # through, and print their start-up chatter then (XNNPACK, "Feedback manager ..." twice):
+            # one blank picture now, while fd 2 is quiet, so that the command's output has none of it.
+            self._mesh.process(np.zeros((64, 64, 3), np.uint8))
         self._filter = OneEuroFilter() if (smoothing and video) else None
         self._dt = 1.0 / fps
 
@@ -155,12 +158,7 @@ class FaceTracker:
         if h < 16 or w < 16:
             return self._lost(f"frame too small ({w}x{h})")
         try:
-            if self._quiet_calls <= 0:
-                result = self._mesh.process(rgb)
-            else:
-                self._quiet_calls -= 1
-                with _quiet_native_stderr():
-                    result = self._mesh.process(rgb)
+            result = self._mesh.process(rgb)
         except Exception as exc:  # MediaPipe raises plain RuntimeErrors on odd input.
             return self._lost(f"tracker error: {exc}")
         faces = result.multi_face_landmarks
