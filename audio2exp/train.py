@@ -135,7 +135,7 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
             sched.step()
-            total += float(loss)
+            total += float(loss.detach())
             bar.update(1)
         history.append(total / max(1, len(pool) // batch))
         bar.set_postfix(loss=f"{history[-1]:.5f}")

@@ -471,3 +471,20 @@ def test_the_held_out_speakers_hold_no_recording_twice(data):
     clips = held["grid"] + held["other"]
     sounds = {hashlib.sha256(np.round(load_audio(data / clip), 3).tobytes()).hexdigest() for clip in clips}
     assert len(sounds) == len(clips)
+
+
+def test_a_trained_network_loads_and_streams_what_it_gives_offline(basis, data, tmp_path):
+    """audio2exp-train on a few clips, the phone task included (its head reads the convolutions' COLUMNS):
+    the checkpoint load_model reads has the shipped format, and a stream of it gives its offline codes."""
+    from audio2exp.options import TrainOptions
+    from audio2exp.train import train
+
+    path = train(basis, tmp_path, TrainOptions(epochs=1, max_clips=4, phone_weight=0.1), log=lambda *_: None)
+    model = load_model(path, basis=basis)
+    samples = load_audio(data / GRID_VAL)[: SAMPLE_RATE * 2]
+    _, offline = offline_codes(model, samples, fps=30.0)
+    stream = StreamingMouth(model, fps=30.0)
+    streamed = [code for i in range(0, len(samples), 320) for _, code in stream.push(samples[i:i + 320])]
+    streamed += [code for _, code in stream.flush()]
+    assert len(streamed) == len(offline) == 60
+    assert np.abs(np.stack(streamed) - offline).max() < 1e-4
