@@ -54,7 +54,7 @@ def one_blas_thread():
     threads back). OpenBLAS splits every product across all cores, and a call's are small (the speech model's,
     128 × 384 by a few columns a frame): with another process busy on both cores, its threads waited on each
     other and the speech model's compute per frame was 4.3-8.5 ms on two threads against 1.2-1.3 ms on one
-    (2-core AMD EPYC; the same on an idle machine)."""
+    (the zero-padded network of 2026-11-29, 2-core AMD EPYC; about the same either way on an idle machine)."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(1, user_api="blas")
