@@ -35,9 +35,10 @@ def cpu_description() -> str:
 
 def share_cores() -> None:
     """For a call process, which shares the machine with the call's other work (the other side's process
-    in a two-way call on one machine, the tracker, the renderer): OpenCV runs each operation on one thread.
-    Its own thread pool split every remap and resize across all cores, and on two cores two call processes
-    spent a tenth of their time in the kernel switching between those threads."""
+    in a two-way call on one machine, the tracker, the renderer): OpenCV runs each operation on one thread,
+    and numpy each matrix product (one_blas_thread). OpenCV's own thread pool split every remap and resize
+    across all cores, and on two cores two call processes spent a tenth of their time in the kernel
+    switching between those threads."""
     import sys
 
     import cv2

@@ -126,7 +126,6 @@ def test_speech_opens_the_mouth_more_than_silence(basis, data):
     assert np.linalg.norm(speech, axis=1).max() > 3 * np.linalg.norm(silence, axis=1).max()
 
 
-
 def mouth_opening(model, basis, samples):
     """The predicted lip gap above the resting mouth's, frame by frame (on the basis's mean face)."""
     rest = float(gap_of_code(np.zeros(basis.k), basis.mean_shape, basis))
@@ -205,7 +204,6 @@ def test_a_silent_track_is_said_and_gives_a_resting_face(tmp_path, basis, val_fr
                                       tmp_path / "out.mp4", fps=25.0, progress=False)
     assert summary["silent"] and summary["frames"] >= 20
     assert any("silent" in record.message for record in caplog.records)
-
 
 
 def test_a_music_track_is_said_and_its_speech_share_reported(tmp_path, basis, data, val_frames, caplog):

@@ -5,6 +5,8 @@ import pytest
 
 from callsynth.face.tracker import NUM_LANDMARKS, FaceTracker, inter_ocular
 
+from .conftest import VAL_CLIP
+
 
 def test_tracker_runs_offline_on_a_real_frame(val_frames, monkeypatch):
     """The face-mesh model must come from the installed wheel: any network use fails this test."""
@@ -84,8 +86,6 @@ def test_the_tracker_prints_no_start_up_chatter(data):
     of its own, since the lines go straight to fd 2: a tracker of each mode, made and used, prints nothing."""
     import subprocess
     import sys
-
-    from .conftest import VAL_CLIP
 
     probe = ("import time, av\n"
              "from callsynth.face.tracker import FaceTracker\n"
