@@ -26,7 +26,10 @@ tests/sounds.py): ../shared/data holds no music or noise recordings.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit
 
 VOICE_LEVEL = -1.4       # standardised level of the 70 ms around t under which there is no voice
 VOICE_SOFTNESS = 0.12
@@ -37,54 +40,104 @@ STRUCTURE_SOFTNESS = 0.003
 STRUCTURE_LAG = 4
 MIN_PAIRS = 5            # loud frame pairs a window needs before it can tell (else the voice gate decides)
 
+# The gates are computed one window at a time, compiled (numba): a stream asks for one window a frame, and
+# as numpy calls over a (1, 59, 40) window they took 90-160 µs of its compute, nearly all of it numpy's
+# per-call overhead; compiled, 13 µs (2-core Intel Xeon at 2.1 GHz). A whole file's windows go through the
+# same kernel, so a stream and a file agree exactly. Plain loops: numba compiled np.sort, slices and array
+# expressions in seconds. `cache`: compiled once per machine, not per process.
+_compiled = njit(cache=True, nogil=True)
+
+
+@_compiled
+def _level(window, first, last):
+    """The mean of frames first..last-1 over all bands."""
+    total = 0.0
+    for i in range(first, last):
+        for band in range(window.shape[1]):
+            total += window[i, band]
+    return total / ((last - first) * window.shape[1])
+
+
+@_compiled
+def _voice(window, centre):
+    level = _level(window, centre - 3, centre + 4)
+    return 1.0 / (1.0 + math.exp(-(level - VOICE_LEVEL) / VOICE_SOFTNESS))
+
+
+@_compiled
+def _median_change(window, level, loud, lag):
+    """(the median change of the frame's shape from each loud frame to the loud one `lag` later, 0 where
+    there is no such pair; the number of pairs)."""
+    changes = np.empty(len(window) - lag)
+    pairs = 0
+    for i in range(len(window) - lag):
+        if loud[i] and loud[i + lag]:
+            step = level[i + lag] - level[i]
+            total = 0.0
+            for band in range(window.shape[1]):
+                total += abs(window[i + lag, band] - window[i, band] - step)
+            changes[pairs] = total / window.shape[1]
+            pairs += 1
+    if pairs == 0:
+        return 0.0, 0
+    for i in range(1, pairs):            # insertion sort: a window's few dozen pairs
+        value, j = changes[i], i - 1
+        while j >= 0 and changes[j] > value:
+            changes[j + 1] = changes[j]
+            j -= 1
+        changes[j + 1] = value
+    return 0.5 * (changes[(pairs - 1) // 2] + changes[pairs // 2]), pairs
+
+
+@_compiled
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-min(50.0, max(-50.0, x))))
+
+
+@_compiled
+def _speech(window):
+    """Only pairs of frames both above the voice level count (pauses would dilute it), and the median,
+    not the mean: a drum hit or a plucked note's attack changes the shape once in many frames, speech at
+    nearly every one."""
+    level = np.empty(len(window))
+    loud = np.empty(len(window), np.bool_)
+    for i in range(len(window)):
+        level[i] = _level(window, i, i + 1)
+        loud[i] = level[i] > VOICE_LEVEL
+    change, pairs = _median_change(window, level, loud, 1)
+    if pairs < MIN_PAIRS:
+        return 1.0
+    later, _ = _median_change(window, level, loud, STRUCTURE_LAG)
+    return (_sigmoid((change - CHANGE_LEVEL) / CHANGE_SOFTNESS) *
+            _sigmoid((later - change - STRUCTURE_LEVEL) / STRUCTURE_SOFTNESS))
+
+
+@_compiled
+def _gates(windows, centre, voice, speech):
+    out = np.empty(len(windows))
+    for b in range(len(windows)):
+        out[b] = 1.0
+        if voice:
+            out[b] *= _voice(windows[b], centre)
+        if speech:
+            out[b] *= _speech(windows[b])
+    return out
+
 
 def voice_weight(windows: np.ndarray, centre: int) -> np.ndarray:
     """0 (no voice: hiss, silence) to 1 (voice) for each (B, frames, bands) window, from the level of
     the 7 frames around `centre`. On the training clips fewer than 2 % of open-mouth frames are this quiet."""
-    level = windows[:, centre - 3:centre + 4].mean(axis=(1, 2))
-    return 1.0 / (1.0 + np.exp(-(level - VOICE_LEVEL) / VOICE_SOFTNESS))
-
-
-def _median_change(windows: np.ndarray, level: np.ndarray, loud: np.ndarray, lag: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Per window, (the median change of the frame's shape from each loud frame to the loud one `lag`
-    later, 0 where there is no such pair; the number of pairs)."""
-    change = np.abs(windows[:, lag:] - windows[:, :-lag]
-                    - (level[:, lag:] - level[:, :-lag])[..., None]).mean(axis=2)
-    both = loud[:, lag:] & loud[:, :-lag]
-    pairs = both.sum(axis=1)
-    ordered = np.sort(np.where(both, change, np.inf), axis=1)
-    rows, middle = np.arange(len(windows)), np.maximum(pairs - 1, 0)
-    median = 0.5 * (ordered[rows, middle // 2] + ordered[rows, (middle + 1) // 2])
-    return np.where(pairs > 0, median, 0.0), pairs
-
-
-def shape_changes(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per window: (the median change of the log-mel frame's shape, the frame less its own mean level,
-    from one frame to the next; the same STRUCTURE_LAG frames apart; the number of next-frame pairs).
-    Only pairs of frames both above the voice level count (pauses would dilute it), and the median, not
-    the mean: a drum hit or a plucked note's attack changes the shape once in many frames, speech at
-    nearly every one."""
-    level = windows.mean(axis=2)
-    loud = level > VOICE_LEVEL
-    change, pairs = _median_change(windows, level, loud, 1)
-    later, _ = _median_change(windows, level, loud, STRUCTURE_LAG)
-    return change, later, pairs
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+    return _gates(np.asarray(windows, np.float32), centre, True, False)
 
 
 def speech_weight(windows: np.ndarray) -> np.ndarray:
     """0 (music: a shape that holds; noise: a shape that changes at random) to 1 (speech) for each
-    window; 1 where the window holds too little sound to tell (fewer than MIN_PAIRS loud pairs)."""
-    change, later, pairs = shape_changes(windows)
-    weight = (_sigmoid((change - CHANGE_LEVEL) / CHANGE_SOFTNESS) *
-              _sigmoid((later - change - STRUCTURE_LEVEL) / STRUCTURE_SOFTNESS))
-    return np.where(pairs >= MIN_PAIRS, weight, 1.0)
+    window; 1 where the window holds too little sound to tell (fewer than MIN_PAIRS loud pairs). The shape
+    is the log-mel frame less its own mean level; its change is the mean absolute change over the bands,
+    from one frame to the next and STRUCTURE_LAG frames apart."""
+    return _gates(np.asarray(windows, np.float32), 0, False, True)
 
 
 def speech_gate(windows: np.ndarray, centre: int) -> np.ndarray:
     """The weight a window's mouth code is multiplied by: voice, not music, not noise."""
-    return voice_weight(windows, centre) * speech_weight(windows)
+    return _gates(np.asarray(windows, np.float32), centre, True, True)
