@@ -9,9 +9,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-from numba import njit
 
 from callsynth.media import MediaError
+
+from .compiled import compiled
 
 SAMPLE_RATE = 16000
 WIN = 400            # 25 ms
@@ -105,7 +106,7 @@ class RunningMean:
         return out
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _follow(frames, mean, heard, alpha, gate, out):
     """RunningMean.apply compiled (numba): frame by frame, the mean moves (in place) and `out` gets each
     frame less it; returns the voice frames heard so far. As a Python loop over numpy rows it took a third

@@ -29,7 +29,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from .compiled import compiled
 
 VOICE_LEVEL = -1.4       # standardised level of the 70 ms around t under which there is no voice
 VOICE_SOFTNESS = 0.12
@@ -43,12 +44,10 @@ MIN_PAIRS = 5            # loud frame pairs a window needs before it can tell (e
 # The gates are computed one window at a time, compiled (numba): a stream asks for one window a frame, and
 # as numpy calls over a (1, 59, 40) window they took 90-160 µs of its compute, nearly all of it numpy's
 # per-call overhead; compiled, 13 µs (2-core Intel Xeon at 2.1 GHz). A whole file's windows go through the
-# same kernel, so a stream and a file agree exactly. Plain loops: numba compiled np.sort, slices and array
-# expressions in seconds. `cache`: compiled once per machine, not per process.
-_compiled = njit(cache=True, nogil=True)
+# same kernel, so a stream and a file agree exactly.
 
 
-@_compiled
+@compiled
 def _level(window, first, last):
     """The mean of frames first..last-1 over all bands."""
     total = 0.0
@@ -58,13 +57,13 @@ def _level(window, first, last):
     return total / ((last - first) * window.shape[1])
 
 
-@_compiled
+@compiled
 def _voice(window, centre):
     level = _level(window, centre - 3, centre + 4)
     return 1.0 / (1.0 + math.exp(-(level - VOICE_LEVEL) / VOICE_SOFTNESS))
 
 
-@_compiled
+@compiled
 def _median_change(window, level, loud, lag):
     """(the median change of the frame's shape from each loud frame to the loud one `lag` later, 0 where
     there is no such pair; the number of pairs)."""
@@ -89,12 +88,12 @@ def _median_change(window, level, loud, lag):
     return 0.5 * (changes[(pairs - 1) // 2] + changes[pairs // 2]), pairs
 
 
-@_compiled
+@compiled
 def _sigmoid(x):
     return 1.0 / (1.0 + math.exp(-min(50.0, max(-50.0, x))))
 
 
-@_compiled
+@compiled
 def _speech(window):
     """Only pairs of frames both above the voice level count (pauses would dilute it), and the median,
     not the mean: a drum hit or a plucked note's attack changes the shape once in many frames, speech at
@@ -112,7 +111,7 @@ def _speech(window):
             _sigmoid((later - change - STRUCTURE_LEVEL) / STRUCTURE_SOFTNESS))
 
 
-@_compiled
+@compiled
 def _gates(windows, centre, voice, speech):
     out = np.empty(len(windows))
     for b in range(len(windows)):
