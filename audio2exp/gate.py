@@ -44,7 +44,8 @@ MIN_PAIRS = 5            # loud frame pairs a window needs before it can tell (e
 # The gates are computed one window at a time, compiled (numba): a stream asks for one window a frame, and
 # as numpy calls over a (1, 59, 40) window they took 90-160 µs of its compute, nearly all of it numpy's
 # per-call overhead; compiled, 13 µs (2-core Intel Xeon at 2.1 GHz). A whole file's windows go through the
-# same kernel, so a stream and a file agree exactly.
+# same kernel, so a stream and a file agree exactly. (Contiguous float32 windows: another layout or type
+# would be compiled again.)
 
 
 @compiled
@@ -126,7 +127,7 @@ def _gates(windows, centre, voice, speech):
 def voice_weight(windows: np.ndarray, centre: int) -> np.ndarray:
     """0 (no voice: hiss, silence) to 1 (voice) for each (B, frames, bands) window, from the level of
     the 7 frames around `centre`. On the training clips fewer than 2 % of open-mouth frames are this quiet."""
-    return _gates(np.asarray(windows, np.float32), centre, True, False)
+    return _gates(np.ascontiguousarray(windows, np.float32), centre, True, False)
 
 
 def speech_weight(windows: np.ndarray) -> np.ndarray:
@@ -134,9 +135,9 @@ def speech_weight(windows: np.ndarray) -> np.ndarray:
     window; 1 where the window holds too little sound to tell (fewer than MIN_PAIRS loud pairs). The shape
     is the log-mel frame less its own mean level; its change is the mean absolute change over the bands,
     from one frame to the next and STRUCTURE_LAG frames apart."""
-    return _gates(np.asarray(windows, np.float32), 0, False, True)
+    return _gates(np.ascontiguousarray(windows, np.float32), 0, False, True)
 
 
 def speech_gate(windows: np.ndarray, centre: int) -> np.ndarray:
     """The weight a window's mouth code is multiplied by: voice, not music, not noise."""
-    return _gates(np.asarray(windows, np.float32), centre, True, True)
+    return _gates(np.ascontiguousarray(windows, np.float32), centre, True, True)

@@ -108,14 +108,14 @@ class StreamingNet:
     """AudioToMouth's forward pass for a stream's one or two windows at a time, compiled (numba): torch's
     per-call overhead was most of a frame's cost (3.1 ms a window on a 2-core AMD EPYC), and numpy's still
     most of the rest (0.71 ms a frame for the whole stream in numpy, 0.48 compiled: 2-core Intel Xeon at
-    2.1 GHz). A convolution is one matrix product over the columns it computes (its taps stacked); the
-    columns lie frame by row, and the head's first weights are reordered to read them so. With a
+    2.1 GHz). A convolution computes only the columns a window adds (_conv_layer); the columns lie frame
+    by row, and the head's first weights are reordered to read them so, in one matrix product. With a
     ConvMemory, the columns a stream's earlier windows already gave are not computed again."""
 
     def __init__(self, net: AudioToMouth):
         convs = [m for m in net.net if isinstance(m, nn.Conv1d)]
         assert all(c.kernel_size[0] == 3 and c.padding[0] == 0 for c in convs)
-        # (kernel * in, out), the first tap first, to multiply stacked taps [x(t), x(t+d), x(t+2d)]
+        # (kernel * in, out): row k * in + i weighs tap k (x(t + k d)) of input channel i
         self.convs = [(np.ascontiguousarray(c.weight.detach().numpy().transpose(2, 1, 0).reshape(-1, len(c.weight))),
                        c.bias.detach().numpy().copy(), c.dilation[0]) for c in convs]
         (w1, self.b1), (self.w2, self.b2) = [(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy())
