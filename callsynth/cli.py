@@ -50,8 +50,7 @@ def cmd_reenact(args) -> int:
     from .face.basis import load_basis
     from .face.still import prepare_still
     from .media import VideoWriter, iter_frames, read_still, video_info, written_whole
-    from .budget import frames_per_packet
-    from .reenact import ReenactStats, reenact
+    from .reenact import ReenactStats, packet_every, reenact
 
     basis = load_basis(args.basis)
     info = video_info(args.driving)
@@ -60,7 +59,7 @@ def cmd_reenact(args) -> int:
         args.identity.resolve() != args.driving.resolve())
     sender_still = prepare_still(read_still(args.driving), source=f"{args.driving} first frame") \
         if relative else None
-    send_every = args.send_every or frames_per_packet(info.fps, CALL.reenact_send_every)
+    send_every = packet_every(info.fps, args.send_every)
     stats = ReenactStats(info.fps, send_every)
     total = min(info.frames or 0, args.max_frames or 10 ** 9) or None
     started = time.perf_counter()

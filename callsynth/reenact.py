@@ -72,6 +72,12 @@ class ReenactStats:
         return out
 
 
+def packet_every(fps: float, send_every: int | None = None) -> int:
+    """The frames per packet reenact sends: `send_every`, or by default the 4 kbps point for this frame
+    rate (CALL.reenact_send_every at up to 30 fps, twice that at up to 60, frames_per_packet)."""
+    return send_every or frames_per_packet(fps, CALL.reenact_send_every)
+
+
 def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: ExpressionBasis,
             send_every: int | None = None, smoothing: bool = True, stats: ReenactStats | None = None,
             sender_still: Still | None = None, renderers: Renderers | None = None, references: bool = True
@@ -85,7 +91,7 @@ def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: Expre
     builds the renderer (receiver.renderer.Renderers; default the warp). `send_every`: frames per packet
     (default: the 4 kbps point for this frame rate, frames_per_packet).
     """
-    send_every = send_every or frames_per_packet(fps, CALL.reenact_send_every)
+    send_every = packet_every(fps, send_every)
     stats = stats or ReenactStats(fps, send_every)
     encoder = FeatureEncoder(basis, sender_still or still, fps=fps, send_every=send_every,
                              smoothing=smoothing, references=references and sender_still is None)
