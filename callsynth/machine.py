@@ -52,11 +52,13 @@ def share_cores() -> None:
 
 def one_blas_thread():
     """numpy's and scipy's matrix products on one thread (OpenBLAS, process-wide; usable as a `with` block
-    that puts the threads back; scipy's library, which the compiled speech model multiplies with, is loaded
-    first so that the limit reaches it too). OpenBLAS splits every product across all cores, and a call's are small (the speech model's,
-    128 × 384 by a few columns a frame): with another process busy on both cores, its threads waited on each
-    other and the speech model's compute per frame was 4.3-8.5 ms on two threads against 1.2-1.3 ms on one
-    (the zero-padded network of 2026-11-29, 2-core AMD EPYC; about the same either way on an idle machine)."""
+    that puts the threads back). A call process loads scipy's own OpenBLAS anyway (scipy.spatial: the warp's
+    Delaunay, the pose's Rotation); it is imported here first so that the limit reaches it whichever module
+    loads it. OpenBLAS splits every product across all cores, and a call's are small (the speech model's
+    head, 256 × 3712 by one column a frame): with another process busy on both cores, its threads waited on
+    each other and the speech model's compute per frame was 4.3-8.5 ms on two threads against 1.2-1.3 ms on
+    one (the zero-padded numpy network of 2026-11-29, 2-core AMD EPYC; about the same either way on an idle
+    machine)."""
     import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS)
     from threadpoolctl import threadpool_limits
 

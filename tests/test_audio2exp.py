@@ -252,8 +252,8 @@ def test_a_streamed_voice_that_goes_silent_is_said_once_and_its_return_too(basis
 
 
 def test_a_speech_driver_leaves_the_processs_torch_threads_alone(basis):
-    """A stream runs its network compiled, without torch: a driver (the receiver's fallback) must not set torch's thread
-    count for the whole process, which `receive --threads` sets for the generator (it set 1)."""
+    """A stream runs its network compiled, without torch: a driver (the receiver's fallback) must not set
+    torch's thread count for the whole process, which `receive --threads` sets for the generator (it set 1)."""
     from audio2exp.driver import SpeechDriver
     from callsynth.face.pose import Pose
 
@@ -267,9 +267,10 @@ def test_a_speech_driver_leaves_the_processs_torch_threads_alone(basis):
 
 
 def test_a_call_process_runs_numpy_products_on_one_thread():
-    """Every call command starts with share_cores: numpy's and scipy's BLAS (the compiled speech model's) on
-    one thread (their threads spun against the call's other work and made the speech model's products several
-    times slower on a busy machine). In a process of its own, since the setting is process-wide."""
+    """Every call command starts with share_cores: every BLAS a call process loads (numpy's, scipy's, which
+    scipy.spatial brings, OpenCV's) on one thread (their threads spun against the call's other work and made
+    the speech model's products several times slower on a busy machine). In a process of its own, since the
+    setting is process-wide."""
     import subprocess
     import sys
 

@@ -58,8 +58,9 @@ class OneEuroFilter:
     (about 50 ms at rest) and fell short of where the face went. `callsynth eval --warp-only`, seven
     validation clips, one packet every 2 frames (2-core Intel Xeon at 2.1 GHz, 2026-11-30), 3 Hz → 8 Hz:
     landmark NME 1.54 → 1.37 %, mouth interior error 28.5 → 26.8, blink recall 92 → 97 %, SSIM 0.7975 →
-    0.7992; the upper face's frame-to-frame shake (mean second difference of its pixels) 1.41 → 1.48 on a
-    still GRID speaker, still under the real video's 1.53 (unfiltered: 1.67, over it)."""
+    0.7992; the upper face's frame-to-frame shake (mean second difference of its pixels, a /tmp probe around
+    `reenact`) 1.41 → 1.48 on a still GRID speaker, still under the real video's 1.53 (unfiltered: 1.67, over
+    it)."""
 
     def __init__(self, min_cutoff: float = 8.0, beta: float = 0.05, d_cutoff: float = 1.0):
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
