@@ -68,7 +68,7 @@ def iter_frames(path: str | Path, max_frames: int | None = None, threads: bool =
                     break
         except av.error.FFmpegError as exc:
             if count == 0:
-                raise MediaError(f"{path}: cannot decode video ({exc})") from exc
+                raise MediaError(f"{path}: not an image or video (no picture in it decodes: {exc})") from exc
             # A truncated file: keep what decoded, stop cleanly.
     finally:
         container.close()

@@ -7,8 +7,10 @@ from callsynth.media import MediaError, VideoWriter, iter_frames, read_still, vi
 def test_not_an_image_or_video(tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("hello, this is text")
-    with pytest.raises(MediaError):
+    with pytest.raises(MediaError, match="not an image or video"):
         read_still(bad)
+    with pytest.raises(MediaError, match="not an image or video"):
+        list(iter_frames(bad))
     with pytest.raises(MediaError, match="no such file"):
         read_still(tmp_path / "missing.mp4")
     empty = tmp_path / "empty.mp4"
