@@ -27,19 +27,13 @@ from callsynth.face.basis import load_basis
 from callsynth.face.code import FaceCoder
 from callsynth.face.crop import CROP_SIZE
 from callsynth.face.landmark_cache import track_file
-from callsynth.face.regions import LIP_CENTRE, OPEN_MOUTH, lip_gap
+from callsynth.face.regions import OPEN_MOUTH, lip_gap
 from callsynth.face.still import prepare_still
 from callsynth.machine import cpu_description
 from callsynth.media import iter_frames, read_still, video_info
 from callsynth.reenact import reenact
 from callsynth.split import eval_clips
 from receiver.renderer import WarpRenderer
-
-
-def canonical_gap(canonical: np.ndarray) -> float:
-    """lip_gap of pose-free landmarks, in 3-D (a turned head does not narrow it)."""
-    return float(np.linalg.norm(canonical[LIP_CENTRE[0]] - canonical[LIP_CENTRE[1]])
-                 / np.linalg.norm(canonical[468] - canonical[473]))
 
 
 def code_alone(clip: Path, basis) -> tuple[float, float]:
@@ -52,8 +46,8 @@ def code_alone(clip: Path, basis) -> tuple[float, float]:
     for landmarks in frames:
         pose, code = coder.encode(landmarks)
         canonical = pose.to_canonical(landmarks / CROP_SIZE)
-        real.append(canonical_gap(canonical))
-        coded.append(canonical_gap(coder.still_canonical + basis.expand(code)))
+        real.append(lip_gap(canonical))         # pose-free: the face seen from the front
+        coded.append(lip_gap(coder.still_canonical + basis.expand(code)))
     real, coded = np.array(real), np.array(coded)
     opened = real >= OPEN_MOUTH
     return (float(real[opened].mean()), float(coded[opened].mean())) if opened.any() else (np.nan, np.nan)
