@@ -196,6 +196,7 @@ class FeatureEncoder:
                 pose, code = self.coder.encode(landmarks)
                 features.pose, features.code = pose, code
                 features.gaze = self.coder.gaze_delta(landmarks)
+                features.lips = self.coder.lip_correction(landmarks, pose, code)
             packet = self._packet_for(features)
             self.seq = (self.seq + 1) & 0xFFFF
         if self.picker is not None and result.found:

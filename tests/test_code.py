@@ -36,3 +36,34 @@ def test_code_carries_the_expression(basis, still, val_frames):
     with_code = np.linalg.norm(coder.landmarks(pose, code)[:, :2] - lm[:, :2], axis=1).mean()
     without = np.linalg.norm(coder.landmarks(pose, 0 * code)[:, :2] - lm[:, :2], axis=1).mean()
     assert with_code < 0.5 * without
+
+
+def test_the_lip_correction_gives_the_lips_the_opening_the_code_misses(basis, still, val_frames):
+    """The code parts some callers' lips too little or too far (scripts/lip_gap_bias.py); the correction that
+    travels beside it makes the pose-free lip gap the tracked one, and leaves every other point alone."""
+    from callsynth.face.crop import CROP_SIZE
+    from callsynth.face.regions import LIP_CENTRE, LOWER_LIP, UPPER_LIP
+
+    coder = FaceCoder(basis, still.landmarks)
+    with FaceTracker(video=False, smoothing=False) as tracker:
+        res = tracker.process(val_frames[15])                 # the mouth wide open (lip gap 0.21)
+    lm = box_for_face(res.landmarks).to_crop(res.landmarks)
+    pose, expression = coder.expression(lm)
+    k = basis.k
+    assert expression.shape == (coder.expression_size,) == (k + 3,)
+
+    def opening(landmarks):       # pose-free distance between the inner lips' middles (the irises, which
+        c = pose.to_canonical(landmarks / CROP_SIZE)          # the gaze moves, left out)
+        return float(np.linalg.norm(c[LIP_CENTRE[0]] - c[LIP_CENTRE[1]]))
+
+    real = opening(lm)
+    plain = coder.landmarks(pose, expression[:k + 2])
+    corrected = coder.landmarks(pose, expression)
+    assert abs(opening(plain) - real) > 0.05 * real          # the code alone misses this face's opening
+    assert abs(opening(corrected) - real) < 0.25 * abs(opening(plain) - real)
+    moved = np.flatnonzero(np.abs(corrected - plain).max(1) > 1e-9)
+    assert set(moved) <= set(UPPER_LIP) | set(LOWER_LIP)
+    # closing further than closed stops at closed; a zero correction changes nothing
+    shut = coder.landmarks(pose, np.r_[expression[:k + 2], -5.0])
+    assert opening(shut) < 0.3 * real          # the rest of it is depth: the lips meet, not cross
+    assert np.allclose(coder.landmarks(pose, np.r_[expression[:k + 2], 0.0]), plain)

@@ -46,6 +46,10 @@ def test_round_trip_within_one_quantisation_step(basis, codec):
         assert np.all(np.abs(g.pose.rotvec - f.pose.rotvec) <= pstep[:3] / 2 + 1e-12)
         assert np.all(np.abs(g.pose.translation[:2] - f.pose.translation[:2]) <= pstep[3:5] / 2 + 1e-12)
         assert abs(np.log(g.pose.scale) - np.log(f.pose.scale)) <= pstep[5] / 2 + 1e-12
+    f.lips = 0.031
+    assert abs(codec.roundtrip(f).lips - 0.04) < 1e-9          # the lip correction, in steps of 0.02
+    f.lips = 0.0
+    assert codec.roundtrip(f).lips == pytest.approx(0.0, abs=1e-12)   # no correction is sent exactly
 
 
 def test_payload_fits_4_kbps_at_15_packets_per_second(codec):
@@ -90,9 +94,10 @@ def test_oversized_wrong_version_and_wrong_basis(basis, codec):
     with pytest.raises(OversizedPacket):
         codec.decode(b"\x10" * (MAX_PACKET + 1))
     packet = bytearray(codec.encode(sample_features(basis, np.random.default_rng(5))))
-    packet[0] = (1 << 4) | (packet[0] & 0xF)        # a v1 packet: before gaze and references
-    with pytest.raises(VersionMismatch):
-        codec.decode(bytes(packet))
+    for old in (1, 3):        # v1: before gaze and references; v3: before the lip correction
+        packet[0] = (old << 4) | (packet[0] & 0xF)
+        with pytest.raises(VersionMismatch):
+            codec.decode(bytes(packet))
     other = dataclasses.replace(basis, meta={**basis.meta, "note": "another basis"})
     assert other.tag != basis.tag
     with pytest.raises(BasisMismatch, match="basis"):

@@ -110,7 +110,8 @@ def code_nme(still, ref_lm: list, basis: ExpressionBasis) -> float:
         if truth is None:
             continue
         pose, code = coder.expression(truth)
-        sent = codec.roundtrip(FrameFeatures(i, i, pose, code[:basis.k], gaze=code[basis.k:]))
+        k = basis.k
+        sent = codec.roundtrip(FrameFeatures(i, i, pose, code[:k], gaze=code[k:k + 2], lips=code[k + 2]))
         errors.append(nme(coder.landmarks(sent.pose, sent.expression), truth))
     return float(np.mean(errors)) if errors else float("nan")
 

@@ -4,8 +4,12 @@ code   = basis · (canonical(frame) − canonical(still))     on the sender
 target = pose(canonical(still) + basisᵀ · code)             on the receiver
 
 The K PCA coefficients truncate the irises (gaze keeps its direction but a third of its amplitude), so
-gaze travels beside them: two numbers, the iris offset over eye width relative to the still's. An
-"expression" is the code followed by that gaze (K + 2); `landmarks` takes either.
+gaze travels beside them: two numbers, the iris offset over eye width relative to the still's. They also
+miss part of how far the lips part, by a share that depends on the face (a third of it too small on one
+caller, a fifth too large on another: the basis's average mouth opens unlike theirs), so the lip gap's
+correction travels beside them as well: one number, what the code's lips lack, in iris distances. An
+"expression" is the code followed by the gaze and the lip correction (K + 3); `landmarks` takes the
+code alone, the code and gaze (K + 2), or all three.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import numpy as np
 from .basis import ExpressionBasis
 from .crop import CROP_SIZE
 from .pose import Pose, estimate_pose
-from .regions import GAZE_DIMS, gaze, with_gaze
+from .regions import GAZE_DIMS, gaze, lip_gap, open_lips, with_gaze
+
+BESIDE = GAZE_DIMS + 1     # what travels beside the code: the gaze and the lip gap's correction
 
 
 class FaceCoder:
@@ -27,7 +33,7 @@ class FaceCoder:
         self.still_pose = self.pose_of(self.still_landmarks)
         self.still_canonical = self.still_pose.to_canonical(self.still_landmarks / CROP_SIZE)
         self.still_gaze = gaze(self.still_landmarks)
-        self.expression_size = basis.k + GAZE_DIMS
+        self.expression_size = basis.k + BESIDE
 
     def pose_of(self, landmarks: np.ndarray) -> Pose:
         return estimate_pose(np.asarray(landmarks) / CROP_SIZE, self.basis.mean_shape,
@@ -43,17 +49,28 @@ class FaceCoder:
         """The frame's gaze minus the still's (2,): what the wire carries beside the code."""
         return gaze(landmarks) - self.still_gaze
 
+    def lip_correction(self, landmarks: np.ndarray, pose: Pose, code: np.ndarray) -> float:
+        """How much further (iris distances; negative: less far) the lips of crop-pixel `landmarks` are
+        parted than those `code` makes, both pose-free (seen from the front): what the wire carries after
+        the gaze."""
+        canonical = pose.to_canonical(np.asarray(landmarks) / CROP_SIZE)
+        coded = self.still_canonical + self.basis.expand(np.asarray(code)[:self.basis.k])
+        return lip_gap(canonical) - lip_gap(coded)
+
     def expression(self, landmarks: np.ndarray) -> tuple[Pose, np.ndarray]:
-        """(pose, code followed by the gaze delta) of crop-pixel landmarks."""
+        """(pose, code followed by the gaze delta and the lip correction) of crop-pixel landmarks."""
         pose, code = self.encode(landmarks)
-        return pose, np.concatenate([code, self.gaze_delta(landmarks)])
+        return pose, np.concatenate([code, self.gaze_delta(landmarks),
+                                     [self.lip_correction(landmarks, pose, code)]])
 
     def landmarks(self, pose: Pose, code: np.ndarray) -> np.ndarray:
         """Target landmarks in crop pixels (x, y, z) for a pose and a code (K) or an expression (K + 2:
-        the irises then move to the gaze it carries)."""
+        the irises then move to the gaze it carries; K + 3: the lips part by the correction too)."""
         code = np.asarray(code, dtype=np.float64)
         k = self.basis.k
         canonical = self.still_canonical + self.basis.expand(code[:k])
+        if code.shape[-1] > k + GAZE_DIMS:
+            canonical = open_lips(canonical, code[k + GAZE_DIMS])
         out = pose.apply(canonical) * CROP_SIZE
         if code.shape[-1] > k:
             out = with_gaze(out, self.still_gaze + code[k:k + GAZE_DIMS])

@@ -22,6 +22,13 @@ LIP_CENTRE = (13, 14)
 OPEN_MOUTH = 0.08              # lip gap (over iris distance) from which the evaluator calls a mouth open
 TEETH_V, TEETH_S = 150, 90     # a teeth pixel: HSV value above TEETH_V, saturation below TEETH_S (0-255)
 GAZE_DIMS = 2
+# The lips, upper and lower halves of the inner and the outer outline, from one corner to the other (the
+# corners 78 / 308 and 61 / 291 stay where they are when the lip gap is corrected: open_lips).
+UPPER_LIP = np.array([191, 80, 81, 82, 13, 312, 311, 310, 415, 185, 40, 39, 37, 0, 267, 269, 270, 409])
+LOWER_LIP = np.array([95, 88, 178, 87, 14, 317, 402, 318, 324, 146, 91, 181, 84, 17, 314, 405, 321, 375])
+MOUTH_CORNERS = (61, 291)
+UPPER_SHARE = 0.5          # of a lip-gap correction, what the upper lip takes (all of it on the lower lip,
+                           # as a jaw would, was tried: README, "The lip gap's correction")
 
 
 def iris_distance(landmarks: np.ndarray) -> float:
@@ -32,6 +39,29 @@ def lip_gap(landmarks: np.ndarray) -> float:
     """Inner-lip gap over the iris distance (the evaluator's open mouth: ≥ 0.08)."""
     lm = np.asarray(landmarks)
     return float(np.linalg.norm(lm[LIP_CENTRE[0], :2] - lm[LIP_CENTRE[1], :2])) / max(iris_distance(lm), 1e-6)
+
+
+def open_lips(canonical: np.ndarray, change: float) -> np.ndarray:
+    """Canonical landmarks with the lips parted `change` iris distances further (lip_gap of the face seen
+    from the front; closer when negative, never past closed): the upper lip moves UPPER_SHARE of it, the
+    lower the rest, along the face's up-down axis, fully at the middle and not at the corners, the outer
+    outline with the inner so that the lips keep their thickness."""
+    c = np.array(canonical, dtype=np.float64, copy=True)
+    change = max(float(change), -lip_gap(c))
+    if change == 0.0:
+        return c
+    eyes = iris_distance(c)
+    across = c[MOUTH_CORNERS[1]] - c[MOUTH_CORNERS[0]]
+    half = max(float(np.linalg.norm(across)) / 2, 1e-9)
+    across /= 2 * half
+    down = c[152] - c[10]                                  # forehead to chin
+    down -= (down @ across) * across
+    down /= max(float(np.linalg.norm(down)), 1e-12)
+    middle = (c[MOUTH_CORNERS[0]] + c[MOUTH_CORNERS[1]]) / 2
+    for points, share in ((UPPER_LIP, -UPPER_SHARE), (LOWER_LIP, 1 - UPPER_SHARE)):
+        weight = np.clip(1 - ((c[points] - middle) @ across / half) ** 2, 0, 1)
+        c[points] += (share * change * eyes * weight)[:, None] * down
+    return c
 
 
 def _eye_frame(lm: np.ndarray, eye) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
