@@ -103,6 +103,7 @@ def code_nme(still, ref_lm: list, basis: ExpressionBasis) -> float:
     landmarks again, against the real ones. What the code and the wire lose; the rest of the renderer's
     NME is lost in rendering."""
     from ..face.code import FaceCoder
+    from ..face.regions import GAZE_DIMS
     from ..wire import Codec, FrameFeatures
 
     coder, codec, errors = FaceCoder(basis, still.landmarks), Codec(basis), []
@@ -110,8 +111,8 @@ def code_nme(still, ref_lm: list, basis: ExpressionBasis) -> float:
         if truth is None:
             continue
         pose, code = coder.expression(truth)
-        k = basis.k
-        sent = codec.roundtrip(FrameFeatures(i, i, pose, code[:k], gaze=code[k:k + 2], lips=code[k + 2]))
+        k, g = basis.k, GAZE_DIMS
+        sent = codec.roundtrip(FrameFeatures(i, i, pose, code[:k], gaze=code[k:k + g], lips=code[k + g]))
         errors.append(nme(coder.landmarks(sent.pose, sent.expression), truth))
     return float(np.mean(errors)) if errors else float("nan")
 
