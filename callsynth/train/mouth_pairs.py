@@ -25,7 +25,7 @@ from ..split import training_files
 from ..wire import Codec, WireError, decode_identity
 from .sample_cache import cache_path, load_cached, run_jobs, save_cached
 
-MOUTH_PAIRS_FORMAT = 2
+MOUTH_PAIRS_FORMAT = 3      # 3: the code is followed by the gaze and the lip correction (K + 3)
 KEYS = ("composed", "plain", "present", "inner", "truth", "code", "pose", "gap", "clip")
 
 
