@@ -53,7 +53,7 @@ EG_ORDERS = (0, 1, 2, 3)
 GAZE_RANGE = 0.25        # ± eye widths the iris may move from where the still has it
 GAZE_BITS = 5
 LIP_RANGE = (-0.06, 0.08)  # iris distances; with LIP_BITS, steps of 0.02 with 0 among them (99 % of the
-LIP_BITS = 3               # corrections on 20 clips fell in -0.041..0.054, code.FaceCoder.lip_correction)
+LIP_BITS = 3               # corrections on 20 clips fell in -0.041..0.054, a /tmp probe; FaceCoder.expression)
 
 
 class WireError(ValueError):
@@ -91,6 +91,14 @@ class FrameFeatures:
     flags: int = 0
     gaze: np.ndarray | None = None      # (2,) relative to the still's; None means the still's own
     lips: float = 0.0                   # how much further the lips part than the code makes them (iris distances)
+
+    @classmethod
+    def carrying(cls, seq: int, capture_ms: int, pose: Pose, expression: np.ndarray, k: int, flags: int = 0
+                 ) -> "FrameFeatures":
+        """A frame with a face whose `expression` (K code coefficients, then the gaze and the lip
+        correction: FaceCoder.expression) is split into the fields that travel: `expression`'s inverse."""
+        expression = np.asarray(expression, dtype=np.float64)
+        return cls(seq, capture_ms, pose, expression[:k], flags, expression[k:k + 2], float(expression[k + 2]))
 
     @property
     def has_face(self) -> bool:

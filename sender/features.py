@@ -191,12 +191,12 @@ class FeatureEncoder:
             send = self.blinks.decide(send, None if landmarks is None else float(eye_openness(landmarks).mean()))
         pose = None
         if send:
-            features = FrameFeatures(self.seq, capture_ms, flags=flags)
             if result.found:
-                pose, code = self.coder.encode(landmarks)
-                features.pose, features.code = pose, code
-                features.gaze = self.coder.gaze_delta(landmarks)
-                features.lips = self.coder.lip_correction(landmarks, pose, code)
+                pose, expression = self.coder.expression(landmarks)
+                features = FrameFeatures.carrying(self.seq, capture_ms, pose, expression, self.coder.basis.k,
+                                                  flags)
+            else:
+                features = FrameFeatures(self.seq, capture_ms, flags=flags)
             packet = self._packet_for(features)
             self.seq = (self.seq + 1) & 0xFFFF
         if self.picker is not None and result.found:

@@ -103,7 +103,6 @@ def code_nme(still, ref_lm: list, basis: ExpressionBasis) -> float:
     landmarks again, against the real ones. What the code and the wire lose; the rest of the renderer's
     NME is lost in rendering."""
     from ..face.code import FaceCoder
-    from ..face.regions import GAZE_DIMS
     from ..wire import Codec, FrameFeatures
 
     coder, codec, errors = FaceCoder(basis, still.landmarks), Codec(basis), []
@@ -111,8 +110,7 @@ def code_nme(still, ref_lm: list, basis: ExpressionBasis) -> float:
         if truth is None:
             continue
         pose, code = coder.expression(truth)
-        k, g = basis.k, GAZE_DIMS
-        sent = codec.roundtrip(FrameFeatures(i, i, pose, code[:k], gaze=code[k:k + g], lips=code[k + g]))
+        sent = codec.roundtrip(FrameFeatures.carrying(i, i, pose, code, basis.k))
         errors.append(nme(coder.landmarks(sent.pose, sent.expression), truth))
     return float(np.mean(errors)) if errors else float("nan")
 

@@ -39,29 +39,28 @@ class FaceCoder:
         return estimate_pose(np.asarray(landmarks) / CROP_SIZE, self.basis.mean_shape,
                              self.basis.rigid_idx)
 
+    def pose_free(self, landmarks: np.ndarray) -> tuple[Pose, np.ndarray]:
+        """(pose, the landmarks with it taken out: canonical units) of crop-pixel landmarks."""
+        pose = self.pose_of(landmarks)
+        return pose, pose.to_canonical(np.asarray(landmarks) / CROP_SIZE)
+
     def encode(self, landmarks: np.ndarray) -> tuple[Pose, np.ndarray]:
         """Crop-pixel landmarks of a frame to (pose, expression code)."""
-        pose = self.pose_of(landmarks)
-        canonical = pose.to_canonical(np.asarray(landmarks) / CROP_SIZE)
+        pose, canonical = self.pose_free(landmarks)
         return pose, self.basis.project(canonical - self.still_canonical)
 
     def gaze_delta(self, landmarks: np.ndarray) -> np.ndarray:
         """The frame's gaze minus the still's (2,): what the wire carries beside the code."""
         return gaze(landmarks) - self.still_gaze
 
-    def lip_correction(self, landmarks: np.ndarray, pose: Pose, code: np.ndarray) -> float:
-        """How much further (iris distances; negative: less far) the lips of crop-pixel `landmarks` are
-        parted than those `code` makes, both pose-free (seen from the front): what the wire carries after
-        the gaze."""
-        canonical = pose.to_canonical(np.asarray(landmarks) / CROP_SIZE)
-        coded = self.still_canonical + self.basis.expand(np.asarray(code)[:self.basis.k])
-        return lip_gap(canonical) - lip_gap(coded)
-
     def expression(self, landmarks: np.ndarray) -> tuple[Pose, np.ndarray]:
-        """(pose, code followed by the gaze delta and the lip correction) of crop-pixel landmarks."""
-        pose, code = self.encode(landmarks)
-        return pose, np.concatenate([code, self.gaze_delta(landmarks),
-                                     [self.lip_correction(landmarks, pose, code)]])
+        """(pose, code followed by the gaze delta and the lip correction) of crop-pixel landmarks. The
+        correction: how much further (iris distances; negative: less far) the frame's lips are parted than
+        those the code makes, both pose-free (seen from the front)."""
+        pose, canonical = self.pose_free(landmarks)
+        code = self.basis.project(canonical - self.still_canonical)
+        lips = lip_gap(canonical) - lip_gap(self.still_canonical + self.basis.expand(code))
+        return pose, np.concatenate([code, self.gaze_delta(landmarks), [lips]])
 
     def landmarks(self, pose: Pose, code: np.ndarray) -> np.ndarray:
         """Target landmarks in crop pixels (x, y, z) for a pose and a code (K) or an expression (K + 2:
