@@ -35,7 +35,8 @@ from .warp import FaceWarper
 
 SYNTHETIC = -1           # index of the closed-eye picture made from the still
 
-MOUTH_FULL = 0.16        # from here the interior is the reference's alone
+MOUTH_FULL = 0.10        # from here the interior is the reference's alone (0.16 before 2026-11-30: a
+                         # half-blended interior turned teeth into pale lips, README "Eyes, teeth and edges")
 CLOSED_SHARE = 0.6       # an eye below this share of its usual openness is blinking (ReferenceBlender.usual)
 DARK_MOUTH = 0.12        # with no open-mouth picture, a mouth open this far is drawn darker
 TEETH_WEIGHT = 1.5       # how much a source's visible teeth count against a lip gap unlike the target's
