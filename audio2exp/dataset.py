@@ -13,7 +13,7 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.face.landmark_cache import track_many
 from callsynth.media import MediaError
 
-from .features import load_audio, log_mel
+from .features import load_audio, log_mel, silent
 from .targets import (EYES, MOUTH, canonical_frames, eye_aperture, lip_gap, mouth_codes, region_projector,
                       rest_frame)
 
@@ -31,14 +31,24 @@ class Clip:
     eyes_open: np.ndarray    # (T,) eye aperture
 
 
+class SilentTrack(ValueError):
+    """A clip whose sound is digital zero throughout while the face talks (four clips of ../shared/data,
+    marked as having audio): nothing to learn from or to measure on. Trained on, they taught the network
+    that silence moves the mouth."""
+
+
 def build_clip(path: Path, landmarks: np.ndarray, fps: float, basis: ExpressionBasis) -> Clip | None:
-    canonical = canonical_frames(landmarks, basis)
-    valid = np.isfinite(canonical).all(axis=(1, 2))
-    if valid.sum() < 10:
-        return None
+    """The clip's features and mouth codes; None without audio or with under 10 tracked frames;
+    SilentTrack when its sound is silence throughout."""
     try:
         audio = load_audio(path)
     except MediaError:
+        return None
+    if silent(audio):
+        raise SilentTrack(f"{path}: the sound is digital zero throughout")
+    canonical = canonical_frames(landmarks, basis)
+    valid = np.isfinite(canonical).all(axis=(1, 2))
+    if valid.sum() < 10:
         return None
     reference = canonical[rest_frame(canonical)]
     filled = np.where(valid[:, None, None], canonical, reference)
@@ -50,16 +60,25 @@ def build_clip(path: Path, landmarks: np.ndarray, fps: float, basis: ExpressionB
                 np.where(valid, eye_aperture(filled), np.nan))
 
 
-def build_dataset(paths: list[Path], basis: ExpressionBasis, workers: int = 2) -> list[Clip]:
+def build_dataset(paths: list[Path], basis: ExpressionBasis, workers: int = 2, log=print) -> list[Clip]:
+    """The clips that have sound and a tracked face; those whose sound is silence throughout are left
+    out and named."""
     tracked = track_many(paths, workers=workers, desc="landmarks")
-    clips = []
+    clips, quiet = [], []
     for path in tqdm(paths, desc="audio and codes"):
         item = tracked.get(str(path))
         if item is None:
             continue
-        clip = build_clip(Path(path), item["landmarks"], item["fps"], basis)
+        try:
+            clip = build_clip(Path(path), item["landmarks"], item["fps"], basis)
+        except SilentTrack:
+            quiet.append(Path(path))
+            continue
         if clip is not None:
             clips.append(clip)
+    if quiet:
+        log(f"left out {len(quiet)} clips whose sound is digital zero throughout: "
+            + ", ".join(f"{p.parent.name}/{p.name}" for p in quiet))
     return clips
 
 

@@ -11,14 +11,13 @@ import numpy as np
 
 from callsynth.face.pose import Pose
 
-from .features import SAMPLE_RATE
+from .features import SAMPLE_RATE, SILENT_LEVEL
 from .idle import IdleMotion
 from .model import Audio2ExpModel
 from .stream import StreamingMouth, offline_codes
 
 log = logging.getLogger("callsynth.speech")
 
-SILENT_LEVEL = 1e-4       # samples (full scale 1) all within this are silence: digital zero, or nearly
 SILENT_WARN_S = 2.0       # a streamed voice silent this long is said
 
 

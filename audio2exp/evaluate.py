@@ -17,7 +17,7 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.face.landmark_cache import track_many
 from callsynth.machine import one_blas_thread
 
-from .dataset import build_clip
+from .dataset import SilentTrack, build_clip
 from .features import SAMPLE_RATE, load_audio
 from .model import LOOKAHEAD_MS, Audio2ExpModel
 from .stream import StreamingMouth, offline_codes
@@ -148,7 +148,7 @@ def measure_delay(model: Audio2ExpModel, fps: float = 30.0, seconds: float = 5.0
 
 
 def evaluate(model: Audio2ExpModel, basis: ExpressionBasis, clips: list[Path],
-             align_dir: Path | None = None) -> dict:
+             align_dir: Path | None = None, log=print) -> dict:
     tracked = track_many(clips, desc="landmarks")
     rows = []
     for path in clips:
@@ -160,7 +160,11 @@ def evaluate(model: Audio2ExpModel, basis: ExpressionBasis, clips: list[Path],
             words = align_words(Path(align_dir) / f"{Path(path).stem}.align")
         elif "grid" in str(path):
             words = grid_words(Path(path))
-        row = evaluate_clip(model, basis, Path(path), item["landmarks"], item["fps"], words)
+        try:
+            row = evaluate_clip(model, basis, Path(path), item["landmarks"], item["fps"], words)
+        except SilentTrack as e:
+            log(f"left out: {e}")
+            continue
         if row is not None:
             rows.append(row)
     groups = {"all": rows, "grid": [r for r in rows if _is_grid(r["clip"])],

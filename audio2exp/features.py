@@ -20,6 +20,7 @@ HOP = 160            # 10 ms: 100 feature frames a second
 N_MELS = 40
 FRAME_RATE = SAMPLE_RATE / HOP
 MEL_BLOCK = 4096     # frames computed at once: an hour of audio at once took gigabytes
+SILENT_LEVEL = 1e-4  # samples (full scale 1) all within this are silence: digital zero, or nearly
 
 _mel_basis = None
 _WINDOW = np.hanning(WIN).astype(np.float32)
@@ -32,6 +33,12 @@ def mel_basis() -> np.ndarray:
 
         _mel_basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=WIN, n_mels=N_MELS, fmin=50, fmax=7600)
     return _mel_basis
+
+
+def silent(samples: np.ndarray) -> bool:
+    """Whether a sound is silence throughout (digital zero or nearly: a muted microphone, a track
+    recorded without sound)."""
+    return not np.any(np.abs(samples) > SILENT_LEVEL)
 
 
 def load_audio(path: str | Path) -> np.ndarray:

@@ -12,8 +12,8 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from audio2exp.driver import SILENT_LEVEL, SpeechDriver
-from audio2exp.features import SAMPLE_RATE, load_audio
+from audio2exp.driver import SpeechDriver
+from audio2exp.features import SAMPLE_RATE, load_audio, silent
 from audio2exp.model import Audio2ExpModel
 from audio2exp.stream import sound_kinds
 from receiver.recorder import CallRecorder
@@ -52,12 +52,12 @@ def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, 
     the renderer draws the open mouth's interior and the eyes, as a call's receiver does with the reference
     stills its sender collects; without them an open mouth is the still's closed lips stretched."""
     samples = load_audio(audio_path)            # MediaError for empty or undecodable audio
-    silent = not np.any(np.abs(samples) > SILENT_LEVEL)
-    if silent:
+    quiet = silent(samples)
+    if quiet:
         log.warning("%s: the sound is silent (digital zero or nearly): the mouth stays closed, with blinks "
                     "and sway only", audio_path)
     kinds = sound_kinds(model, samples, fps)
-    if not silent and kinds["voice_share"] > 0.2 and kinds["speech_share"] < 0.5:
+    if not quiet and kinds["voice_share"] > 0.2 and kinds["speech_share"] < 0.5:
         log.warning("%s: only %.0f%% of the loud part sounds like speech (music or noise?): the mouth rests "
                     "where it does not", audio_path, 100 * kinds["speech_share"])
     renderer = Renderers(basis, "warp")(still)
@@ -80,4 +80,4 @@ def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, 
         finally:
             recorder.close()
     return {"frames": len(states), "seconds": round(len(samples) / SAMPLE_RATE, 3), "fps": fps,
-            "silent": silent, **kinds, "references": len(references), "output": str(output)}
+            "silent": quiet, **kinds, "references": len(references), "output": str(output)}

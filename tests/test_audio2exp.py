@@ -488,3 +488,17 @@ def test_a_trained_network_loads_and_streams_what_it_gives_offline(basis, data, 
     streamed += [code for _, code in stream.flush()]
     assert len(streamed) == len(offline) == 60
     assert np.abs(np.stack(streamed) - offline).max() < 1e-4
+
+
+def test_a_clip_whose_sound_is_digital_zero_is_left_out_of_training_and_named(basis, data):
+    """Four clips of the data are marked as having audio, but their sound is zero throughout while the face
+    talks: trained on, they taught the network that silence moves the mouth."""
+    from audio2exp.dataset import SilentTrack, build_clip, build_dataset
+
+    quiet, speaking = data / "video/mead_eamm/sad.mp4", data / GRID_VAL
+    with pytest.raises(SilentTrack, match="digital zero"):
+        build_clip(quiet, np.zeros((1, 478, 3)), 25.0, basis)
+    said = []
+    clips = build_dataset([quiet, speaking], basis, workers=1, log=said.append)
+    assert [c.path for c in clips] == [str(speaking)]
+    assert len(said) == 1 and "mead_eamm/sad.mp4" in said[0]
