@@ -33,8 +33,8 @@ class Clip:
 
 class SilentTrack(ValueError):
     """A clip whose sound is digital zero throughout while the face talks (four clips of ../shared/data,
-    marked as having audio): nothing to learn from or to measure on. Trained on, they taught the network
-    that silence moves the mouth."""
+    marked as having audio): nothing to learn from or to measure on. Trained on, they paired a talking
+    mouth with no sound at all."""
 
 
 def build_clip(path: Path, landmarks: np.ndarray, fps: float, basis: ExpressionBasis) -> Clip | None:

@@ -492,7 +492,7 @@ def test_a_trained_network_loads_and_streams_what_it_gives_offline(basis, data, 
 
 def test_a_clip_whose_sound_is_digital_zero_is_left_out_of_training_and_named(basis, data):
     """Four clips of the data are marked as having audio, but their sound is zero throughout while the face
-    talks: trained on, they taught the network that silence moves the mouth."""
+    talks: trained on, they paired a talking mouth with no sound at all."""
     from audio2exp.dataset import SilentTrack, build_clip, build_dataset
 
     quiet, speaking = data / "video/mead_eamm/sad.mp4", data / GRID_VAL
