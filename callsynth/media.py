@@ -38,6 +38,11 @@ def _open(path: str | Path):
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        with open(path, "rb") as f:
+            head = f.read(12)
+        if head[4:8] == b"ftyp":      # an MP4 or MOV whose index never came: a copy or upload cut short
+            raise MediaError(f"{path}: an MP4/MOV file that cannot be read, truncated perhaps (its index is "
+                             f"missing or damaged: {exc})") from exc
         raise MediaError(f"{path}: not an image or video ({exc})") from exc
 
 

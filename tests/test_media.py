@@ -30,6 +30,18 @@ def test_truncated_video_keeps_what_decodes(tmp_path, data):
     assert frames and frames[0].ndim == 3
 
 
+def test_an_mp4_cut_before_its_index_says_it_may_be_truncated(tmp_path, data):
+    """HDTF clips keep their index at the end: cut short (a copy or upload that stopped), the file holds
+    pictures but no way to find them, and the message says so rather than 'not an image or video'."""
+    src = (data / "video/hdtf/WDA_KatieHill_000.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(src[: len(src) * 6 // 10])
+    with pytest.raises(MediaError, match="truncated perhaps"):
+        video_info(cut)
+    with pytest.raises(MediaError, match="truncated perhaps"):
+        list(iter_frames(cut))
+
+
 def test_writer_round_trip(tmp_path):
     path = tmp_path / "x.mp4"
     with VideoWriter(path, 25) as w:
