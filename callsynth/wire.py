@@ -98,7 +98,8 @@ class FrameFeatures:
         """A frame with a face whose `expression` (K code coefficients, then the gaze and the lip
         correction: FaceCoder.expression) is split into the fields that travel: `expression`'s inverse."""
         expression = np.asarray(expression, dtype=np.float64)
-        return cls(seq, capture_ms, pose, expression[:k], flags, expression[k:k + 2], float(expression[k + 2]))
+        return cls(seq, capture_ms, pose, expression[:k].copy(), flags, expression[k:k + 2].copy(),
+                   float(expression[k + 2]))
 
     @property
     def has_face(self) -> bool:
@@ -272,9 +273,7 @@ class Codec:
     def _frame(self, seq: int, capture_ms: int, flags: int, q: np.ndarray) -> FrameFeatures:
         values = _dequantise(q, self.lo, self.hi, self.bits)
         pose = Pose(values[:3].copy(), np.array([values[3], values[4], 0.0]), float(np.exp(values[5])))
-        k = self.basis.k
-        return FrameFeatures(seq, capture_ms, pose, values[6:6 + k].copy(), flags, values[6 + k:8 + k].copy(),
-                             float(values[8 + k]))
+        return FrameFeatures.carrying(seq, capture_ms, pose, values[6:], self.basis.k, flags)
 
     def decode_all(self, packet: bytes) -> list[FrameFeatures]:
         """Every frame one packet carries, oldest first: one, or a bundle's. Raises only WireError."""

@@ -47,7 +47,11 @@ class FaceCoder:
     def encode(self, landmarks: np.ndarray) -> tuple[Pose, np.ndarray]:
         """Crop-pixel landmarks of a frame to (pose, expression code)."""
         pose, canonical = self.pose_free(landmarks)
-        return pose, self.basis.project(canonical - self.still_canonical)
+        return pose, self._code(canonical)
+
+    def _code(self, canonical: np.ndarray) -> np.ndarray:
+        """The code of pose-free landmarks: their change from the still's, projected on the basis."""
+        return self.basis.project(canonical - self.still_canonical)
 
     def gaze_delta(self, landmarks: np.ndarray) -> np.ndarray:
         """The frame's gaze minus the still's (2,): what the wire carries beside the code."""
@@ -58,7 +62,7 @@ class FaceCoder:
         correction: how much further (iris distances; negative: less far) the frame's lips are parted than
         those the code makes, both pose-free (seen from the front)."""
         pose, canonical = self.pose_free(landmarks)
-        code = self.basis.project(canonical - self.still_canonical)
+        code = self._code(canonical)
         lips = lip_gap(canonical) - lip_gap(self.still_canonical + self.basis.expand(code))
         return pose, np.concatenate([code, self.gaze_delta(landmarks), [lips]])
 
