@@ -1,6 +1,7 @@
 """Choosing reference stills as they happen: a picture with the mouth wide open, one with the mouth a little
-open and the teeth showing most (talking, smiling), and one with the eyes closed, each what the first
-still lacks (callsynth/face/reference_blend.py draws from them).
+open showing the teeth this caller usually shows there (the median of the recent frames: a rare grin would
+put too many teeth in every slightly open mouth), and one with the eyes closed, each what the first still
+lacks (callsynth/face/reference_blend.py draws from them).
 
 Every frame the tracker's landmarks say how open the lips and the eyes are; the best candidate of each
 kind is held while the moment lasts and sent once it has passed (`settle_frames` without a better one),
@@ -26,8 +27,9 @@ REFERENCE_BUDGET = 60_000              # bytes of reference stills in one call, 
 
 KINDS = {"mouth": 1, "eyes": 2, "smile": 3}   # reference index on the wire for each kind
 MOUTH_MIN_GAP = 0.15                   # lip gap over iris distance for a wide-open mouth worth sending
-SMILE_GAPS = (0.08, 0.22)              # a mouth a little open, where teeth show most in talking and smiles
+SMILE_GAPS = (0.08, 0.22)              # a mouth a little open, as in most of talking and in smiles
 SMILE_MIN_TEETH = 0.15
+SMILE_TYPICAL = 50                     # percentile of the caller's teeth share at SMILE_GAPS that the picture aims at
 EYES_MAX_SHARE = 0.45                  # eye openness under this share of the recent median: closed
 MAX_TURN = 0.35                        # radians away from the still's pose: too turned to use
 BETTER = 1.25                          # a candidate must beat the live one by this factor
@@ -86,6 +88,7 @@ class ReferencePicker:
         self.encode, self.budget, self.spent, self.defer = encode, budget, 0, defer
         self.settle_frames, self.min_interval_ms = settle_frames, min_interval_ms
         self.openness = deque([float(eye_openness(still.landmarks).mean())], maxlen=150)
+        self.talk_teeth: deque[float] = deque(maxlen=300)   # teeth share of recent frames at SMILE_GAPS
         self.pending: dict[str, Candidate | None] = {k: None for k in KINDS}
         self.waited = {k: 0 for k in KINDS}
         self.live: dict[str, Candidate] = {}
@@ -112,8 +115,10 @@ class ReferencePicker:
                 if gap >= MOUTH_MIN_GAP:
                     self._offer(Candidate("mouth", gap * (0.4 + teeth), crop, landmarks, capture_ms, light,
                                           turn))
-                if gap <= SMILE_GAPS[1] and teeth >= SMILE_MIN_TEETH:
-                    self._offer(Candidate("smile", teeth, crop, landmarks, capture_ms, light, turn))
+                if gap <= SMILE_GAPS[1]:
+                    self.talk_teeth.append(teeth)
+                    if teeth >= SMILE_MIN_TEETH:
+                        self._offer(Candidate("smile", teeth, crop, landmarks, capture_ms, light, turn))
             if opened < EYES_MAX_SHARE * median:
                 self._offer(Candidate("eyes", 1 - opened / median, crop, landmarks, capture_ms, light, turn))
         out = []
@@ -159,9 +164,16 @@ class ReferencePicker:
         return (abs(self.light - ref.light) > LIGHT_CHANGE * max(ref.light, 1.0)
                 or abs(self.turn - ref.turn) > TURN_CHANGE)
 
+    def _merit(self, candidate: Candidate) -> float:
+        """How good a candidate is now: a smile picture's teeth near what the caller usually shows."""
+        if candidate.kind != "smile":
+            return candidate.score
+        goal = max(float(np.percentile(self.talk_teeth, SMILE_TYPICAL)), SMILE_MIN_TEETH)
+        return 1.0 / (0.02 + abs(candidate.score - goal))
+
     def _offer(self, candidate: Candidate) -> None:
         held = self.pending[candidate.kind]
-        if held is None or candidate.score > held.score:
+        if held is None or self._merit(candidate) > self._merit(held):
             candidate.image = candidate.image.copy()
             candidate.landmarks = np.array(candidate.landmarks, dtype=np.float64)
             self.pending[candidate.kind] = candidate
@@ -173,7 +185,7 @@ class ReferencePicker:
             return True
         if now_ms - self.sent_ms[candidate.kind] < self.min_interval_ms:
             return False
-        return candidate.score > BETTER * live.score or self.stale(candidate.kind)
+        return self._merit(candidate) > BETTER * self._merit(live) or self.stale(candidate.kind)
 
     def _still(self, candidate: Candidate) -> Still:
         """The candidate as a Still, its landmarks re-tracked on the crop in image mode (the video

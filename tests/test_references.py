@@ -173,6 +173,46 @@ def test_a_reference_taken_under_other_light_is_replaced(still):
     picker.close()
 
 
+def test_the_smile_picture_shows_the_teeth_the_caller_usually_shows(still):
+    """The "smile" reference aims at the caller's median teeth share at small lip gaps, not the toothiest
+    moment: a grin once among ordinary speech is not what the receiver draws every slightly open mouth
+    with (the toothiest pick over-showed teeth by 49-67 % on three clips)."""
+    import cv2
+
+    from callsynth.face.regions import INNER_LIPS, iris_distance
+
+    lm = still.landmarks.copy()
+    lower_inner = [95, 88, 178, 87, 14, 317, 402, 318, 324]
+    lm[lower_inner, 1] += (0.12 - lip_gap(lm)) * iris_distance(lm)          # a mouth a little open
+    lips = np.round(lm[INNER_LIPS, :2]).astype(np.int32)
+    top, bottom = lips[:, 1].min(), lips[:, 1].max()
+    nose = tuple(np.round(lm[1, :2]).astype(int))[::-1]
+
+    def frame(white: float, tag: int) -> np.ndarray:
+        image = still.image.copy()
+        inside = np.zeros(image.shape[:2], np.uint8)
+        cv2.fillPoly(inside, [lips], 1)
+        image[inside > 0] = (70, 20, 25)
+        rows = np.arange(image.shape[0])[:, None] < top + white * (bottom - top + 1)
+        image[(inside > 0) & rows] = 240
+        image[nose] = tag
+        return image
+
+    shares = [0.35] * 40
+    shares[15] = 1.0                                                      # one grin
+    frames = [frame(white, i) for i, white in enumerate(shares)]
+    teeth = [teeth_share(f, lm) for f in frames]
+    assert teeth[15] > 0.8 and 0.15 < teeth[0] < 0.5
+    picker = ReferencePicker(still, settle_frames=4, min_interval_ms=100)
+    sent = []
+    for i, image in enumerate(frames):
+        for index, ref in picker.observe(image, lm, i * 33, turn=0.0):
+            sent.append((index, int(ref.image[nose][0])))
+    picker.close()
+    assert sent and all(index == KINDS["smile"] for index, _ in sent)
+    assert all(teeth[tag] < 0.5 for _, tag in sent), (sent, teeth[15])
+
+
 def test_the_full_frame_repair_leaves_a_closing_eye_as_the_blend_drew_it(still):
     """ReferenceBlender.closing_eyes says where a blink is drawn from a closed-eye picture (nowhere while the
     eyes are open), and keep_blink keeps those pixels of the composed frame over the generator's repair."""
