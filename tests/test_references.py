@@ -176,7 +176,7 @@ def test_a_reference_taken_under_other_light_is_replaced(still):
 def test_the_smile_picture_shows_the_teeth_the_caller_usually_shows(still):
     """The "smile" reference aims at the caller's median teeth share at small lip gaps, not the toothiest
     moment: a grin once among ordinary speech is not what the receiver draws every slightly open mouth
-    with (the toothiest pick over-showed teeth by 49-67 % on three clips)."""
+    with (the toothiest pick put 49-67 % too many teeth in the mouths of two clips)."""
     import cv2
 
     from callsynth.face.regions import INNER_LIPS, iris_distance
