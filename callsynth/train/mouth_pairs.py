@@ -25,7 +25,8 @@ from ..split import training_files
 from ..wire import Codec, WireError, decode_identity
 from .sample_cache import cache_path, load_cached, run_jobs, save_cached
 
-MOUTH_PAIRS_FORMAT = 3      # 3: the code is followed by the gaze and the lip correction (K + 3)
+MOUTH_PAIRS_FORMAT = 4      # 3: the code is followed by the gaze and the lip correction (K + 3); 4: the smile
+                            # reference shows the caller's usual teeth (sender/reference_pick.py)
 KEYS = ("composed", "plain", "present", "inner", "truth", "code", "pose", "gap", "clip")
 
 
