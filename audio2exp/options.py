@@ -19,6 +19,9 @@ class TrainOptions:
     phone_weight: float = 0.0
     # what that task names: "phones" (pocketsphinx's 40) or "visemes" (12 mouth shapes, phones.VISEMES)
     phone_set: str = "phones"
+    # the lip gap's squared error (inner lips' middle, upper to lower) counted this many times beside the
+    # mouth landmarks' (55 points): the opening is what a listener reads off the lips and what is measured
+    gap_weight: float = 55.0
 
 
 A2E_TRAIN = TrainOptions()

@@ -55,10 +55,13 @@ def speech_by_folder(clips: list[Clip]) -> dict:
     return {folder: {**row, "minutes": round(row["minutes"], 2)} for folder, row in sorted(out.items())}
 
 
-def mouth_metric(basis: ExpressionBasis) -> torch.Tensor:
-    """G with dᵀGd = squared error of the mouth landmarks that code difference d makes."""
-    comps = basis.components.reshape(basis.k, -1, 3)[:, MOUTH, :].reshape(basis.k, -1)
-    return torch.from_numpy((comps @ comps.T).astype(np.float32))
+def mouth_metric(basis: ExpressionBasis, gap_weight: float = 0.0) -> torch.Tensor:
+    """G with dᵀGd = squared error of the mouth landmarks that code difference d makes, plus `gap_weight`
+    times that of the lip gap (the inner lips' middle points, 13 above 14, apart vertically)."""
+    comps = basis.components.reshape(basis.k, -1, 3)
+    mouth = comps[:, MOUTH, :].reshape(basis.k, -1)
+    gap = comps[:, 14, 1] - comps[:, 13, 1]
+    return torch.from_numpy((mouth @ mouth.T + gap_weight * np.outer(gap, gap)).astype(np.float32))
 
 
 def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOptions(), log=print) -> Path:
@@ -93,7 +96,7 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
         raise ValueError(f"{len(pool)} training frames (other speakers drawn {options.other_speakers_x}x) are "
                          f"fewer than one batch of {batch}: use more clips")
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    metric = mouth_metric(basis)
+    metric = mouth_metric(basis, options.gap_weight)
     margin = (CONTEXT - COLUMNS) // 2
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     pt = torch.from_numpy(ph) if ph is not None else None

@@ -48,7 +48,8 @@ def cmd_audio2exp_train(args) -> int:
     from .face.basis import load_basis
 
     options = TrainOptions(epochs=args.epochs, seed=args.seed, max_clips=args.max_clips,
-                           phone_weight=args.phone_weight, phone_set=args.phone_set)
+                           phone_weight=args.phone_weight, phone_set=args.phone_set,
+                           gap_weight=args.gap_weight)
     path = train(load_basis(args.basis), args.out, options)
     print(f"model: {path}")
     return 0
@@ -162,6 +163,9 @@ def add_audio_commands(sub, positive_int) -> None:
     p.add_argument("--phone-set", choices=("phones", "visemes"), default=A2E_TRAIN.phone_set,
                    help="what the second task names: pocketsphinx's 40 phones, or 12 mouth shapes that group "
                         f"the phones the lips make alike (default {A2E_TRAIN.phone_set})")
+    p.add_argument("--gap-weight", type=float, default=A2E_TRAIN.gap_weight,
+                   help="how many times the lip gap's squared error counts beside the 55 mouth points' "
+                        f"(default {A2E_TRAIN.gap_weight:g}; 0: the mouth points alone)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_audio2exp_train)
 

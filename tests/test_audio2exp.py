@@ -502,3 +502,18 @@ def test_a_clip_whose_sound_is_digital_zero_is_left_out_of_training_and_named(ba
     clips = build_dataset([quiet, speaking], basis, workers=1, log=said.append)
     assert [c.path for c in clips] == [str(speaking)]
     assert len(said) == 1 and "mead_eamm/sad.mp4" in said[0]
+
+
+def test_the_training_loss_counts_the_lip_gap_beside_the_mouth_points(basis):
+    """dᵀGd is the squared error of the 55 mouth points that a code difference d makes, plus gap_weight
+    times that of the lip gap (inner lips' middle, 14 below 13): the opening, what is read and measured."""
+    from audio2exp.targets import MOUTH
+    from audio2exp.train import mouth_metric
+
+    d = np.random.default_rng(0).standard_normal(basis.k).astype(np.float32)
+    moved = (d @ basis.components).reshape(-1, 3)
+    mouth = float(np.sum(moved[MOUTH] ** 2))
+    gap = float(moved[14, 1] - moved[13, 1])
+    for weight in (0.0, 55.0):
+        G = mouth_metric(basis, weight).numpy()
+        assert float(d @ G @ d) == pytest.approx(mouth + weight * gap ** 2, rel=1e-4)
