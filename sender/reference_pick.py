@@ -169,7 +169,7 @@ class ReferencePicker:
         if candidate.kind != "smile":
             return candidate.score
         goal = max(float(np.percentile(self.talk_teeth, SMILE_TYPICAL)), SMILE_MIN_TEETH)
-        return 1.0 / (0.02 + abs(candidate.score - goal))
+        return 1.0 / (0.02 + abs(candidate.score - goal))   # 0.02: nearer hardly matters (nor divides by 0)
 
     def _offer(self, candidate: Candidate) -> None:
         held = self.pending[candidate.kind]
