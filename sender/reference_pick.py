@@ -29,7 +29,7 @@ KINDS = {"mouth": 1, "eyes": 2, "smile": 3}   # reference index on the wire for 
 MOUTH_MIN_GAP = 0.15                   # lip gap over iris distance for a wide-open mouth worth sending
 SMILE_GAPS = (0.08, 0.22)              # a mouth a little open, as in most of talking and in smiles
 SMILE_MIN_TEETH = 0.15
-SMILE_TYPICAL = 50                     # percentile of the caller's teeth share at SMILE_GAPS that the picture aims at
+SMILE_TYPICAL = 50                     # percentile of the caller's teeth share at SMILE_GAPS: the smile's aim
 EYES_MAX_SHARE = 0.45                  # eye openness under this share of the recent median: closed
 MAX_TURN = 0.35                        # radians away from the still's pose: too turned to use
 BETTER = 1.25                          # a candidate must beat the live one by this factor
@@ -89,6 +89,7 @@ class ReferencePicker:
         self.settle_frames, self.min_interval_ms = settle_frames, min_interval_ms
         self.openness = deque([float(eye_openness(still.landmarks).mean())], maxlen=150)
         self.talk_teeth: deque[float] = deque(maxlen=300)   # teeth share of recent frames at SMILE_GAPS
+        self.teeth_goal = SMILE_MIN_TEETH                     # what a smile picture aims at (from talk_teeth)
         self.pending: dict[str, Candidate | None] = {k: None for k in KINDS}
         self.waited = {k: 0 for k in KINDS}
         self.live: dict[str, Candidate] = {}
@@ -117,6 +118,7 @@ class ReferencePicker:
                                           turn))
                 if gap <= SMILE_GAPS[1]:
                     self.talk_teeth.append(teeth)
+                    self.teeth_goal = max(float(np.percentile(self.talk_teeth, SMILE_TYPICAL)), SMILE_MIN_TEETH)
                     if teeth >= SMILE_MIN_TEETH:
                         self._offer(Candidate("smile", teeth, crop, landmarks, capture_ms, light, turn))
             if opened < EYES_MAX_SHARE * median:
@@ -168,8 +170,8 @@ class ReferencePicker:
         """How good a candidate is now: a smile picture's teeth near what the caller usually shows."""
         if candidate.kind != "smile":
             return candidate.score
-        goal = max(float(np.percentile(self.talk_teeth, SMILE_TYPICAL)), SMILE_MIN_TEETH)
-        return 1.0 / (0.02 + abs(candidate.score - goal))   # 0.02: nearer hardly matters (nor divides by 0)
+        # 0.02: nearer than that hardly matters (nor divides by 0)
+        return 1.0 / (0.02 + abs(candidate.score - self.teeth_goal))
 
     def _offer(self, candidate: Candidate) -> None:
         held = self.pending[candidate.kind]
