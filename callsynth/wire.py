@@ -54,6 +54,7 @@ GAZE_RANGE = 0.25        # ± eye widths the iris may move from where the still 
 GAZE_BITS = 5
 LIP_RANGE = (-0.06, 0.08)  # iris distances; with LIP_BITS, steps of 0.02 with 0 among them (99 % of the
 LIP_BITS = 3               # corrections on 20 clips fell in -0.041..0.054, a /tmp probe; FaceCoder.expression)
+LIP_STEP = (LIP_RANGE[1] - LIP_RANGE[0]) / ((1 << LIP_BITS) - 1)   # one level of it, as _dequantise spaces them
 
 
 class WireError(ValueError):

@@ -22,10 +22,8 @@ from callsynth.face.still import prepare_still
 from callsynth.machine import cpu_description
 from callsynth.media import iter_frames, read_still, video_info
 from callsynth.split import eval_clips
-from callsynth.wire import LIP_BITS, LIP_RANGE
+from callsynth.wire import LIP_RANGE, LIP_STEP
 from sender.features import FeatureEncoder
-
-STEP = (LIP_RANGE[1] - LIP_RANGE[0]) / (2 ** LIP_BITS - 1)
 
 
 def lip_steps(clip: Path, basis) -> np.ndarray:
@@ -40,7 +38,7 @@ def lip_steps(clip: Path, basis) -> np.ndarray:
             if packet is not None:
                 features = encoder.codec.decode(packet)
                 if features.has_face:
-                    steps.append(round((features.lips - LIP_RANGE[0]) / STEP))
+                    steps.append(round((features.lips - LIP_RANGE[0]) / LIP_STEP))
     finally:
         encoder.close()
     return np.array(steps, dtype=int)
@@ -60,7 +58,7 @@ def main() -> int:
         changes = int(np.sum(steps[1:] != steps[:-1]))
         back = int(np.sum((steps[2:] == steps[:-2]) & (steps[1:-1] != steps[:-2])))
         spread = np.bincount(steps - steps.min())
-        low = LIP_RANGE[0] + steps.min() * STEP
+        low = LIP_RANGE[0] + steps.min() * LIP_STEP
         print(f"{clip.name} | {len(steps)} | {changes} ({changes / len(steps):.0%}) | {back} "
               f"({back / len(steps):.0%}) | {' '.join(map(str, spread))} from {low:+.2f}")
     print(f"({cpu_description()})")

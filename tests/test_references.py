@@ -179,10 +179,10 @@ def test_the_smile_picture_shows_the_teeth_the_caller_usually_shows(still):
     with (the toothiest pick put 49-67 % too many teeth in the mouths of two clips)."""
     import cv2
 
-    from callsynth.face.regions import INNER_LIPS, iris_distance
+    from callsynth.face.regions import INNER_LIPS, LOWER_LIP, iris_distance
 
     lm = still.landmarks.copy()
-    lower_inner = [95, 88, 178, 87, 14, 317, 402, 318, 324]
+    lower_inner = np.intersect1d(LOWER_LIP, INNER_LIPS)
     lm[lower_inner, 1] += (0.12 - lip_gap(lm)) * iris_distance(lm)          # a mouth a little open
     lips = np.round(lm[INNER_LIPS, :2]).astype(np.int32)
     top, bottom = lips[:, 1].min(), lips[:, 1].max()
