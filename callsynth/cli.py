@@ -95,10 +95,13 @@ def cmd_eval(args) -> int:
     from .eval.report import floors
     from .eval.run import run_eval
     from .face.basis import load_basis
-    from .split import eval_clips
+    from .split import eval_clips, selection_files
 
     codecs = parse_codecs(args.codecs) if args.codecs else []
-    clips = [Path(c) for c in args.clips] if args.clips else eval_clips()
+    if args.clips:
+        clips = [Path(c) for c in args.clips]
+    else:
+        clips = selection_files() if args.people == "selection" else eval_clips()
     for clip in clips:
         if not clip.exists():
             raise FileNotFoundError(f"{clip}: no such clip")
@@ -244,7 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "2, 4 and 6 at 60), and each codec at "
                                    "its lowest reachable bitrate and a few higher ones. Writes report.json, "
                                    "report.md and rate_distortion.png to --out.")
-    p.add_argument("--clips", nargs="+", help="video clips (default: the validation clips of the identity split)")
+    clips = p.add_mutually_exclusive_group()
+    clips.add_argument("--clips", nargs="+", help="video clips (default: the clips of --people)")
+    clips.add_argument("--people", choices=("validation", "selection"), default="validation",
+                       help="without --clips, the identity split's clips of: the validation people, "
+                            "whom no training or choice has seen (the default), or the selection people, "
+                            "training identities held out of the mouth generator's training "
+                            "(callsynth/assets/identity_split.json)")
     p.add_argument("--codecs", default="x264,vp8,vp9,av1",
                    help="comma-separated subset of x264,vp8,vp9,av1; empty for none (default: all)")
     p.add_argument("--kbps", type=_kbps_list, default=(4, 8, 16, 32, 64),

@@ -139,6 +139,20 @@ def test_eval_warp_only_leaves_the_generator_out(data, tmp_path):
     assert methods == {"callsynth-warp"}
 
 
+def test_eval_people_selection_takes_the_split_s_selection_clips(tmp_path, capsys):
+    """`--people selection` evaluates the identity split's selection clips (the runs README quotes beside
+    the validation ones), and names no clip twice; with --clips as well it is a usage error."""
+    from callsynth.split import selection_files
+
+    assert main(["eval", "--people", "selection", "--codecs", "", "--max-frames", "2", "--warp-only",
+                 "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["clips"] == [str(c) for c in selection_files()] and len(report["clips"]) >= 5
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "--people", "selection", "--clips", "x.mp4", "--out", str(tmp_path)])
+    assert stop.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
 def test_eval_rejects_unknown_codec(tmp_path, capsys):
     assert main(["eval", "--codecs", "mpeg2", "--out", str(tmp_path)]) == 2
     assert "unknown codec" in capsys.readouterr().err
