@@ -1,11 +1,14 @@
-"""Wire format v4: a packet carries one sent frame, or a bundle of several; a few dozen bytes, quantised
+"""Wire format v5: a packet carries one sent frame, or a bundle of several; a few dozen bytes, quantised
 with the basis file's ranges.
 
 Layout (little-endian):
     byte 0      version (high nibble) | flags (low nibble)
     bytes 1-2   basis tag (first 16 bits of the basis hash)
     bytes 3-4   sequence number (wraps)
-    bytes 5-8   capture time, ms (wraps)
+    bytes 5-8   capture time, ms, in the low 29 bits (wraps every 6.2 days); the mouth source in the top 3
+                (v5: which picture's mouth interior the sender saw as most like the camera's: 0 lets the
+                receiver choose, i + 1 names the picture of identity index i; 3 bits the payload had no room
+                for, taken from a clock that wrapped every 49.7 days)
     payload     bit-packed pose (rotvec, tx, ty, log scale), K code coefficients, then the gaze (2 x 5 bits,
                 iris offset over eye width relative to the still's) and the lip gap's correction (3 bits,
                 iris distances the lips part beyond the code's; it fills bits the byte had spare, so a
@@ -20,7 +23,8 @@ capture time of its first frame):
     payload     the first frame bit-packed as above, then for each next frame the change of every
                 quantised field since the frame before, zigzag-mapped and Exp-Golomb coded (order k, the
                 one of 0..3 that makes the bundle smallest): a still field costs one bit
-Every frame of a bundle has a face and the same flags; a lost bundle loses only its own frames.
+Every frame of a bundle has a face and the same flags; a lost bundle loses only its own frames. A bundle's
+header holds one mouth source, its last frame's, for all its frames.
 
 Decoding never raises anything but a WireError subclass, whatever the bytes.
 """
@@ -37,11 +41,17 @@ import numpy as np
 from .face.basis import ExpressionBasis
 from .face.pose import Pose
 
-VERSION = 4              # 2: gaze after the code, reference stills; 3: bundles; 4: the lip correction
+VERSION = 5              # 2: gaze after the code, reference stills; 3: bundles; 4: the lip correction;
+                         # 5: the mouth source
 HEADER = struct.Struct("<BHHI")
 CRC_BYTES = 2
 OVERHEAD = HEADER.size + CRC_BYTES
 MAX_PACKET = 256
+CAPTURE_BITS = 29        # of the header's 32-bit time field; the mouth source has the rest
+CAPTURE_WRAP = 1 << CAPTURE_BITS
+CAPTURE_MASK = CAPTURE_WRAP - 1
+MOUTH_BITS = 32 - CAPTURE_BITS
+MAX_MOUTH = (1 << MOUTH_BITS) - 1   # mouth sources 1..7 name identity indices 0..6
 
 FLAG_NO_FACE = 0x1       # the sender sees no face: hold, then ease back to the still
 FLAG_AUDIO = 0x2         # code derived from speech, not from the camera
@@ -92,15 +102,18 @@ class FrameFeatures:
     flags: int = 0
     gaze: np.ndarray | None = None      # (2,) relative to the still's; None means the still's own
     lips: float = 0.0                   # how much further the lips part than the code makes them (iris distances)
+    mouth: int = 0                      # the mouth source (0: the receiver's choice; i + 1: identity index i)
 
     @classmethod
     def carrying(cls, seq: int, capture_ms: int, pose: Pose, expression: np.ndarray, k: int, flags: int = 0
                  ) -> "FrameFeatures":
-        """A frame with a face whose `expression` (K code coefficients, then the gaze and the lip
-        correction: FaceCoder.expression) is split into the fields that travel: `expression`'s inverse."""
+        """A frame with a face whose `expression` (K code coefficients, then the gaze, the lip correction
+        and the mouth source: FaceCoder.expression) is split into the fields that travel: `expression`'s
+        inverse."""
         expression = np.asarray(expression, dtype=np.float64)
+        mouth = int(np.clip(round(expression[k + 3]), 0, MAX_MOUTH)) if len(expression) > k + 3 else 0
         return cls(seq, capture_ms, pose, expression[:k].copy(), flags, expression[k:k + 2].copy(),
-                   float(expression[k + 2]))
+                   float(expression[k + 2]), mouth)
 
     @property
     def has_face(self) -> bool:
@@ -108,11 +121,19 @@ class FrameFeatures:
 
     @property
     def expression(self) -> np.ndarray | None:
-        """The code followed by the gaze and the lip correction (K + 3; every decoded packet has them), what
-        the playout timeline interpolates; the code alone when no gaze is set."""
+        """The code followed by the gaze, the lip correction and the mouth source (K + 4; every decoded
+        packet has them), what the playout timeline interpolates (all but the mouth source, which it takes
+        from the nearer packet); the code alone when no gaze is set."""
         if self.code is None or self.gaze is None:
             return self.code
-        return np.concatenate([self.code, self.gaze, [self.lips]])
+        return np.concatenate([self.code, self.gaze, [self.lips, self.mouth]])
+
+
+def _time_field(capture_ms: int, mouth: int) -> int:
+    """The header's 32-bit time field: the capture time's low CAPTURE_BITS, the mouth source above."""
+    if not 0 <= mouth <= MAX_MOUTH:
+        raise ValueError(f"mouth source {mouth} is not 0..{MAX_MOUTH}")
+    return (capture_ms & CAPTURE_MASK) | (mouth << CAPTURE_BITS)
 
 
 def _quantise(values, lo, hi, bits):
@@ -224,7 +245,7 @@ class Codec:
         if frame.pose is None or frame.code is None:
             flags |= FLAG_NO_FACE
         body = HEADER.pack((VERSION << 4) | flags, self.tag, frame.seq & 0xFFFF,
-                           frame.capture_ms & 0xFFFFFFFF)
+                           _time_field(frame.capture_ms, 0 if flags & FLAG_NO_FACE else frame.mouth))
         if not flags & FLAG_NO_FACE:
             body += _pack_bits(self._quantised(frame), self.bits)
         return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(CRC_BYTES, "little")
@@ -241,7 +262,7 @@ class Codec:
     @staticmethod
     def bundles(first: FrameFeatures, then: FrameFeatures) -> bool:
         """Whether `then` may follow `first`'s frames in one bundle (a face in both, one kind, a short gap)."""
-        gap = (then.capture_ms - first.capture_ms) & 0xFFFFFFFF
+        gap = (then.capture_ms - first.capture_ms) & CAPTURE_MASK
         return (first.has_face and then.has_face and first.pose is not None and then.pose is not None
                 and (first.flags & KNOWN_FLAGS) == (then.flags & KNOWN_FLAGS) and 1 <= gap <= MAX_GAP_MS)
 
@@ -265,16 +286,17 @@ class Codec:
         for u in flat.tolist():
             bits.exp_golomb(int(u), k)
         gaps = bytes((b.capture_ms - a.capture_ms) & 0xFF for a, b in pairwise(frames))
-        body = (HEADER.pack((VERSION << 4) | flags, self.tag, first.seq & 0xFFFF, first.capture_ms & 0xFFFFFFFF)
+        body = (HEADER.pack((VERSION << 4) | flags, self.tag, first.seq & 0xFFFF,
+                            _time_field(first.capture_ms, frames[-1].mouth))
                 + bytes([len(frames) | (k << 4)]) + gaps + bits.to_bytes())
         if len(body) + CRC_BYTES > MAX_PACKET:
             raise ValueError(f"bundle of {len(frames)} frames takes {len(body) + CRC_BYTES} bytes")
         return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(CRC_BYTES, "little")
 
-    def _frame(self, seq: int, capture_ms: int, flags: int, q: np.ndarray) -> FrameFeatures:
+    def _frame(self, seq: int, capture_ms: int, flags: int, q: np.ndarray, mouth: int) -> FrameFeatures:
         values = _dequantise(q, self.lo, self.hi, self.bits)
         pose = Pose(values[:3].copy(), np.array([values[3], values[4], 0.0]), float(np.exp(values[5])))
-        return FrameFeatures.carrying(seq, capture_ms, pose, values[6:], self.basis.k, flags)
+        return FrameFeatures.carrying(seq, capture_ms, pose, np.append(values[6:], mouth), self.basis.k, flags)
 
     def decode_all(self, packet: bytes) -> list[FrameFeatures]:
         """Every frame one packet carries, oldest first: one, or a bundle's. Raises only WireError."""
@@ -282,7 +304,8 @@ class Codec:
         if not first_byte & FLAG_BUNDLE:
             return [self.decode(packet)]
         packet = bytes(packet)
-        _, _, seq, capture_ms = HEADER.unpack_from(packet)
+        _, _, seq, field = HEADER.unpack_from(packet)
+        capture_ms, mouth = field & CAPTURE_MASK, field >> CAPTURE_BITS
         flags = (first_byte & 0xF) & ~FLAG_BUNDLE
         if flags & FLAG_NO_FACE:
             raise CorruptPacket("a bundle of frames without a face")
@@ -308,8 +331,8 @@ class Codec:
         frames, when = [], capture_ms
         for i in range(n):
             if i:
-                when = (when + gaps[i - 1]) & 0xFFFFFFFF
-            frames.append(self._frame((seq + i) & 0xFFFF, when, flags, q[i]))
+                when = (when + gaps[i - 1]) & CAPTURE_MASK
+            frames.append(self._frame((seq + i) & 0xFFFF, when, flags, q[i], mouth))
         return frames
 
     def _checked(self, packet) -> bytes:
@@ -339,21 +362,22 @@ class Codec:
     def decode(self, packet: bytes) -> FrameFeatures:
         """A packet of one frame (a bundle needs decode_all)."""
         packet = self._checked(packet)
-        first, _, seq, capture_ms = HEADER.unpack_from(packet)
+        first, _, seq, field = HEADER.unpack_from(packet)
+        capture_ms, mouth = field & CAPTURE_MASK, field >> CAPTURE_BITS
         flags = first & 0xF
         if flags & FLAG_BUNDLE:
             raise CorruptPacket("a bundle of frames where one frame was expected")
         payload = packet[HEADER.size:-CRC_BYTES]
         if flags & FLAG_NO_FACE:
-            if payload:
-                raise CorruptPacket("no-face packet carries a payload")
+            if payload or mouth:
+                raise CorruptPacket("no-face packet carries a payload or a mouth source")
             return FrameFeatures(seq, capture_ms, flags=flags)
         if len(payload) != self.payload_bytes:
             raise TruncatedPacket(f"payload of {len(payload)} bytes, expected {self.payload_bytes}")
         q = _unpack_bits(payload, self.bits)
         if np.any(q > (1 << self.bits) - 1):
             raise CorruptPacket("field out of range")
-        return self._frame(seq, capture_ms, flags, q)
+        return self._frame(seq, capture_ms, flags, q, mouth)
 
     def roundtrip(self, frame: FrameFeatures) -> FrameFeatures:
         return self.decode(self.encode(frame))
@@ -374,7 +398,7 @@ class Codec:
 # measures codes against; re-tracking a JPEG would shift them by a pixel or so.
 
 IDENTITY_MAGIC = b"CSID"
-IDENTITY_VERSION = 4              # 2: the index byte (reference stills); 3, 4: go with packet v3, v4
+IDENTITY_VERSION = 5              # 2: the index byte (reference stills); 3-5: go with packet v3-v5
 IDENTITY_HEADER = struct.Struct("<4sBHHB")
 MAX_IDENTITY = 60 * 1024          # under SCTP's usual 64 KiB message limit
 MAX_REFERENCE = 20 * 1000         # each reference still; the three live ones stay inside 60 KB

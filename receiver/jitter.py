@@ -33,11 +33,11 @@ import numpy as np
 
 from callsynth.call_options import CALL
 from callsynth.face.pose import Pose
-from callsynth.wire import FLAG_AUDIO, FrameFeatures
+from callsynth.wire import CAPTURE_WRAP, FLAG_AUDIO, FrameFeatures
 
 from .playout import FeatureTimeline
 
-WRAP = 1 << 32
+WRAP = CAPTURE_WRAP       # the wire's capture times wrap here
 STEP_MS = 1000.0          # transit this far from the clock held is a forged stamp or a clock step
 STEP_CONFIRM_MS = 700.0   # that long of packets agreeing on the new clock (and no other) is a real step
 STEP_AGREE_MS = 250.0
@@ -53,7 +53,7 @@ REACH_PERCENTILE = 95
 
 
 def unwrap_ms(capture_ms: int, now_ms: int) -> int:
-    """The full capture time of a 32-bit wrapped one, taking the candidate nearest to now."""
+    """The full capture time of a wrapped one (wire.CAPTURE_BITS), taking the candidate nearest to now."""
     delta = (now_ms - capture_ms) % WRAP
     if delta >= WRAP // 2:
         delta -= WRAP

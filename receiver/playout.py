@@ -2,7 +2,8 @@
 
 Between two packets it interpolates; past the newest one it extrapolates along the last two for a short
 while (a late or lost packet), then holds; when the sender reports no face, or nothing arrives for long,
-it holds a moment, then eases back to the still's own pose and a neutral (zero) code.
+it holds a moment, then eases back to the still's own pose and a neutral (zero) code. The expression's
+mouth source (its last element, a choice of picture) is never blended: a frame takes the nearer packet's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import bisect
 
 import numpy as np
 
+from callsynth.face.code import MOUTH_SOURCE
 from callsynth.face.pose import Pose, interpolate_pose
 from callsynth.wire import FrameFeatures
 
@@ -46,7 +48,8 @@ class FeatureTimeline:
 
     def at(self, t_ms: float) -> tuple[Pose, np.ndarray] | None:
         """(pose, expression) for display time t_ms, or None before any packet with a face. The
-        expression is the code followed by the gaze (FrameFeatures.expression); `code_size` is its length."""
+        expression is the code followed by the gaze, the lip correction and the mouth source
+        (FrameFeatures.expression); `code_size` is its length."""
         i = bisect.bisect_right(self.times, t_ms)
         before = self.items[i - 1] if i else None
         after = self.items[i] if i < len(self.items) else None
@@ -54,7 +57,8 @@ class FeatureTimeline:
             return (after.pose, after.expression) if after is not None and after.has_face else None
         if before.has_face and after is not None and after.has_face:
             w = (t_ms - self.times[i - 1]) / max(1, self.times[i] - self.times[i - 1])
-            return interpolate_pose(before.pose, after.pose, w), (1 - w) * before.expression + w * after.expression
+            return interpolate_pose(before.pose, after.pose, w), _mouth_of(
+                (1 - w) * before.expression + w * after.expression, before if w < 0.5 else after)
         last = self._last_face(i - 1)
         if last is None:
             return None
@@ -66,11 +70,11 @@ class FeatureTimeline:
             state = self._extrapolate(i - 1, gap) if i >= 2 else (face.pose, face.expression)
             if self.silence_ms is None or gap <= self.silence_ms:
                 return state
-            return self._toward_rest(state, (gap - self.silence_ms) / self.ease_ms)
+            return self._toward_rest(state, (gap - self.silence_ms) / self.ease_ms, face)
         if before.has_face or gap <= self.hold_ms:
             return face.pose, face.expression
         # The sender said "no face": held for hold_ms, then eased toward the rest pose.
-        return self._toward_rest((face.pose, face.expression), (gap - self.hold_ms) / self.ease_ms)
+        return self._toward_rest((face.pose, face.expression), (gap - self.hold_ms) / self.ease_ms, face)
 
     def _extrapolate(self, i: int, gap: float) -> tuple[Pose, np.ndarray]:
         """Continue the motion from packet i-1 to packet i for up to extrapolate_ms, then hold."""
@@ -79,12 +83,15 @@ class FeatureTimeline:
             return last.pose, last.expression
         span = max(1, self.times[i] - self.times[i - 1])
         w = 1.0 + min(gap, self.extrapolate_ms) / span
-        return interpolate_pose(prev.pose, last.pose, w), (1 - w) * prev.expression + w * last.expression
+        return interpolate_pose(prev.pose, last.pose, w), _mouth_of(
+            (1 - w) * prev.expression + w * last.expression, last)
 
-    def _toward_rest(self, state, w: float) -> tuple[Pose, np.ndarray]:
+    def _toward_rest(self, state, w: float, face: FrameFeatures) -> tuple[Pose, np.ndarray]:
+        """`state` (from packet `face`) eased toward the rest pose and code by w (0..1)."""
         w = float(np.clip(w, 0.0, 1.0))
         rest_pose, rest_code = self.rest
-        return interpolate_pose(state[0], rest_pose, w), (1 - w) * state[1] + w * rest_code
+        return interpolate_pose(state[0], rest_pose, w), _mouth_of((1 - w) * state[1] + w * rest_code,
+                                                                   face, rest=w >= 1)
 
     def _last_face(self, i: int):
         while i >= 0:
@@ -92,3 +99,13 @@ class FeatureTimeline:
                 return self.times[i], self.items[i]
             i -= 1
         return None
+
+
+def _mouth_of(expression: np.ndarray, source: FrameFeatures, rest: bool = False) -> np.ndarray:
+    """`expression` (a blend of packets' expressions) with packet `source`'s mouth source, or none (0) at
+    `rest`: a choice of picture is taken whole (1.5 would name neither). A bare code (no gaze, so no mouth
+    source) is returned as it is."""
+    if source.gaze is None or len(expression) != len(source.expression):
+        return expression
+    expression[MOUTH_SOURCE] = 0 if rest else source.mouth
+    return expression

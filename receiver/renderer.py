@@ -29,14 +29,15 @@ class WarpRenderer:
         """Cache reference still `index` (replacing the one before it); used from the next frame on."""
         self.blender.add(index, still)
 
-    def compose(self, target: np.ndarray) -> np.ndarray:
-        """The still warped to the target landmarks, mouth and eyes from the references."""
-        return self.layers(target)[1]
+    def compose(self, target: np.ndarray, mouth: int = 0) -> np.ndarray:
+        """The still warped to the target landmarks, mouth and eyes from the references (the mouth from
+        the sender's mouth source `mouth`, if it names one held)."""
+        return self.layers(target, mouth)[1]
 
-    def layers(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def layers(self, target: np.ndarray, mouth: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(the still's warp to `target`, the frame composed on it with the references' mouth and eyes)."""
         base = self.warper.warp(target)
-        return base, self.blender.compose(base, target)
+        return base, self.blender.compose(base, target, mouth)
 
     @property
     def rest_pose(self) -> Pose:
@@ -54,7 +55,8 @@ class WarpRenderer:
         the generator's; the warp has nothing to repair with.)"""
         if state is None:
             return self.still.image.copy()
-        return self.compose(self.target_landmarks(*state))
+        pose, expression = state
+        return self.compose(self.target_landmarks(pose, expression), self.coder.mouth_source(expression))
 
 
 log = logging.getLogger("callsynth.receive")

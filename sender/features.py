@@ -19,6 +19,7 @@ from callsynth.face.still import Still
 from callsynth.face.tracker import FaceTracker, TrackResult
 from callsynth.wire import MAX_BUNDLE, Codec, FrameFeatures, encode_identity
 
+from .mouth_choice import MouthChoice
 from .reference_pick import ReferencePicker
 
 
@@ -102,8 +103,11 @@ class FeatureEncoder:
         self.basis = basis
         # a live call (defer_references) makes at most one reference a second: each re-tracks in image
         # mode, and four in the first two seconds had the tracking ladder step down
+        # the pictures the receiver may draw an open mouth from, mirrored, to name the one nearest the camera's
+        self.mouths = MouthChoice(still) if references else None
         self.picker = (ReferencePicker(still, self._encode_reference, defer=defer_references,
-                                       gap_ms=1000 if defer_references else 0) if references else None)
+                                       gap_ms=1000 if defer_references else 0, on_sent=self.mouths.add)
+                       if references else None)
         self.send_every, self.codes_per_packet = send_every, codes_per_packet
         self.bundle: list[FrameFeatures] = []      # codes waiting for the packet that carries them
         self.still_openness = float(eye_openness(still.landmarks).mean())
@@ -161,6 +165,12 @@ class FeatureEncoder:
             packet, self.bundle = self.codec.encode_bundle(self.bundle), []
         return packet
 
+    def _mouth_source(self, crop: np.ndarray, landmarks: np.ndarray, features: FrameFeatures) -> int:
+        """The picture whose mouth interior is nearest the camera's (MouthChoice), where the receiver draws
+        one at the landmarks of the packet's quantised values."""
+        sent = self.codec.roundtrip(features)
+        return self.mouths.choose(crop, landmarks, self.coder.landmarks(sent.pose, sent.expression))
+
     def skip(self) -> None:
         """A frame left untracked (the sender's tracking stepped down): it keeps its place in the count of
         frames, so packets stay one every `send_every` frames."""
@@ -195,6 +205,8 @@ class FeatureEncoder:
                 pose, expression = self.coder.expression(landmarks)
                 features = FrameFeatures.carrying(self.seq, capture_ms, pose, expression, self.coder.basis.k,
                                                   flags)
+                if self.mouths is not None and self.mouths.choosing:
+                    features.mouth = self._mouth_source(crop, landmarks, features)
             else:
                 features = FrameFeatures(self.seq, capture_ms, flags=flags)
             packet = self._packet_for(features)

@@ -77,14 +77,15 @@ class PendingReference:
 
 class ReferencePicker:
     def __init__(self, still: Still, encode=None, settle_frames: int = 6, min_interval_ms: int = 3000,
-                 budget: int = REFERENCE_BUDGET, defer: bool = False, gap_ms: int = 0):
+                 budget: int = REFERENCE_BUDGET, defer: bool = False, gap_ms: int = 0, on_sent=None):
         """`encode(index, still) -> bytes`: the message a reference travels as (its size counts against
         `budget`); without it, observe returns the Stills themselves and counts nothing. `defer`: observe
         returns PendingReference objects whose finish() does the costly part (a live call runs it off the
         tracking path: re-tracking in image mode took a frame's packet 20-30 ms longer). `gap_ms`: at
         least this long between any two references (a live call spreads their cost; a kind ready meanwhile
-        waits)."""
-        self.gap_ms, self.last_ms = gap_ms, -(1 << 62)
+        waits). `on_sent(index, still)`: told of each reference that goes out (within the budget), from
+        the thread that finishes it."""
+        self.gap_ms, self.last_ms, self.on_sent = gap_ms, -(1 << 62), on_sent
         self.encode, self.budget, self.spent, self.defer = encode, budget, 0, defer
         self.settle_frames, self.min_interval_ms = settle_frames, min_interval_ms
         self.openness = deque([float(eye_openness(still.landmarks).mean())], maxlen=150)
@@ -147,11 +148,14 @@ class ReferencePicker:
         overrun the budget."""
         still = self._still(chosen)
         if self.encode is None:
-            return KINDS[kind], still
-        item = self.encode(KINDS[kind], still)
-        if self.spent + len(item) > self.budget:
-            return None
-        self.spent += len(item)
+            item = KINDS[kind], still
+        else:
+            item = self.encode(KINDS[kind], still)
+            if self.spent + len(item) > self.budget:
+                return None
+            self.spent += len(item)
+        if self.on_sent is not None:
+            self.on_sent(KINDS[kind], still)
         return item
 
     def warm_up(self, image: np.ndarray) -> None:

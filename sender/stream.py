@@ -23,7 +23,7 @@ from callsynth.face.still import Still, prepare_still
 from callsynth.media import read_still
 from callsynth.quality import QualityLadder, describe_tracking
 from callsynth.rtc import LinkWatch, delay_sacks, retune_voice, set_opus_bitrate, space_rtcp
-from callsynth.wire import encode_identity, split_message
+from callsynth.wire import CAPTURE_MASK, encode_identity, split_message
 
 from .features import FeatureEncoder
 from .speech import SpeechPackets, TappedAudioTrack
@@ -387,7 +387,7 @@ class FaceStream:
             """The second stage of one frame, then its packet sent; False when the call cannot go on."""
             nonlocal no_face_since
             sent = await loop.run_in_executor(self.encoder_thread, encoder.finish, frame, tracked,
-                                              capture_ms & 0xFFFFFFFF)
+                                              capture_ms & CAPTURE_MASK)
             stats.frame_to_packet_ms.append((time.perf_counter() - t0) * 1e3)
             # both stages' own time, though they overlap: where they do not fit one frame period together
             # the machine has no core to spare (counted by the busier stage alone, the sender tracked every

@@ -1,22 +1,22 @@
 import numpy as np
 
 from callsynth.face.pose import Pose
-from callsynth.wire import FrameFeatures
+from callsynth.wire import CAPTURE_MASK, FrameFeatures
 from receiver.jitter import JitterBuffer, unwrap_ms
 
 REST = Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2)
-T0 = 1_790_000_000_000  # a wall-clock time in ms, far above 2**32
+T0 = 1_790_000_000_000  # a wall-clock time in ms, far above the wire's wrap (2**29)
 
 
 def packet(t_full, value):
-    return FrameFeatures(0, t_full & 0xFFFFFFFF, Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2),
+    return FrameFeatures(0, t_full & CAPTURE_MASK, Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2),
                          np.full(3, float(value)))
 
 
 def test_unwrap_recovers_full_time_around_the_wrap():
-    for t in (T0, (T0 | 0xFFFFFFFF) - 5, (T0 | 0xFFFFFFFF) + 5):
-        assert unwrap_ms(t & 0xFFFFFFFF, t + 40) == t
-        assert unwrap_ms(t & 0xFFFFFFFF, t - 10) == t   # a clock slightly behind
+    for t in (T0, (T0 | CAPTURE_MASK) - 5, (T0 | CAPTURE_MASK) + 5):
+        assert unwrap_ms(t & CAPTURE_MASK, t + 40) == t
+        assert unwrap_ms(t & CAPTURE_MASK, t - 10) == t   # a clock slightly behind
 
 
 def test_reordered_packets_are_placed_by_timestamp_and_stale_ones_dropped():

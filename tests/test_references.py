@@ -359,3 +359,41 @@ def test_eyes_close_against_their_usual_openness_not_a_wide_eyed_still(still):
         blender.compose(np.zeros((256, 256, 3), np.uint8), shut)
     assert np.allclose(blender.usual, USUAL_RANGE[0] * blender.still_open)
     assert blender._eye_area(shut, 0, 256)[3] == 1.0              # still drawn shut
+
+
+def test_the_sender_names_the_picture_whose_mouth_looks_like_the_camera_s(basis, expressive):
+    """Given a picture with teeth and one with a dark open mouth, the receiver's own rule (lip gap, teeth
+    in favour) draws teeth in every open mouth; the mouth source the sender names from the camera's
+    pixels (sender/mouth_choice.py) draws each mouth from the picture more like it, so the interior error
+    falls; a name the receiver does not hold leaves its own rule."""
+    from callsynth.eval.metrics import mouth_interior
+    from callsynth.face.reference_blend import NOT_NAMED, ReferenceBlender
+    from sender.mouth_choice import MouthChoice
+
+    still, crops, marks = expressive
+    open_ = [i for i in range(len(marks)) if marks[i] is not None and lip_gap(marks[i]) > 0.15]
+    toothy = max(open_, key=lambda i: teeth_share(crops[i], marks[i]))
+    dark = min(open_, key=lambda i: teeth_share(crops[i], marks[i]))
+    assert teeth_share(crops[toothy], marks[toothy]) > 0.3 > teeth_share(crops[dark], marks[dark])
+    renderer, choice = WarpRenderer(basis, still), MouthChoice(still)
+    for kind, i in (("mouth", toothy), ("smile", dark)):
+        renderer.add_reference(KINDS[kind], Still(crops[i], marks[i]))
+        choice.add(KINDS[kind], Still(crops[i], marks[i]))
+    coder = FaceCoder(basis, still.landmarks)
+    named, own, picked = [], [], set()
+    away = sorted((i for i in open_ if min(abs(i - toothy), abs(i - dark)) > 10),
+                  key=lambda i: teeth_share(crops[i], marks[i]))
+    for i in away[:8] + away[-8:]:                      # the darkest mouths and the toothiest
+        pose, expression = coder.expression(marks[i])
+        source = choice.choose(crops[i], marks[i], renderer.target_landmarks(pose, expression))
+        picked.add(source)
+        chosen = expression.copy()
+        chosen[-1] = source
+        named.append(mouth_interior(marks[i], crops[i], renderer.render((pose, chosen)))[2])
+        own.append(mouth_interior(marks[i], crops[i], renderer.render((pose, expression)))[2])
+    assert {KINDS["mouth"] + 1, KINDS["smile"] + 1} <= picked, picked
+    assert np.mean(named) < np.mean(own) - 1.0, (np.mean(named), np.mean(own))
+    sources = renderer.blender.mouth_sources()
+    assert ReferenceBlender.named_source(KINDS["eyes"] + 1, sources) is NOT_NAMED
+    assert ReferenceBlender.named_source(0, sources) is NOT_NAMED
+    assert ReferenceBlender.named_source(KINDS["smile"] + 1, sources).index == KINDS["smile"]

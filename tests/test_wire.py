@@ -8,7 +8,10 @@ from hypothesis import strategies as st
 from callsynth.face.basis import BasisError, ExpressionBasis
 from callsynth.face.pose import Pose
 from callsynth.wire import (
+    CAPTURE_MASK,
+    CAPTURE_WRAP,
     FLAG_AUDIO,
+    MAX_MOUTH,
     MAX_PACKET,
     BasisMismatch,
     Codec,
@@ -170,13 +173,13 @@ def drifting_frames(basis, n, seed=8, start_ms=1000, gap_ms=40, seq=65533):
         drift = rng.normal(0, 0.01, basis.k) * (basis.code_hi - basis.code_lo)
         code = np.clip(first.code + drift * i, basis.code_lo, basis.code_hi)
         pose = Pose(first.pose.rotvec + 0.003 * i, first.pose.translation, first.pose.scale)
-        frames.append(FrameFeatures((seq + i) & 0xFFFF, (start_ms + i * gap_ms) & 0xFFFFFFFF, pose, code,
+        frames.append(FrameFeatures((seq + i) & 0xFFFF, (start_ms + i * gap_ms) & CAPTURE_MASK, pose, code,
                                     gaze=np.array([0.01 * i, -0.02])))
     return frames
 
 
 def test_a_bundle_carries_every_frame_as_its_own_packet_would(basis, codec):
-    frames = drifting_frames(basis, 5, start_ms=(1 << 32) - 60)       # the clock and the seq both wrap inside
+    frames = drifting_frames(basis, 5, start_ms=CAPTURE_WRAP - 60)       # the clock and the seq both wrap inside
     packet = codec.encode_bundle(frames)
     got = codec.decode_all(packet)
     assert [(g.seq, g.capture_ms) for g in got] == [(f.seq, f.capture_ms) for f in frames]
@@ -189,6 +192,35 @@ def test_a_bundle_carries_every_frame_as_its_own_packet_would(basis, codec):
     assert codec.decode_all(codec.encode(frames[0]))[0].seq == frames[0].seq
     with pytest.raises(WireError, match="bundle"):
         codec.decode(packet)
+
+
+def test_the_mouth_source_rides_above_a_29_bit_capture_time(basis, codec):
+    """v5: the sender's mouth source (0..7) takes the top 3 bits of the header's time field, so a packet
+    is no longer than before; a bundle carries its last frame's for all its frames; a no-face packet with
+    one is forged; a source past 3 bits is refused at the sender."""
+    import binascii
+
+    from callsynth.wire import FLAG_NO_FACE, HEADER, VERSION, CorruptPacket
+
+    f = sample_features(basis, np.random.default_rng(3))
+    f.capture_ms = CAPTURE_WRAP - 1
+    for mouth in range(MAX_MOUTH + 1):
+        f.mouth = mouth
+        packet = codec.encode(f)
+        got = codec.decode(packet)
+        assert len(packet) == codec.packet_bytes and (got.mouth, got.capture_ms) == (mouth, CAPTURE_WRAP - 1)
+        assert got.expression[-1] == mouth and FrameFeatures.carrying(
+            0, 0, got.pose, got.expression, basis.k).mouth == mouth
+    f.mouth = MAX_MOUTH + 1
+    with pytest.raises(ValueError, match="mouth source"):
+        codec.encode(f)
+    frames = drifting_frames(basis, 3)
+    for i, frame in enumerate(frames):
+        frame.mouth = i + 1
+    assert [g.mouth for g in codec.decode_all(codec.encode_bundle(frames))] == [3, 3, 3]
+    body = HEADER.pack((VERSION << 4) | FLAG_NO_FACE, codec.tag, 1, (2 << 29) | 100)
+    with pytest.raises(CorruptPacket, match="mouth source"):
+        codec.decode(body + binascii.crc_hqx(body, 0xFFFF).to_bytes(2, "little"))
 
 
 def test_frames_that_cannot_share_a_bundle_are_refused(basis, codec):

@@ -7,9 +7,11 @@ The K PCA coefficients truncate the irises (gaze keeps its direction but a third
 gaze travels beside them: two numbers, the iris offset over eye width relative to the still's. They also
 miss part of how far the lips part, by a share that depends on the face (a third of it too small on one
 caller, a fifth too large on another: the basis's average mouth opens unlike theirs), so the lip gap's
-correction travels beside them as well: one number, what the code's lips lack, in iris distances. An
-"expression" is the code followed by the gaze and the lip correction (K + 3); `landmarks` takes the
-code alone, the code and gaze (K + 2), or all three.
+correction travels beside them as well: one number, what the code's lips lack, in iris distances. Last
+comes the mouth source: which picture's mouth interior looked most like the camera's (a discrete choice the
+sender makes, sender/mouth_choice.py; 0 here, where nothing is compared). An "expression" is the code
+followed by the gaze, the lip correction and the mouth source (K + 4); `landmarks` takes the code alone,
+the code and gaze (K + 2), or more (the mouth source plays no part in landmarks).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from .crop import CROP_SIZE
 from .pose import Pose, estimate_pose
 from .regions import GAZE_DIMS, gaze, lip_gap, open_lips, with_gaze
 
-BESIDE = GAZE_DIMS + 1     # what travels beside the code: the gaze and the lip gap's correction
+BESIDE = GAZE_DIMS + 2     # what travels beside the code: the gaze, the lip gap's correction, the mouth source
+MOUTH_SOURCE = -1          # the mouth source's place in an expression (its last element)
 
 
 class FaceCoder:
@@ -58,17 +61,23 @@ class FaceCoder:
         return gaze(landmarks) - self.still_gaze
 
     def expression(self, landmarks: np.ndarray) -> tuple[Pose, np.ndarray]:
-        """(pose, code followed by the gaze delta and the lip correction) of crop-pixel landmarks. The
-        correction: how much further (iris distances; negative: less far) the frame's lips are parted than
-        those the code makes, both pose-free (seen from the front)."""
+        """(pose, code followed by the gaze delta, the lip correction and the mouth source, 0: the receiver's
+        choice) of crop-pixel landmarks. The correction: how much further (iris distances; negative: less
+        far) the frame's lips are parted than those the code makes, both pose-free (seen from the front)."""
         pose, canonical = self.pose_free(landmarks)
         code = self._code(canonical)
         lips = lip_gap(canonical) - lip_gap(self.still_canonical + self.basis.expand(code))
-        return pose, np.concatenate([code, self.gaze_delta(landmarks), [lips]])
+        return pose, np.concatenate([code, self.gaze_delta(landmarks), [lips, 0.0]])
+
+    def mouth_source(self, expression: np.ndarray) -> int:
+        """The mouth source an expression carries (wire.FrameFeatures.mouth); 0 (none named) for a bare
+        code or a shorter expression."""
+        expression = np.asarray(expression)
+        return int(round(float(expression[MOUTH_SOURCE]))) if expression.shape[-1] == self.expression_size else 0
 
     def landmarks(self, pose: Pose, code: np.ndarray) -> np.ndarray:
         """Target landmarks in crop pixels (x, y, z) for a pose and a code (K) or an expression (K + 2:
-        the irises then move to the gaze it carries; K + 3: the lips part by the correction too)."""
+        the irises then move to the gaze it carries; K + 3 or more: the lips part by the correction too)."""
         code = np.asarray(code, dtype=np.float64)
         k = self.basis.k
         canonical = self.still_canonical + self.basis.expand(code[:k])

@@ -6,8 +6,10 @@ sender/reference_pick.py). Here each reference is warped to the target landmarks
 blended in where it matches the target better, with analytic weights:
 
 - mouth: inside the target's inner-lip outline (grown a pixel and feathered, so the seam falls on the
-  lip line), from the source (a reference or the still) whose lip gap is nearest the target's, visible
-  teeth counting in its favour, fully once the mouth is open;
+  lip line), fully once the mouth is open, from the source (a reference or the still) the sender named:
+  it sees the real mouth, draws each source's as this blend would and names the nearest
+  (sender/mouth_choice.py); where it named none, or one not held here, from the source whose lip gap is
+  nearest the target's, visible teeth counting in its favour;
 - eyes: around each eye, from the reference with the eye most closed, coming in as the target's eye
   closes below EYE_START of its usual openness and fully from CLOSED_SHARE down. Usual: the median of the
   frames of the last half minute (within 0.7-1.5x the still's), the still's own until a second has been
@@ -34,6 +36,7 @@ from .still import Still
 from .warp import FaceWarper
 
 SYNTHETIC = -1           # index of the closed-eye picture made from the still
+NOT_NAMED = object()     # a mouth source that names no picture held
 
 MOUTH_FULL = 0.10        # from here the interior is the reference's alone (0.16 before 2026-11-30: a
                          # half-blended interior turned teeth into pale lips, README "Eyes, teeth and edges")
@@ -262,14 +265,19 @@ def eyes_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     return mask
 
 
+def mouth_weight(target: np.ndarray) -> float:
+    """How much of a mouth open at `target` is drawn from another picture: 0 while it is closed (under 0.6
+    of the open-mouth gap), all of it from MOUTH_FULL."""
+    return float(np.clip((lip_gap(target) - OPEN_MOUTH * 0.6) / (MOUTH_FULL - OPEN_MOUTH * 0.6), 0, 1))
+
+
 def mouth_area(target: np.ndarray, size: int):
     """Where a mouth open at `target` is drawn from another picture: (box, the inner lips in the box, their
-    mask grown a pixel and feathered, so the seam falls on the lip line; weight, full from MOUTH_FULL), or
-    None while the mouth is closed."""
-    gap = lip_gap(target)
-    if gap < OPEN_MOUTH * 0.6:
+    mask grown a pixel and feathered, so the seam falls on the lip line; weight, mouth_weight), or None
+    while the mouth is closed."""
+    weight = mouth_weight(target)
+    if weight <= 0:
         return None
-    weight = float(np.clip((gap - OPEN_MOUTH * 0.6) / (MOUTH_FULL - OPEN_MOUTH * 0.6), 0, 1))
     lips = target[INNER_LIPS]
     width = float(np.ptp(lips[:, 0]))
     x0, y0, x1, y1 = box = _box(lips, 0.25 * width + 4, size)
@@ -321,30 +329,48 @@ class ReferenceBlender:
         self.references = {**self.references, index: ref}
         return ref
 
-    def compose(self, base: np.ndarray, target: np.ndarray) -> np.ndarray:
+    def compose(self, base: np.ndarray, target: np.ndarray, mouth: int = 0) -> np.ndarray:
         """`base`: the still warped to `target` (crop-pixel landmarks), a frame of its own: the mouth
-        and eyes are blended into it in place, and it is returned."""
+        and eyes are blended into it in place, and it is returned. `mouth`: the sender's mouth source
+        (wire.FrameFeatures.mouth; 0: choose here)."""
         self._note_openness(target)
         for eye in range(2):
             self._eye(base, target, eye)
-        self._mouth(base, target)
+        self._mouth(base, target, mouth)
         return base
 
     # --- mouth ----------------------------------------------------------------------------------------
 
-    def _mouth(self, out: np.ndarray, target: np.ndarray) -> None:
+    def mouth_sources(self) -> list[Reference | None]:
+        """The pictures an open mouth may be drawn from: the references whose mouth is open, and the still
+        (None; the warp already drew its mouth) when its own is."""
+        sources: list[Reference | None] = [r for r in list(self.references.values()) if r.gap >= OPEN_MOUTH]
+        if self.still_gap >= OPEN_MOUTH:
+            sources.append(None)
+        return sources
+
+    @staticmethod
+    def named_source(mouth: int, sources: list[Reference | None]):
+        """The source of `sources` that mouth source `mouth` names (identity index + 1; None is the still's
+        index 0), or NOT_NAMED (0, or a picture not among them)."""
+        for source in sources:
+            if mouth == (0 if source is None else source.index) + 1:
+                return source
+        return NOT_NAMED
+
+    def _mouth(self, out: np.ndarray, target: np.ndarray, mouth: int = 0) -> None:
         area = mouth_area(target, out.shape[0])
         if area is None:
             return
         gap = lip_gap(target)
-        sources = [r for r in list(self.references.values()) if r.gap >= OPEN_MOUTH]
-        if self.still_gap >= OPEN_MOUTH:
-            sources.append(None)       # the still's own open mouth, which the warp already drew
+        sources = self.mouth_sources()
         if not sources:
             if gap >= DARK_MOUTH:
                 draw_mouth(out, target, None, area)   # nothing shows this mouth open yet: darker
             return
-        ref = min(sources, key=lambda source: self._mouth_mismatch(source, target, gap))
+        ref = self.named_source(mouth, sources)
+        if ref is NOT_NAMED:
+            ref = min(sources, key=lambda source: self._mouth_mismatch(source, target, gap))
         if ref is not None:
             draw_mouth(out, target, ref.warper, area)
 

@@ -116,6 +116,28 @@ def polygon_mask(shape, points: np.ndarray, grow: float = 0.0, feather: float = 
     return out
 
 
+INTERIOR_GRID = (8, 16)     # rows (lip to lip) x columns (corner to corner) of interior_grid
+_UPPER_INNER = INNER_LIPS[:11]                                    # corner 78 along the upper inner lip to 308
+_LOWER_INNER = INNER_LIPS[np.r_[0, np.arange(19, 9, -1)]]         # corner 78 along the lower inner lip to 308
+
+
+def interior_grid(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] = INTERIOR_GRID) -> np.ndarray:
+    """The mouth's interior sampled on a grid stretched between the inner lips: columns from corner to
+    corner along both lips, rows from the upper lip to the lower (grid lines on neither). A warp maps one
+    picture's interior onto another's lips much so, so two pictures' grids compare point by point whatever
+    their openings. (rows, columns, channels) float32."""
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    rows, cols = size
+    t = np.linspace(0, len(_UPPER_INNER) - 1, cols + 2)[1:-1]
+    steps = np.arange(len(_UPPER_INNER))
+    upper = np.stack([np.interp(t, steps, lm[_UPPER_INNER, k]) for k in range(2)], axis=1)
+    lower = np.stack([np.interp(t, steps, lm[_LOWER_INNER, k]) for k in range(2)], axis=1)
+    v = np.linspace(0, 1, rows + 2)[1:-1, None, None]
+    points = (upper[None] * (1 - v) + lower[None] * v).astype(np.float32)
+    return cv2.remap(np.ascontiguousarray(image), points[..., 0], points[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+
+
 def teeth_share(image: np.ndarray, landmarks: np.ndarray) -> float:
     """Share of bright, unsaturated pixels (HSV V > 150, S < 90: teeth) inside the inner-lip outline."""
     lips = np.asarray(landmarks)[INNER_LIPS, :2]

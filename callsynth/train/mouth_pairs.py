@@ -25,8 +25,9 @@ from ..split import training_files
 from ..wire import Codec, WireError, decode_identity
 from .sample_cache import cache_path, load_cached, run_jobs, save_cached
 
-MOUTH_PAIRS_FORMAT = 4      # 3: the code is followed by the gaze and the lip correction (K + 3); 4: the smile
-                            # reference shows the caller's usual teeth (sender/reference_pick.py)
+MOUTH_PAIRS_FORMAT = 5      # 3: the code is followed by the gaze and the lip correction (K + 3); 4: the smile
+                            # reference shows the caller's usual teeth (sender/reference_pick.py); 5: and the
+                            # mouth source the sender names (K + 4, sender/mouth_choice.py)
 KEYS = ("composed", "plain", "present", "inner", "truth", "code", "pose", "gap", "clip")
 
 
@@ -53,7 +54,7 @@ def mouth_samples(path: Path, basis: ExpressionBasis, max_frames: int, every: in
                 base = warper.warp(target)
                 patch = MouthPatch.at(target, CROP_SIZE)
                 out["plain"].append(patch.cut(base))
-                composed = blender.compose(base, target)
+                composed = blender.compose(base, target, coder.mouth_source(expression))
                 out["present"].append(references_present(blender.references))
                 out["composed"].append(patch.cut(composed))
                 out["inner"].append((patch.mask(target) * 255).astype(np.uint8))
