@@ -36,8 +36,8 @@ def main() -> int:
         weights = []
 
         class Watched(WarpRenderer):
-            def compose(self, target):
-                out = super().compose(target)
+            def compose(self, target, mouth=0):
+                out = super().compose(target, mouth)
                 found = [self.blender._eye_area(target, eye, out.shape[0]) for eye in range(2)]
                 weights.append(max([f[3] for f in found if f is not None], default=0.0))
                 return out

@@ -63,9 +63,9 @@ def main() -> int:
         targets = []
 
         class Watched(WarpRenderer):
-            def compose(self, target):
+            def compose(self, target, mouth=0):
                 targets.append(np.array(target))
-                return super().compose(target)
+                return super().compose(target, mouth)
 
         fps = video_info(clip).fps
         still = prepare_still(read_still(clip), source=f"{clip.name} first frame")

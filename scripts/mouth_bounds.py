@@ -63,9 +63,9 @@ def main() -> int:
             refs.append((len(targets), index, ref))
             super().add_reference(index, ref)
 
-        def compose(self, target):
+        def compose(self, target, mouth=0):
             targets.append(np.array(target))
-            return super().compose(target)
+            return super().compose(target, mouth)
 
     pairs = list(reenact(still, frames, fps, basis, send_every=2, renderers=lambda s: Recording(basis, s)))
     truth, outs = [r for r, _ in pairs], [o for _, o in pairs]
