@@ -107,6 +107,8 @@ def headline(receiver: dict, sender: dict, loss: float) -> dict:
         # the features' on-wire rate includes them: a one-off cost of the first seconds, not a rate
         "references_received": receiver.get("references_received", 0),
         "reference_bytes": receiver.get("reference_bytes", 0),
+        # open mouths the receiver drew from the picture the sender named, and by its own choice
+        "mouth_sources": receiver.get("mouth_sources", {}),
         # adaptive quality: what the receiver rendered at the end and how often it changed; the sender's
         # tracking the same way
         "receiver_quality": receiver.get("quality_now"),

@@ -521,6 +521,8 @@ class FrameClock:
             spread = self.jitter.spread_ms()
             if spread is not None:
                 self.stats.jitter.update({k: round(v, 1) for k, v in spread.items()})
+        if self.renderer is not None:
+            self.stats.mouth_sources = dict(self.renderer.blender.mouth_choices)
         if self.screen is not None:
             self.screen.close()
         self.render_thread.shutdown(wait=False)

@@ -32,6 +32,7 @@ class ReceiverStats:
     jitter: dict = field(default_factory=dict)
     identity_bytes: int = 0
     reference_bytes: int = 0
+    mouth_sources: dict = field(default_factory=dict)   # open mouths drawn from the sender's named picture / the receiver's choice
     references_received: int = 0
     render_errors: int = 0
     audio_frames: int = 0
@@ -89,6 +90,7 @@ class ReceiverStats:
             "identity_bytes": self.identity_bytes,
             "references_received": self.references_received,
             "reference_bytes": self.reference_bytes,
+            "mouth_sources": self.mouth_sources,
             "render_errors": self.render_errors,
             "still_cached": self.identity_bytes > 0,
             "audio_frames": self.audio_frames,

@@ -77,6 +77,7 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
     # reference stills picked on the way (if the clip showed any) arrive whole and inside the budget
     assert summary["references_received"] == sent["references_sent"]
     assert summary["reference_bytes"] == sent["reference_bytes"] <= 60_000
+    assert set(summary["mouth_sources"]) == {"named", "own"}     # open mouths drawn, by whose choice
     # 40 frames of a 25 fps clip are 1.6 s, 48 frames at the receiver's 30 fps; the first packets come
     # before the still is cached and the renderer built (more so when this test runs first, cold), so
     # how many ticks precede the first picture depends on set-up time (and packets queued while the data

@@ -316,6 +316,9 @@ class ReferenceBlender:
         self.usual = self.still_open                    # each eye's usual openness: its closing is measured against it
         self.references: dict[int, Reference] = {}
         self.synthetic = self._reference(SYNTHETIC, closed_eyes(still))
+        # open mouths drawn from the picture the sender named, and from this blend's own choice (none named,
+        # or one not held yet): a call's STATS.json reports them
+        self.mouth_choices = {"named": 0, "own": 0}
 
     @staticmethod
     def _reference(index: int, still: Still) -> Reference:
@@ -369,6 +372,7 @@ class ReferenceBlender:
                 draw_mouth(out, target, None, area)   # nothing shows this mouth open yet: darker
             return
         ref = self.named_source(mouth, sources)
+        self.mouth_choices["own" if ref is NOT_NAMED else "named"] += 1
         if ref is NOT_NAMED:
             ref = min(sources, key=lambda source: self._mouth_mismatch(source, target, gap))
         if ref is not None:
