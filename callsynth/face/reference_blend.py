@@ -7,7 +7,7 @@ blended in where it matches the target better, with analytic weights:
 
 - mouth: inside the target's inner-lip outline (grown a pixel and feathered, so the seam falls on the
   lip line), fully once the mouth is open, from the source (a reference or the still) the sender named:
-  it sees the real mouth, draws each source's as this blend would and names the nearest
+  it sees the real mouth, compares each source's interior with it and names the nearest
   (sender/mouth_choice.py); where it named none, or one not held here, from the source whose lip gap is
   nearest the target's, visible teeth counting in its favour;
 - eyes: around each eye, from the reference with the eye most closed, coming in as the target's eye

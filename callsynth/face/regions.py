@@ -123,9 +123,9 @@ _LOWER_INNER = INNER_LIPS[np.r_[0, np.arange(19, 9, -1)]]         # corner 78 al
 
 def interior_grid(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] = INTERIOR_GRID) -> np.ndarray:
     """The mouth's interior sampled on a grid stretched between the inner lips: columns from corner to
-    corner along both lips, rows from the upper lip to the lower (grid lines on neither). A warp maps one
-    picture's interior onto another's lips much so, so two pictures' grids compare point by point whatever
-    their openings. (rows, columns, channels) float32."""
+    corner along both lips, rows from the upper lip to the lower (grid lines on neither). The warp maps one
+    picture's interior onto another's lips much the same way, so two pictures' grids compare point by point
+    whatever their openings. (rows, columns, channels) float32."""
     lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
     rows, cols = size
     t = np.linspace(0, len(_UPPER_INNER) - 1, cols + 2)[1:-1]
