@@ -13,7 +13,9 @@ point by point (mean absolute difference): 0.19 ms a choice (median, on a valida
 picture as the receiver does and comparing the pixels chose about as well (interior error on four clips
 within 1.5 of this) at 25x the cost, 4.8 ms a choice (both /tmp probes, 2-core Intel Xeon at 2.1 GHz).
 Only on a sent frame whose mouth the receiver draws open, and only among two or more pictures: otherwise 0,
-and the receiver's own rule gives the same.
+and the receiver's own rule gives the same. A picture counts from when it is sent; until it has arrived
+the receiver keeps its own rule for a name it does not hold, and for a picture that replaces another of
+its index it draws the one before (for the second or so a reference takes to cross a tight link).
 """
 
 from __future__ import annotations
