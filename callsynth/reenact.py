@@ -35,6 +35,7 @@ class ReenactStats:
     packet_bytes: list = field(default_factory=list)
     rejected_packets: int = 0
     reference_bytes: list = field(default_factory=list)
+    mouth_sources: dict = field(default_factory=dict)   # open mouths drawn from the named picture / by the receiver's rule
     timings_ms: dict = field(default_factory=lambda: {"track": [], "encode": [], "decode": [],
                                                       "render": []})
 
@@ -61,6 +62,7 @@ class ReenactStats:
             "rejected_packets": self.rejected_packets,
             "references_sent": len(self.reference_bytes),
             "reference_bytes": int(sum(self.reference_bytes)),
+            "mouth_sources": self.mouth_sources,
             "timings_ms": {},
         }
         for name, values in self.timings_ms.items():
@@ -148,4 +150,5 @@ def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: Expre
             t_ms, crop = pending.popleft()
             yield crop, render(t_ms)
     finally:
+        stats.mouth_sources = dict(renderer.blender.mouth_choices)
         encoder.close()

@@ -45,6 +45,7 @@ def test_reenact_of_a_fast_camera_keeps_the_packet_rate(data, tmp_path, val_fram
     s = json.loads(stats.read_text())
     assert s["frames"] == 40 and s["send_every"] == 4 and s["packets"] == 10
     assert s["payload_kbps"] <= 4.0 and s["payload_kbps_at_30fps"] == pytest.approx(3.96, abs=0.1)
+    assert set(s["mouth_sources"]) == {"named", "own"}     # open mouths drawn, by whose choice
 
 
 def test_reenact_stopped_half_way_leaves_the_earlier_outputs_and_no_broken_file(data, tmp_path, monkeypatch):
