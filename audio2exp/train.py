@@ -20,7 +20,7 @@ from .features import N_MELS, RunningMean
 from .model import (COLUMNS, CONTEXT, Audio2ExpModel, AudioToMouth, SILENCE_LOG_MEL, frame_index_at, windows_at)
 from .options import TrainOptions
 from .phones import PHONES, VISEME_OF_PHONE, VISEMES, phones_many
-from .targets import MOUTH
+from .targets import INNER_LIP, MOUTH
 
 
 def training_pairs(clips: list[Clip], start_mean: np.ndarray, std: np.ndarray, phones: dict | None = None):
@@ -57,10 +57,11 @@ def speech_by_folder(clips: list[Clip]) -> dict:
 
 def mouth_metric(basis: ExpressionBasis, gap_weight: float = 0.0) -> torch.Tensor:
     """G with dᵀGd = squared error of the mouth landmarks that code difference d makes, plus `gap_weight`
-    times that of the lip gap (the inner lips' middle points, 13 above 14, apart vertically)."""
+    times that of the lip gap (the inner lips' middle points, INNER_LIP, apart vertically)."""
     comps = basis.components.reshape(basis.k, -1, 3)
     mouth = comps[:, MOUTH, :].reshape(basis.k, -1)
-    gap = comps[:, 14, 1] - comps[:, 13, 1]
+    upper, lower = INNER_LIP
+    gap = comps[:, lower, 1] - comps[:, upper, 1]
     return torch.from_numpy((mouth @ mouth.T + gap_weight * np.outer(gap, gap)).astype(np.float32))
 
 
