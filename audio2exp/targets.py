@@ -11,13 +11,13 @@ import numpy as np
 
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.pose import estimate_pose
+from callsynth.face.regions import LIP_CENTRE
+from callsynth.face.regions import LIPS as LIP_POINTS
 from callsynth.face.tracker import inter_ocular
 
-LIPS = [0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267,
-        269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415]
+LIPS = [int(i) for i in LIP_POINTS]     # the 40 points of the lips, in ascending order
 CHIN = [152, 148, 176, 149, 150, 136, 172, 58, 377, 400, 378, 379, 365, 397, 288]
 MOUTH = LIPS + CHIN
-INNER_LIP = (13, 14)
 EYE_LIDS = ((159, 145), (386, 374))
 EYES = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
         263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
@@ -59,7 +59,7 @@ def canonical_frames(landmarks: np.ndarray, basis: ExpressionBasis) -> np.ndarra
 
 def lip_gap(canonical: np.ndarray) -> np.ndarray:
     """Inner-lip distance over inter-ocular distance, for (..., 478, 3) canonical landmarks."""
-    a, b = INNER_LIP
+    a, b = LIP_CENTRE
     gap = np.linalg.norm(canonical[..., a, :2] - canonical[..., b, :2], axis=-1)
     eyes = np.linalg.norm(canonical[..., 33, :2] - canonical[..., 263, :2], axis=-1)
     return gap / eyes

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from callsynth.face.basis import ExpressionBasis
+from callsynth.face.regions import LIP_CENTRE
 from callsynth.split import audio_training_files
 
 from .dataset import Clip, blink_direction, build_dataset
@@ -20,7 +21,7 @@ from .features import N_MELS, RunningMean
 from .model import (COLUMNS, CONTEXT, Audio2ExpModel, AudioToMouth, SILENCE_LOG_MEL, frame_index_at, windows_at)
 from .options import TrainOptions
 from .phones import PHONES, VISEME_OF_PHONE, VISEMES, phones_many
-from .targets import INNER_LIP, MOUTH
+from .targets import MOUTH
 
 
 def training_pairs(clips: list[Clip], start_mean: np.ndarray, std: np.ndarray, phones: dict | None = None):
@@ -57,10 +58,10 @@ def speech_by_folder(clips: list[Clip]) -> dict:
 
 def mouth_metric(basis: ExpressionBasis, gap_weight: float = 0.0) -> torch.Tensor:
     """G with dᵀGd = squared error of the mouth landmarks that code difference d makes, plus `gap_weight`
-    times that of the lip gap (the inner lips' middle points, INNER_LIP, apart vertically)."""
+    times that of the lip gap (the inner lips' middle points, LIP_CENTRE, apart vertically)."""
     comps = basis.components.reshape(basis.k, -1, 3)
     mouth = comps[:, MOUTH, :].reshape(basis.k, -1)
-    upper, lower = INNER_LIP
+    upper, lower = LIP_CENTRE
     gap = comps[:, lower, 1] - comps[:, upper, 1]
     return torch.from_numpy((mouth @ mouth.T + gap_weight * np.outer(gap, gap)).astype(np.float32))
 

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from callsynth.face.reference_blend import mouth_weight
-from callsynth.face.regions import OPEN_MOUTH, interior_grid, lip_gap
+from callsynth.face.reference_blend import lends_mouth, mouth_weight
+from callsynth.face.regions import interior_grid, lip_gap
 from callsynth.face.still import Still
 from callsynth.wire import MAX_MOUTH
 
 
 class MouthChoice:
     """The pictures the receiver may draw an open mouth from (the still, and each reference sent, whose
-    mouth is open: ReferenceBlender.mouth_sources' rule), as interior grids by identity index."""
+    mouth is open: reference_blend.lends_mouth, as in ReferenceBlender.mouth_sources), as interior grids
+    by identity index."""
 
     def __init__(self, still: Still):
         self.grids: dict[int, np.ndarray] = {}
@@ -40,7 +41,7 @@ class MouthChoice:
         """A picture the receiver holds from now (the still, index 0, or a reference sent), replacing the
         one of that index. Safe from another thread: the dict is copied, not changed."""
         grids = {i: g for i, g in self.grids.items() if i != index}
-        if lip_gap(still.landmarks) >= OPEN_MOUTH and 0 <= index < MAX_MOUTH:
+        if lends_mouth(lip_gap(still.landmarks)) and 0 <= index < MAX_MOUTH:
             grids[index] = interior_grid(still.image, still.landmarks)
         self.grids = grids
 

@@ -11,7 +11,6 @@ from callsynth.face.regions import EYES, LIP_CENTRE
 from callsynth.face.still import NoFaceError, Still, prepare_still
 from callsynth.face.tracker import FaceTracker, inter_ocular
 
-LIPS_INNER = LIP_CENTRE                   # upper and lower inner lip, centre
 EYE_LIDS = tuple(eye[:2] for eye in EYES)  # upper and lower lid of each eye
 
 
@@ -20,7 +19,7 @@ def still_score(landmarks: np.ndarray, basis: ExpressionBasis) -> float:
     eyes = inter_ocular(landmarks)
     pose = estimate_pose(landmarks / max(1.0, np.ptp(landmarks[:, 0])), basis.mean_shape, basis.rigid_idx)
     turn = float(np.linalg.norm(pose.rotvec))                       # radians away from the mean face
-    mouth = float(np.linalg.norm(landmarks[LIPS_INNER[0], :2] - landmarks[LIPS_INNER[1], :2])) / eyes
+    mouth = float(np.linalg.norm(landmarks[LIP_CENTRE[0], :2] - landmarks[LIP_CENTRE[1], :2])) / eyes
     eye_open = float(np.mean([np.linalg.norm(landmarks[a, :2] - landmarks[b, :2]) for a, b in EYE_LIDS]))
     return -3.0 * turn - 2.0 * mouth + 4.0 * eye_open / eyes
 

@@ -271,6 +271,11 @@ def mouth_weight(target: np.ndarray) -> float:
     return float(np.clip((lip_gap(target) - OPEN_MOUTH * 0.6) / (MOUTH_FULL - OPEN_MOUTH * 0.6), 0, 1))
 
 
+def lends_mouth(gap: float) -> bool:
+    """Whether a picture whose lip gap is `gap` may lend an open mouth its interior: its own is open."""
+    return gap >= OPEN_MOUTH
+
+
 def mouth_area(target: np.ndarray, size: int):
     """Where a mouth open at `target` is drawn from another picture: (box, the inner lips in the box, their
     mask grown a pixel and feathered, so the seam falls on the lip line; weight, mouth_weight), or None
@@ -347,8 +352,8 @@ class ReferenceBlender:
     def mouth_sources(self) -> list[Reference | None]:
         """The pictures an open mouth may be drawn from: the references whose mouth is open, and the still
         (None; the warp already drew its mouth) when its own is."""
-        sources: list[Reference | None] = [r for r in list(self.references.values()) if r.gap >= OPEN_MOUTH]
-        if self.still_gap >= OPEN_MOUTH:
+        sources: list[Reference | None] = [r for r in list(self.references.values()) if lends_mouth(r.gap)]
+        if lends_mouth(self.still_gap):
             sources.append(None)
         return sources
 

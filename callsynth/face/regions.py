@@ -27,6 +27,7 @@ GAZE_DIMS = 2
 UPPER_LIP = np.array([191, 80, 81, 82, 13, 312, 311, 310, 415, 185, 40, 39, 37, 0, 267, 269, 270, 409])
 LOWER_LIP = np.array([95, 88, 178, 87, 14, 317, 402, 318, 324, 146, 91, 181, 84, 17, 314, 405, 321, 375])
 MOUTH_CORNERS = (61, 291)
+LIPS = np.unique(np.concatenate([INNER_LIPS, UPPER_LIP, LOWER_LIP, MOUTH_CORNERS]))   # every point of the lips
 UPPER_SHARE = 0.5          # of a lip-gap correction, what the upper lip takes (all of it on the lower lip,
                            # as a jaw would, was tried: README, "The lip gap's correction")
 
