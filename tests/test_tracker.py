@@ -63,15 +63,16 @@ def test_video_mode_smoothing_follows_the_face(val_frames):
 
 def test_video_mode_smoothing_keeps_a_speaking_mouth(val_frames):
     """The lips move at a syllable rate: the smoothed track's lip gap follows the raw one's (at a 3 Hz
-    cutoff it lagged and fell short: r 0.86, spread 0.73 of the raw's on this clip; 0.95 and 0.85 at 8)."""
+    cutoff it lagged and fell short: r 0.86, spread 0.73 of the raw's on this clip; 0.95 and 0.85 at 8 with
+    the face's speed coefficient; 0.98 and 0.92 with the lips' own, LIP_BETA)."""
     from callsynth.face.regions import lip_gap
 
     with FaceTracker(video=True, smoothing=True) as smooth, \
             FaceTracker(video=True, smoothing=False) as raw:
         gaps = np.array([(lip_gap(smooth.process(f).landmarks), lip_gap(raw.process(f).landmarks))
                          for f in val_frames])
-    assert np.corrcoef(gaps[:, 0], gaps[:, 1])[0, 1] > 0.93
-    assert gaps[:, 0].std() > 0.8 * gaps[:, 1].std()
+    assert np.corrcoef(gaps[:, 0], gaps[:, 1])[0, 1] > 0.97
+    assert gaps[:, 0].std() > 0.9 * gaps[:, 1].std()
 
 
 def test_landmarks_read_from_bytes_equal_mediapipes_own_points(val_frames):
