@@ -20,7 +20,7 @@ from callsynth.face.still import prepare_still
 from callsynth.media import read_still, video_info
 from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection
 from callsynth.signalling import SignallingClient, run_server
-from callsynth.wire import CAPTURE_MASK, IDENTITY_HEADER, Codec, FrameFeatures, encode_identity
+from callsynth.wire import CAPTURE_MASK, IDENTITY_HEADER, LANDMARK_DTYPE, Codec, FrameFeatures, encode_identity
 from callsynth.call_options import CALL
 from receiver.call import Receiver, ReceiverOptions
 from sender.call import SenderOptions, run_sender
@@ -238,7 +238,8 @@ def test_forged_truncated_and_oversized_packets_are_rejected_and_the_call_goes_o
     sof = bomb.index(b"\xff\xc0")
     bomb[sof + 5:sof + 9] = (20000).to_bytes(2, "big") * 2              # header claims 20000 x 20000
     flat = bytearray(encode_identity(still, basis))
-    flat[IDENTITY_HEADER.size:IDENTITY_HEADER.size + still.landmarks.size * 4] = bytes(still.landmarks.size * 4)
+    wire_bytes = still.landmarks.size * LANDMARK_DTYPE.itemsize
+    flat[IDENTITY_HEADER.size:IDENTITY_HEADER.size + wire_bytes] = bytes(wire_bytes)
     identity_messages = [b"not an identity", encode_identity(still, basis)[:-4000],
                          encode_identity(still, basis), encode_identity(still, basis, index=1), bytes(bomb),
                          bytes(flat)]                                    # every landmark at (0, 0, 0)

@@ -6,9 +6,9 @@ import pytest
 
 from callsynth.face.code import FaceCoder
 from callsynth.face.regions import EYES, eye_openness, gaze, lip_gap, teeth_share, with_gaze
-from callsynth.face.still import Still
+from callsynth.face.still import LANDMARK_STEP, Still
 from callsynth.face.warp import FaceWarper
-from callsynth.wire import (IDENTITY_VERSION, MAX_REFERENCE, IdentityError, VersionMismatch,
+from callsynth.wire import (IDENTITY_HEADER, IDENTITY_VERSION, MAX_REFERENCE, IdentityError, VersionMismatch,
                             decode_identity, encode_identity, jpeg_size)
 from receiver.renderer import WarpRenderer
 from sender.reference_pick import KINDS, ReferencePicker
@@ -21,8 +21,31 @@ def test_identity_message_carries_its_reference_index(basis, still):
     assert len(message) <= MAX_REFERENCE
     parsed = decode_identity(message, basis)
     assert parsed.index == 2 and parsed.is_reference
-    assert np.allclose(parsed.still.landmarks, still.landmarks, atol=1e-3)
+    # the landmarks arrive as the sender holds them, to the bit, in two bytes a number
+    assert np.array_equal(parsed.still.landmarks, still.landmarks)
+    assert len(message) == IDENTITY_HEADER.size + still.landmarks.size * 2 + len(_jpeg(message))
     assert not decode_identity(encode_identity(still, basis), basis).is_reference
+
+
+def _jpeg(message: bytes) -> bytes:
+    return message[message.index(b"\xff\xd8"):]
+
+
+def test_a_still_holds_its_landmarks_on_the_grid_the_wire_carries(still):
+    moved = Still(still.image, still.landmarks + 0.3)            # 0.3 px is no whole number of steps
+    assert np.array_equal(moved.landmarks / LANDMARK_STEP, np.round(moved.landmarks / LANDMARK_STEP))
+    assert np.abs(moved.landmarks - (still.landmarks + 0.3)).max() <= LANDMARK_STEP / 2
+    moved.landmarks = still.landmarks + 0.3                      # assigned later: the same grid
+    assert np.array_equal(moved.landmarks / LANDMARK_STEP, np.round(moved.landmarks / LANDMARK_STEP))
+
+
+def test_landmarks_the_wire_cannot_carry_are_refused_when_sent(basis, still):
+    far = Still(still.image, still.landmarks + [2000.0, 0.0, 0.0])
+    with pytest.raises(IdentityError, match="not finite or lie over 1024 pixels"):
+        encode_identity(far, basis)
+    lost = Still(still.image, np.where(np.arange(478)[:, None] == 5, np.nan, still.landmarks))
+    with pytest.raises(IdentityError, match="not finite"):
+        encode_identity(lost, basis)
 
 
 def test_an_old_peer_gets_a_clear_version_error(basis, still):

@@ -27,6 +27,21 @@ BESIDE = GAZE_DIMS + 2     # what travels beside the code: the gaze, the lip gap
 MOUTH_SOURCE = -1          # the mouth source's place in an expression (its last element)
 
 
+def join_expression(code: np.ndarray, gaze_delta: np.ndarray, lips: float, mouth: int) -> np.ndarray:
+    """An expression: the K code coefficients, then the gaze, the lip correction and the mouth source."""
+    return np.concatenate([code, gaze_delta, [lips, mouth]])
+
+
+def expression_parts(expression: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray | None, float, int]:
+    """(code, gaze, lip correction, mouth source) of an expression (join_expression's inverse; the one
+    place its layout is read): a shorter one has no gaze (None), no correction (0) and names no source (0)."""
+    expression = np.asarray(expression, dtype=np.float64)
+    gaze_delta = expression[k:k + GAZE_DIMS].copy() if len(expression) >= k + GAZE_DIMS else None
+    lips = float(expression[k + GAZE_DIMS]) if len(expression) > k + GAZE_DIMS else 0.0
+    mouth = max(0, int(round(float(expression[k + GAZE_DIMS + 1])))) if len(expression) > k + GAZE_DIMS + 1 else 0
+    return expression[:k].copy(), gaze_delta, lips, mouth
+
+
 class FaceCoder:
     """Both ends build one from the same still landmarks (crop pixels) and the same basis."""
 
@@ -67,13 +82,12 @@ class FaceCoder:
         pose, canonical = self.pose_free(landmarks)
         code = self._code(canonical)
         lips = lip_gap(canonical) - lip_gap(self.still_canonical + self.basis.expand(code))
-        return pose, np.concatenate([code, self.gaze_delta(landmarks), [lips, 0.0]])
+        return pose, join_expression(code, self.gaze_delta(landmarks), lips, 0)
 
     def mouth_source(self, expression: np.ndarray) -> int:
         """The mouth source an expression carries (wire.FrameFeatures.mouth); 0 (none named) for a bare
         code or a shorter expression."""
-        expression = np.asarray(expression)
-        return int(round(float(expression[MOUTH_SOURCE]))) if expression.shape[-1] == self.expression_size else 0
+        return expression_parts(expression, self.basis.k)[3]
 
     def landmarks(self, pose: Pose, code: np.ndarray) -> np.ndarray:
         """Target landmarks in crop pixels (x, y, z) for a pose and a code (K) or an expression (K + 2:

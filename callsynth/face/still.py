@@ -10,14 +10,29 @@ from .crop import box_for_face
 from .tracker import FaceTracker, as_rgb_uint8
 
 
+LANDMARK_STEP = 1 / 32     # crop pixels: a still's landmarks lie on this grid (below)
+
+
 class NoFaceError(ValueError):
     """The identity still shows no face, so there is nothing to animate."""
 
 
+def on_landmark_grid(landmarks) -> np.ndarray:
+    """`landmarks` rounded to LANDMARK_STEP (at most 1/64 pixel away), float64."""
+    return np.round(np.asarray(landmarks, dtype=np.float64) / LANDMARK_STEP) * LANDMARK_STEP
+
+
 @dataclass
 class Still:
+    """A picture of the caller and its landmarks. The landmarks are held on a grid of 1/32 pixel: the
+    identity message carries them as whole steps (wire.py, two bytes a number instead of four), so the
+    still a sender measures codes against and the one its receiver rebuilds are the same to the bit."""
+
     image: np.ndarray       # CROP_SIZE x CROP_SIZE RGB
-    landmarks: np.ndarray   # (478, 3) in crop pixels
+    landmarks: np.ndarray   # (478, 3) in crop pixels, multiples of LANDMARK_STEP
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, on_landmark_grid(value) if name == "landmarks" else value)
 
 
 def prepare_still(frame, source: str = "identity still") -> Still:
@@ -32,5 +47,5 @@ def prepare_still(frame, source: str = "identity still") -> Still:
         # Landmarks re-tracked on the crop itself, so both ends agree with what the crop shows.
         again = tracker.process(still.image)
     if again.found:
-        still.landmarks = again.landmarks.astype(np.float64)
+        still.landmarks = again.landmarks
     return still
