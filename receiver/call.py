@@ -281,11 +281,12 @@ class Receiver:
             asyncio.ensure_future(self._sender_hung_up(parsed.reason[:100]))
         elif isinstance(parsed, Receipt):
             self.picture.reject(WireError("a receipt from the sender, which never asks for one"), "identity")
-        elif self.picture.accept_identity(parsed, len(message)):
-            if self.counters:
+        elif (index := self.picture.accept_identity(parsed, len(message))) is not None:
+            if index == 0 and self.counters:
                 self.counters[-1].mark()  # on-wire rates are measured from here: the still is not a rate
             if self.identity_channel is not None and self.identity_channel.readyState == "open":
-                self.identity_channel.send(encode_receipt(0))    # the sender starts streaming on this
+                # the sender streams on the still's; names a reference's mouth once it has that one's
+                self.identity_channel.send(encode_receipt(index))
 
     def _on_track(self, track) -> None:
         if track.kind == "audio":

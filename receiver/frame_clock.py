@@ -127,28 +127,27 @@ class FrameClock:
             self.reject(exc, "identity")
             return None
 
-    def accept_identity(self, parsed, size: int) -> bool:
-        """A still or a reference still (wire.IdentityMessage), or a part of one (wire.Part); True when a
-        new still was cached (the caller then sends the receipt). A new still in the same call is checked
-        for being the same person."""
+    def accept_identity(self, parsed, size: int) -> int | None:
+        """A still or a reference still (wire.IdentityMessage), or a part of one (wire.Part): the identity
+        index it cached (0: a new still), for the caller to send the receipt of; None when nothing was
+        cached. A new still in the same call is checked for being the same person."""
         if isinstance(parsed, Part):
             try:
                 whole = self.parts.add(parsed)
                 if whole is None:
-                    return False
+                    return None
                 parsed, size = decode_identity(whole, self.basis), len(whole)
             except WireError as exc:
                 self.reject(exc, "identity")
-                return False
+                return None
         if parsed.is_reference:
-            self.accept_reference(parsed, size)
-            return False
+            return parsed.index if self.accept_reference(parsed, size) else None
         before = self.renderer.still if self.renderer is not None else None
         if not self.accept_still(parsed.still, size):
-            return False
+            return None
         if before is not None:
             self.face_check = check_same_face(self.stats, before, parsed.still)
-        return True
+        return 0
 
     def accept_still(self, still, size: int) -> bool:
         """A new still (index 0): True when cached (the caller then sends the receipt). One that cannot be
@@ -192,18 +191,19 @@ class FrameClock:
                                  logging.WARNING)
                 self.unrecorded = True
 
-    def accept_reference(self, parsed, size: int) -> None:
+    def accept_reference(self, parsed, size: int) -> bool:
         """A reference still: cached by the renderer from the next frame on (it is warped like the still,
-        so building it costs one triangulation)."""
+        so building it costs one triangulation); False when refused."""
         if self.renderer is None:
             self.reject(WireError("reference still before the still"), "early")
-            return
+            return False
         self.renderer.add_reference(parsed.index, parsed.still)
         if self.repairer is not None:
             self.repairer.add_reference(parsed.index, parsed.still)
         self.stats.references_received += 1
         self.stats.reference_bytes += size
         self.stats.event(f"reference still {parsed.index} cached ({size} bytes)")
+        return True
 
     def accept_features(self, message) -> None:
         arrival = int(time.time() * 1000)

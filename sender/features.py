@@ -5,6 +5,7 @@ lock) and `finish` (crop, code, packet, reference stills: Python). `process` doe
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -84,10 +85,13 @@ class FeatureEncoder:
 
     def __init__(self, basis: ExpressionBasis, still: Still, fps: float = 30.0, send_every: int = CALL.send_every,
                  smoothing: bool = True, references: bool = True, defer_references: bool = False,
-                 codes_per_packet: int = 1):
+                 codes_per_packet: int = 1, await_receipts: bool = False):
         """`still` is the face codes are measured from: in a call, the caller's own still.
         `references`: pick reference stills (mouth open, eyes closed) as they happen; `defer_references`:
-        SentFrame.references holds PendingReference objects to finish off the tracking path."""
+        SentFrame.references holds PendingReference objects to finish off the tracking path;
+        `await_receipts`: a reference sent is named as a mouth source only once the receiver says it has
+        it (reference_arrived): until then the receiver draws the picture it holds under that index, the
+        one before or none, for the second or so a reference takes to cross a tight link."""
         if send_every < 1:
             raise ValueError("send_every must be at least 1")
         if not 1 <= codes_per_packet <= min(send_every, MAX_BUNDLE):
@@ -105,8 +109,11 @@ class FeatureEncoder:
         # mode, and four in the first two seconds had the tracking ladder step down
         # the pictures the receiver may draw an open mouth from, mirrored, to name the one nearest the camera's
         self.mouths = MouthChoice(still) if references else None
+        self.in_flight: dict[int, Still] = {}      # references sent whose receipt has not come back
+        self.receipts_lock = threading.Lock()
         self.picker = (ReferencePicker(still, self._encode_reference, defer=defer_references,
-                                       gap_ms=1000 if defer_references else 0, on_sent=self.mouths.add)
+                                       gap_ms=1000 if defer_references else 0,
+                                       on_sent=self._in_flight if await_receipts else self.mouths.add)
                        if references else None)
         self.send_every, self.codes_per_packet = send_every, codes_per_packet
         self.bundle: list[FrameFeatures] = []      # codes waiting for the packet that carries them
@@ -117,6 +124,19 @@ class FeatureEncoder:
 
     def _encode_reference(self, index: int, still: Still) -> bytes:
         return encode_identity(still, self.basis, index)
+
+    def _in_flight(self, index: int, still: Still) -> None:
+        with self.receipts_lock:                  # made in the reference thread, answered on the event loop
+            self.in_flight[index] = still
+
+    def reference_arrived(self, index: int) -> None:
+        """The receiver has reference `index`: from now its mouth may be named. (Should the same index be
+        sent again before the first one's receipt, that receipt already counts for the second: the two
+        disagree for the few frames until its own comes.)"""
+        with self.receipts_lock:
+            still = self.in_flight.pop(index, None)
+        if still is not None and self.mouths is not None:
+            self.mouths.add(index, still)
 
     def close(self) -> None:
         self.tracker.close()

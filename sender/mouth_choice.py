@@ -13,9 +13,10 @@ point by point (mean absolute difference): 0.19 ms a choice (median, on a valida
 picture as the receiver does and comparing the pixels chose about as well (interior error on four clips
 within 1.5 of this) at 25x the cost, 4.8 ms a choice (both /tmp probes, 2-core Intel Xeon at 2.1 GHz).
 Only on a sent frame whose mouth the receiver draws open, and only among two or more pictures: otherwise 0,
-and the receiver's own rule gives the same. A picture counts from when it is sent; until it has arrived
-the receiver keeps its own rule for a name it does not hold, and for a picture that replaces another of
-its index it draws the one before (for the second or so a reference takes to cross a tight link).
+and the receiver's own rule gives the same. In a call a picture counts from the receiver's receipt for it
+(FeatureEncoder.reference_arrived): a reference takes a second or so to cross a tight link, and named
+before it had arrived, a picture replacing another of its index was drawn as the one before. (`reenact`
+and `eval` deliver a reference on the frame it is sent, so there it counts from then.)
 """
 
 from __future__ import annotations

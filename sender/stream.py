@@ -46,6 +46,7 @@ class SenderStats:
     identity_bytes: int = 0
     reference_bytes: int = 0        # reference stills (mouth open, eyes closed), all sent so far
     references_sent: int = 0
+    references_held: int = 0        # receipts for them: the receiver has them (their mouths may be named)
     still_frame: int | None = None
     still_delivery_ms: float | None = None   # from sending the still to the receiver's receipt
     speech_packets: int = 0
@@ -73,7 +74,8 @@ class SenderStats:
                 "speech_packets_sent": self.speech_packets, "speech_payload_bytes": self.speech_bytes,
                 "identity_bytes": self.identity_bytes, "still_frame": self.still_frame,
                 "still_delivery_ms": self.still_delivery_ms,
-                "references_sent": self.references_sent, "reference_bytes": self.reference_bytes,
+                "references_sent": self.references_sent, "references_held": self.references_held,
+                "reference_bytes": self.reference_bytes,
                 "frame_to_packet_ms_p50": round(latency[len(latency) // 2], 2), "duration_s": round(seconds, 2),
                 "frames_untracked": self.frames_untracked, "frames_dropped_late": self.frames_dropped_late,
                 "tracking": self.tracking, "wire_plan": self.wire_plan,
@@ -150,7 +152,8 @@ class FaceStream:
         self.stats.wire_plan = self.plan.summary()
         self.encoder = (FeatureEncoder(basis, self.still, fps=self.fps, send_every=self.plan.send_every,
                                        codes_per_packet=self.plan.codes_per_packet,
-                                       defer_references=True) if source is not None else None)
+                                       defer_references=True, await_receipts=True)
+                        if source is not None else None)
         self.tracker_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker")
         self.encoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         # reference stills are made here, off the tracking path: not time-critical, and costly
@@ -292,9 +295,14 @@ class FaceStream:
             self.send_reference(done.result())
 
     def on_receipt(self, index: int) -> None:
-        """The other side has cached still `index` (0: the still; streaming starts on it)."""
+        """The other side has cached still `index` (0: the still, streaming starts on it; 1..: a reference
+        still, whose mouth the packets may name from now)."""
         if index == 0 and not self.still_received.done():
             self.still_received.set_result(True)
+        elif index > 0:
+            self.stats.references_held += 1
+            if self.encoder is not None:
+                self.encoder.reference_arrived(index)
 
     async def send_still(self, identity_channel, features_channel, timeout: float) -> None:
         """Once the channels open: the still, then wait (RECEIPT_WAIT_S at most) for the receipt."""

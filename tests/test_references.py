@@ -420,3 +420,28 @@ def test_the_sender_names_the_picture_whose_mouth_looks_like_the_camera_s(basis,
     assert ReferenceBlender.named_source(KINDS["eyes"] + 1, sources) is NOT_NAMED
     assert ReferenceBlender.named_source(0, sources) is NOT_NAMED
     assert ReferenceBlender.named_source(KINDS["smile"] + 1, sources).index == KINDS["smile"]
+
+
+def test_in_a_call_a_reference_s_mouth_is_named_only_once_the_receiver_has_it(basis, data):
+    """A reference crosses a tight link in a second or so, and a picture replacing another of its index
+    was drawn as the one before while the packets named it: a live call's sender (await_receipts) names a
+    reference only after the receiver's receipt for it (here, 15 frames after it left)."""
+    from callsynth.face.still import prepare_still
+    from callsynth.media import iter_frames
+    from callsynth.wire import Codec
+    from sender.features import FeatureEncoder
+
+    frames = list(iter_frames(data / EXPRESSIVE, max_frames=200))
+    encoder = FeatureEncoder(basis, prepare_still(frames[0]), send_every=2, await_receipts=True)
+    codec, held, arriving, named = Codec(basis), {0}, [], []
+    for n, frame in enumerate(frames):
+        sent = encoder.process(frame, n * 40)
+        arriving += [(n + 15, decode_identity(m, basis).index) for m in sent.references]
+        for due, index in [a for a in arriving if a[0] == n]:
+            encoder.reference_arrived(index)
+            held.add(index)
+        if sent.packet is not None and (source := codec.decode(sent.packet).mouth):
+            named.append(source - 1)
+            assert source - 1 in held, (n, source - 1, held)      # never a picture still on its way
+    encoder.close()
+    assert any(index > 0 for index in named), named               # a reference is named once it is held

@@ -221,12 +221,12 @@ class TwoWayCall:
                 self._other_hung_up(parsed.reason)
         elif isinstance(parsed, Receipt):
             self.stream.on_receipt(parsed.index)
-        elif self.picture.accept_identity(parsed, len(message)):
-            if self.counters:
+        elif (index := self.picture.accept_identity(parsed, len(message))) is not None:
+            if index == 0 and self.counters:
                 self.counters[-1].mark()     # on-wire rates from here: the still is not a rate
             channel = self.channels.get(IDENTITY_CHANNEL)
             if channel is not None and channel.readyState == "open":
-                channel.send(encode_receipt(0))
+                channel.send(encode_receipt(index))
 
     async def _listen(self, signal: SignallingClient) -> None:
         """Signalling for as long as the call lasts: a signed bye ends it; a lost server is reconnected to
