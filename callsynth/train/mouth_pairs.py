@@ -25,9 +25,10 @@ from ..split import training_files
 from ..wire import Codec, WireError, decode_identity
 from .sample_cache import cache_path, load_cached, run_jobs, save_cached
 
-MOUTH_PAIRS_FORMAT = 5      # 3: the code is followed by the gaze and the lip correction (K + 3); 4: the smile
+MOUTH_PAIRS_FORMAT = 6      # 3: the code is followed by the gaze and the lip correction (K + 3); 4: the smile
                             # reference shows the caller's usual teeth (sender/reference_pick.py); 5: and the
-                            # mouth source the sender names (K + 4, sender/mouth_choice.py)
+                            # mouth source the sender names (K + 4, sender/mouth_choice.py); 6: the lips
+                            # filtered less (tracker.LIP_BETA), stills' landmarks on the wire's grid
 KEYS = ("composed", "plain", "present", "inner", "truth", "code", "pose", "gap", "clip")
 
 
