@@ -48,8 +48,10 @@ def test_an_untrained_generator_returns_the_composed_patch(still):
 
 
 def test_the_shipped_mouth_generator_loads_and_a_wrong_file_is_refused(basis, tmp_path):
+    from callsynth.face.code import BESIDE
+
     net = load_mouth_generator(None, basis)
-    assert net.code_dim == basis.k + 2          # trained before the lip correction: the code and the gaze
+    assert net.code_dim == basis.k + BESIDE     # the code, the gaze, the lip correction, the mouth source
     bad = tmp_path / "bad.pt"
     torch.save({"format": 99}, bad)
     with pytest.raises(GeneratorModelError, match="format 99"):
