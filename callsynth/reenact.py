@@ -22,7 +22,7 @@ from .budget import frames_per_packet
 from .call_options import CALL
 from .face.basis import ExpressionBasis
 from .face.still import Still
-from .wire import Codec, WireError, decode_identity
+from .wire import Codec, WireError, decode_identity, encode_identity
 
 
 @dataclass
@@ -98,7 +98,8 @@ def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: Expre
     encoder = FeatureEncoder(basis, sender_still or still, fps=fps, send_every=send_every,
                              smoothing=smoothing, references=references and sender_still is None)
     receiver_codec = Codec(basis)
-    renderer = (renderers or Renderers(basis, "warp"))(still)
+    # the still as a call's receiver holds it: through the identity message, its JPEG included
+    renderer = (renderers or Renderers(basis, "warp"))(decode_identity(encode_identity(still, basis), basis).still)
     timeline = FeatureTimeline(renderer.rest_pose, renderer.coder.expression_size)
     pending: deque[tuple[float, np.ndarray]] = deque()
     arrived: deque = deque()           # (capture ms it was sent at, IdentityMessage)

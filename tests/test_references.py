@@ -445,3 +445,22 @@ def test_in_a_call_a_reference_s_mouth_is_named_only_once_the_receiver_has_it(ba
             assert source - 1 in held, (n, source - 1, held)      # never a picture still on its way
     encoder.close()
     assert any(index > 0 for index in named), named               # a reference is named once it is held
+
+
+def test_reenact_s_receiver_holds_the_still_as_a_call_s_receiver_does(basis, still, val_frames):
+    """`reenact` and `eval` measure the path of a call: their receiver's still comes through the identity
+    message (its JPEG), not as the sender's own pixels; the landmarks arrive unchanged."""
+    from callsynth.reenact import reenact
+    from receiver.renderer import Renderers
+
+    held = []
+
+    def renderers(received):
+        held.append(received)
+        return Renderers(basis, "warp")(received)
+
+    frames = list(reenact(still, val_frames[:4], 25.0, basis, renderers=renderers, references=False))
+    assert len(frames) == 4 and len(held) == 1
+    sent = decode_identity(encode_identity(still, basis), basis).still
+    assert np.array_equal(held[0].landmarks, still.landmarks)
+    assert np.array_equal(held[0].image, sent.image) and not np.array_equal(held[0].image, still.image)
