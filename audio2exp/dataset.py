@@ -12,6 +12,7 @@ from tqdm import tqdm
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.landmark_cache import track_many
 from callsynth.media import MediaError
+from callsynth.tool_options import TOOLS
 
 from .features import load_audio, log_mel, silent
 from .targets import (EYES, MOUTH, canonical_frames, eye_aperture, lip_gap, mouth_codes, region_projector,
@@ -60,7 +61,7 @@ def build_clip(path: Path, landmarks: np.ndarray, fps: float, basis: ExpressionB
                 np.where(valid, eye_aperture(filled), np.nan))
 
 
-def build_dataset(paths: list[Path], basis: ExpressionBasis, workers: int = 2, log=print) -> list[Clip]:
+def build_dataset(paths: list[Path], basis: ExpressionBasis, workers: int = TOOLS.workers, log=print) -> list[Clip]:
     """The clips that have sound and a tracked face; those whose sound is silence throughout are left
     out and named."""
     tracked = track_many(paths, workers=workers, desc="landmarks")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from callsynth.cache import cache_root, file_key
+from callsynth.tool_options import TOOLS
 from callsynth.train.sample_cache import load_cached, run_jobs, save_cached
 
 from .features import HOP, SAMPLE_RATE, load_audio
@@ -72,7 +73,7 @@ def _job(path: str) -> tuple[str, np.ndarray]:
     return path, phones_of(path)
 
 
-def phones_many(paths, workers: int = 2) -> dict[str, np.ndarray]:
+def phones_many(paths, workers: int = TOOLS.workers) -> dict[str, np.ndarray]:
     """phones_of for many files, the undecoded ones in parallel processes, with a progress bar."""
     run_jobs(_job, [str(p) for p in paths if not _cached_at(Path(p)).exists()], workers, "phones")
     return {str(p): phones_of(p) for p in paths}

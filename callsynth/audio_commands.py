@@ -7,6 +7,7 @@ from pathlib import Path
 
 from audio2exp.options import A2E_TRAIN, TrainOptions
 
+from .call_options import CALL
 from .outputs import output_file, output_folder
 from .wire import MAX_REFERENCES
 
@@ -141,7 +142,8 @@ def add_audio_commands(sub, positive_int) -> None:
                         "and teeth showing, one with the eyes closed; open mouths and blinks are drawn from "
                         "them (without, an open mouth is the still's lips stretched, dark and toothless)")
     p.add_argument("--output", required=True, type=output_file, help="video to write (mp4)")
-    p.add_argument("--fps", type=float, default=30.0, help="frame rate (default 30)")
+    p.add_argument("--fps", type=float, default=CALL.display_fps,
+                   help="frame rate, a receiver's display rate unless told (default %(default)s)")
     p.add_argument("--model", type=Path, help="audio2exp checkpoint (default: the shipped one)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -16,6 +16,7 @@ import torch
 
 from .face.basis import ExpressionBasis
 from .face.still import Still
+from .tool_options import TOOLS
 
 
 def _time(fn, frames: int, warm_up: bool = True) -> float:
@@ -28,7 +29,7 @@ def _time(fn, frames: int, warm_up: bool = True) -> float:
     return (time.perf_counter() - start) * 1000 / frames
 
 
-def bench(still: Still, basis: ExpressionBasis, generator: str | None, frames: int = 60) -> list[dict]:
+def bench(still: Still, basis: ExpressionBasis, generator: str | None, frames: int = TOOLS.bench_frames) -> list[dict]:
     from receiver.renderer import Renderers
 
     warp = Renderers(basis, "warp")(still)

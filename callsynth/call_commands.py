@@ -14,7 +14,6 @@ from .call_key import ENV_VAR
 from .call_options import CALL
 from .outputs import output_file, output_folder
 
-DEFAULT_PORT = 8765
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -28,7 +27,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _url(args) -> str:
-    return args.signal or f"ws://127.0.0.1:{DEFAULT_PORT}"
+    return args.signal or f"ws://{CALL.host}:{CALL.signalling_port}"
 
 
 def _ice_server(text: str):
@@ -239,7 +238,7 @@ def add_call_commands(sub, positive_int) -> None:
     limits = ServerLimits()
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--signal", metavar="URL",
-                        help=f"signalling server, ws:// or wss:// (default ws://127.0.0.1:{DEFAULT_PORT})")
+                        help=f"signalling server, ws:// or wss:// (default ws://{CALL.host}:{CALL.signalling_port})")
     common.add_argument("--room", required=True, help="room name shared by sender and receiver")
     common.add_argument("--key", default=os.environ.get(ENV_VAR),
                         help="the call key, a secret only the call's two parties hold (default: "
@@ -250,7 +249,7 @@ def add_call_commands(sub, positive_int) -> None:
                         help="trust this CA for a wss:// signalling server (e.g. a self-signed one)")
     common.add_argument("--token", help="shared secret, if the server asks for one")
     common.add_argument("--ice-host", action="append", default=None, metavar="ADDR",
-                        help="address to offer ICE candidates on (repeatable; default 127.0.0.1; "
+                        help=f"address to offer ICE candidates on (repeatable; default {CALL.host}; "
                              "give a LAN address to call across machines)")
     common.add_argument("--ice-server", action="append", default=[], metavar="URL", type=_ice_server,
                         help="STUN or TURN server (repeatable): stun:HOST[:PORT] or "
@@ -265,8 +264,8 @@ def add_call_commands(sub, positive_int) -> None:
                                    "relays the peers' signed offer/answer/candidate/bye, answers malformed or "
                                    "oversized messages with an error, caps connections, message rate and idle "
                                    "time, checks --token when set, serves wss:// with --tls-cert/--tls-key.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--host", default=CALL.host, help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=CALL.signalling_port, help="port (default %(default)s)")
     p.add_argument("--token", help="require this token in every join")
     p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve wss:// (with --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
@@ -303,12 +302,12 @@ def add_call_commands(sub, positive_int) -> None:
                         "(e.g. --budget 24). auto: start without one and step down through 64, 48, 32 and "
                         "24 kbps while the other side's reports show loss or a growing round trip, back up "
                         "after a quiet spell (default: no budget, a packet every frame and 16 kbps Opus)")
-    g.add_argument("--loss", type=_fraction, default=0.0, metavar="P",
+    g.add_argument("--loss", type=_fraction, default=CALL.loss, metavar="P",
                    help="drop P %% of feature packets at random, to see concealment")
     g.add_argument("--camera-off", action="store_true",
                    help="no camera: the voice (--audio) drives the face, packets flagged as audio-derived")
-    g.add_argument("--speech-after", type=float, default=3.0, metavar="S",
-                   help="with no face in view for S seconds, let the voice drive the face (default 3)")
+    g.add_argument("--speech-after", type=float, default=CALL.speech_after_no_face_s, metavar="S",
+                   help="with no face in view for S seconds, let the voice drive the face (default %(default)s)")
     g.add_argument("--no-speech-fallback", action="store_true", help="never let the voice drive the face")
     g.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
 
@@ -371,7 +370,7 @@ def add_call_commands(sub, positive_int) -> None:
                    help="with --two-way, side b's clip (default: another held-out clip)")
     p.add_argument("--out", type=output_folder, default=Path("out/demo_call"), help="output folder (default out/demo_call)")
     p.add_argument("--identity", type=Path, help="still to send (default: picked by the sender)")
-    p.add_argument("--loss", type=_fraction, default=0.0, metavar="P", help="drop P %% of feature packets")
+    p.add_argument("--loss", type=_fraction, default=CALL.loss, metavar="P", help="drop P %% of feature packets")
     p.add_argument("--budget", type=budget_arg, metavar="KBPS|auto",
                    help="each sending side fits what it sends to KBPS on the wire, or follows the link "
                         "(auto; see `send --help`)")
@@ -406,4 +405,4 @@ def budget_arg(text: str) -> float | str:
 
 def fix_ice_hosts(args) -> None:
     if hasattr(args, "ice_host") and not args.ice_host:
-        args.ice_host = ["127.0.0.1"]
+        args.ice_host = [CALL.host]

@@ -31,6 +31,14 @@ class CallDefaults:
     # How frames are rebuilt unless told otherwise (reenact, receive, demo, the Receiver): the generator,
     # which beats the warp alone on SSIM, mouth-region error and landmark NME on the validation identities.
     model: str = "generator"
+    # Where a call listens and offers its ICE candidates unless told otherwise: loopback, so nothing outside
+    # this machine is reached until the caller names an address (--host, --ice-host, --signal).
+    host: str = "127.0.0.1"
+    signalling_port: int = 8765
+    # With no face in view this long, the sender's voice drives the face (--speech-after).
+    speech_after_no_face_s: float = 3.0
+    # Feature packets the sender drops on purpose, to show concealment (--loss): none.
+    loss: float = 0.0
 
 
 # The ways a receiver rebuilds frames (receiver.renderer): the warp alone, the full-frame generator, the mouth

@@ -14,6 +14,7 @@ from pathlib import Path
 from .call_commands import positive_int as _positive_int
 from .call_options import CALL
 from .outputs import output_file, output_folder
+from .tool_options import TOOLS
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
 warnings.filterwarnings("ignore", module="google.protobuf")
@@ -179,7 +180,7 @@ def cmd_bench(args) -> int:
     from .media import read_still
     from .split import data_root
 
-    identity = args.identity or data_root() / "video/pcavs/00067.mp4"
+    identity = args.identity or data_root() / TOOLS.bench_identity
     still = prepare_still(read_still(identity), source=str(identity))
     generator = None if args.warp_only else str(args.generator or "")
     rows = bench(still, load_basis(args.basis), generator, args.frames)
@@ -249,15 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "report.md and rate_distortion.png to --out.")
     clips = p.add_mutually_exclusive_group()
     clips.add_argument("--clips", nargs="+", help="video clips (default: the clips of --people)")
-    clips.add_argument("--people", choices=("validation", "selection"), default="validation",
+    clips.add_argument("--people", choices=("validation", "selection"), default=TOOLS.people,
                        help="without --clips, the identity split's clips of: the validation people, "
-                            "whom no training or choice has seen (the default), or the selection people, "
+                            "whom no training or choice has seen, or the selection people, "
                             "training identities held out of the mouth generator's training "
-                            "(callsynth/assets/identity_split.json)")
-    p.add_argument("--codecs", default="x264,vp8,vp9,av1",
-                   help="comma-separated subset of x264,vp8,vp9,av1; empty for none (default: all)")
-    p.add_argument("--kbps", type=_kbps_list, default=(4, 8, 16, 32, 64),
-                   help="codec target bitrates, comma-separated (default 4,8,16,32,64)")
+                            "(callsynth/assets/identity_split.json; default %(default)s)")
+    p.add_argument("--codecs", default=",".join(TOOLS.codecs),
+                   help=f"comma-separated subset of {','.join(TOOLS.codecs)}; empty for none (default: all)")
+    p.add_argument("--kbps", type=_kbps_list, default=TOOLS.codec_kbps,
+                   help=f"codec target bitrates, comma-separated (default {','.join(map(str, TOOLS.codec_kbps))})")
     p.add_argument("--out", required=True, type=output_folder, help="folder for the report")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.add_argument("--max-frames", type=_positive_int, help="use at most this many frames of each clip")
@@ -276,10 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fit the expression basis on the training identities of ../shared/data "
                                    "and write basis-<hash>.npz (landmarks are cached in ~/.cache/callsynth).")
     p.add_argument("--out", type=output_folder, default=Path(__file__).parent / "assets", help="output folder")
-    p.add_argument("--code-bits", type=_positive_int, default=104, help="wire bits for the code (default 104)")
-    p.add_argument("--max-components", type=_positive_int, default=40, help="PCA components considered")
-    p.add_argument("--max-grid-s1", type=_positive_int, default=120, help="GRID s1 clips used (of 1000)")
-    p.add_argument("--workers", type=_positive_int, default=2, help="tracking processes")
+    p.add_argument("--code-bits", type=_positive_int, default=TOOLS.code_bits,
+                   help="wire bits for the code (default %(default)s)")
+    p.add_argument("--max-components", type=_positive_int, default=TOOLS.max_components,
+                   help="PCA components considered (default %(default)s)")
+    p.add_argument("--max-grid-s1", type=_positive_int, default=TOOLS.max_grid_s1,
+                   help="GRID s1 clips used, of 1000 (default %(default)s)")
+    p.add_argument("--workers", type=_positive_int, default=TOOLS.workers,
+                   help="tracking processes (default %(default)s)")
     p.add_argument("--set-default", action="store_true", help="make the new basis the shipped default")
     p.set_defaults(func=cmd_fit_basis)
 
@@ -316,10 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "cached outside the repository.")
     p.add_argument("--steps", type=_positive_int, default=mouth.steps, help=f"training steps (default {mouth.steps})")
     p.add_argument("--seed", type=int, default=mouth.seed, help=f"random seed (default {mouth.seed})")
-    p.add_argument("--out", type=output_folder, default=Path("runs/mouth"), help="output folder (default runs/mouth)")
+    p.add_argument("--out", type=output_folder, default=Path(TOOLS.mouth_out),
+                   help=f"output folder (default {TOOLS.mouth_out})")
     p.add_argument("--install", action="store_true",
                    help="copy the result to callsynth/assets/mouth_generator.pt, what receivers load")
-    p.add_argument("--workers", type=_positive_int, default=2, help="processes making samples (default 2)")
+    p.add_argument("--workers", type=_positive_int, default=TOOLS.workers,
+                   help="processes making samples (default %(default)s)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_train_mouth)
 
@@ -347,11 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "repaired by the generator with 1 or 2 threads, channels-last memory and "
                                    "TorchScript.")
     p.add_argument("--identity", type=Path,
-                   help="still to render (default: a validation clip's first frame, video/pcavs/00067.mp4 "
+                   help=f"still to render (default: a validation clip's first frame, {TOOLS.bench_identity} "
                         "under $CALLSYNTH_DATA or ../shared/data)")
     p.add_argument("--generator", type=Path, help="generator checkpoint (default: the shipped one)")
     p.add_argument("--warp-only", action="store_true", help="time only the warp")
-    p.add_argument("--frames", type=_positive_int, default=60, help="frames per measurement (default 60)")
+    p.add_argument("--frames", type=_positive_int, default=TOOLS.bench_frames,
+                   help="frames per measurement (default %(default)s)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_bench)
 

@@ -24,7 +24,7 @@ class DemoError(RuntimeError):
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((CALL.host, 0))
         return s.getsockname()[1]
 
 
@@ -34,7 +34,7 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: flo
         if process.poll() is not None:
             raise DemoError(f"signalling server exited early:\n{_tail(log)}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((CALL.host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.1)
@@ -141,7 +141,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
     info = video_info(video)  # a clear MediaError before any process starts
     out.mkdir(parents=True, exist_ok=True)
     port, room, key = free_port(), "demo", CallKey.new()
-    url = f"ws://127.0.0.1:{port}"
+    url = f"ws://{CALL.host}:{port}"
     files = {"video": out / "received.mp4", "stats": out / "STATS.json",
              "receiver_stats": out / "receiver_stats.json", "sender_stats": out / "sender_stats.json"}
     logs = {name: out / f"{name}.log" for name in ("signal", "receiver", "sender")}
@@ -229,7 +229,7 @@ def run_two_way_demo(videos: tuple[Path, Path], out: Path, extra: list[str] | No
     infos = [video_info(v) for v in videos]   # clear MediaErrors before any process starts
     out.mkdir(parents=True, exist_ok=True)
     port, key = free_port(), CallKey.new()
-    url = f"ws://127.0.0.1:{port}"
+    url = f"ws://{CALL.host}:{port}"
     logs = {name: out / f"{name}.log" for name in ("signal", "a", "b")}
     server = _spawn(["signal", "--port", str(port)], logs["signal"])
     processes, sides = [server], {}

@@ -19,6 +19,8 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConne
 from aiortc.codecs import opus
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
+from .call_options import CALL
+
 FEATURES_CHANNEL = "features"     # unordered, no retransmits: a late pose is worthless
 IDENTITY_CHANNEL = "identity"     # reliable, ordered: the still arrives whole or not at all
 UDP_IPV4_HEADERS = 28             # what the IP and UDP headers add to every datagram
@@ -215,7 +217,7 @@ def parse_ice_server(text: str) -> RTCIceServer:
     return RTCIceServer(urls=url, username=user, credential=password)
 
 
-def new_peer_connection(hosts: list[str] | None = ("127.0.0.1",),
+def new_peer_connection(hosts: list[str] | None = (CALL.host,),
                         ice_servers: tuple[RTCIceServer, ...] = ()) -> RTCPeerConnection:
     """A peer connection on one bundled transport; STUN/TURN only when given (nothing outside is reached
     otherwise). With a TURN server, a relayed candidate joins the host ones: two peers that cannot reach

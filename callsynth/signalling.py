@@ -34,6 +34,7 @@ import websockets
 from websockets.asyncio.server import ServerConnection, serve
 
 from .call_key import CallKey, room_id_for
+from .call_options import CALL
 
 log = logging.getLogger("callsynth.signal")
 
@@ -306,7 +307,7 @@ def server_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     return context
 
 
-async def run_server(host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+async def run_server(host: str = CALL.host, port: int = CALL.signalling_port, token: str | None = None,
                      ready: asyncio.Future | None = None, stop: asyncio.Event | None = None,
                      limits: ServerLimits | None = None, tls: ssl.SSLContext | None = None) -> None:
     """Serve until `stop` is set (or forever). `ready` receives the bound port (useful with port 0)."""

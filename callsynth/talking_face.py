@@ -19,6 +19,7 @@ from audio2exp.stream import sound_kinds
 from receiver.recorder import CallRecorder
 from receiver.renderer import Renderers
 
+from .call_options import CALL
 from .face.basis import ExpressionBasis
 from .face.still import Still
 from .media import written_whole
@@ -46,7 +47,7 @@ def check_references(still: Still, references: list[Still], sources: list[str]) 
 
 
 def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, model: Audio2ExpModel,
-                        output: Path, fps: float = 30.0, progress: bool = True,
+                        output: Path, fps: float = CALL.display_fps, progress: bool = True,
                         references: list[Still] = ()) -> dict:
     """`references`: more stills of the same person (an open mouth with teeth, closed eyes), from which
     the renderer draws the open mouth's interior and the eyes, as a call's receiver does with the reference

@@ -56,7 +56,7 @@ class ReceiverOptions:
     generator: str | None = None       # generator file (default: the shipped one)
     threads: int | None = None         # torch threads: the frames' network (default all cores), the still repairer (1)
     repair_every: int = CALL.repair_still_every   # the generator repairs the still at most every Nth frame
-    hosts: tuple = ("127.0.0.1",)
+    hosts: tuple = (CALL.host,)
     ice_servers: tuple = ()            # RTCIceServer (rtc.parse_ice_server): STUN/TURN
 
 

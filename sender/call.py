@@ -56,14 +56,14 @@ class SenderOptions:
     audio: str = "auto"             # auto (the video file's own), none, mic, or a file path
     send_every: int = CALL.send_every
     budget_kbps: float | None = None   # fit the call to this many kbps on the wire (callsynth.budget)
-    loss: float = 0.0               # fraction of feature packets dropped on purpose
+    loss: float = CALL.loss         # fraction of feature packets dropped on purpose
     loss_seed: int | None = None    # the same seed drops the same packets (reproducible loss tests)
-    hosts: tuple = ("127.0.0.1",)
+    hosts: tuple = (CALL.host,)
     ice_servers: tuple = ()            # RTCIceServer (rtc.parse_ice_server): STUN/TURN
     stats_path: str | None = None
     connect_timeout: float = 20.0
     camera_off: bool = False        # the face follows the voice only
-    speech_after_no_face_s: float | None = 3.0   # no face this long: the voice drives the face
+    speech_after_no_face_s: float | None = CALL.speech_after_no_face_s   # no face this long: the voice drives it
     audio_model: str | None = None
 
 

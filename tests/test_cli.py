@@ -226,3 +226,50 @@ def test_a_place_the_disk_refuses_is_said_with_its_name(data, tmp_path, capsys, 
     assert rc == 1                            # a system error, not a usage error
     assert f"{out} cannot be written there (Permission denied)" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_default_is_read_from_one_options_dataclass(tmp_path):
+    """An option's default lives once, in call_options.CALL, tool_options.TOOLS or a training options
+    dataclass: the command line, the call's option dataclasses and the functions the commands call read it
+    there, so changing it there changes it everywhere (a literal written again would drift)."""
+    import inspect
+
+    from callsynth.bench import bench
+    from callsynth.call_options import CALL
+    from callsynth.cli import build_parser
+    from callsynth.eval.run import run_eval
+    from callsynth.face.fit_basis import fit_basis
+    from callsynth.face.landmark_cache import track_many
+    from callsynth.rtc import new_peer_connection
+    from callsynth.signalling import run_server
+    from callsynth.tool_options import TOOLS
+    from receiver.call import ReceiverOptions
+    from sender.call import SenderOptions
+
+    parse = build_parser().parse_args
+    ev = parse(["eval", "--out", str(tmp_path)])
+    assert (ev.people, ev.codecs.split(","), ev.kbps) == (TOOLS.people, list(TOOLS.codecs), TOOLS.codec_kbps)
+    fb = parse(["fit-basis"])
+    assert (fb.code_bits, fb.max_components, fb.max_grid_s1, fb.workers) == \
+        (TOOLS.code_bits, TOOLS.max_components, TOOLS.max_grid_s1, TOOLS.workers)
+    signature = inspect.signature(fit_basis).parameters
+    assert all(signature[k].default == getattr(TOOLS, k)
+               for k in ("code_bits", "max_components", "max_grid_s1", "frames_per_clip", "workers"))
+    assert inspect.signature(track_many).parameters["workers"].default == TOOLS.workers
+    assert inspect.signature(run_eval).parameters["kbps"].default == TOOLS.codec_kbps
+    assert parse(["bench"]).frames == inspect.signature(bench).parameters["frames"].default == TOOLS.bench_frames
+    assert str(parse(["train-mouth"]).out) == TOOLS.mouth_out
+    signal = parse(["signal"])
+    assert (signal.host, signal.port) == (CALL.host, CALL.signalling_port)
+    server = inspect.signature(run_server).parameters
+    assert (server["host"].default, server["port"].default) == (CALL.host, CALL.signalling_port)
+    assert inspect.signature(new_peer_connection).parameters["hosts"].default == (CALL.host,)
+    send = parse(["send", "--room", "r", "--video", "x.mp4"])
+    assert (send.loss, send.speech_after, send.send_every) == (CALL.loss, CALL.speech_after_no_face_s,
+                                                               CALL.send_every)
+    sender = SenderOptions(url="ws://x", room="r")
+    assert (sender.loss, sender.speech_after_no_face_s, sender.hosts) == \
+        (CALL.loss, CALL.speech_after_no_face_s, (CALL.host,))
+    assert ReceiverOptions(url="ws://x", room="r").hosts == (CALL.host,)
+    assert parse(["audio2exp", "--audio", "a.wav", "--identity", "i.png",
+                  "--output", str(tmp_path / "o.mp4")]).fps == CALL.display_fps

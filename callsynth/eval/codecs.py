@@ -35,7 +35,6 @@ CODECS = {
     "av1": CodecSpec("AV1 (SVT-AV1 preset 10, low delay)", "libsvtav1", "libdav1d",
                      {"preset": "10", "svtav1-params": "pred-struct=1:rc=2"}),
 }
-DEFAULT_KBPS = (4, 8, 16, 32, 64)
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per encoder otherwise
 
 

@@ -20,7 +20,8 @@ from ..face.still import NoFaceError, prepare_still
 from ..media import MediaError, iter_frames, read_still, video_info
 from ..budget import frames_per_packet
 from ..reenact import ReenactStats, reenact
-from .codecs import CODECS, DEFAULT_KBPS, encode_decode
+from ..tool_options import TOOLS
+from .codecs import CODECS, encode_decode
 from .metrics import FrameLandmarks, eye_figures, mouth_figures, mouth_interior, nme, picked_frames, psnr, ssim
 from .report import write_report
 
@@ -228,7 +229,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: list[str],
-             kbps: tuple = DEFAULT_KBPS, max_frames: int | None = None, generator: str | None = None,
+             kbps: tuple = TOOLS.codec_kbps, max_frames: int | None = None, generator: str | None = None,
              model: str | None = None) -> dict:
     """`generator`: None for warp only, "" for the shipped network of `model` (default: the call's
     default renderer), or a file of it.

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..split import data_root, training_files
+from ..tool_options import TOOLS
 from .basis import ExpressionBasis
 from .crop import CROP_SIZE
 from .landmark_cache import track_many
@@ -79,8 +80,9 @@ def _clips(max_grid_s1: int):
     return other + grid[::step][:max_grid_s1]
 
 
-def fit_basis(out_dir: str | Path, code_bits: int = 104, max_components: int = 40,
-              max_grid_s1: int = 120, frames_per_clip: int = 90, workers: int = 2,
+def fit_basis(out_dir: str | Path, code_bits: int = TOOLS.code_bits, max_components: int = TOOLS.max_components,
+              max_grid_s1: int = TOOLS.max_grid_s1, frames_per_clip: int = TOOLS.frames_per_clip,
+              workers: int = TOOLS.workers,
               rigid_fraction: float = 0.3) -> ExpressionBasis:
     root = data_root()
     clips = _clips(max_grid_s1)

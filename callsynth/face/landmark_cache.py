@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ..cache import cache_root, file_key, save_npz
 from ..media import MediaError, iter_frames, video_info
+from ..tool_options import TOOLS
 from .crop import StableCrop
 from .tracker import NUM_LANDMARKS, FaceTracker
 
@@ -68,7 +69,7 @@ def _worker(args):
         return str(path), exc
 
 
-def track_many(paths, max_frames: int | None = None, workers: int = 2, desc: str = "tracking"):
+def track_many(paths, max_frames: int | None = None, workers: int = TOOLS.workers, desc: str = "tracking"):
     """Track many files in parallel processes, with a progress bar; unreadable files are reported."""
     results, failed = {}, {}
     jobs = []

@@ -22,6 +22,7 @@ from ..media import MediaError, iter_frames, video_info
 from ..model.mouth_generator import references_present
 from ..model.runtime import pose_vector
 from ..split import training_files
+from ..tool_options import TOOLS
 from ..wire import Codec, WireError, decode_identity
 from .sample_cache import cache_path, load_cached, run_jobs, save_cached
 
@@ -93,7 +94,7 @@ def choose_clips(grid_s1: int, seed: int) -> list[Path]:
 
 
 def build_mouth_pairs(clips: list[Path], basis: ExpressionBasis, max_frames: int, every: int,
-                      workers: int = 2) -> dict:
+                      workers: int = TOOLS.workers) -> dict:
     """All clips' samples as stacked arrays (`clip`: each sample's clip index, `names` the clips)."""
     cache = cache_path("mouth", [MOUTH_PAIRS_FORMAT, basis.name, max_frames, every, [str(c) for c in clips]])
     arrays = load_cached(cache)

@@ -19,6 +19,7 @@ from ..media import MediaError, iter_frames, read_still, video_info
 from ..model.chip import chip_theta
 from ..model.runtime import landmark_map, pose_vector
 from ..split import portrait_pairs, training_files
+from ..tool_options import TOOLS
 from ..wire import Codec
 from .sample_cache import cache_path, load_cached, run_jobs, save_cached
 
@@ -88,7 +89,7 @@ def choose_clips(grid_s1: int, other: int, seed: int) -> list[Path]:
     return pick(s1, grid_s1) + pick(rest, other)
 
 
-def build_pairs(config, basis: ExpressionBasis, workers: int = 2, clips: list[Path] | None = None) -> dict:
+def build_pairs(config, basis: ExpressionBasis, workers: int = TOOLS.workers, clips: list[Path] | None = None) -> dict:
     """All samples of the configured training clips (or of `clips`), as arrays; cached by the settings
     that make them."""
     clips = choose_clips(config.grid_s1_clips, config.other_clips, config.seed) if clips is None else clips
@@ -97,7 +98,7 @@ def build_pairs(config, basis: ExpressionBasis, workers: int = 2, clips: list[Pa
                          [str(c) for c in clips]], workers, "training pairs")
 
 
-def build_portrait_pairs(config, basis: ExpressionBasis, workers: int = 2) -> dict:
+def build_portrait_pairs(config, basis: ExpressionBasis, workers: int = TOOLS.workers) -> dict:
     """Both directions (neutral → smiling, smiling → neutral) of the first `config.portrait_people`
     people of the London set, as arrays; cached."""
     people = portrait_pairs()[: config.portrait_people]
