@@ -67,8 +67,9 @@ def _networks(still: Still, basis: ExpressionBasis, generator: str, frames: int,
         rows.append({"renderer": "warp + mouth gen.", "variant": f"TorchScript, {threads} thread(s)",
                      "ms": _time(lambda i: mouth.render(opened[i % len(opened)]), frames)})
 
-    # the default renderer: the generator repairs the still on every Nth frame, the frames between warp it
-    # (receiver.generator_renderer); timed over whole cycles of N frames, each beginning with a repair
+    # the default renderer: the generator repairs the still on every Nth frame, every frame warps it and the
+    # mouth generator repairs its mouth (receiver.generator_renderer); timed over whole cycles of N frames,
+    # each beginning with a repair (a call repairs in a process of its own: its frames cost the row above)
     repairers = Renderers(basis, "generator", generator or None)      # loaded and traced once
     for threads in (1, 2):
         torch.set_num_threads(threads)
@@ -78,7 +79,8 @@ def _networks(still: Still, basis: ExpressionBasis, generator: str, frames: int,
         repairer.render(states[1])                                   # warm-up: the trace's first runs
         repairer.frames = 0
         cycles = -(-frames // every) * every
-        rows.append({"renderer": f"still repaired 1 in {every}", "variant": f"TorchScript, {threads} thread(s)",
+        label = f"still repaired 1 in {every}" + (" + mouth" if repairer.mouth else "")
+        rows.append({"renderer": label, "variant": f"TorchScript, {threads} thread(s)",
                      "ms": _time(lambda i, r=repairer: r.render(states[i % frames]), cycles, warm_up=False)})
 
     gen = Renderers(basis, "generator", generator or None, script=False, repair_every=1)(still)

@@ -51,11 +51,14 @@ class GeneratorRenderer(WarpRenderer):
     onto the still's own pixels through that frame's warp (face.warp.splat_back); the frames between are
     the warp of that repaired still, at the warp's cost. On the seven evaluation clips it kept most of the
     per-frame generator's SSIM gain (README "When the machine is slow"), where repairing every frame cost
-    7-13x the warp in `callsynth bench`. `every=1`: the generator repairs every frame itself."""
+    7-13x the warp in `callsynth bench`. As in a call, whose still is repaired in a process of its own and
+    whose frames all warp it, every frame shows the repaired still's warp, its mouth repaired by the mouth
+    generator when `mouth` = (network, its run) is given. `every=1`: the generator repairs every frame itself
+    and that is the frame."""
 
     def __init__(self, basis: ExpressionBasis, still: Still, model: str | Path | None = None,
                  script: bool = True, loaded: tuple[CallGenerator, int] | None = None, run=None,
-                 every: int = CALL.repair_still_every):
+                 every: int = CALL.repair_still_every, mouth: tuple | None = None):
         """`model`: a generator file (default the shipped one), or `loaded`: what load_generator gave;
         `run`: that network already traced (receiver.renderer.Renderers passes both); `every`: repair the
         still on every `every`-th frame rendered (a call's still repairer calls repair_still itself).
@@ -70,6 +73,7 @@ class GeneratorRenderer(WarpRenderer):
         # lid and cost a validation person 3 of 24 blink frames by the evaluator's tool (README)
         self.carried = 1 - eyes_mask(still.landmarks, self.plain.shape[0])[..., None]
         self.still_repairs = 0
+        self.mouth = mouth
 
     def repair(self, picture: np.ndarray, target: np.ndarray, code: np.ndarray, pose) -> np.ndarray:
         """`picture` (the warp, or any picture of this still's face at `target`) repaired by the generator
@@ -96,14 +100,17 @@ class GeneratorRenderer(WarpRenderer):
         return out
 
     def render(self, state, repair: bool = True) -> np.ndarray:
-        """The frame: the generator's on every `every`-th call, the repaired still's warp between; the warp
-        of the (last repaired) still alone with repair=False."""
+        """The frame: the still repaired on every `every`-th call, and every frame the repaired still's warp
+        with the mouth generator's mouth (at every=1 the generator's own frame); the warp of the (last
+        repaired) still alone with repair=False."""
         if state is None or not repair:
             return super().render(state)
         self.frames += 1
+        if self.every == 1:
+            return self.repair_still(state, carry=False)     # no frame warps the still
         if (self.frames - 1) % self.every == 0:
-            return self.repair_still(state, carry=self.every > 1)     # at 1 no frame warps the still
-        return super().render(state)
+            self.repair_still(state)
+        return super().render(state) if self.mouth is None else mouth_frame(self, *self.mouth, state)
 
 
 class MouthRenderer(WarpRenderer):

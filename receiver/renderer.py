@@ -73,17 +73,24 @@ def _mouth(basis: ExpressionBasis, path=None) -> tuple:
     return net, traced_mouth(net)
 
 
+def frames_mouth(basis: ExpressionBasis, path=None) -> tuple | None:
+    """The mouth generator (`path`, default the shipped one) and its trace for the frames under the
+    full-frame generator; None, said, when that file cannot be used: the repaired still's warp alone."""
+    from callsynth.model.runtime import GeneratorModelError
+
+    try:
+        return _mouth(basis, path)
+    except GeneratorModelError as exc:
+        log.warning("no mouth generator for the frames (the repaired still's warp alone): %s", exc)
+        return None
+
+
 def mouth_renderers(basis: ExpressionBasis, path=None) -> Renderers:
     """The call's frame renderers under the full-frame generator (which repairs the still in a process of
     its own, receiver/still_repairer.py): the warp of the (repaired) still with its mouth repaired by the
     mouth generator (`path`, default the shipped one); the warp alone, said, when that file cannot be used."""
-    from callsynth.model.runtime import GeneratorModelError
-
-    try:
-        return Renderers(basis, "mouth", path)
-    except GeneratorModelError as exc:
-        log.warning("no mouth generator for the frames (the repaired still's warp alone): %s", exc)
-        return Renderers(basis, "warp")
+    mouth = frames_mouth(basis, path)
+    return Renderers(basis, "warp") if mouth is None else Renderers(basis, "mouth", loaded=mouth)
 
 
 class Renderers:
@@ -91,20 +98,24 @@ class Renderers:
     model is chosen once — the warp, or the warp repaired by the generator, whose network is loaded once
     (a bad file is refused here, before any frame) and traced once when `script` — then one renderer per
     still, as stills arrive. The call's still repairer runs the generator eager (`script=False`): the
-    trace is faster but cost 70 MB more peak memory, and it repairs only as often as the machine affords."""
+    trace is faster but cost 70 MB more peak memory, and it repairs only as often as the machine affords.
+    Under the full-frame generator the frames are built as a call builds them (receiver/frame_clock.py): the
+    warp of the repaired still with its mouth repaired by the mouth generator (`mouth_on_frames`: False for
+    the still repairer, which shows no frame; repair_every=1 shows the generator's own frames)."""
 
     def __init__(self, basis: ExpressionBasis, model: str = DEFAULT_MODEL, generator=None, script: bool = True,
-                 repair_every: int = CALL.repair_still_every):
+                 repair_every: int = CALL.repair_still_every, mouth_on_frames: bool = True, loaded=None):
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
         self.basis, self.model, self.script, self.repair_every = basis, model, script, repair_every
-        self.loaded = self.run = None
+        self.loaded = self.run = self.mouth = None
         if model == "generator":
             from callsynth.model.runtime import load_generator
 
             self.loaded = load_generator(generator, basis)
+            self.mouth = frames_mouth(basis) if mouth_on_frames and repair_every > 1 else None
         elif model == "mouth":
-            self.loaded, self.run = _mouth(basis, generator)
+            self.loaded, self.run = loaded or _mouth(basis, generator)
 
     @property
     def repairs(self) -> bool:
@@ -126,4 +137,4 @@ class Renderers:
         if self.run is None:
             self.run = traced(self.loaded[0], still.image.shape[0]) if self.script else FullFrame(self.loaded[0]).eval()
         return GeneratorRenderer(self.basis, still, loaded=self.loaded, run=self.run,
-                                 every=self.repair_every)
+                                 every=self.repair_every, mouth=self.mouth)

@@ -145,13 +145,15 @@ def test_a_change_to_the_warp_carried_back_is_the_change_to_the_still(basis, sti
     assert np.abs(back - change)[face].mean() < 0.5 and np.abs(change)[face].mean() > 5
 
 
-def test_the_generator_repairs_the_still_every_nth_frame_and_the_frames_between_warp_it(basis, still):
-    """GeneratorRenderer: frame 1 and frame 1 + every are the generator's; the frames between are the warp
-    of the still it repaired, which differs from the plain still but not in the eyes."""
+def test_the_generator_repairs_the_still_every_nth_frame_and_every_frame_warps_it(basis, still):
+    """GeneratorRenderer: the still is repaired on frame 1 and frame 1 + every; every frame, the repair's
+    own too, is the warp of the still as the last repair left it (as a call, whose still is repaired in a
+    process of its own, shows it), which differs from the plain still but not in the eyes. At every=1 the
+    generator's own frame, nothing carried."""
     from callsynth.face.reference_blend import eyes_mask
     from receiver.renderer import Renderers
 
-    renderer = Renderers(basis, "generator", repair_every=4)(still)
+    renderer = Renderers(basis, "generator", repair_every=4, mouth_on_frames=False)(still)
     rng = np.random.default_rng(3)
     states = [(renderer.rest_pose, rng.normal(0, 0.3, basis.k)) for _ in range(5)]
     frames = [renderer.render(s) for s in states]
@@ -159,10 +161,34 @@ def test_the_generator_repairs_the_still_every_nth_frame_and_the_frames_between_
     repaired, plain = renderer.warper.still.astype(int), renderer.plain.astype(int)
     eyes = eyes_mask(still.landmarks, plain.shape[0]) > 0.99
     assert np.abs(repaired - plain)[~eyes].mean() > 0.2 and np.array_equal(repaired[eyes], plain[eyes])
-    once = Renderers(basis, "generator", repair_every=4)(still)
-    once.render(states[0])                                  # the still as the first repair left it
-    for state, frame in zip(states[1:4], frames[1:4]):
-        assert np.array_equal(frame, once.render(state, False))           # the frames between: its warp
+    once = Renderers(basis, "generator", repair_every=4, mouth_on_frames=False)(still)
+    once.repair_still(states[0])                            # the still as the first repair left it
+    for state, frame in zip(states[:4], frames[:4]):
+        assert np.array_equal(frame, once.render(state, False))           # its warp
     every = Renderers(basis, "generator", repair_every=1)(still)
-    assert np.array_equal(frames[0], every.render(states[0]))            # the generator's own frame
+    own = every.render(states[0])
+    assert np.array_equal(own, every.repair_still(states[0], carry=False))  # the generator's own frame
+    assert np.abs(own.astype(int) - every.render(states[0], False)).mean() > 0.2
     assert every.warper.still is every.plain                              # nothing carried at every=1
+
+
+def test_under_the_generator_every_frame_has_the_mouth_generator_s_mouth_as_in_a_call(basis, still):
+    """reenact and eval build the default renderer's frames as a call does (receiver/frame_clock.py: the
+    repaired still's warp, its mouth repaired by the mouth generator): an open mouth is the mouth generator's,
+    on the repaired still; the still repairer, which shows no frame, loads no mouth generator."""
+    from callsynth.face.regions import OPEN_MOUTH, lip_gap
+    from receiver.generator_renderer import mouth_frame
+    from receiver.renderer import Renderers
+
+    renderer = Renderers(basis, "generator", repair_every=4)(still)
+    assert renderer.mouth is not None
+    assert Renderers(basis, "generator", mouth_on_frames=False).mouth is None
+    rng = np.random.default_rng(5)
+    codes = rng.normal(0, 0.6, (200, basis.k))
+    gaps = [lip_gap(renderer.target_landmarks(renderer.rest_pose, c)) for c in codes]
+    state = (renderer.rest_pose, codes[int(np.argmax(gaps))])
+    assert max(gaps) >= OPEN_MOUTH
+    frame = renderer.render(state)                                         # repairs the still, then draws
+    assert renderer.still_repairs == 1
+    assert np.array_equal(frame, mouth_frame(renderer, *renderer.mouth, state))
+    assert np.abs(frame.astype(int) - renderer.render(state, False)).mean() > 0.01    # the mouth repaired
