@@ -187,9 +187,10 @@ def cmd_bench(args) -> int:
     from .machine import cpu_description
 
     print(f"on {cpu_description()}")
-    print(f"{'renderer':<22} {'variant':<40} {'ms/frame':>9} {'fps':>7}")
+    width = max(len(r["renderer"]) for r in rows)
+    print(f"{'renderer':<{width}} {'variant':<40} {'ms/frame':>9} {'fps':>7}")
     for r in rows:
-        print(f"{r['renderer']:<22} {r['variant']:<40} {r['ms']:>9.2f} {1000 / r['ms']:>7.1f}")
+        print(f"{r['renderer']:<{width}} {r['variant']:<40} {r['ms']:>9.2f} {1000 / r['ms']:>7.1f}")
     warp = next(r["ms"] for r in rows if r["renderer"] == "warp")
     for renderer in dict.fromkeys(r["renderer"] for r in rows if r["renderer"] != "warp"):
         best = min((r for r in rows if r["renderer"] == renderer), key=lambda r: r["ms"])
