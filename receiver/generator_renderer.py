@@ -48,13 +48,12 @@ def keep_blink(repaired: np.ndarray, composed: np.ndarray, closing: np.ndarray |
 class GeneratorRenderer(WarpRenderer):
     """The full-frame generator's renderer. Its generator repairs the *still*: on every `every`-th frame
     it repairs that frame (the warp of the plain still, as it was trained) and the repair is carried back
-    onto the still's own pixels through that frame's warp (face.warp.splat_back); the frames between are
-    the warp of that repaired still, at the warp's cost. On the seven evaluation clips it kept most of the
-    per-frame generator's SSIM gain (README "When the machine is slow"), where repairing every frame cost
-    7-13x the warp in `callsynth bench`. As in a call, whose still is repaired in a process of its own and
-    whose frames all warp it, every frame shows the repaired still's warp, its mouth repaired by the mouth
-    generator when `mouth` = (network, its run) is given. `every=1`: the generator repairs every frame itself
-    and that is the frame."""
+    onto the still's own pixels through that frame's warp (face.warp.splat_back); every frame is the warp of
+    that repaired still, at the warp's cost, as in a call, whose still is repaired in a process of its own,
+    with its mouth repaired by the mouth generator when `mouth` = (network, its run) is given. On the seven
+    evaluation clips it kept most of the per-frame generator's SSIM gain (README "When the machine is
+    slow"), where repairing every frame cost 7-13x the warp in `callsynth bench`. `every=1`: the generator
+    repairs every frame itself and that is the frame."""
 
     def __init__(self, basis: ExpressionBasis, still: Still, model: str | Path | None = None,
                  script: bool = True, loaded: tuple[CallGenerator, int] | None = None, run=None,

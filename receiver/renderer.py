@@ -101,7 +101,8 @@ class Renderers:
     trace is faster but cost 70 MB more peak memory, and it repairs only as often as the machine affords.
     Under the full-frame generator the frames are built as a call builds them (receiver/frame_clock.py): the
     warp of the repaired still with its mouth repaired by the mouth generator (`mouth_on_frames`: False for
-    the still repairer, which shows no frame; repair_every=1 shows the generator's own frames)."""
+    the still repairer, which shows no frame; repair_every=1 shows the generator's own frames). `loaded`:
+    the mouth generator and its trace already loaded (frames_mouth), for model "mouth"."""
 
     def __init__(self, basis: ExpressionBasis, model: str = DEFAULT_MODEL, generator=None, script: bool = True,
                  repair_every: int = CALL.repair_still_every, mouth_on_frames: bool = True, loaded=None):
