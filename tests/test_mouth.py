@@ -218,3 +218,35 @@ def test_the_calls_frames_under_the_generator_fall_back_to_the_warp_without_a_mo
     damaged.write_bytes(default_mouth_path().read_bytes()[:5000])
     fallback = mouth_renderers(basis, damaged)
     assert not fallback.repairs and type(fallback(still)) is WarpRenderer
+
+
+def test_the_mouth_generator_never_darkens_a_tooth_of_the_composed_frame_in_the_crop(still):
+    """kept_teeth: a pixel the composed frame shows as teeth inside the target's inner lips stays teeth,
+    no darker in any channel, whatever the repair did to it on the way back from the patch; pixels that
+    were not teeth keep the repair."""
+    from callsynth.face.regions import inner_mouth, is_teeth
+    from callsynth.model.runtime import kept_teeth
+
+    target = still.landmarks.copy()
+    iod = np.linalg.norm(target[468, :2] - target[473, :2])
+    target[14, 1] = target[13, 1] + 0.4 * iod                  # a mouth open wide
+    target[[87, 178, 317, 402, 88, 95, 318, 324], 1] += 0.3 * iod
+    (x0, y0, x1, y1), inside = inner_mouth(still.image.shape, target)
+    composed = still.image.copy()
+    box = composed[y0:y1, x0:x1]
+    rng = np.random.default_rng(0)
+    teeth = inside & (rng.random(inside.shape) < 0.5)
+    box[teeth] = (235, 232, 225)                                # teeth inside the lips
+    box[inside & ~teeth] = (60, 20, 25)                         # a dark mouth between them
+    darker = composed.astype(int)
+    darker[y0:y1, x0:x1] = np.clip(darker[y0:y1, x0:x1] + rng.integers(-80, 40, (y1 - y0, x1 - x0, 3)), 0, 255)
+    darker = darker.astype(np.uint8)
+    out = kept_teeth(darker.copy(), composed, target)
+    region = out[y0:y1, x0:x1]
+    assert is_teeth(region)[teeth].all()
+    assert (region[teeth].astype(int) >= box[teeth].astype(int)).all()
+    assert not is_teeth(darker[y0:y1, x0:x1])[teeth].all()     # the repair alone had lost some
+    assert np.array_equal(out[y0:y1, x0:x1][inside & ~teeth], darker[y0:y1, x0:x1][inside & ~teeth])
+    outside = np.ones(out.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(out[outside], darker[outside])

@@ -139,16 +139,30 @@ def interior_grid(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int
                      borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
 
 
-def teeth_share(image: np.ndarray, landmarks: np.ndarray) -> float:
-    """Share of bright, unsaturated pixels (HSV V > 150, S < 90: teeth) inside the inner-lip outline."""
+def is_teeth(rgb: np.ndarray) -> np.ndarray:
+    """Which pixels of an RGB uint8 picture are bright and unsaturated (HSV V > 150, S < 90): teeth, as the
+    evaluator counts them."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)
+    return (hsv[..., 2] > TEETH_V) & (hsv[..., 1] < TEETH_S)
+
+
+def inner_mouth(shape, landmarks: np.ndarray) -> tuple | None:
+    """(box x0, y0, x1, y1 in the picture, the inner-lip outline's mask in that box) of a picture of
+    `shape`; None when the outline holds under 20 pixels (no mouth to measure)."""
     lips = np.asarray(landmarks)[INNER_LIPS, :2]
-    h, w = image.shape[:2]
+    h, w = shape[:2]
     x0, y0 = np.clip(np.floor(lips.min(0)).astype(int) - 1, 0, [w, h])
     x1, y1 = np.clip(np.ceil(lips.max(0)).astype(int) + 2, 0, [w, h])
     if x1 - x0 < 2 or y1 - y0 < 2:
-        return 0.0
+        return None
     mask = polygon_mask((y1 - y0, x1 - x0), lips - (x0, y0)) > 0.5
-    if mask.sum() < 20:
+    return ((x0, y0, x1, y1), mask) if mask.sum() >= 20 else None
+
+
+def teeth_share(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """Share of bright, unsaturated pixels (HSV V > 150, S < 90: teeth) inside the inner-lip outline."""
+    found = inner_mouth(image.shape, landmarks)
+    if found is None:
         return 0.0
-    hsv = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2HSV)[mask]
-    return float(((hsv[:, 2] > TEETH_V) & (hsv[:, 1] < TEETH_S)).mean())
+    (x0, y0, x1, y1), mask = found
+    return float(is_teeth(image[y0:y1, x0:x1])[mask].mean())

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..face.basis import ExpressionBasis
+from ..face.regions import inner_mouth, is_teeth, lip_gap
 from .chip import chip_theta, cut_chips
 from .identity import DlibFaceEmbedder
 from .repairer import ID_DIM, POSE_DIM, CallGenerator, FullFrame
@@ -175,7 +176,6 @@ def mouth_repaired(run, code_dim: int, picture: np.ndarray, plain: np.ndarray, p
     generator `run` (traced or eager) as far as the mouth is open (`open_weight`; a closed mouth is left
     as it is, without running the network): `plain` the still warped alone, cut at `patch` (a MouthPatch
     of `target`); `present` which mouth references the receiver holds."""
-    from ..face.regions import lip_gap
     from .mouth_generator import mouth_attributes, open_weight
 
     weight = float(open_weight(lip_gap(target)))
@@ -190,4 +190,22 @@ def mouth_repaired(run, code_dim: int, picture: np.ndarray, plain: np.ndarray, p
     repair = (out[0].permute(1, 2, 0).numpy() + 1) * 127.5 - composed.astype(np.float32)
     result = picture.copy()
     patch.add(result, weight * repair)
+    return kept_teeth(result, picture, target)
+
+
+def kept_teeth(result: np.ndarray, composed: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """`result` (the mouth generator's frame) with `composed`'s teeth kept, in crop pixels: a pixel that the
+    composed frame shows as teeth inside the target's inner lips may be brightened, never darkened, and stays
+    teeth. `keep_teeth` holds that on the patch, but the patch's repair comes back into the crop by
+    interpolation, and a darkened neighbour bleeds into a tooth's edge (620900105's teeth share 14.6 %
+    composed, 10.2 % after, against the truth's 14.2 %)."""
+    found = inner_mouth(composed.shape, target)
+    if found is None:
+        return result
+    (x0, y0, x1, y1), inside = found
+    before, after = composed[y0:y1, x0:x1], result[y0:y1, x0:x1]
+    shown = inside & is_teeth(before)
+    if shown.any():
+        brighter = np.maximum(after, before)
+        after[shown] = np.where(is_teeth(brighter)[..., None], brighter, before)[shown]
     return result
