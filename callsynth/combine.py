@@ -54,7 +54,7 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
     drawn at the same pose and expression with A's own face shape, as a call draws it, and set into it
     (callsynth.face.transfer); `model` "generator" then repairs it with A's identity vector."""
     a = prepare_still(read_still(identity), source=str(identity))
-    renderer = Renderers(basis, model, generator)(a)
+    renderer = Renderers(basis, model, generator, mouth_on_frames=False)(a)     # repairs; renders no frame
     is_video = attribute.suffix.lower() not in IMAGE_SUFFIXES
     if is_video and output.suffix.lower() in IMAGE_SUFFIXES:
         log.warning("%s is a video and %s an image: writing the first combined frame only", attribute, output)
