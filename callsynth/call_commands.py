@@ -15,7 +15,6 @@ from .call_options import CALL
 from .outputs import output_file, output_folder
 
 
-
 def _setup_logging(verbose: bool) -> None:
     from .machine import share_cores
 

@@ -135,9 +135,11 @@ def write_strip(path: Path, ref: list, columns: dict[str, dict], picks: dict[str
 
 
 def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: tuple,
-                  max_frames: int | None, progress: tqdm, generator: str | None = None,
-                  strip: Path | None = None, model: str | None = None) -> list[dict]:
-    """Rows of figures for one clip; `strip`: where to write its truth | warp | output picture."""
+                  max_frames: int | None, progress: tqdm, renderers=None,
+                  strip: Path | None = None) -> list[dict]:
+    """Rows of figures for one clip; `renderers`: the neural renderer's (receiver.renderer.Renderers, its
+    networks loaded once for every clip), None for the warp alone; `strip`: where to write its truth |
+    warp | output picture."""
     fps = video_info(path).fps
     # decoded again for each run rather than held (a minute of 1080p is 9 GB of frames), and each run
     # scored as its frames come; what is kept is the truth's 256x256 crops (the codecs encode them) and
@@ -145,14 +147,14 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
     still = prepare_still(read_still(path), source=f"{path.name} first frame")
     rows, ref, ref_lm, ref_static, picks, shown = [], [], [], [], {}, {}
 
-    def run(send_every: int, renderers=None) -> tuple[dict, dict, dict]:
-        """Reenact the clip at one packet every `send_every` frames: (its stats summary, its figures, its
-        frames the strip shows)."""
+    def run(send_every: int, built_by=None) -> tuple[dict, dict, dict]:
+        """Reenact the clip at one packet every `send_every` frames by `built_by`'s renderer (None: the
+        warp): (its stats summary, its figures, its frames the strip shows)."""
         stats = ReenactStats(fps, send_every)
         first = not ref
         with FrameLandmarks(fps) if first else nullcontext() as truth, RunScore(fps, set(picks.values())) as scorer:
             for i, (real, made) in enumerate(reenact(still, iter_frames(path, max_frames), fps, basis,
-                                                     send_every=send_every, stats=stats, renderers=renderers)):
+                                                     send_every=send_every, stats=stats, renderers=built_by)):
                 if first:
                     ref.append(real)
                     found, found_static = truth(real)
@@ -178,12 +180,10 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
                      "code_nme": coded,
                      "references_sent": summary["references_sent"], **figures})
         progress.update(1)
-    if generator is not None:
-        from receiver.renderer import DEFAULT_MODEL, Renderers
-
-        model = model or DEFAULT_MODEL
+    if renderers is not None:
+        model = renderers.model
         send_every = frames_per_packet(fps, GENERATOR_RATE)
-        summary, figures, shown[model] = run(send_every, Renderers(basis, model, generator or None))
+        summary, figures, shown[model] = run(send_every, renderers)
         rows.append({"method": f"callsynth-{model}", "setting": f"1 packet / {GENERATOR_RATE} frames",
                      "packets_per_s": fps / send_every, "kbps": summary["payload_kbps"],
                      "kbps_at_30fps": summary["payload_kbps_at_30fps"],
@@ -236,14 +236,19 @@ def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: l
     A clip that cannot be read or whose first frame shows no face is skipped with its reason (in the
     report), so that one bad file does not throw away the others' work; none usable is an error."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_clip = len(CALLSYNTH_RATES) + (generator is not None) + len(codecs) * len(kbps)
+    renderers = None
+    if generator is not None:     # loaded (and a bad file refused) once, before any clip
+        from receiver.renderer import DEFAULT_MODEL, Renderers
+
+        renderers = Renderers(basis, model or DEFAULT_MODEL, generator or None)
+    per_clip = len(CALLSYNTH_RATES) + (renderers is not None) + len(codecs) * len(kbps)
     rows, done, skipped = [], [], []
     with tqdm(total=len(clips) * per_clip, desc="eval", unit="run") as progress:
         for clip in clips:
             progress.set_postfix_str(Path(clip).name)
             try:
-                rows += evaluate_clip(Path(clip), basis, codecs, kbps, max_frames, progress, generator,
-                                      strip=out_dir / "strips" / f"{Path(clip).stem}.jpg", model=model)
+                rows += evaluate_clip(Path(clip), basis, codecs, kbps, max_frames, progress, renderers,
+                                      strip=out_dir / "strips" / f"{Path(clip).stem}.jpg")
                 done.append(str(clip))
             except (MediaError, NoFaceError) as exc:
                 skipped.append({"clip": str(clip), "reason": str(exc)})
