@@ -147,6 +147,31 @@ def cmd_train_mouth(args) -> int:
     return 0
 
 
+def cmd_fit_interior(args) -> int:
+    from .face.basis import load_basis
+    from .face.interior_code import default_codebook_path
+    from .split import eval_clips
+    from .train.interior_fit import fit_codebook, measure
+    from .train.mouth_options import MouthTrainOptions
+    from .train.mouth_pairs import build_mouth_pairs, choose_clips
+
+    options, basis = MouthTrainOptions(), load_basis(args.basis)
+    data = build_mouth_pairs(choose_clips(options.grid_s1_clips, options.seed), basis, options.max_frames,
+                             options.every, args.workers)
+    codebook = fit_codebook(data, seed=args.seed)
+    for name, arrays in (("training", data),
+                         ("validation", build_mouth_pairs(eval_clips(), basis, options.max_frames, 1, args.workers))):
+        m = measure(codebook, arrays)
+        print(f"{name} people, {m['samples']} open-mouth samples: interior error {m['interior_before']:.1f} "
+              f"drawn -> {m['interior_after']:.1f} with the code ({100 * m['coded_share']:.0f} % coded)")
+    path = codebook.save(args.out)
+    print(f"interior codebook: {path}")
+    if args.install:
+        codebook.save(default_codebook_path())
+        print(f"installed as {default_codebook_path()}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .face.basis import load_basis
     from .train.config import TrainConfig
@@ -330,6 +355,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes making samples (default %(default)s)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_train_mouth)
+
+    p = sub.add_parser("fit-interior", help="fit the interior codebook: the byte a packet says of the mouth",
+                       description="Fit the codebook of mouth-interior residuals a sender names in each packet "
+                                   "(callsynth/face/interior_code.py): k-means of real-minus-drawn mouth "
+                                   "patches on the training people's samples, made by the call's own path "
+                                   "as train-mouth makes them (and cached with them). Prints the interior "
+                                   "error with and without the code on the training and validation people.")
+    p.add_argument("--out", type=output_file, default=Path(TOOLS.interior_out),
+                   help="codebook file to write (default %(default)s)")
+    p.add_argument("--install", action="store_true",
+                   help="also write callsynth/assets/interior_codebook.npz, what senders and receivers load")
+    p.add_argument("--seed", type=int, default=MouthTrainOptions().seed, help="k-means seed (default %(default)s)")
+    p.add_argument("--workers", type=_positive_int, default=TOOLS.workers,
+                   help="processes making samples (default %(default)s)")
+    p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
+    p.set_defaults(func=cmd_fit_interior)
 
     p = sub.add_parser("combine", help="identity of A with the attributes of B (patent FIG. 7-9)",
                        description="Generate the identity of --identity with the attributes (background, "

@@ -32,5 +32,8 @@ class ToolDefaults:
     # train-mouth: where the run writes its checkpoints, log and samples.
     mouth_out: str = "runs/mouth"
 
+    # fit-interior: the codebook file it writes (--install also puts it where both ends of a call read it).
+    interior_out: str = "runs/interior_codebook.npz"
+
 
 TOOLS = ToolDefaults()

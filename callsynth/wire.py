@@ -1,14 +1,17 @@
-"""Wire format v6: a packet carries one sent frame, or a bundle of several; a few dozen bytes, quantised
-with the basis file's ranges. (v6 packets are v5's; the identity message below changed.)
+"""Wire format v7: a packet carries one sent frame, or a bundle of several; a few dozen bytes, quantised
+with the basis file's ranges. (v7: the interior code in the time field, whose clock now wraps sooner.)
 
 Layout (little-endian):
     byte 0      version (high nibble) | flags (low nibble)
     bytes 1-2   basis tag (first 16 bits of the basis hash)
     bytes 3-4   sequence number (wraps)
-    bytes 5-8   capture time, ms, in the low 29 bits (wraps every 6.2 days); the mouth source in the top 3
-                (v5: which picture's mouth interior the sender saw as most like the camera's: 0 lets the
-                receiver choose, i + 1 names the picture of identity index i; 3 bits the payload had no room
-                for, taken from a clock that wrapped every 49.7 days)
+    bytes 5-8   capture time, ms, in the low 21 bits (wraps every 35 minutes: receivers unwrap it to the
+                candidate nearest their own clock); the interior code in the next 8 (v7: which entry of
+                the interior codebook, face/interior_code.py, the real mouth's interior differs from the
+                receiver's by; 0: none); the mouth source in the top 3 (v5: which picture's mouth interior
+                the sender saw as most like the camera's: 0 lets the receiver choose, i + 1 names the
+                picture of identity index i). Bits the payload had no room for, taken from a clock that
+                wrapped every 49.7 days, then 6.2.
     payload     bit-packed pose (rotvec, tx, ty, log scale), K code coefficients, then the gaze (2 x 5 bits,
                 iris offset over eye width relative to the still's) and the lip gap's correction (3 bits,
                 iris distances the lips part beyond the code's; it fills bits the byte had spare, so a
@@ -24,7 +27,7 @@ capture time of its first frame):
                 quantised field since the frame before, zigzag-mapped and Exp-Golomb coded (order k, the
                 one of 0..3 that makes the bundle smallest): a still field costs one bit
 Every frame of a bundle has a face and the same flags; a lost bundle loses only its own frames. A bundle's
-header holds one mouth source, its last frame's, for all its frames.
+header holds one mouth source and one interior code, its last frame's, for all its frames.
 
 Decoding never raises anything but a WireError subclass, whatever the bytes.
 """
@@ -39,20 +42,24 @@ from itertools import pairwise
 import numpy as np
 
 from .face.basis import ExpressionBasis
-from .face.code import expression_parts, join_expression
+from .face.code import MouthCue, expression_parts, join_expression
 from .face.pose import Pose
 from .face.still import LANDMARK_STEP
 
-VERSION = 6              # 2: gaze after the code, reference stills; 3: bundles; 4: the lip correction;
-                         # 5: the mouth source; 6: the identity message's landmarks as int16
+VERSION = 7              # 2: gaze after the code, reference stills; 3: bundles; 4: the lip correction;
+                         # 5: the mouth source; 6: the identity message's landmarks as int16; 7: the
+                         # interior code
 HEADER = struct.Struct("<BHHI")
 CRC_BYTES = 2
 OVERHEAD = HEADER.size + CRC_BYTES
 MAX_PACKET = 256
-CAPTURE_BITS = 29        # of the header's 32-bit time field; the mouth source has the rest
+CAPTURE_BITS = 21        # of the header's 32-bit time field; the interior code and the mouth source have the rest
 CAPTURE_WRAP = 1 << CAPTURE_BITS
 CAPTURE_MASK = CAPTURE_WRAP - 1
-MOUTH_BITS = 32 - CAPTURE_BITS
+INTERIOR_BITS = 8
+MAX_INTERIOR = (1 << INTERIOR_BITS) - 1   # face/interior_code.CODES - 1
+MOUTH_SHIFT = CAPTURE_BITS + INTERIOR_BITS
+MOUTH_BITS = 32 - MOUTH_SHIFT
 MAX_MOUTH = (1 << MOUTH_BITS) - 1   # mouth sources 1..7 name identity indices 0..6
 
 FLAG_NO_FACE = 0x1       # the sender sees no face: hold, then ease back to the still
@@ -105,15 +112,17 @@ class FrameFeatures:
     gaze: np.ndarray | None = None      # (2,) relative to the still's; None means the still's own
     lips: float = 0.0                   # how much further the lips part than the code makes them (iris distances)
     mouth: int = 0                      # the mouth source (0: the receiver's choice; i + 1: identity index i)
+    interior: int = 0                   # the interior code (face/interior_code.py; 0: none)
 
     @classmethod
     def carrying(cls, seq: int, capture_ms: int, pose: Pose, expression: np.ndarray, k: int, flags: int = 0
                  ) -> "FrameFeatures":
-        """A frame with a face whose `expression` (K code coefficients, then the gaze, the lip correction
-        and the mouth source: FaceCoder.expression) is split into the fields that travel: `expression`'s
-        inverse."""
-        code, gaze_delta, lips, mouth = expression_parts(expression, k)
-        return cls(seq, capture_ms, pose, code, flags, gaze_delta, lips, min(mouth, MAX_MOUTH))
+        """A frame with a face whose `expression` (K code coefficients, then the gaze, the lip correction,
+        the mouth source and the interior code: FaceCoder.expression) is split into the fields that
+        travel: `expression`'s inverse."""
+        code, gaze_delta, lips, cue = expression_parts(expression, k)
+        return cls(seq, capture_ms, pose, code, flags, gaze_delta, lips, min(cue.source, MAX_MOUTH),
+                   min(cue.interior, MAX_INTERIOR))
 
     @property
     def has_face(self) -> bool:
@@ -121,19 +130,28 @@ class FrameFeatures:
 
     @property
     def expression(self) -> np.ndarray | None:
-        """The code followed by the gaze, the lip correction and the mouth source (K + 4; every decoded
-        packet has them), what the playout timeline interpolates (all but the mouth source, which it takes
-        from the nearer packet); the code alone when no gaze is set."""
+        """The code followed by the gaze, the lip correction, the mouth source and the interior code (K + 5;
+        every decoded packet has them), what the playout timeline interpolates (all but the last two,
+        which it takes from the nearer packet); the code alone when no gaze is set."""
         if self.code is None or self.gaze is None:
             return self.code
-        return join_expression(self.code, self.gaze, self.lips, self.mouth)
+        return join_expression(self.code, self.gaze, self.lips, MouthCue(self.mouth, self.interior))
 
 
-def _time_field(capture_ms: int, mouth: int) -> int:
-    """The header's 32-bit time field: the capture time's low CAPTURE_BITS, the mouth source above."""
+def _time_field(capture_ms: int, frame: FrameFeatures | None) -> int:
+    """The header's 32-bit time field: the capture time's low CAPTURE_BITS, the interior code and the mouth
+    source of `frame` above (none for None)."""
+    mouth, interior = (frame.mouth, frame.interior) if frame is not None else (0, 0)
     if not 0 <= mouth <= MAX_MOUTH:
         raise ValueError(f"mouth source {mouth} is not 0..{MAX_MOUTH}")
-    return (capture_ms & CAPTURE_MASK) | (mouth << CAPTURE_BITS)
+    if not 0 <= interior <= MAX_INTERIOR:
+        raise ValueError(f"interior code {interior} is not 0..{MAX_INTERIOR}")
+    return (capture_ms & CAPTURE_MASK) | (interior << CAPTURE_BITS) | (mouth << MOUTH_SHIFT)
+
+
+def _time_parts(field: int) -> tuple[int, MouthCue]:
+    """_time_field's inverse: (capture time, the mouth cue)."""
+    return field & CAPTURE_MASK, MouthCue(field >> MOUTH_SHIFT, (field >> CAPTURE_BITS) & MAX_INTERIOR)
 
 
 def _quantise(values, lo, hi, bits):
@@ -245,7 +263,7 @@ class Codec:
         if frame.pose is None or frame.code is None:
             flags |= FLAG_NO_FACE
         body = HEADER.pack((VERSION << 4) | flags, self.tag, frame.seq & 0xFFFF,
-                           _time_field(frame.capture_ms, 0 if flags & FLAG_NO_FACE else frame.mouth))
+                           _time_field(frame.capture_ms, None if flags & FLAG_NO_FACE else frame))
         if not flags & FLAG_NO_FACE:
             body += _pack_bits(self._quantised(frame), self.bits)
         return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(CRC_BYTES, "little")
@@ -287,16 +305,18 @@ class Codec:
             bits.exp_golomb(int(u), k)
         gaps = bytes((b.capture_ms - a.capture_ms) & 0xFF for a, b in pairwise(frames))
         body = (HEADER.pack((VERSION << 4) | flags, self.tag, first.seq & 0xFFFF,
-                            _time_field(first.capture_ms, frames[-1].mouth))
+                            _time_field(first.capture_ms, frames[-1]))
                 + bytes([len(frames) | (k << 4)]) + gaps + bits.to_bytes())
         if len(body) + CRC_BYTES > MAX_PACKET:
             raise ValueError(f"bundle of {len(frames)} frames takes {len(body) + CRC_BYTES} bytes")
         return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(CRC_BYTES, "little")
 
-    def _frame(self, seq: int, capture_ms: int, flags: int, q: np.ndarray, mouth: int) -> FrameFeatures:
+    def _frame(self, seq: int, capture_ms: int, flags: int, q: np.ndarray, cue: MouthCue) -> FrameFeatures:
         values = _dequantise(q, self.lo, self.hi, self.bits)
         pose = Pose(values[:3].copy(), np.array([values[3], values[4], 0.0]), float(np.exp(values[5])))
-        return FrameFeatures.carrying(seq, capture_ms, pose, np.append(values[6:], mouth), self.basis.k, flags)
+        return FrameFeatures(seq, capture_ms, pose, values[6:6 + self.basis.k].copy(), flags,
+                             values[6 + self.basis.k:8 + self.basis.k].copy(), float(values[-1]), cue.source,
+                             cue.interior)
 
     def decode_all(self, packet: bytes) -> list[FrameFeatures]:
         """Every frame one packet carries, oldest first: one, or a bundle's. Raises only WireError."""
@@ -305,7 +325,7 @@ class Codec:
             return [self.decode(packet)]
         packet = bytes(packet)
         _, _, seq, field = HEADER.unpack_from(packet)
-        capture_ms, mouth = field & CAPTURE_MASK, field >> CAPTURE_BITS
+        capture_ms, cue = _time_parts(field)
         flags = (first_byte & 0xF) & ~FLAG_BUNDLE
         if flags & FLAG_NO_FACE:
             raise CorruptPacket("a bundle of frames without a face")
@@ -332,7 +352,7 @@ class Codec:
         for i in range(n):
             if i:
                 when = (when + gaps[i - 1]) & CAPTURE_MASK
-            frames.append(self._frame((seq + i) & 0xFFFF, when, flags, q[i], mouth))
+            frames.append(self._frame((seq + i) & 0xFFFF, when, flags, q[i], cue))
         return frames
 
     def _checked(self, packet) -> bytes:
@@ -363,21 +383,21 @@ class Codec:
         """A packet of one frame (a bundle needs decode_all)."""
         packet = self._checked(packet)
         first, _, seq, field = HEADER.unpack_from(packet)
-        capture_ms, mouth = field & CAPTURE_MASK, field >> CAPTURE_BITS
+        capture_ms, cue = _time_parts(field)
         flags = first & 0xF
         if flags & FLAG_BUNDLE:
             raise CorruptPacket("a bundle of frames where one frame was expected")
         payload = packet[HEADER.size:-CRC_BYTES]
         if flags & FLAG_NO_FACE:
-            if payload or mouth:
-                raise CorruptPacket("no-face packet carries a payload or a mouth source")
+            if payload or cue.source or cue.interior:
+                raise CorruptPacket("no-face packet carries a payload, a mouth source or an interior code")
             return FrameFeatures(seq, capture_ms, flags=flags)
         if len(payload) != self.payload_bytes:
             raise TruncatedPacket(f"payload of {len(payload)} bytes, expected {self.payload_bytes}")
         q = _unpack_bits(payload, self.bits)
         if np.any(q > (1 << self.bits) - 1):
             raise CorruptPacket("field out of range")
-        return self._frame(seq, capture_ms, flags, q, mouth)
+        return self._frame(seq, capture_ms, flags, q, cue)
 
     def roundtrip(self, frame: FrameFeatures) -> FrameFeatures:
         return self.decode(self.encode(frame))

@@ -28,7 +28,7 @@ def mouth_frame(renderer: WarpRenderer, net, run, state) -> np.ndarray:
     generator `net` (run as `run`) with the references `renderer` holds."""
     pose, code = state
     target = renderer.target_landmarks(pose, code)
-    base, composed = renderer.layers(target, renderer.coder.mouth_source(code))
+    base, composed = renderer.layers(target, renderer.coder.mouth_cue(code))
     patch = MouthPatch.at(target, base.shape[0])
     return mouth_repaired(run, net.code_dim, composed, patch.cut(base), patch, target, code, pose,
                           references_present(renderer.blender.references))
@@ -88,7 +88,7 @@ class GeneratorRenderer(WarpRenderer):
         pose, code = state
         target = self.target_landmarks(pose, code)
         maps = self.warper.maps(target)
-        composed = self.blender.compose(remap(self.plain, maps), target, self.coder.mouth_source(code))
+        composed = self.blender.compose(remap(self.plain, maps), target, self.coder.mouth_cue(code))
         out = keep_blink(self.repair(composed, target, code, pose), composed,
                          self.blender.closing_eyes(target, composed.shape[0]))
         if not carry:

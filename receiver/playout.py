@@ -3,7 +3,8 @@
 Between two packets it interpolates; past the newest one it extrapolates along the last two for a short
 while (a late or lost packet), then holds; when the sender reports no face, or nothing arrives for long,
 it holds a moment, then eases back to the still's own pose and a neutral (zero) code. The expression's
-mouth source (its last element, a choice of picture) is never blended: a frame takes the nearer packet's.
+mouth cue (its last two elements: a choice of picture, an entry of the interior codebook) is never blended:
+a frame takes the nearer packet's.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import bisect
 
 import numpy as np
 
-from callsynth.face.code import MOUTH_SOURCE
+from callsynth.face.code import CUE
 from callsynth.face.pose import Pose, interpolate_pose
 from callsynth.wire import FrameFeatures
 
@@ -48,7 +49,7 @@ class FeatureTimeline:
 
     def at(self, t_ms: float) -> tuple[Pose, np.ndarray] | None:
         """(pose, expression) for display time t_ms, or None before any packet with a face. The
-        expression is the code followed by the gaze, the lip correction and the mouth source
+        expression is the code followed by the gaze, the lip correction and the mouth cue
         (FrameFeatures.expression); `code_size` is its length."""
         i = bisect.bisect_right(self.times, t_ms)
         before = self.items[i - 1] if i else None
@@ -102,10 +103,10 @@ class FeatureTimeline:
 
 
 def _mouth_of(expression: np.ndarray, source: FrameFeatures, rest: bool = False) -> np.ndarray:
-    """`expression` (a blend of packets' expressions) with packet `source`'s mouth source, or none (0) at
-    `rest`: a choice of picture is taken whole (1.5 would name neither). A bare code (no gaze, so no mouth
-    source) is returned as it is."""
+    """`expression` (a blend of packets' expressions) with packet `source`'s mouth cue, or none at `rest`: a
+    choice of picture or of codebook entry is taken whole (1.5 would name neither). A bare code (no gaze, so
+    no cue) is returned as it is."""
     if source.gaze is None or len(expression) != len(source.expression):
         return expression
-    expression[MOUTH_SOURCE] = 0 if rest else source.mouth
+    expression[CUE] = (0, 0) if rest else (source.mouth, source.interior)
     return expression

@@ -9,7 +9,7 @@ import numpy as np
 
 from callsynth.call_options import CALL, MODELS
 from callsynth.face.basis import ExpressionBasis
-from callsynth.face.code import FaceCoder
+from callsynth.face.code import NO_CUE, FaceCoder, MouthCue
 from callsynth.face.pose import Pose
 from callsynth.face.reference_blend import ReferenceBlender
 from callsynth.face.still import Still
@@ -29,15 +29,16 @@ class WarpRenderer:
         """Cache reference still `index` (replacing the one before it); used from the next frame on."""
         self.blender.add(index, still)
 
-    def compose(self, target: np.ndarray, mouth: int = 0) -> np.ndarray:
+    def compose(self, target: np.ndarray, cue: MouthCue = NO_CUE) -> np.ndarray:
         """The still warped to the target landmarks, mouth and eyes from the references (the mouth from
-        the sender's mouth source `mouth`, if it names one held)."""
-        return self.layers(target, mouth)[1]
+        the picture the sender's cue names, if it names one held, and its interior code added)."""
+        return self.blender.compose(self.warper.warp(target), target, cue)
 
-    def layers(self, target: np.ndarray, mouth: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(the still's warp to `target`, the frame composed on it with the references' mouth and eyes)."""
+    def layers(self, target: np.ndarray, cue: MouthCue = NO_CUE) -> tuple[np.ndarray, np.ndarray]:
+        """(the still's warp to `target`, the frame composed on a copy of it with the references' mouth and
+        eyes)."""
         base = self.warper.warp(target)
-        return base, self.blender.compose(base, target, mouth)
+        return base, self.blender.compose(base.copy(), target, cue)
 
     @property
     def rest_pose(self) -> Pose:
@@ -56,7 +57,7 @@ class WarpRenderer:
         if state is None:
             return self.still.image.copy()
         pose, expression = state
-        return self.compose(self.target_landmarks(pose, expression), self.coder.mouth_source(expression))
+        return self.compose(self.target_landmarks(pose, expression), self.coder.mouth_cue(expression))
 
 
 log = logging.getLogger("callsynth.receive")

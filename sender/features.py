@@ -185,11 +185,15 @@ class FeatureEncoder:
             packet, self.bundle = self.codec.encode_bundle(self.bundle), []
         return packet
 
-    def _mouth_source(self, crop: np.ndarray, landmarks: np.ndarray, features: FrameFeatures) -> int:
-        """The picture whose mouth interior is nearest the camera's (MouthChoice), where the receiver draws
-        one at the landmarks of the packet's quantised values."""
+    def _mouth_cue(self, crop: np.ndarray, landmarks: np.ndarray, features: FrameFeatures) -> None:
+        """The mouth cue of a sent frame, in place (MouthChoice): the picture whose mouth interior is nearest
+        the camera's, where the receiver draws one at the landmarks of the packet's quantised values, and
+        the interior code for the receiver's drawing from it."""
         sent = self.codec.roundtrip(features)
-        return self.mouths.choose(crop, landmarks, self.coder.landmarks(sent.pose, sent.expression))
+        target = self.coder.landmarks(sent.pose, sent.expression)
+        if self.mouths.choosing:
+            features.mouth = self.mouths.choose(crop, landmarks, target)
+        features.interior = self.mouths.interior(crop, target, features.mouth)
 
     def skip(self) -> None:
         """A frame left untracked (the sender's tracking stepped down): it keeps its place in the count of
@@ -225,8 +229,8 @@ class FeatureEncoder:
                 pose, expression = self.coder.expression(landmarks)
                 features = FrameFeatures.carrying(self.seq, capture_ms, pose, expression, self.coder.basis.k,
                                                   flags)
-                if self.mouths is not None and self.mouths.choosing:
-                    features.mouth = self._mouth_source(crop, landmarks, features)
+                if self.mouths is not None:
+                    self._mouth_cue(crop, landmarks, features)
             else:
                 features = FrameFeatures(self.seq, capture_ms, flags=flags)
             packet = self._packet_for(features)

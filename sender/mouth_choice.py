@@ -17,15 +17,22 @@ and the receiver's own rule gives the same. In a call a picture counts from the 
 (FeatureEncoder.reference_arrived): a reference takes a second or so to cross a tight link, and named
 before it had arrived, a picture replacing another of its index was drawn as the one before. (`reenact`
 and `eval` deliver a reference on the frame it is sent, so there it counts from then.)
+
+Then the interior code (face/interior_code.py): the sender draws the open mouth as its receiver will, from
+the named picture (ReferenceBlender.drawn_mouth on a mirror of the receiver's pictures), and names the
+codebook entry nearest the real interior's difference from that drawing: one byte a packet.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from callsynth.face.reference_blend import lends_mouth, mouth_weight
+from callsynth.face.crop import CROP_SIZE
+from callsynth.face.interior_code import interior_index, shipped_codebook
+from callsynth.face.reference_blend import ReferenceBlender, lends_mouth, mouth_weight
 from callsynth.face.regions import interior_grid, lip_gap
 from callsynth.face.still import Still
+from callsynth.face.warp import FaceWarper
 from callsynth.wire import MAX_MOUTH
 
 
@@ -36,11 +43,17 @@ class MouthChoice:
 
     def __init__(self, still: Still):
         self.grids: dict[int, np.ndarray] = {}
+        self.codebook = shipped_codebook()
         self.add(0, still)
 
     def add(self, index: int, still: Still) -> None:
         """A picture the receiver holds from now (the still, index 0, or a reference sent), replacing the
-        one of that index. Safe from another thread: the dict is copied, not changed."""
+        one of that index. Safe from another thread: the dict is copied, not changed, and the blender
+        replaced or copied on write (ReferenceBlender.add)."""
+        if index == 0:
+            self.warper, self.blender = FaceWarper(still.image, still.landmarks), ReferenceBlender(still)
+        else:
+            self.blender.add(index, still)
         grids = {i: g for i, g in self.grids.items() if i != index}
         if lends_mouth(lip_gap(still.landmarks)) and 0 <= index < MAX_MOUTH:
             grids[index] = interior_grid(still.image, still.landmarks)
@@ -61,3 +74,9 @@ class MouthChoice:
         seen = interior_grid(real, landmarks)
         index = min(grids, key=lambda i: float(np.abs(grids[i] - seen).mean()))
         return index + 1
+
+    def interior(self, real: np.ndarray, target: np.ndarray, mouth: int) -> int:
+        """The interior code for a frame whose camera crop is `real` and whose packet makes the landmarks
+        `target` with mouth source `mouth`: 0 where the receiver draws the mouth closed."""
+        drawn = self.blender.drawn_mouth(self.warper, target, CROP_SIZE, mouth)
+        return 0 if drawn is None else interior_index(self.codebook, real, drawn, target)

@@ -51,7 +51,7 @@ def test_the_lip_correction_gives_the_lips_the_opening_the_code_misses(basis, st
     lm = box_for_face(res.landmarks).to_crop(res.landmarks)
     pose, expression = coder.expression(lm)
     k = basis.k
-    assert expression.shape == (coder.expression_size,) == (k + 4,)
+    assert expression.shape == (coder.expression_size,) == (k + 5,)
 
     def opening(landmarks):       # pose-free distance between the inner lips' middles (the irises, which
         c = pose.to_canonical(landmarks / CROP_SIZE)          # the gaze moves, left out)

@@ -48,10 +48,10 @@ def test_an_untrained_generator_returns_the_composed_patch(still):
 
 
 def test_the_shipped_mouth_generator_loads_and_a_wrong_file_is_refused(basis, tmp_path):
-    from callsynth.face.code import BESIDE
+    from callsynth.model.mouth_generator import READS
 
     net = load_mouth_generator(None, basis)
-    assert net.code_dim == basis.k + BESIDE     # the code, the gaze, the lip correction, the mouth source
+    assert net.code_dim == basis.k + READS      # the code, the gaze, the lip correction, the mouth source
     bad = tmp_path / "bad.pt"
     torch.save({"format": 99}, bad)
     with pytest.raises(GeneratorModelError, match="format 99"):
@@ -102,19 +102,19 @@ def test_train_mouth_makes_samples_by_the_calls_path_and_writes_a_loadable_model
     written in the format receivers load."""
     from dataclasses import replace
 
-    from callsynth.face.code import BESIDE
+    from callsynth.model.mouth_generator import READS
     from callsynth.train.mouth_pairs import build_mouth_pairs
     from callsynth.train.mouth_train import MouthTrainOptions, train_mouth
 
     monkeypatch.setenv("CALLSYNTH_CACHE", str(tmp_path / "cache"))
     samples = build_mouth_pairs([data / "video/styletalk/Obama_clip1.mp4"], basis, max_frames=80, every=2, workers=1)
     assert samples["composed"].shape[1:] == (PATCH_H, PATCH_W, 3) == samples["truth"].shape[1:]
-    assert len(samples["truth"]) >= 20 and samples["code"].shape[1] == basis.k + BESIDE   # code, gaze, lips
+    assert len(samples["truth"]) >= 20 and samples["code"].shape[1] == basis.k + READS    # code, gaze, lips
     assert (samples["composed"] != samples["plain"]).any() or not samples["present"].any()
     options = replace(MouthTrainOptions(), steps=60, val_every=20, batch=16, open_share=0.0)
     path = train_mouth(samples, samples, basis, options, tmp_path / "run", log=lambda line: None)
     net = load_mouth_generator(path, basis)
-    assert net.code_dim == basis.k + BESIDE
+    assert net.code_dim == basis.k + READS
     again = build_mouth_pairs([data / "video/styletalk/Obama_clip1.mp4"], basis, max_frames=80, every=2, workers=1)
     assert np.array_equal(again["truth"], samples["truth"])          # from the cache
 

@@ -192,3 +192,20 @@ def test_under_the_generator_every_frame_has_the_mouth_generator_s_mouth_as_in_a
     assert renderer.still_repairs == 1
     assert np.array_equal(frame, mouth_frame(renderer, *renderer.mouth, state))
     assert np.abs(frame.astype(int) - renderer.render(state, False)).mean() > 0.01    # the mouth repaired
+
+
+def test_layers_gives_the_mouth_generator_the_still_s_own_warp_beside_the_composed_frame(basis, still):
+    """The mouth generator is trained on two attribute pictures, the composed frame and the still warped
+    alone (train/mouth_pairs.py); a call must hand it the same two. `layers` composed on the warp in place,
+    so the 'still alone' it gave was the composed frame itself (session 32)."""
+    from callsynth.face.regions import OPEN_MOUTH, lip_gap
+    from receiver.renderer import WarpRenderer
+
+    renderer = WarpRenderer(basis, still)
+    rng = np.random.default_rng(5)
+    codes = rng.normal(0, 0.6, (200, basis.k))
+    target = max((renderer.target_landmarks(renderer.rest_pose, c) for c in codes), key=lip_gap)
+    assert lip_gap(target) >= OPEN_MOUTH
+    base, composed = renderer.layers(target)
+    assert np.array_equal(base, renderer.warper.warp(target))
+    assert np.array_equal(composed, renderer.compose(target)) and (composed != base).any()

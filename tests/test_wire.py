@@ -194,33 +194,41 @@ def test_a_bundle_carries_every_frame_as_its_own_packet_would(basis, codec):
         codec.decode(packet)
 
 
-def test_the_mouth_source_rides_above_a_29_bit_capture_time(basis, codec):
-    """v5: the sender's mouth source (0..7) takes the top 3 bits of the header's time field, so a packet
-    is no longer than before; a bundle carries its last frame's for all its frames; a no-face packet with
-    one is forged; a source past 3 bits is refused at the sender."""
+def test_the_mouth_cue_rides_above_a_21_bit_capture_time(basis, codec):
+    """v5, v7: the sender's mouth source (0..7) takes the top 3 bits of the header's time field and the
+    interior code (0..255) the 8 below them, so a packet is no longer than before; a bundle carries its last
+    frame's for all its frames; a no-face packet with either is forged; values past their bits are refused
+    at the sender."""
     import binascii
 
-    from callsynth.wire import FLAG_NO_FACE, HEADER, VERSION, CorruptPacket
+    from callsynth.wire import CAPTURE_BITS, FLAG_NO_FACE, HEADER, MAX_INTERIOR, VERSION, CorruptPacket
 
+    assert CAPTURE_BITS == 21 and MAX_INTERIOR == 255 and codec.packet_bytes == 33
     f = sample_features(basis, np.random.default_rng(3))
     f.capture_ms = CAPTURE_WRAP - 1
-    for mouth in range(MAX_MOUTH + 1):
-        f.mouth = mouth
+    for mouth, interior in [(m, i) for m in range(MAX_MOUTH + 1) for i in (0, 1, 77, MAX_INTERIOR)]:
+        f.mouth, f.interior = mouth, interior
         packet = codec.encode(f)
         got = codec.decode(packet)
-        assert len(packet) == codec.packet_bytes and (got.mouth, got.capture_ms) == (mouth, CAPTURE_WRAP - 1)
-        assert got.expression[-1] == mouth and FrameFeatures.carrying(
-            0, 0, got.pose, got.expression, basis.k).mouth == mouth
+        assert len(packet) == codec.packet_bytes
+        assert (got.mouth, got.interior, got.capture_ms) == (mouth, interior, CAPTURE_WRAP - 1)
+        assert list(got.expression[-2:]) == [mouth, interior]
+        again = FrameFeatures.carrying(0, 0, got.pose, got.expression, basis.k)
+        assert (again.mouth, again.interior) == (mouth, interior)
     f.mouth = MAX_MOUTH + 1
     with pytest.raises(ValueError, match="mouth source"):
         codec.encode(f)
+    f.mouth, f.interior = 0, MAX_INTERIOR + 1
+    with pytest.raises(ValueError, match="interior code"):
+        codec.encode(f)
     frames = drifting_frames(basis, 3)
     for i, frame in enumerate(frames):
-        frame.mouth = i + 1
-    assert [g.mouth for g in codec.decode_all(codec.encode_bundle(frames))] == [3, 3, 3]
-    body = HEADER.pack((VERSION << 4) | FLAG_NO_FACE, codec.tag, 1, (2 << 29) | 100)
-    with pytest.raises(CorruptPacket, match="mouth source"):
-        codec.decode(body + binascii.crc_hqx(body, 0xFFFF).to_bytes(2, "little"))
+        frame.mouth, frame.interior = i + 1, 10 * (i + 1)
+    assert [(g.mouth, g.interior) for g in codec.decode_all(codec.encode_bundle(frames))] == [(3, 30)] * 3
+    for forged in (2 << 29, 5 << 21):        # a mouth source, an interior code
+        body = HEADER.pack((VERSION << 4) | FLAG_NO_FACE, codec.tag, 1, forged | 100)
+        with pytest.raises(CorruptPacket, match="mouth source|interior code"):
+            codec.decode(body + binascii.crc_hqx(body, 0xFFFF).to_bytes(2, "little"))
 
 
 def test_frames_that_cannot_share_a_bundle_are_refused(basis, codec):

@@ -8,13 +8,17 @@ gaze travels beside them: two numbers, the iris offset over eye width relative t
 miss part of how far the lips part, by a share that depends on the face (a third of it too small on one
 caller, a fifth too large on another: the basis's average mouth opens unlike theirs), so the lip gap's
 correction travels beside them as well: one number, what the code's lips lack, in iris distances. Last
-comes the mouth source: which picture's mouth interior looked most like the camera's (a discrete choice the
-sender makes, sender/mouth_choice.py; 0 here, where nothing is compared). An "expression" is the code
-followed by the gaze, the lip correction and the mouth source (K + 4); `landmarks` takes the code alone,
-the code and gaze (K + 2), or more (the mouth source plays no part in landmarks).
+comes the mouth cue: which picture's mouth interior looked most like the camera's (the mouth source, a
+discrete choice the sender makes, sender/mouth_choice.py) and how the real interior differs from the one
+the receiver draws (the interior code, face/interior_code.py); both 0 here, where nothing is compared. An
+"expression" is the code followed by the gaze, the lip correction, the mouth source and the interior code
+(K + 5); `landmarks` takes the code alone, the code and gaze (K + 2), or more (the mouth cue plays no part
+in landmarks).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,23 +27,38 @@ from .crop import CROP_SIZE
 from .pose import Pose, estimate_pose
 from .regions import GAZE_DIMS, gaze, lip_gap, open_lips, with_gaze
 
-BESIDE = GAZE_DIMS + 2     # what travels beside the code: the gaze, the lip gap's correction, the mouth source
-MOUTH_SOURCE = -1          # the mouth source's place in an expression (its last element)
+BESIDE = GAZE_DIMS + 3     # what travels beside the code: the gaze, the lip gap's correction, the mouth cue (2)
+CUE = slice(-2, None)      # the mouth cue's place in an expression (its last two elements)
 
 
-def join_expression(code: np.ndarray, gaze_delta: np.ndarray, lips: float, mouth: int) -> np.ndarray:
-    """An expression: the K code coefficients, then the gaze, the lip correction and the mouth source."""
-    return np.concatenate([code, gaze_delta, [lips, mouth]])
+@dataclass(frozen=True)
+class MouthCue:
+    """What the sender says of a mouth beyond its shape (discrete: a blend of two packets takes one whole):
+    the picture to draw an open mouth's interior from (`source`: 0 the receiver's choice, i + 1 identity
+    index i) and the interior code (`interior`: face/interior_code.py, 0 none)."""
+    source: int = 0
+    interior: int = 0
 
 
-def expression_parts(expression: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray | None, float, int]:
-    """(code, gaze, lip correction, mouth source) of an expression (join_expression's inverse; the one
-    place its layout is read): a shorter one has no gaze (None), no correction (0) and names no source (0)."""
+NO_CUE = MouthCue()
+
+
+def join_expression(code: np.ndarray, gaze_delta: np.ndarray, lips: float, cue: MouthCue = NO_CUE) -> np.ndarray:
+    """An expression: the K code coefficients, then the gaze, the lip correction and the mouth cue."""
+    return np.concatenate([code, gaze_delta, [lips, cue.source, cue.interior]])
+
+
+def expression_parts(expression: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray | None, float, MouthCue]:
+    """(code, gaze, lip correction, mouth cue) of an expression (join_expression's inverse; the one place
+    its layout is read): a shorter one has no gaze (None), no correction (0) and no cue (NO_CUE)."""
     expression = np.asarray(expression, dtype=np.float64)
     gaze_delta = expression[k:k + GAZE_DIMS].copy() if len(expression) >= k + GAZE_DIMS else None
     lips = float(expression[k + GAZE_DIMS]) if len(expression) > k + GAZE_DIMS else 0.0
-    mouth = max(0, int(round(float(expression[k + GAZE_DIMS + 1])))) if len(expression) > k + GAZE_DIMS + 1 else 0
-    return expression[:k].copy(), gaze_delta, lips, mouth
+    cue = NO_CUE
+    if len(expression) >= k + BESIDE:
+        source, interior = (max(0, int(round(float(v)))) for v in expression[k + GAZE_DIMS + 1:k + BESIDE])
+        cue = MouthCue(source, interior)
+    return expression[:k].copy(), gaze_delta, lips, cue
 
 
 class FaceCoder:
@@ -76,16 +95,16 @@ class FaceCoder:
         return gaze(landmarks) - self.still_gaze
 
     def expression(self, landmarks: np.ndarray) -> tuple[Pose, np.ndarray]:
-        """(pose, code followed by the gaze delta, the lip correction and the mouth source, 0: the receiver's
+        """(pose, code followed by the gaze delta, the lip correction and the mouth cue, none: the receiver's
         choice) of crop-pixel landmarks. The correction: how much further (iris distances; negative: less
         far) the frame's lips are parted than those the code makes, both pose-free (seen from the front)."""
         pose, canonical = self.pose_free(landmarks)
         code = self._code(canonical)
         lips = lip_gap(canonical) - lip_gap(self.still_canonical + self.basis.expand(code))
-        return pose, join_expression(code, self.gaze_delta(landmarks), lips, 0)
+        return pose, join_expression(code, self.gaze_delta(landmarks), lips)
 
-    def mouth_source(self, expression: np.ndarray) -> int:
-        """The mouth source an expression carries (wire.FrameFeatures.mouth); 0 (none named) for a bare
+    def mouth_cue(self, expression: np.ndarray) -> MouthCue:
+        """The mouth cue an expression carries (wire.FrameFeatures.mouth and .interior); NO_CUE for a bare
         code or a shorter expression."""
         return expression_parts(expression, self.basis.k)[3]
 

@@ -9,7 +9,9 @@ blended in where it matches the target better, with analytic weights:
   lip line), fully once the mouth is open, from the source (a reference or the still) the sender named:
   it sees the real mouth, compares each source's interior with it and names the nearest
   (sender/mouth_choice.py); where it named none, or one not held here, from the source whose lip gap is
-  nearest the target's, visible teeth counting in its favour;
+  nearest the target's, visible teeth counting in its favour; then the sender's interior code adds how
+  the real interior differs from that drawing (face/interior_code.py), since the sender draws it too
+  (`drawn_mouth`);
 - eyes: around each eye, from the reference with the eye most closed, coming in as the target's eye
   closes below EYE_START of its usual openness and fully from CLOSED_SHARE down. Usual: the median of the
   frames of the last half minute (within 0.7-1.5x the still's), the still's own until a second has been
@@ -30,6 +32,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .code import NO_CUE, MouthCue
+from .interior_code import paint
 from .regions import (EYE_OUTLINES, INNER_LIPS, IRISES, OPEN_MOUTH, eye_openness, lip_gap, polygon_mask,
                       teeth_share)
 from .still import Still
@@ -266,9 +270,15 @@ def eyes_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 
 def mouth_weight(target: np.ndarray) -> float:
-    """How much of a mouth open at `target` is drawn from another picture: 0 while it is closed (under 0.6
-    of the open-mouth gap), all of it from MOUTH_FULL."""
-    return float(np.clip((lip_gap(target) - OPEN_MOUTH * 0.6) / (MOUTH_FULL - OPEN_MOUTH * 0.6), 0, 1))
+    """How much of a mouth open at `target` is drawn from another picture (gap_weight of its lip gap)."""
+    return gap_weight(lip_gap(target))
+
+
+def gap_weight(gap) -> np.ndarray | float:
+    """How much of a mouth of lip gap `gap` (a float or an array) is drawn from another picture: 0 while it
+    is closed (under 0.6 of the open-mouth gap), all of it from MOUTH_FULL."""
+    weight = np.clip((np.asarray(gap, np.float64) - OPEN_MOUTH * 0.6) / (MOUTH_FULL - OPEN_MOUTH * 0.6), 0, 1)
+    return float(weight) if weight.ndim == 0 else weight
 
 
 def lends_mouth(gap: float) -> bool:
@@ -337,15 +347,29 @@ class ReferenceBlender:
         self.references = {**self.references, index: ref}
         return ref
 
-    def compose(self, base: np.ndarray, target: np.ndarray, mouth: int = 0) -> np.ndarray:
+    def compose(self, base: np.ndarray, target: np.ndarray, cue: MouthCue = NO_CUE) -> np.ndarray:
         """`base`: the still warped to `target` (crop-pixel landmarks), a frame of its own: the mouth
-        and eyes are blended into it in place, and it is returned. `mouth`: the sender's mouth source
-        (wire.FrameFeatures.mouth; 0: choose here)."""
+        and eyes are blended into it in place, and it is returned. `cue`: the sender's mouth source (none
+        named: choose here) and interior code."""
         self._note_openness(target)
         for eye in range(2):
             self._eye(base, target, eye)
-        self._mouth(base, target, mouth)
+        if self._mouth(base, target, cue.source):
+            paint(base, target, cue.interior)
         return base
+
+    def drawn_mouth(self, warper: FaceWarper, target: np.ndarray, size: int, mouth: int = 0) -> np.ndarray | None:
+        """What `compose` draws of an open mouth at `target` before its interior code, for a sender that
+        mirrors its receiver's pictures: a size x size frame holding the mouth's area only (`warper`: the
+        still's), or None where the mouth is drawn closed (no code to send)."""
+        area = mouth_area(target, size)
+        if area is None:
+            return None
+        x0, y0, x1, y1 = area[0]
+        out = np.zeros((size, size, 3), np.uint8)
+        out[y0:y1, x0:x1] = warper.warp(target, area[0])
+        self._mouth(out, target, mouth, count=False)
+        return out
 
     # --- mouth ----------------------------------------------------------------------------------------
 
@@ -366,22 +390,25 @@ class ReferenceBlender:
                 return source
         return NOT_NAMED
 
-    def _mouth(self, out: np.ndarray, target: np.ndarray, mouth: int = 0) -> None:
+    def _mouth(self, out: np.ndarray, target: np.ndarray, mouth: int = 0, count: bool = True) -> bool:
+        """Draw an open mouth's interior (`count`: in mouth_choices); whether the mouth is drawn open."""
         area = mouth_area(target, out.shape[0])
         if area is None:
-            return
+            return False
         gap = lip_gap(target)
         sources = self.mouth_sources()
         if not sources:
             if gap >= DARK_MOUTH:
                 draw_mouth(out, target, None, area)   # nothing shows this mouth open yet: darker
-            return
+            return True
         ref = self.named_source(mouth, sources)
-        self.mouth_choices["own" if ref is NOT_NAMED else "named"] += 1
+        if count:
+            self.mouth_choices["own" if ref is NOT_NAMED else "named"] += 1
         if ref is NOT_NAMED:
             ref = min(sources, key=lambda source: self._mouth_mismatch(source, target, gap))
         if ref is not None:
             draw_mouth(out, target, ref.warper, area)
+        return True
 
     def _mouth_mismatch(self, ref: Reference | None, target: np.ndarray, gap: float) -> float:
         """How unlike the target's mouth a source's is (None: the still)."""

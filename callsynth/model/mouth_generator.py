@@ -30,12 +30,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..face.code import BESIDE
 from ..face.regions import OPEN_MOUTH, TEETH_S, TEETH_V
 from .generator import Generator
 from .repairer import POSE_DIM
 
 MOUTH_SOURCES = (1, 3)          # reference stills that lend a mouth: wide open (1), teeth showing (3)
 IN_CHANNELS = 3 + 3 + 1
+READS = BESIDE - 1              # what the network reads beside the code: the gaze, the lip correction and the
+                                # mouth source; not the interior code, which it sees drawn in the composed patch
 REACH = 4                       # patch pixels the repair reaches past the inner lips (the lips themselves)
 
 

@@ -1,8 +1,8 @@
 """Training samples for the mouth generator, made by the call's own path: for a clip, the still is its
 first frame; the sender's encoder tracks each frame, sends its code and picks reference stills as they
 happen; the receiver's warp and reference blend compose the frame from what has arrived (a reference is
-used from the frame after it was sent). Each sample is the mouth patch of that composed frame and of the
-still warped alone, the target's inner-lip mask, which mouth references had arrived, the code and pose,
+used from the frame after it was sent). Each sample is the mouth patch of that composed frame (before its
+interior code, `drawn`, what the interior codebook is fitted on, and with it) and of the still warped alone, the target's inner-lip mask, which mouth references had arrived, the code and pose,
 and the real frame's patch as ground truth. Cached on disk, outside the repository."""
 
 from __future__ import annotations
@@ -12,25 +12,27 @@ from pathlib import Path
 import numpy as np
 
 from ..face.basis import ExpressionBasis, load_basis
-from ..face.code import FaceCoder
+from ..face.code import FaceCoder, MouthCue
 from ..face.crop import CROP_SIZE
+from ..face.interior_code import paint, shipped_codebook
 from ..face.mouth_patch import MouthPatch
 from ..face.reference_blend import ReferenceBlender
 from ..face.still import NoFaceError, prepare_still
 from ..face.warp import FaceWarper
 from ..media import MediaError, iter_frames, video_info
-from ..model.mouth_generator import references_present
+from ..model.mouth_generator import READS, references_present
 from ..model.runtime import pose_vector
 from ..split import training_files
 from ..tool_options import TOOLS
 from ..wire import Codec, WireError, decode_identity
 from .sample_cache import cache_path, load_cached, run_jobs, save_cached
 
-MOUTH_PAIRS_FORMAT = 6      # 3: the code is followed by the gaze and the lip correction (K + 3); 4: the smile
+MOUTH_PAIRS_FORMAT = 7      # 3: the code is followed by the gaze and the lip correction (K + 3); 4: the smile
                             # reference shows the caller's usual teeth (sender/reference_pick.py); 5: and the
                             # mouth source the sender names (K + 4, sender/mouth_choice.py); 6: the lips
-                            # filtered less (tracker.LIP_BETA), stills' landmarks on the wire's grid
-KEYS = ("composed", "plain", "present", "inner", "truth", "code", "pose", "gap", "clip")
+                            # filtered less (tracker.LIP_BETA), stills' landmarks on the wire's grid; 7: the
+                            # interior code (drawn: before it; the network reads the expression without it)
+KEYS = ("composed", "drawn", "plain", "present", "inner", "truth", "code", "pose", "gap", "clip")
 
 
 def mouth_samples(path: Path, basis: ExpressionBasis, max_frames: int, every: int) -> dict:
@@ -56,12 +58,15 @@ def mouth_samples(path: Path, basis: ExpressionBasis, max_frames: int, every: in
                 base = warper.warp(target)
                 patch = MouthPatch.at(target, CROP_SIZE)
                 out["plain"].append(patch.cut(base))
-                composed = blender.compose(base, target, coder.mouth_source(expression))
+                cue = coder.mouth_cue(expression)
+                composed = blender.compose(base, target, MouthCue(cue.source))
+                out["drawn"].append(patch.cut(composed))
+                paint(composed, target, cue.interior)
                 out["present"].append(references_present(blender.references))
                 out["composed"].append(patch.cut(composed))
                 out["inner"].append((patch.mask(target) * 255).astype(np.uint8))
                 out["truth"].append(patch.cut(sent.crop))
-                out["code"].append(expression.astype(np.float32))
+                out["code"].append(expression[:basis.k + READS].astype(np.float32))
                 out["pose"].append(pose_vector(features.pose))
                 out["gap"].append(np.float32(lip_gap(target)))
             for message in sent.references:
@@ -96,7 +101,8 @@ def choose_clips(grid_s1: int, seed: int) -> list[Path]:
 def build_mouth_pairs(clips: list[Path], basis: ExpressionBasis, max_frames: int, every: int,
                       workers: int = TOOLS.workers) -> dict:
     """All clips' samples as stacked arrays (`clip`: each sample's clip index, `names` the clips)."""
-    cache = cache_path("mouth", [MOUTH_PAIRS_FORMAT, basis.name, max_frames, every, [str(c) for c in clips]])
+    cache = cache_path("mouth", [MOUTH_PAIRS_FORMAT, basis.name, shipped_codebook().tag, max_frames, every,
+                                 [str(c) for c in clips]])
     arrays = load_cached(cache)
     if arrays is not None:
         print(f"mouth samples: {len(arrays['truth'])} of {len(arrays['names'])} clips, from {cache}")

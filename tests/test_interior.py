@@ -1,0 +1,121 @@
+"""The interior code (callsynth/face/interior_code.py): one byte a packet that says how the real mouth's
+interior differs from the receiver's drawing of it."""
+
+import numpy as np
+import pytest
+
+from callsynth.face.basis import load_basis
+from callsynth.face.code import MouthCue
+from callsynth.face.interior_code import (
+    CODES,
+    InteriorCodebook,
+    InteriorCodeError,
+    paint,
+    region,
+    shipped_codebook,
+)
+from callsynth.face.mouth_patch import PATCH_H, PATCH_W, MouthPatch
+from callsynth.face.regions import INNER_LIPS, polygon_mask
+from callsynth.face.still import prepare_still
+from callsynth.media import iter_frames, video_info
+from callsynth.wire import Codec, WireError, decode_identity
+from receiver.renderer import WarpRenderer
+from sender.features import FeatureEncoder
+
+
+@pytest.fixture(scope="module")
+def basis():
+    return load_basis(None)
+
+
+def test_the_shipped_codebook_loads_and_a_wrong_file_is_refused(tmp_path):
+    book = shipped_codebook()
+    assert book.entries.shape == (CODES, PATCH_H, PATCH_W) and not book.entries[0].any()
+    assert np.abs(book.entries[1:]).max(axis=(1, 2)).min() > 0          # every fitted entry says something
+    text = tmp_path / "notes.npz"
+    text.write_text("not a codebook")
+    wrong_shape = tmp_path / "small.npz"
+    np.savez(wrong_shape, entries=np.zeros((16, 4, 4)), format=np.int64(1))
+    later = tmp_path / "later.npz"
+    np.savez(later, entries=book.entries, format=np.int64(99))
+    for path, message in ((text, "not an interior codebook"), (wrong_shape, "shape"), (later, "format 99"),
+                          (tmp_path / "missing.npz", "not an interior codebook")):
+        with pytest.raises(InteriorCodeError, match=message):
+            InteriorCodebook.load(path)
+    saved = book.save(tmp_path / "again.npz")
+    assert InteriorCodebook.load(saved).tag == book.tag
+
+
+def test_an_entry_is_its_own_nearest_and_paints_only_the_mouth(basis):
+    from callsynth.face.crop import CROP_SIZE
+
+    book = shipped_codebook()
+    rng = np.random.default_rng(0)
+    target = prepare_still(next(iter_frames(_clip(), 1)), source="first frame").landmarks.copy()
+    patch = MouthPatch.at(target, CROP_SIZE)
+    weight = region(patch.mask(target))
+    strong = np.argsort(-(np.abs(book.entries) * weight).sum(axis=(1, 2)))[:20]
+    assert all(book.nearest(book.entries[j], weight) == j for j in strong)
+    assert book.nearest(np.zeros((PATCH_H, PATCH_W)), weight) == 0        # nothing to say: no change
+    image = rng.integers(60, 200, (CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
+    for index in (0, CODES, -3):                                          # none, and out of range: untouched
+        same = image.copy()
+        paint(same, target, index)
+        assert np.array_equal(same, image)
+    painted = image.copy()
+    paint(painted, target, int(strong[0]))
+    changed = np.abs(painted.astype(int) - image).max(axis=2) > 0
+    assert changed.any()
+    near_mouth = polygon_mask(image.shape, target[INNER_LIPS], grow=12.0) > 0
+    assert not (changed & ~near_mouth).any()                              # the lips' surroundings only
+    grey = np.full_like(image, 128)
+    paint(grey, target, int(strong[0]))
+    assert (np.ptp(grey.astype(int), axis=2) == 0).all() and (grey != 128).any()   # one change in every channel
+
+
+def _clip():
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("CALLSYNTH_DATA", "../shared/data")) / "video/hdtf/WDA_KatieHill_000.mp4"
+
+
+def test_a_sender_s_interior_code_brings_the_drawn_mouth_nearer_the_real_one(basis):
+    """A validation person (no training saw her): the sender's packets carry an interior code on the frames
+    whose mouth the receiver draws open and none on the others; drawn with it, the interior inside the
+    packet's inner lips is nearer the camera's than drawn without it."""
+    from callsynth.face.reference_blend import mouth_weight
+    from callsynth.face.regions import OPEN_MOUTH, lip_gap
+
+    frames = list(iter_frames(_clip(), 120))
+    still = prepare_still(frames[0], source="first frame")
+    encoder = FeatureEncoder(basis, still, fps=video_info(_clip()).fps, send_every=1)
+    codec, renderer = Codec(basis), WarpRenderer(basis, still)
+    with_code, without, coded, closed_coded, closed = [], [], 0, 0, 0
+    try:
+        for i, frame in enumerate(frames):
+            sent = encoder.process(frame, i * 40)
+            if sent.packet is not None and sent.found:
+                features = codec.decode(sent.packet)
+                target = renderer.target_landmarks(features.pose, features.expression)
+                if mouth_weight(target) <= 0:
+                    closed += 1
+                    closed_coded += features.interior != 0
+                elif lip_gap(target) >= OPEN_MOUTH:
+                    coded += features.interior != 0
+                    inside = polygon_mask(sent.crop.shape, target[INNER_LIPS]) > 0.5
+                    for cue, out in ((MouthCue(features.mouth, features.interior), with_code),
+                                     (MouthCue(features.mouth, 0), without)):
+                        drawn = renderer.compose(target, cue).astype(np.float32)
+                        out.append(np.abs(drawn - sent.crop)[inside].mean())
+            for message in sent.references:
+                try:
+                    ref = decode_identity(message, basis)
+                except WireError:
+                    continue
+                renderer.add_reference(ref.index, ref.still)
+    finally:
+        encoder.close()
+    assert len(with_code) >= 30 and closed >= 5
+    assert closed_coded == 0 and coded >= 0.8 * len(with_code)
+    assert np.mean(with_code) < 0.9 * np.mean(without), (np.mean(with_code), np.mean(without))
