@@ -420,7 +420,7 @@ class Codec:
 # before): 2,868 bytes for MediaPipe's 478 points instead of 5,736, a fifth of a reference still.
 
 IDENTITY_MAGIC = b"CSID"
-IDENTITY_VERSION = 6              # 2: the index byte (reference stills); 3-6: go with packet v3-v6
+IDENTITY_VERSION = 7              # 2: the index byte (reference stills); 3-7: go with packet v3-v7
 IDENTITY_HEADER = struct.Struct("<4sBHHB")
 MAX_IDENTITY = 60 * 1024          # under SCTP's usual 64 KiB message limit
 MAX_REFERENCE = 20 * 1000         # each reference still; the three live ones stay inside 60 KB

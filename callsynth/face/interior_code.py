@@ -66,6 +66,7 @@ class InteriorCodebook:
             raise InteriorCodeError("interior codebook entries out of range (or entry 0 not zero)")
         self.entries = entries
         self.flat = entries.reshape(CODES, -1)
+        self.squares = np.square(self.flat)
         self.tag = hashlib.sha256(entries.astype(np.float16).tobytes()).hexdigest()[:12]
 
     @classmethod
@@ -91,9 +92,10 @@ class InteriorCodebook:
     def nearest(self, residual: np.ndarray, weight: np.ndarray) -> int:
         """The entry whose weighted patch is nearest `residual` weighted (both PATCH_H x PATCH_W): the
         index to send, 0 where no entry beats no change."""
-        w = weight.reshape(-1)
-        r = residual.reshape(-1) * w
-        d = ((self.flat * w - r) ** 2).sum(axis=1)
+        w2 = np.square(weight.reshape(-1), dtype=np.float32)
+        r = residual.reshape(-1).astype(np.float32)
+        # sum of w² (entry - r)² over pixels, less the sum of w² r² that every entry shares
+        d = self.squares @ w2 - 2 * (self.flat @ (w2 * r))
         return int(np.argmin(d))
 
     def repair(self, index: int, weight: np.ndarray) -> np.ndarray:
