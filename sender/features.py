@@ -15,10 +15,11 @@ from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
 from callsynth.face.crop import StableCrop
+from callsynth.face.pose import interpolate_pose
 from callsynth.face.regions import eye_openness
 from callsynth.face.still import Still
 from callsynth.face.tracker import FaceTracker, TrackResult
-from callsynth.wire import MAX_BUNDLE, Codec, FrameFeatures, encode_identity
+from callsynth.wire import CAPTURE_MASK, MAX_BUNDLE, Codec, FrameFeatures, encode_identity
 
 from .mouth_choice import MouthChoice
 from .reference_pick import ReferencePicker
@@ -121,6 +122,11 @@ class FeatureEncoder:
         self.blinks = BlinkTiming(self.still_openness) if send_every > codes_per_packet else None
         self.frame_index = 0
         self.seq = 0
+        # for the interior code: the last packet with a face (as the receiver decodes it) and the frames with
+        # a face since it that no packet carried (capture time, crop), which the receiver draws between it
+        # and the next with the nearer packet's cue
+        self.last_sent: FrameFeatures | None = None
+        self.unsent: list[tuple[int, np.ndarray]] = []
 
     def _encode_reference(self, index: int, still: Still) -> bytes:
         return encode_identity(still, self.basis, index)
@@ -188,12 +194,22 @@ class FeatureEncoder:
     def _mouth_cue(self, crop: np.ndarray, landmarks: np.ndarray, features: FrameFeatures) -> None:
         """The mouth cue of a sent frame, in place (MouthChoice): the picture whose mouth interior is nearest
         the camera's, where the receiver draws one at the landmarks of the packet's quantised values, and
-        the interior code for the receiver's drawing from it."""
+        the interior code for the receiver's drawing from it, on this frame and on the frames before it
+        that the receiver draws with this packet's cue (the nearer packet's: receiver/playout.py)."""
         sent = self.codec.roundtrip(features)
         target = self.coder.landmarks(sent.pose, sent.expression)
         if self.mouths.choosing:
             features.mouth = self.mouths.choose(crop, landmarks, target)
-        features.interior = self.mouths.interior(crop, target, features.mouth)
+        views = [(crop, target)]
+        last = self.last_sent
+        span = (sent.capture_ms - last.capture_ms) & CAPTURE_MASK if last is not None else 0
+        for capture_ms, between in self.unsent if span else ():
+            w = ((capture_ms - last.capture_ms) & CAPTURE_MASK) / span
+            if 0.5 <= w < 1:
+                pose = interpolate_pose(last.pose, sent.pose, w)
+                views.append((between, self.coder.landmarks(pose, (1 - w) * last.expression + w * sent.expression)))
+        features.interior = self.mouths.interior(views, features.mouth)
+        self.last_sent = sent
 
     def skip(self) -> None:
         """A frame left untracked (the sender's tracking stepped down): it keeps its place in the count of
@@ -233,8 +249,12 @@ class FeatureEncoder:
                     self._mouth_cue(crop, landmarks, features)
             else:
                 features = FrameFeatures(self.seq, capture_ms, flags=flags)
+                self.last_sent = None
+            self.unsent = []
             packet = self._packet_for(features)
             self.seq = (self.seq + 1) & 0xFFFF
+        elif self.mouths is not None and result.found and self.send_every > 1:
+            self.unsent = [*self.unsent[-(self.send_every - 1):], (capture_ms, crop)]
         if self.picker is not None and result.found:
             pose = pose or self.coder.pose_of(landmarks)      # estimated once a frame
             turn = float(np.linalg.norm(pose.rotvec - self.coder.still_pose.rotvec))

@@ -75,8 +75,12 @@ class MouthChoice:
         index = min(grids, key=lambda i: float(np.abs(grids[i] - seen).mean()))
         return index + 1
 
-    def interior(self, real: np.ndarray, target: np.ndarray, mouth: int) -> int:
-        """The interior code for a frame whose camera crop is `real` and whose packet makes the landmarks
-        `target` with mouth source `mouth`: 0 where the receiver draws the mouth closed."""
-        drawn = self.blender.drawn_mouth(self.warper, target, CROP_SIZE, mouth)
-        return 0 if drawn is None else interior_index(self.codebook, real, drawn, target)
+    def interior(self, views: list[tuple[np.ndarray, np.ndarray]], mouth: int) -> int:
+        """The interior code of a packet with mouth source `mouth` for the frames the receiver draws with its
+        cue, `views`: each (camera crop, the landmarks the receiver draws it at), the packet's own first.
+        0 where the receiver draws the packet's own mouth closed."""
+        drawn = [(real, self.blender.drawn_mouth(self.warper, target, CROP_SIZE, mouth), target)
+                 for real, target in views]
+        if drawn[0][1] is None:
+            return 0
+        return interior_index(self.codebook, [view for view in drawn if view[1] is not None])

@@ -90,12 +90,13 @@ class InteriorCodebook:
         return path
 
     def nearest(self, residual: np.ndarray, weight: np.ndarray) -> int:
-        """The entry whose weighted patch is nearest `residual` weighted (both PATCH_H x PATCH_W): the
-        index to send, 0 where no entry beats no change."""
-        w2 = np.square(weight.reshape(-1), dtype=np.float32)
-        r = residual.reshape(-1).astype(np.float32)
-        # sum of w² (entry - r)² over pixels, less the sum of w² r² that every entry shares
-        d = self.squares @ w2 - 2 * (self.flat @ (w2 * r))
+        """The entry whose weighted patch is nearest `residual` weighted (PATCH_H x PATCH_W each, or several
+        of each stacked: then nearest all of them together): the index to send, 0 where no entry beats no
+        change."""
+        w2 = np.square(weight.reshape(-1, self.flat.shape[1]), dtype=np.float32)
+        r = residual.reshape(-1, self.flat.shape[1]).astype(np.float32)
+        # sum of w² (entry - r)² over pixels (and residuals), less the sum of w² r² that every entry shares
+        d = self.squares @ w2.sum(axis=0) - 2 * (self.flat @ (w2 * r).sum(axis=0))
         return int(np.argmin(d))
 
     def repair(self, index: int, weight: np.ndarray) -> np.ndarray:
@@ -109,12 +110,15 @@ def shipped_codebook() -> InteriorCodebook:
     return InteriorCodebook.load()
 
 
-def interior_index(codebook: InteriorCodebook, real: np.ndarray, drawn: np.ndarray, target: np.ndarray) -> int:
-    """The code for a frame whose camera crop is `real` and whose receiver will draw `drawn` (crops; the mouth
-    patch of both at the packet's landmarks `target`)."""
-    patch = MouthPatch.at(target, real.shape[0])
-    weight = region(patch.mask(target))
-    return codebook.nearest(grey(patch.cut(real)) - grey(patch.cut(drawn)), weight)
+def interior_index(codebook: InteriorCodebook, views: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> int:
+    """The code for the frames a packet's cue is drawn on, `views`: each (its camera crop, what the receiver
+    will draw, the landmarks it draws at), the mouth patch of both cut at those landmarks; 0 for none."""
+    residuals, weights = [], []
+    for real, drawn, target in views:
+        patch = MouthPatch.at(target, real.shape[0])
+        weights.append(region(patch.mask(target)))
+        residuals.append(grey(patch.cut(real)) - grey(patch.cut(drawn)))
+    return codebook.nearest(np.stack(residuals), np.stack(weights)) if views else 0
 
 
 def paint(image: np.ndarray, target: np.ndarray, index: int, codebook: InteriorCodebook | None = None) -> None:
