@@ -150,16 +150,19 @@ def cmd_train_mouth(args) -> int:
 def cmd_fit_interior(args) -> int:
     from .face.basis import load_basis
     from .face.interior_code import default_codebook_path
-    from .split import eval_clips
+    from .split import eval_clips, selection_files
     from .train.interior_fit import fit_codebook, measure
     from .train.mouth_options import MouthTrainOptions
-    from .train.mouth_pairs import build_mouth_pairs, choose_clips
+    from .train.mouth_pairs import build_mouth_pairs, choose_clips, held_out
 
     options, basis = MouthTrainOptions(), load_basis(args.basis)
     data = build_mouth_pairs(choose_clips(options.grid_s1_clips, options.seed), basis, options.max_frames,
                              options.every, args.workers)
+    # train-mouth's training part: the selection people stay unseen by the codebook too, so that the
+    # mouth generator's kept step is chosen on people neither has seen
+    data, selection = held_out(data, selection_files())
     codebook = fit_codebook(data, seed=args.seed)
-    for name, arrays in (("training", data),
+    for name, arrays in (("training", data), ("selection", selection),
                          ("validation", build_mouth_pairs(eval_clips(), basis, options.max_frames, 1, args.workers))):
         m = measure(codebook, arrays)
         print(f"{name} people, {m['samples']} open-mouth samples: interior error {m['interior_before']:.1f} "

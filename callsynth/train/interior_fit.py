@@ -4,8 +4,9 @@ Each sample of train/mouth_pairs.py is a frame of a training clip sent and drawn
 real frame's mouth patch and the drawn frame's (before its interior code), cut at the packet's landmarks. Where the receiver draws
 the mouth open (reference_blend.gap_weight above 0, what the sender codes), the residual (grey, real minus
 drawn, inside the grown inner lips) is a training point; k-means (OpenCV's, seeded) finds CODES - 1 centres
-and entry 0 stays zero. Nothing here looks at the validation people; `measure` reports what the codebook
-does to a set of samples (theirs, for the log).
+and entry 0 stays zero. `callsynth fit-interior` fits it on train-mouth's training part (not the selection
+people, who choose the mouth generator's kept step, nor the validation people); `measure` reports what the
+codebook does to a set of samples (theirs, for the log).
 """
 
 from __future__ import annotations
