@@ -363,8 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fit the codebook of mouth-interior residuals a sender names in each packet "
                                    "(callsynth/face/interior_code.py): k-means of real-minus-drawn mouth "
                                    "patches on the training people's samples, made by the call's own path "
-                                   "as train-mouth makes them (and cached with them). Prints the interior "
-                                   "error with and without the code on the training and validation people.")
+                                   "as train-mouth makes them (and cached with them), less the selection "
+                                   "people train-mouth chooses its kept step on. Prints the interior error "
+                                   "with and without the code on the training, selection and validation "
+                                   "people. Samples made after --install draw with the new codebook: run "
+                                   "train-mouth again after it.")
     p.add_argument("--out", type=output_file, default=Path(TOOLS.interior_out),
                    help="codebook file to write (default %(default)s)")
     p.add_argument("--install", action="store_true",
