@@ -4,14 +4,16 @@ with the basis file's ranges. (v7: the interior code in the time field, whose cl
 Layout (little-endian):
     byte 0      version (high nibble) | flags (low nibble)
     bytes 1-2   basis tag (first 16 bits of the basis hash)
-    bytes 3-4   sequence number (wraps)
+    byte 3      sequence number (wraps at 256; receivers order and time packets by their capture time)
+    byte 4      the interior code's second byte (v7; see below)
     bytes 5-8   capture time, ms, in the low 21 bits (wraps every 35 minutes: receivers unwrap it to the
-                candidate nearest their own clock); the interior code in the next 8 (v7: which entry of
-                the interior codebook, face/interior_code.py, the real mouth's interior differs from the
-                receiver's by; 0: none); the mouth source in the top 3 (v5: which picture's mouth interior
+                candidate nearest their own clock); the interior code's first byte in the next 8 (v7: by
+                which entries of the interior codebook, face/interior_code.py, a byte a stage, the real
+                mouth's interior differs from the receiver's drawing; 0: none); the mouth source in the top 3 (v5: which picture's mouth interior
                 the sender saw as most like the camera's: 0 lets the receiver choose, i + 1 names the
                 picture of identity index i). Bits the payload had no room for, taken from a clock that
-                wrapped every 49.7 days, then 6.2.
+                wrapped every 49.7 days, then 6.2 (and v7's second byte from a sequence number no
+                receiver read past its low byte).
     payload     bit-packed pose (rotvec, tx, ty, log scale), K code coefficients, then the gaze (2 x 5 bits,
                 iris offset over eye width relative to the still's) and the lip gap's correction (3 bits,
                 iris distances the lips part beyond the code's; it fills bits the byte had spare, so a
@@ -49,15 +51,16 @@ from .face.still import LANDMARK_STEP
 VERSION = 7              # 2: gaze after the code, reference stills; 3: bundles; 4: the lip correction;
                          # 5: the mouth source; 6: the identity message's landmarks as int16; 7: the
                          # interior code
-HEADER = struct.Struct("<BHHI")
+HEADER = struct.Struct("<BHBBI")    # version | flags, basis tag, sequence number, interior code's 2nd byte, time
 CRC_BYTES = 2
 OVERHEAD = HEADER.size + CRC_BYTES
 MAX_PACKET = 256
 CAPTURE_BITS = 21        # of the header's 32-bit time field; the interior code and the mouth source have the rest
 CAPTURE_WRAP = 1 << CAPTURE_BITS
 CAPTURE_MASK = CAPTURE_WRAP - 1
-INTERIOR_BITS = 8
-MAX_INTERIOR = (1 << INTERIOR_BITS) - 1   # face/interior_code.CODES - 1
+INTERIOR_BITS = 8                   # of the interior code in the time field: its first byte
+MAX_INTERIOR = 0xFFFF               # two bytes: face/interior_code.MAX_INDEX - 1
+SEQ_MASK = 0xFF
 MOUTH_SHIFT = CAPTURE_BITS + INTERIOR_BITS
 MOUTH_BITS = 32 - MOUTH_SHIFT
 MAX_MOUTH = (1 << MOUTH_BITS) - 1   # mouth sources 1..7 name identity indices 0..6
@@ -138,20 +141,24 @@ class FrameFeatures:
         return join_expression(self.code, self.gaze, self.lips, MouthCue(self.mouth, self.interior))
 
 
-def _time_field(capture_ms: int, frame: FrameFeatures | None) -> int:
-    """The header's 32-bit time field: the capture time's low CAPTURE_BITS, the interior code and the mouth
-    source of `frame` above (none for None)."""
+def _header(flags: int, tag: int, seq: int, capture_ms: int, frame: FrameFeatures | None) -> bytes:
+    """The header, with the mouth cue of `frame` (none for None): the capture time's low CAPTURE_BITS in the
+    32-bit time field, the interior code's first byte and the mouth source above them, its second byte
+    before the field."""
     mouth, interior = (frame.mouth, frame.interior) if frame is not None else (0, 0)
     if not 0 <= mouth <= MAX_MOUTH:
         raise ValueError(f"mouth source {mouth} is not 0..{MAX_MOUTH}")
     if not 0 <= interior <= MAX_INTERIOR:
         raise ValueError(f"interior code {interior} is not 0..{MAX_INTERIOR}")
-    return (capture_ms & CAPTURE_MASK) | (interior << CAPTURE_BITS) | (mouth << MOUTH_SHIFT)
+    field = (capture_ms & CAPTURE_MASK) | ((interior & 0xFF) << CAPTURE_BITS) | (mouth << MOUTH_SHIFT)
+    return HEADER.pack((VERSION << 4) | flags, tag, seq & SEQ_MASK, interior >> 8, field)
 
 
-def _time_parts(field: int) -> tuple[int, MouthCue]:
-    """_time_field's inverse: (capture time, the mouth cue)."""
-    return field & CAPTURE_MASK, MouthCue(field >> MOUTH_SHIFT, (field >> CAPTURE_BITS) & MAX_INTERIOR)
+def _header_parts(packet: bytes) -> tuple[int, int, MouthCue]:
+    """(sequence number, capture time, mouth cue) of a packet's header (_header's inverse)."""
+    _, _, seq, interior_high, field = HEADER.unpack_from(packet)
+    interior = ((field >> CAPTURE_BITS) & 0xFF) | (interior_high << 8)
+    return seq, field & CAPTURE_MASK, MouthCue(field >> MOUTH_SHIFT, interior)
 
 
 def _quantise(values, lo, hi, bits):
@@ -262,8 +269,7 @@ class Codec:
         flags = frame.flags & KNOWN_FLAGS
         if frame.pose is None or frame.code is None:
             flags |= FLAG_NO_FACE
-        body = HEADER.pack((VERSION << 4) | flags, self.tag, frame.seq & 0xFFFF,
-                           _time_field(frame.capture_ms, None if flags & FLAG_NO_FACE else frame))
+        body = _header(flags, self.tag, frame.seq, frame.capture_ms, None if flags & FLAG_NO_FACE else frame)
         if not flags & FLAG_NO_FACE:
             body += _pack_bits(self._quantised(frame), self.bits)
         return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(CRC_BYTES, "little")
@@ -304,8 +310,7 @@ class Codec:
         for u in flat.tolist():
             bits.exp_golomb(int(u), k)
         gaps = bytes((b.capture_ms - a.capture_ms) & 0xFF for a, b in pairwise(frames))
-        body = (HEADER.pack((VERSION << 4) | flags, self.tag, first.seq & 0xFFFF,
-                            _time_field(first.capture_ms, frames[-1]))
+        body = (_header(flags, self.tag, first.seq, first.capture_ms, frames[-1])
                 + bytes([len(frames) | (k << 4)]) + gaps + bits.to_bytes())
         if len(body) + CRC_BYTES > MAX_PACKET:
             raise ValueError(f"bundle of {len(frames)} frames takes {len(body) + CRC_BYTES} bytes")
@@ -324,8 +329,7 @@ class Codec:
         if not first_byte & FLAG_BUNDLE:
             return [self.decode(packet)]
         packet = bytes(packet)
-        _, _, seq, field = HEADER.unpack_from(packet)
-        capture_ms, cue = _time_parts(field)
+        seq, capture_ms, cue = _header_parts(packet)
         flags = (first_byte & 0xF) & ~FLAG_BUNDLE
         if flags & FLAG_NO_FACE:
             raise CorruptPacket("a bundle of frames without a face")
@@ -352,7 +356,7 @@ class Codec:
         for i in range(n):
             if i:
                 when = (when + gaps[i - 1]) & CAPTURE_MASK
-            frames.append(self._frame((seq + i) & 0xFFFF, when, flags, q[i], cue))
+            frames.append(self._frame((seq + i) & SEQ_MASK, when, flags, q[i], cue))
         return frames
 
     def _checked(self, packet) -> bytes:
@@ -364,7 +368,7 @@ class Codec:
             raise OversizedPacket(f"packet of {len(packet)} bytes exceeds {MAX_PACKET}")
         if len(packet) < OVERHEAD:
             raise TruncatedPacket(f"packet of {len(packet)} bytes is shorter than a header")
-        first, tag, _, _ = HEADER.unpack_from(packet)
+        first, tag, _, _, _ = HEADER.unpack_from(packet)
         version, flags = first >> 4, first & 0xF
         if version != VERSION:
             raise VersionMismatch(f"packet version {version}, this receiver speaks {VERSION}: the peer runs "
@@ -382,9 +386,8 @@ class Codec:
     def decode(self, packet: bytes) -> FrameFeatures:
         """A packet of one frame (a bundle needs decode_all)."""
         packet = self._checked(packet)
-        first, _, seq, field = HEADER.unpack_from(packet)
-        capture_ms, cue = _time_parts(field)
-        flags = first & 0xF
+        flags = packet[0] & 0xF
+        seq, capture_ms, cue = _header_parts(packet)
         if flags & FLAG_BUNDLE:
             raise CorruptPacket("a bundle of frames where one frame was expected")
         payload = packet[HEADER.size:-CRC_BYTES]

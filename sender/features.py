@@ -19,7 +19,7 @@ from callsynth.face.pose import interpolate_pose
 from callsynth.face.regions import eye_openness
 from callsynth.face.still import Still
 from callsynth.face.tracker import FaceTracker, TrackResult
-from callsynth.wire import CAPTURE_MASK, MAX_BUNDLE, Codec, FrameFeatures, encode_identity
+from callsynth.wire import CAPTURE_MASK, MAX_BUNDLE, SEQ_MASK, Codec, FrameFeatures, encode_identity
 
 from .mouth_choice import MouthChoice
 from .reference_pick import ReferencePicker
@@ -252,7 +252,7 @@ class FeatureEncoder:
                 self.last_sent = None
             self.unsent = []
             packet = self._packet_for(features)
-            self.seq = (self.seq + 1) & 0xFFFF
+            self.seq = (self.seq + 1) & SEQ_MASK
         elif self.mouths is not None and result.found and self.send_every > 1:
             self.unsent = [*self.unsent[-(self.send_every - 1):], (capture_ms, crop)]
         if self.picker is not None and result.found:

@@ -78,7 +78,9 @@ class MouthChoice:
     def interior(self, views: list[tuple[np.ndarray, np.ndarray]], mouth: int) -> int:
         """The interior code of a packet with mouth source `mouth` for the frames the receiver draws with its
         cue, `views`: each (camera crop, the landmarks the receiver draws it at), the packet's own first.
-        0 where the receiver draws the packet's own mouth closed."""
+        0 where the receiver draws the packet's own mouth closed (or there is no codebook to name from)."""
+        if self.codebook is None:
+            return 0
         drawn = [(real, self.blender.drawn_mouth(self.warper, target, CROP_SIZE, mouth), target)
                  for real, target in views]
         if drawn[0][1] is None:

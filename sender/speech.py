@@ -17,7 +17,7 @@ from audio2exp.model import Audio2ExpModel
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
 from callsynth.face.still import Still
-from callsynth.wire import CAPTURE_MASK, FLAG_AUDIO, Codec, FrameFeatures
+from callsynth.wire import CAPTURE_MASK, FLAG_AUDIO, SEQ_MASK, Codec, FrameFeatures
 
 log = logging.getLogger("callsynth.send")
 CONTEXT_S = 2.0       # voice kept while the camera drives the face, to prime the model when it takes over
@@ -106,7 +106,7 @@ class SpeechPackets:
                 continue
             capture_ms = int((self.start_s + t) * 1000) & CAPTURE_MASK
             out.append(self.codec.encode(FrameFeatures(self.seq, capture_ms, pose, code, flags=FLAG_AUDIO)))
-            self.seq = (self.seq + 1) & 0xFFFF
+            self.seq = (self.seq + 1) & SEQ_MASK
         return out
 
 

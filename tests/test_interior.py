@@ -8,6 +8,7 @@ from callsynth.face.basis import load_basis
 from callsynth.face.code import MouthCue
 from callsynth.face.interior_code import (
     CODES,
+    STAGES,
     InteriorCodebook,
     InteriorCodeError,
     paint,
@@ -30,12 +31,12 @@ def basis():
 
 def test_the_shipped_codebook_loads_and_a_wrong_file_is_refused(tmp_path):
     book = shipped_codebook()
-    assert book.entries.shape == (CODES, PATCH_H, PATCH_W) and not book.entries[0].any()
-    assert np.abs(book.entries[1:]).max(axis=(1, 2)).min() > 0          # every fitted entry says something
+    assert book.entries.shape == (STAGES, CODES, PATCH_H, PATCH_W) and not book.entries[:, 0].any()
+    assert np.abs(book.entries[:, 1:]).max(axis=(2, 3)).min() > 0       # every fitted entry says something
     text = tmp_path / "notes.npz"
     text.write_text("not a codebook")
     wrong_shape = tmp_path / "small.npz"
-    np.savez(wrong_shape, entries=np.zeros((16, 4, 4)), format=np.int64(1))
+    np.savez(wrong_shape, entries=np.zeros((16, 4, 4)), format=np.int64(2))
     later = tmp_path / "later.npz"
     np.savez(later, entries=book.entries, format=np.int64(99))
     for path, message in ((text, "not an interior codebook"), (wrong_shape, "shape"), (later, "format 99"),
@@ -46,7 +47,7 @@ def test_the_shipped_codebook_loads_and_a_wrong_file_is_refused(tmp_path):
     assert InteriorCodebook.load(saved).tag == book.tag
 
 
-def test_an_entry_is_its_own_nearest_and_paints_only_the_mouth(basis):
+def test_an_index_is_its_own_nearest_and_paints_only_the_mouth(basis):
     from callsynth.face.crop import CROP_SIZE
 
     book = shipped_codebook()
@@ -54,11 +55,13 @@ def test_an_entry_is_its_own_nearest_and_paints_only_the_mouth(basis):
     target = prepare_still(next(iter_frames(_clip(), 1)), source="first frame").landmarks.copy()
     patch = MouthPatch.at(target, CROP_SIZE)
     weight = region(patch.mask(target))
-    strong = np.argsort(-(np.abs(book.entries) * weight).sum(axis=(1, 2)))[:20]
-    assert all(book.nearest(book.entries[j], weight) == j for j in strong)
+    strong = np.argsort(-(np.abs(book.entries[0]) * weight).sum(axis=(1, 2)))[:20]
+    assert all(book.nearest(book.entries[0, j], weight) == j for j in strong)     # the first stage's alone
+    for index in (strong[0] | 5 << 8, strong[1] | 200 << 8):                       # and with the second's
+        assert book.nearest(book.patch(int(index)), weight) == index
     assert book.nearest(np.zeros((PATCH_H, PATCH_W)), weight) == 0        # nothing to say: no change
     image = rng.integers(60, 200, (CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
-    for index in (0, CODES, -3):                                          # none, and out of range: untouched
+    for index in (0, CODES ** STAGES, -3):                                # none, and out of range: untouched
         same = image.copy()
         paint(same, target, index)
         assert np.array_equal(same, image)
@@ -136,7 +139,7 @@ def test_a_fitted_codebook_finds_the_residuals_its_samples_share():
     truth = np.clip(drawn + patterns[rng.integers(0, len(patterns), n)][..., None], 0, 255).astype(np.uint8)
     arrays = {"drawn": drawn, "truth": truth, "inner": inner, "gap": np.full(n, 2 * OPEN_MOUTH, np.float32)}
     book = fit_codebook(arrays, seed=0, log=lambda line: None)
-    assert book.entries.shape == (CODES, PATCH_H, PATCH_W) and not book.entries[0].any()
+    assert book.entries.shape == (STAGES, CODES, PATCH_H, PATCH_W) and not book.entries[:, 0].any()
     m = measure(book, arrays)
     assert m["samples"] == n and m["coded_share"] > 0.95
     assert m["interior_after"] < 0.25 * m["interior_before"], m

@@ -13,6 +13,7 @@ from callsynth.wire import (
     FLAG_AUDIO,
     MAX_MOUTH,
     MAX_PACKET,
+    SEQ_MASK,
     BasisMismatch,
     Codec,
     FrameFeatures,
@@ -164,7 +165,7 @@ def test_basis_file_is_checked_on_load(basis, tmp_path):
 
 # --- bundles: several frames in one packet, the first in full and the rest as entropy-coded changes ----
 
-def drifting_frames(basis, n, seed=8, start_ms=1000, gap_ms=40, seq=65533):
+def drifting_frames(basis, n, seed=8, start_ms=1000, gap_ms=40, seq=253):
     """n frames of a face that moves a little from one to the next (as a real one does)."""
     rng = np.random.default_rng(seed)
     first = sample_features(basis, rng, seq)
@@ -173,7 +174,7 @@ def drifting_frames(basis, n, seed=8, start_ms=1000, gap_ms=40, seq=65533):
         drift = rng.normal(0, 0.01, basis.k) * (basis.code_hi - basis.code_lo)
         code = np.clip(first.code + drift * i, basis.code_lo, basis.code_hi)
         pose = Pose(first.pose.rotvec + 0.003 * i, first.pose.translation, first.pose.scale)
-        frames.append(FrameFeatures((seq + i) & 0xFFFF, (start_ms + i * gap_ms) & CAPTURE_MASK, pose, code,
+        frames.append(FrameFeatures((seq + i) & SEQ_MASK, (start_ms + i * gap_ms) & CAPTURE_MASK, pose, code,
                                     gaze=np.array([0.01 * i, -0.02])))
     return frames
 
@@ -194,19 +195,19 @@ def test_a_bundle_carries_every_frame_as_its_own_packet_would(basis, codec):
         codec.decode(packet)
 
 
-def test_the_mouth_cue_rides_above_a_21_bit_capture_time(basis, codec):
-    """v5, v7: the sender's mouth source (0..7) takes the top 3 bits of the header's time field and the
-    interior code (0..255) the 8 below them, so a packet is no longer than before; a bundle carries its last
-    frame's for all its frames; a no-face packet with either is forged; values past their bits are refused
-    at the sender."""
+def test_the_mouth_cue_rides_in_the_header_without_a_byte_more(basis, codec):
+    """v5, v7: the sender's mouth source (0..7) takes the top 3 bits of the header's time field, the interior
+    code's first byte the 8 below them (the capture time keeps 21) and its second byte the sequence number's
+    high byte, so a packet is no longer than before; a bundle carries its last frame's for all its frames; a
+    no-face packet with either is forged; values past their bits are refused at the sender."""
     import binascii
 
     from callsynth.wire import CAPTURE_BITS, FLAG_NO_FACE, HEADER, MAX_INTERIOR, VERSION, CorruptPacket
 
-    assert CAPTURE_BITS == 21 and MAX_INTERIOR == 255 and codec.packet_bytes == 33
+    assert CAPTURE_BITS == 21 and MAX_INTERIOR == 0xFFFF and codec.packet_bytes == 33
     f = sample_features(basis, np.random.default_rng(3))
     f.capture_ms = CAPTURE_WRAP - 1
-    for mouth, interior in [(m, i) for m in range(MAX_MOUTH + 1) for i in (0, 1, 77, MAX_INTERIOR)]:
+    for mouth, interior in [(m, i) for m in range(MAX_MOUTH + 1) for i in (0, 1, 255, 256, 0x1234, MAX_INTERIOR)]:
         f.mouth, f.interior = mouth, interior
         packet = codec.encode(f)
         got = codec.decode(packet)
@@ -223,10 +224,10 @@ def test_the_mouth_cue_rides_above_a_21_bit_capture_time(basis, codec):
         codec.encode(f)
     frames = drifting_frames(basis, 3)
     for i, frame in enumerate(frames):
-        frame.mouth, frame.interior = i + 1, 10 * (i + 1)
-    assert [(g.mouth, g.interior) for g in codec.decode_all(codec.encode_bundle(frames))] == [(3, 30)] * 3
-    for forged in (2 << 29, 5 << 21):        # a mouth source, an interior code
-        body = HEADER.pack((VERSION << 4) | FLAG_NO_FACE, codec.tag, 1, forged | 100)
+        frame.mouth, frame.interior = i + 1, 1000 * (i + 1)
+    assert [(g.mouth, g.interior) for g in codec.decode_all(codec.encode_bundle(frames))] == [(3, 3000)] * 3
+    for high, field in ((0, 2 << 29), (0, 5 << 21), (7, 0)):    # a mouth source, an interior code's bytes
+        body = HEADER.pack((VERSION << 4) | FLAG_NO_FACE, codec.tag, 1, high, field | 100)
         with pytest.raises(CorruptPacket, match="mouth source|interior code"):
             codec.decode(body + binascii.crc_hqx(body, 0xFFFF).to_bytes(2, "little"))
 
@@ -265,7 +266,7 @@ def test_forged_bundles_with_a_valid_checksum_never_crash(body, count):
     from callsynth.wire import FLAG_BUNDLE, HEADER, VERSION
     basis = load_basis()
     codec = Codec(basis)
-    head = HEADER.pack((VERSION << 4) | FLAG_BUNDLE, codec.tag, 1, 1000) + bytes([count])
+    head = HEADER.pack((VERSION << 4) | FLAG_BUNDLE, codec.tag, 1, 0, 1000) + bytes([count])
     forged = head + body
     forged += binascii.crc_hqx(forged, 0xFFFF).to_bytes(2, "little")
     try:

@@ -1,12 +1,13 @@
 """Fitting the interior codebook (face/interior_code.py) on the mouth generator's samples.
 
 Each sample of train/mouth_pairs.py is a frame of a training clip sent and drawn as a call draws it: the
-real frame's mouth patch and the drawn frame's (before its interior code), cut at the packet's landmarks. Where the receiver draws
-the mouth open (reference_blend.gap_weight above 0, what the sender codes), the residual (grey, real minus
-drawn, inside the grown inner lips) is a training point; k-means (OpenCV's, seeded) finds CODES - 1 centres
-and entry 0 stays zero. `callsynth fit-interior` fits it on train-mouth's training part (not the selection
-people, who choose the mouth generator's kept step, nor the validation people); `measure` reports what the
-codebook does to a set of samples (theirs, for the log).
+real frame's mouth patch and the drawn frame's (before its interior code), cut at the packet's landmarks.
+Where the receiver draws the mouth open (reference_blend.gap_weight above 0, what the sender codes), the
+residual (grey, real minus drawn, inside the grown inner lips) is a training point; k-means (OpenCV's,
+seeded) finds CODES - 1 centres for the first stage, then for the second on what the first leaves, and each
+stage's entry 0 stays zero. `callsynth fit-interior` fits it on train-mouth's training part (not the
+selection people, who choose the mouth generator's kept step, nor the validation people); `measure`
+reports what the codebook does to a set of samples (theirs, for the log).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..face.interior_code import CODES, InteriorCodebook, grey, region
+from ..face.interior_code import CODES, STAGES, InteriorCodebook, grey, region
 from ..face.reference_blend import gap_weight
 from ..face.regions import OPEN_MOUTH
 
@@ -31,17 +32,23 @@ def residuals(arrays: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def fit_codebook(arrays: dict, seed: int = 0, log=print) -> InteriorCodebook:
-    """A codebook from training samples (build_mouth_pairs' arrays)."""
+    """A codebook from training samples (build_mouth_pairs' arrays): each stage fitted on what the stages
+    before it leave."""
     res, weights, coded = residuals(arrays)
     if len(coded) < 4 * CODES:
         raise ValueError(f"interior codebook: {len(coded)} open-mouth samples, need {4 * CODES} or more")
-    log(f"interior codebook: k-means of {len(coded)} open-mouth residuals into {CODES - 1} entries")
     cv2.setRNGSeed(seed)
-    data = (res * weights).reshape(len(coded), -1).astype(np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, ITERATIONS, 0.1)
-    _, _, centres = cv2.kmeans(data, CODES - 1, None, criteria, ATTEMPTS, cv2.KMEANS_PP_CENTERS)
-    entries = np.concatenate([np.zeros((1,) + res.shape[1:], np.float32), centres.reshape((-1,) + res.shape[1:])])
-    return InteriorCodebook(np.clip(entries, -255, 255))
+    entries = np.zeros((STAGES, CODES) + res.shape[1:], np.float32)
+    for stage in range(STAGES):
+        log(f"interior codebook, stage {stage + 1} of {STAGES}: k-means of {len(coded)} open-mouth residuals "
+            f"into {CODES - 1} entries")
+        data = (res * weights).reshape(len(coded), -1).astype(np.float32)
+        _, _, centres = cv2.kmeans(data, CODES - 1, None, criteria, ATTEMPTS, cv2.KMEANS_PP_CENTERS)
+        entries[stage, 1:] = np.clip(centres.reshape((-1,) + res.shape[1:]), -255, 255)
+        book = InteriorCodebook(entries)
+        res = np.stack([r - book.entries[stage, book.nearest_entry(stage, r, w)] for r, w in zip(res, weights)])
+    return InteriorCodebook(entries)
 
 
 def measure(codebook: InteriorCodebook, arrays: dict) -> dict:

@@ -101,7 +101,8 @@ def choose_clips(grid_s1: int, seed: int) -> list[Path]:
 def build_mouth_pairs(clips: list[Path], basis: ExpressionBasis, max_frames: int, every: int,
                       workers: int = TOOLS.workers) -> dict:
     """All clips' samples as stacked arrays (`clip`: each sample's clip index, `names` the clips)."""
-    cache = cache_path("mouth", [MOUTH_PAIRS_FORMAT, basis.name, shipped_codebook().tag, max_frames, every,
+    codebook = shipped_codebook()
+    cache = cache_path("mouth", [MOUTH_PAIRS_FORMAT, basis.name, codebook and codebook.tag, max_frames, every,
                                  [str(c) for c in clips]])
     arrays = load_cached(cache)
     if arrays is not None:
