@@ -3,7 +3,8 @@ with the basis file's ranges. (v7: the interior code in the time field, whose cl
 
 Layout (little-endian):
     byte 0      version (high nibble) | flags (low nibble)
-    bytes 1-2   basis tag (first 16 bits of the basis hash)
+    bytes 1-2   model tag: the first 16 bits of the basis hash, with the interior codebook's XORed in (v7;
+                both ends must read the same two files, model_tag)
     byte 3      sequence number (wraps at 256; receivers order and time packets by their capture time)
     byte 4      the interior code's second byte (v7; see below)
     bytes 5-8   capture time, ms, in the low 21 bits (wraps every 35 minutes: receivers unwrap it to the
@@ -45,13 +46,14 @@ import numpy as np
 
 from .face.basis import ExpressionBasis
 from .face.code import MouthCue, expression_parts, join_expression
+from .face.interior_code import shipped_codebook
 from .face.pose import Pose
 from .face.still import LANDMARK_STEP
 
 VERSION = 7              # 2: gaze after the code, reference stills; 3: bundles; 4: the lip correction;
                          # 5: the mouth source; 6: the identity message's landmarks as int16; 7: the
                          # interior code
-HEADER = struct.Struct("<BHBBI")    # version | flags, basis tag, sequence number, interior code's 2nd byte, time
+HEADER = struct.Struct("<BHBBI")    # version | flags, model tag, sequence number, interior code's 2nd byte, time
 CRC_BYTES = 2
 OVERHEAD = HEADER.size + CRC_BYTES
 MAX_PACKET = 256
@@ -139,6 +141,20 @@ class FrameFeatures:
         if self.code is None or self.gaze is None:
             return self.code
         return join_expression(self.code, self.gaze, self.lips, MouthCue(self.mouth, self.interior))
+
+
+def model_tag(basis: ExpressionBasis) -> int:
+    """What a packet's and an identity message's tag says both ends share: the basis's 16-bit tag XOR the
+    first 16 bits of the interior codebook's (none: 0). A codebook refitted on one end only would have the
+    other paint the wrong residuals; like another basis, it is refused with a clear message."""
+    codebook = shipped_codebook()
+    return basis.tag ^ (int(codebook.tag[:4], 16) if codebook is not None else 0)
+
+
+def interior_name() -> str:
+    """The interior codebook a tag speaks of, for messages."""
+    codebook = shipped_codebook()
+    return f"interior codebook {codebook.tag}" if codebook is not None else "no interior codebook"
 
 
 def _header(flags: int, tag: int, seq: int, capture_ms: int, frame: FrameFeatures | None) -> bytes:
@@ -257,7 +273,7 @@ class Codec:
 
     def __init__(self, basis: ExpressionBasis):
         self.basis = basis
-        self.tag = basis.tag      # a SHA-256 over the basis: once, not per packet (it was 1 % of a call's CPU)
+        self.tag = model_tag(basis)   # SHA-256s over the files: once, not per packet (1 % of a call's CPU)
         self.bits = np.concatenate([basis.pose_bits, basis.code_bits, [GAZE_BITS] * 2, [LIP_BITS]]
                                    ).astype(np.int64)
         self.lo = np.concatenate([basis.pose_lo, basis.code_lo, [-GAZE_RANGE] * 2, [LIP_RANGE[0]]])
@@ -377,8 +393,8 @@ class Codec:
         if binascii.crc_hqx(body, 0xFFFF) != crc:
             raise CorruptPacket("checksum mismatch: truncated, damaged or forged packet")
         if tag != self.tag:
-            raise BasisMismatch(f"packet made with basis tag {tag:04x}, receiver holds "
-                                f"{self.basis.name} (tag {self.tag:04x})")
+            raise BasisMismatch(f"packet made with model tag {tag:04x}, receiver holds {self.basis.name} and "
+                                f"{interior_name()} (tag {self.tag:04x}): another basis or interior codebook")
         if flags & ~KNOWN_FLAGS:
             raise CorruptPacket(f"unknown flags {flags:#x}")
         return packet
@@ -410,7 +426,7 @@ class Codec:
 #
 #     bytes 0-3   b"CSID"
 #     byte 4      identity message version
-#     bytes 5-6   basis tag the landmarks are meant for
+#     bytes 5-6   model tag (the basis the landmarks are meant for, and the interior codebook: model_tag)
 #     bytes 7-8   number of landmarks N
 #     byte 9      index: 0 the still (codes are measured against it), 1..MAX_REFERENCES a reference still
 #                 (mouth open with teeth, eyes closed, ...) that replaces the one of the same index
@@ -462,7 +478,7 @@ def encode_identity(still, basis: ExpressionBasis, index: int = 0) -> bytes:
     if not np.all(np.isfinite(landmarks)) or np.abs(landmarks).max(initial=0) > LANDMARK_LIMIT:
         raise IdentityError(f"still landmarks are not finite or lie over {LANDMARK_LIMIT:.0f} pixels from the crop")
     landmarks = np.round(landmarks / LANDMARK_STEP).astype(LANDMARK_DTYPE)
-    head = IDENTITY_HEADER.pack(IDENTITY_MAGIC, IDENTITY_VERSION, basis.tag, landmarks.shape[0], index)
+    head = IDENTITY_HEADER.pack(IDENTITY_MAGIC, IDENTITY_VERSION, model_tag(basis), landmarks.shape[0], index)
     for quality in (IDENTITY_JPEG_QUALITY, 85, 75, 60, 45):
         ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(still.image[:, :, ::-1]),
                                 [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -628,8 +644,9 @@ def decode_identity(message: bytes, basis: ExpressionBasis) -> IdentityMessage:
     if len(message) < IDENTITY_HEADER.size:
         raise TruncatedPacket("identity message shorter than its header")
     _, _, tag, n, index = IDENTITY_HEADER.unpack_from(message)
-    if tag != basis.tag:
-        raise BasisMismatch(f"identity made for basis tag {tag:04x}, receiver holds {basis.name}")
+    if tag != model_tag(basis):
+        raise BasisMismatch(f"identity made for model tag {tag:04x}, receiver holds {basis.name} and "
+                            f"{interior_name()} (tag {model_tag(basis):04x}): another basis or interior codebook")
     if n != basis.mean_shape.shape[0]:
         raise IdentityError(f"identity carries {n} landmarks, the basis has {basis.mean_shape.shape[0]}")
     if index > MAX_REFERENCES:

@@ -145,3 +145,33 @@ def test_a_fitted_codebook_finds_the_residuals_its_samples_share():
     assert m["interior_after"] < 0.25 * m["interior_before"], m
     with pytest.raises(ValueError, match="open-mouth samples"):
         fit_codebook({k: v[:100] for k, v in arrays.items()})
+
+
+def test_a_peer_with_another_codebook_is_refused_with_a_clear_message(basis, tmp_path, monkeypatch):
+    """Both ends must read the same codebook, as the same basis: the packets' and identity messages' tag
+    covers both (wire.model_tag), so a codebook refitted on one end only is refused by name, not painted as
+    wrong residuals."""
+    import callsynth.face.interior_code as interior_code
+    from callsynth.wire import BasisMismatch, encode_identity
+
+    from .test_wire import sample_features
+
+    stock = Codec(basis)
+    book = shipped_codebook()
+    other = InteriorCodebook(np.concatenate([book.entries[:, :1], book.entries[:, 1:][:, ::-1]], axis=1))
+    path = other.save(tmp_path / "refitted.npz")
+    monkeypatch.setattr(interior_code, "default_codebook_path", lambda: path)
+    shipped_codebook.cache_clear()
+    try:
+        theirs = Codec(basis)
+        packet = theirs.encode(sample_features(basis, np.random.default_rng(2)))
+        still = prepare_still(next(iter_frames(_clip(), 1)), source="first frame")
+        message = encode_identity(still, basis)
+    finally:
+        monkeypatch.undo()
+        shipped_codebook.cache_clear()
+    assert theirs.tag != stock.tag and shipped_codebook().tag == book.tag
+    for attempt in (lambda: stock.decode(packet), lambda: decode_identity(message, basis)):
+        with pytest.raises(BasisMismatch, match="interior codebook"):
+            attempt()
+    assert stock.decode(stock.encode(sample_features(basis, np.random.default_rng(2)))).has_face
