@@ -4,7 +4,7 @@ closed-eye or open-mouth reference makes MediaPipe see a blink or teeth that the
 import numpy as np
 import pytest
 
-from callsynth.face.code import FaceCoder
+from callsynth.face.code import CUE, FaceCoder
 from callsynth.face.regions import EYES, eye_openness, gaze, lip_gap, teeth_share, with_gaze
 from callsynth.face.still import LANDMARK_STEP, Still
 from callsynth.face.warp import FaceWarper
@@ -411,7 +411,7 @@ def test_the_sender_names_the_picture_whose_mouth_looks_like_the_camera_s(basis,
         source = choice.choose(crops[i], marks[i], renderer.target_landmarks(pose, expression))
         picked.add(source)
         chosen = expression.copy()
-        chosen[-1] = source
+        chosen[CUE] = (source, 0)                       # the mouth source named, no interior code
         named.append(mouth_interior(marks[i], crops[i], renderer.render((pose, chosen)))[2])
         own.append(mouth_interior(marks[i], crops[i], renderer.render((pose, expression)))[2])
     assert {KINDS["mouth"] + 1, KINDS["smile"] + 1} <= picked, picked
