@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from callsynth.eval.metrics import LandmarkStream
 from callsynth.face.basis import load_basis
+from callsynth.face.code import NO_CUE
 from callsynth.face.regions import eye_openness
 from callsynth.face.still import prepare_still
 from callsynth.machine import cpu_description
@@ -36,8 +37,8 @@ def main() -> int:
         weights = []
 
         class Watched(WarpRenderer):
-            def compose(self, target, mouth=0):
-                out = super().compose(target, mouth)
+            def compose(self, target, cue=NO_CUE):
+                out = super().compose(target, cue)
                 found = [self.blender._eye_area(target, eye, out.shape[0]) for eye in range(2)]
                 weights.append(max([f[3] for f in found if f is not None], default=0.0))
                 return out

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from callsynth.eval.metrics import LandmarkStream
 from callsynth.face.basis import load_basis
-from callsynth.face.code import FaceCoder
+from callsynth.face.code import NO_CUE, FaceCoder
 from callsynth.face.crop import CROP_SIZE
 from callsynth.face.landmark_cache import track_file
 from callsynth.face.regions import OPEN_MOUTH, lip_gap
@@ -63,9 +63,9 @@ def main() -> int:
         targets = []
 
         class Watched(WarpRenderer):
-            def compose(self, target, mouth=0):
+            def compose(self, target, cue=NO_CUE):
                 targets.append(np.array(target))
-                return super().compose(target, mouth)
+                return super().compose(target, cue)
 
         fps = video_info(clip).fps
         still = prepare_still(read_still(clip), source=f"{clip.name} first frame")

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from callsynth.eval.metrics import LandmarkStream
 from callsynth.face.basis import load_basis
+from callsynth.face.code import NO_CUE
 from callsynth.face.reference_blend import draw_mouth
 from callsynth.face.regions import INNER_LIPS, OPEN_MOUTH, lip_gap, polygon_mask
 from callsynth.face.still import prepare_still
@@ -63,9 +64,9 @@ def main() -> int:
             refs.append((len(targets), index, ref))
             super().add_reference(index, ref)
 
-        def compose(self, target, mouth=0):
+        def compose(self, target, cue=NO_CUE):
             targets.append(np.array(target))
-            return super().compose(target, mouth)
+            return super().compose(target, cue)
 
     pairs = list(reenact(still, frames, fps, basis, send_every=2, renderers=lambda s: Recording(basis, s)))
     truth, outs = [r for r, _ in pairs], [o for _, o in pairs]
