@@ -66,8 +66,8 @@ def test_the_mouth_generator_keeps_an_unseen_mouth_near_the_truth(basis, data):
     collects them, each packet's interior code drawn): on her open-mouth frames the mouth patch is at least
     as like the real one with the mouth generator as with the warp and its analytic blend, the error inside
     the real inner lips stays within a point of it (the interior code does most of what the network did
-    there before it: over 2 points lower then, as this test asserted; 0.3 higher now on these frames), and nothing outside the mouth
-    changes."""
+    there: before the code it was over 2 points lower, as this test asserted; now 0.3 higher on these
+    frames), and nothing outside the mouth changes."""
     from callsynth.eval.metrics import ssim
     from callsynth.face.still import prepare_still
     from callsynth.face.tracker import FaceTracker
