@@ -154,6 +154,8 @@ class FeatureEncoder:
         self.tracker.warm_up(still.image)
         if self.picker is not None:
             self.picker.warm_up(still.image)
+        if self.mouths is not None:
+            self.mouths.warm_up()
 
     def retune(self, send_every: int, codes_per_packet: int) -> bytes | None:
         """Another packet rate and bundle size from the next frame (the wire plan changed mid-call); the

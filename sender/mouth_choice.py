@@ -75,6 +75,11 @@ class MouthChoice:
         index = min(grids, key=lambda i: float(np.abs(grids[i] - seen).mean()))
         return index + 1
 
+    def warm_up(self) -> None:
+        """The warp's one-off start-up (its compiled kernel loads in about 0.4 s), paid before the call:
+        otherwise the first open mouth's packet would wait for it."""
+        self.warper.warp(self.blender.still.landmarks, (0, 0, 8, 8))
+
     def interior(self, views: list[tuple[np.ndarray, np.ndarray]], mouth: int) -> int:
         """The interior code of a packet with mouth source `mouth` for the frames the receiver draws with its
         cue, `views`: each (camera crop, the landmarks the receiver draws it at), the packet's own first.
