@@ -335,9 +335,8 @@ class Codec:
     def _frame(self, seq: int, capture_ms: int, flags: int, q: np.ndarray, cue: MouthCue) -> FrameFeatures:
         values = _dequantise(q, self.lo, self.hi, self.bits)
         pose = Pose(values[:3].copy(), np.array([values[3], values[4], 0.0]), float(np.exp(values[5])))
-        return FrameFeatures(seq, capture_ms, pose, values[6:6 + self.basis.k].copy(), flags,
-                             values[6 + self.basis.k:8 + self.basis.k].copy(), float(values[-1]), cue.source,
-                             cue.interior)
+        return FrameFeatures.carrying(seq, capture_ms, pose, np.append(values[6:], [cue.source, cue.interior]),
+                                      self.basis.k, flags)
 
     def decode_all(self, packet: bytes) -> list[FrameFeatures]:
         """Every frame one packet carries, oldest first: one, or a bundle's. Raises only WireError."""
@@ -644,9 +643,10 @@ def decode_identity(message: bytes, basis: ExpressionBasis) -> IdentityMessage:
     if len(message) < IDENTITY_HEADER.size:
         raise TruncatedPacket("identity message shorter than its header")
     _, _, tag, n, index = IDENTITY_HEADER.unpack_from(message)
-    if tag != model_tag(basis):
+    ours = model_tag(basis)
+    if tag != ours:
         raise BasisMismatch(f"identity made for model tag {tag:04x}, receiver holds {basis.name} and "
-                            f"{interior_name()} (tag {model_tag(basis):04x}): another basis or interior codebook")
+                            f"{interior_name()} (tag {ours:04x}): another basis or interior codebook")
     if n != basis.mean_shape.shape[0]:
         raise IdentityError(f"identity carries {n} landmarks, the basis has {basis.mean_shape.shape[0]}")
     if index > MAX_REFERENCES:

@@ -47,8 +47,9 @@ def fit_codebook(arrays: dict, seed: int = 0, log=print) -> InteriorCodebook:
         _, _, centres = cv2.kmeans(data, CODES - 1, None, criteria, ATTEMPTS, cv2.KMEANS_PP_CENTERS)
         entries[stage, 1:] = np.clip(centres.reshape((-1,) + res.shape[1:]), -255, 255)
         book = InteriorCodebook(entries)
-        res = np.stack([r - book.entries[stage, book.nearest_entry(stage, r, w)] for r, w in zip(res, weights)])
-    return InteriorCodebook(entries)
+        if stage + 1 < STAGES:            # what this stage leaves, for the next
+            res = np.stack([r - book.entries[stage, book.nearest_entry(stage, r, w)] for r, w in zip(res, weights)])
+    return book
 
 
 def measure(codebook: InteriorCodebook, arrays: dict) -> dict:

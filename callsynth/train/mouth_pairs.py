@@ -2,7 +2,8 @@
 first frame; the sender's encoder tracks each frame, sends its code and picks reference stills as they
 happen; the receiver's warp and reference blend compose the frame from what has arrived (a reference is
 used from the frame after it was sent). Each sample is the mouth patch of that composed frame (before its
-interior code, `drawn`, what the interior codebook is fitted on, and with it) and of the still warped alone, the target's inner-lip mask, which mouth references had arrived, the code and pose,
+interior code, `drawn`, what the interior codebook is fitted on, and with it) and of the still warped
+alone, the target's inner-lip mask, which mouth references had arrived, the code and pose,
 and the real frame's patch as ground truth. Cached on disk, outside the repository."""
 
 from __future__ import annotations
