@@ -44,11 +44,22 @@ SACK_SHARE = 0.6         # SACKs per feature packet of the other side, delayed t
 MIN_REFERENCE_KBPS = 0.3 # below this, no reference stills within the budget
 
 
-def frames_per_packet(fps: float, every_at_30fps: int) -> int:
-    """The frames one packet spans at `fps`, so that packets come no more often than every
-    `every_at_30fps`th frame sends them at 30 fps: a 60 fps camera sends every 2nd frame where a 25 or 30 fps
-    one sends every frame. Counted in frames, a faster camera would double the payload."""
-    return every_at_30fps * max(1, math.ceil(fps / 30 - 1e-6))
+def frames_per_packet(fps: float, every_at_30fps: float) -> float:
+    """The frames one packet spans at `fps`: packets as often as every `every_at_30fps`th frame of a 30 fps
+    camera sends them (30 / N a second), or every frame where the camera gives fewer. A rate, not a count
+    of frames: counted in frames a 60 fps camera would double the payload, and a 25 fps one at N = 2 sent
+    12.5 packets a second where the 4 kbps they are sized for holds 15 (it now sends 3 frames of every 5:
+    `sampled`)."""
+    return max(1.0, every_at_30fps * fps / 30)
+
+
+def sampled(index: int, frames_per_code: float) -> bool:
+    """Whether frame `index` (counted from 0, every frame the camera gave) is one of those taken, one every
+    `frames_per_code` frames (fractional: 5/3 takes 3 of every 5), as evenly as whole frames allow; frame 0
+    always. A function of the index alone, so that whether the next frame is taken is known before it is
+    seen (FeatureEncoder.tracks_next)."""
+    rate = 1.0 / frames_per_code
+    return math.floor(index * rate + 1e-6) > math.floor((index - 1) * rate + 1e-6)
 
 
 class BudgetError(ValueError):
@@ -58,7 +69,7 @@ class BudgetError(ValueError):
 @dataclass(frozen=True)
 class WirePlan:
     budget_kbps: float | None
-    send_every: int                # one feature packet every N frames
+    send_every: float              # one feature packet every N frames (fractional: frames_per_packet)
     codes_per_packet: int          # codes in each packet (sampled every send_every / codes_per_packet frames)
     opus_bps: int
     opus_frame_ms: int
@@ -72,7 +83,7 @@ class WirePlan:
         return fps / self.send_every * packet_bytes(self.codes_per_packet)
 
     def summary(self) -> dict:
-        return {"budget_kbps": self.budget_kbps, "send_every": self.send_every,
+        return {"budget_kbps": self.budget_kbps, "send_every": round(self.send_every, 3),
                 "codes_per_packet": self.codes_per_packet, "opus_bps": self.opus_bps,
                 "opus_frame_ms": self.opus_frame_ms, "delayed_sack": self.delayed_sack,
                 "rtcp_spacing": self.rtcp_spacing,
@@ -89,7 +100,7 @@ def packet_bytes(codes: int) -> int:
     return PACKET_BYTES + (codes - 1) * CODE_CHANGE_BYTES + (codes > 1)
 
 
-def features_kbps(fps: float, send_every: int, delayed_sack: bool, codes: int = 1) -> float:
+def features_kbps(fps: float, send_every: float, delayed_sack: bool, codes: int = 1) -> float:
     """This side's packets (of `codes` codes each) plus its SACKs for the other side's (a two-way call:
     the same rate both ways)."""
     packets = fps / send_every
@@ -101,7 +112,7 @@ def features_kbps(fps: float, send_every: int, delayed_sack: bool, codes: int = 
 def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan:
     """The call's wire plan for a budget (None: no budget; `send_every` as asked, counted at 30 fps:
     frames_per_packet)."""
-    send_every = frames_per_packet(fps, send_every)
+    asked, send_every = send_every, frames_per_packet(fps, send_every)
     if budget_kbps is None:
         voice = voice_kbps(OPUS_BPS, OPUS_FRAME_MS)
         face = features_kbps(fps, send_every, False)
@@ -109,14 +120,14 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
                         {"voice": round(voice, 2), "features": round(face, 2)})
     voice = voice_kbps(OPUS_LOW_BPS, OPUS_LOW_FRAME_MS, RTCP_SPACING)
     room = MARGIN * budget_kbps - voice
-    every = next((n for n in range(max(1, send_every), MAX_SEND_EVERY + 1)
-                  if features_kbps(fps, n, True) <= room), None)
+    every = next((frames_per_packet(fps, n) for n in range(max(1, asked), MAX_SEND_EVERY + 1)
+                  if features_kbps(fps, frames_per_packet(fps, n), True) <= room), None)
     if every is None:
-        need = (voice + features_kbps(fps, MAX_SEND_EVERY, True)) / MARGIN
+        need = (voice + features_kbps(fps, frames_per_packet(fps, MAX_SEND_EVERY), True)) / MARGIN
         raise BudgetError(f"--budget {budget_kbps:g} kbps is too small: the voice ({voice:.1f} kbps on the "
                           f"wire) and the face at its lowest rate need {need:.1f}")
     # further codes only from what leaves the reference stills their trickle
-    codes = max([1] + [c for c in range(2, min(every, MAX_BUNDLE) + 1)
+    codes = max([1] + [c for c in range(2, min(int(every), MAX_BUNDLE) + 1)
                        if features_kbps(fps, every, True, c) <= room - MIN_REFERENCE_KBPS])
     face = features_kbps(fps, every, True, codes)
     spare = room - face                                      # kbps for reference stills

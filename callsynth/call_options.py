@@ -14,8 +14,8 @@ class CallDefaults:
     # trades this for fewer packets (callsynth.budget). Counted at 30 fps: a 60 fps camera sends every 2nd
     # frame, 33 ms apart as from a 30 fps one (budget.frames_per_packet).
     send_every: int = 1
-    # Offline reenactment (`reenact`, `eval`) measures the 4 kbps operating point: one packet every 2nd frame
-    # at 30 fps (15 packets a second), every 4th at 60 (callsynth.budget.frames_per_packet).
+    # Offline reenactment (`reenact`, `eval`) measures the 4 kbps operating point: 15 packets a second, every
+    # 2nd frame at 30 fps, 3 of every 5 at 25, every 4th at 60 (callsynth.budget.frames_per_packet).
     reenact_send_every: int = 2
     # The jitter buffer plays out this far behind the sender's clock; None: adapt to the packet spacing
     # and the jitter seen (receiver.jitter), up to max_playout_delay_ms, past which it extrapolates.

@@ -259,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the driving frames cropped exactly like OUTPUT, frame for frame")
     p.add_argument("--stats", type=output_file, help="write bytes per packet, kbps, faceless frames, timings (JSON)")
     p.add_argument("--send-every", type=_positive_int,
-                   help=f"send a packet every Nth frame, interpolate between (default: {CALL.reenact_send_every} "
-                        f"at up to 30 fps, 15 packets/s; {2 * CALL.reenact_send_every} at up to 60 fps, and so on)")
+                   help=f"send packets as often as every Nth frame of a 30 fps camera does (30/N a second, at "
+                        f"most one a frame), interpolate between (default: {CALL.reenact_send_every}, 15 packets/s: "
+                        f"3 frames of every 5 at 25 fps, every 4th at 60)")
     p.add_argument("--basis", type=Path, help="basis file (default: the one shipped in callsynth/assets)")
     p.add_argument("--max-frames", type=_positive_int, help="stop after this many driving frames")
     p.add_argument("--relative", action=argparse.BooleanOptionalAction, default=None,

@@ -28,7 +28,7 @@ from .wire import Codec, WireError, decode_identity, encode_identity
 @dataclass
 class ReenactStats:
     fps: float
-    send_every: int
+    send_every: float           # frames per packet (budget.frames_per_packet)
     frames: int = 0
     frames_no_face: int = 0
     no_face_reasons: dict = field(default_factory=dict)
@@ -39,6 +39,10 @@ class ReenactStats:
     timings_ms: dict = field(default_factory=lambda: {"track": [], "encode": [], "decode": [],
                                                       "render": []})
 
+    def packet_rate_at_30fps(self) -> float:
+        """Packets a second the same setting sends from a 30 fps camera: every frame is 30."""
+        return 30.0 if self.send_every <= 1 else min(30.0, self.fps / self.send_every)
+
     def summary(self) -> dict:
         duration = self.frames / self.fps if self.fps else 0.0
         sent = len(self.packet_bytes)
@@ -47,16 +51,15 @@ class ReenactStats:
             "frames": self.frames,
             "fps": self.fps,
             "duration_s": round(duration, 3),
-            "send_every": self.send_every,
+            "send_every": round(self.send_every, 3),
             "packets": sent,
             "packet_rate_hz": round(self.fps / self.send_every, 3),
             "bytes_per_packet": {"mean": round(mean_bytes, 2),
                                  "min": int(min(self.packet_bytes, default=0)),
                                  "max": int(max(self.packet_bytes, default=0))},
             "payload_kbps": round(sum(self.packet_bytes) * 8 / duration / 1000, 3) if duration else 0.0,
-            # the same packet rate class at 30 fps (frames_per_packet's inverse)
-            "payload_kbps_at_30fps": round(mean_bytes * 8 * 30 * frames_per_packet(self.fps, 1) /
-                                           self.send_every / 1000, 3),
+            # the same setting from a 30 fps camera (frames_per_packet's inverse; every frame: 30 a second)
+            "payload_kbps_at_30fps": round(mean_bytes * 8 * self.packet_rate_at_30fps() / 1000, 3),
             "frames_no_face": self.frames_no_face,
             "no_face_reasons": self.no_face_reasons,
             "rejected_packets": self.rejected_packets,
@@ -74,10 +77,10 @@ class ReenactStats:
         return out
 
 
-def packet_every(fps: float, send_every: int | None = None) -> int:
-    """The frames per packet reenact sends: `send_every`, or by default the 4 kbps point for this frame
-    rate (CALL.reenact_send_every at up to 30 fps, twice that at up to 60, frames_per_packet)."""
-    return send_every or frames_per_packet(fps, CALL.reenact_send_every)
+def packet_every(fps: float, send_every: int | None = None) -> float:
+    """The frames per packet reenact sends for `--send-every N`, counted at 30 fps (30 / N packets a
+    second: frames_per_packet), by default the 4 kbps point (CALL.reenact_send_every: 15 a second)."""
+    return frames_per_packet(fps, send_every or CALL.reenact_send_every)
 
 
 def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: ExpressionBasis,

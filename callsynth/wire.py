@@ -1,29 +1,26 @@
-"""Wire format v7: a packet carries one sent frame, or a bundle of several; a few dozen bytes, quantised
-with the basis file's ranges. (v7: the interior code in the time field, whose clock now wraps sooner.)
-
+"""Wire format v8: a packet carries one sent frame, or a bundle of several; a few dozen bytes, quantised
+with the basis file's ranges. (v8: the interior code's third byte where a sequence number was, which no
+receiver read: packets are ordered and timed by their capture time.)
 Layout (little-endian):
     byte 0      version (high nibble) | flags (low nibble)
     bytes 1-2   model tag: the first 16 bits of the basis hash, with the interior codebook's XORed in (v7;
                 both ends must read the same two files, model_tag)
-    byte 3      sequence number (wraps at 256; receivers order and time packets by their capture time)
-    byte 4      the interior code's second byte (v7; see below)
+    bytes 3-4   the interior code's second and third bytes (v7: the second; v8: both; see below)
     bytes 5-8   capture time, ms, in the low 21 bits (wraps every 35 minutes: receivers unwrap it to the
                 candidate nearest their own clock); the interior code's first byte in the next 8 (v7: by
                 which entries of the interior codebook, face/interior_code.py, a byte a stage, the real
-                mouth's interior differs from the receiver's drawing; 0: none); the mouth source in the top 3 (v5: which picture's mouth interior
-                the sender saw as most like the camera's: 0 lets the receiver choose, i + 1 names the
-                picture of identity index i). Bits the payload had no room for, taken from a clock that
-                wrapped every 49.7 days, then 6.2 (and v7's second byte from a sequence number no
-                receiver read past its low byte).
+                mouth's interior differs from the receiver's drawing; 0: none); the mouth source in the top
+                3 (v5: which picture's mouth interior the sender saw as most like the camera's: 0 lets the
+                receiver choose, i + 1 names the picture of identity index i). Bits the payload had no room
+                for, taken from a clock that wrapped every 49.7 days, then 6.2.
     payload     bit-packed pose (rotvec, tx, ty, log scale), K code coefficients, then the gaze (2 x 5 bits,
                 iris offset over eye width relative to the still's) and the lip gap's correction (3 bits,
                 iris distances the lips part beyond the code's; it fills bits the byte had spare, so a
                 packet is no longer than in v3); none with NO_FACE
     last 2      CRC-16/CCITT of everything before
-
 A bundle (FLAG_BUNDLE; a call within a tight budget sends a packet every few frames, and a bundle carries
-the motion in between instead of leaving it to interpolation) has, after the header (sequence number and
-capture time of its first frame):
+the motion in between instead of leaving it to interpolation) has, after the header (capture time of its
+first frame):
     byte 9      number of frames n (2..MAX_BUNDLE) in the low 4 bits, the Exp-Golomb order k above them
     n-1 bytes   capture-time gap to each next frame, ms (1..255)
     payload     the first frame bit-packed as above, then for each next frame the change of every
@@ -31,7 +28,6 @@ capture time of its first frame):
                 one of 0..3 that makes the bundle smallest): a still field costs one bit
 Every frame of a bundle has a face and the same flags; a lost bundle loses only its own frames. A bundle's
 header holds one mouth source and one interior code, its last frame's, for all its frames.
-
 Decoding never raises anything but a WireError subclass, whatever the bytes.
 """
 
@@ -50,10 +46,10 @@ from .face.interior_code import shipped_codebook
 from .face.pose import Pose
 from .face.still import LANDMARK_STEP
 
-VERSION = 7              # 2: gaze after the code, reference stills; 3: bundles; 4: the lip correction;
+VERSION = 8              # 2: gaze after the code, reference stills; 3: bundles; 4: the lip correction;
                          # 5: the mouth source; 6: the identity message's landmarks as int16; 7: the
-                         # interior code
-HEADER = struct.Struct("<BHBBI")    # version | flags, model tag, sequence number, interior code's 2nd byte, time
+                         # interior code; 8: its third byte, and no sequence number
+HEADER = struct.Struct("<BHHI")     # version | flags, model tag, interior code's 2nd and 3rd bytes, time
 CRC_BYTES = 2
 OVERHEAD = HEADER.size + CRC_BYTES
 MAX_PACKET = 256
@@ -61,8 +57,7 @@ CAPTURE_BITS = 21        # of the header's 32-bit time field; the interior code 
 CAPTURE_WRAP = 1 << CAPTURE_BITS
 CAPTURE_MASK = CAPTURE_WRAP - 1
 INTERIOR_BITS = 8                   # of the interior code in the time field: its first byte
-MAX_INTERIOR = 0xFFFF               # two bytes: face/interior_code.MAX_INDEX - 1
-SEQ_MASK = 0xFF
+MAX_INTERIOR = 0xFFFFFF             # three bytes: face/interior_code.MAX_INDEX - 1
 MOUTH_SHIFT = CAPTURE_BITS + INTERIOR_BITS
 MOUTH_BITS = 32 - MOUTH_SHIFT
 MAX_MOUTH = (1 << MOUTH_BITS) - 1   # mouth sources 1..7 name identity indices 0..6
@@ -109,7 +104,6 @@ class CorruptPacket(WireError):
 class FrameFeatures:
     """What one packet says about one frame."""
 
-    seq: int
     capture_ms: int
     pose: Pose | None = None
     code: np.ndarray | None = None
@@ -120,13 +114,13 @@ class FrameFeatures:
     interior: int = 0                   # the interior code (face/interior_code.py; 0: none)
 
     @classmethod
-    def carrying(cls, seq: int, capture_ms: int, pose: Pose, expression: np.ndarray, k: int, flags: int = 0
+    def carrying(cls, capture_ms: int, pose: Pose, expression: np.ndarray, k: int, flags: int = 0
                  ) -> "FrameFeatures":
         """A frame with a face whose `expression` (K code coefficients, then the gaze, the lip correction,
         the mouth source and the interior code: FaceCoder.expression) is split into the fields that
         travel: `expression`'s inverse."""
         code, gaze_delta, lips, cue = expression_parts(expression, k)
-        return cls(seq, capture_ms, pose, code, flags, gaze_delta, lips, min(cue.source, MAX_MOUTH),
+        return cls(capture_ms, pose, code, flags, gaze_delta, lips, min(cue.source, MAX_MOUTH),
                    min(cue.interior, MAX_INTERIOR))
 
     @property
@@ -157,24 +151,24 @@ def interior_name() -> str:
     return f"interior codebook {codebook.tag}" if codebook is not None else "no interior codebook"
 
 
-def _header(flags: int, tag: int, seq: int, capture_ms: int, frame: FrameFeatures | None) -> bytes:
+def _header(flags: int, tag: int, capture_ms: int, frame: FrameFeatures | None) -> bytes:
     """The header, with the mouth cue of `frame` (none for None): the capture time's low CAPTURE_BITS in the
-    32-bit time field, the interior code's first byte and the mouth source above them, its second byte
-    before the field."""
+    32-bit time field, the interior code's first byte and the mouth source above them, its second and third
+    bytes before the field."""
     mouth, interior = (frame.mouth, frame.interior) if frame is not None else (0, 0)
     if not 0 <= mouth <= MAX_MOUTH:
         raise ValueError(f"mouth source {mouth} is not 0..{MAX_MOUTH}")
     if not 0 <= interior <= MAX_INTERIOR:
         raise ValueError(f"interior code {interior} is not 0..{MAX_INTERIOR}")
     field = (capture_ms & CAPTURE_MASK) | ((interior & 0xFF) << CAPTURE_BITS) | (mouth << MOUTH_SHIFT)
-    return HEADER.pack((VERSION << 4) | flags, tag, seq & SEQ_MASK, interior >> 8, field)
+    return HEADER.pack((VERSION << 4) | flags, tag, interior >> INTERIOR_BITS, field)
 
 
-def _header_parts(packet: bytes) -> tuple[int, int, MouthCue]:
-    """(sequence number, capture time, mouth cue) of a packet's header (_header's inverse)."""
-    _, _, seq, interior_high, field = HEADER.unpack_from(packet)
-    interior = ((field >> CAPTURE_BITS) & 0xFF) | (interior_high << 8)
-    return seq, field & CAPTURE_MASK, MouthCue(field >> MOUTH_SHIFT, interior)
+def _header_parts(packet: bytes) -> tuple[int, MouthCue]:
+    """(capture time, mouth cue) of a packet's header (_header's inverse)."""
+    _, _, interior_high, field = HEADER.unpack_from(packet)
+    interior = ((field >> CAPTURE_BITS) & 0xFF) | (interior_high << INTERIOR_BITS)
+    return field & CAPTURE_MASK, MouthCue(field >> MOUTH_SHIFT, interior)
 
 
 def _quantise(values, lo, hi, bits):
@@ -285,7 +279,7 @@ class Codec:
         flags = frame.flags & KNOWN_FLAGS
         if frame.pose is None or frame.code is None:
             flags |= FLAG_NO_FACE
-        body = _header(flags, self.tag, frame.seq, frame.capture_ms, None if flags & FLAG_NO_FACE else frame)
+        body = _header(flags, self.tag, frame.capture_ms, None if flags & FLAG_NO_FACE else frame)
         if not flags & FLAG_NO_FACE:
             body += _pack_bits(self._quantised(frame), self.bits)
         return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(CRC_BYTES, "little")
@@ -326,16 +320,16 @@ class Codec:
         for u in flat.tolist():
             bits.exp_golomb(int(u), k)
         gaps = bytes((b.capture_ms - a.capture_ms) & 0xFF for a, b in pairwise(frames))
-        body = (_header(flags, self.tag, first.seq, first.capture_ms, frames[-1])
+        body = (_header(flags, self.tag, first.capture_ms, frames[-1])
                 + bytes([len(frames) | (k << 4)]) + gaps + bits.to_bytes())
         if len(body) + CRC_BYTES > MAX_PACKET:
             raise ValueError(f"bundle of {len(frames)} frames takes {len(body) + CRC_BYTES} bytes")
         return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(CRC_BYTES, "little")
 
-    def _frame(self, seq: int, capture_ms: int, flags: int, q: np.ndarray, cue: MouthCue) -> FrameFeatures:
+    def _frame(self, capture_ms: int, flags: int, q: np.ndarray, cue: MouthCue) -> FrameFeatures:
         values = _dequantise(q, self.lo, self.hi, self.bits)
         pose = Pose(values[:3].copy(), np.array([values[3], values[4], 0.0]), float(np.exp(values[5])))
-        return FrameFeatures.carrying(seq, capture_ms, pose, np.append(values[6:], [cue.source, cue.interior]),
+        return FrameFeatures.carrying(capture_ms, pose, np.append(values[6:], [cue.source, cue.interior]),
                                       self.basis.k, flags)
 
     def decode_all(self, packet: bytes) -> list[FrameFeatures]:
@@ -344,7 +338,7 @@ class Codec:
         if not first_byte & FLAG_BUNDLE:
             return [self.decode(packet)]
         packet = bytes(packet)
-        seq, capture_ms, cue = _header_parts(packet)
+        capture_ms, cue = _header_parts(packet)
         flags = (first_byte & 0xF) & ~FLAG_BUNDLE
         if flags & FLAG_NO_FACE:
             raise CorruptPacket("a bundle of frames without a face")
@@ -371,7 +365,7 @@ class Codec:
         for i in range(n):
             if i:
                 when = (when + gaps[i - 1]) & CAPTURE_MASK
-            frames.append(self._frame((seq + i) & SEQ_MASK, when, flags, q[i], cue))
+            frames.append(self._frame(when, flags, q[i], cue))
         return frames
 
     def _checked(self, packet) -> bytes:
@@ -383,7 +377,7 @@ class Codec:
             raise OversizedPacket(f"packet of {len(packet)} bytes exceeds {MAX_PACKET}")
         if len(packet) < OVERHEAD:
             raise TruncatedPacket(f"packet of {len(packet)} bytes is shorter than a header")
-        first, tag, _, _, _ = HEADER.unpack_from(packet)
+        first, tag, _, _ = HEADER.unpack_from(packet)
         version, flags = first >> 4, first & 0xF
         if version != VERSION:
             raise VersionMismatch(f"packet version {version}, this receiver speaks {VERSION}: the peer runs "
@@ -402,20 +396,20 @@ class Codec:
         """A packet of one frame (a bundle needs decode_all)."""
         packet = self._checked(packet)
         flags = packet[0] & 0xF
-        seq, capture_ms, cue = _header_parts(packet)
+        capture_ms, cue = _header_parts(packet)
         if flags & FLAG_BUNDLE:
             raise CorruptPacket("a bundle of frames where one frame was expected")
         payload = packet[HEADER.size:-CRC_BYTES]
         if flags & FLAG_NO_FACE:
             if payload or cue.source or cue.interior:
                 raise CorruptPacket("no-face packet carries a payload, a mouth source or an interior code")
-            return FrameFeatures(seq, capture_ms, flags=flags)
+            return FrameFeatures(capture_ms, flags=flags)
         if len(payload) != self.payload_bytes:
             raise TruncatedPacket(f"payload of {len(payload)} bytes, expected {self.payload_bytes}")
         q = _unpack_bits(payload, self.bits)
         if np.any(q > (1 << self.bits) - 1):
             raise CorruptPacket("field out of range")
-        return self._frame(seq, capture_ms, flags, q, cue)
+        return self._frame(capture_ms, flags, q, cue)
 
     def roundtrip(self, frame: FrameFeatures) -> FrameFeatures:
         return self.decode(self.encode(frame))

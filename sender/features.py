@@ -5,12 +5,14 @@ lock) and `finish` (crop, code, packet, reference stills: Python). `process` doe
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from callsynth.budget import sampled
 from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
@@ -19,7 +21,7 @@ from callsynth.face.pose import interpolate_pose
 from callsynth.face.regions import eye_openness
 from callsynth.face.still import Still
 from callsynth.face.tracker import FaceTracker, TrackResult
-from callsynth.wire import CAPTURE_MASK, MAX_BUNDLE, SEQ_MASK, Codec, FrameFeatures, encode_identity
+from callsynth.wire import CAPTURE_MASK, MAX_BUNDLE, Codec, FrameFeatures, encode_identity
 
 from .mouth_choice import MouthChoice
 from .reference_pick import ReferencePicker
@@ -79,12 +81,13 @@ class BlinkTiming:
 
 
 class FeatureEncoder:
-    """Turns each captured frame into at most one packet: one every `send_every` frames, carrying
+    """Turns each captured frame into at most one packet: one every `send_every` frames (fractional where
+    the camera's frame rate does not divide the packet rate: budget.frames_per_packet), carrying
     `codes_per_packet` codes sampled evenly over those frames (a bundle, wire.py; one code: the frame the
     packet leaves on). Where codes are sampled less often than frames, a blink's closed frame may take a
     slot (BlinkTiming)."""
 
-    def __init__(self, basis: ExpressionBasis, still: Still, fps: float = 30.0, send_every: int = CALL.send_every,
+    def __init__(self, basis: ExpressionBasis, still: Still, fps: float = 30.0, send_every: float = CALL.send_every,
                  smoothing: bool = True, references: bool = True, defer_references: bool = False,
                  codes_per_packet: int = 1, await_receipts: bool = False):
         """`still` is the face codes are measured from: in a call, the caller's own still.
@@ -121,7 +124,6 @@ class FeatureEncoder:
         self.still_openness = float(eye_openness(still.landmarks).mean())
         self.blinks = BlinkTiming(self.still_openness) if send_every > codes_per_packet else None
         self.frame_index = 0
-        self.seq = 0
         # for the interior code: the last packet with a face (as the receiver decodes it) and the frames with
         # a face since it that no packet carried (capture time, crop), which the receiver draws between it
         # and the next with the nearer packet's cue
@@ -157,10 +159,10 @@ class FeatureEncoder:
         if self.mouths is not None:
             self.mouths.warm_up()
 
-    def retune(self, send_every: int, codes_per_packet: int) -> bytes | None:
+    def retune(self, send_every: float, codes_per_packet: int) -> bytes | None:
         """Another packet rate and bundle size from the next frame (the wire plan changed mid-call); the
         codes waiting for a packet leave now if they fill the new one (the packet to send, else None)."""
-        self.send_every, self.codes_per_packet = send_every, min(codes_per_packet, send_every, MAX_BUNDLE)
+        self.send_every, self.codes_per_packet = send_every, min(codes_per_packet, int(send_every), MAX_BUNDLE)
         self.blinks = ((self.blinks or BlinkTiming(self.still_openness))
                        if self.send_every > self.codes_per_packet else None)
         if self.bundle and len(self.bundle) >= self.codes_per_packet:
@@ -170,7 +172,7 @@ class FeatureEncoder:
 
     def _sampled(self, frame_index: int) -> bool:
         """Whether this frame's code is taken: codes_per_packet of every send_every frames, evenly."""
-        return (frame_index % self.send_every) * self.codes_per_packet % self.send_every < self.codes_per_packet
+        return sampled(frame_index, self.send_every / self.codes_per_packet)
 
     def tracks_next(self, step: int) -> bool:
         """Whether the next frame is tracked when tracking steps down to about 1 frame in `step`: the frames
@@ -245,18 +247,17 @@ class FeatureEncoder:
         if send:
             if result.found:
                 pose, expression = self.coder.expression(landmarks)
-                features = FrameFeatures.carrying(self.seq, capture_ms, pose, expression, self.coder.basis.k,
+                features = FrameFeatures.carrying(capture_ms, pose, expression, self.coder.basis.k,
                                                   flags)
                 if self.mouths is not None:
                     self._mouth_cue(crop, landmarks, features)
             else:
-                features = FrameFeatures(self.seq, capture_ms, flags=flags)
+                features = FrameFeatures(capture_ms, flags=flags)
                 self.last_sent = None
             self.unsent = []
             packet = self._packet_for(features)
-            self.seq = (self.seq + 1) & SEQ_MASK
         elif self.mouths is not None and result.found and self.send_every > 1:
-            self.unsent = [*self.unsent[-(self.send_every - 1):], (capture_ms, crop)]
+            self.unsent = [*self.unsent[-(math.ceil(self.send_every) - 1):], (capture_ms, crop)]
         if self.picker is not None and result.found:
             pose = pose or self.coder.pose_of(landmarks)      # estimated once a frame
             turn = float(np.linalg.norm(pose.rotvec - self.coder.still_pose.rotvec))

@@ -14,10 +14,11 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from audio2exp.driver import SpeechDriver
 from audio2exp.model import Audio2ExpModel
+from callsynth.budget import sampled
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
 from callsynth.face.still import Still
-from callsynth.wire import CAPTURE_MASK, FLAG_AUDIO, SEQ_MASK, Codec, FrameFeatures
+from callsynth.wire import CAPTURE_MASK, FLAG_AUDIO, Codec, FrameFeatures
 
 log = logging.getLogger("callsynth.send")
 CONTEXT_S = 2.0       # voice kept while the camera drives the face, to prime the model when it takes over
@@ -33,7 +34,7 @@ class SpeechPackets:
     without)."""
 
     def __init__(self, model: Audio2ExpModel, basis: ExpressionBasis, still: Still, fps: float,
-                 send_every: int, send):
+                 send_every: float, send):
         self.model, self.rest_pose = model, FaceCoder(basis, still.landmarks).still_pose
         self.driver: SpeechDriver | None = None        # made when the packets are first needed
         self.driver_origin_s = 0.0                     # stream time of the driver's sample 0
@@ -43,7 +44,6 @@ class SpeechPackets:
         self.fps, self.send_every, self.send = fps, send_every, send
         self.start_s: float | None = None   # wall time of the audio's sample 0
         self.active = False
-        self.seq = 0
         self.packets = 0
         self.payload_bytes = 0
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech")
@@ -102,11 +102,10 @@ class SpeechPackets:
         for t, pose, code in self.driver.push_frame(frame):
             t += self.driver_origin_s
             index = int(round(t * self.fps))
-            if index % self.send_every:
+            if not sampled(index, self.send_every):
                 continue
             capture_ms = int((self.start_s + t) * 1000) & CAPTURE_MASK
-            out.append(self.codec.encode(FrameFeatures(self.seq, capture_ms, pose, code, flags=FLAG_AUDIO)))
-            self.seq = (self.seq + 1) & SEQ_MASK
+            out.append(self.codec.encode(FrameFeatures(capture_ms, pose, code, flags=FLAG_AUDIO)))
         return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -388,7 +389,7 @@ class FaceStream:
         # tracked (at one packet a frame: every 2nd frame is tracked and sent). One slow frame (a
         # re-detection, a reference being made, the OS) is no reason to step down, as it doubles the packet
         # spacing: half a second of frames over budget is.
-        ladder = QualityLadder(self.source.fps, (1, max(2, encoder.send_every)), describe_tracking,
+        ladder = QualityLadder(self.source.fps, (1, max(2, math.ceil(encoder.send_every))), describe_tracking,
                                patience=max(3, round(self.source.fps / 2)))
 
         async def finish(frame, tracked, capture_ms: int, t0: float) -> bool:

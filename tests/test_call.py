@@ -227,7 +227,7 @@ def test_forged_truncated_and_oversized_packets_are_rejected_and_the_call_goes_o
     still = prepare_still(read_still(VAL_CLIP))
     codec = Codec(basis)
     rng = np.random.default_rng(0)
-    good = [codec.encode(FrameFeatures(i, int(time.time() * 1000 + 33 * i) & CAPTURE_MASK,
+    good = [codec.encode(FrameFeatures(int(time.time() * 1000 + 33 * i) & CAPTURE_MASK,
                                        *codec_state(basis, still, i))) for i in range(20)]
     wrong_version = bytes([0x10 | good[0][0] & 0xF]) + good[0][1:]      # an old (v1) sender
     forged = bytearray(good[1])
@@ -282,7 +282,7 @@ def test_a_frame_that_cannot_be_rebuilt_is_skipped_and_the_call_goes_on(monkeypa
     basis = load_basis()
     still = prepare_still(read_still(VAL_CLIP))
     codec = Codec(basis)
-    good = [codec.encode(FrameFeatures(i, int(time.time() * 1000 + 33 * i) & CAPTURE_MASK,
+    good = [codec.encode(FrameFeatures(int(time.time() * 1000 + 33 * i) & CAPTURE_MASK,
                                        *codec_state(basis, still, i))) for i in range(20)]
     real_render, calls = WarpRenderer.render, {"n": 0}
 
@@ -318,7 +318,7 @@ def test_a_call_task_that_dies_ends_the_call_loudly(monkeypatch):
     basis = load_basis()
     still = prepare_still(read_still(VAL_CLIP))
     codec = Codec(basis)
-    good = [codec.encode(FrameFeatures(i, int(time.time() * 1000 + 33 * i) & CAPTURE_MASK,
+    good = [codec.encode(FrameFeatures(int(time.time() * 1000 + 33 * i) & CAPTURE_MASK,
                                        *codec_state(basis, still, i))) for i in range(60)]
     from receiver.frame_clock import FrameClock
 
@@ -500,7 +500,7 @@ def test_a_new_still_of_another_face_is_said_aloud():
     first = prepare_still(read_still(VAL_CLIP))
     other = prepare_still(read_still(GRID_VAL_AUDIO))
     codec = Codec(basis)
-    good = [codec.encode(FrameFeatures(i, int(time.time() * 1000 + 33 * i) & CAPTURE_MASK,
+    good = [codec.encode(FrameFeatures(int(time.time() * 1000 + 33 * i) & CAPTURE_MASK,
                                        *codec_state(basis, first, i))) for i in range(10)]
 
     async def main():

@@ -1,4 +1,4 @@
-"""The interior code (callsynth/face/interior_code.py): one byte a packet that says how the real mouth's
+"""The interior code (callsynth/face/interior_code.py): three bytes a packet that say how the real mouth's
 interior differs from the receiver's drawing of it."""
 
 import numpy as np
@@ -8,6 +8,7 @@ from callsynth.face.basis import load_basis
 from callsynth.face.code import MouthCue
 from callsynth.face.interior_code import (
     CODES,
+    FORMAT,
     STAGES,
     InteriorCodebook,
     InteriorCodeError,
@@ -36,7 +37,7 @@ def test_the_shipped_codebook_loads_and_a_wrong_file_is_refused(tmp_path):
     text = tmp_path / "notes.npz"
     text.write_text("not a codebook")
     wrong_shape = tmp_path / "small.npz"
-    np.savez(wrong_shape, entries=np.zeros((16, 4, 4)), format=np.int64(2))
+    np.savez(wrong_shape, entries=np.zeros((16, 4, 4)), format=np.int64(FORMAT))
     later = tmp_path / "later.npz"
     np.savez(later, entries=book.entries, format=np.int64(99))
     for path, message in ((text, "not an interior codebook"), (wrong_shape, "shape"), (later, "format 99"),
@@ -57,7 +58,7 @@ def test_an_index_is_its_own_nearest_and_paints_only_the_mouth(basis):
     weight = region(patch.mask(target))
     strong = np.argsort(-(np.abs(book.entries[0]) * weight).sum(axis=(1, 2)))[:20]
     assert all(book.nearest(book.entries[0, j], weight) == j for j in strong)     # the first stage's alone
-    for index in (strong[0] | 5 << 8, strong[1] | 200 << 8):                       # and with the second's
+    for index in (strong[0] | 5 << 8, strong[1] | 200 << 8 | 17 << 16):            # and with the others'
         assert book.nearest(book.patch(int(index)), weight) == index
     assert book.nearest(np.zeros((PATCH_H, PATCH_W)), weight) == 0        # nothing to say: no change
     image = rng.integers(60, 200, (CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)

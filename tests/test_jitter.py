@@ -9,7 +9,7 @@ T0 = 1_790_000_000_000  # a wall-clock time in ms, far above the wire's wrap (2*
 
 
 def packet(t_full, value):
-    return FrameFeatures(0, t_full & CAPTURE_MASK, Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2),
+    return FrameFeatures(t_full & CAPTURE_MASK, Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2),
                          np.full(3, float(value)))
 
 

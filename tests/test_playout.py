@@ -8,7 +8,7 @@ REST = Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2)
 
 
 def face(t, x, value):
-    return FrameFeatures(t // 10, t, Pose(np.zeros(3), np.array([x, 0.5, 0.0]), 0.2), np.full(4, value))
+    return FrameFeatures(t, Pose(np.zeros(3), np.array([x, 0.5, 0.0]), 0.2), np.full(4, value))
 
 
 def test_interpolates_between_packets_in_capture_order():
@@ -23,7 +23,7 @@ def test_interpolates_between_packets_in_capture_order():
 def test_holds_then_eases_back_to_rest_after_no_face():
     tl = FeatureTimeline(REST, 4, hold_ms=200, ease_ms=200)
     tl.add(face(0, 0.7, 2.0))
-    tl.add(FrameFeatures(1, 100, flags=FLAG_NO_FACE))
+    tl.add(FrameFeatures(100, flags=FLAG_NO_FACE))
     assert np.allclose(tl.at(150)[1], 2.0)          # held
     assert np.allclose(tl.at(300)[1], 1.0)          # half way
     pose, code = tl.at(1000)
@@ -33,5 +33,5 @@ def test_holds_then_eases_back_to_rest_after_no_face():
 def test_nothing_before_any_face():
     tl = FeatureTimeline(REST, 4)
     assert tl.at(0) is None
-    tl.add(FrameFeatures(0, 0, flags=FLAG_NO_FACE))
+    tl.add(FrameFeatures(0, flags=FLAG_NO_FACE))
     assert tl.at(10) is None

@@ -58,7 +58,7 @@ def test_no_folded_triangle_on_any_frame_of_the_validation_clips(basis, data):
         warper = FaceWarper(np.zeros((256, 256, 3), np.uint8), tracked[0])
         for i, landmarks in enumerate(tracked):
             pose, code = coder.encode(landmarks)
-            sent = codec.roundtrip(FrameFeatures(i, i * 40, pose, code))
+            sent = codec.roundtrip(FrameFeatures(i * 40, pose, code))
             target = coder.landmarks(sent.pose, sent.code)
             raw_folds += int(folded(warper.src_points, warper.target_points(target), warper.triangles).sum())
             left += warper.folded_count(target)

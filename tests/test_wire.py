@@ -13,7 +13,6 @@ from callsynth.wire import (
     FLAG_AUDIO,
     MAX_MOUTH,
     MAX_PACKET,
-    SEQ_MASK,
     BasisMismatch,
     Codec,
     FrameFeatures,
@@ -29,21 +28,21 @@ def codec(basis):
     return Codec(basis)
 
 
-def sample_features(basis, rng, seq=7):
+def sample_features(basis, rng, capture_ms=123456):
     mid = (basis.code_lo + basis.code_hi) / 2
     code = mid + rng.uniform(-0.4, 0.4, basis.k) * (basis.code_hi - basis.code_lo)
     pose = Pose(rng.uniform(-0.4, 0.4, 3), np.r_[rng.uniform(0.3, 0.7, 2), 0.0], float(np.exp(rng.uniform(basis.pose_lo[5], basis.pose_hi[5]))))
-    return FrameFeatures(seq, 123456, pose, code)
+    return FrameFeatures(capture_ms, pose, code)
 
 
 def test_round_trip_within_one_quantisation_step(basis, codec):
     rng = np.random.default_rng(0)
     for i in range(50):
-        f = sample_features(basis, rng, seq=i)
+        f = sample_features(basis, rng, capture_ms=123456 + i)
         packet = codec.encode(f)
         assert len(packet) == codec.packet_bytes
         g = codec.decode(packet)
-        assert (g.seq, g.capture_ms, g.has_face) == (i, 123456, True)
+        assert (g.capture_ms, g.has_face) == (123456 + i, True)
         step = (basis.code_hi - basis.code_lo) / ((1 << basis.code_bits) - 1)
         assert np.all(np.abs(g.code - f.code) <= step / 2 + 1e-12)
         pstep = (basis.pose_hi - basis.pose_lo) / ((1 << basis.pose_bits) - 1)
@@ -61,9 +60,9 @@ def test_payload_fits_4_kbps_at_15_packets_per_second(codec):
 
 
 def test_no_face_and_audio_flags_round_trip(codec):
-    g = codec.decode(codec.encode(FrameFeatures(3, 99)))
+    g = codec.decode(codec.encode(FrameFeatures(99)))
     assert not g.has_face and g.pose is None and g.code is None
-    assert len(codec.encode(FrameFeatures(3, 99))) < codec.packet_bytes
+    assert len(codec.encode(FrameFeatures(99))) < codec.packet_bytes
     f = sample_features(codec.basis, np.random.default_rng(1))
     f.flags = FLAG_AUDIO
     assert codec.decode(codec.encode(f)).flags == FLAG_AUDIO
@@ -165,56 +164,56 @@ def test_basis_file_is_checked_on_load(basis, tmp_path):
 
 # --- bundles: several frames in one packet, the first in full and the rest as entropy-coded changes ----
 
-def drifting_frames(basis, n, seed=8, start_ms=1000, gap_ms=40, seq=253):
+def drifting_frames(basis, n, seed=8, start_ms=1000, gap_ms=40):
     """n frames of a face that moves a little from one to the next (as a real one does)."""
     rng = np.random.default_rng(seed)
-    first = sample_features(basis, rng, seq)
+    first = sample_features(basis, rng)
     frames = []
     for i in range(n):
         drift = rng.normal(0, 0.01, basis.k) * (basis.code_hi - basis.code_lo)
         code = np.clip(first.code + drift * i, basis.code_lo, basis.code_hi)
         pose = Pose(first.pose.rotvec + 0.003 * i, first.pose.translation, first.pose.scale)
-        frames.append(FrameFeatures((seq + i) & SEQ_MASK, (start_ms + i * gap_ms) & CAPTURE_MASK, pose, code,
+        frames.append(FrameFeatures((start_ms + i * gap_ms) & CAPTURE_MASK, pose, code,
                                     gaze=np.array([0.01 * i, -0.02])))
     return frames
 
 
 def test_a_bundle_carries_every_frame_as_its_own_packet_would(basis, codec):
-    frames = drifting_frames(basis, 5, start_ms=CAPTURE_WRAP - 60)       # the clock and the seq both wrap inside
+    frames = drifting_frames(basis, 5, start_ms=CAPTURE_WRAP - 60)       # the clock wraps inside
     packet = codec.encode_bundle(frames)
     got = codec.decode_all(packet)
-    assert [(g.seq, g.capture_ms) for g in got] == [(f.seq, f.capture_ms) for f in frames]
+    assert [g.capture_ms for g in got] == [f.capture_ms for f in frames]
     for g, f in zip(got, frames):
         alone = codec.decode(codec.encode(f))
         assert np.array_equal(g.code, alone.code) and np.array_equal(g.gaze, alone.gaze)
         assert np.array_equal(g.pose.rotvec, alone.pose.rotvec) and g.pose.scale == alone.pose.scale
     # the changes cost far less than whole frames: the point of a bundle
     assert len(packet) < codec.packet_bytes + 4 * (codec.packet_bytes - 9) * 0.7
-    assert codec.decode_all(codec.encode(frames[0]))[0].seq == frames[0].seq
+    assert codec.decode_all(codec.encode(frames[0]))[0].capture_ms == frames[0].capture_ms
     with pytest.raises(WireError, match="bundle"):
         codec.decode(packet)
 
 
 def test_the_mouth_cue_rides_in_the_header_without_a_byte_more(basis, codec):
-    """v5, v7: the sender's mouth source (0..7) takes the top 3 bits of the header's time field, the interior
-    code's first byte the 8 below them (the capture time keeps 21) and its second byte the sequence number's
-    high byte, so a packet is no longer than before; a bundle carries its last frame's for all its frames; a
+    """v5, v7, v8: the sender's mouth source (0..7) takes the top 3 bits of the header's time field, the
+    interior code's first byte the 8 below them (the capture time keeps 21) and its second and third bytes
+    the two a sequence number had, so a packet is no longer than before; a bundle carries its last frame's for all its frames; a
     no-face packet with either is forged; values past their bits are refused at the sender."""
     import binascii
 
     from callsynth.wire import CAPTURE_BITS, FLAG_NO_FACE, HEADER, MAX_INTERIOR, VERSION, CorruptPacket
 
-    assert CAPTURE_BITS == 21 and MAX_INTERIOR == 0xFFFF and codec.packet_bytes == 33
+    assert CAPTURE_BITS == 21 and MAX_INTERIOR == 0xFFFFFF and codec.packet_bytes == 33
     f = sample_features(basis, np.random.default_rng(3))
     f.capture_ms = CAPTURE_WRAP - 1
-    for mouth, interior in [(m, i) for m in range(MAX_MOUTH + 1) for i in (0, 1, 255, 256, 0x1234, MAX_INTERIOR)]:
+    for mouth, interior in [(m, i) for m in range(MAX_MOUTH + 1) for i in (0, 1, 255, 256, 0x1234, 0x10000, 0xABCDEF, MAX_INTERIOR)]:
         f.mouth, f.interior = mouth, interior
         packet = codec.encode(f)
         got = codec.decode(packet)
         assert len(packet) == codec.packet_bytes
         assert (got.mouth, got.interior, got.capture_ms) == (mouth, interior, CAPTURE_WRAP - 1)
         assert list(got.expression[-2:]) == [mouth, interior]
-        again = FrameFeatures.carrying(0, 0, got.pose, got.expression, basis.k)
+        again = FrameFeatures.carrying(0, got.pose, got.expression, basis.k)
         assert (again.mouth, again.interior) == (mouth, interior)
     f.mouth = MAX_MOUTH + 1
     with pytest.raises(ValueError, match="mouth source"):
@@ -224,10 +223,10 @@ def test_the_mouth_cue_rides_in_the_header_without_a_byte_more(basis, codec):
         codec.encode(f)
     frames = drifting_frames(basis, 3)
     for i, frame in enumerate(frames):
-        frame.mouth, frame.interior = i + 1, 1000 * (i + 1)
-    assert [(g.mouth, g.interior) for g in codec.decode_all(codec.encode_bundle(frames))] == [(3, 3000)] * 3
-    for high, field in ((0, 2 << 29), (0, 5 << 21), (7, 0)):    # a mouth source, an interior code's bytes
-        body = HEADER.pack((VERSION << 4) | FLAG_NO_FACE, codec.tag, 1, high, field | 100)
+        frame.mouth, frame.interior = i + 1, 100000 * (i + 1)
+    assert [(g.mouth, g.interior) for g in codec.decode_all(codec.encode_bundle(frames))] == [(3, 300000)] * 3
+    for high, field in ((0, 2 << 29), (0, 5 << 21), (7, 0), (0x700, 0)):   # a mouth source, an interior code's bytes
+        body = HEADER.pack((VERSION << 4) | FLAG_NO_FACE, codec.tag, high, field | 100)
         with pytest.raises(CorruptPacket, match="mouth source|interior code"):
             codec.decode(body + binascii.crc_hqx(body, 0xFFFF).to_bytes(2, "little"))
 
@@ -235,7 +234,7 @@ def test_the_mouth_cue_rides_in_the_header_without_a_byte_more(basis, codec):
 def test_frames_that_cannot_share_a_bundle_are_refused(basis, codec):
     a, b = drifting_frames(basis, 2)
     assert Codec.bundles(a, b)
-    assert not Codec.bundles(a, FrameFeatures(b.seq, b.capture_ms))                   # no face
+    assert not Codec.bundles(a, FrameFeatures(b.capture_ms))                          # no face
     assert not Codec.bundles(a, dataclasses.replace(b, flags=FLAG_AUDIO))             # another kind
     assert not Codec.bundles(a, dataclasses.replace(b, capture_ms=a.capture_ms + 300))  # too far apart
     with pytest.raises(ValueError):
@@ -266,7 +265,7 @@ def test_forged_bundles_with_a_valid_checksum_never_crash(body, count):
     from callsynth.wire import FLAG_BUNDLE, HEADER, VERSION
     basis = load_basis()
     codec = Codec(basis)
-    head = HEADER.pack((VERSION << 4) | FLAG_BUNDLE, codec.tag, 1, 0, 1000) + bytes([count])
+    head = HEADER.pack((VERSION << 4) | FLAG_BUNDLE, codec.tag, 0, 1000) + bytes([count])
     forged = head + body
     forged += binascii.crc_hqx(forged, 0xFFFF).to_bytes(2, "little")
     try:
@@ -291,5 +290,5 @@ def test_the_encoder_bundles_codes_sampled_evenly(basis):
     assert encoder._packet_for(frames[0]) is None
     assert len(encoder.codec.decode_all(encoder._packet_for(frames[1]))) == 2
     assert encoder._packet_for(frames[2]) is None
-    early = encoder._packet_for(FrameFeatures(9, frames[2].capture_ms + 40))
-    assert [f.seq for f in encoder.codec.decode_all(early)] == [frames[2].seq]
+    early = encoder._packet_for(FrameFeatures(frames[2].capture_ms + 40))
+    assert [f.capture_ms for f in encoder.codec.decode_all(early)] == [frames[2].capture_ms]

@@ -25,8 +25,8 @@ from .codecs import CODECS, encode_decode
 from .metrics import FrameLandmarks, eye_figures, mouth_figures, mouth_interior, nme, picked_frames, psnr, ssim
 from .report import write_report
 
-# send every Nth frame: 30, 15 and 10 packets/s at 30 fps (a faster clip at the same packet rates:
-# budget.frames_per_packet)
+# as often as every Nth frame of a 30 fps camera: 30, 15 and 10 packets/s (every frame, at most; a clip of
+# another frame rate at the same packet rates: budget.frames_per_packet)
 CALLSYNTH_RATES = (1, 2, 3)
 GENERATOR_RATE = 2           # the generator is measured at the default packet rate
 # the strip's picked frames are known from the first run's truth, and kept from the later runs' outputs
@@ -35,6 +35,11 @@ EYE_MOUTH_KEYS = ("openness_r", "blink_recall", "gaze_r", "teeth_share_truth", "
                   "interior_l1")
 MOUTH = [0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267,
          269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415]
+
+
+def setting_name(rate: int) -> str:
+    """A packet rate's name in the report: every frame, or packets a second (budget.frames_per_packet)."""
+    return "every frame" if rate == 1 else f"{30 / rate:g} packets/s"
 
 
 def mouth_error(ref: np.ndarray, out: np.ndarray, landmarks: np.ndarray) -> float:
@@ -111,7 +116,7 @@ def code_nme(still, ref_lm: list, basis: ExpressionBasis) -> float:
         if truth is None:
             continue
         pose, code = coder.expression(truth)
-        sent = codec.roundtrip(FrameFeatures.carrying(i, i, pose, code, basis.k))
+        sent = codec.roundtrip(FrameFeatures.carrying(i, pose, code, basis.k))
         errors.append(nme(coder.landmarks(sent.pose, sent.expression), truth))
     return float(np.mean(errors)) if errors else float("nan")
 
@@ -172,8 +177,7 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
             coded = code_nme(still, ref_lm, basis)      # the truth's landmarks through the code: once a clip
         if rate == GENERATOR_RATE:
             shown["warp"] = kept
-        setting = "every frame" if rate == 1 else f"1 packet / {rate} frames"
-        rows.append({"method": "callsynth-warp", "setting": setting,
+        rows.append({"method": "callsynth-warp", "setting": setting_name(rate),
                      "packets_per_s": fps / frames_per_packet(fps, rate),
                      "kbps": summary["payload_kbps"], "kbps_at_30fps": summary["payload_kbps_at_30fps"],
                      "reference_bytes": summary["reference_bytes"],
@@ -184,7 +188,7 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
         model = renderers.model
         send_every = frames_per_packet(fps, GENERATOR_RATE)
         summary, figures, shown[model] = run(send_every, renderers)
-        rows.append({"method": f"callsynth-{model}", "setting": f"1 packet / {GENERATOR_RATE} frames",
+        rows.append({"method": f"callsynth-{model}", "setting": setting_name(GENERATOR_RATE),
                      "packets_per_s": fps / send_every, "kbps": summary["payload_kbps"],
                      "kbps_at_30fps": summary["payload_kbps_at_30fps"],
                      "render_ms": summary["timings_ms"]["render"]["mean"], **figures})

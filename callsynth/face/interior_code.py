@@ -1,4 +1,4 @@
-"""The interior code: two bytes a packet that tell the receiver how the real mouth's interior differs from
+"""The interior code: three bytes a packet that tell the receiver how the real mouth's interior differs from
 the one it is about to draw.
 
 The receiver draws an open mouth's interior from a picture it holds (reference_blend.py), and the mouth
@@ -11,7 +11,7 @@ so it sends the difference: the grey-level residual, real minus drawn, on the mo
 (face/mouth_patch.py) inside the inner lips grown by two patch pixels, as entries of a codebook fitted on
 the training people (`callsynth fit-interior`, train/interior_fit.py) in STAGES stages of CODES entries: the
 first stage's nearest entry, then the second's nearest to what the first left (residual vector
-quantisation: a byte each, and 65,536 interiors for the price of two 256-entry tables). Entry 0 of a stage
+quantisation: a byte each, and 16.8 million interiors for the price of three 256-entry tables). Entry 0 of a stage
 is no change: a closed mouth, or nothing to say. An index packs the stages' entries, the first in its low
 byte.
 
@@ -36,8 +36,8 @@ import numpy as np
 from .mouth_patch import PATCH_H, PATCH_W, MouthPatch
 
 CODES = 256                  # a byte a stage: entry 0 (no change) and CODES - 1 fitted
-STAGES = 2
-FORMAT = 2                   # 1: one stage
+STAGES = 3
+FORMAT = 3                   # 1: one stage; 2: two
 MAX_INDEX = CODES ** STAGES   # indices are 0 .. MAX_INDEX - 1
 GROW = 5                     # the inner lips' mask grown by a GROW x GROW square (two patch pixels each way)
 
