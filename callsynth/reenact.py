@@ -77,14 +77,14 @@ class ReenactStats:
         return out
 
 
-def packet_every(fps: float, send_every: int | None = None) -> float:
-    """The frames per packet reenact sends for `--send-every N`, counted at 30 fps (30 / N packets a
+def packet_every(fps: float, every_at_30fps: int | None = None) -> float:
+    """The frames per packet of `--send-every N`, which counts frames of a 30 fps camera (30 / N packets a
     second: frames_per_packet), by default the 4 kbps point (CALL.reenact_send_every: 15 a second)."""
-    return frames_per_packet(fps, send_every or CALL.reenact_send_every)
+    return frames_per_packet(fps, every_at_30fps or CALL.reenact_send_every)
 
 
 def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: ExpressionBasis,
-            send_every: int | None = None, smoothing: bool = True, stats: ReenactStats | None = None,
+            send_every: float | None = None, smoothing: bool = True, stats: ReenactStats | None = None,
             sender_still: Still | None = None, renderers: Renderers | None = None, references: bool = True
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (reference crop, rebuilt frame) for every driving frame, in order.
@@ -93,10 +93,10 @@ def reenact(still: Still, frames: Iterable[np.ndarray], fps: float, basis: Expre
     video's own first frame when it drives somebody else, so that the driver's face shape is not sent
     as if it were an expression. `references`: collect reference stills from the driving clip (only
     when it drives its own face: another person's mouth is no reference for this one). `renderers`: what
-    builds the renderer (receiver.renderer.Renderers; default the warp). `send_every`: frames per packet
-    (default: the 4 kbps point for this frame rate, frames_per_packet).
+    builds the renderer (receiver.renderer.Renderers; default the warp). `send_every`: frames per packet,
+    fractional or whole (default: the 4 kbps point, packet_every).
     """
-    send_every = packet_every(fps, send_every)
+    send_every = send_every or packet_every(fps)
     stats = stats or ReenactStats(fps, send_every)
     encoder = FeatureEncoder(basis, sender_still or still, fps=fps, send_every=send_every,
                              smoothing=smoothing, references=references and sender_still is None)
