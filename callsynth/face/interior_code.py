@@ -17,7 +17,7 @@ byte.
 
 On the validation people's mouth patches (`callsynth fit-interior`, and /tmp probes on the samples of
 train/mouth_pairs.py, inside the inner lips): drawn 27.5, one byte 20.8, two bytes 18.5, three 17.1
-(WDA_KatieHill_000: 40.4, 30.7, 27.7, 26.0). The third byte took the place of a sequence number no receiver
+(WDA_KatieHill_000: 40.4, 30.7, 27.7, 25.8). The third byte took the place of a sequence number no receiver
 read (wire v8). All three shared by a packet's frame and the unsent one before it did a little better than
 the first shared and a second byte for each frame (Katie's pairs of frames: 28.6 against 28.8; two bytes
 shared 29.9; a /tmp probe).
