@@ -247,8 +247,7 @@ class FeatureEncoder:
         if send:
             if result.found:
                 pose, expression = self.coder.expression(landmarks)
-                features = FrameFeatures.carrying(capture_ms, pose, expression, self.coder.basis.k,
-                                                  flags)
+                features = FrameFeatures.carrying(capture_ms, pose, expression, self.coder.basis.k, flags)
                 if self.mouths is not None:
                     self._mouth_cue(crop, landmarks, features)
             else:
