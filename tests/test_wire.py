@@ -197,8 +197,9 @@ def test_a_bundle_carries_every_frame_as_its_own_packet_would(basis, codec):
 def test_the_mouth_cue_rides_in_the_header_without_a_byte_more(basis, codec):
     """v5, v7, v8: the sender's mouth source (0..7) takes the top 3 bits of the header's time field, the
     interior code's first byte the 8 below them (the capture time keeps 21) and its second and third bytes
-    the two a sequence number had, so a packet is no longer than before; a bundle carries its last frame's for all its frames; a
-    no-face packet with either is forged; values past their bits are refused at the sender."""
+    the two a sequence number had, so a packet is no longer than before; a bundle carries its last frame's
+    for all its frames; a no-face packet with either is forged; values past their bits are refused at the
+    sender."""
     import binascii
 
     from callsynth.wire import CAPTURE_BITS, FLAG_NO_FACE, HEADER, MAX_INTERIOR, VERSION, CorruptPacket
@@ -206,7 +207,8 @@ def test_the_mouth_cue_rides_in_the_header_without_a_byte_more(basis, codec):
     assert CAPTURE_BITS == 21 and MAX_INTERIOR == 0xFFFFFF and codec.packet_bytes == 33
     f = sample_features(basis, np.random.default_rng(3))
     f.capture_ms = CAPTURE_WRAP - 1
-    for mouth, interior in [(m, i) for m in range(MAX_MOUTH + 1) for i in (0, 1, 255, 256, 0x1234, 0x10000, 0xABCDEF, MAX_INTERIOR)]:
+    interiors = (0, 1, 255, 256, 0x1234, 0x10000, 0xABCDEF, MAX_INTERIOR)
+    for mouth, interior in [(m, i) for m in range(MAX_MOUTH + 1) for i in interiors]:
         f.mouth, f.interior = mouth, interior
         packet = codec.encode(f)
         got = codec.decode(packet)
