@@ -120,8 +120,8 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
                         {"voice": round(voice, 2), "features": round(face, 2)})
     voice = voice_kbps(OPUS_LOW_BPS, OPUS_LOW_FRAME_MS, RTCP_SPACING)
     room = MARGIN * budget_kbps - voice
-    every = next((frames_per_packet(fps, n) for n in range(max(1, asked), MAX_SEND_EVERY + 1)
-                  if features_kbps(fps, frames_per_packet(fps, n), True) <= room), None)
+    spans = (frames_per_packet(fps, n) for n in range(max(1, asked), MAX_SEND_EVERY + 1))
+    every = next((span for span in spans if features_kbps(fps, span, True) <= room), None)
     if every is None:
         need = (voice + features_kbps(fps, frames_per_packet(fps, MAX_SEND_EVERY), True)) / MARGIN
         raise BudgetError(f"--budget {budget_kbps:g} kbps is too small: the voice ({voice:.1f} kbps on the "
