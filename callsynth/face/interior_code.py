@@ -43,6 +43,7 @@ CODES = 256                  # a byte a stage: entry 0 (no change) and CODES - 1
 STAGES = 3
 FORMAT = 3                   # 1: one stage; 2: two
 MAX_INDEX = CODES ** STAGES   # indices are 0 .. MAX_INDEX - 1
+BEAM = 8                     # chains the sender's search keeps (InteriorCodebook.nearest)
 GROW = 5                     # the inner lips' mask grown by a GROW x GROW square (two patch pixels each way)
 
 
@@ -111,15 +112,28 @@ class InteriorCodebook:
         d = self.squares[stage] @ w2.sum(axis=0) - 2 * (self.flat[stage] @ (w2 * r).sum(axis=0))
         return int(np.argmin(d))
 
-    def nearest(self, residual: np.ndarray, weight: np.ndarray) -> int:
-        """The index to send for `residual` (as nearest_entry): each stage's nearest entry to what the
-        stages before it left, packed a byte a stage."""
-        left, index = np.asarray(residual, np.float32), 0
+    def nearest(self, residual: np.ndarray, weight: np.ndarray, beam: int = BEAM) -> int:
+        """The index to send for `residual` (weighted as nearest_entry), a byte a stage: the best of the `beam`
+        best chains of entries kept from stage to stage (a beam search), and never worse than taking each
+        stage's nearest entry to what the stages before it left (the chain of a beam of 1)."""
+        chains = [self._search(residual, weight, width) for width in sorted({1, beam})]
+        return min(chains)[1]
+
+    def _search(self, residual: np.ndarray, weight: np.ndarray, width: int) -> tuple[float, int]:
+        """(weighted squared distance less what every index shares, index) of the best chain a beam of
+        `width` finds."""
+        w2 = np.square(weight.reshape(-1, self.flat.shape[2]), dtype=np.float32)
+        left = residual.reshape(1, -1, self.flat.shape[2]).astype(np.float32)   # chains x residuals x pixels
+        cost, index = np.zeros(1, np.float64), np.zeros(1, np.int64)
         for stage in range(STAGES):
-            entry = self.nearest_entry(stage, left, weight)
-            index |= entry << (8 * stage)
-            left = left - self.entries[stage, entry]
-        return index
+            # each chain's distance after each entry: sum of w² (entry - left)², less the chain's w² left²
+            d = self.squares[stage] @ w2.sum(axis=0) - 2 * ((w2 * left).sum(axis=1) @ self.flat[stage].T)
+            total = (cost[:, None] + d).ravel()
+            keep = np.argsort(total, kind="stable")[:width]
+            chain, entry = np.divmod(keep, CODES)
+            cost, index = total[keep], index[chain] | entry << (8 * stage)
+            left = left[chain] - self.flat[stage, entry][:, None, :]
+        return float(cost[0]), int(index[0])
 
     def patch(self, index: int) -> np.ndarray:
         """The grey residual (PATCH_H x PATCH_W) an index stands for: its stages' entries added."""
