@@ -172,13 +172,14 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
         return stats.summary(), figures, scorer.kept
 
     for rate in CALLSYNTH_RATES:
-        summary, figures, kept = run(frames_per_packet(fps, rate))
+        send_every = frames_per_packet(fps, rate)
+        summary, figures, kept = run(send_every)
         if rate == CALLSYNTH_RATES[0]:
             coded = code_nme(still, ref_lm, basis)      # the truth's landmarks through the code: once a clip
         if rate == GENERATOR_RATE:
             shown["warp"] = kept
         rows.append({"method": "callsynth-warp", "setting": setting_name(rate),
-                     "packets_per_s": fps / frames_per_packet(fps, rate),
+                     "packets_per_s": fps / send_every,
                      "kbps": summary["payload_kbps"], "kbps_at_30fps": summary["payload_kbps_at_30fps"],
                      "reference_bytes": summary["reference_bytes"],
                      "code_nme": coded,
