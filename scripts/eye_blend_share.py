@@ -1,6 +1,6 @@
 """How often does the receiver draw a closing eye where the real eye is open? For each clip (self-
 reenactment as `callsynth eval` runs it: still = first frame, references collected as a call collects them,
-1 packet / 2 frames, the warp), the share of the real open-eye frames (eye openness at or above 60 % of the
+15 packets a second, the warp), the share of the real open-eye frames (eye openness at or above 60 % of the
 clip's median, as the evaluator counts blinks) on which the renderer blends in some closed-eye picture, and
 more than half of one; and the share of the real blink frames blended more than half.
 

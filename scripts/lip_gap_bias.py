@@ -1,5 +1,5 @@
 """How far does the rebuilt mouth open against the real one? For each clip (self-reenactment as `callsynth
-eval` runs it: still = first frame, 1 packet / 2 frames, the warp), on the real open-mouth frames (lip gap
+eval` runs it: still = first frame, 15 packets a second, the warp), on the real open-mouth frames (lip gap
 at or above OPEN_MOUTH of the iris distance, the evaluator's landmarks), the mean lip gap of:
 
 - truth: the evaluator's landmarks on the real frame;
@@ -69,7 +69,7 @@ def main() -> int:
 
         fps = video_info(clip).fps
         still = prepare_still(read_still(clip), source=f"{clip.name} first frame")
-        crops = [crop for crop, _ in reenact(still, iter_frames(clip), fps, basis, send_every=2,
+        crops = [crop for crop, _ in reenact(still, iter_frames(clip), fps, basis,
                                              renderers=lambda s: Watched(basis, s))]
         stream = LandmarkStream(fps)
         pairs = [(lip_gap(lm), lip_gap(t)) for lm, t in zip(map(stream, crops), targets) if lm is not None]

@@ -1,7 +1,7 @@
 """How often does the lip gap's correction change its step from one packet to the next? The correction
 travels in 3 bits (steps of 0.02 iris distances, `wire.LIP_RANGE`); a value near the middle of two steps may
 flip between them and back, about a pixel of lip for the frames between two packets. For each clip, as
-the sender sends it (its own tracking and smoothing, 1 packet / 2 frames, decoded as the receiver does):
+the sender sends it (its own tracking and smoothing, 15 packets a second, decoded as the receiver does):
 packets with a face, how many change the step, how many go back to the step before the one before
 (A-B-A), and how the packets spread over the steps.
 
@@ -21,6 +21,7 @@ from callsynth.face.basis import load_basis
 from callsynth.face.still import prepare_still
 from callsynth.machine import cpu_description
 from callsynth.media import iter_frames, read_still, video_info
+from callsynth.reenact import packet_every
 from callsynth.split import eval_clips
 from callsynth.wire import LIP_RANGE, LIP_STEP
 from sender.features import FeatureEncoder
@@ -30,7 +31,7 @@ def lip_steps(clip: Path, basis) -> np.ndarray:
     """The step index of each sent packet's lip correction (packets with a face), still = first frame."""
     fps = video_info(clip).fps
     still = prepare_still(read_still(clip), source=f"{clip.name} first frame")
-    encoder = FeatureEncoder(basis, still, fps=fps, send_every=2, references=False)
+    encoder = FeatureEncoder(basis, still, fps=fps, send_every=packet_every(fps), references=False)
     steps = []
     try:
         for i, frame in enumerate(iter_frames(clip)):

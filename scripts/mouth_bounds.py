@@ -1,6 +1,6 @@
 """How low could the mouth-interior error go by drawing the interior from a picture of the caller, as the
 reference stills do? For one clip (self-reenactment, still = first frame, references collected as a call
-collects them, 1 packet / 2 frames, the warp), on the real open-mouth frames, the mean absolute error
+collects them, 15 packets a second, the warp), on the real open-mouth frames, the mean absolute error
 inside the real inner-lip outline (0-255, as `callsynth eval` and face_metrics.py define it) of:
 
 - output: what the receiver drew;
@@ -68,7 +68,7 @@ def main() -> int:
             targets.append(np.array(target))
             return super().compose(target, cue)
 
-    pairs = list(reenact(still, frames, fps, basis, send_every=2, renderers=lambda s: Recording(basis, s)))
+    pairs = list(reenact(still, frames, fps, basis, renderers=lambda s: Recording(basis, s)))
     truth, outs = [r for r, _ in pairs], [o for _, o in pairs]
     stream = LandmarkStream(fps)
     real_lm = [stream(r) for r in truth]
