@@ -82,12 +82,13 @@ class MouthChoice:
 
     def interior(self, views: list[tuple[np.ndarray, np.ndarray]], mouth: int) -> int:
         """The interior code of a packet with mouth source `mouth` for the frames the receiver draws with its
-        cue, `views`: each (camera crop, the landmarks the receiver draws it at), the packet's own first.
-        0 where the receiver draws the packet's own mouth closed (or there is no codebook to name from)."""
+        cue, `views`: each (camera crop, the landmarks the receiver draws it at), the packet's own first,
+        fitted on those the receiver draws open: a frame between packets may open where the packet's own
+        frame is drawn closed (a mouth opening), and drawn without a code its interior was the furthest from
+        the camera's of any frame (a /tmp probe). 0 where every one is drawn closed (or there is no codebook
+        to name from)."""
         if self.codebook is None:
             return 0
         drawn = [(real, self.blender.drawn_mouth(self.warper, target, CROP_SIZE, mouth), target)
                  for real, target in views]
-        if drawn[0][1] is None:
-            return 0
         return interior_index(self.codebook, [view for view in drawn if view[1] is not None])

@@ -23,6 +23,7 @@ from callsynth.media import iter_frames, video_info
 from callsynth.wire import Codec, WireError, decode_identity
 from receiver.renderer import WarpRenderer
 from sender.features import FeatureEncoder
+from sender.mouth_choice import MouthChoice
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,9 @@ def test_a_sender_s_interior_code_brings_the_drawn_mouth_nearer_the_real_one(bas
                 if mouth_weight(target) <= 0:
                     closed += 1
                     closed_coded += features.interior != 0
+                    shut = (sent.crop, target)
                 elif lip_gap(target) >= OPEN_MOUTH:
+                    opened = (sent.crop, target)
                     coded += features.interior != 0
                     inside = polygon_mask(sent.crop.shape, target[INNER_LIPS]) > 0.5
                     for cue, out in ((MouthCue(features.mouth, features.interior), with_code),
@@ -149,6 +152,12 @@ def test_a_sender_s_interior_code_brings_the_drawn_mouth_nearer_the_real_one(bas
     assert len(with_code) >= 30 and closed >= 5
     assert closed_coded == 0 and coded >= 0.8 * len(with_code)
     assert np.mean(with_code) < 0.9 * np.mean(without), (np.mean(with_code), np.mean(without))
+    # A packet drawn closed whose frame before it (drawn with its cue, between two packets) is drawn open, as
+    # a mouth opens: its code is the open frame's, not none; all closed, none.
+    choice = MouthChoice(still)
+    assert choice.interior([shut], 0) == 0
+    alone = choice.interior([opened], 0)
+    assert alone != 0 and choice.interior([shut, opened], 0) == alone
 
 
 def test_a_fitted_codebook_finds_the_residuals_its_samples_share():
