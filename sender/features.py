@@ -18,7 +18,7 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
 from callsynth.face.crop import StableCrop
 from callsynth.face.pose import interpolate_pose
-from callsynth.face.regions import eye_openness
+from callsynth.face.regions import eye_openness, lip_gap
 from callsynth.face.still import Still
 from callsynth.face.tracker import FaceTracker, TrackResult
 from callsynth.wire import CAPTURE_MASK, MAX_BUNDLE, Codec, FrameFeatures, encode_identity
@@ -50,8 +50,13 @@ class BlinkTiming:
     """Which frames to send around a blink. At one packet every two frames a blink of three or four
     frames is often sampled only on its way down and up, and the receiver's interpolation never closes
     the eye. So a frame between packets whose eyes are more closed than anything sent since the eyes were
-    last open is sent in its turn, and the next scheduled frame gives its slot back: the packet rate
-    never rises."""
+    last open is sent in its turn, and a later scheduled frame gives its slot back: the next one whose
+    mouth has not moved since the last frame sent (a slot given back where the lips move left them to
+    interpolation over three frames, and the mouth's peak was lost), or the MAX_DEFER + 1-th at the
+    latest; the packet rate never rises for longer than that."""
+
+    MAX_DEFER = 2                 # scheduled frames that may keep their slot while one is owed
+    MOUTH_MOVED = 0.025           # lip gap (iris distances) moved since the last frame sent
 
     def __init__(self, still_openness: float, closed_share: float = 0.6):
         from collections import deque
@@ -59,24 +64,32 @@ class BlinkTiming:
         self.closed_share = closed_share
         self.recent = deque([still_openness], maxlen=150)
         self.lowest_sent = np.inf
-        self.owed = False
+        self.owed, self.deferred = False, 0
+        self.gap_sent: float | None = None
 
-    def decide(self, scheduled: bool, openness: float | None) -> bool:
+    def decide(self, scheduled: bool, openness: float | None, gap: float | None = None) -> bool:
+        """Whether to send this frame (`scheduled`: its turn; `openness`, `gap`: its eyes' openness and
+        its lip gap, None without a face)."""
         median = float(np.median(self.recent))
         closed = openness is not None and openness < self.closed_share * median
         if openness is not None and not closed:
             self.recent.append(openness)
             self.lowest_sent = np.inf
         if scheduled and self.owed:
-            self.owed = False
-            return False
+            moving = gap is not None and self.gap_sent is not None and abs(gap - self.gap_sent) > self.MOUTH_MOVED
+            if not moving or self.deferred >= self.MAX_DEFER:
+                self.owed, self.deferred = False, 0
+                return False
+            self.deferred += 1
         if not scheduled and closed and openness < self.lowest_sent - 0.05 * median:
-            self.owed = True
+            self.owed, self.deferred = True, 0
             send = True
         else:
             send = scheduled
         if send and closed:
             self.lowest_sent = min(self.lowest_sent, openness)
+        if send and gap is not None:
+            self.gap_sent = gap
         return send
 
 
@@ -242,7 +255,8 @@ class FeatureEncoder:
         packet, references = None, []
         landmarks = box.to_crop(result.landmarks) if result.found else None
         if self.blinks is not None:
-            send = self.blinks.decide(send, None if landmarks is None else float(eye_openness(landmarks).mean()))
+            send = self.blinks.decide(send, *((None, None) if landmarks is None else
+                                              (float(eye_openness(landmarks).mean()), lip_gap(landmarks))))
         pose = None
         if send:
             if result.found:

@@ -176,6 +176,26 @@ def test_a_blinks_closed_frame_takes_a_packet_slot_without_raising_the_rate():
     assert len(sent) <= (len(openness) + 1) // 2
 
 
+def test_a_blink_s_slot_is_given_back_where_the_mouth_is_still():
+    """The slot a blink's closed frame took is given back by a later scheduled frame whose lips have not
+    moved since the last frame sent (a mouth opening at frame 12 keeps its packet; 14, still, gives the slot
+    back), and by the MAX_DEFER + 1-th scheduled frame at the latest: the rate rises for a moment only."""
+    from sender.features import BlinkTiming
+
+    openness = [0.35] * 10 + [0.3, 0.1, 0.12, 0.3] + [0.35] * 10
+    opening = [0.0] * 12 + [0.2] * 12                                  # the lips part at frame 12
+    timing = BlinkTiming(0.35)
+    sent = [i for i, (o, g) in enumerate(zip(openness, opening)) if timing.decide(i % 2 == 0, o, g)]
+    assert 11 in sent and 12 in sent and 14 not in sent, sent
+    assert len(sent) <= (len(openness) + 1) // 2
+    talking = [0.1 * ((i // 2) % 2) for i in range(len(openness))]    # lips moving at every packet
+    timing = BlinkTiming(0.35)
+    sent = [i for i, (o, g) in enumerate(zip(openness, talking)) if timing.decide(i % 2 == 0, o, g)]
+    skipped = [i for i in range(12, len(openness), 2) if i not in sent]
+    assert 11 in sent and skipped == [12 + 2 * BlinkTiming.MAX_DEFER], sent
+    assert len(sent) <= (len(openness) + 1) // 2
+
+
 def test_a_reference_taken_under_other_light_is_replaced(still):
     """Once the light on the face has changed, the next blink replaces the closed-eye reference even
     though it is no more closed than the first; without the change it would not be sent again."""
