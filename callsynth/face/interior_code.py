@@ -113,10 +113,14 @@ class InteriorCodebook:
         """Stage `stage`'s entry whose weighted patch is nearest `residual` weighted (PATCH_H x PATCH_W each,
         or several of each stacked: then nearest all of them together); 0 where none beats no change."""
         w2 = np.square(weight.reshape(-1, self.flat.shape[2]), dtype=np.float32)
-        r = residual.reshape(-1, self.flat.shape[2]).astype(np.float32)
-        # sum of w² (entry - r)² over pixels (and residuals), less the sum of w² r² that every entry shares
-        d = self.squares[stage] @ w2.sum(axis=0) - 2 * (self.flat[stage] @ (w2 * r).sum(axis=0))
-        return int(np.argmin(d))
+        r = residual.reshape(1, -1, self.flat.shape[2]).astype(np.float32)
+        return int(np.argmin(self._distances(stage, w2, r)[0]))
+
+    def _distances(self, stage: int, w2: np.ndarray, left: np.ndarray) -> np.ndarray:
+        """(chains, CODES): for each chain's residuals `left` (chains x residuals x pixels, weighted by `w2`,
+        residuals x pixels), the sum of w² (entry - left)² over pixels and residuals for each entry of
+        `stage`, less the chain's own sum of w² left², which every entry shares."""
+        return self.squares[stage] @ w2.sum(axis=0) - 2 * ((w2 * left).sum(axis=1) @ self.flat[stage].T)
 
     def nearest(self, residual: np.ndarray, weight: np.ndarray, beam: int = BEAM) -> int:
         """The index to send for `residual` (weighted as nearest_entry), a byte a stage: the best of the `beam`
@@ -132,9 +136,7 @@ class InteriorCodebook:
         left = residual.reshape(1, -1, self.flat.shape[2]).astype(np.float32)   # chains x residuals x pixels
         cost, index = np.zeros(1, np.float64), np.zeros(1, np.int64)
         for stage in range(STAGES):
-            # each chain's distance after each entry: sum of w² (entry - left)², less the chain's w² left²
-            d = self.squares[stage] @ w2.sum(axis=0) - 2 * ((w2 * left).sum(axis=1) @ self.flat[stage].T)
-            total = (cost[:, None] + d).ravel()
+            total = (cost[:, None] + self._distances(stage, w2, left)).ravel()
             keep = np.argsort(total, kind="stable")[:width]
             chain, entry = np.divmod(keep, CODES)
             cost, index = total[keep], index[chain] | entry << (8 * stage)
