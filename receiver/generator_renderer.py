@@ -1,8 +1,8 @@
 """The receiver's neural renderers: the warp of the still repaired whole by the trained full-frame MC-AAD
 generator, or its mouth repaired by the mouth generator (callsynth.model.runtime runs both). `reenact` and
-`eval` run the full-frame one traced with TorchScript, the fastest way `callsynth bench` measured; the call's
-still repairer runs it eager, which costs less memory (receiver/still_repairer.py). The mouth generator is small and
-always traced."""
+`eval` run the full-frame one by ONNX Runtime, the fastest way `callsynth bench` measured; the call's
+still repairer runs it eager, which costs less memory (receiver/still_repairer.py). The mouth generator is
+small and always runs by ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from callsynth.face.still import Still
 from callsynth.face.warp import remap, splat_back
 from callsynth.model.mouth_generator import references_present
 from callsynth.model.repairer import CallGenerator
-from callsynth.model.runtime import identity_of, load_generator, mouth_repaired, repaired, traced
+from callsynth.model.runtime import identity_of, load_generator, mouth_repaired, repaired
 
 from .renderer import WarpRenderer
 
@@ -56,16 +56,16 @@ class GeneratorRenderer(WarpRenderer):
     repairs every frame itself and that is the frame."""
 
     def __init__(self, basis: ExpressionBasis, still: Still, model: str | Path | None = None,
-                 script: bool = True, loaded: tuple[CallGenerator, int] | None = None, run=None,
+                 loaded: tuple[CallGenerator, int] | None = None, run=None,
                  every: int = CALL.repair_still_every, mouth: tuple | None = None):
         """`model`: a generator file (default the shipped one), or `loaded`: what load_generator gave;
-        `run`: that network already traced (receiver.renderer.Renderers passes both); `every`: repair the
-        still on every `every`-th frame rendered (a call's still repairer calls repair_still itself).
-        Torch's thread count is the caller's (the still repairer's `threads`, the bench's loop)."""
+        `run`: that network as it runs (by ONNX Runtime: receiver.renderer.Renderers passes both; None:
+        eager, on the caller's torch thread count); `every`: repair the still on every `every`-th frame
+        rendered (a call's still repairer calls repair_still itself)."""
         super().__init__(basis, still)
         self.net, self.size = loaded or load_generator(model, basis)
         self.z_id = identity_of(still.image, still.landmarks, self.size)  # cached once
-        self.run = run or (traced(self.net, still.image.shape[0]) if script else None)
+        self.run = run
         self.every, self.frames = max(1, int(every)), 0
         self.plain = self.warper.still          # the generator's input is always this still's warp
         # no repair is carried onto the still's eyes: carried from an open eye, it showed through a closing

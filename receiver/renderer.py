@@ -66,16 +66,16 @@ DEFAULT_MODEL = CALL.model          # (callsynth.call_options, where the command
 
 
 def _mouth(basis: ExpressionBasis, path=None) -> tuple:
-    """The mouth generator of a file (default the shipped one) and its trace: small, so traced even in a
-    call (a few MB)."""
-    from callsynth.model.runtime import load_mouth_generator, traced_mouth
+    """The mouth generator of a file (default the shipped one) and the way it runs (ONNX Runtime, one
+    thread: callsynth.model.runtime.onnx_mouth)."""
+    from callsynth.model.runtime import load_mouth_generator, onnx_mouth
 
     net = load_mouth_generator(path, basis)
-    return net, traced_mouth(net)
+    return net, onnx_mouth(net)
 
 
 def frames_mouth(basis: ExpressionBasis, path=None) -> tuple | None:
-    """The mouth generator (`path`, default the shipped one) and its trace for the frames under the
+    """The mouth generator (`path`, default the shipped one) and its run for the frames under the
     full-frame generator; None, said, when that file cannot be used: the repaired still's warp alone."""
     from callsynth.model.runtime import GeneratorModelError
 
@@ -97,19 +97,20 @@ def mouth_renderers(basis: ExpressionBasis, path=None) -> Renderers:
 class Renderers:
     """The one way every command builds its renderers (receive, call, reenact, eval, bench, combine): the
     model is chosen once — the warp, or the warp repaired by the generator, whose network is loaded once
-    (a bad file is refused here, before any frame) and traced once when `script` — then one renderer per
-    still, as stills arrive. The call's still repairer runs the generator eager (`script=False`): the
-    trace is faster but cost 70 MB more peak memory, and it repairs only as often as the machine affords.
+    (a bad file is refused here, before any frame) and exported once to ONNX Runtime when `compiled`, on
+    torch's thread count then — then one renderer per still, as stills arrive. The call's still repairer
+    runs the generator eager (`compiled=False`): a TorchScript trace of it cost 70 MB more peak memory, and
+    it repairs only as often as the machine affords.
     Under the full-frame generator the frames are built as a call builds them (receiver/frame_clock.py): the
     warp of the repaired still with its mouth repaired by the mouth generator (`mouth_on_frames`: False for
     the still repairer, which shows no frame; repair_every=1 shows the generator's own frames). `loaded`:
-    the mouth generator and its trace already loaded (frames_mouth), for model "mouth"."""
+    the mouth generator and its run already loaded (frames_mouth), for model "mouth"."""
 
-    def __init__(self, basis: ExpressionBasis, model: str = DEFAULT_MODEL, generator=None, script: bool = True,
+    def __init__(self, basis: ExpressionBasis, model: str = DEFAULT_MODEL, generator=None, compiled: bool = True,
                  repair_every: int = CALL.repair_still_every, mouth_on_frames: bool = True, loaded=None):
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
-        self.basis, self.model, self.script, self.repair_every = basis, model, script, repair_every
+        self.basis, self.model, self.compiled, self.repair_every = basis, model, compiled, repair_every
         self.loaded = self.run = self.mouth = None
         if model == "generator":
             from callsynth.model.runtime import load_generator
@@ -131,12 +132,15 @@ class Renderers:
             from .generator_renderer import MouthRenderer
 
             return MouthRenderer(self.basis, still, self.loaded, self.run)
+        import torch
+
         from callsynth.model.repairer import FullFrame
-        from callsynth.model.runtime import traced
+        from callsynth.model.runtime import onnx_full_frame
 
         from .generator_renderer import GeneratorRenderer
 
         if self.run is None:
-            self.run = traced(self.loaded[0], still.image.shape[0]) if self.script else FullFrame(self.loaded[0]).eval()
+            self.run = onnx_full_frame(self.loaded[0], still.image.shape[0], torch.get_num_threads()) \
+                if self.compiled else FullFrame(self.loaded[0]).eval()
         return GeneratorRenderer(self.basis, still, loaded=self.loaded, run=self.run,
                                  every=self.repair_every, mouth=self.mouth)

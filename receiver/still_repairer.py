@@ -70,7 +70,7 @@ def _serve(conn, basis: ExpressionBasis, generator: str | None, threads: int | N
 
     torch.set_num_threads(threads or 1)
     try:
-        renderers = Renderers(basis, "generator", generator, script=False, mouth_on_frames=False)
+        renderers = Renderers(basis, "generator", generator, compiled=False, mouth_on_frames=False)
     except Exception as exc:  # noqa: BLE001 - said to the receiver, which goes on without repairs
         unusable = isinstance(exc, GeneratorModelError)
         conn.send(("failed", str(exc) if unusable else f"{type(exc).__name__}: {exc}", unusable))

@@ -61,6 +61,25 @@ def test_the_shipped_mouth_generator_loads_and_a_wrong_file_is_refused(basis, tm
         load_mouth_generator(bad, basis)
 
 
+def test_onnx_runtime_runs_the_shipped_mouth_generator_as_torch_does(basis):
+    """The call's mouth generator runs by ONNX Runtime (exported from the loaded network at load): the
+    same repair as the network itself, on inputs like a call's, with and without the mouth references."""
+    from callsynth.model.runtime import mouth_example, onnx_mouth
+
+    net = load_mouth_generator(None, basis)
+    run = onnx_mouth(net)
+    generator = torch.Generator().manual_seed(0)
+    planes, code, pose, _ = mouth_example(net)
+    for present in (torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), torch.ones(1, 2)):
+        args = (torch.rand(planes.shape, generator=generator) * 2 - 1, torch.randn(code.shape, generator=generator),
+                torch.randn(pose.shape, generator=generator) * 0.2, present)
+        with torch.inference_mode():
+            expected = net(*args)
+        got = run(*args)
+        assert got.shape == expected.shape and float((got - expected).abs().max()) < 1e-4
+        assert float((expected - args[0][:, :3]).abs().max()) > 0.01     # the network did change the patch
+
+
 def test_the_mouth_generator_keeps_an_unseen_mouth_near_the_truth(basis, data):
     """Self-reenactment of a validation person through the call's path (references collected as a call
     collects them, each packet's interior code drawn): on her open-mouth frames the mouth patch stays as

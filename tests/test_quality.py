@@ -180,7 +180,7 @@ def test_a_call_repairs_the_still_in_a_process_beside_its_frames_and_warps_it_af
     finally:
         summary = picture.close()
     assert np.array_equal(first, before)
-    here = Renderers(basis, "generator", script=False)(still)   # the same repair, in this process
+    here = Renderers(basis, "generator", compiled=False)(still)   # the same repair, in this process
     here.repair_still(state)
     assert np.abs(picture.renderer.warper.still.astype(int) - here.warper.still).mean() < 0.5
     assert not np.array_equal(picture.renderer.warper.still, still.image)

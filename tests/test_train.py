@@ -138,13 +138,13 @@ def test_the_ssim_loss_is_the_evaluators_ssim():
 
 
 def test_the_receiver_runs_the_trained_path_and_a_zero_repair_keeps_the_warp():
-    """`repaired` (eager or traced) is CallGenerator.render; with the untrained zero repair it returns the
-    warp pixel for pixel, so a fresh model starts exactly at the warp."""
+    """`repaired` (eager, traced or by ONNX Runtime) is CallGenerator.render; with the untrained zero
+    repair it returns the warp pixel for pixel, so a fresh model starts exactly at the warp."""
     import numpy as np
 
     from callsynth.face.pose import Pose
     from callsynth.model.repairer import CallGenerator
-    from callsynth.model.runtime import repaired, traced
+    from callsynth.model.runtime import onnx_full_frame, repaired, traced
 
     torch.manual_seed(0)
     net = CallGenerator(8, [8, 16], [16, 8, 3], size=32).eval()
@@ -159,6 +159,9 @@ def test_the_receiver_runs_the_trained_path_and_a_zero_repair_keeps_the_warp():
     assert not np.array_equal(eager, image)
     script = repaired(net, image, landmarks, z_id, code, pose, traced(net, 64))
     assert np.abs(eager.astype(int) - script.astype(int)).max() <= 1
+    for threads in (1, 2):
+        onnx = repaired(net, image, landmarks, z_id, code, pose, onnx_full_frame(net, 64, threads))
+        assert np.abs(eager.astype(int) - onnx.astype(int)).max() <= 1
 
 
 def test_the_repair_gain_scales_the_repair_and_zero_keeps_the_warp():
