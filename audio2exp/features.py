@@ -10,9 +10,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from callsynth.compiled import compiled
 from callsynth.media import MediaError
-
-from .compiled import compiled
 
 SAMPLE_RATE = 16000
 WIN = 400            # 25 ms

@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from .compiled import compiled
+from callsynth.compiled import compiled
 
 VOICE_LEVEL = -1.4       # standardised level of the 70 ms around t under which there is no voice
 VOICE_SOFTNESS = 0.12

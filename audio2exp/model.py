@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .compiled import compiled
+from callsynth.compiled import compiled
+
 from .features import FRAME_RATE, HOP, N_MELS, SAMPLE_RATE, WIN, RunningMean, mel_basis
 from .gate import speech_gate
 from .targets import mouth_holding_eyes

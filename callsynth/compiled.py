@@ -1,4 +1,5 @@
-"""How the speech stream's per-frame arithmetic is compiled (numba).
+"""How per-frame arithmetic that numpy does badly is compiled (numba): the speech stream's kernels
+(audio2exp) and the carrying of a repair back onto the still (face.warp.splat_back).
 
 A stream asks for a few feature frames and one window a frame: as numpy calls, per-call overhead was most
 of their cost. Compiled once per machine into numba's cache (beside the modules, or in the user's cache

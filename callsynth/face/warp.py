@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
+from ..compiled import compiled
 from .crop import CROP_SIZE
 from .pose import umeyama
 from .raster import backward_maps
@@ -176,23 +177,41 @@ def splat_back(change: np.ndarray, maps: tuple[np.ndarray, np.ndarray], shape: t
     (`shape`): each output pixel's change spread, with the same bilinear weights its sample was read with,
     over the four source pixels it came from, and averaged there; 0 where no output pixel read. The exact
     inverse of that warp where it is one to one — a second piecewise-affine warp the other way is not: it
-    cost a validation face the generator's gain (README "When the machine is slow")."""
+    cost a validation face the generator's gain (README "When the machine is slow"). Compiled (numba): as
+    sixteen numpy bincounts it took 8.5 ms of every still repair at 256² (2-core AMD EPYC)."""
     h, w = shape
     channels = change.shape[2]
-    acc, total = np.zeros((channels, h * w)), np.zeros(h * w)
-    x, y, values = maps[0].ravel(), maps[1].ravel(), change.reshape(-1, channels)
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    fx, fy = x - x0, y - y0
-    for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy),
-                           (1, 1, fx * fy)):
-        xi, yi = x0 + dx, y0 + dy
-        ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h) & (weight > 0)
-        index, weight = yi[ok] * w + xi[ok], weight[ok]
-        for c in range(channels):
-            acc[c] += np.bincount(index, values[ok, c] * weight, minlength=h * w)
-        total += np.bincount(index, weight, minlength=h * w)
-    out = np.where(total > 1e-3, acc / np.maximum(total, 1e-3), 0.0)
-    return np.ascontiguousarray(out.T.reshape(h, w, channels), dtype=np.float32)
+    out = np.zeros((h, w, channels), np.float32)
+    _splat(np.ascontiguousarray(change, np.float32).reshape(-1, channels),
+           np.ascontiguousarray(maps[0], np.float32).ravel(), np.ascontiguousarray(maps[1], np.float32).ravel(),
+           np.zeros((h, w, channels)), np.zeros((h, w)), out)
+    return out
+
+
+@compiled
+def _splat(values, xs, ys, acc, total, out):
+    """splat_back's sums: each sample's value times its four bilinear weights into `acc`, the weights into
+    `total` (source pixels outside the picture, and zero weights, left out); `out` their ratio where the
+    weights add up to more than 1e-3."""
+    h, w = total.shape
+    channels = values.shape[1]
+    for i in range(xs.shape[0]):
+        x, y = xs[i], ys[i]
+        x0, y0 = int(np.floor(x)), int(np.floor(y))
+        fx, fy = x - x0, y - y0
+        for corner in range(4):
+            dx, dy = corner & 1, corner >> 1
+            weight = (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy)
+            xi, yi = x0 + dx, y0 + dy
+            if weight > 0 and 0 <= xi < w and 0 <= yi < h:
+                total[yi, xi] += weight
+                for c in range(channels):
+                    acc[yi, xi, c] += values[i, c] * weight
+    for yi in range(h):
+        for xi in range(w):
+            if total[yi, xi] > 1e-3:
+                for c in range(channels):
+                    out[yi, xi, c] = acc[yi, xi, c] / total[yi, xi]
 
 
 class FaceWarper:
