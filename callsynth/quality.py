@@ -169,8 +169,10 @@ class QualityLadder:
             self._probe_at = now + self._probe_wait
 
     def _change(self, level: int, now: float, why: str) -> None:
+        """To `level`, kept in `steps` with the time, the frames recorded before it and the reason."""
         self.level, self._changed_at, self._over = level, now, 0
-        self.steps.append({"t_s": round(now - self.started, 2), "now": self.now, "why": why})
+        self.steps.append({"t_s": round(now - self.started, 2), "frame": self.frames[True] + self.frames[False],
+                           "now": self.now, "why": why})
 
     def summary(self) -> dict:
         return {"now": self.now, "steps": self.steps,

@@ -153,7 +153,11 @@ def test_a_call_rebuilt_by_the_generator(tmp_path, model):
     if quality["frames_costly"] and quality["ms"]["costly"] > quality["budget_ms"]:
         assert quality["steps"]
     if quality["steps"]:
-        assert quality["frames_cheap"] > 0 and any(e["event"].startswith("quality: ") for e in summary["events"])
+        assert any(e["event"].startswith("quality: ") for e in summary["events"])
+        # after a step down, two frames include a cheap one at any lower level; a step on one of the call's
+        # last frames may have no frame after it (STATS.json says on which frame each step came)
+        if quality["frames_costly"] + quality["frames_cheap"] - quality["steps"][0]["frame"] >= 2:
+            assert quality["frames_cheap"] > 0
     if model == "generator":
         # the full-frame generator builds no frame: it repairs the still beside them, the first time at the
         # first frame, and the frames warp what it repaired with the mouth generator's mouth on its ladder
