@@ -202,7 +202,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench
+    from .bench import ROUNDS, bench
     from .face.basis import load_basis
     from .face.still import prepare_still
     from .media import read_still
@@ -216,14 +216,14 @@ def cmd_bench(args) -> int:
 
     print(f"on {cpu_description()}")
     width = max(len(r["renderer"]) for r in rows)
-    print(f"{'renderer':<{width}} {'variant':<40} {'ms/frame':>9} {'fps':>7}")
+    print(f"{'renderer':<{width}} {'variant':<40} {'ms/frame':>9} {'fps':>7} {'x warp':>7}")
     for r in rows:
-        print(f"{r['renderer']:<{width}} {r['variant']:<40} {r['ms']:>9.2f} {1000 / r['ms']:>7.1f}")
-    warp = next(r["ms"] for r in rows if r["renderer"] == "warp")
+        print(f"{r['renderer']:<{width}} {r['variant']:<40} {r['ms']:>9.2f} {1000 / r['ms']:>7.1f} "
+              f"{r['ratio']:>7.2f}")
     for renderer in dict.fromkeys(r["renderer"] for r in rows if r["renderer"] != "warp"):
-        best = min((r for r in rows if r["renderer"] == renderer), key=lambda r: r["ms"])
+        best = min((r for r in rows if r["renderer"] == renderer), key=lambda r: r["ratio"])
         print(f"{renderer}: fastest {best['variant']} ({1000 / best['ms']:.1f} fps), "
-              f"{best['ms'] / warp:.2f}x the warp alone, in this one run")
+              f"{best['ratio']:.2f}x the warp alone, in this one run (median of {ROUNDS} rounds)")
     return 0
 
 
@@ -399,16 +399,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_combine)
 
     p = sub.add_parser("bench", help="ms per frame of the warp and the generator at 256² on this CPU",
-                       description="Time the receiver's renderers on a still: the warp alone, and the warp "
-                                   "repaired by the generator with 1 or 2 threads, channels-last memory and "
-                                   "TorchScript.")
+                       description="Time the receiver's renderers on a still: the warp alone, the warp with "
+                                   "the mouth generator as a call runs it, the default renderer, and the "
+                                   "full-frame generator on every frame with 1 or 2 threads, channels-last "
+                                   "memory, TorchScript and ONNX Runtime. Each row is timed in short rounds "
+                                   "between timings of the warp, and its cost over the warp's is the median "
+                                   "over rounds, so a machine whose speed drifts still gives one ratio.")
     p.add_argument("--identity", type=Path,
                    help=f"still to render (default: a validation clip's first frame, {TOOLS.bench_identity} "
                         "under $CALLSYNTH_DATA or ../shared/data)")
     p.add_argument("--generator", type=Path, help="generator checkpoint (default: the shipped one)")
     p.add_argument("--warp-only", action="store_true", help="time only the warp")
     p.add_argument("--frames", type=_positive_int, default=TOOLS.bench_frames,
-                   help="frames per measurement (default %(default)s)")
+                   help="frames timed per row, over all its rounds (default %(default)s)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_bench)
 
