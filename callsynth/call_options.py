@@ -26,8 +26,8 @@ class CallDefaults:
     # The full-frame generator repairs the still on every Nth frame and the frames between warp it
     # (receiver.generator_renderer): 1 repairs every frame, at 12-21x the warp's cost in `callsynth bench`.
     # By the evaluator's tool on the seven validation clips 8, 12 and 16 kept the same SSIM gain (the still,
-    # once repaired, stays repaired), and 24 kept 88 % of 12's, above the warp on all seven, NME within
-    # +0.04 of it, blinks the warp's; with the mouth generator on every frame, 12 cost 2.8x the warp in
+    # once repaired, stays repaired), and 24 kept 91 % of 12's, above the warp on all seven, NME at most
+    # +0.05 above it, blinks the warp's; with the mouth generator on every frame, 12 cost 2.8x the warp in
     # `bench` and 24 costs 2.4x, under the generator issue's 2.5x (README "The generator").
     repair_still_every: int = 24
     # How frames are rebuilt unless told otherwise (reenact, receive, demo, the Receiver): the generator,
