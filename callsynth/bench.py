@@ -60,14 +60,14 @@ def bench(still: Still, basis: ExpressionBasis, generator: str | None, frames: i
     warp_row = Timed("warp", "numpy + OpenCV", lambda i: warp.render(state(i)))
     timed = [] if generator is None else _networks(still, basis, generator, warp, states, rng)
     per_round = max(1, -(-frames // ROUNDS))
-    warp_ms = [_ms(warp_row.render, per_round)]
     results = {id(t): [] for t in timed}
-    for t in timed:                                   # warm-up: a network's first runs allocate
+    for t in [warp_row] + timed:        # warm-up: the warp's compiled kernels load, a network's first runs allocate
         if t.setup:
             t.setup()
         t.render(0)
         t.render(1)
-    for _ in range(ROUNDS if timed else 1):
+    warp_ms = [_ms(warp_row.render, per_round) for _ in range(1 if timed else ROUNDS)]
+    for _ in range(ROUNDS if timed else 0):
         for t in timed:
             if t.setup:
                 t.setup()
