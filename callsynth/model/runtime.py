@@ -85,8 +85,8 @@ def traced(net: CallGenerator, full_size: int) -> torch.jit.ScriptModule:
 class OnnxRun:
     """A network exported to ONNX and run by ONNX Runtime, called as the network is (torch tensors in, the
     first output as a torch tensor out), so `repaired` and `mouth_repaired` take it as they take a trace.
-    On a 2-core AMD EPYC it ran the mouth generator in half TorchScript's time (1.4 against 2.8 ms, one
-    thread) and the full-frame generator in three quarters (27 against 35 ms, two threads): `callsynth
+    On a 2-core AMD EPYC it ran the mouth generator in half TorchScript's time (1.4-1.6 against 2.8-3.1 ms,
+    one thread) and the full-frame generator in three quarters (27 against 35 ms, two threads): `callsynth
     bench` times both ways. Exported from the loaded network when the renderers load (about a second), so
     the file a receiver runs is always the checkpoint it loaded; nothing is written to disk. `threads`:
     ONNX Runtime's own, fixed for the session; its threads never spin waiting for work, since a call
@@ -110,7 +110,6 @@ class OnnxRun:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-        self.threads = options.intra_op_num_threads
         # an input the graph does not use is dropped by the export: feed only those it kept
         kept = {i.name for i in self.session.get_inputs()}
         self.feeds = [(i, name) for i, name in enumerate(names) if name in kept]
