@@ -104,9 +104,11 @@ def test_auto_budget_finds_what_a_24_kbps_link_carries(tmp_path):
     stats = json.loads((out / "STATS.json").read_text())
     sender, receiver = stats["sender"], stats["receiver"]
     changes = sender["plan_changes"]
-    # it came down to the tier that fits 24 kbps on the wire, and said why
-    assert changes and changes[0]["budget_kbps"] == 24, changes
-    assert "lost" in changes[0]["why"] or "queued" in changes[0]["why"]
+    # it came down to the tier that fits 24 kbps on the wire, and said why (a probe up may come first: in
+    # one run of twenty the start tier's first 10 s fitted under the policer, and it probed 48 kbps first)
+    down = [c for c in changes if c["budget_kbps"] == 24]
+    assert down, changes
+    assert "lost" in down[0]["why"] or "queued" in down[0]["why"]
     assert sender["wire_plan"]["budget_kbps"] in (24, 32)      # at the end: there, or probing up
     # the voice went on through every change of Opus encoder: about 16 frames a second at 60 ms
     assert receiver["audio_frames"] >= 0.5 * receiver["on_wire"]["seconds"] * 1000 / 60
