@@ -105,7 +105,7 @@ def test_auto_budget_finds_what_a_24_kbps_link_carries(tmp_path):
     sender, receiver = stats["sender"], stats["receiver"]
     changes = sender["plan_changes"]
     # it came down to the tier that fits 24 kbps on the wire, and said why (a probe up may come first: in
-    # one run of twenty the start tier's first 10 s fitted under the policer, and it probed 48 kbps first)
+    # a fresh-clone run of 2026-12-01 the start tier's first 10 s fitted under the policer: it probed 48 first)
     down = [c for c in changes if c["budget_kbps"] == 24]
     assert down, changes
     assert "lost" in down[0]["why"] or "queued" in down[0]["why"]
