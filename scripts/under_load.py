@@ -5,11 +5,18 @@ long as it runs (the tests, and the call, must hold on a machine 3-4x slower tha
     python scripts/under_load.py --hogs 6 -- -x tests/test_screen.py     # pytest with these arguments
     python scripts/under_load.py --hogs 4 -- callsynth demo --video CLIP --max-frames 450
     python scripts/under_load.py --hogs 2 --nice 1 -- callsynth bench --warp-only   # how slow, in bench's terms
+    python scripts/under_load.py --hogs 2 --command-nice 4 -- callsynth bench --warp-only   # slower still
 
 With 4 hogs on 2 cores a single thread gets about a third of a core, with 6 about a quarter. With one hog a
 core at a lower priority (`--nice`) a thread that competes with it gets a share set by the kernel's weights
 (nice 1: about 55 %, 2: 61 %, 3: 66 %), and no more threads wait for a turn than on a bare machine: a
-machine whose every core is that much slower. Time `callsynth bench --warp-only` under the same load, in the
+machine whose every core is that much slower. On a CPU fast enough that even an even share (`--nice 0`)
+leaves the command faster than the machine to emulate, the command itself runs at a lower priority
+(`--command-nice N`, its processes' niceness; the hogs keep theirs): at 4, a thread that competes with a
+hog gets about 29 % of a core (on a 2-core AMD EPYC at 2.6 GHz, where `bench --warp-only` reads 3.1 ms
+bare, it read 10.9-15.3 ms so, against the evaluating machine's 14.5, and 6.3-6.8 ms under `--hogs 2
+--nice 1`). A thread woken at a lower priority also waits longer for its turn than on a slow CPU, so
+latencies measured so are an upper bound. Time `callsynth bench --warp-only` under the same load, in the
 same hour, to say how slow (this machine's speed drifts within the hour). The hogs are
 stopped when the command ends, whatever its result; the exit status is the command's. `callsynth` as the
 command's first word means this Python's `-m callsynth.cli`."""
@@ -36,6 +43,9 @@ def main() -> int:
                         help="busy processes beside the command (default 3 per core: about 4x slower)")
     parser.add_argument("--nice", type=int, default=0,
                         help="the busy processes' niceness (0-19; default 0: the command's own priority)")
+    parser.add_argument("--command-nice", type=int, default=0,
+                        help="the command's own niceness (0-19; default 0): below the hogs' on a CPU too fast "
+                             "for --nice alone to emulate a slower one")
     parser.add_argument("command", nargs="*", help="the command, after -- (default: pytest -q; arguments "
                                                    "that start with '-' go to pytest)")
     args = parser.parse_args()
@@ -44,6 +54,8 @@ def main() -> int:
         command = [sys.executable, "-m", "pytest", "-q", *command]
     elif command[0] == "callsynth":
         command = [sys.executable, "-m", "callsynth.cli", *command[1:]]
+    if args.command_nice:
+        command = ["nice", "-n", str(args.command_nice), *command]
     hogs = [multiprocessing.Process(target=_hog, args=(args.nice,), daemon=True) for _ in range(args.hogs)]
     for hog in hogs:
         hog.start()
@@ -58,7 +70,8 @@ def main() -> int:
             hog.kill()
     print(f"exit {code} in {time.time() - started:.0f} s beside {args.hogs} busy processes "
           f"{f'(nice {args.nice}) ' if args.nice else ''}"
-          f"on {os.cpu_count()} cores", flush=True)
+          f"on {os.cpu_count()} cores{f', the command at nice {args.command_nice}' if args.command_nice else ''}",
+          flush=True)
     return code
 
 
