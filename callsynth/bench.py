@@ -41,9 +41,9 @@ class Timed:
     setup: object = None
 
 
-def _ms(render, frames: int, first: int = 0) -> float:
+def _ms(render, frames: int) -> float:
     start = time.perf_counter()
-    for i in range(first, first + frames):
+    for i in range(frames):
         render(i)
     return (time.perf_counter() - start) * 1000 / frames
 
@@ -97,14 +97,12 @@ def _networks(still: Still, basis: ExpressionBasis, generator: str, warp, states
 
     frames = len(states)
     timed = []
-    mouths = {}
-    for way in ("onnx", "script"):                 # a renderer each, so the rounds can interleave them
-        mouth = Renderers(basis, "mouth")(still)   # as a call runs it: ONNX Runtime, one thread
+    renderers = Renderers(basis, "mouth")          # as a call runs it: ONNX Runtime, one thread
+    mouths = {"onnx": renderers(still), "script": renderers(still)}   # one each, so the rounds interleave them
+    mouths["script"].run = traced_mouth(renderers.loaded)
+    for mouth in mouths.values():
         for index in MOUTH_SOURCES:              # a call's receiver has both by the time a mouth opens
             mouth.add_reference(index, still)
-        if way == "script":
-            mouth.run = traced_mouth(mouth.net)
-        mouths[way] = mouth
     more = ((warp.rest_pose, rng.normal(0, 0.3, basis.k)) for _ in range(20 * frames))
     opened = list(islice((s for s in chain(states, more) if lip_gap(warp.target_landmarks(*s)) >= OPEN_MOUTH),
                          frames))
