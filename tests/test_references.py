@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from callsynth.face.code import CUE, FaceCoder
-from callsynth.face.regions import EYES, eye_openness, gaze, lip_gap, teeth_share, with_gaze
+from callsynth.face.reference_blend import draw_mouth
+from callsynth.face.regions import (EYES, INNER_LIPS, eye_openness, gaze, lip_gap, polygon_mask, teeth_share,
+                                    with_gaze)
 from callsynth.face.still import LANDMARK_STEP, Still
 from callsynth.face.warp import FaceWarper
 from callsynth.wire import (IDENTITY_HEADER, IDENTITY_VERSION, MAX_REFERENCE, IdentityError, VersionMismatch,
@@ -164,6 +166,45 @@ def test_an_open_mouth_reference_puts_teeth_in_the_mouth(basis, expressive):
         truth.append(teeth_share(crops[i], marks[i]))
     assert np.mean(teeth_without) < 0.1
     assert np.mean(teeth_with) > 0.5 * np.mean(truth)
+
+
+def _opened(landmarks: np.ndarray, pixels: float) -> np.ndarray:
+    """The face's lower inner lip lowered by up to `pixels` in the middle (0 at the corners): a jaw drop."""
+    out = np.array(landmarks, dtype=np.float64)
+    left, right = out[INNER_LIPS[0], 0], out[INNER_LIPS[10], 0]
+    lower = INNER_LIPS[11:]
+    out[lower, 1] += pixels * np.sin(np.pi * np.clip((out[lower, 0] - left) / (right - left), 0, 1))
+    return out
+
+
+def test_a_half_open_mouth_keeps_the_teeth_of_a_wide_open_picture_not_its_cavity(still):
+    """The upper teeth hang from the upper lip and the lower ones stand on the lower lip: drawing a wide-open
+    picture's interior into a mouth half as open drops the dark gap between them. The triangle warp squeezed
+    all three bands in (about 60 % teeth here); the interior is now nearly all teeth, and a picture drawn to
+    its own landmarks comes back as it was."""
+    source = _opened(still.landmarks, 14.0)
+    picture = still.image.copy()
+    frame = np.mgrid[:256, :256][::-1].transpose(1, 2, 0).astype(np.float64)
+    top = np.interp(frame[..., 0], *source[INNER_LIPS[:11]][:, :2].T)
+    bottom = np.interp(frame[..., 0], *source[INNER_LIPS[[0, *range(19, 9, -1)]]][:, :2].T)
+    depth = (frame[..., 1] - top) / np.maximum(bottom - top, 1e-6)
+    inside = polygon_mask(picture.shape, source[INNER_LIPS]) > 0.5
+    picture[inside] = 250                                            # teeth ...
+    picture[inside & (depth > 0.3) & (depth < 0.7)] = 20             # ... and the cavity between them
+    warper = FaceWarper(picture, source)
+
+    target = _opened(still.landmarks, 7.0)
+    drawn = draw_mouth(warper.warp(target), target, warper)
+    area = polygon_mask(drawn.shape, target[INNER_LIPS]) > 0.5
+    middle = area & (np.abs(frame[..., 0] - target[INNER_LIPS[[0, 10]], 0].mean())
+                     < 0.25 * np.ptp(target[INNER_LIPS, 0]))
+    assert middle.sum() > 30
+    squeezed = warper.warp(target)[middle].mean(-1) > 128
+    assert squeezed.mean() < 0.75                                    # the warp alone: teeth, cavity, teeth
+    assert (drawn[middle].mean(-1) > 128).mean() > 0.9
+
+    again = draw_mouth(warper.warp(source), source, warper)
+    assert np.abs(again[inside].astype(int) - picture[inside]).mean() < 8
 
 
 def test_a_blinks_closed_frame_takes_a_packet_slot_without_raising_the_rate():

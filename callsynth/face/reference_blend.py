@@ -9,7 +9,8 @@ blended in where it matches the target better, with analytic weights:
   lip line), fully once the mouth is open, from the source (a reference or the still) the sender named:
   it sees the real mouth, compares each source's interior with it and names the nearest
   (sender/mouth_choice.py); where it named none, or one not held here, from the source whose lip gap is
-  nearest the target's, visible teeth counting in its favour; then the sender's interior code adds how
+  nearest the target's, visible teeth counting in its favour; drawn with its teeth their own height, the
+  gap between them closing first (interior_sources); then the sender's interior code adds how
   the real interior differs from that drawing (face/interior_code.py), since the sender draws it too
   (`drawn_mouth`);
 - eyes: around each eye, from the reference with the eye most closed, coming in as the target's eye
@@ -37,7 +38,7 @@ from .interior_code import paint
 from .regions import (EYE_OUTLINES, INNER_LIPS, IRISES, OPEN_MOUTH, eye_openness, lip_gap, polygon_mask,
                       teeth_share)
 from .still import Still
-from .warp import FaceWarper
+from .warp import FaceWarper, remap
 
 SYNTHETIC = -1           # index of the closed-eye picture made from the still
 NOT_NAMED = object()     # a mouth source that names no picture held
@@ -46,6 +47,8 @@ MOUTH_FULL = 0.10        # from here the interior is the reference's alone (0.16
                          # half-blended interior turned teeth into pale lips, README "Eyes, teeth and edges")
 CLOSED_SHARE = 0.6       # an eye below this share of its usual openness is blinking (ReferenceBlender.usual)
 DARK_MOUTH = 0.12        # with no open-mouth picture, a mouth open this far is drawn darker
+LIP_HOLD = 0.2           # of a mouth drawn narrower than its picture's, the least share each lip keeps
+CORNER_SPAN = (0.1, 0.25)  # corner-to-corner shares from which the interior leaves the triangle warp's maps
 TEETH_WEIGHT = 1.5       # how much a source's visible teeth count against a lip gap unlike the target's
 EYE_START = 0.8          # the closed-eye texture starts to come in below this share
 EYE_HISTORY = 900        # frames (30 s at 30 fps) whose median openness is the eyes' usual
@@ -300,9 +303,80 @@ def mouth_area(target: np.ndarray, size: int):
     return box, local, polygon_mask((y1 - y0, x1 - x0), local, grow=1.0, feather=1.0), weight
 
 
+def _lip_frame(landmarks: np.ndarray):
+    """The inner lips in the mouth's own frame: (left corner, unit axis to the right corner, unit normal
+    pointing down, corner distance, the upper and the lower lip as (s, v) curves), s the share of the way
+    from corner to corner, v pixels below the axis."""
+    pts = np.asarray(landmarks, np.float64)[INNER_LIPS, :2]
+    left, right = pts[0], pts[10]
+    width = max(float(np.linalg.norm(right - left)), 1e-3)
+    axis = (right - left) / width
+    normal = np.array([-axis[1], axis[0]])
+
+    def curve(points):
+        s = np.maximum.accumulate((points - left) @ axis / width)
+        return s, (points - left) @ normal
+
+    return left, axis, normal, width, curve(pts[:11]), curve(pts[[0, *range(19, 9, -1)]])
+
+
+def _darkest_band(image: np.ndarray, frame, keep: float) -> float:
+    """Where the picture's interior loses its darkest band when only `keep` of its height is drawn: the
+    share of that height kept above the band, at least LIP_HOLD of `keep` from each lip (teeth show right
+    under the lips, a shadow there is no gap between them). Its brightness is read down the middle half of
+    the mouth, between the lips, as a profile from the upper lip (0) to the lower (1)."""
+    left, axis, normal, width, upper, lower = frame
+    s = np.linspace(0.25, 0.75, 11)[:, None]
+    t = np.linspace(0.0, 1.0, 33)
+    top, bottom = np.interp(s, *upper), np.interp(s, *lower)
+    points = left + (s * width)[..., None] * axis + (top + t * (bottom - top))[..., None] * normal
+    grey = cv2.remap(image, points[..., 0].astype(np.float32), points[..., 1].astype(np.float32),
+                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101).astype(np.float32).mean(-1)
+    profile = grey.mean(0)
+    area = np.concatenate([[0.0], np.cumsum((profile[1:] + profile[:-1]) / 2 * np.diff(t))])
+    starts = np.linspace(LIP_HOLD * keep, (1 - LIP_HOLD) * keep, 13)
+    dark = np.interp(starts + 1.0 - keep, t, area) - np.interp(starts, t, area)
+    return float(starts[int(np.argmin(dark))])
+
+
+def interior_sources(image: np.ndarray, source: np.ndarray, target: np.ndarray, points: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Where in a picture `image` whose landmarks are `source` each of `points` (N x 2 pixels of a mouth
+    interior in a frame at `target`) is drawn from, keeping the picture's teeth their own height; and how
+    much (N, 0-1) that counts against the triangle warp's place for it. The upper teeth hang from the
+    upper lip and the lower ones stand on the lower lip: as a mouth closes, the gap between them (cavity,
+    tongue) goes first. So a mouth narrower than the picture's is drawn from under the picture's upper
+    lip and above its lower lip, less the picture's darkest band (_darkest_band); the triangle warp
+    squeezed the whole interior between the lips instead, and a wide-open picture lent a half-open mouth
+    thin teeth with a band of tongue or cavity between. A mouth wider open than the picture's stretches
+    it, as the warp did. Toward the corners, where the lips meet and no teeth show, the warp's place
+    counts again (CORNER_SPAN)."""
+    t_left, t_axis, t_normal, t_width, t_upper, t_lower = _lip_frame(target)
+    r_frame = _lip_frame(source)
+    r_left, r_axis, r_normal, r_width, r_upper, r_lower = r_frame
+    scale = r_width / t_width
+    # how much of the picture's opening the target's shows, at the middle of the mouth
+    keep = (np.interp(0.5, *t_lower) - np.interp(0.5, *t_upper)) * scale / max(
+        np.interp(0.5, *r_lower) - np.interp(0.5, *r_upper), 1e-6)
+    upper_share = _darkest_band(image, r_frame, keep) / keep if 0 < keep < 1 else 0.5
+    d = np.asarray(points, np.float64) - t_left
+    s, v = d @ t_axis / t_width, d @ t_normal
+    t_top, t_bottom = np.interp(s, *t_upper), np.interp(s, *t_lower)
+    r_top, r_bottom = np.interp(s, *r_upper), np.interp(s, *r_lower)
+    t_gap = np.maximum(t_bottom - t_top, 0) * scale
+    r_gap = np.maximum(r_bottom - r_top, 0)
+    squeeze = np.where(r_gap >= t_gap, 1.0, r_gap / np.maximum(t_gap, 1e-6))
+    below_top = (v - t_top) * scale
+    r_v = np.where(below_top <= upper_share * t_gap, r_top + below_top * squeeze,
+                   r_bottom - (t_bottom - v) * scale * squeeze)
+    middle = np.clip((0.5 - np.abs(s - 0.5) - CORNER_SPAN[0]) / (CORNER_SPAN[1] - CORNER_SPAN[0]), 0, 1)
+    return r_left + (s * r_width)[:, None] * r_axis + r_v[:, None] * r_normal, middle
+
+
 def draw_mouth(out: np.ndarray, target: np.ndarray, warper: FaceWarper | None, area=None) -> np.ndarray:
-    """Draw the mouth interior of `out` (a frame at `target`) from `warper`'s picture warped to `target`,
-    its colour matched to the lips around it; with no warper, darken it. In place; returns `out`."""
+    """Draw the mouth interior of `out` (a frame at `target`) from `warper`'s picture (interior_sources), its
+    colour matched to the lips around it (the triangle warp's picture there); with no warper, darken it. In
+    place; returns `out`."""
     area = area or mouth_area(target, out.shape[0])
     if area is None:
         return out
@@ -312,7 +386,12 @@ def draw_mouth(out: np.ndarray, target: np.ndarray, warper: FaceWarper | None, a
         patch = region * 0.7
     else:
         ring = (polygon_mask(inner.shape, local, grow=4.0) > 0.5) & (inner < 0.02)
-        patch = _match_colour(warper.warp(target, (x0, y0, x1, y1)), region, inner > 0.5, ring)
+        maps = warper.maps(target, (x0, y0, x1, y1))
+        rows, cols = np.nonzero(inner > 0)
+        drawn, middle = interior_sources(warper.still, warper.face_src, target, np.stack([cols + x0, rows + y0], 1))
+        for k, whole in enumerate(maps):
+            whole[rows, cols] += middle * (drawn[:, k] - whole[rows, cols])
+        patch = _match_colour(remap(warper.still, maps), region, inner > 0.5, ring)
     alpha = (weight * inner)[..., None]
     out[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + patch * alpha + 0.5, 0, 255).astype(np.uint8)
     return out
