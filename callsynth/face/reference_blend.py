@@ -35,8 +35,8 @@ import numpy as np
 
 from .code import NO_CUE, MouthCue
 from .interior_code import paint
-from .regions import (EYE_OUTLINES, INNER_LIPS, IRISES, OPEN_MOUTH, eye_openness, lip_gap, polygon_mask,
-                      teeth_share)
+from .regions import (EYE_OUTLINES, INNER_LIPS, IRISES, OPEN_MOUTH, eye_openness, is_teeth, lip_gap,
+                      polygon_mask, teeth_share)
 from .still import Still
 from .warp import FaceWarper, remap
 
@@ -320,23 +320,24 @@ def _lip_frame(landmarks: np.ndarray):
     return left, axis, normal, width, curve(pts[:11]), curve(pts[[0, *range(19, 9, -1)]])
 
 
-def _darkest_band(image: np.ndarray, frame, keep: float) -> float:
-    """Where the picture's interior loses its darkest band when only `keep` of its height is drawn: the
-    share of that height kept above the band, at least LIP_HOLD of `keep` from each lip (teeth show right
-    under the lips, a shadow there is no gap between them). Its brightness is read down the middle half of
-    the mouth, between the lips, as a profile from the upper lip (0) to the lower (1)."""
+def _band_given_way(image: np.ndarray, frame, keep: float) -> float:
+    """Which band of the picture's interior gives way when only `keep` of its height is drawn: the one
+    with the fewest teeth (regions.is_teeth) and, of those, the darkest (cavity, tongue; a lip the
+    outline took in); returned as the share of that height kept above it, at least LIP_HOLD of `keep` from
+    each lip (teeth show right under the lips: a shadow there is no gap between them). Read down the
+    middle half of the mouth, as a profile from the upper lip (0) to the lower (1)."""
     left, axis, normal, width, upper, lower = frame
     s = np.linspace(0.25, 0.75, 11)[:, None]
     t = np.linspace(0.0, 1.0, 33)
     top, bottom = np.interp(s, *upper), np.interp(s, *lower)
     points = left + (s * width)[..., None] * axis + (top + t * (bottom - top))[..., None] * normal
-    grey = cv2.remap(image, points[..., 0].astype(np.float32), points[..., 1].astype(np.float32),
-                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101).astype(np.float32).mean(-1)
-    profile = grey.mean(0)
+    rgb = cv2.remap(image, points[..., 0].astype(np.float32), points[..., 1].astype(np.float32),
+                    cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    profile = (is_teeth(rgb) + rgb.astype(np.float32).mean(-1) / 2550).mean(0)    # brightness only breaks ties
     area = np.concatenate([[0.0], np.cumsum((profile[1:] + profile[:-1]) / 2 * np.diff(t))])
     starts = np.linspace(LIP_HOLD * keep, (1 - LIP_HOLD) * keep, 13)
-    dark = np.interp(starts + 1.0 - keep, t, area) - np.interp(starts, t, area)
-    return float(starts[int(np.argmin(dark))])
+    held = np.interp(starts + 1.0 - keep, t, area) - np.interp(starts, t, area)
+    return float(starts[int(np.argmin(held))])
 
 
 def interior_sources(image: np.ndarray, source: np.ndarray, target: np.ndarray, points: np.ndarray
@@ -344,13 +345,13 @@ def interior_sources(image: np.ndarray, source: np.ndarray, target: np.ndarray, 
     """Where in a picture `image` whose landmarks are `source` each of `points` (N x 2 pixels of a mouth
     interior in a frame at `target`) is drawn from, keeping the picture's teeth their own height; and how
     much (N, 0-1) that counts against the triangle warp's place for it. The upper teeth hang from the
-    upper lip and the lower ones stand on the lower lip: as a mouth closes, the gap between them (cavity,
-    tongue) goes first. So a mouth narrower than the picture's is drawn from under the picture's upper
-    lip and above its lower lip, less the picture's darkest band (_darkest_band); the triangle warp
-    squeezed the whole interior between the lips instead, and a wide-open picture lent a half-open mouth
-    thin teeth with a band of tongue or cavity between. A mouth wider open than the picture's stretches
-    it, as the warp did. Toward the corners, where the lips meet and no teeth show, the warp's place
-    counts again (CORNER_SPAN)."""
+    upper lip and the lower ones stand on the lower lip: as a mouth closes, what lies between them (cavity,
+    tongue) goes first. So a mouth narrower than the picture's is drawn from under the picture's upper lip
+    and above its lower lip, less the band between them that gives way (_band_given_way); the triangle
+    warp squeezed the whole interior between the lips instead, and a wide-open picture lent a half-open
+    mouth thin teeth with a band of tongue or cavity between. A mouth wider open than the picture's
+    stretches it, as the warp did. Toward the corners, where the lips meet and no teeth show, the warp's
+    place counts again (CORNER_SPAN)."""
     t_left, t_axis, t_normal, t_width, t_upper, t_lower = _lip_frame(target)
     r_frame = _lip_frame(source)
     r_left, r_axis, r_normal, r_width, r_upper, r_lower = r_frame
@@ -358,7 +359,7 @@ def interior_sources(image: np.ndarray, source: np.ndarray, target: np.ndarray, 
     # how much of the picture's opening the target's shows, at the middle of the mouth
     keep = (np.interp(0.5, *t_lower) - np.interp(0.5, *t_upper)) * scale / max(
         np.interp(0.5, *r_lower) - np.interp(0.5, *r_upper), 1e-6)
-    upper_share = _darkest_band(image, r_frame, keep) / keep if 0 < keep < 1 else 0.5
+    upper_share = _band_given_way(image, r_frame, keep) / keep if 0 < keep < 1 else 0.5
     d = np.asarray(points, np.float64) - t_left
     s, v = d @ t_axis / t_width, d @ t_normal
     t_top, t_bottom = np.interp(s, *t_upper), np.interp(s, *t_lower)
