@@ -174,10 +174,10 @@ def interior_index(codebook: InteriorCodebook, views: list[tuple[np.ndarray, np.
     return codebook.nearest(np.stack(residuals), np.stack(weights)) if views else 0
 
 
-def paint(image: np.ndarray, target: np.ndarray, index: int, codebook: InteriorCodebook | None = None) -> None:
-    """Add index `index`'s residual to the mouth of `image` (a crop drawn at `target`), in place; 0 (or an
-    index out of range) changes nothing."""
-    codebook = codebook or shipped_codebook()
+def paint(image: np.ndarray, target: np.ndarray, index: int) -> None:
+    """Add index `index`'s residual (the shipped codebook's) to the mouth of `image` (a crop drawn at
+    `target`), in place; 0 (or an index out of range) changes nothing."""
+    codebook = shipped_codebook()
     if index <= 0 or index >= MAX_INDEX or codebook is None:
         return
     patch = MouthPatch.at(target, image.shape[0])
