@@ -77,9 +77,10 @@ class FrameClock:
         self.beside_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside", initializer=_lower_priority)
         self.beside: asyncio.Future | None = None
         self.beside_probe = False             # whether what runs beside is a probe (in this process)
-        from callsynth.face.raster import warm_up
+        from callsynth.face import raster, reference_blend
 
-        warm_up()          # before the call, not at its first frame
+        raster.warm_up()          # before the call, not at its first frame (or its first open mouth)
+        reference_blend.warm_up()
         # Loaded before the call: a bad file stops us here, clearly, and the still's arrival costs only a
         # triangulation. The full-frame generator never builds a frame here: it repairs the still in a
         # process of its own (receiver/still_repairer.py), as often as RepairPacing lets it (on a 2-core

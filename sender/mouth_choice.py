@@ -29,6 +29,7 @@ import numpy as np
 
 from callsynth.face.crop import CROP_SIZE
 from callsynth.face.interior_code import interior_index, shipped_codebook
+from callsynth.face import reference_blend
 from callsynth.face.reference_blend import ReferenceBlender, lends_mouth, mouth_weight
 from callsynth.face.regions import interior_grid, lip_gap
 from callsynth.face.still import Still
@@ -76,9 +77,10 @@ class MouthChoice:
         return index + 1
 
     def warm_up(self) -> None:
-        """The warp's one-off start-up (its compiled kernel loads in about 0.4 s), paid before the call:
-        otherwise the first open mouth's packet would wait for it."""
+        """The warp's and the mouth drawing's one-off start-up (their compiled kernels load in about 0.4 and
+        0.2 s), paid before the call: otherwise the first open mouth's packet would wait for them."""
         self.warper.warp(self.blender.still.landmarks, (0, 0, 8, 8))
+        reference_blend.warm_up()
 
     def interior(self, views: list[tuple[np.ndarray, np.ndarray]], mouth: int) -> int:
         """The interior code of a packet with mouth source `mouth` for the frames the receiver draws with its

@@ -10,7 +10,7 @@ blended in where it matches the target better, with analytic weights:
   it sees the real mouth, compares each source's interior with it and names the nearest
   (sender/mouth_choice.py); where it named none, or one not held here, from the source whose lip gap is
   nearest the target's, visible teeth counting in its favour; drawn with its teeth their own height, the
-  gap between them closing first (interior_sources); then the sender's interior code adds how
+  gap between them closing first (interior_maps); then the sender's interior code adds how
   the real interior differs from that drawing (face/interior_code.py), since the sender draws it too
   (`drawn_mouth`);
 - eyes: around each eye, from the reference with the eye most closed, coming in as the target's eye
@@ -28,6 +28,7 @@ works without it.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import cv2
@@ -38,10 +39,12 @@ from .interior_code import paint
 from .regions import (EYE_OUTLINES, INNER_LIPS, IRISES, OPEN_MOUTH, eye_openness, is_teeth, lip_gap,
                       polygon_mask, teeth_share)
 from .still import Still
+from ..compiled import compiled
 from .warp import FaceWarper, remap
 
 SYNTHETIC = -1           # index of the closed-eye picture made from the still
 NOT_NAMED = object()     # a mouth source that names no picture held
+_ROWS = weakref.WeakKeyDictionary()   # FaceWarper -> (its picture, _lip_frame, rows): _picture_rows
 
 MOUTH_FULL = 0.10        # from here the interior is the reference's alone (0.16 before 2026-11-30: a
                          # half-blended interior turned teeth into pale lips, README "Eyes, teeth and edges")
@@ -49,6 +52,7 @@ CLOSED_SHARE = 0.6       # an eye below this share of its usual openness is blin
 DARK_MOUTH = 0.12        # with no open-mouth picture, a mouth open this far is drawn darker
 LIP_HOLD = 0.2           # of a mouth drawn narrower than its picture's, the least share each lip keeps
 CORNER_SPAN = (0.1, 0.25)  # corner-to-corner shares from which the interior leaves the triangle warp's maps
+ROW_DEPTHS = np.linspace(0.0, 1.0, 33)   # where a picture's interior is read, upper lip (0) to lower (1)
 TEETH_WEIGHT = 1.5       # how much a source's visible teeth count against a lip gap unlike the target's
 EYE_START = 0.8          # the closed-eye texture starts to come in below this share
 EYE_HISTORY = 900        # frames (30 s at 30 fps) whose median openness is the eyes' usual
@@ -303,48 +307,99 @@ def mouth_area(target: np.ndarray, size: int):
     return box, local, polygon_mask((y1 - y0, x1 - x0), local, grow=1.0, feather=1.0), weight
 
 
-def _lip_frame(landmarks: np.ndarray):
-    """The inner lips in the mouth's own frame: (left corner, unit axis to the right corner, unit normal
-    pointing down, corner distance, the upper and the lower lip as (s, v) curves), s the share of the way
-    from corner to corner, v pixels below the axis."""
+def _lip_frame(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inner lips in the mouth's own frame: (left corner x, y, unit axis to the right corner, unit normal
+    pointing down, corner distance) and the upper and lower lip as curves (upper s, upper v, lower s, lower
+    v; 11 points each), s the share of the way from corner to corner, v pixels below the axis."""
     pts = np.asarray(landmarks, np.float64)[INNER_LIPS, :2]
     left, right = pts[0], pts[10]
     width = max(float(np.linalg.norm(right - left)), 1e-3)
     axis = (right - left) / width
     normal = np.array([-axis[1], axis[0]])
-
-    def curve(points):
-        s = np.maximum.accumulate((points - left) @ axis / width)
-        return s, (points - left) @ normal
-
-    return left, axis, normal, width, curve(pts[:11]), curve(pts[[0, *range(19, 9, -1)]])
+    curves = []
+    for points in (pts[:11], pts[[0, *range(19, 9, -1)]]):
+        curves += [np.maximum.accumulate((points - left) @ axis / width), (points - left) @ normal]
+    return np.array([*left, *axis, *normal, width]), np.stack(curves)
 
 
-def _band_given_way(image: np.ndarray, frame, keep: float) -> float:
-    """Which band of the picture's interior gives way when only `keep` of its height is drawn: the one
-    with the fewest teeth (regions.is_teeth) and, of those, the darkest (cavity, tongue; a lip the
-    outline took in); returned as the share of that height kept above it, at least LIP_HOLD of `keep` from
-    each lip (teeth show right under the lips: a shadow there is no gap between them). Read down the
-    middle half of the mouth, as a profile from the upper lip (0) to the lower (1)."""
-    left, axis, normal, width, upper, lower = frame
+@compiled
+def _interp(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
+    """np.interp for one x (xs non-decreasing)."""
+    n = len(xs)
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[n - 1]:
+        return ys[n - 1]
+    i = 1
+    while xs[i] < x:
+        i += 1
+    span = xs[i] - xs[i - 1]
+    return ys[i - 1] + (ys[i] - ys[i - 1]) * ((x - xs[i - 1]) / span if span > 0 else 1.0)
+
+
+@compiled
+def _interior_maps(map_x, map_y, inner, x0, y0, t_frame, t_curves, r_frame, r_curves, upper_share, span0, span1):
+    """interior_maps' arithmetic, a pixel at a time over the box's interior (inner > 0)."""
+    scale = r_frame[6] / t_frame[6]
+    for y in range(inner.shape[0]):
+        for x in range(inner.shape[1]):
+            if inner[y, x] <= 0:
+                continue
+            dx, dy = x + x0 - t_frame[0], y + y0 - t_frame[1]
+            s = (dx * t_frame[2] + dy * t_frame[3]) / t_frame[6]
+            v = dx * t_frame[4] + dy * t_frame[5]
+            t_top, t_bottom = _interp(s, t_curves[0], t_curves[1]), _interp(s, t_curves[2], t_curves[3])
+            r_top, r_bottom = _interp(s, r_curves[0], r_curves[1]), _interp(s, r_curves[2], r_curves[3])
+            t_gap = max(t_bottom - t_top, 0.0) * scale
+            r_gap = max(r_bottom - r_top, 0.0)
+            squeeze = 1.0 if r_gap >= t_gap else r_gap / max(t_gap, 1e-6)
+            below_top = (v - t_top) * scale
+            if below_top <= upper_share * t_gap:
+                r_v = r_top + below_top * squeeze
+            else:
+                r_v = r_bottom - (t_bottom - v) * scale * squeeze
+            middle = min(max((0.5 - abs(s - 0.5) - span0) / (span1 - span0), 0.0), 1.0)
+            along = s * r_frame[6]
+            map_x[y, x] += middle * (r_frame[0] + along * r_frame[2] + r_v * r_frame[4] - map_x[y, x])
+            map_y[y, x] += middle * (r_frame[1] + along * r_frame[3] + r_v * r_frame[5] - map_y[y, x])
+
+
+def _picture_rows(warper: FaceWarper) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """A picture's lip frame (_lip_frame) and its interior's rows: for 33 rows from the upper lip (0) to the
+    lower (1), read across the middle half of the mouth, the share of teeth (regions.is_teeth) plus a tenth
+    of the brightness (0-1), which only breaks ties. Kept while the warper holds the same picture."""
+    held = _ROWS.get(warper)
+    if held is not None and held[0] is warper.still:
+        return held[1], held[2]
+    frame = _lip_frame(warper.face_src)
+    (left_x, left_y, axis_x, axis_y, normal_x, normal_y, width), curves = frame
     s = np.linspace(0.25, 0.75, 11)[:, None]
-    t = np.linspace(0.0, 1.0, 33)
-    top, bottom = np.interp(s, *upper), np.interp(s, *lower)
-    points = left + (s * width)[..., None] * axis + (top + t * (bottom - top))[..., None] * normal
-    rgb = cv2.remap(image, points[..., 0].astype(np.float32), points[..., 1].astype(np.float32),
+    top, bottom = np.interp(s, curves[0], curves[1]), np.interp(s, curves[2], curves[3])
+    v = top + ROW_DEPTHS * (bottom - top)
+    points = np.stack([left_x + s * width * axis_x + v * normal_x, left_y + s * width * axis_y + v * normal_y], -1)
+    rgb = cv2.remap(warper.still, points[..., 0].astype(np.float32), points[..., 1].astype(np.float32),
                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    profile = (is_teeth(rgb) + rgb.astype(np.float32).mean(-1) / 2550).mean(0)    # brightness only breaks ties
-    area = np.concatenate([[0.0], np.cumsum((profile[1:] + profile[:-1]) / 2 * np.diff(t))])
+    rows = (is_teeth(rgb) + rgb.astype(np.float32).mean(-1) / 2550).mean(0)
+    _ROWS[warper] = (warper.still, frame, rows)
+    return frame, rows
+
+
+def _band_given_way(rows: np.ndarray, keep: float) -> float:
+    """Which band of a picture's interior (its rows, _picture_rows) gives way when only `keep` of its height
+    is drawn: the one with the fewest teeth and, of those, the darkest (cavity, tongue; a lip the outline
+    took in); returned as the share of that height kept above it, at least LIP_HOLD of `keep` from each lip
+    (teeth show right under the lips: a shadow there is no gap between them)."""
+    area = np.concatenate([[0.0], np.cumsum((rows[1:] + rows[:-1]) / 2 * np.diff(ROW_DEPTHS))])
     starts = np.linspace(LIP_HOLD * keep, (1 - LIP_HOLD) * keep, 13)
-    held = np.interp(starts + 1.0 - keep, t, area) - np.interp(starts, t, area)
+    held = np.interp(starts + 1.0 - keep, ROW_DEPTHS, area) - np.interp(starts, ROW_DEPTHS, area)
     return float(starts[int(np.argmin(held))])
 
 
-def interior_sources(image: np.ndarray, source: np.ndarray, target: np.ndarray, points: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Where in a picture `image` whose landmarks are `source` each of `points` (N x 2 pixels of a mouth
-    interior in a frame at `target`) is drawn from, keeping the picture's teeth their own height; and how
-    much (N, 0-1) that counts against the triangle warp's place for it. The upper teeth hang from the
+def interior_maps(maps: tuple[np.ndarray, np.ndarray], inner: np.ndarray, box: tuple[int, int, int, int],
+                  warper: FaceWarper, target: np.ndarray) -> None:
+    """The backward maps of `warper`'s triangle warp for `box` of a frame at `target` (FaceWarper.maps),
+    changed in place where `inner` (the box's interior mask) is above 0 so that the interior is drawn with
+    the picture's teeth their own height. The upper teeth hang from the
     upper lip and the lower ones stand on the lower lip: as a mouth closes, what lies between them (cavity,
     tongue) goes first. So a mouth narrower than the picture's is drawn from under the picture's upper lip
     and above its lower lip, less the band between them that gives way (_band_given_way); the triangle
@@ -352,30 +407,26 @@ def interior_sources(image: np.ndarray, source: np.ndarray, target: np.ndarray, 
     mouth thin teeth with a band of tongue or cavity between. A mouth wider open than the picture's
     stretches it, as the warp did. Toward the corners, where the lips meet and no teeth show, the warp's
     place counts again (CORNER_SPAN)."""
-    t_left, t_axis, t_normal, t_width, t_upper, t_lower = _lip_frame(target)
-    r_frame = _lip_frame(source)
-    r_left, r_axis, r_normal, r_width, r_upper, r_lower = r_frame
-    scale = r_width / t_width
+    t_frame, t_curves = _lip_frame(target)
+    (r_frame, r_curves), rows = _picture_rows(warper)
     # how much of the picture's opening the target's shows, at the middle of the mouth
-    keep = (np.interp(0.5, *t_lower) - np.interp(0.5, *t_upper)) * scale / max(
-        np.interp(0.5, *r_lower) - np.interp(0.5, *r_upper), 1e-6)
-    upper_share = _band_given_way(image, r_frame, keep) / keep if 0 < keep < 1 else 0.5
-    d = np.asarray(points, np.float64) - t_left
-    s, v = d @ t_axis / t_width, d @ t_normal
-    t_top, t_bottom = np.interp(s, *t_upper), np.interp(s, *t_lower)
-    r_top, r_bottom = np.interp(s, *r_upper), np.interp(s, *r_lower)
-    t_gap = np.maximum(t_bottom - t_top, 0) * scale
-    r_gap = np.maximum(r_bottom - r_top, 0)
-    squeeze = np.where(r_gap >= t_gap, 1.0, r_gap / np.maximum(t_gap, 1e-6))
-    below_top = (v - t_top) * scale
-    r_v = np.where(below_top <= upper_share * t_gap, r_top + below_top * squeeze,
-                   r_bottom - (t_bottom - v) * scale * squeeze)
-    middle = np.clip((0.5 - np.abs(s - 0.5) - CORNER_SPAN[0]) / (CORNER_SPAN[1] - CORNER_SPAN[0]), 0, 1)
-    return r_left + (s * r_width)[:, None] * r_axis + r_v[:, None] * r_normal, middle
+    opening = lambda curves: np.interp(0.5, curves[2], curves[3]) - np.interp(0.5, curves[0], curves[1])  # noqa: E731
+    keep = opening(t_curves) * r_frame[6] / t_frame[6] / max(opening(r_curves), 1e-6)
+    upper_share = _band_given_way(rows, keep) / keep if 0 < keep < 1 else 0.5
+    _interior_maps(maps[0], maps[1], inner, box[0], box[1], t_frame, t_curves, r_frame, r_curves, upper_share,
+                   *CORNER_SPAN)
+
+
+def warm_up() -> None:
+    """Load interior_maps' compiled kernel now (0.2 s from numba's cache, 0.7 s compiling it, on a 2-core
+    EPYC): at a call's first open mouth it would hold up that frame, or the sender's packet."""
+    frame, curves = _lip_frame(np.zeros((478, 2)))
+    maps = np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32)
+    _interior_maps(*maps, np.ones((1, 1), np.float32), 0, 0, frame, curves, frame, curves, 0.5, *CORNER_SPAN)
 
 
 def draw_mouth(out: np.ndarray, target: np.ndarray, warper: FaceWarper | None, area=None) -> np.ndarray:
-    """Draw the mouth interior of `out` (a frame at `target`) from `warper`'s picture (interior_sources), its
+    """Draw the mouth interior of `out` (a frame at `target`) from `warper`'s picture (interior_maps), its
     colour matched to the lips around it (the triangle warp's picture there); with no warper, darken it. In
     place; returns `out`."""
     area = area or mouth_area(target, out.shape[0])
@@ -388,10 +439,7 @@ def draw_mouth(out: np.ndarray, target: np.ndarray, warper: FaceWarper | None, a
     else:
         ring = (polygon_mask(inner.shape, local, grow=4.0) > 0.5) & (inner < 0.02)
         maps = warper.maps(target, (x0, y0, x1, y1))
-        rows, cols = np.nonzero(inner > 0)
-        drawn, middle = interior_sources(warper.still, warper.face_src, target, np.stack([cols + x0, rows + y0], 1))
-        for k, whole in enumerate(maps):
-            whole[rows, cols] += middle * (drawn[:, k] - whole[rows, cols])
+        interior_maps(maps, inner, (x0, y0, x1, y1), warper, target)
         patch = _match_colour(remap(warper.still, maps), region, inner > 0.5, ring)
     alpha = (weight * inner)[..., None]
     out[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + patch * alpha + 0.5, 0, 255).astype(np.uint8)
