@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from callsynth.face import reference_blend
 from callsynth.face.crop import CROP_SIZE
 from callsynth.face.interior_code import interior_index, shipped_codebook
-from callsynth.face import reference_blend
 from callsynth.face.reference_blend import ReferenceBlender, lends_mouth, mouth_weight
 from callsynth.face.regions import interior_grid, lip_gap
 from callsynth.face.still import Still

@@ -9,8 +9,8 @@ blended in where it matches the target better, with analytic weights:
   lip line), fully once the mouth is open, from the source (a reference or the still) the sender named:
   it sees the real mouth, compares each source's interior with it and names the nearest
   (sender/mouth_choice.py); where it named none, or one not held here, from the source whose lip gap is
-  nearest the target's, visible teeth counting in its favour; drawn with its teeth their own height, the
-  gap between them closing first (interior_maps); then the sender's interior code adds how
+  nearest the target's, visible teeth counting in its favour; drawn with its teeth their own height, what
+  lies between them giving way first (interior_maps); then the sender's interior code adds how
   the real interior differs from that drawing (face/interior_code.py), since the sender draws it too
   (`drawn_mouth`);
 - eyes: around each eye, from the reference with the eye most closed, coming in as the target's eye
@@ -399,14 +399,13 @@ def interior_maps(maps: tuple[np.ndarray, np.ndarray], inner: np.ndarray, box: t
                   warper: FaceWarper, target: np.ndarray) -> None:
     """The backward maps of `warper`'s triangle warp for `box` of a frame at `target` (FaceWarper.maps),
     changed in place where `inner` (the box's interior mask) is above 0 so that the interior is drawn with
-    the picture's teeth their own height. The upper teeth hang from the
-    upper lip and the lower ones stand on the lower lip: as a mouth closes, what lies between them (cavity,
-    tongue) goes first. So a mouth narrower than the picture's is drawn from under the picture's upper lip
-    and above its lower lip, less the band between them that gives way (_band_given_way); the triangle
-    warp squeezed the whole interior between the lips instead, and a wide-open picture lent a half-open
-    mouth thin teeth with a band of tongue or cavity between. A mouth wider open than the picture's
-    stretches it, as the warp did. Toward the corners, where the lips meet and no teeth show, the warp's
-    place counts again (CORNER_SPAN)."""
+    the picture's teeth their own height. The upper teeth hang from the upper lip and the lower ones stand
+    on the lower lip: as a mouth closes, what lies between them (cavity, tongue) goes first. So a mouth
+    narrower than the picture's is drawn from under the picture's upper lip and above its lower lip, less
+    the band between them that gives way (_band_given_way); the triangle warp squeezed the whole interior
+    between the lips instead, and a wide-open picture lent a half-open mouth thin teeth with a band of
+    tongue or cavity between. A mouth wider open than the picture's stretches it, as the warp did. Toward
+    the corners, where the lips meet and no teeth show, the warp's place counts again (CORNER_SPAN)."""
     t_frame, t_curves = _lip_frame(target)
     (r_frame, r_curves), rows = _picture_rows(warper)
     # how much of the picture's opening the target's shows, at the middle of the mouth
