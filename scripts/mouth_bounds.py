@@ -28,10 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from callsynth.eval.metrics import LandmarkStream
 from callsynth.face.basis import load_basis
 from callsynth.face.code import NO_CUE
-from callsynth.face.reference_blend import draw_mouth
+from callsynth.face.reference_blend import Reference, draw_mouth
 from callsynth.face.regions import INNER_LIPS, OPEN_MOUTH, lip_gap, polygon_mask
-from callsynth.face.still import prepare_still
-from callsynth.face.warp import FaceWarper
+from callsynth.face.still import Still, prepare_still
 from callsynth.machine import cpu_description
 from callsynth.media import iter_frames, video_info
 from callsynth.reenact import reenact
@@ -43,9 +42,9 @@ def interior_error(made: np.ndarray, real: np.ndarray, landmarks: np.ndarray) ->
     return float(np.abs(made[mask].astype(np.float32) - real[mask].astype(np.float32)).mean())
 
 
-def mouth_from(warper: FaceWarper, base: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """`base` with its mouth interior drawn from `warper`'s picture, as ReferenceBlender draws it."""
-    return draw_mouth(base.copy(), target, warper)
+def mouth_from(source: Reference, base: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """`base` with its mouth interior drawn from `source`'s picture, as ReferenceBlender draws it."""
+    return draw_mouth(base.copy(), target, source)
 
 
 def main() -> int:
@@ -73,29 +72,29 @@ def main() -> int:
     stream = LandmarkStream(fps)
     real_lm = [stream(r) for r in truth]
     stream.close()
-    still_warper = FaceWarper(still.image, still.landmarks)
-    frame_warpers: dict[int, FaceWarper] = {}
+    still_source = Reference.of(0, still)
+    frame_sources: dict[int, Reference] = {}
     rows = {k: [] for k in ("output", "best reference", "best earlier frame", "the frame itself, coded landmarks",
                             "the frame itself, its own landmarks")}
     open_frames = [t for t, lm in enumerate(real_lm) if lm is not None and lip_gap(lm) >= OPEN_MOUTH
                    and (polygon_mask(truth[t].shape, lm[INNER_LIPS]) > 0.5).sum() >= 20]
     for t in tqdm(open_frames, desc="open-mouth frames", unit="frame"):
         real, lm, target, base = truth[t], real_lm[t], targets[t], outs[t]
-        err = lambda warper, to=target: interior_error(mouth_from(warper, base, to), real, lm)   # noqa: E731
+        err = lambda source, to=target: interior_error(mouth_from(source, base, to), real, lm)   # noqa: E731
         held = {}
         for at, index, ref in refs:
             if at <= t:
                 held[index] = ref
         rows["output"].append(interior_error(base, real, lm))
-        rows["best reference"].append(min([err(still_warper)] + [err(FaceWarper(r.image, r.landmarks))
-                                                                for r in held.values()]))
+        rows["best reference"].append(min([err(still_source)] + [err(Reference.of(index, r))
+                                                                for index, r in held.items()]))
         earlier = [s for s in open_frames if s <= t - 15][::3]
         for s in earlier:
-            if s not in frame_warpers:
-                frame_warpers[s] = FaceWarper(truth[s], real_lm[s])
-        rows["best earlier frame"].append(min([err(frame_warpers[s]) for s in earlier]) if earlier
+            if s not in frame_sources:
+                frame_sources[s] = Reference.of(0, Still(truth[s], real_lm[s]))
+        rows["best earlier frame"].append(min([err(frame_sources[s]) for s in earlier]) if earlier
                                           else rows["best reference"][-1])
-        own = FaceWarper(real, lm)
+        own = Reference.of(0, Still(real, lm))
         rows["the frame itself, coded landmarks"].append(err(own))
         rows["the frame itself, its own landmarks"].append(err(own, lm))
     print(f"{args.clip.name}: {len(open_frames)} open-mouth frames of {len(truth)}; "

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from callsynth.face.code import CUE, FaceCoder
-from callsynth.face.reference_blend import draw_mouth
+from callsynth.face.reference_blend import Reference, draw_mouth
 from callsynth.face.regions import (EYES, INNER_LIPS, eye_openness, gaze, lip_gap, polygon_mask, teeth_share,
                                     with_gaze)
 from callsynth.face.still import LANDMARK_STEP, Still
@@ -191,10 +191,11 @@ def test_a_half_open_mouth_keeps_the_teeth_of_a_wide_open_picture_not_its_cavity
     inside = polygon_mask(picture.shape, source[INNER_LIPS]) > 0.5
     picture[inside] = 250                                            # teeth ...
     picture[inside & (depth > 0.3) & (depth < 0.7)] = 20             # ... and the cavity between them
-    warper = FaceWarper(picture, source)
+    ref = Reference.of(0, Still(picture, source))
+    warper = ref.warper
 
     target = _opened(still.landmarks, 7.0)
-    drawn = draw_mouth(warper.warp(target), target, warper)
+    drawn = draw_mouth(warper.warp(target), target, ref)
     area = polygon_mask(drawn.shape, target[INNER_LIPS]) > 0.5
     middle = area & (np.abs(frame[..., 0] - target[INNER_LIPS[[0, 10]], 0].mean())
                      < 0.25 * np.ptp(target[INNER_LIPS, 0]))
@@ -203,7 +204,7 @@ def test_a_half_open_mouth_keeps_the_teeth_of_a_wide_open_picture_not_its_cavity
     assert squeezed.mean() < 0.75                                    # the warp alone: teeth, cavity, teeth
     assert (drawn[middle].mean(-1) > 128).mean() > 0.9
 
-    again = draw_mouth(warper.warp(source), source, warper)
+    again = draw_mouth(warper.warp(source), source, ref)
     assert np.abs(again[inside].astype(int) - picture[inside]).mean() < 8
 
 
