@@ -13,8 +13,10 @@ class TrainOptions:
     lr: float = 1e-3
     seed: int = 0
     max_clips: int | None = None      # the first N training clips only (quick runs)
-    # GRID s1 is 95 % of the frames but one voice: the other speakers are drawn this many times as often.
-    other_speakers_x: int = 8
+    # GRID s1 is 92 % of the speech but one voice; the other speakers' clips are drawn this many times as
+    # often as their share. 1: no more often. Drawn 8x (before 2026-12-01) or 16x, the network learnt their
+    # 4 minutes by heart and followed spontaneous speech of unseen people less (README, audio2exp).
+    other_speakers_x: int = 1
     # weight of the phone task (audio2exp/phones.py) beside the mouth loss; 0: mouth codes alone
     phone_weight: float = 0.0
     # what that task names: "phones" (pocketsphinx's 40) or "visemes" (12 mouth shapes, phones.VISEMES)

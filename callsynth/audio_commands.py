@@ -50,7 +50,7 @@ def cmd_audio2exp_train(args) -> int:
 
     options = TrainOptions(epochs=args.epochs, seed=args.seed, max_clips=args.max_clips,
                            phone_weight=args.phone_weight, phone_set=args.phone_set,
-                           gap_weight=args.gap_weight)
+                           gap_weight=args.gap_weight, other_speakers_x=args.other_speakers_x)
     path = train(load_basis(args.basis), args.out, options)
     print(f"model: {path}")
     return 0
@@ -165,6 +165,9 @@ def add_audio_commands(sub, positive_int) -> None:
     p.add_argument("--phone-set", choices=("phones", "visemes"), default=A2E_TRAIN.phone_set,
                    help="what the second task names: pocketsphinx's 40 phones, or 12 mouth shapes that group "
                         f"the phones the lips make alike (default {A2E_TRAIN.phone_set})")
+    p.add_argument("--other-speakers-x", type=positive_int, default=A2E_TRAIN.other_speakers_x,
+                   help="how many times as often the clips of speakers other than GRID s1 are drawn "
+                        f"(default {A2E_TRAIN.other_speakers_x}; 1: as often as their share of the frames)")
     p.add_argument("--gap-weight", type=float, default=A2E_TRAIN.gap_weight,
                    help="how many times the lip gap's squared error counts beside the 55 mouth points' "
                         f"(default {A2E_TRAIN.gap_weight:g}; 0: the mouth points alone)")
