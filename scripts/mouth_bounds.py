@@ -73,6 +73,7 @@ def main() -> int:
     real_lm = [stream(r) for r in truth]
     stream.close()
     still_source = Reference.of(0, still)
+    sources = [(at, index, Reference.of(index, ref)) for at, index, ref in refs]   # each measured once
     frame_sources: dict[int, Reference] = {}
     rows = {k: [] for k in ("output", "best reference", "best earlier frame", "the frame itself, coded landmarks",
                             "the frame itself, its own landmarks")}
@@ -82,12 +83,11 @@ def main() -> int:
         real, lm, target, base = truth[t], real_lm[t], targets[t], outs[t]
         err = lambda source, to=target: interior_error(mouth_from(source, base, to), real, lm)   # noqa: E731
         held = {}
-        for at, index, ref in refs:
+        for at, index, source in sources:
             if at <= t:
-                held[index] = ref
+                held[index] = source
         rows["output"].append(interior_error(base, real, lm))
-        rows["best reference"].append(min([err(still_source)] + [err(Reference.of(index, r))
-                                                                for index, r in held.items()]))
+        rows["best reference"].append(min([err(still_source)] + [err(source) for source in held.values()]))
         earlier = [s for s in open_frames if s <= t - 15][::3]
         for s in earlier:
             if s not in frame_sources:

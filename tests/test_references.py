@@ -6,8 +6,8 @@ import pytest
 
 from callsynth.face.code import CUE, FaceCoder
 from callsynth.face.reference_blend import Reference, draw_mouth
-from callsynth.face.regions import (EYES, INNER_LIPS, eye_openness, gaze, lip_gap, polygon_mask, teeth_share,
-                                    with_gaze)
+from callsynth.face.regions import (EYES, INNER_LIPS, LOWER_INNER, UPPER_INNER, eye_openness, gaze, lip_gap,
+                                    polygon_mask, teeth_share, with_gaze)
 from callsynth.face.still import LANDMARK_STEP, Still
 from callsynth.face.warp import FaceWarper
 from callsynth.wire import (IDENTITY_HEADER, IDENTITY_VERSION, MAX_REFERENCE, IdentityError, VersionMismatch,
@@ -185,8 +185,8 @@ def test_a_half_open_mouth_keeps_the_teeth_of_a_wide_open_picture_not_its_cavity
     source = _opened(still.landmarks, 14.0)
     picture = still.image.copy()
     frame = np.mgrid[:256, :256][::-1].transpose(1, 2, 0).astype(np.float64)
-    top = np.interp(frame[..., 0], *source[INNER_LIPS[:11]][:, :2].T)
-    bottom = np.interp(frame[..., 0], *source[INNER_LIPS[[0, *range(19, 9, -1)]]][:, :2].T)
+    top = np.interp(frame[..., 0], *source[UPPER_INNER][:, :2].T)
+    bottom = np.interp(frame[..., 0], *source[LOWER_INNER][:, :2].T)
     depth = (frame[..., 1] - top) / np.maximum(bottom - top, 1e-6)
     inside = polygon_mask(picture.shape, source[INNER_LIPS]) > 0.5
     picture[inside] = 250                                            # teeth ...

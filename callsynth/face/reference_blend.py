@@ -35,8 +35,8 @@ import numpy as np
 
 from .code import NO_CUE, MouthCue
 from .interior_code import paint
-from .regions import (EYE_OUTLINES, INNER_LIPS, IRISES, OPEN_MOUTH, eye_openness, is_teeth, lip_gap,
-                      polygon_mask, teeth_share)
+from .regions import (EYE_OUTLINES, INNER_LIPS, IRISES, LOWER_INNER, OPEN_MOUTH, UPPER_INNER, eye_openness,
+                      is_teeth, lip_gap, polygon_mask, teeth_share)
 from .still import Still
 from ..compiled import compiled
 from .warp import FaceWarper, remap
@@ -321,13 +321,13 @@ def _lip_frame(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The inner lips in the mouth's own frame: (left corner x, y, unit axis to the right corner, unit normal
     pointing down, corner distance) and the upper and lower lip as curves (upper s, upper v, lower s, lower
     v; 11 points each), s the share of the way from corner to corner, v pixels below the axis."""
-    pts = np.asarray(landmarks, np.float64)[INNER_LIPS, :2]
-    left, right = pts[0], pts[10]
+    pts = np.asarray(landmarks, np.float64)[:, :2]
+    left, right = pts[UPPER_INNER[0]], pts[UPPER_INNER[-1]]
     width = max(float(np.linalg.norm(right - left)), 1e-3)
     axis = (right - left) / width
     normal = np.array([-axis[1], axis[0]])
     curves = []
-    for points in (pts[:11], pts[[0, *range(19, 9, -1)]]):
+    for points in (pts[UPPER_INNER], pts[LOWER_INNER]):
         curves += [np.maximum.accumulate((points - left) @ axis / width), (points - left) @ normal]
     return np.array([*left, *axis, *normal, width]), np.stack(curves)
 

@@ -118,8 +118,8 @@ def polygon_mask(shape, points: np.ndarray, grow: float = 0.0, feather: float = 
 
 
 INTERIOR_GRID = (8, 16)     # rows (lip to lip) x columns (corner to corner) of interior_grid
-_UPPER_INNER = INNER_LIPS[:11]                                    # corner 78 along the upper inner lip to 308
-_LOWER_INNER = INNER_LIPS[np.r_[0, np.arange(19, 9, -1)]]         # corner 78 along the lower inner lip to 308
+UPPER_INNER = INNER_LIPS[:11]                                     # corner 78 along the upper inner lip to 308
+LOWER_INNER = INNER_LIPS[np.r_[0, np.arange(19, 9, -1)]]          # corner 78 along the lower inner lip to 308
 
 
 def interior_grid(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] = INTERIOR_GRID) -> np.ndarray:
@@ -129,10 +129,10 @@ def interior_grid(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int
     whatever their openings. (rows, columns, channels) float32."""
     lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
     rows, cols = size
-    t = np.linspace(0, len(_UPPER_INNER) - 1, cols + 2)[1:-1]
-    steps = np.arange(len(_UPPER_INNER))
-    upper = np.stack([np.interp(t, steps, lm[_UPPER_INNER, k]) for k in range(2)], axis=1)
-    lower = np.stack([np.interp(t, steps, lm[_LOWER_INNER, k]) for k in range(2)], axis=1)
+    t = np.linspace(0, len(UPPER_INNER) - 1, cols + 2)[1:-1]
+    steps = np.arange(len(UPPER_INNER))
+    upper = np.stack([np.interp(t, steps, lm[UPPER_INNER, k]) for k in range(2)], axis=1)
+    lower = np.stack([np.interp(t, steps, lm[LOWER_INNER, k]) for k in range(2)], axis=1)
     v = np.linspace(0, 1, rows + 2)[1:-1, None, None]
     points = (upper[None] * (1 - v) + lower[None] * v).astype(np.float32)
     return cv2.remap(np.ascontiguousarray(image), points[..., 0], points[..., 1], cv2.INTER_LINEAR,
