@@ -93,7 +93,7 @@ def _networks(still: Still, basis: ExpressionBasis, generator: str, warp, states
 
     from .face.regions import OPEN_MOUTH, lip_gap
     from .model.mouth_generator import MOUTH_SOURCES
-    from .model.runtime import onnx_full_frame, traced, traced_mouth
+    from .model.runtime import onnx_full_frame, traced_mouth
 
     frames = len(states)
     timed = []
@@ -115,30 +115,34 @@ def _networks(still: Still, basis: ExpressionBasis, generator: str, warp, states
 
     # the default renderer: the generator repairs the still on every Nth frame, every frame warps it and the
     # mouth generator repairs its mouth (receiver.generator_renderer); timed over whole cycles of N frames,
-    # each beginning with a repair (a call repairs in a process of its own: its frames cost the rows above)
+    # each beginning with a repair (a call repairs in a process of its own: its frames cost the rows above).
+    # The generator is loaded once, and exported to ONNX Runtime once for each thread count, for both rows.
+    from receiver.generator_renderer import GeneratorRenderer
+
+    from .model.runtime import traced
+
+    repairers = Renderers(basis, "generator", generator or None)
+    net, size = repairers.loaded
+    full_size = still.image.shape[0]
+    onnx = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        repairer = Renderers(basis, "generator", generator or None)(still)    # ONNX Runtime on `threads`
+        onnx[threads] = onnx_full_frame(net, full_size, threads)
+        repairer = GeneratorRenderer(basis, still, loaded=repairers.loaded, run=onnx[threads],
+                                     every=repairers.repair_every, mouth=repairers.mouth)
         label = f"still repaired 1 in {repairer.every}" + (" + mouth" if repairer.mouth else "")
         timed.append(Timed(label, f"ONNX Runtime, {threads} thread(s)",
                            lambda i, r=repairer: r.render(states[i % frames]), cycle=repairer.every,
                            setup=_threads(threads)))
 
-    from receiver.generator_renderer import GeneratorRenderer
-
-    from .model.runtime import load_generator
-
-    net, size = load_generator(generator or None, basis)
     last = copy.deepcopy(net).to(memory_format=torch.channels_last)
-    full_size = still.image.shape[0]
     script = traced(net, full_size)
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for variant, loaded, run in ((f"eager, {threads} thread(s), contiguous", net, None),
                                      (f"eager, {threads} thread(s), channels_last", last, None),
                                      (f"TorchScript, {threads} thread(s)", net, script),
-                                     (f"ONNX Runtime, {threads} thread(s)", net,
-                                      onnx_full_frame(net, full_size, threads))):
+                                     (f"ONNX Runtime, {threads} thread(s)", net, onnx[threads])):
             gen = GeneratorRenderer(basis, still, loaded=(loaded, size), run=run, every=1)
             timed.append(Timed("full gen. every frame", variant, lambda i, g=gen: g.render(states[i % frames]),
                                setup=_threads(threads)))
