@@ -127,9 +127,8 @@ def _networks(still: Still, basis: ExpressionBasis, generator: str, warp, states
     onnx = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        onnx[threads] = onnx_full_frame(net, full_size, threads)
-        repairer = GeneratorRenderer(basis, still, loaded=repairers.loaded, run=onnx[threads],
-                                     every=repairers.repair_every, mouth=repairers.mouth)
+        onnx[threads] = repairers.run = onnx_full_frame(net, full_size, threads)
+        repairer = repairers(still)             # as a call builds it, on this thread count's run
         label = f"still repaired 1 in {repairer.every}" + (" + mouth" if repairer.mouth else "")
         timed.append(Timed(label, f"ONNX Runtime, {threads} thread(s)",
                            lambda i, r=repairer: r.render(states[i % frames]), cycle=repairer.every,
