@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -91,31 +92,50 @@ def phone_segments(samples: np.ndarray, words: list[str]) -> list[tuple[str, flo
         return out
 
 
-def evaluate_clip(model: Audio2ExpModel, basis: ExpressionBasis, path: Path, landmarks, fps,
-                  words: list[str] | None) -> dict | None:
+@dataclass
+class MouthGaps:
+    """A held-out clip's lip gap frame by frame: tracked in its video (`true`) and predicted from its sound
+    (`predicted`), over the frames both have; `valid`: frames whose tracking counts; `rest`: the closed
+    mouth's gap (the zero code)."""
+
+    samples: np.ndarray
+    true: np.ndarray
+    predicted: np.ndarray
+    valid: np.ndarray
+    rest: float
+
+
+def mouth_gaps(model: Audio2ExpModel, basis: ExpressionBasis, path: Path, landmarks, fps) -> MouthGaps | None:
+    """The true and predicted lip gap of a clip (None when it gives no clip: build_clip)."""
     clip = build_clip(path, landmarks, fps, basis)
     if clip is None:
         return None
     samples = load_audio(path)
     _, pred = offline_codes(model, samples, fps)
     n = min(len(pred), len(clip.codes))
-    valid = clip.valid[:n]
-    true_gap = gap_of_code(clip.codes[:n], clip.reference, basis)
-    pred_gap = gap_of_code(pred[:n], clip.reference, basis)
-    rest_gap = float(gap_of_code(np.zeros(basis.k), clip.reference, basis))
-    row = {"clip": str(path), "frames": int(valid.sum()),
-           "pearson": float(np.corrcoef(true_gap[valid], pred_gap[valid])[0, 1])}
+    return MouthGaps(samples, gap_of_code(clip.codes[:n], clip.reference, basis),
+                     gap_of_code(pred[:n], clip.reference, basis), clip.valid[:n],
+                     float(gap_of_code(np.zeros(basis.k), clip.reference, basis)))
+
+
+def evaluate_clip(model: Audio2ExpModel, basis: ExpressionBasis, path: Path, landmarks, fps,
+                  words: list[str] | None) -> dict | None:
+    g = mouth_gaps(model, basis, path, landmarks, fps)
+    if g is None:
+        return None
+    row = {"clip": str(path), "frames": int(g.valid.sum()),
+           "pearson": float(np.corrcoef(g.true[g.valid], g.predicted[g.valid])[0, 1])}
     if words:
-        onsets = [s for p, s, _ in phone_segments(samples, words) if p in BILABIALS]
-        times = np.arange(n) / fps
-        inside = np.zeros(n, bool)
+        onsets = [s for p, s, _ in phone_segments(g.samples, words) if p in BILABIALS]
+        times = np.arange(len(g.valid)) / fps
+        inside = np.zeros(len(g.valid), bool)
         for s in onsets:
             inside |= (times >= s - CLOSURE_BEFORE_ONSET_S) & (times < s)
-        inside &= valid
+        inside &= g.valid
         if inside.any():
             row["bilabial_frames"] = int(inside.sum())
-            row["bilabial_closed_pred"] = float(np.mean(pred_gap[inside] <= rest_gap + CLOSED_MARGIN))
-            row["bilabial_closed_true"] = float(np.mean(true_gap[inside] <= rest_gap + CLOSED_MARGIN))
+            row["bilabial_closed_pred"] = float(np.mean(g.predicted[inside] <= g.rest + CLOSED_MARGIN))
+            row["bilabial_closed_true"] = float(np.mean(g.true[inside] <= g.rest + CLOSED_MARGIN))
     return row
 
 

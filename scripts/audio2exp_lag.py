@@ -14,11 +14,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audio2exp.dataset import build_clip
-from audio2exp.features import load_audio
+from audio2exp.evaluate import mouth_gaps
 from audio2exp.model import load_model
-from audio2exp.stream import offline_codes
-from audio2exp.targets import gap_of_code
 from callsynth.face.basis import load_basis
 from callsynth.face.landmark_cache import track_many
 from callsynth.machine import cpu_description
@@ -33,10 +30,8 @@ def main():
     print(f"on {cpu_description()}")
     for path in clips:
         item = tracked[str(path)]; fps = item["fps"]
-        clip = build_clip(path, item["landmarks"], fps, basis)
-        _, pred = offline_codes(model, load_audio(path), fps)
-        n = min(len(pred), len(clip.codes)); v = clip.valid[:n]
-        tg = gap_of_code(clip.codes[:n], clip.reference, basis); pg = gap_of_code(pred[:n], clip.reference, basis)
+        g = mouth_gaps(model, basis, path, item["landmarks"], fps)
+        n = len(g.valid); v, tg, pg = g.valid, g.true, g.predicted
         best = []
         for lag in range(-15, 16):       # frames: prediction shifted later (+) or earlier (-)
             if lag >= 0:

@@ -25,11 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audio2exp.dataset import build_clip
-from audio2exp.features import SAMPLE_RATE, load_audio
+from audio2exp.evaluate import mouth_gaps
+from audio2exp.features import SAMPLE_RATE
 from audio2exp.model import load_model
-from audio2exp.stream import offline_codes
-from audio2exp.targets import gap_of_code
 from callsynth.face.basis import load_basis
 from callsynth.face.landmark_cache import track_many
 from callsynth.machine import cpu_description
@@ -63,14 +61,10 @@ def main():
     rows, curves = [], []
     for path in clips:
         item = tracked[str(path)]; fps = item["fps"]
-        clip = build_clip(path, item["landmarks"], fps, basis)
-        samples = load_audio(path)
-        _, pred = offline_codes(model, samples, fps)
-        n = min(len(pred), len(clip.codes)); v = clip.valid[:n]
-        true, said = gap_of_code(clip.codes[:n], clip.reference, basis), gap_of_code(pred[:n], clip.reference, basis)
-        rest = float(gap_of_code(np.zeros(basis.k), clip.reference, basis))
-        times = np.arange(n) / fps
-        db = loudness_db(samples, times)
+        g = mouth_gaps(model, basis, path, item["landmarks"], fps)
+        true, said, v, rest = g.true, g.predicted, g.valid, g.rest
+        times = np.arange(len(v)) / fps
+        db = loudness_db(g.samples, times)
         loud = db >= QUIET_DB
         row = {"quiet": float(np.mean(~loud[v])), "all": r(true[v], said[v]),
                "loud": r(true[v & loud], said[v & loud]),
