@@ -93,7 +93,7 @@ def _networks(still: Still, basis: ExpressionBasis, generator: str, warp, states
 
     from .face.regions import OPEN_MOUTH, lip_gap
     from .model.mouth_generator import MOUTH_SOURCES
-    from .model.runtime import onnx_full_frame, traced_mouth
+    from .model.runtime import onnx_full_frame, traced, traced_mouth
 
     frames = len(states)
     timed = []
@@ -118,8 +118,6 @@ def _networks(still: Still, basis: ExpressionBasis, generator: str, warp, states
     # each beginning with a repair (a call repairs in a process of its own: its frames cost the rows above).
     # The generator is loaded once, and exported to ONNX Runtime once for each thread count, for both rows.
     from receiver.generator_renderer import GeneratorRenderer
-
-    from .model.runtime import traced
 
     repairers = Renderers(basis, "generator", generator or None)
     net, size = repairers.loaded
