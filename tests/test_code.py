@@ -11,6 +11,22 @@ def test_still_with_zero_code_gives_the_still_landmarks(basis, still):
     assert np.allclose(back, still.landmarks, atol=1e-9)
 
 
+def test_each_iris_keeps_the_stills_own_offset_and_moves_by_the_gaze_sent(basis, still):
+    """A zero gaze change leaves both irises where the still has them (each eye its own offset: both moved to
+    their mean turned the still's own eyes by up to a pixel), and a change moves both by it."""
+    from callsynth.face.regions import eye_gazes, gaze
+
+    coder = FaceCoder(basis, still.landmarks)
+    k = basis.k
+    own = eye_gazes(still.landmarks)
+    assert abs(own[0, 0] - own[1, 0]) > 0.005                 # this still's eyes do differ
+    same = coder.landmarks(coder.still_pose, np.zeros(k + 2))
+    assert np.allclose(same, still.landmarks, atol=1e-9)
+    moved = coder.landmarks(coder.still_pose, np.r_[np.zeros(k), 0.05, -0.02])
+    assert np.allclose(eye_gazes(moved), own + [0.05, -0.02], atol=1e-9)
+    assert np.allclose(gaze(moved), gaze(still.landmarks) + [0.05, -0.02], atol=1e-9)
+
+
 def test_code_reconstructs_unseen_faces_landmarks(basis, still, val_frames):
     """Pose + K-coefficient code of a validation person rebuilds the tracked landmarks closely."""
     coder = FaceCoder(basis, still.landmarks)

@@ -25,7 +25,7 @@ import numpy as np
 from .basis import ExpressionBasis
 from .crop import CROP_SIZE
 from .pose import Pose, estimate_pose
-from .regions import GAZE_DIMS, gaze, lip_gap, open_lips, with_gaze
+from .regions import GAZE_DIMS, eye_gazes, gaze, lip_gap, open_lips, with_gaze
 
 BESIDE = GAZE_DIMS + 3     # what travels beside the code: the gaze, the lip gap's correction, the mouth cue (2)
 CUE = slice(-2, None)      # the mouth cue's place in an expression (its last two elements)
@@ -70,6 +70,7 @@ class FaceCoder:
         self.still_pose = self.pose_of(self.still_landmarks)
         self.still_canonical = self.still_pose.to_canonical(self.still_landmarks / CROP_SIZE)
         self.still_gaze = gaze(self.still_landmarks)
+        self.still_eye_gazes = eye_gazes(self.still_landmarks)
         self.expression_size = basis.k + BESIDE
 
     def pose_of(self, landmarks: np.ndarray) -> Pose:
@@ -109,8 +110,9 @@ class FaceCoder:
         return expression_parts(expression, self.basis.k)[3]
 
     def landmarks(self, pose: Pose, code: np.ndarray) -> np.ndarray:
-        """Target landmarks in crop pixels (x, y, z) for a pose and a code (K) or an expression (K + 2:
-        the irises then move to the gaze it carries; K + 3 or more: the lips part by the correction too)."""
+        """Target landmarks in crop pixels (x, y, z) for a pose and a code (K) or an expression (K + 2: the
+        irises then move by the gaze it carries, each from where the still has it; K + 3 or more: the lips
+        part by the correction too)."""
         code = np.asarray(code, dtype=np.float64)
         k = self.basis.k
         canonical = self.still_canonical + self.basis.expand(code[:k])
@@ -118,5 +120,7 @@ class FaceCoder:
             canonical = open_lips(canonical, code[k + GAZE_DIMS])
         out = pose.apply(canonical) * CROP_SIZE
         if code.shape[-1] > k:
-            out = with_gaze(out, self.still_gaze + code[k:k + GAZE_DIMS])
+            # each iris from where the still has it: both moved to their mean drew the still's own eyes
+            # looking elsewhere (up to a pixel), and the evaluator's gaze r fell (README "Each eye its own gaze")
+            out = with_gaze(out, self.still_eye_gazes + code[k:k + GAZE_DIMS])
         return out

@@ -82,24 +82,30 @@ def eye_openness(landmarks: np.ndarray) -> np.ndarray:
     return np.array([np.linalg.norm(lm[e[0], :2] - lm[e[1], :2]) / _eye_frame(lm, e)[3] for e in EYES])
 
 
-def gaze(landmarks: np.ndarray) -> np.ndarray:
-    """Iris offset from the eye centre over eye width, along and across the eye axis, mean of both eyes (2,)."""
+def eye_gazes(landmarks: np.ndarray) -> np.ndarray:
+    """Each eye's iris offset from its centre over its width, along and across its axis (2 eyes, 2)."""
     lm = np.asarray(landmarks)
     out = []
     for e in EYES:
         centre, u, v, width = _eye_frame(lm, e)
         off = lm[e[4], :2] - centre
         out.append([off @ u / width, off @ v / width])
-    return np.mean(out, axis=0)
+    return np.array(out)
+
+
+def gaze(landmarks: np.ndarray) -> np.ndarray:
+    """Iris offset from the eye centre over eye width, along and across the eye axis, mean of both eyes (2,)."""
+    return eye_gazes(landmarks).mean(axis=0)
 
 
 def with_gaze(landmarks: np.ndarray, target_gaze: np.ndarray) -> np.ndarray:
-    """The landmarks with both irises moved (as rigid rings) so that gaze(·) is target_gaze."""
+    """The landmarks with the irises moved (as rigid rings) to `target_gaze`: one offset for both eyes (2,),
+    or each eye's own (2, 2) as eye_gazes gives them; either way gaze(·) is its mean."""
     lm = np.array(landmarks, dtype=np.float64, copy=True)
-    g = np.clip(np.asarray(target_gaze, dtype=np.float64), -0.35, 0.35)
-    for e, iris in zip(EYES, IRISES):
+    g = np.broadcast_to(np.clip(np.asarray(target_gaze, dtype=np.float64), -0.35, 0.35), (len(EYES), 2))
+    for e, iris, eye_gaze in zip(EYES, IRISES, g):
         centre, u, v, width = _eye_frame(lm, e)
-        want = centre + width * (g[0] * u + g[1] * v)
+        want = centre + width * (eye_gaze[0] * u + eye_gaze[1] * v)
         lm[iris, :2] += want - lm[e[4], :2]
     return lm
 
