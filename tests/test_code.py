@@ -25,6 +25,9 @@ def test_each_iris_keeps_the_stills_own_offset_and_moves_by_the_gaze_sent(basis,
     moved = coder.landmarks(coder.still_pose, np.r_[np.zeros(k), 0.05, -0.02])
     assert np.allclose(eye_gazes(moved), own + [0.05, -0.02], atol=1e-9)
     assert np.allclose(gaze(moved), gaze(still.landmarks) + [0.05, -0.02], atol=1e-9)
+    drawn = coder.landmarks(coder.still_pose, np.r_[np.zeros(k), 0.05, -0.02], gaze_gain=2.0)
+    assert np.allclose(eye_gazes(drawn), own + [0.1, -0.04], atol=1e-9)
+    assert np.array_equal(drawn[:468], moved[:468])               # the gain moves the irises alone
 
 
 def test_code_reconstructs_unseen_faces_landmarks(basis, still, val_frames):

@@ -76,6 +76,23 @@ def test_gaze_moves_the_irises_to_where_it_says(still):
     assert np.array_equal(moved[:468], still.landmarks[:468])
 
 
+def test_the_drawn_irises_read_back_as_a_real_share_of_the_gaze_sent(basis, still):
+    """The evaluator reads gaze with MediaPipe from the drawn frame: drawn at the gaze sent, a change read back
+    as a fifth of itself (0.24 on this still), drowned in the tracker's jitter; drawn DRAWN_GAZE times as far,
+    as over 0.3 of it (0.41)."""
+    from callsynth.face.tracker import FaceTracker
+    from receiver.renderer import DRAWN_GAZE, WarpRenderer
+
+    renderer = WarpRenderer(basis, still)
+    read = []
+    with FaceTracker(video=False, smoothing=False) as tracker:
+        for sent in (-0.05, 0.05):
+            frame = renderer.render((renderer.rest_pose, np.r_[np.zeros(basis.k), sent, 0.0]))
+            read.append(gaze(tracker.process(frame).landmarks)[0])
+    assert DRAWN_GAZE > 1
+    assert (read[1] - read[0]) / 0.1 > 0.3
+
+
 def _closed(landmarks):
     out = landmarks.copy()
     for upper, lower, *_ in EYES:

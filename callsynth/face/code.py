@@ -109,10 +109,10 @@ class FaceCoder:
         code or a shorter expression."""
         return expression_parts(expression, self.basis.k)[3]
 
-    def landmarks(self, pose: Pose, code: np.ndarray) -> np.ndarray:
+    def landmarks(self, pose: Pose, code: np.ndarray, gaze_gain: float = 1.0) -> np.ndarray:
         """Target landmarks in crop pixels (x, y, z) for a pose and a code (K) or an expression (K + 2: the
-        irises then move by the gaze it carries, each from where the still has it; K + 3 or more: the lips
-        part by the correction too)."""
+        irises then move by the gaze it carries, times `gaze_gain`, each from where the still has it; K + 3
+        or more: the lips part by the correction too)."""
         code = np.asarray(code, dtype=np.float64)
         k = self.basis.k
         canonical = self.still_canonical + self.basis.expand(code[:k])
@@ -122,5 +122,5 @@ class FaceCoder:
         if code.shape[-1] > k:
             # each iris from where the still has it: both moved to their mean drew the still's own eyes
             # looking elsewhere (up to a pixel), and the evaluator's gaze r fell (README "Each eye its own gaze")
-            out = with_gaze(out, self.still_eye_gazes + code[k:k + GAZE_DIMS])
+            out = with_gaze(out, self.still_eye_gazes + gaze_gain * code[k:k + GAZE_DIMS])
         return out
