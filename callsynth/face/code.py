@@ -69,8 +69,8 @@ class FaceCoder:
         self.still_landmarks = np.asarray(still_landmarks, dtype=np.float64)
         self.still_pose = self.pose_of(self.still_landmarks)
         self.still_canonical = self.still_pose.to_canonical(self.still_landmarks / CROP_SIZE)
-        self.still_gaze = gaze(self.still_landmarks)
         self.still_eye_gazes = eye_gazes(self.still_landmarks)
+        self.still_gaze = self.still_eye_gazes.mean(axis=0)     # gaze(still landmarks), as gaze_delta compares
         self.expression_size = basis.k + BESIDE
 
     def pose_of(self, landmarks: np.ndarray) -> Pose:
