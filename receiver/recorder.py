@@ -5,7 +5,11 @@ stay as much in step in the file as they were on screen.
 
 The MP4 is fragmented (a fragment a second): a plain MP4 is unreadable until its index is written at the
 end, so a receiver killed mid-call (the power, the OOM killer, SIGKILL) lost the whole recording; a
-fragmented one keeps all but its last second (a test kills one).
+fragmented one keeps all but its last second (a test kills one). Its header is written with the first
+fragment (`delay_moov`), not before any frame (`empty_moov`): a header written before the first frame
+cannot say where each stream starts, so FFmpeg began both at zero. A voice that began 0.5 s after the
+pictures then played 0.5 s early, and the AAC encoder's 21 ms of priming put every picture after the first
+21 ms late.
 
 A live call records through `RecordingThread`: the encoders run beside the event loop, not on it."""
 
@@ -21,7 +25,7 @@ import numpy as np
 
 AUDIO_RATE = 48000
 RECORDING_BACKLOG = 160    # pictures and voice frames (about 2 s of a call) waiting before the recording skips
-FRAGMENTED = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
+FRAGMENTED = {"movflags": "+frag_keyframe+delay_moov+default_base_moof", "frag_duration": "1000000"}
 
 
 class CallRecorder:
