@@ -187,11 +187,16 @@ def evaluate(model: Audio2ExpModel, basis: ExpressionBasis, clips: list[Path],
             continue
         if row is not None:
             rows.append(row)
-    groups = {"all": rows, "grid": [r for r in rows if _is_grid(r["clip"])],
-              "other": [r for r in rows if not _is_grid(r["clip"])]}
-    summary = {name: _summarise(group) for name, group in groups.items() if group}
+    summary = {name: _summarise(group) for name, group in clip_groups(rows).items() if group}
     summary["delay"] = measure_delay(model)
     return {"summary": summary, "per_clip": rows}
+
+
+def clip_groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """Per-clip rows by the summary they count in: all, GRID speakers (read sentences), the others
+    (interviews: spontaneous speech)."""
+    return {"all": rows, "grid": [r for r in rows if _is_grid(r["clip"])],
+            "other": [r for r in rows if not _is_grid(r["clip"])]}
 
 
 def _is_grid(path: str) -> bool:

@@ -19,6 +19,7 @@ TARGETS = {
     "compute_ms_per_frame": 3.0,                                     # on a 2-core CPU
 }
 LABELS = {"pearson_mean": "mouth opening Pearson (mean over clips)",
+          "rendered_pearson_mean": "  mouth opening, rendered and read back",
           "bilabial_closed_pred": "lips closed on p/b/m closures (predicted)"}
 
 
@@ -63,6 +64,7 @@ def cmd_audio2exp_eval(args) -> int:
     from .face.basis import load_basis
     from .machine import cpu_description
     from .split import audio_validation_files, data_root
+    from .talking_face import add_rendered
 
     basis = load_basis(args.basis)
     model = load_model(args.model, basis)
@@ -75,11 +77,15 @@ def cmd_audio2exp_eval(args) -> int:
         if not clip.exists():
             raise FileNotFoundError(f"{clip}: no such clip")
     report = evaluate(model, basis, clips, args.align_dir)
-    print(f"{'clip':<28} {'frames':>6} {'pearson':>8} {'bilabial closed':>16}")
+    if args.rendered:
+        add_rendered(report, basis, model, args.rendered)     # what the evaluator measures, beside
+    print(f"{'clip':<28} {'frames':>6} {'pearson':>8} {'bilabial closed':>16}"
+          + (f" {'rendered pearson':>17}" if args.rendered else ""))
     for r in report["per_clip"]:
         closed = (f"{r['bilabial_closed_pred']:.0%} of {r['bilabial_frames']}"
                   if "bilabial_frames" in r else "–")
-        print(f"{Path(r['clip']).name:<28} {r['frames']:>6} {r['pearson']:>8.3f} {closed:>16}")
+        print(f"{Path(r['clip']).name:<28} {r['frames']:>6} {r['pearson']:>8.3f} {closed:>16}"
+              + (f" {r.get('rendered_pearson', float('nan')):>17.3f}" if args.rendered else ""))
     delay = report["summary"]["delay"]
     labels = {"grid": "GRID speakers (aligned words)", "other": "interview speakers (spontaneous speech)",
               "all": "all clips (no target of its own)"}
@@ -98,11 +104,14 @@ def cmd_audio2exp_eval(args) -> int:
         print(f"\n{labels[name]}: {s['clips']} clips")
         targets = TARGETS.get(name, {})
         rows = [("pearson_mean", s["pearson_mean"], "{:.3f}")]
+        if "rendered_pearson_mean" in s:
+            rows.append(("rendered_pearson_mean", s["rendered_pearson_mean"], "{:.3f}"))
         if s["bilabial_frames"]:
             rows.append(("bilabial_closed_pred", s["bilabial_closed_pred"], "{:.1%}"))
         for key, value, fmt in rows:
-            verdict = (check(f"{labels[name]}: {LABELS[key]}", value, targets[key], fmt)
-                       if key in targets else "")
+            target = targets.get(key.replace("rendered_", ""))
+            verdict = (check(f"{labels[name]}: {LABELS[key].strip()}", value, target, fmt)
+                       if target is not None else "")
             print(f"  {LABELS[key]:<44} {fmt.format(value):>8}  {verdict}")
         if s["bilabial_frames"]:
             print(f"  {'  the same on the real video landmarks':<44} {s['bilabial_closed_true']:>8.1%}  "
@@ -186,4 +195,9 @@ def add_audio_commands(sub, positive_int) -> None:
     p.add_argument("--model", type=Path, help="audio2exp checkpoint (default: the shipped one)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.add_argument("--out", type=output_file, help="also write the report here (JSON)")
+    p.add_argument("--rendered", type=output_folder, metavar="DIR",
+                   help="also render each clip's talking face (as `callsynth audio2exp` does, from the clip's "
+                        "first frame and its own sound) into DIR and measure its mouth opening as the "
+                        "evaluator's face_metrics.py `mouth` does (MediaPipe on both videos, matched by frame "
+                        "time); the same targets apply to it (about 10 s a clip)")
     p.set_defaults(func=cmd_audio2exp_eval)

@@ -58,6 +58,14 @@ def video_info(path: str | Path) -> VideoInfo:
 def iter_frames(path: str | Path, max_frames: int | None = None, threads: bool = True) -> Iterator[np.ndarray]:
     """Yield RGB uint8 frames; a file that decodes to nothing raises MediaError. `threads`: let the
     decoder use every core (offline); a live call's frame-by-frame source decodes on one."""
+    for _, rgb in iter_timed_frames(path, max_frames, threads):
+        yield rgb
+
+
+def iter_timed_frames(path: str | Path, max_frames: int | None = None,
+                      threads: bool = True) -> Iterator[tuple[float, np.ndarray]]:
+    """iter_frames with each frame's presentation time (s, from the stream's own timestamps: what a player
+    and the evaluator's mouth correlation go by, not the frame's index over a nominal rate)."""
     container = _open(path)
     count = 0
     try:
@@ -67,7 +75,9 @@ def iter_frames(path: str | Path, max_frames: int | None = None, threads: bool =
         stream.thread_type = "AUTO" if threads else "NONE"
         try:
             for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+                rate = stream.average_rate or 25
+                yield (float(frame.time) if frame.time is not None else count / float(rate),
+                       frame.to_ndarray(format="rgb24"))
                 count += 1
                 if max_frames is not None and count >= max_frames:
                     break

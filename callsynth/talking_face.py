@@ -82,3 +82,39 @@ def render_talking_face(audio_path: Path, still: Still, basis: ExpressionBasis, 
             recorder.close()
     return {"frames": len(states), "seconds": round(len(samples) / SAMPLE_RATE, 3), "fps": fps,
             "silent": quiet, **kinds, "references": len(references), "output": str(output)}
+
+
+def rendered_mouth(clip: Path, basis: ExpressionBasis, model: Audio2ExpModel, folder: Path) -> dict:
+    """What the evaluator measures of audio2exp on a held-out clip: the talking face rendered from the clip's
+    first frame and its own sound (`callsynth audio2exp`), into `folder`, and the Pearson r of its mouth
+    opening against the clip's real video (eval.metrics.mouth_opening_r, face_metrics.py's `mouth`). The
+    code-space figure of audio2exp.evaluate leaves out what the drawing loses: the warp, MediaPipe reading
+    the drawn lips back, the frames' timestamps."""
+    from .eval.metrics import mouth_opening_r
+    from .face.still import prepare_still
+    from .media import read_still
+
+    clip = Path(clip)
+    still = prepare_still(read_still(clip), source=str(clip))
+    output = Path(folder) / f"{clip.parent.name}_{clip.stem}.mp4"
+    render_talking_face(clip, still, basis, model, output, progress=False)
+    return {"rendered": str(output), **mouth_opening_r(output, clip)}
+
+
+def add_rendered(report: dict, basis: ExpressionBasis, model: Audio2ExpModel, folder: Path) -> None:
+    """To an audio2exp.evaluate report: beside each clip's code-space Pearson, the rendered one
+    (rendered_mouth), and each group's mean of it. A clip whose first frame shows no face is said and left
+    out of the means."""
+    from audio2exp.evaluate import clip_groups
+
+    from .media import MediaError
+
+    for row in tqdm(report["per_clip"], desc="rendering talking faces"):
+        try:
+            row["rendered_pearson"] = rendered_mouth(Path(row["clip"]), basis, model, folder)["pearson"]
+        except (MediaError, ValueError) as exc:
+            log.warning("not rendered: %s", exc)
+    for name, rows in clip_groups(report["per_clip"]).items():
+        done = [r["rendered_pearson"] for r in rows if "rendered_pearson" in r]
+        if done and name in report["summary"]:
+            report["summary"][name]["rendered_pearson_mean"] = float(np.mean(done))

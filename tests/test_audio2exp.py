@@ -184,6 +184,28 @@ def test_audio2exp_eval_exits_1_and_names_the_target_it_misses(data, capsys):
     assert "compute per frame" in out and "cores" in out          # with the CPU that measured it
 
 
+def test_the_rendered_mouth_is_measured_as_the_evaluators_tool_measures_it(data, basis, tmp_path):
+    """`audio2exp-eval --rendered`: the talking face drawn from a held-out GRID speaker's first frame and
+    sound, its mouth opening against the real video by callsynth's own implementation, equal to what
+    ../shared/tools/face_metrics.py `mouth` prints for the same two files."""
+    import json
+    import subprocess
+    import sys
+
+    from callsynth.talking_face import rendered_mouth
+
+    tool = data.parent / "tools" / "face_metrics.py"
+    if not tool.exists():
+        pytest.skip(f"the evaluator's tool is not at {tool}")
+    row = rendered_mouth(data / GRID_VAL, basis, load_model(None, basis), tmp_path)
+    done = subprocess.run([sys.executable, str(tool), "mouth", row["rendered"], str(data / GRID_VAL)],
+                          capture_output=True, text=True, timeout=600, check=True)
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (row["frames"], row["valid"]) == (theirs["frames"], theirs["valid"])
+    assert abs(row["pearson"] - theirs["pearson"]) < 0.01, (row, theirs)
+    assert row["pearson"] > 0.5          # a speaker the model follows (0.73 on 2026-12-01)
+
+
 def test_a_silent_track_is_said_and_gives_a_resting_face(tmp_path, basis, val_frames, caplog):
     """`callsynth audio2exp` on digital silence: a warning, `silent` in the summary, and a face at rest."""
     import av

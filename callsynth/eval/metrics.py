@@ -18,7 +18,7 @@ from ..face.regions import (
     teeth_share,
 )
 from ..face.tracker import FaceTracker, inter_ocular
-from ..media import iter_frames
+from ..media import iter_frames, iter_timed_frames
 
 _DLIB = None
 
@@ -154,6 +154,32 @@ def face_descriptor(rgb: np.ndarray) -> np.ndarray | None:
     box = max(boxes, key=lambda r: r.width() * r.height())
     d = np.array(describe.compute_face_descriptor(image, shape(image, box)))
     return d / np.linalg.norm(d)
+
+
+def mouth_series(video) -> tuple[np.ndarray, np.ndarray]:
+    """(presentation time s, lip gap over the iris distance; NaN where MediaPipe finds no face) of every frame
+    of a video, MediaPipe in image mode: face_metrics.py's `mouth` series."""
+    times, gaps = [], []
+    with FaceTracker(video=False, smoothing=False) as tracker:
+        for t, frame in iter_timed_frames(video):
+            found = tracker.process(frame)
+            times.append(t)
+            gaps.append(lip_gap(found.landmarks) if found.found else np.nan)
+    return np.array(times), np.array(gaps)
+
+
+def mouth_opening_r(out, truth) -> dict:
+    """Pearson r of the mouth opening of a made video (`out`) against the real one, as face_metrics.py's
+    `mouth` defines it: the made series resampled by time onto the real frames up to its own last frame,
+    over the frames where both show a face (NaN when ten or fewer do). {frames, valid, pearson}."""
+    (t_out, made), (t_real, real) = mouth_series(out), mouth_series(truth)
+    seen = np.isfinite(made)
+    keep = t_real <= t_out[-1]
+    t_real, real = t_real[keep], real[keep]
+    made = np.interp(t_real, t_out[seen], made[seen]) if seen.any() else np.full(len(t_real), np.nan)
+    both = np.isfinite(made) & np.isfinite(real)
+    return {"frames": int(len(real)), "valid": int(both.sum()),
+            "pearson": _pearson(made[both], real[both]) if both.sum() > 10 else float("nan")}
 
 
 def open_mouth_teeth(video) -> tuple[int, float]:
