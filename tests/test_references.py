@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from callsynth.face.code import CUE, FaceCoder
-from callsynth.face.reference_blend import Reference, draw_mouth
+from callsynth.face.reference_blend import OWN, Reference, draw_mouth
 from callsynth.face.regions import (EYES, INNER_LIPS, LOWER_INNER, UPPER_INNER, eye_openness, gaze, lip_gap,
                                     polygon_mask, teeth_share, with_gaze)
 from callsynth.face.still import LANDMARK_STEP, Still
@@ -223,6 +223,56 @@ def test_a_half_open_mouth_keeps_the_teeth_of_a_wide_open_picture_not_its_cavity
 
     again = draw_mouth(warper.warp(source), source, ref)
     assert np.abs(again[inside].astype(int) - picture[inside]).mean() < 8
+
+
+def test_a_mouth_drawn_wider_than_the_still_s_own_opens_the_cavity_between_its_teeth(still):
+    """Drawn wider than the still's own mouth, the interior keeps the upper teeth under the upper lip and
+    the lower ones on the lower lip, at their own height, and opens the cavity between them; the triangle
+    warp stretched all three bands (teeth two and a half times as tall), as a reference's still is."""
+    source = _opened(still.landmarks, 6.0)
+    picture = still.image.copy()
+    frame = np.mgrid[:256, :256][::-1].transpose(1, 2, 0).astype(np.float64)
+    top = np.interp(frame[..., 0], *source[UPPER_INNER][:, :2].T)
+    bottom = np.interp(frame[..., 0], *source[LOWER_INNER][:, :2].T)
+    depth = (frame[..., 1] - top) / np.maximum(bottom - top, 1e-6)
+    inside = polygon_mask(picture.shape, source[INNER_LIPS]) > 0.5
+    picture[inside] = 250                                            # teeth ...
+    picture[inside & (depth > 0.35) & (depth < 0.65)] = 20           # ... and the cavity between them
+    own = Reference.of(OWN, Still(picture, source), opens=True)
+    warper = own.warper
+
+    target = _opened(still.landmarks, 18.0)
+    drawn = draw_mouth(warper.warp(target), target, own)
+    area = polygon_mask(drawn.shape, target[INNER_LIPS]) > 0.5
+    middle = area & (np.abs(frame[..., 0] - target[INNER_LIPS[[0, 10]], 0].mean())
+                     < 0.25 * np.ptp(target[INNER_LIPS, 0]))
+    assert middle.sum() > 30
+    assert (warper.warp(target)[middle].mean(-1) > 128).mean() > 0.55   # stretched: teeth 70 % of the height
+    assert (drawn[middle].mean(-1) > 128).mean() < 0.45                 # their own height: about 35 %
+    ref = Reference.of(KINDS["mouth"], Still(picture, source))         # a reference: stretched
+    stretched = draw_mouth(warper.warp(target), target, ref)
+    assert (stretched[middle].mean(-1) > 128).mean() > 0.55
+
+
+def test_a_still_showing_its_tongue_drawn_wide_open_reads_back_open(data):
+    """A still taken mid-word, its mouth open on the tongue, drawn wider open: the triangle warp stretched the
+    tongue to the height of the opening, and MediaPipe (the evaluator's reader) took it for lips pressed
+    together, reading back a gap of two thirds of the one drawn. Drawn as a reference's interior is, the
+    cavity above the tongue opens and the gap reads back as drawn."""
+    from callsynth.face.reference_blend import ReferenceBlender
+    from callsynth.face.still import prepare_still
+    from callsynth.face.tracker import FaceTracker
+    from callsynth.media import read_still
+
+    for clip in ("video/grid_misc/swiz3n.mp4", "video/grid_misc/lbax4n.mp4"):
+        still = prepare_still(read_still(data / clip))
+        assert lip_gap(still.landmarks) > 0.1                        # open in the still
+        target = _opened(still.landmarks, 12.0)
+        drawn = ReferenceBlender(still).compose(FaceWarper(still.image, still.landmarks).warp(target), target)
+        with FaceTracker(video=False, smoothing=False) as tracker:
+            read = tracker.process(drawn)
+        assert read.found
+        assert lip_gap(read.landmarks) > 0.8 * lip_gap(target), (clip, lip_gap(read.landmarks), lip_gap(target))
 
 
 def test_a_blinks_closed_frame_takes_a_packet_slot_without_raising_the_rate():

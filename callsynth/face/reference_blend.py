@@ -42,6 +42,7 @@ from ..compiled import compiled
 from .warp import FaceWarper, remap
 
 SYNTHETIC = -1           # index of the closed-eye picture made from the still
+OWN = -2                 # index of the still itself as a mouth source
 NOT_NAMED = object()     # a mouth source that names no picture held
 
 MOUTH_FULL = 0.10        # from here the interior is the reference's alone (0.16 before 2026-11-30: a
@@ -74,13 +75,18 @@ class Reference:
     teeth: float
     lips: tuple
     rows: np.ndarray
+    band: float       # where its interior opens when drawn wider than it (_band_opening); -1: stretched whole
 
     @classmethod
-    def of(cls, index: int, still: Still) -> Reference:
+    def of(cls, index: int, still: Still, opens: bool = False) -> Reference:
+        """`opens`: drawn wider than its own mouth, the interior opens at its band (the still: any moment,
+        often the tongue between barely parted lips); otherwise it is stretched whole (a reference: the
+        widest open mouth with teeth the sender saw, which a wider mouth shows more of)."""
         lips = _lip_frame(still.landmarks)
+        rows = _interior_rows(still.image, lips)
         return cls(index, still, FaceWarper(still.image, still.landmarks), lip_gap(still.landmarks),
-                   eye_openness(still.landmarks), teeth_share(still.image, still.landmarks), lips,
-                   _interior_rows(still.image, lips))
+                   eye_openness(still.landmarks), teeth_share(still.image, still.landmarks), lips, rows,
+                   _band_opening(rows) if opens else -1.0)
 
 
 def _box(points: np.ndarray, margin: float, size: int) -> tuple[int, int, int, int]:
@@ -349,7 +355,8 @@ def _interp(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
 
 
 @compiled
-def _interior_maps(map_x, map_y, inner, x0, y0, t_frame, t_curves, r_frame, r_curves, upper_share, span0, span1):
+def _interior_maps(map_x, map_y, inner, x0, y0, t_frame, t_curves, r_frame, r_curves, upper_share, band,
+                   span0, span1):
     """interior_maps' arithmetic, a pixel at a time over the box's interior (inner > 0)."""
     scale = r_frame[6] / t_frame[6]
     for y in range(inner.shape[0]):
@@ -363,12 +370,25 @@ def _interior_maps(map_x, map_y, inner, x0, y0, t_frame, t_curves, r_frame, r_cu
             r_top, r_bottom = _interp(s, r_curves[0], r_curves[1]), _interp(s, r_curves[2], r_curves[3])
             t_gap = max(t_bottom - t_top, 0.0) * scale
             r_gap = max(r_bottom - r_top, 0.0)
-            squeeze = 1.0 if r_gap >= t_gap else r_gap / max(t_gap, 1e-6)
             below_top = (v - t_top) * scale
-            if below_top <= upper_share * t_gap:
-                r_v = r_top + below_top * squeeze
-            else:
-                r_v = r_bottom - (t_bottom - v) * scale * squeeze
+            above_bottom = (t_bottom - v) * scale
+            if r_gap >= t_gap:              # narrower than the picture's: the band between gives way
+                if below_top <= upper_share * t_gap:
+                    r_v = r_top + below_top
+                else:
+                    r_v = r_bottom - above_bottom
+            elif band < 0.0:                # wider, a reference: stretched whole
+                squeeze = r_gap / max(t_gap, 1e-6)
+                if below_top <= upper_share * t_gap:
+                    r_v = r_top + below_top * squeeze
+                else:
+                    r_v = r_bottom - above_bottom * squeeze
+            elif below_top <= band * r_gap:     # wider, the still: each lip keeps its side at its own scale ...
+                r_v = r_top + below_top
+            elif above_bottom <= (1.0 - band) * r_gap:
+                r_v = r_bottom - above_bottom
+            else:                           # ... and the band between them (cavity) opens
+                r_v = r_top + band * r_gap
             middle = min(max((0.5 - abs(s - 0.5) - span0) / (span1 - span0), 0.0), 1.0)
             along = s * r_frame[6]
             map_x[y, x] += middle * (r_frame[0] + along * r_frame[2] + r_v * r_frame[4] - map_x[y, x])
@@ -400,6 +420,14 @@ def _band_given_way(rows: np.ndarray, keep: float) -> float:
     return float(starts[int(np.argmin(held))])
 
 
+def _band_opening(rows: np.ndarray) -> float:
+    """Where a picture's interior (its rows, _interior_rows) opens when the mouth is drawn wider than the
+    picture's: its row with the fewest teeth and, of those, the darkest (above the tongue, or between the
+    teeth), at least LIP_HOLD from each lip; as a share of the height from the upper lip."""
+    inside = (ROW_DEPTHS >= LIP_HOLD) & (ROW_DEPTHS <= 1 - LIP_HOLD)
+    return float(ROW_DEPTHS[inside][int(np.argmin(rows[inside]))])
+
+
 def interior_maps(maps: tuple[np.ndarray, np.ndarray], inner: np.ndarray, box: tuple[int, int, int, int],
                   source: Reference, target: np.ndarray) -> None:
     """The backward maps of `source`'s triangle warp for `box` of a frame at `target` (FaceWarper.maps),
@@ -409,8 +437,14 @@ def interior_maps(maps: tuple[np.ndarray, np.ndarray], inner: np.ndarray, box: t
     narrower than the picture's is drawn from under the picture's upper lip and above its lower lip, less
     the band between them that gives way (_band_given_way); the triangle warp squeezed the whole interior
     between the lips instead, and a wide-open picture lent a half-open mouth thin teeth with a band of
-    tongue or cavity between. A mouth wider open than the picture's stretches it, as the warp did. Toward
-    the corners, where the lips meet and no teeth show, the warp's place counts again (CORNER_SPAN)."""
+    tongue or cavity between. A mouth wider open than a reference's stretches it, as the warp did (the
+    sender picks a reference as the widest open mouth with teeth it saw). Wider open than the still's own
+    (`source.band` set: Reference.of's `opens`), what lies under the upper lip and over the lower one is
+    drawn at its own scale and the still's row where the interior opens (_band_opening: above the tongue,
+    or between the teeth) fills the rest: the still is any moment, often mid-word, and stretched, its
+    tongue grew as tall as the opening, which MediaPipe reads as lips pressed together (a GRID speaker's
+    talking face read back a lip gap of 0.08 where 0.15 was drawn). Toward the corners, where the lips meet
+    and no teeth show, the warp's place counts again (CORNER_SPAN)."""
     t_frame, t_curves = _lip_frame(target)
     (r_frame, r_curves), rows = source.lips, source.rows
     # how much of the picture's opening the target's shows, at the middle of the mouth
@@ -418,7 +452,7 @@ def interior_maps(maps: tuple[np.ndarray, np.ndarray], inner: np.ndarray, box: t
     keep = opening(t_curves) * r_frame[6] / t_frame[6] / max(opening(r_curves), 1e-6)
     upper_share = _band_given_way(rows, keep) / keep if 0 < keep < 1 else 0.5
     _interior_maps(maps[0], maps[1], inner, box[0], box[1], t_frame, t_curves, r_frame, r_curves, upper_share,
-                   *CORNER_SPAN)
+                   source.band, *CORNER_SPAN)
 
 
 def warm_up() -> None:
@@ -426,7 +460,7 @@ def warm_up() -> None:
     EPYC): at a call's first open mouth it would hold up that frame, or the sender's packet."""
     frame, curves = _lip_frame(np.zeros((478, 2)))
     maps = np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32)
-    _interior_maps(*maps, np.ones((1, 1), np.float32), 0, 0, frame, curves, frame, curves, 0.5, *CORNER_SPAN)
+    _interior_maps(*maps, np.ones((1, 1), np.float32), 0, 0, frame, curves, frame, curves, 0.5, 0.5, *CORNER_SPAN)
 
 
 def draw_mouth(out: np.ndarray, target: np.ndarray, source: Reference | None, area=None) -> np.ndarray:
@@ -463,6 +497,9 @@ class ReferenceBlender:
         self.usual = self.still_open                    # each eye's usual openness: its closing is measured against it
         self.references: dict[int, Reference] = {}
         self.synthetic = Reference.of(SYNTHETIC, closed_eyes(still))
+        # the still as a mouth source, when its own mouth is open: its interior drawn as a reference's is
+        # (interior_maps), not stretched or squeezed whole by the triangle warp
+        self.own_mouth = Reference.of(OWN, still, opens=True) if lends_mouth(self.still_gap) else None
         # open mouths drawn from the picture the sender named, and from this blend's own choice (none named,
         # or one not held yet): a call's STATS.json reports them
         self.mouth_choices = {"named": 0, "own": 0}
@@ -533,8 +570,7 @@ class ReferenceBlender:
             self.mouth_choices["own" if ref is NOT_NAMED else "named"] += 1
         if ref is NOT_NAMED:
             ref = min(sources, key=lambda source: self._mouth_mismatch(source, target, gap))
-        if ref is not None:
-            draw_mouth(out, target, ref, area)
+        draw_mouth(out, target, self.own_mouth if ref is None else ref, area)
         return True
 
     def _mouth_mismatch(self, ref: Reference | None, target: np.ndarray, gap: float) -> float:
