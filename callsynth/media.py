@@ -73,10 +73,10 @@ def iter_timed_frames(path: str | Path, max_frames: int | None = None,
             raise MediaError(f"{path}: has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO" if threads else "NONE"
+        rate = float(stream.average_rate or 25)     # for a frame without a timestamp
         try:
             for frame in container.decode(stream):
-                rate = stream.average_rate or 25
-                yield (float(frame.time) if frame.time is not None else count / float(rate),
+                yield (float(frame.time) if frame.time is not None else count / rate,
                        frame.to_ndarray(format="rgb24"))
                 count += 1
                 if max_frames is not None and count >= max_frames:

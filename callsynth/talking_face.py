@@ -112,7 +112,7 @@ def add_rendered(report: dict, basis: ExpressionBasis, model: Audio2ExpModel, fo
     for row in tqdm(report["per_clip"], desc="rendering talking faces"):
         try:
             row["rendered_pearson"] = rendered_mouth(Path(row["clip"]), basis, model, folder)["pearson"]
-        except (MediaError, ValueError) as exc:
+        except (MediaError, ValueError) as exc:      # a first frame without a face, a clip that cannot be read
             log.warning("not rendered: %s", exc)
     for name, rows in clip_groups(report["per_clip"]).items():
         done = [r["rendered_pearson"] for r in rows if "rendered_pearson" in r]

@@ -194,28 +194,42 @@ def _opened(landmarks: np.ndarray, pixels: float) -> np.ndarray:
     return out
 
 
+_PIXELS = np.mgrid[:256, :256][::-1].transpose(1, 2, 0).astype(np.float64)    # (x, y) of every pixel
+
+
+def _teeth_cavity_teeth(still, opened: float, cavity: tuple[float, float]):
+    """The still with its mouth `opened` pixels and the interior painted teeth (bright) with a dark cavity
+    over `cavity` (shares of the height from the upper lip): (landmarks, picture, the interior's mask)."""
+    source = _opened(still.landmarks, opened)
+    picture = still.image.copy()
+    top = np.interp(_PIXELS[..., 0], *source[UPPER_INNER][:, :2].T)
+    bottom = np.interp(_PIXELS[..., 0], *source[LOWER_INNER][:, :2].T)
+    depth = (_PIXELS[..., 1] - top) / np.maximum(bottom - top, 1e-6)
+    inside = polygon_mask(picture.shape, source[INNER_LIPS]) > 0.5
+    picture[inside] = 250                                                        # teeth ...
+    picture[inside & (depth > cavity[0]) & (depth < cavity[1])] = 20             # ... and the cavity between
+    return source, picture, inside
+
+
+def _middle(target: np.ndarray) -> np.ndarray:
+    """The middle half (corner to corner) of the mouth's interior at `target`."""
+    area = polygon_mask((256, 256), target[INNER_LIPS]) > 0.5
+    return area & (np.abs(_PIXELS[..., 0] - target[INNER_LIPS[[0, 10]], 0].mean())
+                   < 0.25 * np.ptp(target[INNER_LIPS, 0]))
+
+
 def test_a_half_open_mouth_keeps_the_teeth_of_a_wide_open_picture_not_its_cavity(still):
     """The upper teeth hang from the upper lip and the lower ones stand on the lower lip: drawing a wide-open
     picture's interior into a mouth half as open drops the dark gap between them. The triangle warp squeezed
     all three bands in (about 60 % teeth here); the interior is now nearly all teeth, and a picture drawn to
     its own landmarks comes back as it was."""
-    source = _opened(still.landmarks, 14.0)
-    picture = still.image.copy()
-    frame = np.mgrid[:256, :256][::-1].transpose(1, 2, 0).astype(np.float64)
-    top = np.interp(frame[..., 0], *source[UPPER_INNER][:, :2].T)
-    bottom = np.interp(frame[..., 0], *source[LOWER_INNER][:, :2].T)
-    depth = (frame[..., 1] - top) / np.maximum(bottom - top, 1e-6)
-    inside = polygon_mask(picture.shape, source[INNER_LIPS]) > 0.5
-    picture[inside] = 250                                            # teeth ...
-    picture[inside & (depth > 0.3) & (depth < 0.7)] = 20             # ... and the cavity between them
+    source, picture, inside = _teeth_cavity_teeth(still, 14.0, (0.3, 0.7))
     ref = Reference.of(0, Still(picture, source))
     warper = ref.warper
 
     target = _opened(still.landmarks, 7.0)
     drawn = draw_mouth(warper.warp(target), target, ref)
-    area = polygon_mask(drawn.shape, target[INNER_LIPS]) > 0.5
-    middle = area & (np.abs(frame[..., 0] - target[INNER_LIPS[[0, 10]], 0].mean())
-                     < 0.25 * np.ptp(target[INNER_LIPS, 0]))
+    middle = _middle(target)
     assert middle.sum() > 30
     squeezed = warper.warp(target)[middle].mean(-1) > 128
     assert squeezed.mean() < 0.75                                    # the warp alone: teeth, cavity, teeth
@@ -229,23 +243,13 @@ def test_a_mouth_drawn_wider_than_the_still_s_own_opens_the_cavity_between_its_t
     """Drawn wider than the still's own mouth, the interior keeps the upper teeth under the upper lip and
     the lower ones on the lower lip, at their own height, and opens the cavity between them; the triangle
     warp stretched all three bands (teeth two and a half times as tall), as a reference's still is."""
-    source = _opened(still.landmarks, 6.0)
-    picture = still.image.copy()
-    frame = np.mgrid[:256, :256][::-1].transpose(1, 2, 0).astype(np.float64)
-    top = np.interp(frame[..., 0], *source[UPPER_INNER][:, :2].T)
-    bottom = np.interp(frame[..., 0], *source[LOWER_INNER][:, :2].T)
-    depth = (frame[..., 1] - top) / np.maximum(bottom - top, 1e-6)
-    inside = polygon_mask(picture.shape, source[INNER_LIPS]) > 0.5
-    picture[inside] = 250                                            # teeth ...
-    picture[inside & (depth > 0.35) & (depth < 0.65)] = 20           # ... and the cavity between them
+    source, picture, _ = _teeth_cavity_teeth(still, 6.0, (0.35, 0.65))
     own = Reference.of(OWN, Still(picture, source), opens=True)
     warper = own.warper
 
     target = _opened(still.landmarks, 18.0)
     drawn = draw_mouth(warper.warp(target), target, own)
-    area = polygon_mask(drawn.shape, target[INNER_LIPS]) > 0.5
-    middle = area & (np.abs(frame[..., 0] - target[INNER_LIPS[[0, 10]], 0].mean())
-                     < 0.25 * np.ptp(target[INNER_LIPS, 0]))
+    middle = _middle(target)
     assert middle.sum() > 30
     assert (warper.warp(target)[middle].mean(-1) > 128).mean() > 0.55   # stretched: teeth 70 % of the height
     assert (drawn[middle].mean(-1) > 128).mean() < 0.45                 # their own height: about 35 %
