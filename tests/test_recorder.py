@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from callsynth.media import iter_frames
+from callsynth.media import iter_frames, iter_timed_frames
 from receiver.recorder import CallRecorder, RecordingThread
 
 KILLED_MID_CALL = textwrap.dedent("""
@@ -52,8 +52,7 @@ def _times_in(path):
     """(picture times, time of the loudest sample) as a player reads them."""
     import av
 
-    with av.open(str(path)) as container:
-        pictures = [float(f.time) for f in container.decode(video=0)]
+    pictures = [t for t, _ in iter_timed_frames(path)]
     with av.open(str(path)) as container:
         start, chunks = None, []
         for frame in container.decode(audio=0):
