@@ -156,25 +156,50 @@ def has_audio(path: str | Path) -> bool:
         return False
 
 
+def _first_picture_s(container) -> float:
+    """When a file's pictures begin (s): its sound's times count from there once the pictures are redrawn."""
+    if not container.streams.video:
+        return 0.0
+    stream = container.streams.video[0]
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+
+
 def mux_audio(video: str | Path, audio_source: str | Path, output: str | Path) -> None:
-    """`video`'s pictures with `audio_source`'s sound (AAC, cut to the pictures' length) into `output`."""
+    """`video`'s pictures with `audio_source`'s sound (AAC, cut to the pictures' length) into `output`.
+    `video`'s pictures stand for `audio_source`'s own from its first: the sound keeps its place against
+    them (a call's recording whose voice began after its pictures), not moved to zero."""
     with av.open(str(video)) as pictures, av.open(str(audio_source)) as sound, \
             av.open(str(output), mode="w") as out:
         vin = pictures.streams.video[0]
         vout = out.add_stream_from_template(vin)
         ain = sound.streams.audio[0]
-        aout = out.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
+        rate = ain.codec_context.sample_rate or 48000
+        aout = out.add_stream("aac", rate=rate)
         aout.layout = "mono" if ain.codec_context.channels == 1 else "stereo"
         end = float(vin.duration * vin.time_base) if vin.duration else None
         for packet in pictures.demux(vin):
             if packet.dts is not None:
                 packet.stream = vout
                 out.mux(packet)
+        first = _first_picture_s(sound)
+        resampler = av.AudioResampler(format="fltp", layout=aout.layout, rate=rate)
+        at = None               # samples after the first picture where the next one plays
         for frame in sound.decode(ain):
-            if end is not None and frame.time is not None and frame.time > end:
+            if at is None:
+                at = round((frame.time - first) * rate) if frame.time is not None else 0
+            if end is not None and at > end * rate:
                 break
-            frame.pts = None
-            for packet in aout.encode(frame):
-                out.mux(packet)
+            for chunk in resampler.resample(frame):
+                samples = chunk.to_ndarray()
+                drop = min(max(0, -at), samples.shape[1])      # sound from before the first picture
+                at += drop
+                if drop == samples.shape[1]:
+                    continue
+                kept = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, drop:]), format="fltp",
+                                                  layout=aout.layout)
+                kept.sample_rate, kept.pts, kept.time_base = rate, at, Fraction(1, rate)
+                at += kept.samples
+                for packet in aout.encode(kept):
+                    out.mux(packet)
         for packet in aout.encode():
             out.mux(packet)

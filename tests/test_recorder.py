@@ -161,3 +161,25 @@ def test_a_recording_place_that_cannot_be_written_leaves_the_call_going(tmp_path
     picture.close()
     said = [e["event"] for e in stats.events if "cannot record" in e["event"]]
     assert len(said) == 1 and "goes on unrecorded" in said[0] and stats.recording == {}
+
+
+@pytest.mark.parametrize("pictures_from_s, voice_from_s, click_s", [(0.2, 1.2, 1.7), (0.5, 0.0, 0.9)])
+def test_new_pictures_over_a_recording_keep_its_voice_where_it_was(tmp_path, pictures_from_s, voice_from_s,
+                                                                    click_s):
+    """`callsynth combine` over a call's recording writes new pictures from zero and takes the recording's
+    sound (media.mux_audio): a voice begun 1.0 s after the first picture played from zero, 1.0 s early; one
+    begun before it, late."""
+    from callsynth.media import VideoWriter, mux_audio
+
+    recorder = CallRecorder(tmp_path / "call.mp4", 0.0, with_audio=True)
+    for i in range(90):
+        recorder.add_video(np.full((256, 256, 3), 2 * i, np.uint8), pictures_from_s + i / 30)
+    _click_track(recorder, voice_from_s, click_s=click_s)
+    recorder.close()
+    with VideoWriter(tmp_path / "new.mp4", 30.0) as writer:     # the new pictures, from zero
+        for i in range(90):
+            writer.write(np.full((256, 256, 3), 200 - 2 * i, np.uint8))
+    mux_audio(tmp_path / "new.mp4", tmp_path / "call.mp4", tmp_path / "out.mp4")
+    pictures, click = _times_in(tmp_path / "out.mp4")
+    assert len(pictures) == 90 and pictures[0] == 0.0
+    assert abs(click - (click_s - pictures_from_s)) < 0.003, click      # the same time after the first picture
