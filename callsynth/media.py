@@ -185,8 +185,11 @@ def mux_audio(video: str | Path, audio_source: str | Path, output: str | Path) -
         resampler = av.AudioResampler(format="fltp", layout=aout.layout, rate=rate)
         at = None               # samples after the first picture where the next one plays
         for frame in sound.decode(ain):
-            if at is None:
-                at = round((frame.time - first) * rate) if frame.time is not None else 0
+            if frame.time is not None:      # a gap in the sound stays a gap
+                own = round((frame.time - first) * rate)
+                at = own if at is None else max(at, own)
+            elif at is None:
+                at = 0
             if end is not None and at > end * rate:
                 break
             for chunk in resampler.resample(frame):

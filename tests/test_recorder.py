@@ -39,8 +39,9 @@ def _click_track(recorder, voice_from_s, click_s, seconds=2.0, rate=48000):
     import av
 
     samples = np.zeros(int(seconds * rate), np.float32)
-    at = int((click_s - voice_from_s) * rate)
-    samples[at:at + 48] = 0.9
+    if click_s is not None:
+        at = int((click_s - voice_from_s) * rate)
+        samples[at:at + 48] = 0.9
     step = rate // 50
     for i in range(0, len(samples), step):
         frame = av.AudioFrame.from_ndarray(samples[None, i:i + step], format="flt", layout="mono")
@@ -53,13 +54,13 @@ def _times_in(path):
     import av
 
     pictures = [t for t, _ in iter_timed_frames(path)]
+    loudest = (0.0, None)
     with av.open(str(path)) as container:
-        start, chunks = None, []
-        for frame in container.decode(audio=0):
-            start = float(frame.time) if start is None else start
-            chunks.append(frame.to_ndarray().ravel())
-    voice = np.concatenate(chunks)
-    return np.array(pictures), start + int(np.argmax(np.abs(voice))) / 48000
+        for frame in container.decode(audio=0):     # each frame at its own time: a gap stays a gap
+            samples = np.abs(frame.to_ndarray().ravel())
+            if samples.max() > loudest[0]:
+                loudest = (samples.max(), float(frame.time) + int(np.argmax(samples)) / frame.sample_rate)
+    return np.array(pictures), loudest[1]
 
 
 @pytest.mark.parametrize("pictures_from_s, voice_from_s", [(0.0, 0.0), (0.2, 1.0)])
@@ -163,17 +164,21 @@ def test_a_recording_place_that_cannot_be_written_leaves_the_call_going(tmp_path
     assert len(said) == 1 and "goes on unrecorded" in said[0] and stats.recording == {}
 
 
-@pytest.mark.parametrize("pictures_from_s, voice_from_s, click_s", [(0.2, 1.2, 1.7), (0.5, 0.0, 0.9)])
+@pytest.mark.parametrize("pictures_from_s, voice_from_s, click_s, silent_until_s",
+                         [(0.2, 1.2, 1.7, None), (0.5, 0.0, 0.9, None), (0.0, 0.0, 1.9, 1.5)])
 def test_new_pictures_over_a_recording_keep_its_voice_where_it_was(tmp_path, pictures_from_s, voice_from_s,
-                                                                    click_s):
+                                                                    click_s, silent_until_s):
     """`callsynth combine` over a call's recording writes new pictures from zero and takes the recording's
     sound (media.mux_audio): a voice begun 1.0 s after the first picture played from zero, 1.0 s early; one
-    begun before it, late."""
+    begun before it, late; a voice that stopped for 0.9 s (the recorder keeps such a gap) came back early."""
     from callsynth.media import VideoWriter, mux_audio
 
     recorder = CallRecorder(tmp_path / "call.mp4", 0.0, with_audio=True)
     for i in range(90):
         recorder.add_video(np.full((256, 256, 3), 2 * i, np.uint8), pictures_from_s + i / 30)
+    if silent_until_s is not None:          # 0.6 s of voice, nothing, then the voice again
+        _click_track(recorder, voice_from_s, click_s=None, seconds=0.6)
+        voice_from_s = silent_until_s
     _click_track(recorder, voice_from_s, click_s=click_s)
     recorder.close()
     with VideoWriter(tmp_path / "new.mp4", 30.0) as writer:     # the new pictures, from zero
