@@ -91,7 +91,11 @@ def test_a_short_call_delivers_the_still_frames_and_audio(tmp_path):
     shown_at = np.array([int(row["shown_ms"]) for row in rows])
     captured = np.array([int(row["capture_ms"]) for row in rows])
     assert len(shown_at) == summary["frames_shown"] >= 10
-    assert summary["fps"] <= 31          # never faster than the display clock (the spacing is the machine's)
+    # never faster than the display clock: no more frames than its ticks in the span they were shown over.
+    # Each frame is stamped once built, after its tick: the first and last stamps may sit up to two ticks
+    # late (beyond that the clock skips ahead), so the span is that much short of the ticks' (CI failed
+    # once at 31.12 fps, 20 frames, when `fps <= 31` was asserted on a loaded machine)
+    assert summary["frames_shown"] - 1 <= summary["seconds"] * CALL.display_fps + 2
     assert np.all(np.diff(captured) >= 0)
     assert summary["audio_frames"] > 20
     # The payload: 33-byte packets (README's wire format), whatever the rate (the measured kbps divides by
