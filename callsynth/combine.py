@@ -14,7 +14,7 @@ from receiver.renderer import DEFAULT_MODEL, Renderers
 
 from .face.basis import ExpressionBasis
 from .face.code import FaceCoder
-from .face.crop import box_for_face
+from .face.crop import CropBox, box_for_face, full_frame_box
 from .face.still import NoFaceError, Still, prepare_still
 from .face.tracker import FaceTracker
 from .face.transfer import paste_face
@@ -36,12 +36,12 @@ def _frames(path: Path):
     return [read_still(path)] if path.suffix.lower() in IMAGE_SUFFIXES else iter_frames(path)
 
 
-def _crop(frame, tracker: FaceTracker, source: str) -> Still:
+def _crop(frame, tracker: FaceTracker, source: str) -> tuple[Still, CropBox]:
     result = tracker.process(frame)
     if not result.found:
         raise NoFaceError(f"{source}: no face found ({result.reason})")
     box = box_for_face(result.landmarks)
-    return Still(box.cut(frame), box.to_crop(result.landmarks))
+    return Still(box.cut(frame), box.to_crop(result.landmarks)), box
 
 
 def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasis, model: str = DEFAULT_MODEL,
@@ -60,7 +60,8 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
         log.warning("%s is a video and %s an image: writing the first combined frame only", attribute, output)
         is_video = False
     sources = {"expression": expression or attribute, "pose": attribute2 or attribute}
-    frames = _combined(renderer, Renderers(basis, "warp"), basis, attribute, sources, is_video, progress)
+    faceless: dict[str, list[int]] = {"attribute": [], "expression": [], "pose": []}
+    frames = _combined(renderer, Renderers(basis, "warp"), basis, attribute, sources, is_video, progress, faceless)
     if not is_video:
         out = next(frames)
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -78,20 +79,30 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
                 for out in frames:
                     writer.write(out)
                     count += 1
+            if len(faceless["attribute"]) == count:
+                raise NoFaceError(f"{attribute}: no face found in any of its {count} frames")
             if silent != whole:
                 mux_audio(silent, attribute, whole)
         finally:
             if silent != whole:
                 silent.unlink(missing_ok=True)
+    for key, frames_without in faceless.items():
+        if frames_without:
+            log.warning("%s: no face in %d of %d frames (the first: frame %d); %s", sources.get(key, attribute),
+                        len(frames_without), count, frames_without[0],
+                        "written as B shows them" if key == "attribute" else f"B kept the {key} before them")
     return count
 
 
 def _combined(renderer, warp_renderers, basis: ExpressionBasis, attribute: Path, sources: dict, is_video: bool,
-              progress: bool):
-    """Each combined frame of B, in order (see combine)."""
+              progress: bool, faceless: dict[str, list[int]]):
+    """Each combined frame of B, in order (see combine). In a video, a frame of B without a face (a hand
+    over it, a turn away) is B's picture as it is, cut where the last face was; a frame of C or D without
+    one keeps the expression or pose before it; their indices go to `faceless` (by source) and the rest
+    goes on. One such frame ended the whole video before, and nothing was written."""
     iters = {k: iter(_frames(p)) for k, p in sources.items() if p != attribute}
-    coders = {k: FaceCoder(basis, prepare_still(read_still(p), source=str(p)).landmarks)
-              for k, p in sources.items()}
+    firsts = {k: prepare_still(read_still(p), source=str(p)) for k, p in sources.items()}
+    coders = {k: FaceCoder(basis, first.landmarks) for k, first in firsts.items()}
     redrawn = any(p != attribute for p in sources.values())
     with FaceTracker(video=is_video, smoothing=False) as tracker, \
             FaceTracker(video=False, smoothing=False) as other_tracker:
@@ -99,12 +110,28 @@ def _combined(renderer, warp_renderers, basis: ExpressionBasis, attribute: Path,
         if is_video:
             frames = tqdm(frames, total=video_info(attribute).frames, desc="combining", unit="frame",
                           disable=not progress)
-        for frame in frames:
-            b = _crop(frame, tracker, str(attribute))
-            state = {}
+        last_box = None
+        state = {k: coders[k].encode(first.landmarks) for k, first in firsts.items()}    # until a frame says
+        for index, frame in enumerate(frames):
+            try:
+                b, last_box = _crop(frame, tracker, str(attribute))
+            except NoFaceError:
+                if not is_video:
+                    raise
+                faceless["attribute"].append(index)
+                for key in iters:                   # C and D keep step with B
+                    next(iters[key], None)
+                yield (last_box or full_frame_box(frame.shape)).cut(frame)
+                continue
             for key in sources:
                 source = next(iters[key], None) if key in iters else None
-                crop = b if source is None else _crop(source, other_tracker, str(sources[key]))
+                try:
+                    crop = b if source is None else _crop(source, other_tracker, str(sources[key]))[0]
+                except NoFaceError:
+                    if not is_video:
+                        raise
+                    faceless[key].append(index)
+                    continue
                 state[key] = coders[key].encode(crop.landmarks)
             pose, code = state["pose"][0], state["expression"][1]
             scene, scene_landmarks = b.image, b.landmarks
