@@ -169,11 +169,14 @@ def measure_delay(model: Audio2ExpModel, fps: float = 30.0, seconds: float = 5.0
 
 def evaluate(model: Audio2ExpModel, basis: ExpressionBasis, clips: list[Path],
              align_dir: Path | None = None, log=print) -> dict:
+    """Per-clip rows, each group's summary, the delay, and the clips given but not measured (each with
+    why): a target is met only on what was measured, so the command counts each of those as a miss."""
     tracked = track_many(clips, desc="landmarks")
-    rows = []
+    rows, not_measured = [], []
     for path in clips:
         item = tracked.get(str(path))
         if item is None:
+            not_measured.append({"clip": str(path), "why": "not read, or no face tracked in it"})
             continue
         words = None
         if align_dir is not None and (Path(align_dir) / f"{Path(path).stem}.align").exists():
@@ -184,12 +187,15 @@ def evaluate(model: Audio2ExpModel, basis: ExpressionBasis, clips: list[Path],
             row = evaluate_clip(model, basis, Path(path), item["landmarks"], item["fps"], words)
         except SilentTrack as e:
             log(f"left out: {e}")
+            not_measured.append({"clip": str(path), "why": "its sound is digital zero throughout"})
             continue
-        if row is not None:
+        if row is None:
+            not_measured.append({"clip": str(path), "why": "no sound, or a face in fewer than 10 frames"})
+        else:
             rows.append(row)
     summary = {name: _summarise(group) for name, group in clip_groups(rows).items() if group}
     summary["delay"] = measure_delay(model)
-    return {"summary": summary, "per_clip": rows}
+    return {"summary": summary, "per_clip": rows, "not_measured": not_measured}
 
 
 def clip_groups(rows: list[dict]) -> dict[str, list[dict]]:

@@ -86,10 +86,12 @@ def cmd_audio2exp_eval(args) -> int:
                   if "bilabial_frames" in r else "–")
         print(f"{Path(r['clip']).name:<28} {r['frames']:>6} {r['pearson']:>8.3f} {closed:>16}"
               + (f" {r.get('rendered_pearson', float('nan')):>17.3f}" if args.rendered else ""))
+    for n in report["not_measured"]:          # given, not measured: a miss, not a pass on fewer clips
+        print(f"{Path(n['clip']).name:<28} not measured: {n['why']}")
+    missed = [f"{Path(n['clip']).name}: not measured ({n['why']})" for n in report["not_measured"]]
     delay = report["summary"]["delay"]
     labels = {"grid": "GRID speakers (aligned words)", "other": "interview speakers (spontaneous speech)",
               "all": "all clips (no target of its own)"}
-    missed = []
 
     def check(label: str, value: float, target: float, fmt: str, at_most: bool = False) -> str:
         ok = value <= target if at_most else value >= target

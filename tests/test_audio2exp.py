@@ -1,5 +1,7 @@
 """audio2exp: features, streaming against offline, silence, bad input, the shipped model's checks."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from .conftest import VAL_CLIP
 from .sounds import KINDS, NOISES, noise, synthesise
 
 GRID_VAL = "video/grid_misc/lbax4n.mp4"   # an audio-validation speaker: "lay blue at x four now"
+NEUTRAL_STILL = "images/london_neutral/001_03.jpg"
 
 
 def random_model(k=23, seed=0):
@@ -168,6 +171,22 @@ def test_grid_sentences_and_their_bilabials(data):
     assert [p for p, _, _ in phones if p in BILABIALS] == ["B"]   # the b of "blue"
     starts = [s for _, s, _ in phones]
     assert starts == sorted(starts) and 0 < starts[-1] < 3.1
+
+
+def test_audio2exp_eval_counts_a_clip_it_cannot_measure_as_a_miss(data, tmp_path, capsys):
+    """A file that is no video and a still (no sound) beside a GRID speaker: each is named as not
+    measured and counted as a miss (before, the command said 'every target met' and exited 0 on the one
+    clip it measured, and on none at all)."""
+    from callsynth.cli import main
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    code = main(["audio2exp-eval", "--clips", str(data / GRID_VAL), str(broken), str(data / NEUTRAL_STILL)])
+    out = capsys.readouterr().out
+    assert code == 1
+    missed = out.split("\nmissed ")[1]
+    assert "broken.mp4: not measured" in missed and f"{Path(NEUTRAL_STILL).name}: not measured" in missed
+    assert "every target met" not in out and "GRID speakers (aligned words): 1 clips" in out
 
 
 def test_audio2exp_eval_exits_1_and_names_the_target_it_misses(data, capsys):
