@@ -44,6 +44,18 @@ def _crop(frame, tracker: FaceTracker, source: str) -> tuple[Still, CropBox]:
     return Still(box.cut(frame), box.to_crop(result.landmarks)), box
 
 
+def _first_face(path: Path) -> Still:
+    """The first picture of `path` that shows a face: a video may open on a title card or a hand."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return prepare_still(read_still(path), source=str(path))
+    for frame in iter_frames(path):
+        try:
+            return prepare_still(frame, source=str(path))
+        except NoFaceError:
+            continue
+    raise NoFaceError(f"{path}: no face found in any frame")
+
+
 def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasis, model: str = DEFAULT_MODEL,
             generator: str | None = None, expression: Path | None = None, attribute2: Path | None = None,
             progress: bool = True) -> int:
@@ -101,7 +113,7 @@ def _combined(renderer, warp_renderers, basis: ExpressionBasis, attribute: Path,
     one keeps the expression or pose before it; their indices go to `faceless` (by source) and the rest
     goes on. One such frame ended the whole video before, and nothing was written."""
     iters = {k: iter(_frames(p)) for k, p in sources.items() if p != attribute}
-    firsts = {k: prepare_still(read_still(p), source=str(p)) for k, p in sources.items()}
+    firsts = {k: _first_face(p) for k, p in sources.items()}
     coders = {k: FaceCoder(basis, first.landmarks) for k, first in firsts.items()}
     redrawn = any(p != attribute for p in sources.values())
     with FaceTracker(video=is_video, smoothing=False) as tracker, \

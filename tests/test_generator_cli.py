@@ -97,16 +97,16 @@ def test_combine_with_a_video_writes_an_image_as_asked_and_a_video_with_its_soun
 
 
 def test_combine_writes_every_frame_of_a_video_whose_face_is_hidden_for_a_moment(data, tmp_path, caplog):
-    """Three frames of B without a face (a hand over it): B's picture as it is, where the face was, the rest
-    combined and the count said. The first such frame ended the whole combine before, with nothing written.
-    A video with no face in any frame is refused, and nothing is left behind."""
+    """Frames of B without a face (a title card first, then a hand over it): B's picture as it is, where the
+    face was, the rest combined and the count said. The first such frame ended the whole combine before,
+    with nothing written. A video with no face in any frame is refused, and nothing is left behind."""
     from callsynth.media import VideoWriter
 
     hidden, none = tmp_path / "hidden.mp4", tmp_path / "none.mp4"
     frames = list(iter_frames(data / VAL_CLIP, max_frames=16))
     with VideoWriter(hidden, 25.0) as writer, VideoWriter(none, 25.0) as blank:
         for i, frame in enumerate(frames):
-            writer.write(np.zeros_like(frame) if 6 <= i < 9 else frame)
+            writer.write(np.zeros_like(frame) if i < 2 or 6 <= i < 9 else frame)
             blank.write(np.full_like(frame, 90))
     out = tmp_path / "out.mp4"
     with caplog.at_level("WARNING", logger="callsynth.combine"):
@@ -114,8 +114,8 @@ def test_combine_writes_every_frame_of_a_video_whose_face_is_hidden_for_a_moment
                      "--output", str(out), "--model", "warp"]) == 0
     made = list(iter_frames(out))
     assert len(made) == 16
-    assert [i for i, f in enumerate(made) if f.mean() < 5] == [6, 7, 8]
-    assert "no face in 3 of 16 frames (the first: frame 6)" in caplog.text
+    assert [i for i, f in enumerate(made) if f.mean() < 5] == [0, 1, 6, 7, 8]
+    assert "no face in 5 of 16 frames (the first: frame 0)" in caplog.text
     assert main(["combine", "--identity", str(data / NEUTRAL), "--attribute", str(none),
                  "--output", str(tmp_path / "o.mp4"), "--model", "warp"]) == 2
     assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob("*.silent.mp4"))
