@@ -113,7 +113,8 @@ def _combined(renderer, warp_renderers, basis: ExpressionBasis, attribute: Path,
     one keeps the expression or pose before it; their indices go to `faceless` (by source) and the rest
     goes on. One such frame ended the whole video before, and nothing was written."""
     iters = {k: iter(_frames(p)) for k, p in sources.items() if p != attribute}
-    firsts = {k: _first_face(p) for k, p in sources.items()}
+    faces = {p: _first_face(p) for p in set(sources.values())}        # C and D are B unless given
+    firsts = {k: faces[p] for k, p in sources.items()}
     coders = {k: FaceCoder(basis, first.landmarks) for k, first in firsts.items()}
     redrawn = any(p != attribute for p in sources.values())
     with FaceTracker(video=is_video, smoothing=False) as tracker, \

@@ -193,16 +193,16 @@ def mux_audio(video: str | Path, audio_source: str | Path, output: str | Path) -
             if end is not None and at > end * rate:
                 break
             for chunk in resampler.resample(frame):
-                samples = chunk.to_ndarray()
-                drop = min(max(0, -at), samples.shape[1])      # sound from before the first picture
+                drop = min(max(0, -at), chunk.samples)      # sound from before the first picture
                 at += drop
-                if drop == samples.shape[1]:
+                if drop == chunk.samples:
                     continue
-                kept = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, drop:]), format="fltp",
-                                                  layout=aout.layout)
-                kept.sample_rate, kept.pts, kept.time_base = rate, at, Fraction(1, rate)
-                at += kept.samples
-                for packet in aout.encode(kept):
+                if drop:
+                    chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk.to_ndarray()[:, drop:]),
+                                                       format="fltp", layout=aout.layout)
+                chunk.sample_rate, chunk.pts, chunk.time_base = rate, at, Fraction(1, rate)
+                at += chunk.samples
+                for packet in aout.encode(chunk):
                     out.mux(packet)
         for packet in aout.encode():
             out.mux(packet)
