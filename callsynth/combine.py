@@ -59,8 +59,8 @@ def _first_face(path: Path) -> Still:
 def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasis, model: str = DEFAULT_MODEL,
             generator: str | None = None, expression: Path | None = None, attribute2: Path | None = None,
             progress: bool = True) -> int:
-    """Frames written: an image output gets the first combined frame (of a video B, said so); a video
-    output every frame of B, with a progress bar, and B's sound.
+    """Frames written: an image output gets the first combined frame (of a video B, the first whose picture
+    shows a face, said so); a video output every frame of B, with a progress bar, and B's sound.
 
     Each frame: B's crop (warped to C's expression and D's pose when they are other pictures), A's face
     drawn at the same pose and expression with A's own face shape, as a call draws it, and set into it
@@ -68,18 +68,25 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
     a = prepare_still(read_still(identity), source=str(identity))
     renderer = Renderers(basis, model, generator, mouth_on_frames=False)(a)     # repairs; renders no frame
     is_video = attribute.suffix.lower() not in IMAGE_SUFFIXES
-    if is_video and output.suffix.lower() in IMAGE_SUFFIXES:
-        log.warning("%s is a video and %s an image: writing the first combined frame only", attribute, output)
-        is_video = False
+    single = output.suffix.lower() in IMAGE_SUFFIXES
     sources = {"expression": expression or attribute, "pose": attribute2 or attribute}
     faceless: dict[str, list[int]] = {"attribute": [], "expression": [], "pose": []}
-    frames = _combined(renderer, Renderers(basis, "warp"), basis, attribute, sources, is_video, progress, faceless)
-    if not is_video:
-        out = next(frames)
+    frames = _combined(renderer, Renderers(basis, "warp"), basis, attribute, sources, is_video,
+                       progress and not single, faceless)
+    if single:
+        # of a video B, the first frame whose picture shows a face: one opening on a title card was refused
+        for index, out in enumerate(frames):
+            if faceless["attribute"][-1:] != [index]:
+                break
+        else:
+            raise NoFaceError(f"{attribute}: no face found in any frame")
+        frames.close()
+        if is_video:
+            log.warning("%s is a video and %s an image: writing one combined frame only (frame %d, the first "
+                        "with a face)", attribute, output, index)
         output.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(output), out[:, :, ::-1]):
             raise ValueError(f"{output}: OpenCV cannot write an image of this kind")
-        frames.close()
         return 1
     count = 0
     # written beside the output and moved there when whole; with B's sound, the pictures go to a temporary

@@ -116,6 +116,11 @@ def test_combine_writes_every_frame_of_a_video_whose_face_is_hidden_for_a_moment
     assert len(made) == 16
     assert [i for i, f in enumerate(made) if f.mean() < 5] == [0, 1, 6, 7, 8]
     assert "no face in 5 of 16 frames (the first: frame 0)" in caplog.text
+    still = tmp_path / "out.png"            # one picture of it: the first frame with a face (refused before)
+    with caplog.at_level("WARNING", logger="callsynth.combine"):
+        assert main(["combine", "--identity", str(data / NEUTRAL), "--attribute", str(hidden),
+                     "--output", str(still), "--model", "warp"]) == 0
+    assert read_still(still).mean() > 5 and "frame 2, the first with a face" in caplog.text
     assert main(["combine", "--identity", str(data / NEUTRAL), "--attribute", str(none),
                  "--output", str(tmp_path / "o.mp4"), "--model", "warp"]) == 2
     assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob("*.silent.mp4"))
