@@ -391,8 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attribute", required=True, type=Path, help="B: the picture to keep (image or video)")
     p.add_argument("--expression", type=Path,
                    help="C: whose expression (default B): C's change from its own first frame, so a "
-                        "video's; a still image gives none")
-    p.add_argument("--attribute2", type=Path, help="D: whose head pose (default B)")
+                        "video's; a still image gives none. A video shorter than B holds its last "
+                        "expression to the end")
+    p.add_argument("--attribute2", type=Path, help="D: whose head pose (default B; an image's holds "
+                                                   "throughout, a shorter video's last holds to the end)")
     p.add_argument("--output", required=True, type=output_file, help="image (png/jpg) or video (mp4)")
     add_model_options(p, repair_every=False)
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")

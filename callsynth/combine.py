@@ -71,8 +71,12 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
     single = output.suffix.lower() in IMAGE_SUFFIXES
     sources = {"expression": expression or attribute, "pose": attribute2 or attribute}
     faceless: dict[str, list[int]] = {"attribute": [], "expression": [], "pose": []}
+    ended: dict[str, int] = {}
+    if expression is not None and expression != attribute and expression.suffix.lower() in IMAGE_SUFFIXES:
+        log.warning("%s is a still: an expression is a change from its source's first face, so a still carries "
+                    "none and A keeps its own (a video C gives its changes)", expression)
     frames = _combined(renderer, Renderers(basis, "warp"), basis, attribute, sources, is_video,
-                       progress and not single, faceless)
+                       progress and not single, faceless, ended)
     if single:
         # of a video B, the first frame whose picture shows a face: one opening on a title card was refused
         for index, out in enumerate(frames):
@@ -110,16 +114,21 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
             log.warning("%s: no face in %d of %d frames (the first: frame %d); %s", sources.get(key, attribute),
                         len(frames_without), count, frames_without[0],
                         "written as B shows them" if key == "attribute" else f"B kept the {key} before them")
+    for key, index in ended.items():
+        log.warning("%s ended at frame %d of %d: its last %s holds to the end", sources[key], index, count, key)
     return count
 
 
 def _combined(renderer, warp_renderers, basis: ExpressionBasis, attribute: Path, sources: dict, is_video: bool,
-              progress: bool, faceless: dict[str, list[int]]):
+              progress: bool, faceless: dict[str, list[int]], ended: dict[str, int]):
     """Each combined frame of B, in order (see combine). In a video, a frame of B without a face (a hand
     over it, a turn away) is B's picture as it is, cut where the last face was; a frame of C or D without
     one keeps the expression or pose before it; their indices go to `faceless` (by source) and the rest
-    goes on. One such frame ended the whole video before, and nothing was written."""
-    iters = {k: iter(_frames(p)) for k, p in sources.items() if p != attribute}
+    goes on. One such frame ended the whole video before, and nothing was written. A C or D that ends
+    before B holds its last expression or pose (the frame goes to `ended`); B's own took over before."""
+    # a video C or D keeps step with B; a still's expression and pose hold throughout (taken once, below)
+    iters = {k: iter(iter_frames(p)) for k, p in sources.items()
+             if p != attribute and p.suffix.lower() not in IMAGE_SUFFIXES}
     faces = {p: _first_face(p) for p in set(sources.values())}        # C and D are B unless given
     firsts = {k: faces[p] for k, p in sources.items()}
     coders = {k: FaceCoder(basis, first.landmarks) for k, first in firsts.items()}
@@ -144,7 +153,12 @@ def _combined(renderer, warp_renderers, basis: ExpressionBasis, attribute: Path,
                 yield (last_box or full_frame_box(frame.shape)).cut(frame)
                 continue
             for key in sources:
+                if sources[key] != attribute and key not in iters:
+                    continue                        # a still: its first face's state holds
                 source = next(iters[key], None) if key in iters else None
+                if key in iters and source is None:
+                    ended.setdefault(key, index)    # a C or D shorter than B: its last state holds
+                    continue
                 try:
                     crop = b if source is None else _crop(source, other_tracker, str(sources[key]))[0]
                 except NoFaceError:

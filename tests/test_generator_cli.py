@@ -126,6 +126,43 @@ def test_combine_writes_every_frame_of_a_video_whose_face_is_hidden_for_a_moment
     assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob("*.silent.mp4"))
 
 
+def test_combine_holds_a_shorter_or_still_expression_source_to_the_end_of_b(data, tmp_path, caplog):
+    """C shorter than B: its last expression holds to the end, as C padded with its last frame gives; C a
+    still: its own expression throughout, as that still repeated as a video gives. Before, B's landmarks
+    were coded against C's face after C's last frame (after the first, for a still): a face of neither."""
+    import cv2
+
+    from callsynth.media import VideoWriter
+
+    c_frames = list(iter_frames(data / "video/pcavs/620900105.mp4", max_frames=4))
+    short, padded, repeated = tmp_path / "short.mp4", tmp_path / "padded.mp4", tmp_path / "repeated.mp4"
+    still = tmp_path / "c.png"
+    cv2.imwrite(str(still), c_frames[-1][:, :, ::-1])
+    with VideoWriter(short, 25.0) as a, VideoWriter(padded, 25.0) as b, VideoWriter(repeated, 25.0) as c:
+        for i in range(10):
+            if i < 4:
+                a.write(c_frames[i])
+            b.write(c_frames[min(i, 3)])
+            c.write(read_still(still))
+    b_clip = tmp_path / "b.mp4"
+    with VideoWriter(b_clip, 25.0) as writer:
+        for frame in iter_frames(data / VAL_CLIP, max_frames=10):
+            writer.write(frame)
+    made = {}
+    for name, c in (("short", short), ("padded", padded), ("still", still), ("repeated", repeated)):
+        made[name] = tmp_path / f"{name}-out.mp4"
+        with caplog.at_level("WARNING", logger="callsynth.combine"):
+            assert main(["combine", "--identity", str(data / NEUTRAL), "--attribute", str(b_clip),
+                         "--expression", str(c), "--output", str(made[name]), "--model", "warp"]) == 0
+    out = {k: np.stack(list(iter_frames(v))).astype(int) for k, v in made.items()}
+    assert all(len(v) == 10 for v in out.values())
+    # the same up to the sources' own encoding (about 1/255 a frame); B's landmarks coded against C's face,
+    # as before, were about 9.5 apart on every frame after C's last
+    for a, b in (("short", "padded"), ("still", "repeated")):
+        assert np.abs(out[a] - out[b]).mean(axis=(1, 2, 3)).max() < 4, (a, b)
+    assert "ended at frame 4 of 10" in caplog.text and "is a still" in caplog.text
+
+
 def test_combine_refuses_a_picture_without_a_face(data, tmp_path, capsys):
     blank = tmp_path / "blank.png"
     import cv2
