@@ -23,7 +23,7 @@ class MediaError(ValueError):
 class VideoInfo:
     fps: float
     frames: int | None
-    width: int
+    width: int          # as stored: a phone's portrait video is stored sideways and read turned (_upright)
     height: int
 
 
@@ -76,8 +76,7 @@ def iter_timed_frames(path: str | Path, max_frames: int | None = None,
         rate = float(stream.average_rate or 25)     # for a frame without a timestamp
         try:
             for frame in container.decode(stream):
-                yield (float(frame.time) if frame.time is not None else count / rate,
-                       frame.to_ndarray(format="rgb24"))
+                yield float(frame.time) if frame.time is not None else count / rate, _upright(frame)
                 count += 1
                 if max_frames is not None and count >= max_frames:
                     break
@@ -89,6 +88,16 @@ def iter_timed_frames(path: str | Path, max_frames: int | None = None,
         container.close()
     if count == 0:
         raise MediaError(f"{path}: no decodable video frames")
+
+
+def _upright(frame: av.VideoFrame) -> np.ndarray:
+    """A frame's RGB pixels as a player shows them: a phone stores a portrait picture or video sideways and
+    says how to turn it (a JPEG's EXIF orientation, a video's display matrix; PyAV reads both as
+    `rotation`, degrees counter-clockwise). Read as stored, a phone's selfie drew a sideways face into
+    the call. Mirroring (rare EXIF orientations) is not undone: a mirrored face is still the face."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def read_still(path: str | Path) -> np.ndarray:

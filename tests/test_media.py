@@ -91,3 +91,47 @@ def test_written_whole_moves_a_complete_file_and_drops_a_broken_one(tmp_path):
             raise KeyboardInterrupt
     assert len(list(iter_frames(out))) == 5                 # the earlier one, whole
     assert [p.name for p in out.parent.iterdir()] == ["out.mp4"]
+
+
+PORTRAIT = "images/london_neutral/001_03.jpg"
+
+
+@pytest.mark.parametrize("orientation,stored_turns", [(6, 1), (8, 3), (3, 2)])
+def test_a_phone_photo_stored_sideways_is_read_upright(tmp_path, data, orientation, stored_turns):
+    """A phone stores a portrait photo sideways and says in its EXIF orientation how to turn it: read as
+    stored, a selfie gave the call a sideways face (combine pasted it in on its side)."""
+    from PIL import Image
+
+    upright = read_still(data / PORTRAIT)[:, :600]                    # not square: a turn shows in the shape
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, stored_turns)))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    phone = tmp_path / "phone.jpg"
+    stored.save(phone, exif=exif.tobytes(), quality=95)
+    read = read_still(phone)
+    assert read.shape == upright.shape
+    assert np.abs(read.astype(int) - upright).mean() < 3
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_a_phone_video_stored_sideways_is_read_upright(tmp_path, data, degrees):
+    """A phone's portrait video: landscape pictures and a display matrix that turns them (`degrees`
+    counter-clockwise); every frame is read as a player shows it."""
+    import av
+
+    upright = read_still(data / PORTRAIT)[:, :600]
+    stored = np.ascontiguousarray(np.rot90(upright, -degrees // 90))
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.height, stream.width = stored.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if not hasattr(stream, "set_display_rotation"):
+            pytest.skip("this PyAV cannot write a display matrix")
+        stream.set_display_rotation(degrees)
+        for _ in range(3):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
+        out.mux(stream.encode())
+    frames = list(iter_frames(path))
+    assert len(frames) == 3 and all(f.shape == upright.shape for f in frames)
+    assert np.abs(frames[-1].astype(int) - upright).mean() < 4
