@@ -27,16 +27,15 @@ def cmd_audio2exp(args) -> int:
     from audio2exp.model import load_model
 
     from .face.basis import load_basis
-    from .face.still import prepare_still
-    from .media import read_still
+    from .face.still import still_of
     from .talking_face import check_references, render_talking_face
 
     if len(args.references) > MAX_REFERENCES:
         raise ValueError(f"--references: {len(args.references)} pictures, at most {MAX_REFERENCES}")
     basis = load_basis(args.basis)
     model = load_model(args.model, basis)
-    still = prepare_still(read_still(args.identity), source=str(args.identity))
-    references = [prepare_still(read_still(path), source=str(path)) for path in args.references]
+    still = still_of(args.identity)
+    references = [still_of(path) for path in args.references]
     check_references(still, references, [str(path) for path in args.references])
     summary = render_talking_face(args.audio, still, basis, model, args.output, fps=args.fps,
                                   progress=not args.quiet, references=references)
@@ -147,7 +146,7 @@ def add_audio_commands(sub, positive_int) -> None:
                                    "say how much of the sound was loud, and how much of that sounded like "
                                    "speech.")
     p.add_argument("--audio", required=True, type=Path, help="speech: any audio or video file with sound")
-    p.add_argument("--identity", required=True, type=Path, help="the still: an image or a video's first frame")
+    p.add_argument("--identity", required=True, type=Path, help="the still: an image or a video's first frame with a face")
     p.add_argument("--references", nargs="+", type=Path, default=[], metavar="IMAGE",
                    help=f"more pictures of the same person, at most {MAX_REFERENCES}: one with the mouth open "
                         "and teeth showing, one with the eyes closed; open mouths and blinks are drawn from "

@@ -49,17 +49,16 @@ def cmd_reenact(args) -> int:
     from receiver.renderer import Renderers
 
     from .face.basis import load_basis
-    from .face.still import prepare_still
-    from .media import VideoWriter, iter_frames, read_still, video_info, written_whole
+    from .face.still import still_of
+    from .media import VideoWriter, iter_frames, video_info, written_whole
     from .reenact import ReenactStats, packet_every, reenact
 
     basis = load_basis(args.basis)
     info = video_info(args.driving)
-    still = prepare_still(read_still(args.identity), source=str(args.identity))
+    still = still_of(args.identity)
     relative = args.relative if args.relative is not None else (
         args.identity.resolve() != args.driving.resolve())
-    sender_still = prepare_still(read_still(args.driving), source=f"{args.driving} first frame") \
-        if relative else None
+    sender_still = still_of(args.driving) if relative else None       # its first face
     send_every = packet_every(info.fps, args.send_every)
     stats = ReenactStats(info.fps, send_every)
     total = min(info.frames or 0, args.max_frames or 10 ** 9) or None
@@ -80,7 +79,7 @@ def cmd_reenact(args) -> int:
     summary = stats.summary()
     summary["wall_s"] = round(time.perf_counter() - started, 3)
     summary["basis"] = basis.name
-    summary["codes_relative_to"] = "driving first frame" if relative else "identity still"
+    summary["codes_relative_to"] = "driving first face" if relative else "identity still"
     summary["identity"], summary["driving"] = str(args.identity), str(args.driving)
     if args.stats:
         Path(args.stats).parent.mkdir(parents=True, exist_ok=True)
@@ -204,12 +203,11 @@ def cmd_train(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import ROUNDS, bench
     from .face.basis import load_basis
-    from .face.still import prepare_still
-    from .media import read_still
+    from .face.still import still_of
     from .split import data_root
 
     identity = args.identity or data_root() / TOOLS.bench_identity
-    still = prepare_still(read_still(identity), source=str(identity))
+    still = still_of(identity)
     generator = None if args.warp_only else str(args.generator or "")
     rows = bench(still, load_basis(args.basis), generator, args.frames)
     from .machine import cpu_description
@@ -252,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "generator repair (--model warp: stop at the warp) frame by frame, "
                                    "exactly as a call would, and write the rebuilt video.")
     p.add_argument("--identity", required=True, type=Path,
-                   help="the caller's still: an image, or a video whose first frame is used")
+                   help="the caller's still: an image, or a video whose first frame with a face is used")
     p.add_argument("--driving", required=True, type=Path, help="video whose pose and expression drive it")
     p.add_argument("--output", required=True, type=output_file, help="rebuilt video (mp4, 256x256)")
     p.add_argument("--reference-out", type=output_file,
@@ -265,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--basis", type=Path, help="basis file (default: the one shipped in callsynth/assets)")
     p.add_argument("--max-frames", type=_positive_int, help="stop after this many driving frames")
     p.add_argument("--relative", action=argparse.BooleanOptionalAction, default=None,
-                   help="measure codes from the driving video's first frame instead of the still "
+                   help="measure codes from the driving video's first face instead of the still "
                         "(default: on when IDENTITY and DRIVING are different files)")
     p.add_argument("--no-smoothing", action="store_true", help="turn off the tracker's landmark smoothing")
     add_model_options(p)
@@ -387,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and expression, colour matched to B and Poisson blended into B; "
                                    "--model generator (the default) then repairs it with A's identity "
                                    "vector, --model warp stops at the blend.")
-    p.add_argument("--identity", required=True, type=Path, help="A: whose face (image or video's first frame)")
+    p.add_argument("--identity", required=True, type=Path, help="A: whose face (image, or a video's first frame with a face)")
     p.add_argument("--attribute", required=True, type=Path, help="B: the picture to keep (image or video)")
     p.add_argument("--expression", type=Path,
                    help="C: whose expression (default B): C's change from its own first frame, so a "

@@ -15,7 +15,7 @@ from receiver.renderer import DEFAULT_MODEL, Renderers
 from .face.basis import ExpressionBasis
 from .face.code import FaceCoder
 from .face.crop import CropBox, box_for_face, full_frame_box
-from .face.still import NoFaceError, Still, prepare_still
+from .face.still import NoFaceError, Still, still_of
 from .face.tracker import FaceTracker
 from .face.transfer import paste_face
 from .media import (
@@ -44,18 +44,6 @@ def _crop(frame, tracker: FaceTracker, source: str) -> tuple[Still, CropBox]:
     return Still(box.cut(frame), box.to_crop(result.landmarks)), box
 
 
-def _first_face(path: Path) -> Still:
-    """The first picture of `path` that shows a face: a video may open on a title card or a hand."""
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return prepare_still(read_still(path), source=str(path))
-    for frame in iter_frames(path):
-        try:
-            return prepare_still(frame, source=str(path))
-        except NoFaceError:
-            continue
-    raise NoFaceError(f"{path}: no face found in any frame")
-
-
 def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasis, model: str = DEFAULT_MODEL,
             generator: str | None = None, expression: Path | None = None, attribute2: Path | None = None,
             progress: bool = True) -> int:
@@ -65,7 +53,7 @@ def combine(identity: Path, attribute: Path, output: Path, basis: ExpressionBasi
     Each frame: B's crop (warped to C's expression and D's pose when they are other pictures), A's face
     drawn at the same pose and expression with A's own face shape, as a call draws it, and set into it
     (callsynth.face.transfer); `model` "generator" then repairs it with A's identity vector."""
-    a = prepare_still(read_still(identity), source=str(identity))
+    a = still_of(identity)
     renderer = Renderers(basis, model, generator, mouth_on_frames=False)(a)     # repairs; renders no frame
     is_video = attribute.suffix.lower() not in IMAGE_SUFFIXES
     single = output.suffix.lower() in IMAGE_SUFFIXES
@@ -129,7 +117,7 @@ def _combined(renderer, warp_renderers, basis: ExpressionBasis, attribute: Path,
     # a video C or D keeps step with B; a still's expression and pose hold throughout (taken once, below)
     iters = {k: iter(iter_frames(p)) for k, p in sources.items()
              if p != attribute and p.suffix.lower() not in IMAGE_SUFFIXES}
-    faces = {p: _first_face(p) for p in set(sources.values())}        # C and D are B unless given
+    faces = {p: still_of(p) for p in set(sources.values())}        # C and D are B unless given
     firsts = {k: faces[p] for k, p in sources.items()}
     coders = {k: FaceCoder(basis, first.landmarks) for k, first in firsts.items()}
     redrawn = any(p != attribute for p in sources.values())

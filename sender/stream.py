@@ -20,8 +20,7 @@ import numpy as np
 
 from callsynth.budget import AUTO, BudgetChooser, BudgetError, plan
 from callsynth.face.basis import ExpressionBasis
-from callsynth.face.still import Still, prepare_still
-from callsynth.media import read_still
+from callsynth.face.still import Still, still_of
 from callsynth.quality import QualityLadder, describe_tracking
 from callsynth.rtc import LinkWatch, delay_sacks, retune_voice, set_opus_bitrate, space_rtcp
 from callsynth.wire import CAPTURE_MASK, encode_identity, split_message
@@ -86,7 +85,7 @@ class SenderStats:
 
 def choose_still(source, identity: str | None, basis: ExpressionBasis, stats: SenderStats) -> Still:
     if identity:
-        return prepare_still(read_still(identity), source=identity)
+        return still_of(identity)
     if source is None:
         raise ValueError("with the camera off, give --identity STILL: there are no frames to pick one from")
     still, index = pick_still(source.first_frames(STILL_PICK_SECONDS), basis)

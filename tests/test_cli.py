@@ -97,6 +97,25 @@ def test_reenact_with_faceless_driving_frames(tmp_path, data):
     assert len(list(iter_frames(tmp_path / "o.mp4"))) == 12
 
 
+def test_a_video_that_opens_without_a_face_gives_its_first_face_as_the_still(tmp_path, data, caplog):
+    """A clip that fades in from black as --identity (and as the driving clip whose first face the codes are
+    measured from): the still is its first frame with a face, said so; its first frame alone was refused
+    as showing no face."""
+    from callsynth.media import VideoWriter
+    frames = list(iter_frames(data / VAL_CLIP, max_frames=10))
+    faded = tmp_path / "faded.mp4"
+    with VideoWriter(faded, 25) as w:
+        for i, f in enumerate(frames):
+            w.write(np.zeros_like(f) if i < 3 else f)
+    stats = tmp_path / "s.json"
+    with caplog.at_level("INFO", logger="callsynth.still"):
+        assert main(["reenact", "--identity", str(faded), "--driving", str(faded), "--relative",
+                     "--output", str(tmp_path / "o.mp4"), "--stats", str(stats), "--quiet"]) == 0
+    assert "the still is frame 3" in caplog.text
+    s = json.loads(stats.read_text())
+    assert s["frames"] == 10 and s["frames_no_face"] == 3
+
+
 @pytest.mark.parametrize("content", [b"not an image at all", b""])
 def test_bad_identity_gives_a_clear_error(tmp_path, data, capsys, content):
     bad = tmp_path / "still.png"

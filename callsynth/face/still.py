@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .crop import box_for_face
 from .tracker import FaceTracker, as_rgb_uint8
 
+
+log = logging.getLogger("callsynth.still")
 
 LANDMARK_STEP = 1 / 32     # crop pixels: a still's landmarks lie on this grid (below)
 
@@ -49,3 +53,20 @@ def prepare_still(frame, source: str = "identity still") -> Still:
     if again.found:
         still.landmarks = again.landmarks
     return still
+
+
+def still_of(path: str | Path) -> Still:
+    """The still of a picture file, or of a video its first frame that shows a face: a video may open on a
+    title card, a fade from black or a hand (its first frame alone was refused as showing no face)."""
+    from ..media import IMAGE_SUFFIXES, iter_frames, read_still
+
+    path = Path(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return prepare_still(read_still(path), source=str(path))
+    with FaceTracker(video=False, smoothing=False) as tracker:     # one tracker for the frames before it
+        for index, frame in enumerate(iter_frames(path)):
+            if tracker.process(frame).found:
+                if index:
+                    log.info("%s: the still is frame %d, the first that shows a face", path, index)
+                return prepare_still(frame, source=f"{path} frame {index}")
+    raise NoFaceError(f"{path}: no face found in any frame; use a frontal picture of the caller")
