@@ -21,7 +21,7 @@ computed from the window itself (so a stream and a whole file agree exactly):
   without it.
 
 Measured on speech of training speakers and on sounds made here (`scripts/sound_gate.py`,
-tests/sounds.py): ../shared/data holds no music or noise recordings.
+audio2exp/sounds.py): ../shared/data holds no music or noise recordings.
 """
 
 from __future__ import annotations

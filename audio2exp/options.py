@@ -24,6 +24,10 @@ class TrainOptions:
     # the lip gap's squared error (inner lips' middle, upper to lower) counted this many times beside the
     # mouth landmarks' (55 points): the opening is what a listener reads off the lips and what is measured
     gap_weight: float = 55.0
+    # the share of training windows drawn from the clip with music, noise or another voice mixed under it
+    # (audio2exp/backgrounds.py), at an SNR drawn from `background_snr_db`; 0: clean speech only
+    background_share: float = 0.5
+    background_snr_db: tuple[float, float] = (5.0, 25.0)
 
 
 A2E_TRAIN = TrainOptions()

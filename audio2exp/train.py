@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.face.regions import LIP_CENTRE
 from callsynth.split import audio_training_files
 
+from .backgrounds import with_backgrounds
 from .dataset import Clip, blink_direction, build_dataset
 from .features import N_MELS, RunningMean
 from .model import (COLUMNS, CONTEXT, Audio2ExpModel, AudioToMouth, SILENCE_LOG_MEL, frame_index_at, windows_at)
@@ -84,6 +85,14 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
     if phones is not None and visemes:
         phones = {path: VISEME_OF_PHONE[labels] for path, labels in phones.items()}
     x, y, is_s1, ph = training_pairs(clips, mean, std, phones)
+    xn = None
+    if options.background_share > 0:       # the same frames with sound under the voice (backgrounds.py)
+        mels = [c.mel for c in clips]
+        kinds = with_backgrounds(mels, [Path(c.path).parent.name for c in clips], rng, options.background_snr_db)
+        xn = torch.from_numpy(training_pairs([replace(c, mel=m) for c, m in zip(clips, mels)], mean, std)[0])
+        log(f"backgrounds under the voice: {', '.join(f'{k} {kinds.count(k)}' for k in sorted(set(kinds)))} "
+            f"clips, {options.background_snr_db[0]:g}-{options.background_snr_db[1]:g} dB SNR, "
+            f"{options.background_share:.0%} of windows")
     silence = ((np.full(N_MELS, SILENCE_LOG_MEL) - mean) / std).astype(np.float32)
     pool = np.concatenate([np.flatnonzero(is_s1)] + [np.flatnonzero(~is_s1)] * options.other_speakers_x)
     log(f"{len(x)} frames ({len(x) / 25 / 60:.0f} min of speech video)")
@@ -112,6 +121,9 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
         for i in range(len(pool) // batch):
             idx = order[i * batch:(i + 1) * batch]
             xb, yb = xt[idx].clone(), yt[idx].clone()
+            if xn is not None:
+                under = torch.rand(len(idx)) < options.background_share
+                xb[under] = xn[idx[under]]
             # the phone under each column the convolutions give (the window's inner COLUMNS)
             pb = pt[idx][:, margin:margin + COLUMNS].clone() if ph is not None else None
             # Microphones and rooms differ: a random gain and a random tilt of the bands per sample,

@@ -1,5 +1,5 @@
 """Do music and noise move the mouth as speech does? The speech-driven mouth's opening on music and noise
-made here (tests/sounds.py) against its opening on the held-out speakers' clips, with all the gates of
+made here (audio2exp/sounds.py) against its opening on the held-out speakers' clips, with all the gates of
 audio2exp/gate.py and with the voice gate alone (as before the music and noise gates).
 
 Opening: the predicted code's lip gap above the resting mouth's (share of the eye distance, on the basis's
@@ -26,7 +26,7 @@ from audio2exp.targets import gap_of_code
 from callsynth.face.basis import load_basis
 from callsynth.machine import cpu_description
 from callsynth.split import audio_validation_files, data_root
-from tests.sounds import KINDS, NOISES, noise, synthesise
+from audio2exp.sounds import KINDS, NOISES, noise, synthesise
 
 FPS = 25.0
 OPEN = 0.05

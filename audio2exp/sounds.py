@@ -1,5 +1,6 @@
-"""Music and noise made here, for the audio gates' tests and `scripts/sound_gate.py` (../shared/data has
-no music): 16 kHz mono. Music of a few kinds, each built from notes with harmonics and envelopes:
+"""Music and noise made here (../shared/data has none): under training's speech as backgrounds
+(audio2exp/train.py, other seeds), and alone for the audio gates' tests and `scripts/sound_gate.py`.
+16 kHz mono. Music of a few kinds, each built from notes with harmonics and envelopes:
 
 - chords: a piano's four-beat chords;  pad: sustained string-like chords with a slow shimmer;
 - melody: a bowed or sung-like lead with vibrato, a note a beat;  band: pad, lead, bass and drums;
