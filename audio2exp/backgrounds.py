@@ -34,6 +34,14 @@ def _voice_power(mel: np.ndarray) -> float:
     return float(loud.mean())
 
 
+def under_voice(voice: np.ndarray, background: np.ndarray, snr_db: float) -> np.ndarray:
+    """`background` (samples, as long as `voice`) mixed into the waveform of `voice`, `snr_db` below the
+    voice's level as `mixed` sets it: what a microphone hears (scripts/speech_under_sound.py, the tests)."""
+    power = lambda samples: np.exp(log_mel(samples).astype(np.float64)).sum(1)     # noqa: E731
+    gain = np.sqrt(_voice_power(log_mel(voice)) / power(background).mean() / 10 ** (snr_db / 10))
+    return (voice + gain * background).astype(np.float32)
+
+
 def mixed(mel: np.ndarray, background: np.ndarray, snr_db: float, start: int = 0) -> np.ndarray:
     """`mel` (log-mel frames of a voice) with `background`'s frames from `start` on (repeated as needed)
     under it, `snr_db` below the voice's level (LOUD_SHARE)."""

@@ -16,10 +16,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audio2exp.backgrounds import LOUD_SHARE
+from audio2exp.backgrounds import under_voice
 from audio2exp.dataset import build_clip
 from audio2exp.evaluate import clip_groups
-from audio2exp.features import SAMPLE_RATE, load_audio, log_mel
+from audio2exp.features import SAMPLE_RATE, load_audio
 from audio2exp.model import load_model
 from audio2exp.sounds import noise, synthesise
 from audio2exp.stream import offline_codes
@@ -33,17 +33,6 @@ SEED = 7
 LABELS = {"grid": "GRID speakers", "other": "interview speakers", "all": "all"}
 BEDS = [("music", k) for k in ("band", "pad", "chords")] + [("noise", k) for k in ("pink", "gusts")] + [
     ("voice", "another voice")]    # the next held-out clip's speaker (a real recording, not made here)
-
-
-def _power(samples: np.ndarray, loud_share: float = 1.0) -> float:
-    power = np.sort(np.exp(log_mel(samples).astype(np.float64)).sum(1))
-    return float(power[-max(1, int(len(power) * loud_share)):].mean())
-
-
-def under(voice: np.ndarray, bed: np.ndarray, snr_db: float) -> np.ndarray:
-    """`bed` mixed under `voice`, `snr_db` below the voice's level."""
-    gain = np.sqrt(_power(voice, LOUD_SHARE) / _power(bed) / 10 ** (snr_db / 10))
-    return (voice + gain * bed).astype(np.float32)
 
 
 def _bed(bed: tuple[str, str], clips: list[Path], index: int, length: int) -> np.ndarray:
@@ -79,7 +68,7 @@ def main() -> int:
         for name, bed, snr in conditions:
             samples = voice
             if bed is not None:
-                samples = under(voice, _bed(bed, clips, index, len(voice)), snr)
+                samples = under_voice(voice, _bed(bed, clips, index, len(voice)), snr)
             _, codes = offline_codes(model, samples, item["fps"])
             n = min(len(codes), len(truth))
             valid = clip.valid[:n]
