@@ -50,7 +50,9 @@ def cmd_audio2exp_train(args) -> int:
 
     options = TrainOptions(epochs=args.epochs, seed=args.seed, max_clips=args.max_clips,
                            phone_weight=args.phone_weight, phone_set=args.phone_set,
-                           gap_weight=args.gap_weight, other_speakers_x=args.other_speakers_x)
+                           gap_weight=args.gap_weight, other_speakers_x=args.other_speakers_x,
+                           background_share=args.background_share,
+                           background_snr_db=tuple(sorted(args.background_snr)))
     path = train(load_basis(args.basis), args.out, options)
     print(f"model: {path}")
     return 0
@@ -138,6 +140,19 @@ def cmd_audio2exp_eval(args) -> int:
     return 0
 
 
+def _share(text: str) -> float:
+    """A share from 0 to 1, for argparse."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a share from 0 to 1")
+    return value
+
+
 def add_audio_commands(sub, positive_int) -> None:
     p = sub.add_parser("audio2exp", help="render a talking face from a still and speech",
                        description="Drive the still's mouth from the speech in --audio (blinks and a small "
@@ -181,6 +196,14 @@ def add_audio_commands(sub, positive_int) -> None:
     p.add_argument("--gap-weight", type=float, default=A2E_TRAIN.gap_weight,
                    help="how many times the lip gap's squared error counts beside the 55 mouth points' "
                         f"(default {A2E_TRAIN.gap_weight:g}; 0: the mouth points alone)")
+    p.add_argument("--background-share", type=_share, default=A2E_TRAIN.background_share,
+                   help="share of the training windows drawn with music, noise or another person's voice "
+                        "mixed under the speech (audio2exp/backgrounds.py; "
+                        f"default {A2E_TRAIN.background_share:g}; 0: clean speech only)")
+    p.add_argument("--background-snr", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   default=A2E_TRAIN.background_snr_db,
+                   help="dB under the voice those backgrounds are mixed at, drawn between LOW and HIGH "
+                        f"(default {A2E_TRAIN.background_snr_db[0]:g} {A2E_TRAIN.background_snr_db[1]:g})")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_audio2exp_train)
 
