@@ -28,8 +28,13 @@ def background_bank(seed: int = BANK_SEED) -> dict[str, np.ndarray]:
     return bank
 
 
+def _frame_power(mel: np.ndarray) -> np.ndarray:
+    """Each log-mel frame's power over all bands."""
+    return np.exp(mel.astype(np.float64)).sum(1)
+
+
 def _voice_power(mel: np.ndarray) -> float:
-    power = np.exp(mel.astype(np.float64)).sum(1)
+    power = _frame_power(mel)
     loud = np.sort(power)[-max(1, int(len(power) * LOUD_SHARE)):]
     return float(loud.mean())
 
@@ -37,8 +42,7 @@ def _voice_power(mel: np.ndarray) -> float:
 def under_voice(voice: np.ndarray, background: np.ndarray, snr_db: float) -> np.ndarray:
     """`background` (samples, as long as `voice`) mixed into the waveform of `voice`, `snr_db` below the
     voice's level as `mixed` sets it: what a microphone hears (scripts/speech_under_sound.py, the tests)."""
-    power = lambda samples: np.exp(log_mel(samples).astype(np.float64)).sum(1)     # noqa: E731
-    gain = np.sqrt(_voice_power(log_mel(voice)) / power(background).mean() / 10 ** (snr_db / 10))
+    gain = np.sqrt(_voice_power(log_mel(voice)) / _frame_power(log_mel(background)).mean() / 10 ** (snr_db / 10))
     return (voice + gain * background).astype(np.float32)
 
 
@@ -47,7 +51,7 @@ def mixed(mel: np.ndarray, background: np.ndarray, snr_db: float, start: int = 0
     under it, `snr_db` below the voice's level (LOUD_SHARE)."""
     index = (start + np.arange(len(mel))) % len(background)
     under = background[index].astype(np.float64)
-    gain = np.log(_voice_power(mel) / max(np.exp(under).sum(1).mean(), 1e-30)) - snr_db * np.log(10) / 10
+    gain = np.log(_voice_power(mel) / max(_frame_power(under).mean(), 1e-30)) - snr_db * np.log(10) / 10
     return np.logaddexp(mel.astype(np.float64), under + gain).astype(np.float32)
 
 
@@ -61,10 +65,10 @@ def with_backgrounds(mels: list[np.ndarray], folders: list[str], rng: np.random.
     out = []
     for i, mel in enumerate(clean):
         kind = kinds[rng.integers(len(kinds))]
-        others = [j for j, folder in enumerate(folders) if folder != folders[i]]
+        others = [j for j, folder in enumerate(folders) if folder != folders[i]] if kind == BABBLE else []
         if kind == BABBLE and not others:
             kind = kinds[0]
-        under = clean[others[rng.integers(len(others))]] if kind == BABBLE else bank[kind]
+        under = clean[others[rng.integers(len(others))]] if others else bank[kind]
         mels[i] = mixed(mel, under, float(rng.uniform(*snr_db)), int(rng.integers(len(under))))
         out.append(kind)
     return out

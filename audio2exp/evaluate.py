@@ -18,7 +18,7 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.face.landmark_cache import track_many
 from callsynth.machine import one_blas_thread
 
-from .dataset import SilentTrack, build_clip
+from .dataset import Clip, SilentTrack, build_clip
 from .features import SAMPLE_RATE, load_audio
 from .model import LOOKAHEAD_MS, Audio2ExpModel
 from .stream import StreamingMouth, offline_codes
@@ -104,14 +104,22 @@ class MouthGaps:
     valid: np.ndarray
     rest: float
 
+    @property
+    def pearson(self) -> float:
+        """The mouth-opening figure: predicted against true lip gap over the valid frames."""
+        return float(np.corrcoef(self.true[self.valid], self.predicted[self.valid])[0, 1])
+
 
 def mouth_gaps(model: Audio2ExpModel, basis: ExpressionBasis, path: Path, landmarks, fps) -> MouthGaps | None:
     """The true and predicted lip gap of a clip (None when it gives no clip: build_clip)."""
     clip = build_clip(path, landmarks, fps, basis)
-    if clip is None:
-        return None
-    samples = load_audio(path)
-    _, pred = offline_codes(model, samples, fps)
+    return None if clip is None else gaps_of(model, basis, clip, load_audio(path))
+
+
+def gaps_of(model: Audio2ExpModel, basis: ExpressionBasis, clip: Clip, samples: np.ndarray) -> MouthGaps:
+    """The true lip gap of `clip` and the one predicted from `samples` (its own sound, or another sound
+    over its pictures: scripts/speech_under_sound.py)."""
+    _, pred = offline_codes(model, samples, clip.fps)
     n = min(len(pred), len(clip.codes))
     return MouthGaps(samples, gap_of_code(clip.codes[:n], clip.reference, basis),
                      gap_of_code(pred[:n], clip.reference, basis), clip.valid[:n],
@@ -123,8 +131,7 @@ def evaluate_clip(model: Audio2ExpModel, basis: ExpressionBasis, path: Path, lan
     g = mouth_gaps(model, basis, path, landmarks, fps)
     if g is None:
         return None
-    row = {"clip": str(path), "frames": int(g.valid.sum()),
-           "pearson": float(np.corrcoef(g.true[g.valid], g.predicted[g.valid])[0, 1])}
+    row = {"clip": str(path), "frames": int(g.valid.sum()), "pearson": g.pearson}
     if words:
         onsets = [s for p, s, _ in phone_segments(g.samples, words) if p in BILABIALS]
         times = np.arange(len(g.valid)) / fps

@@ -141,12 +141,15 @@ def _combined(renderer, warp_renderers, basis: ExpressionBasis, attribute: Path,
                 yield (last_box or full_frame_box(frame.shape)).cut(frame)
                 continue
             for key in sources:
-                if sources[key] != attribute and key not in iters:
+                if key in iters:                    # a video C or D, in step with B
+                    source = next(iters[key], None)
+                    if source is None:              # shorter than B: its last state holds
+                        ended.setdefault(key, index)
+                        continue
+                elif sources[key] != attribute:
                     continue                        # a still: its first face's state holds
-                source = next(iters[key], None) if key in iters else None
-                if key in iters and source is None:
-                    ended.setdefault(key, index)    # a C or D shorter than B: its last state holds
-                    continue
+                else:
+                    source = None                   # B's own
                 try:
                     crop = b if source is None else _crop(source, other_tracker, str(sources[key]))[0]
                 except NoFaceError:

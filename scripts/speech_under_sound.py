@@ -18,12 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audio2exp.backgrounds import under_voice
 from audio2exp.dataset import build_clip
-from audio2exp.evaluate import clip_groups
+from audio2exp.evaluate import clip_groups, gaps_of
 from audio2exp.features import SAMPLE_RATE, load_audio
 from audio2exp.model import load_model
 from audio2exp.sounds import noise, synthesise
-from audio2exp.stream import offline_codes
-from audio2exp.targets import gap_of_code
 from callsynth.face.basis import load_basis
 from callsynth.face.landmark_cache import track_many
 from callsynth.machine import cpu_description
@@ -64,17 +62,9 @@ def main() -> int:
             print(f"left out: {path} (no face or no sound)")
             continue
         voice = load_audio(path)
-        truth = gap_of_code(clip.codes, clip.reference, basis)
         for name, bed, snr in conditions:
-            samples = voice
-            if bed is not None:
-                samples = under_voice(voice, _bed(bed, clips, index, len(voice)), snr)
-            _, codes = offline_codes(model, samples, item["fps"])
-            n = min(len(codes), len(truth))
-            valid = clip.valid[:n]
-            predicted = gap_of_code(codes[:n], clip.reference, basis)
-            rows[name].append({"clip": str(path),
-                               "pearson": float(np.corrcoef(truth[:n][valid], predicted[valid])[0, 1])})
+            samples = voice if bed is None else under_voice(voice, _bed(bed, clips, index, len(voice)), snr)
+            rows[name].append({"clip": str(path), "pearson": gaps_of(model, basis, clip, samples).pearson})
     names = ["grid", "other", "all"]
     print(f"{'sound under the voice':24s}" + "".join(f"{LABELS[g]:>22s}" for g in names))
     for name, _, _ in conditions:
