@@ -74,9 +74,10 @@ def iter_timed_frames(path: str | Path, max_frames: int | None = None,
         stream = container.streams.video[0]
         stream.thread_type = "AUTO" if threads else "NONE"
         rate = float(stream.average_rate or 25)     # for a frame without a timestamp
+        orientation = _exif_orientation(Path(path))
         try:
             for frame in container.decode(stream):
-                yield float(frame.time) if frame.time is not None else count / rate, _upright(frame)
+                yield float(frame.time) if frame.time is not None else count / rate, _upright(frame, orientation)
                 count += 1
                 if max_frames is not None and count >= max_frames:
                     break
@@ -90,12 +91,41 @@ def iter_timed_frames(path: str | Path, max_frames: int | None = None,
         raise MediaError(f"{path}: no decodable video frames")
 
 
-def _upright(frame: av.VideoFrame) -> np.ndarray:
+# A picture stored as EXIF orientation N is shown after this turn/flip of its stored pixels (N: 2-8).
+_EXIF_TO_UPRIGHT = {
+    2: lambda a: a[:, ::-1],                         # mirrored
+    3: lambda a: a[::-1, ::-1],                      # upside down
+    4: lambda a: a[::-1],                            # upside down, mirrored
+    5: lambda a: a.transpose(1, 0, 2),               # on its side, mirrored
+    6: lambda a: np.rot90(a, 3),                     # on its side (turn a quarter clockwise)
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),   # on its other side, mirrored
+    8: lambda a: np.rot90(a, 1),                     # on its other side
+}
+
+
+def _exif_orientation(path: Path) -> int:
+    """An image file's EXIF orientation (1-8; 1 when it has none or is not an image Pillow reads). PyAV
+    gives a frame's turn but not its flip: a mirrored orientation (2, 4, 5, 7) read as a turn alone gave
+    an upside-down face, so an image's orientation is read from the file itself."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return 1
+    try:
+        from PIL import Image
+        with Image.open(path) as image:
+            orientation = int(image.getexif().get(0x0112, 1))
+    except Exception:           # a format or EXIF block Pillow does not read: PyAV's turn stands
+        return 1
+    return orientation if orientation in _EXIF_TO_UPRIGHT else 1
+
+
+def _upright(frame: av.VideoFrame, orientation: int = 1) -> np.ndarray:
     """A frame's RGB pixels as a player shows them: a phone stores a portrait picture or video sideways and
-    says how to turn it (a JPEG's EXIF orientation, a video's display matrix; PyAV reads both as
-    `rotation`, degrees counter-clockwise). Read as stored, a phone's selfie drew a sideways face into
-    the call. Mirroring (rare EXIF orientations) is not undone: a mirrored face is still the face."""
+    says how to turn it (an image's EXIF orientation, `orientation`, flips included; a video's display
+    matrix, which PyAV reads as `rotation`, degrees counter-clockwise). Read as stored, a phone's selfie
+    drew a sideways face into the call."""
     rgb = frame.to_ndarray(format="rgb24")
+    if orientation in _EXIF_TO_UPRIGHT:
+        return np.ascontiguousarray(_EXIF_TO_UPRIGHT[orientation](rgb))
     turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 

@@ -96,14 +96,19 @@ def test_written_whole_moves_a_complete_file_and_drops_a_broken_one(tmp_path):
 PORTRAIT = "images/london_neutral/001_03.jpg"
 
 
-@pytest.mark.parametrize("orientation,stored_turns", [(6, 1), (8, 3), (3, 2)])
-def test_a_phone_photo_stored_sideways_is_read_upright(tmp_path, data, orientation, stored_turns):
-    """A phone stores a portrait photo sideways and says in its EXIF orientation how to turn it: read as
-    stored, a selfie gave the call a sideways face (combine pasted it in on its side)."""
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_phone_photo_stored_sideways_or_mirrored_is_read_upright(tmp_path, data, orientation):
+    """A phone stores a portrait photo sideways (and a front camera's now and then mirrored) and says in
+    its EXIF orientation how to show it: read as stored, a selfie gave the call a sideways face (combine
+    pasted it in on its side), and a mirrored orientation read as a turn alone an upside-down one."""
     from PIL import Image
 
     upright = read_still(data / PORTRAIT)[:, :600]                    # not square: a turn shows in the shape
-    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, stored_turns)))
+    to_store = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+                7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}[orientation]
+    stored = Image.fromarray(upright)
+    stored = stored if to_store is None else stored.transpose(to_store)
     exif = Image.Exif()
     exif[0x0112] = orientation
     phone = tmp_path / "phone.jpg"
