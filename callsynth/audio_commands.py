@@ -8,7 +8,7 @@ from pathlib import Path
 from audio2exp.options import A2E_TRAIN, TrainOptions
 
 from .call_options import CALL
-from .outputs import output_file, output_folder
+from .outputs import output_file, output_folder, output_video
 from .wire import MAX_REFERENCES
 
 # What audio2exp must reach on speakers it never trained on; `audio2exp-eval` exits 1 when any is missed.
@@ -166,7 +166,7 @@ def add_audio_commands(sub, positive_int) -> None:
                    help=f"more pictures of the same person, at most {MAX_REFERENCES}: one with the mouth open "
                         "and teeth showing, one with the eyes closed; open mouths and blinks are drawn from "
                         "them (without, an open mouth is the still's lips stretched, dark and toothless)")
-    p.add_argument("--output", required=True, type=output_file, help="video to write (mp4)")
+    p.add_argument("--output", required=True, type=output_video, help="video to write (.mp4/.mov/.mkv)")
     p.add_argument("--fps", type=float, default=CALL.display_fps,
                    help="frame rate, a receiver's display rate unless told (default %(default)s)")
     p.add_argument("--model", type=Path, help="audio2exp checkpoint (default: the shipped one)")

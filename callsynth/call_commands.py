@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .call_key import ENV_VAR
 from .call_options import CALL
-from .outputs import output_file, output_folder
+from .outputs import output_file, output_folder, output_video
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -312,7 +312,7 @@ def add_call_commands(sub, positive_int) -> None:
 
     receiving = argparse.ArgumentParser(add_help=False)
     g = receiving.add_argument_group("what this side shows")
-    g.add_argument("--output", type=output_file, metavar="OUT.mp4", help="record the call here")
+    g.add_argument("--output", type=output_video, metavar="OUT.mp4", help="record the call here (.mp4/.mov/.mkv)")
     g.add_argument("--window", action="store_true", help="show the call in a window (needs a display)")
     g.add_argument("--fps", type=float, default=CALL.display_fps, help="display rate (default %(default)s)")
     g.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",

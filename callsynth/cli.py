@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .call_commands import positive_int as _positive_int
 from .call_options import CALL
-from .outputs import output_file, output_folder
+from .outputs import output_file, output_folder, output_picture_or_video, output_video
 from .tool_options import TOOLS
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
@@ -252,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identity", required=True, type=Path,
                    help="the caller's still: an image, or a video whose first frame with a face is used")
     p.add_argument("--driving", required=True, type=Path, help="video whose pose and expression drive it")
-    p.add_argument("--output", required=True, type=output_file, help="rebuilt video (mp4, 256x256)")
-    p.add_argument("--reference-out", type=output_file,
+    p.add_argument("--output", required=True, type=output_video, help="rebuilt video (.mp4/.mov/.mkv, 256x256)")
+    p.add_argument("--reference-out", type=output_video,
                    help="also write the driving frames cropped exactly like OUTPUT, frame for frame")
     p.add_argument("--stats", type=output_file, help="write bytes per packet, kbps, faceless frames, timings (JSON)")
     p.add_argument("--send-every", type=_positive_int,
@@ -393,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "expression to the end")
     p.add_argument("--attribute2", type=Path, help="D: whose head pose (default B; an image's holds "
                                                    "throughout, a shorter video's last holds to the end)")
-    p.add_argument("--output", required=True, type=output_file, help="image (png/jpg) or video (mp4)")
+    p.add_argument("--output", required=True, type=output_picture_or_video,
+                   help="image (.png/.jpg/...) or video (.mp4/.mov/.mkv)")
     add_model_options(p, repair_every=False)
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_combine)

@@ -184,7 +184,7 @@ class FrameClock:
             if self.recorder is None and not self.unrecorded:
                 self.recorder = RecordingThread(CallRecorder(out, time.time(), with_audio=self.expect_audio,
                                                              fps=self.options.fps))
-        except (OSError, av.FFmpegError) as exc:
+        except (OSError, ValueError, av.FFmpegError) as exc:    # ValueError: a container without H.264
             if self.recorder is not None:
                 self.stats.event(f"cannot keep the new still beside the recording: {exc}", logging.WARNING)
             elif not self.unrecorded:

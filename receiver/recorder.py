@@ -35,7 +35,8 @@ class CallRecorder:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.start_s = start_s
-        self.container = av.open(str(self.path), mode="w", options=FRAGMENTED)
+        mp4 = self.path.suffix.lower() in (".mp4", ".m4v", ".mov")     # Matroska is written as it goes
+        self.container = av.open(str(self.path), mode="w", options=FRAGMENTED if mp4 else {})
         self.video = self.container.add_stream("libx264", rate=int(round(fps)))
         self.video.width = self.video.height = size
         self.video.pix_fmt = "yuv420p"

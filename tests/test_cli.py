@@ -233,6 +233,26 @@ def test_an_output_that_cannot_be_written_is_said_before_any_work(command, data,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]        # nothing made
 
 
+@pytest.mark.parametrize("command", [
+    ["reenact", "--identity", "{clip}", "--driving", "{clip}", "--output", "{out}/out.webm"],
+    ["reenact", "--identity", "{clip}", "--driving", "{clip}", "--output", "{out}/o.mp4", "--reference-out", "{out}/r.gif"],
+    ["combine", "--identity", "{clip}", "--attribute", "{clip}", "--output", "{out}/c.avi"],
+    ["audio2exp", "--identity", "{clip}", "--audio", "{clip}", "--output", "{out}/talk"],
+    ["receive", "--room", "r", "--output", "{out}/rx.webm"],
+    ["call", "--room", "r", "--output", "{out}/call.gif"],
+])
+def test_a_video_output_in_a_container_without_h264_is_said_before_any_work(command, data, tmp_path, capsys):
+    """The videos are H.264 with AAC sound: a .webm or .gif output failed as the render began to write, and
+    a call's recording to one ended the call as the still came. Refused as the command line is read."""
+    args = [a.format(clip=data / VAL_CLIP, out=tmp_path / "out") for a in command]
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "a video is written as H.264" in err and ".mp4, .m4v, .mov, .mkv" in err
+    assert not (tmp_path / "out").exists()                                # nothing made
+
+
 def test_a_place_the_disk_refuses_is_said_with_its_name(data, tmp_path, capsys, monkeypatch):
     """What the command-line check cannot foresee (here: a folder whose files the system refuses) is said
     with the output's name when writing starts, before the work, and leaves nothing behind."""

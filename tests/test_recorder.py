@@ -164,6 +164,27 @@ def test_a_recording_place_that_cannot_be_written_leaves_the_call_going(tmp_path
     assert len(said) == 1 and "goes on unrecorded" in said[0] and stats.recording == {}
 
 
+def test_a_recording_in_a_container_without_h264_leaves_the_call_going(tmp_path):
+    """The command line refuses such a name; a receiver given one otherwise (its options built in code)
+    said so and went on unrecorded, where the recorder's ValueError once closed the peer connection."""
+    picture, stats = _picture_side(tmp_path / "rx.webm")
+    for i in range(5):
+        picture._present(picture.renderer.still.image, i / 30)
+    picture.close()
+    said = [e["event"] for e in stats.events if "cannot record" in e["event"]]
+    assert len(said) == 1 and "webm" in said[0] and stats.recording == {}
+
+
+def test_a_call_recorded_as_matroska_keeps_its_frames_and_voice(tmp_path):
+    recorder = CallRecorder(tmp_path / "call.mkv", 0.0, with_audio=True)
+    for i in range(30):
+        recorder.add_video(np.full((256, 256, 3), 5 * i, np.uint8), i / 30)
+    _click_track(recorder, 0.0, click_s=0.5)
+    recorder.close()
+    pictures, click = _times_in(tmp_path / "call.mkv")
+    assert len(pictures) == 30 and abs(click - 0.5) < 0.03
+
+
 @pytest.mark.parametrize("pictures_from_s, voice_from_s, click_s, silent_until_s",
                          [(0.2, 1.2, 1.7, None), (0.5, 0.0, 0.9, None), (0.0, 0.0, 1.9, 1.5)])
 def test_new_pictures_over_a_recording_keep_its_voice_where_it_was(tmp_path, pictures_from_s, voice_from_s,
