@@ -8,9 +8,11 @@ aiortc has no public knob for any of these, nor for its Opus frame length or its
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import re
 
@@ -215,6 +217,21 @@ def parse_ice_server(text: str) -> RTCIceServer:
     if scheme.startswith("stun") and user:
         raise ValueError(f"--ice-server {text!r}: a STUN server takes no user name")
     return RTCIceServer(urls=url, username=user, credential=password)
+
+
+def on_message(channel, handler: Callable, failed: Callable[[Exception], None]) -> None:
+    """Hand `channel`'s messages to `handler`; an exception out of it is passed to `failed` (to be said and
+    counted) and the message dropped. Raised inside aiortc's receive path, it closed the whole peer
+    connection: a receiver whose recording could not start lost the call as the still came, and took it for
+    the other side leaving."""
+    def handle(message) -> None:
+        try:
+            handler(message)
+        except Exception as exc:  # noqa: BLE001 - one message must not end the call
+            logging.getLogger("callsynth.rtc").debug("a %s message failed here", channel.label, exc_info=True)
+            failed(exc)
+
+    channel.on("message", handle)
 
 
 def new_peer_connection(hosts: list[str] | None = (CALL.host,),

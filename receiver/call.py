@@ -23,7 +23,8 @@ from callsynth.call_key import CallKey
 from callsynth.machine import freeze_heap
 from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
-from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection
+from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection,
+                           on_message)
 from callsynth.signalling import SignallingClient, SignallingError
 from callsynth.wire import Hangup, Receipt, WireError, encode_hangup, encode_receipt
 
@@ -267,9 +268,9 @@ class Receiver:
     def _on_channel(self, channel) -> None:
         if channel.label == IDENTITY_CHANNEL:
             self.identity_channel = channel
-            channel.on("message", self._on_identity)
+            on_message(channel, self._on_identity, self.picture.fault(channel.label))
         elif channel.label == FEATURES_CHANNEL:
-            channel.on("message", self.picture.accept_features)
+            on_message(channel, self.picture.accept_features, self.picture.fault(channel.label))
         else:
             self.stats.event(f"ignored unknown data channel {channel.label!r}", logging.WARNING)
 

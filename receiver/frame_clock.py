@@ -225,6 +225,11 @@ class FrameClock:
             if self.jitter.push(features, arrival) == "accepted":
                 self.last_packet_s = arrival / 1000
 
+    def fault(self, channel: str) -> Callable[[Exception], None]:
+        """What a message of `channel` that failed here (not the sender's fault: a bug, a full disk) is
+        counted and said as: a rejected '<channel> (failed here)' message; the call goes on."""
+        return lambda exc: self.reject(RuntimeError(f"{type(exc).__name__}: {exc}"), f"{channel} (failed here)")
+
     def reject(self, exc: Exception, kind: str) -> None:
         count = self.stats.rejected.get(kind, 0) + 1
         self.stats.rejected[kind] = count

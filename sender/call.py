@@ -15,7 +15,7 @@ from callsynth.call_key import CallKey
 from callsynth.machine import freeze_heap
 from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
-from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection
+from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection, on_message
 from callsynth.signalling import SignallingClient, SignallingError
 from callsynth.wire import Hangup, Receipt, WireError, decode_control, encode_hangup
 
@@ -31,7 +31,9 @@ class ReceiverReplies:
     def __init__(self, channel, basis: ExpressionBasis, stream: FaceStream):
         self.hung_up = asyncio.get_running_loop().create_future()
         self.basis, self.stream = basis, stream
-        channel.on("message", self._on_message)
+        on_message(channel, self._on_message,
+                   lambda exc: log.warning("a message on the identity channel failed here: %s: %s",
+                                           type(exc).__name__, exc))
 
     def _on_message(self, message) -> None:
         try:

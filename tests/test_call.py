@@ -282,6 +282,54 @@ def test_forged_truncated_and_oversized_packets_are_rejected_and_the_call_goes_o
     assert summary["frames_shown"] > 5
 
 
+def test_a_message_that_fails_here_is_said_and_the_call_goes_on(monkeypatch):
+    """A fault injected into the receiver's handling of messages (a reference and the first five feature
+    packets raise, as a .webm recording's start once did for the still): each is counted and said as failed
+    here, and the call goes on. Raised into aiortc, it closed the peer connection and the receiver waited
+    for a sender that had not left."""
+    from receiver.frame_clock import FrameClock
+
+    basis = load_basis()
+    still = prepare_still(read_still(VAL_CLIP))
+    codec = Codec(basis)
+    good = [codec.encode(FrameFeatures(int(time.time() * 1000 + 33 * i) & CAPTURE_MASK,
+                                       *codec_state(basis, still, i))) for i in range(30)]
+    real_features, calls = FrameClock.accept_features, {"n": 0}
+
+    def flaky_features(self, message):
+        calls["n"] += 1
+        if calls["n"] <= 5:
+            raise RuntimeError("injected fault")
+        real_features(self, message)
+
+    def failing_reference(self, parsed, size):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FrameClock, "accept_features", flaky_features)
+    monkeypatch.setattr(FrameClock, "accept_reference", failing_reference)
+
+    async def main():
+        url, stop, server = await serve()
+        receiver = Receiver(basis, ReceiverOptions(url=url, room="f", key=KEY, rejoin_wait=5, model="warp"))
+        rx = asyncio.create_task(receiver.run())
+        await rogue_call(url, "f", [encode_identity(still, basis), encode_identity(still, basis, index=1)],
+                         good, basis)
+        summary = await asyncio.wait_for(rx, 20)
+        stop.set()
+        await server
+        return summary
+
+    summary = asyncio.run(main())
+    rejected = summary["rejected_packets"]
+    assert rejected == {"identity (failed here)": 1, "features (failed here)": 5}
+    assert summary["still_cached"] and summary["references_received"] == 0 and summary["failure"] is None
+    said = [e["event"] for e in summary["events"]]
+    assert any("No space left on device" in e for e in said) and any("injected fault" in e for e in said)
+    # the connection held: every packet after the five arrived and was judged
+    assert sum(summary["jitter_buffer"][k] for k in ("accepted", "stale", "duplicate", "future")) == 25
+    assert summary["frames_shown"] > 5
+
+
 def test_a_frame_that_cannot_be_rebuilt_is_skipped_and_the_call_goes_on(monkeypatch):
     """A fault injected into the renderer (two frames raise): the receiver says so and keeps showing the
     frames after them, where the render task used to die silently and show nothing more."""

@@ -28,7 +28,8 @@ from aiortc import RTCSessionDescription
 from callsynth.call_key import CallKey
 from callsynth.machine import freeze_heap
 from callsynth.face.basis import ExpressionBasis
-from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection
+from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection,
+                           on_message)
 from callsynth.signalling import SignallingClient, SignallingError
 from callsynth.wire import Hangup, Receipt, encode_hangup, encode_receipt
 from receiver.call import ReceiverOptions, consume_audio
@@ -199,9 +200,9 @@ class TwoWayCall:
 
     def _use_channel(self, channel) -> None:
         if channel.label == IDENTITY_CHANNEL:
-            channel.on("message", self._on_identity)
+            on_message(channel, self._on_identity, self.picture.fault(channel.label))
         elif channel.label == FEATURES_CHANNEL:
-            channel.on("message", self.picture.accept_features)
+            on_message(channel, self.picture.accept_features, self.picture.fault(channel.label))
         else:
             self.stats.event(f"ignored unknown data channel {channel.label!r}", logging.WARNING)
             return
