@@ -310,10 +310,17 @@ class Receiver:
 
 
 async def consume_audio(track, picture: FrameClock) -> None:
-    """The received voice, frame by frame, to the frame clock (recording, speech fallback)."""
+    """The received voice, frame by frame, to the frame clock (recording, speech fallback). A frame whose
+    handling fails here is said and counted (FrameClock.fault), not the end of the voice: the task died
+    silently, and the recording and the speech fallback lost the voice for the rest of the call."""
+    failed = picture.fault("voice")
     try:
         while True:
-            picture.accept_audio(await track.recv())
+            frame = await track.recv()
+            try:
+                picture.accept_audio(frame)
+            except Exception as exc:  # noqa: BLE001 - one frame must not end the voice
+                failed(exc)
     except MediaStreamError:
         pass
 

@@ -1,6 +1,7 @@
 """The receiver's recording survives the receiver's death (killed mid-call, all but its last second
 reads), an encoder slower than the call, and a disk that fails."""
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -173,6 +174,32 @@ def test_a_recording_in_a_container_without_h264_leaves_the_call_going(tmp_path)
     picture.close()
     said = [e["event"] for e in stats.events if "cannot record" in e["event"]]
     assert len(said) == 1 and "webm" in said[0] and stats.recording == {}
+
+
+def test_a_voice_frame_that_fails_here_is_said_and_the_voice_goes_on(tmp_path):
+    """The received voice is handed on frame by frame (receiver.call.consume_audio); three frames whose
+    handling raises are said and counted, and the frames after them still reach the recording and the speech
+    fallback. The task used to die at the first, silently, and the call lost its voice."""
+    from aiortc.mediastreams import AudioStreamTrack
+    from receiver.call import consume_audio
+
+    picture, stats = _picture_side(tmp_path / "rx.mp4")
+    real, calls = picture.accept_audio, {"n": 0}
+
+    def flaky(frame):
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            raise ValueError("injected fault")
+        real(frame)
+        if calls["n"] == 20:
+            track.stop()                     # the voice ends: recv raises MediaStreamError
+
+    picture.accept_audio = flaky
+    track = AudioStreamTrack()               # aiortc's own: 20 ms frames of silence, at their pace
+    asyncio.run(asyncio.wait_for(consume_audio(track, picture), 10))
+    picture.close()
+    assert stats.rejected == {"voice (failed here)": 3} and stats.audio_frames == 17
+    assert sum("injected fault" in e["event"] for e in stats.events) == 3
 
 
 def test_a_call_recorded_as_matroska_keeps_its_frames_and_voice(tmp_path):
