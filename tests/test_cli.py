@@ -136,6 +136,19 @@ def test_identity_without_a_face(tmp_path, data, capsys):
     assert rc == 2 and "no face" in capsys.readouterr().err
 
 
+def test_a_long_video_without_a_face_is_refused_after_its_first_seconds(tmp_path, data, capsys):
+    """A wrong file as --identity (a long recording that never shows a face) was tracked to its end before
+    it was refused; the search for the still's frame stops after the first 30 s, and says so."""
+    from callsynth.media import VideoWriter
+    blank = tmp_path / "screen_recording.mp4"
+    with VideoWriter(blank, 2) as w:                        # 45 s at 2 frames a second
+        for i in range(90):
+            w.write(np.full((64, 64, 3), i, np.uint8))
+    rc = main(["reenact", "--identity", str(blank), "--driving", str(data / VAL_CLIP),
+               "--output", str(tmp_path / "o.mp4"), "--quiet"])
+    assert rc == 2 and "no face found in its first 30 s" in capsys.readouterr().err
+
+
 def test_eval_writes_report_table_and_plot(data, tmp_path):
     rc = main(["eval", "--clips", str(data / VAL_CLIP), "--codecs", "vp9,x264", "--kbps", "8",
                "--max-frames", "20", "--out", str(tmp_path)])

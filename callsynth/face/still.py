@@ -55,16 +55,26 @@ def prepare_still(frame, source: str = "identity still") -> Still:
     return still
 
 
-def still_of(path: str | Path) -> Still:
+STILL_SEARCH_S = 30.0      # how far into a video still_of looks for a face
+
+
+def still_of(path: str | Path, search_s: float = STILL_SEARCH_S) -> Still:
     """The still of a picture file, or of a video its first frame that shows a face: a video may open on a
-    title card, a fade from black or a hand (its first frame alone was refused as showing no face)."""
-    from ..media import IMAGE_SUFFIXES, iter_frames, read_still
+    title card, a fade from black or a hand (its first frame alone was refused as showing no face). Only
+    its first `search_s` seconds are searched: a wrong file (an hour's screen recording) was tracked to its
+    end, minutes, before it was refused."""
+    from ..media import IMAGE_SUFFIXES, iter_timed_frames, read_still
 
     path = Path(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return prepare_still(read_still(path), source=str(path))
+    first = None
     with FaceTracker(video=False, smoothing=False) as tracker:     # one tracker for the frames before it
-        for index, frame in enumerate(iter_frames(path)):
+        for index, (at, frame) in enumerate(iter_timed_frames(path)):
+            first = at if first is None else first
+            if at - first > search_s:
+                raise NoFaceError(f"{path}: no face found in its first {search_s:g} s; use a frontal picture "
+                                  "of the caller, or a video that shows the face sooner")
             if tracker.process(frame).found:
                 if index:
                     log.info("%s: the still is frame %d, the first that shows a face", path, index)
