@@ -76,7 +76,12 @@ class CameraSource:
     def __init__(self, index: int, fps: float = 30.0):
         import cv2
 
-        self.capture = cv2.VideoCapture(index)
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)   # its backends' probing, said below
+        try:
+            self.capture = cv2.VideoCapture(index)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not self.capture.isOpened():
             raise MediaError(f"camera {index}: cannot be opened (is one connected, and free?)")
         self.capture.set(cv2.CAP_PROP_FPS, fps)

@@ -221,6 +221,21 @@ def test_eval_skips_a_bad_clip_and_keeps_the_others(data, tmp_path, capsys):
     assert "no clip could be evaluated" in capsys.readouterr().err
 
 
+def test_a_camera_that_cannot_be_opened_is_said_in_one_line(tmp_path):
+    """`send --camera N` with no such camera: one clear line, not OpenCV's backends' probing errors first
+    (they are written by OpenCV itself, so the command runs as a process of its own here)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "callsynth.cli", "send", "--room", "r", "--camera", "99",
+                          "--signal", "ws://127.0.0.1:9"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert run.returncode == 2
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert any("camera 99: cannot be opened" in line for line in lines), run.stderr
+    assert not any("ERROR" in line or "WARN" in line for line in lines), run.stderr
+
+
 @pytest.mark.parametrize("command", [
     ["reenact", "--identity", "{clip}", "--driving", "{clip}", "--output", "{file}/out.mp4"],
     ["reenact", "--identity", "{clip}", "--driving", "{clip}", "--output", "{folder}"],
