@@ -140,3 +140,44 @@ def test_a_phone_video_stored_sideways_is_read_upright(tmp_path, data, degrees):
     frames = list(iter_frames(path))
     assert len(frames) == 3 and all(f.shape == upright.shape for f in frames)
     assert np.abs(frames[-1].astype(int) - upright).mean() < 4
+
+
+def test_the_microphone_is_found_through_the_system_s_alsa(tmp_path, data):
+    """`--audio mic`: PyAV's own ALSA library looked for its configuration where its wheel was built
+    (/tmp/vendor/share/alsa) and knew no 'default' device, so no microphone was ever found. Here the
+    system's ALSA configuration reads this user's ~/.asoundrc, whose default capture device is ALSA's file
+    plug-in playing a recorded voice (no sound card on this machine): the voice comes through, in a
+    process of its own (ALSA reads its configuration once a process)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from audio2exp.features import SAMPLE_RATE, load_audio
+
+    if not os.path.isfile("/usr/share/alsa/alsa.conf"):
+        pytest.skip("the system's ALSA configuration (Debian's libasound2-data) is not installed")
+    voice = load_audio(data / "video/pcavs/00067.mp4")[:3 * SAMPLE_RATE]
+    at_48k = np.interp(np.arange(0, len(voice), SAMPLE_RATE / 48000), np.arange(len(voice)), voice)
+    raw = tmp_path / "voice.raw"
+    (np.clip(np.repeat(at_48k[:, None], 2, 1), -1, 1) * 32000).astype("<i2").tofile(raw)   # s16, stereo
+    (tmp_path / ".asoundrc").write_text(
+        f'pcm.!default {{\n type file\n slave.pcm "null"\n file "/dev/null"\n infile "{raw}"\n format "raw"\n}}\n')
+    probe = textwrap.dedent("""
+        import asyncio, numpy as np
+        from sender.capture import microphone_track
+        async def main():
+            track = microphone_track()
+            frames = [(await track.recv()).to_ndarray() for _ in range(50)]     # 1 s of 20 ms frames
+            track.stop()
+            samples = np.concatenate([f.ravel() for f in frames]).astype(float)
+            print(len(frames), samples.std())
+        asyncio.run(main())
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALSA_")}
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         env=dict(env, HOME=str(tmp_path)), cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert run.returncode == 0, run.stderr[-2000:]
+    frames, std = run.stdout.split()
+    voice_std = 32000 * at_48k[:48000].std()                # the first second of the voice, as written
+    assert int(frames) == 50 and 0.8 * voice_std < float(std) < 1.25 * voice_std, (std, voice_std)
