@@ -113,6 +113,7 @@ def _receiver_options(args, stats: Path | None):
 
     return ReceiverOptions(url=_url(args), room=args.room, key=args.key, tls_ca=args.tls_ca, token=args.token,
                            output=str(args.output) if args.output else None, window=args.window,
+                           play_voice=args.play_voice,
                            stats_path=str(stats) if stats else None, fps=args.fps,
                            delay_ms=args.playout_delay, duration=args.duration,
                            rejoin_wait=args.rejoin_wait, hosts=tuple(args.ice_host),
@@ -314,6 +315,9 @@ def add_call_commands(sub, positive_int) -> None:
     g = receiving.add_argument_group("what this side shows")
     g.add_argument("--output", type=output_video, metavar="OUT.mp4", help="record the call here (.mp4/.mov/.mkv)")
     g.add_argument("--window", action="store_true", help="show the call in a window (needs a display)")
+    g.add_argument("--play-voice", action=argparse.BooleanOptionalAction,
+                   help="play the other side's voice on this machine's default sound output (through ALSA; "
+                        "default: with --window)")
     g.add_argument("--fps", type=float, default=CALL.display_fps, help="display rate (default %(default)s)")
     g.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",
                    help="a fixed jitter buffer delay behind the sender's clock (default: adaptive, the "

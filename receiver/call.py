@@ -45,6 +45,7 @@ class ReceiverOptions:
     tls_ca: str | None = None          # CA file that signs a wss:// server's certificate
     output: str | None = None
     window: bool = False
+    play_voice: bool | None = None     # the other side's voice out of the loudspeaker (None: with a window)
     stats_path: str | None = None
     fps: float = CALL.display_fps
     delay_ms: float | None = CALL.playout_delay_ms   # None: adaptive (receiver.jitter)

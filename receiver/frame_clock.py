@@ -17,6 +17,7 @@ from typing import Callable
 import av
 import numpy as np
 
+from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.quality import RENDER_LEVELS, QualityLadder, RepairPacing, describe_mouth, describe_render
 from callsynth.wire import FLAG_AUDIO, Codec, Part, PartAssembler, WireError, decode_control, decode_identity
@@ -49,6 +50,8 @@ class FrameClock:
         self.jitter: JitterBuffer | None = None
         self.recorder: RecordingThread | None = None
         self.unrecorded = False               # --output could not be written
+        self.speaker = None                   # receiver.speaker.Speaker, opened at the first voice frame
+        self.plays_voice = options.window if options.play_voice is None else options.play_voice
         self.expect_audio = False
         self.speech = None                    # SpeechDriver when --audio-fallback
         self.speech_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice")
@@ -237,12 +240,32 @@ class FrameClock:
             self.stats.event(f"rejected {kind} packet #{count}: {exc}", logging.WARNING)
 
     def accept_audio(self, frame) -> None:
-        """One frame of the received voice: to the recording, and to the speech fallback when it runs."""
+        """One frame of the received voice: to the loudspeaker, the recording, and the speech fallback when
+        it runs."""
         self.stats.audio_frames += 1
+        if self.plays_voice:
+            self._play(frame)
         if self.speech is not None:
             self._drive_from_speech(frame)
         if self.recorder is not None:
             self.recorder.add_audio(frame, time.time())
+
+    def _play(self, frame) -> None:
+        """Out of the loudspeaker, opened at the first frame; a machine without one is said once and the
+        call goes on silent."""
+        if self.speaker is None:
+            from .speaker import Speaker
+
+            try:
+                delay = self.jitter.delay_ms if self.jitter is not None else CALL.max_playout_delay_ms / 2
+                self.speaker = Speaker(delay)
+                self.stats.event(f"playing the voice on the default sound output, {delay:.0f} ms behind its "
+                                 "arrival as the faces are")
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                self.stats.event(f"no sound output ({exc}): the voice is not played", logging.WARNING)
+                self.plays_voice = False
+                return
+        self.speaker.add(frame)
 
     def _load_speech_model(self):
         from audio2exp.model import ModelError, load_model
@@ -519,6 +542,8 @@ class FrameClock:
         """Stop the sinks; the picture's part of the summary (jitter buffer, quality)."""
         if self.recorder is not None:
             self._finish_recording()
+        if self.speaker is not None:
+            self.stats.speaker = self.speaker.close()
         if self.jitter is not None:
             self.stats.jitter = dict(self.jitter.counts, delay_ms=round(self.jitter.delay_ms, 1),
                                      delay="adaptive" if self.jitter.adaptive else "fixed",

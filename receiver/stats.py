@@ -38,6 +38,7 @@ class ReceiverStats:
     audio_frames: int = 0
     voice_frames_skipped: int = 0   # voice frames the speech fallback let go, being too far behind
     recording: dict = field(default_factory=dict)   # frames written and skipped, when the call is recorded
+    speaker: dict = field(default_factory=dict)     # voice frames played, dropped, when the voice is played
     wire: dict = field(default_factory=dict)
     events: list = field(default_factory=list)
     frame_log: list = field(default_factory=list)   # (capture ms, shown ms, concealed) per frame
@@ -96,6 +97,7 @@ class ReceiverStats:
             "audio_frames": self.audio_frames,
             "voice_frames_skipped": self.voice_frames_skipped,
             "recording": self.recording,
+            "speaker": self.speaker,
             "on_wire": self.wire,
             "events": list(self.events),
         }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +14,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from callsynth.media import MediaError, iter_frames, video_info
+from callsynth.media import MediaError, iter_frames, use_system_alsa, video_info
 
 AUDIO_RATE = 48000
 AUDIO_FRAME = 960  # 20 ms, what Opus packs
@@ -159,24 +158,6 @@ class FileAudioTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self.container.close()
-
-
-SYSTEM_ALSA_CONFIG = Path("/usr/share/alsa")
-SYSTEM_ALSA_PLUGINS = ("/usr/lib/x86_64-linux-gnu/alsa-lib", "/usr/lib/aarch64-linux-gnu/alsa-lib",
-                       "/usr/lib64/alsa-lib", "/usr/lib/alsa-lib")
-
-
-def use_system_alsa() -> None:
-    """PyAV's wheel carries its own ALSA library, built to read its configuration from a folder of its
-    build machine (/tmp/vendor/share/alsa) that no user has: it then knew no 'default' device, and
-    `--audio mic` found no microphone on any Linux machine. Point it at the system's configuration (and
-    its plug-ins: PipeWire's and PulseAudio's ALSA devices) unless the user has chosen one."""
-    if not {"ALSA_CONFIG_DIR", "ALSA_CONFIG_PATH"} & set(os.environ) and (SYSTEM_ALSA_CONFIG / "alsa.conf").is_file():
-        os.environ["ALSA_CONFIG_DIR"] = str(SYSTEM_ALSA_CONFIG)
-    if "ALSA_PLUGIN_DIR" not in os.environ:
-        found = [d for d in SYSTEM_ALSA_PLUGINS if os.path.isdir(d)]
-        if found:
-            os.environ["ALSA_PLUGIN_DIR"] = found[0]
 
 
 def microphone_track() -> MediaStreamTrack:

@@ -659,3 +659,49 @@ def test_a_damaged_speech_model_leaves_the_camera_driving_the_call(tmp_path):
                              FileAudioTrack(GRID_VAL_AUDIO), speech_after_no_face_s=0.5, audio_model=str(broken))
     assert sent["packets_sent"] > 5 and sent["speech_packets_sent"] == 0
     assert summary["features"]["packets"] == sent["packets_sent"]
+
+
+def test_the_receiver_plays_the_voice_on_the_default_sound_output(tmp_path):
+    """`receive --play-voice` (the default with --window): the other side's voice out of the loudspeaker,
+    through ALSA. No sound card here: this user's ~/.asoundrc makes the default output ALSA's file
+    plug-in, and what it was given is compared with the voice sent (20 ms loudness envelopes, at the best
+    lag). The receiver is a process of its own (ALSA reads its configuration once a process). A call on
+    screen used to play nothing."""
+    from audio2exp.features import SAMPLE_RATE, load_audio
+
+    if not os.path.isfile("/usr/share/alsa/alsa.conf"):
+        pytest.skip("the system's ALSA configuration (Debian's libasound2-data) is not installed")
+    played = tmp_path / "played.raw"
+    (tmp_path / ".asoundrc").write_text(
+        f'pcm.!default {{\n type file\n slave.pcm "null"\n file "{played}"\n format "raw"\n}}\n')
+    stats = tmp_path / "rx.json"
+
+    async def main():
+        url, stop, server = await serve()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALSA_")}
+        receiver = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callsynth.cli", "receive", "--signal", url, "--room", "v", "--key", KEY,
+            "--model", "warp", "--play-voice", "--rejoin-wait", "2", "--stats", str(stats),
+            env=dict(env, HOME=str(tmp_path)), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        sent = await run_sender(VideoFileSource(VAL_CLIP, max_frames=100), load_basis(),
+                                SenderOptions(url=url, room="v", key=KEY), FileAudioTrack(VAL_CLIP))
+        _, err = await asyncio.wait_for(receiver.communicate(), 60)
+        stop.set()
+        await server
+        return sent, receiver.returncode, err.decode()
+
+    sent, rc, err = asyncio.run(main())
+    assert rc == 0, err[-2000:]
+    summary = json.loads(stats.read_text())
+    assert summary["speaker"]["frames"] > 50 and summary["speaker"]["failure"] is None
+    out = np.fromfile(played, "<i2").astype(float) / 32768
+    assert len(out) / 48000 > 1.5
+
+    def envelope(samples, rate):
+        step = rate // 50
+        return np.sqrt(np.mean(samples[:len(samples) // step * step].reshape(-1, step) ** 2, 1))
+
+    heard, spoken = envelope(out, 48000), envelope(load_audio(VAL_CLIP)[:4 * SAMPLE_RATE], SAMPLE_RATE)
+    n = min(len(heard), len(spoken)) - 25
+    best = max(np.corrcoef(heard[lag:lag + n - 10], spoken[:n - 10])[0, 1] for lag in range(0, 25))
+    assert best > 0.8, best

@@ -2,6 +2,8 @@
 reads), an encoder slower than the call, and a disk that fails."""
 
 import asyncio
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -236,3 +238,45 @@ def test_new_pictures_over_a_recording_keep_its_voice_where_it_was(tmp_path, pic
     pictures, click = _times_in(tmp_path / "out.mp4")
     assert len(pictures) == 90 and pictures[0] == 0.0
     assert abs(click - (click_s - pictures_from_s)) < 0.003, click      # the same time after the first picture
+
+
+def test_a_machine_without_a_sound_output_says_so_once_and_the_call_goes_on(tmp_path):
+    """--play-voice (the default with --window) where the default sound output cannot be opened (here
+    this user's ~/.asoundrc names a sound card that is not there): said once, the voice still reaches the
+    rest of the call, nothing is counted as played. In a process of its own: ALSA reads its configuration
+    once a process."""
+    if not os.path.isfile("/usr/share/alsa/alsa.conf"):
+        pytest.skip("the system's ALSA configuration (Debian's libasound2-data) is not installed")
+    (tmp_path / ".asoundrc").write_text('pcm.!default {\n type hw\n card 7\n}\n')
+    probe = textwrap.dedent("""
+        import json, av, numpy as np
+        from callsynth.call_key import CallKey
+        from callsynth.face.basis import load_basis
+        from callsynth.face.still import prepare_still
+        from callsynth.media import read_still
+        from callsynth.split import data_root
+        from receiver.call import ReceiverOptions
+        from receiver.frame_clock import FrameClock
+        from receiver.stats import ReceiverStats
+
+        stats = ReceiverStats()
+        picture = FrameClock(load_basis(), ReceiverOptions(url="ws://127.0.0.1:1", room="x", model="warp",
+                                                           key=CallKey.new().text, play_voice=True),
+                             stats, hang_up=lambda _: None)
+        picture.accept_still(prepare_still(read_still(data_root() / "video/pcavs/00067.mp4")), 1000)
+        for _ in range(5):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
+            frame.sample_rate = 48000
+            picture.accept_audio(frame)
+        picture.close()
+        print(json.dumps({"events": [e["event"] for e in stats.events], "speaker": stats.speaker,
+                          "audio_frames": stats.audio_frames}))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALSA_")}
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         env=dict(env, HOME=str(tmp_path)), cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    said = [e for e in out["events"] if "sound output" in e]
+    assert len(said) == 1 and "the voice is not played" in said[0], out["events"]
+    assert out["speaker"] == {} and out["audio_frames"] == 5
