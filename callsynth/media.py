@@ -245,22 +245,3 @@ def mux_audio(video: str | Path, audio_source: str | Path, output: str | Path) -
                     out.mux(packet)
         for packet in aout.encode():
             out.mux(packet)
-
-
-SYSTEM_ALSA_CONFIG = Path("/usr/share/alsa")
-SYSTEM_ALSA_PLUGINS = ("/usr/lib/x86_64-linux-gnu/alsa-lib", "/usr/lib/aarch64-linux-gnu/alsa-lib",
-                       "/usr/lib64/alsa-lib", "/usr/lib/alsa-lib")
-
-
-def use_system_alsa() -> None:
-    """PyAV's wheel carries its own ALSA library, built to read its configuration from a folder of its
-    build machine (/tmp/vendor/share/alsa) that no user has: it then knew no 'default' device, and
-    `--audio mic` found no microphone on any Linux machine (nor would a receiver have found a loudspeaker).
-    Point it at the system's configuration (and its plug-ins: PipeWire's and PulseAudio's ALSA devices)
-    unless the user has chosen one."""
-    if not {"ALSA_CONFIG_DIR", "ALSA_CONFIG_PATH"} & set(os.environ) and (SYSTEM_ALSA_CONFIG / "alsa.conf").is_file():
-        os.environ["ALSA_CONFIG_DIR"] = str(SYSTEM_ALSA_CONFIG)
-    if "ALSA_PLUGIN_DIR" not in os.environ:
-        found = [d for d in SYSTEM_ALSA_PLUGINS if os.path.isdir(d)]
-        if found:
-            os.environ["ALSA_PLUGIN_DIR"] = found[0]

@@ -51,6 +51,7 @@ class FrameClock:
         self.recorder: RecordingThread | None = None
         self.unrecorded = False               # --output could not be written
         self.speaker = None                   # receiver.speaker.Speaker, opened at the first voice frame
+        self.speaker_said = False
         self.plays_voice = options.window if options.play_voice is None else options.play_voice
         self.expect_audio = False
         self.speech = None                    # SpeechDriver when --audio-fallback
@@ -251,20 +252,21 @@ class FrameClock:
             self.recorder.add_audio(frame, time.time())
 
     def _play(self, frame) -> None:
-        """Out of the loudspeaker, opened at the first frame; a machine without one is said once and the
-        call goes on silent."""
+        """Out of the loudspeaker, opened (in its own thread) at the first frame; a machine without one is
+        said once and the call goes on silent."""
         if self.speaker is None:
             from .speaker import Speaker
 
-            try:
-                delay = self.jitter.delay_ms if self.jitter is not None else CALL.max_playout_delay_ms / 2
-                self.speaker = Speaker(delay)
-                self.stats.event(f"playing the voice on the default sound output, {delay:.0f} ms behind its "
-                                 "arrival as the faces are")
-            except (av.FFmpegError, OSError, ValueError) as exc:
-                self.stats.event(f"no sound output ({exc}): the voice is not played", logging.WARNING)
-                self.plays_voice = False
-                return
+            delay = self.jitter.delay_ms if self.jitter is not None else CALL.max_playout_delay_ms / 2
+            self.speaker = Speaker(delay)
+        if self.speaker.failure is not None:
+            self.stats.event(f"no sound output ({self.speaker.failure}): the voice is not played", logging.WARNING)
+            self.plays_voice = False
+            return
+        if self.speaker.opened.is_set() and not self.speaker_said:
+            self.speaker_said = True
+            self.stats.event(f"playing the voice on the default sound output ({self.speaker.through}), "
+                             f"{self.speaker.delay_ms:.0f} ms behind its arrival as the faces are")
         self.speaker.add(frame)
 
     def _load_speech_model(self):

@@ -1,52 +1,97 @@
-"""The other side's voice out of this machine's loudspeaker: the system's default sound output, through
-ALSA (PipeWire's and PulseAudio's ALSA devices included).
+"""The other side's voice out of this machine's loudspeaker: the system's default sound output
+(callsynth.sound_devices: alsa-utils' `aplay` when installed, else the ALSA library inside PyAV).
 
 A call on screen showed the other person and played nothing: the voice went only into the recording. It is
 played behind its arrival by the faces' playout delay at the time it starts (silence first, which the
 device's buffer then keeps ahead of each frame): played as it arrived, the voice came before the face that
 spoke it by that delay, and a voice ahead of the lips is noticed sooner than one behind them. The silence
 also covers frames that come late; one later than that empties the buffer, and from then on the voice
-plays as it arrives. A write blocks while the device's buffer is full, so the
-writes run in a thread of their own beside the event loop; when the device falls behind by more than
-SPEAKER_BACKLOG frames the oldest waiting frame is dropped (counted), never the call held or the voice
-played ever later."""
+plays as it arrives. The device is opened and written in a thread of its own (a write blocks while the
+device's buffer is full; opening one takes up to a third of a second), never on the call's event loop;
+when the device falls behind by more than SPEAKER_BACKLOG frames the oldest waiting frame is dropped
+(counted), never the call held or the voice played ever later."""
 
 from __future__ import annotations
 
 import queue
+import subprocess
 import threading
 
 import av
 import numpy as np
 
-from callsynth.media import use_system_alsa
+from callsynth.sound_devices import RATE, SoundDeviceError, playback_process, use_system_alsa
 
-SPEAKER_RATE = 48000
 SPEAKER_BACKLOG = 25        # voice frames waiting for the device (20-60 ms each): about half a second
 
 
-class Speaker:
-    """The default sound output, opened now: raises av.FFmpegError or OSError when there is none."""
+class _ToolOutput:
+    """Raw PCM into `aplay`'s stdin."""
 
-    def __init__(self, delay_ms: float = 0.0, device: str = "default"):
+    name = "aplay"
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+
+    def write(self, pcm: np.ndarray) -> None:
+        try:
+            self.process.stdin.write(pcm.tobytes())
+        except (BrokenPipeError, ValueError) as exc:
+            raise SoundDeviceError(f"aplay stopped ({self.process.poll()})") from exc
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+
+
+class _LibraryOutput:
+    """PyAV's ALSA output device (its own ALSA library, the system's configuration)."""
+
+    name = "ALSA"
+
+    def __init__(self, device: str):
         use_system_alsa()
         self.container = av.open(device, mode="w", format="alsa")
-        self.stream = self.container.add_stream("pcm_s16le", rate=SPEAKER_RATE, layout="mono")
+        self.stream = self.container.add_stream("pcm_s16le", rate=RATE, layout="mono")
         try:
             self.container.start_encoding()        # opens the device: one that is not there is said now
         except BaseException:
             self.container.close()
             raise
-        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=SPEAKER_RATE)
+        self.at = 0
+
+    def write(self, pcm: np.ndarray) -> None:
+        frame = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
+        frame.sample_rate, frame.pts, self.at = RATE, self.at, self.at + pcm.size
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
+class Speaker:
+    """Plays voice frames (add) on the default sound output, opened in its own thread: until it is open
+    `opened` is unset, and when it cannot be `failure` says why."""
+
+    def __init__(self, delay_ms: float = 0.0, device: str = "default"):
+        self.delay_ms, self.device = max(0.0, float(delay_ms)), device
+        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
         self.frames = self.dropped = 0
         self.failure: str | None = None
+        self.through: str | None = None
+        self.opened = threading.Event()
         self.waiting: queue.Queue = queue.Queue(maxsize=SPEAKER_BACKLOG)
-        self.delay_ms = max(0.0, float(delay_ms))
         self.thread = threading.Thread(target=self._play, name="speaker", daemon=True)
         self.thread.start()
 
-    def add(self, frame: av.AudioFrame) -> None:
-        """A received voice frame, to be played; never blocks."""
+    def add(self, frame: av.AudioFrame | None) -> None:
+        """A received voice frame, to be played (None: the end); never blocks."""
         while True:
             try:
                 self.waiting.put_nowait(frame)
@@ -58,34 +103,34 @@ class Speaker:
                 except queue.Empty:
                     pass
 
+    def _open(self):
+        process = playback_process(self.device)
+        return _LibraryOutput(self.device) if process is None else _ToolOutput(process)
+
     def _play(self) -> None:
-        at = 0
+        output = None
         try:
-            silence = int(SPEAKER_RATE * self.delay_ms / 1000)
-            if silence:
-                quiet = av.AudioFrame.from_ndarray(np.zeros((1, silence), np.int16), format="s16", layout="mono")
-                quiet.sample_rate, quiet.pts, at = SPEAKER_RATE, 0, silence
-                for packet in self.stream.encode(quiet):
-                    self.container.mux(packet)
+            output = self._open()
+            self.through = output.name
+            self.opened.set()
+            output.write(np.zeros(int(RATE * self.delay_ms / 1000), np.int16))
             while (frame := self.waiting.get()) is not None:
                 for chunk in self.resampler.resample(frame):
-                    chunk.pts, at = at, at + chunk.samples
-                    for packet in self.stream.encode(chunk):
-                        self.container.mux(packet)
+                    output.write(chunk.to_ndarray().reshape(-1))
                 self.frames += 1
-        except (av.FFmpegError, OSError, ValueError) as exc:     # the device went away mid-call
-            self.failure = f"{type(exc).__name__}: {exc}"
+        except (av.FFmpegError, OSError, ValueError) as exc:      # no device, or it went away mid-call
+            self.failure = str(exc) if isinstance(exc, SoundDeviceError) else f"{type(exc).__name__}: {exc}"
+        finally:
+            self.opened.set()
+            if output is not None:
+                try:
+                    output.close()
+                except (av.FFmpegError, OSError, ValueError):
+                    pass
 
     def close(self) -> dict:
         """Play what is waiting (at most the backlog), close the device; what was played, for STATS.json."""
         self.add(None)
         self.thread.join(timeout=2 + SPEAKER_BACKLOG * 0.06)
-        try:
-            if not self.thread.is_alive():
-                for packet in self.stream.encode():
-                    self.container.mux(packet)
-            self.container.close()
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            self.failure = self.failure or f"{type(exc).__name__}: {exc}"
-        return {"frames": self.frames, "dropped": self.dropped, "delay_ms": round(self.delay_ms, 1),
-                "failure": self.failure}
+        return {"through": self.through, "frames": self.frames, "dropped": self.dropped,
+                "delay_ms": round(self.delay_ms, 1), "failure": self.failure}

@@ -14,7 +14,8 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from callsynth.media import MediaError, iter_frames, use_system_alsa, video_info
+from callsynth.media import MediaError, iter_frames, video_info
+from callsynth.sound_devices import SoundDeviceError, capture_process, use_system_alsa
 
 AUDIO_RATE = 48000
 AUDIO_FRAME = 960  # 20 ms, what Opus packs
@@ -160,18 +161,57 @@ class FileAudioTrack(MediaStreamTrack):
         self.container.close()
 
 
+class ToolMicrophoneTrack(MediaStreamTrack):
+    """The default microphone as alsa-utils' `arecord` gives it (callsynth.sound_devices): 20 ms frames
+    of mono 16-bit PCM, read in a worker thread so the event loop never blocks on the device."""
+
+    kind = "audio"
+    FRAME_SAMPLES = 960
+
+    def __init__(self, process):
+        super().__init__()
+        self.process = process
+        self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="microphone")
+        self.samples = 0
+
+    async def recv(self):
+        if self.readyState != "live":
+            raise MediaStreamError
+        size = self.FRAME_SAMPLES * 2
+        data = await asyncio.get_running_loop().run_in_executor(self.reader, self.process.stdout.read, size)
+        if not data or len(data) < size:
+            self.stop()
+            raise MediaStreamError
+        frame = av.AudioFrame.from_ndarray(np.frombuffer(data, "<i2")[None], format="s16", layout="mono")
+        frame.sample_rate, frame.pts = AUDIO_RATE, self.samples
+        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+        self.samples += self.FRAME_SAMPLES
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.reader.shutdown(wait=False)
+
+
 def microphone_track() -> MediaStreamTrack:
-    """The default microphone through PulseAudio or ALSA (aiortc's MediaPlayer on an input device)."""
+    """The default microphone: through alsa-utils' `arecord` when installed (the system's ALSA, its
+    plug-ins, a PipeWire or PulseAudio desktop's default device), else through PyAV's own ALSA library on
+    the system's configuration (plain ALSA devices; aiortc's MediaPlayer on the input device)."""
     from aiortc.contrib.media import MediaPlayer
 
+    try:
+        process = capture_process()
+    except SoundDeviceError as exc:
+        raise MediaError(f"no microphone found ({exc}); use --audio FILE or none") from exc
+    if process is not None:
+        return ToolMicrophoneTrack(process)
     use_system_alsa()
-    errors = []
-    for fmt, device in (("pulse", "default"), ("alsa", "default")):
-        try:
-            player = MediaPlayer(device, format=fmt)
-        except Exception as exc:  # PyAV raises several kinds for a missing device
-            errors.append(f"{fmt}: {exc}")
-            continue
-        if player.audio is not None:
-            return player.audio
-    raise MediaError("no microphone found (" + "; ".join(errors) + "); use --audio FILE or none")
+    try:
+        player = MediaPlayer("default", format="alsa")
+    except Exception as exc:  # PyAV raises several kinds for a missing device
+        raise MediaError(f"no microphone found (ALSA: {exc}); use --audio FILE or none") from exc
+    if player.audio is None:
+        raise MediaError("no microphone found (ALSA's default device gives no sound); use --audio FILE or none")
+    return player.audio

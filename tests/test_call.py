@@ -661,16 +661,19 @@ def test_a_damaged_speech_model_leaves_the_camera_driving_the_call(tmp_path):
     assert summary["features"]["packets"] == sent["packets_sent"]
 
 
-def test_the_receiver_plays_the_voice_on_the_default_sound_output(tmp_path):
+@pytest.mark.parametrize("through", ["tool", "library"])
+def test_the_receiver_plays_the_voice_on_the_default_sound_output(tmp_path, through):
     """`receive --play-voice` (the default with --window): the other side's voice out of the loudspeaker,
-    through ALSA. No sound card here: this user's ~/.asoundrc makes the default output ALSA's file
+    through alsa-utils' `aplay` or, without it, PyAV's own ALSA library. No sound card here: this user's
+    ~/.asoundrc makes the default output ALSA's file
     plug-in, and what it was given is compared with the voice sent (20 ms loudness envelopes, at the best
     lag). The receiver is a process of its own (ALSA reads its configuration once a process). A call on
     screen used to play nothing."""
     from audio2exp.features import SAMPLE_RATE, load_audio
 
-    if not os.path.isfile("/usr/share/alsa/alsa.conf"):
-        pytest.skip("the system's ALSA configuration (Debian's libasound2-data) is not installed")
+    from .test_media import sound_tools_env
+
+    env = sound_tools_env(through)
     played = tmp_path / "played.raw"
     (tmp_path / ".asoundrc").write_text(
         f'pcm.!default {{\n type file\n slave.pcm "null"\n file "{played}"\n format "raw"\n}}\n')
@@ -678,7 +681,6 @@ def test_the_receiver_plays_the_voice_on_the_default_sound_output(tmp_path):
 
     async def main():
         url, stop, server = await serve()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ALSA_")}
         receiver = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "callsynth.cli", "receive", "--signal", url, "--room", "v", "--key", KEY,
             "--model", "warp", "--play-voice", "--rejoin-wait", "2", "--stats", str(stats),
@@ -694,6 +696,7 @@ def test_the_receiver_plays_the_voice_on_the_default_sound_output(tmp_path):
     assert rc == 0, err[-2000:]
     summary = json.loads(stats.read_text())
     assert summary["speaker"]["frames"] > 50 and summary["speaker"]["failure"] is None
+    assert summary["speaker"]["through"] == {"tool": "aplay", "library": "ALSA"}[through]
     out = np.fromfile(played, "<i2").astype(float) / 32768
     assert len(out) / 48000 > 1.5
 

@@ -142,12 +142,28 @@ def test_a_phone_video_stored_sideways_is_read_upright(tmp_path, data, degrees):
     assert np.abs(frames[-1].astype(int) - upright).mean() < 4
 
 
-def test_the_microphone_is_found_through_the_system_s_alsa(tmp_path, data):
-    """`--audio mic`: PyAV's own ALSA library looked for its configuration where its wheel was built
-    (/tmp/vendor/share/alsa) and knew no 'default' device, so no microphone was ever found. Here the
-    system's ALSA configuration reads this user's ~/.asoundrc, whose default capture device is ALSA's file
-    plug-in playing a recorded voice (no sound card on this machine): the voice comes through, in a
-    process of its own (ALSA reads its configuration once a process)."""
+def sound_tools_env(through: str) -> dict:
+    """The environment for a process that reaches the sound devices `through` alsa-utils ('tool') or PyAV's
+    own ALSA library ('library': alsa-utils out of its PATH); skips where that way is not installed."""
+    import os
+    import shutil
+    import sys
+
+    if not os.path.isfile("/usr/share/alsa/alsa.conf"):
+        pytest.skip("the system's ALSA configuration (Debian's libasound2-data) is not installed")
+    if through == "tool" and not (shutil.which("aplay") and shutil.which("arecord")):
+        pytest.skip("alsa-utils (aplay, arecord) is not installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALSA_")}
+    return env if through == "tool" else dict(env, PATH=os.path.dirname(sys.executable))
+
+
+@pytest.mark.parametrize("through", ["tool", "library"])
+def test_the_microphone_is_found_through_the_system_s_alsa(tmp_path, data, through):
+    """`--audio mic`, through alsa-utils' `arecord` or, without it, PyAV's own ALSA library (which looked for
+    its configuration where its wheel was built, /tmp/vendor/share/alsa, and knew no 'default' device, so no
+    microphone was ever found). Here the system's ALSA configuration reads this user's ~/.asoundrc, whose
+    default capture device is ALSA's file plug-in playing a recorded voice (no sound card on this machine):
+    the voice comes through, in a process of its own (ALSA reads its configuration once a process)."""
     import os
     import subprocess
     import sys
@@ -155,8 +171,7 @@ def test_the_microphone_is_found_through_the_system_s_alsa(tmp_path, data):
 
     from audio2exp.features import SAMPLE_RATE, load_audio
 
-    if not os.path.isfile("/usr/share/alsa/alsa.conf"):
-        pytest.skip("the system's ALSA configuration (Debian's libasound2-data) is not installed")
+    env = sound_tools_env(through)
     voice = load_audio(data / "video/pcavs/00067.mp4")[:3 * SAMPLE_RATE]
     at_48k = np.interp(np.arange(0, len(voice), SAMPLE_RATE / 48000), np.arange(len(voice)), voice)
     raw = tmp_path / "voice.raw"
@@ -171,13 +186,13 @@ def test_the_microphone_is_found_through_the_system_s_alsa(tmp_path, data):
             frames = [(await track.recv()).to_ndarray() for _ in range(50)]     # 1 s of 20 ms frames
             track.stop()
             samples = np.concatenate([f.ravel() for f in frames]).astype(float)
-            print(len(frames), samples.std())
+            print(type(track).__name__, len(frames), samples.std())
         asyncio.run(main())
     """)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALSA_")}
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                          env=dict(env, HOME=str(tmp_path)), cwd=os.path.dirname(os.path.dirname(__file__)))
     assert run.returncode == 0, run.stderr[-2000:]
-    frames, std = run.stdout.split()
+    kind, frames, std = run.stdout.split()
+    assert (kind == "ToolMicrophoneTrack") == (through == "tool")
     voice_std = 32000 * at_48k[:48000].std()                # the first second of the voice, as written
     assert int(frames) == 50 and 0.8 * voice_std < float(std) < 1.25 * voice_std, (std, voice_std)

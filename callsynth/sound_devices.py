@@ -1,0 +1,63 @@
+"""This machine's microphone and loudspeaker: the system's default capture and playback devices.
+
+Through ALSA's own tools when they are installed (alsa-utils' `arecord` and `aplay`, as raw 16-bit PCM on a
+pipe): they use the system's ALSA library, configuration and plug-ins, so a PipeWire or PulseAudio desktop's
+default device works as it does for any program. Without them, through the ALSA library inside PyAV's
+wheel, pointed at the system's configuration (use_system_alsa); that library cannot load the system's
+plug-ins (they are built against the system's library, not this copy), so there only plain ALSA devices
+open, and one that does not is said, not crashed on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+SYSTEM_ALSA_CONFIG = Path("/usr/share/alsa")
+RATE = 48000
+STARTUP_S = 0.3         # a tool that cannot open its device exits within this
+
+
+class SoundDeviceError(OSError):
+    """No such device, or it cannot be opened."""
+
+
+def use_system_alsa() -> None:
+    """PyAV's wheel carries its own ALSA library, built to read its configuration from a folder of its
+    build machine (/tmp/vendor/share/alsa) that no user has: it then knew no 'default' device, and
+    `--audio mic` found no microphone on any Linux machine. Point it at the system's configuration unless
+    the user has chosen one. (Not at the system's plug-ins: loaded into this copy of the library they would
+    mix two libraries' structures.)"""
+    if not {"ALSA_CONFIG_DIR", "ALSA_CONFIG_PATH"} & set(os.environ) and (SYSTEM_ALSA_CONFIG / "alsa.conf").is_file():
+        os.environ["ALSA_CONFIG_DIR"] = str(SYSTEM_ALSA_CONFIG)
+
+
+def _pcm_arguments(device: str) -> list[str]:
+    return ["-q", "-D", device, "-t", "raw", "-f", "S16_LE", "-r", str(RATE), "-c", "1", "-"]
+
+
+def _started(command: list[str], **pipes) -> subprocess.Popen:
+    """`command` started, once it has not failed at once (a device it cannot open: SoundDeviceError)."""
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, **pipes)
+    try:
+        if process.wait(timeout=STARTUP_S) == 0:
+            return process          # done already (a short source): what it gave is on its pipe
+    except subprocess.TimeoutExpired:
+        return process
+    said = process.stderr.read().decode(errors="replace").strip().splitlines()
+    raise SoundDeviceError(f"{Path(command[0]).name}: {said[-1] if said else f'exited with {process.returncode}'}")
+
+
+def playback_process(device: str = "default") -> subprocess.Popen | None:
+    """`aplay` playing mono 16-bit PCM at RATE written to its stdin, or None when alsa-utils is not
+    installed. Raises SoundDeviceError when the device cannot be opened. Blocks up to STARTUP_S."""
+    tool = shutil.which("aplay")
+    return None if tool is None else _started([tool, *_pcm_arguments(device)], stdin=subprocess.PIPE)
+
+
+def capture_process(device: str = "default") -> subprocess.Popen | None:
+    """`arecord` giving mono 16-bit PCM at RATE on its stdout, or None when alsa-utils is not installed.
+    Raises SoundDeviceError when the device cannot be opened. Blocks up to STARTUP_S."""
+    tool = shutil.which("arecord")
+    return None if tool is None else _started([tool, *_pcm_arguments(device)], stdout=subprocess.PIPE)
