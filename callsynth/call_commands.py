@@ -73,6 +73,8 @@ def _source_and_voice(args):
     """The camera, video file or nothing (--camera-off), and the voice to send with it."""
     from sender.capture import CameraSource, FileAudioTrack, VideoFileSource, microphone_track
 
+    from .media import MediaError
+
     if args.camera_off:
         if args.camera is not None:
             raise ValueError("--camera-off and --camera N contradict each other")
@@ -81,15 +83,22 @@ def _source_and_voice(args):
         raise ValueError("give exactly one of --camera N or --video FILE (or --camera-off)")
     else:
         source = VideoFileSource(args.video, args.max_frames) if args.video else CameraSource(args.camera)
-    audio = args.audio or ("auto" if args.video else "none")
+    audio = args.audio or "auto"
     track = None
     if audio == "mic":
-        track = microphone_track()
+        track = microphone_track()          # asked for by name: one that is not there is an error
     elif audio == "auto" and args.video:
         try:
             track = FileAudioTrack(args.video)
         except ValueError:
             logging.getLogger("callsynth.send").info("%s has no audio: sending none", args.video)
+    elif audio == "auto":
+        # a camera, or none: the caller's own voice, as any call takes it (it used to send none unless
+        # told --audio mic, and a camera-off call then had nothing to drive the face)
+        try:
+            track = microphone_track()
+        except MediaError as exc:
+            logging.getLogger("callsynth.send").warning("%s: sending no voice", exc)
     elif audio != "none":
         track = FileAudioTrack(audio)
     return source, track
@@ -292,7 +301,8 @@ def add_call_commands(sub, positive_int) -> None:
     g.add_argument("--identity", type=Path, metavar="STILL",
                    help="the still to send (default: picked from the first 1.5 s: frontal, neutral, eyes open)")
     g.add_argument("--audio", metavar="mic|FILE|none",
-                   help="voice source (default: the video file's own audio; none with a camera)")
+                   help="voice source (default: the video file's own audio; with a camera or --camera-off, the "
+                        "microphone, and none when there is none, said)")
     g.add_argument("--send-every", type=positive_int, default=CALL.send_every,
                    help="one packet every N frames at up to 30 fps, every 2N at up to 60 (default %(default)s)")
     g.add_argument("--budget", type=budget_arg, metavar="KBPS|auto",

@@ -196,3 +196,33 @@ def test_the_microphone_is_found_through_the_system_s_alsa(tmp_path, data, throu
     assert (kind == "ToolMicrophoneTrack") == (through == "tool")
     voice_std = 32000 * at_48k[:48000].std()                # the first second of the voice, as written
     assert int(frames) == 50 and 0.8 * voice_std < float(std) < 1.25 * voice_std, (std, voice_std)
+
+
+@pytest.mark.parametrize("microphone", [True, False])
+def test_without_audio_a_camera_off_call_takes_the_microphone_or_says_there_is_none(tmp_path, microphone):
+    """`send`/`call` with a camera or --camera-off and no --audio: the caller's microphone, as any call takes
+    it (it used to send no voice unless told --audio mic); a machine without one says so and sends none."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    env = sound_tools_env("tool")
+    raw = tmp_path / "voice.raw"
+    (np.sin(np.arange(48000) / 8) * 8000).astype("<i2").repeat(2).tofile(raw)     # s16, stereo
+    device = f'type file\n slave.pcm "null"\n file "/dev/null"\n infile "{raw}"\n format "raw"' if microphone \
+        else "type hw\n card 7"
+    (tmp_path / ".asoundrc").write_text(f"pcm.!default {{\n {device}\n}}\n")
+    probe = textwrap.dedent("""
+        from callsynth.call_commands import _source_and_voice
+        from callsynth.cli import build_parser
+        args = build_parser().parse_args(["send", "--room", "r", "--camera-off"])
+        source, track = _source_and_voice(args)
+        print(source, type(track).__name__)
+    """)
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         env=dict(env, HOME=str(tmp_path)), cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["None", "ToolMicrophoneTrack" if microphone else "NoneType"]
+    assert microphone or "no microphone found" in run.stderr and "sending no voice" in run.stderr
+
