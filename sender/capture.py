@@ -166,7 +166,6 @@ class ToolMicrophoneTrack(MediaStreamTrack):
     of mono 16-bit PCM, read in a worker thread so the event loop never blocks on the device."""
 
     kind = "audio"
-    FRAME_SAMPLES = 960
 
     def __init__(self, process):
         super().__init__()
@@ -177,7 +176,7 @@ class ToolMicrophoneTrack(MediaStreamTrack):
     async def recv(self):
         if self.readyState != "live":
             raise MediaStreamError
-        size = self.FRAME_SAMPLES * 2
+        size = AUDIO_FRAME * 2
         data = await asyncio.get_running_loop().run_in_executor(self.reader, self.process.stdout.read, size)
         if not data or len(data) < size:
             self.stop()
@@ -185,7 +184,7 @@ class ToolMicrophoneTrack(MediaStreamTrack):
         frame = av.AudioFrame.from_ndarray(np.frombuffer(data, "<i2")[None], format="s16", layout="mono")
         frame.sample_rate, frame.pts = AUDIO_RATE, self.samples
         frame.time_base = fractions.Fraction(1, AUDIO_RATE)
-        self.samples += self.FRAME_SAMPLES
+        self.samples += AUDIO_FRAME
         return frame
 
     def stop(self) -> None:
