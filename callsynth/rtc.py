@@ -21,6 +21,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConne
 from aiortc.codecs import opus
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
+from . import voice_jitter
 from .call_options import CALL
 
 FEATURES_CHANNEL = "features"     # unordered, no retransmits: a late pose is worthless
@@ -238,7 +239,8 @@ def new_peer_connection(hosts: list[str] | None = (CALL.host,),
                         ice_servers: tuple[RTCIceServer, ...] = ()) -> RTCPeerConnection:
     """A peer connection on one bundled transport; STUN/TURN only when given (nothing outside is reached
     otherwise). With a TURN server, a relayed candidate joins the host ones: two peers that cannot reach
-    each other meet through it."""
+    each other meet through it. Its voice is buffered by voice_jitter.VoiceJitterBuffer."""
+    voice_jitter.install()
     restrict_ice_hosts(list(hosts) if hosts else None)
     config = RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.BALANCED)
     return RTCPeerConnection(configuration=config)

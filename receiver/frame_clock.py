@@ -17,7 +17,6 @@ from typing import Callable
 import av
 import numpy as np
 
-from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.quality import RENDER_LEVELS, QualityLadder, RepairPacing, describe_mouth, describe_render
 from callsynth.wire import FLAG_AUDIO, Codec, Part, PartAssembler, WireError, decode_control, decode_identity
@@ -257,16 +256,14 @@ class FrameClock:
         if self.speaker is None:
             from .speaker import Speaker
 
-            delay = self.jitter.delay_ms if self.jitter is not None else CALL.max_playout_delay_ms / 2
-            self.speaker = Speaker(delay)
+            self.speaker = Speaker()
         if self.speaker.failure is not None:
             self.stats.event(f"no sound output ({self.speaker.failure}): the voice is not played", logging.WARNING)
             self.plays_voice = False
             return
         if self.speaker.opened.is_set() and not self.speaker_said:
             self.speaker_said = True
-            self.stats.event(f"playing the voice on the default sound output ({self.speaker.through}), "
-                             f"{self.speaker.delay_ms:.0f} ms behind its arrival as the faces are")
+            self.stats.event(f"playing the voice on the default sound output ({self.speaker.through})")
         self.speaker.add(frame)
 
     def _load_speech_model(self):

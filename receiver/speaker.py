@@ -2,11 +2,14 @@
 (callsynth.sound_devices: alsa-utils' `aplay` when installed, else the ALSA library inside PyAV).
 
 A call on screen showed the other person and played nothing: the voice went only into the recording. It is
-played behind its arrival by the faces' playout delay at the time it starts (silence first, which the
-device's buffer then keeps ahead of each frame): played as it arrived, the voice came before the face that
-spoke it by that delay, and a voice ahead of the lips is noticed sooner than one behind them. The silence
-also covers frames that come late; one later than that empties the buffer, and from then on the voice
-plays as it arrives. The device is opened and written in a thread of its own (a write blocks while the
+played as it arrives, behind SPEAKER_CUSHION_MS of silence written first, which the device's buffer then
+keeps ahead of each frame: a frame that comes a little late plays on time instead of leaving a click of
+silence (one later than that empties the cushion, and from then on the voice plays as it arrives). On
+loopback the voice arrives about as far behind its sending as the face is shown behind its capture (`python
+scripts/voice_face_sync.py`: 43 against 46 ms; within `--budget 24`, 72 against 132 ms, the face's
+packets bundling several frames' codes; 2-core AMD EPYC at 2.6 GHz), so the cushion puts the voice a little
+behind the lips, or a little ahead within a budget, before what the sound device adds (not measured: this
+machine has none). The device is opened and written in a thread of its own (a write blocks while the
 device's buffer is full; opening one takes up to a third of a second), never on the call's event loop;
 when the device falls behind by more than SPEAKER_BACKLOG frames the oldest waiting frame is dropped
 (counted), never the call held or the voice played ever later."""
@@ -23,6 +26,7 @@ import numpy as np
 from callsynth.sound_devices import RATE, SoundDeviceError, playback_process, use_system_alsa
 
 SPEAKER_BACKLOG = 25        # voice frames waiting for the device (20-60 ms each): about half a second
+SPEAKER_CUSHION_MS = 40.0   # silence played first, which stays ahead of every frame (above)
 
 
 class _ToolOutput:
@@ -79,8 +83,8 @@ class Speaker:
     """Plays voice frames (add) on the default sound output, opened in its own thread: until it is open
     `opened` is unset, and when it cannot be `failure` says why."""
 
-    def __init__(self, delay_ms: float = 0.0, device: str = "default"):
-        self.delay_ms, self.device = max(0.0, float(delay_ms)), device
+    def __init__(self, cushion_ms: float = SPEAKER_CUSHION_MS, device: str = "default"):
+        self.cushion_ms, self.device = max(0.0, float(cushion_ms)), device
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
         self.frames = self.dropped = 0
         self.failure: str | None = None
@@ -113,7 +117,7 @@ class Speaker:
             output = self._open()
             self.through = output.name
             self.opened.set()
-            output.write(np.zeros(int(RATE * self.delay_ms / 1000), np.int16))
+            output.write(np.zeros(int(RATE * self.cushion_ms / 1000), np.int16))
             while (frame := self.waiting.get()) is not None:
                 for chunk in self.resampler.resample(frame):
                     output.write(chunk.to_ndarray().reshape(-1))
@@ -133,4 +137,4 @@ class Speaker:
         self.add(None)
         self.thread.join(timeout=2 + SPEAKER_BACKLOG * 0.06)
         return {"through": self.through, "frames": self.frames, "dropped": self.dropped,
-                "delay_ms": round(self.delay_ms, 1), "failure": self.failure}
+                "cushion_ms": round(self.cushion_ms, 1), "failure": self.failure}
