@@ -4,7 +4,8 @@
 A call on screen showed the other person and played nothing: the voice went only into the recording. It is
 played as it arrives, behind SPEAKER_CUSHION_MS of silence written first, which the device's buffer then
 keeps ahead of each frame: a frame that comes a little late plays on time instead of leaving a click of
-silence (one later than that empties the cushion, and from then on the voice plays as it arrives). On
+silence (one later than that empties the cushion, and from then on the voice plays as it arrives); a
+frame lost on the way is played as silence of its length, so losses do not eat the cushion. On
 loopback the voice arrives about as far behind its sending as the face is shown behind its capture (`python
 scripts/voice_face_sync.py`: 43 against 46 ms; within `--budget 24`, 72 against 132 ms, the face's
 packets bundling several frames' codes; 2-core AMD EPYC at 2.6 GHz), so the cushion puts the voice a little
@@ -27,6 +28,7 @@ from callsynth.sound_devices import RATE, SoundDeviceError, playback_process, us
 
 SPEAKER_BACKLOG = 25        # voice frames waiting for the device (20-60 ms each): about half a second
 SPEAKER_CUSHION_MS = 40.0   # silence played first, which stays ahead of every frame (above)
+GAP_FILLED_S = 0.5          # a longer jump in the voice's timestamps is a new start, not a loss
 
 
 class _ToolOutput:
@@ -87,6 +89,7 @@ class Speaker:
         self.cushion_ms, self.device = max(0.0, float(cushion_ms)), device
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
         self.frames = self.dropped = 0
+        self.filled_ms = 0.0
         self.failure: str | None = None
         self.through: str | None = None
         self.opened = threading.Event()
@@ -118,7 +121,16 @@ class Speaker:
             self.through = output.name
             self.opened.set()
             output.write(np.zeros(int(RATE * self.cushion_ms / 1000), np.int16))
+            following = None        # the RTP time (48 kHz) the next frame should start at
             while (frame := self.waiting.get()) is not None:
+                if frame.pts is not None and frame.sample_rate == RATE:
+                    # a frame lost on the way (given up by voice_jitter) leaves its time as silence:
+                    # played shorter, the voice would eat into the cushion with every loss
+                    missing = 0 if following is None else (frame.pts - following) % (1 << 32)
+                    if 0 < missing <= RATE * GAP_FILLED_S:
+                        output.write(np.zeros(missing, np.int16))
+                        self.filled_ms += missing * 1000 / RATE
+                    following = (frame.pts + frame.samples) % (1 << 32)
                 for chunk in self.resampler.resample(frame):
                     output.write(chunk.to_ndarray().reshape(-1))
                 self.frames += 1
@@ -137,4 +149,5 @@ class Speaker:
         self.add(None)
         self.thread.join(timeout=2 + SPEAKER_BACKLOG * 0.06)
         return {"through": self.through, "frames": self.frames, "dropped": self.dropped,
+                "lost_ms_filled": round(self.filled_ms, 1),
                 "cushion_ms": round(self.cushion_ms, 1), "failure": self.failure}

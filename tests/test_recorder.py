@@ -282,3 +282,34 @@ def test_a_machine_without_a_sound_output_says_so_once_and_the_call_goes_on(tmp_
     said = [e for e in out["events"] if "sound output" in e]
     assert len(said) == 1 and "the voice is not played" in said[0], out["events"]
     assert out["speaker"]["frames"] == 0 and out["speaker"]["failure"] and out["audio_frames"] == 5
+
+
+def test_the_speaker_plays_a_lost_voice_frame_as_silence_of_its_length(tmp_path):
+    """A voice frame lost on the way (voice_jitter gives it up) leaves its time as silence, so the voice keeps
+    its place behind the cushion; played shorter, every loss ate 20-60 ms of it. Through `aplay` into ALSA's
+    file plug-in (no sound card here)."""
+    import shutil
+
+    import av
+
+    from receiver.speaker import SPEAKER_CUSHION_MS, Speaker
+
+    if not (shutil.which("aplay") and os.path.isfile("/usr/share/alsa/alsa.conf")):
+        pytest.skip("alsa-utils or the system's ALSA configuration is not installed")
+    played = tmp_path / "played.raw"
+    speaker = Speaker(device=f"file:FILE={played},FORMAT=raw")
+    for i in range(20):
+        if i in (5, 12, 13):                                  # three 20 ms frames lost
+            continue
+        frame = av.AudioFrame.from_ndarray(np.full((1, 960), 1000 + i, np.int16), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 48000, 777 + 960 * i
+        speaker.add(frame)
+    summary = speaker.close()
+    assert summary["failure"] is None and summary["through"] == "aplay" and summary["frames"] == 17
+    assert summary["lost_ms_filled"] == 60.0
+    samples = np.fromfile(played, "<i2")
+    cushion = int(48 * SPEAKER_CUSHION_MS)
+    assert len(samples) >= cushion + 20 * 960 and not samples[cushion + 20 * 960:].any()  # aplay pads its last period
+    assert not samples[:cushion].any()
+    frames = samples[cushion:cushion + 20 * 960].reshape(20, 960)
+    assert all((frames[i] == (0 if i in (5, 12, 13) else 1000 + i)).all() for i in range(20))
