@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 SYSTEM_ALSA_CONFIG = Path("/usr/share/alsa")
@@ -38,13 +39,26 @@ def _pcm_arguments(device: str) -> list[str]:
 
 
 def _started(command: list[str], **pipes) -> subprocess.Popen:
-    """`command` started, once it has not failed at once (a device it cannot open: SoundDeviceError)."""
+    """`command` started, once it has not failed at once (a device it cannot open: SoundDeviceError). What
+    it says after that (aplay's "underrun!!!" on every late frame) is read as it comes, its last line kept
+    as `last_said`: left in the pipe, a long call's worth filled it and the tool stopped, blocked on it."""
     process = subprocess.Popen(command, stderr=subprocess.PIPE, **pipes)
     try:
-        if process.wait(timeout=STARTUP_S) == 0:
-            return process          # done already (a short source): what it gave is on its pipe
+        if process.wait(timeout=STARTUP_S) != 0:
+            return _failed(command, process)
     except subprocess.TimeoutExpired:
-        return process
+        pass
+    process.last_said = ""
+
+    def listen() -> None:
+        for line in process.stderr:
+            process.last_said = line.decode(errors="replace").strip() or process.last_said
+
+    threading.Thread(target=listen, name=f"{Path(command[0]).name} says", daemon=True).start()
+    return process
+
+
+def _failed(command: list[str], process: subprocess.Popen):
     said = process.stderr.read().decode(errors="replace").strip().splitlines()
     raise SoundDeviceError(f"{Path(command[0]).name}: {said[-1] if said else f'exited with {process.returncode}'}")
 

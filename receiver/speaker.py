@@ -43,7 +43,8 @@ class _ToolOutput:
         try:
             self.process.stdin.write(pcm.tobytes())
         except (BrokenPipeError, ValueError) as exc:
-            raise SoundDeviceError(f"aplay stopped ({self.process.poll()})") from exc
+            said = getattr(self.process, "last_said", "")
+            raise SoundDeviceError(f"aplay stopped (exit {self.process.poll()}{': ' + said if said else ''})") from exc
 
     def close(self) -> None:
         try:

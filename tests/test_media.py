@@ -226,3 +226,24 @@ def test_without_audio_a_camera_off_call_takes_the_microphone_or_says_there_is_n
     assert run.stdout.split() == ["None", "ToolMicrophoneTrack" if microphone else "NoneType"]
     assert microphone or "no microphone found" in run.stderr and "sending no voice" in run.stderr
 
+
+
+def test_a_sound_tool_that_says_much_is_heard_out_and_not_stopped():
+    """aplay says "underrun!!!" on every late frame; left in its stderr pipe, a long call's worth filled it
+    and aplay stopped, blocked on the pipe. A tool started by sound_devices has its stderr read as it comes
+    (its last line kept). A stand-in that says 200 KB at once, then one more line, then exits."""
+    import subprocess
+    import sys
+    import time
+
+    from callsynth.sound_devices import _started
+
+    talker = [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.stderr.write('underrun!!!\\n' * 20000);"
+              " sys.stderr.write('the last word\\n'); sys.stderr.flush()"]
+    process = _started(talker, stdout=subprocess.DEVNULL)
+    assert process.wait(timeout=10) == 0
+    for _ in range(100):
+        if process.last_said == "the last word":
+            break
+        time.sleep(0.02)
+    assert process.last_said == "the last word"
