@@ -41,18 +41,21 @@ def _pcm_arguments(device: str) -> list[str]:
 def _started(command: list[str], **pipes) -> subprocess.Popen:
     """`command` started, once it has not failed at once (a device it cannot open: SoundDeviceError). What
     it says after that (aplay's "underrun!!!" on every late frame) is read as it comes, its last line kept
-    as `last_said`: left in the pipe, a long call's worth filled it and the tool stopped, blocked on it."""
+    as `last_said` and its under/overruns counted as `underruns`: left in the pipe, a long call's worth
+    filled it and the tool stopped, blocked on it."""
     process = subprocess.Popen(command, stderr=subprocess.PIPE, **pipes)
     try:
         if process.wait(timeout=STARTUP_S) != 0:
             return _failed(command, process)
     except subprocess.TimeoutExpired:
         pass
-    process.last_said = ""
+    process.last_said, process.underruns = "", 0
 
     def listen() -> None:
         for line in process.stderr:
-            process.last_said = line.decode(errors="replace").strip() or process.last_said
+            said = line.decode(errors="replace").strip()
+            process.underruns += "underrun" in said or "overrun" in said     # the device ran dry / over
+            process.last_said = said or process.last_said
 
     threading.Thread(target=listen, name=f"{Path(command[0]).name} says", daemon=True).start()
     return process

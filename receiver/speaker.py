@@ -93,6 +93,7 @@ class Speaker:
         self.filled_ms = 0.0
         self.failure: str | None = None
         self.through: str | None = None
+        self.output = None
         self.opened = threading.Event()
         self.waiting: queue.Queue = queue.Queue(maxsize=SPEAKER_BACKLOG)
         self.thread = threading.Thread(target=self._play, name="speaker", daemon=True)
@@ -118,7 +119,7 @@ class Speaker:
     def _play(self) -> None:
         output = None
         try:
-            output = self._open()
+            output = self.output = self._open()
             self.through = output.name
             self.opened.set()
             output.write(np.zeros(int(RATE * self.cushion_ms / 1000), np.int16))
@@ -149,6 +150,7 @@ class Speaker:
         """Play what is waiting (at most the backlog), close the device; what was played, for STATS.json."""
         self.add(None)
         self.thread.join(timeout=2 + SPEAKER_BACKLOG * 0.06)
-        return {"through": self.through, "frames": self.frames, "dropped": self.dropped,
+        underruns = getattr(getattr(self.output, "process", None), "underruns", None)
+        return {"through": self.through, "frames": self.frames, "dropped": self.dropped, "underruns": underruns,
                 "lost_ms_filled": round(self.filled_ms, 1),
                 "cushion_ms": round(self.cushion_ms, 1), "failure": self.failure}

@@ -246,4 +246,4 @@ def test_a_sound_tool_that_says_much_is_heard_out_and_not_stopped():
         if process.last_said == "the last word":
             break
         time.sleep(0.02)
-    assert process.last_said == "the last word"
+    assert process.last_said == "the last word" and process.underruns == 20000
