@@ -57,7 +57,8 @@ def _started(command: list[str], **pipes) -> subprocess.Popen:
             process.underruns += "underrun" in said or "overrun" in said     # the device ran dry / over
             process.last_said = said or process.last_said
 
-    threading.Thread(target=listen, name=f"{Path(command[0]).name} says", daemon=True).start()
+    process.listener = threading.Thread(target=listen, name=f"{Path(command[0]).name} says", daemon=True)
+    process.listener.start()
     return process
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import logging
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -179,6 +181,11 @@ class ToolMicrophoneTrack(MediaStreamTrack):
         size = AUDIO_FRAME * 2
         data = await asyncio.get_running_loop().run_in_executor(self.reader, self.process.stdout.read, size)
         if not data or len(data) < size:
+            code = await asyncio.get_running_loop().run_in_executor(self.reader, self._exit_code)
+            if code:            # it failed (a device it opened late, then lost): said, the call goes on
+                logging.getLogger("callsynth.send").warning(
+                    "the microphone stopped (arecord, exit %s: %s); the call goes on without a voice", code,
+                    getattr(self.process, "last_said", ""))
             self.stop()
             raise MediaStreamError
         frame = av.AudioFrame.from_ndarray(np.frombuffer(data, "<i2")[None], format="s16", layout="mono")
@@ -186,6 +193,14 @@ class ToolMicrophoneTrack(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, AUDIO_RATE)
         self.samples += AUDIO_FRAME
         return frame
+
+    def _exit_code(self) -> int | None:
+        try:
+            code = self.process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            return None
+        self.process.listener.join(timeout=1)       # its last words, read to the end of its stderr
+        return code
 
     def stop(self) -> None:
         super().stop()

@@ -247,3 +247,31 @@ def test_a_sound_tool_that_says_much_is_heard_out_and_not_stopped():
             break
         time.sleep(0.02)
     assert process.last_said == "the last word" and process.underruns == 20000
+
+
+def test_a_microphone_that_stops_mid_call_is_said(caplog):
+    """A microphone lost mid-call (its tool exits with an error): the voice ends and the sender says why,
+    where it once fell silent without a word. A stand-in for arecord gives one frame and fails."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from aiortc.mediastreams import MediaStreamError
+
+    from callsynth.sound_devices import _started
+    from sender.capture import ToolMicrophoneTrack
+
+    stand_in = [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.stdout.buffer.write(bytes(1920));"
+                " sys.stdout.flush(); sys.stderr.write('audio open error: device lost\\n'); sys.exit(1)"]
+    track = ToolMicrophoneTrack(_started(stand_in, stdout=subprocess.PIPE))
+
+    async def main():
+        first = await track.recv()
+        with pytest.raises(MediaStreamError):
+            await track.recv()
+        return first
+
+    with caplog.at_level("WARNING", logger="callsynth.send"):
+        first = asyncio.run(main())
+    assert first.samples == 960
+    assert "the microphone stopped (arecord, exit 1: audio open error: device lost)" in caplog.text
