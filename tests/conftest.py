@@ -36,3 +36,17 @@ def basis():
 def still(val_frames):
     from callsynth.face.still import prepare_still
     return prepare_still(val_frames[0])
+
+
+def sound_tools_env(through: str) -> dict:
+    """The environment for a process that reaches the sound devices `through` alsa-utils ('tool') or PyAV's
+    own ALSA library ('library': alsa-utils out of its PATH); skips where that way is not installed."""
+    import shutil
+    import sys
+
+    if not os.path.isfile("/usr/share/alsa/alsa.conf"):
+        pytest.skip("the system's ALSA configuration (Debian's libasound2-data) is not installed")
+    if through == "tool" and not (shutil.which("aplay") and shutil.which("arecord")):
+        pytest.skip("alsa-utils (aplay, arecord) is not installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALSA_")}
+    return env if through == "tool" else dict(env, PATH=os.path.dirname(sys.executable))

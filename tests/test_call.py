@@ -671,7 +671,7 @@ def test_the_receiver_plays_the_voice_on_the_default_sound_output(tmp_path, thro
     screen used to play nothing."""
     from audio2exp.features import SAMPLE_RATE, load_audio
 
-    from .test_media import sound_tools_env
+    from .conftest import sound_tools_env
 
     env = sound_tools_env(through)
     played = tmp_path / "played.raw"

@@ -3,6 +3,8 @@ import pytest
 
 from callsynth.media import MediaError, VideoWriter, iter_frames, read_still, video_info, written_whole
 
+from .conftest import sound_tools_env
+
 
 def test_not_an_image_or_video(tmp_path):
     bad = tmp_path / "notes.jpg"
@@ -140,21 +142,6 @@ def test_a_phone_video_stored_sideways_is_read_upright(tmp_path, data, degrees):
     frames = list(iter_frames(path))
     assert len(frames) == 3 and all(f.shape == upright.shape for f in frames)
     assert np.abs(frames[-1].astype(int) - upright).mean() < 4
-
-
-def sound_tools_env(through: str) -> dict:
-    """The environment for a process that reaches the sound devices `through` alsa-utils ('tool') or PyAV's
-    own ALSA library ('library': alsa-utils out of its PATH); skips where that way is not installed."""
-    import os
-    import shutil
-    import sys
-
-    if not os.path.isfile("/usr/share/alsa/alsa.conf"):
-        pytest.skip("the system's ALSA configuration (Debian's libasound2-data) is not installed")
-    if through == "tool" and not (shutil.which("aplay") and shutil.which("arecord")):
-        pytest.skip("alsa-utils (aplay, arecord) is not installed")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALSA_")}
-    return env if through == "tool" else dict(env, PATH=os.path.dirname(sys.executable))
 
 
 @pytest.mark.parametrize("through", ["tool", "library"])

@@ -246,7 +246,7 @@ def test_a_machine_without_a_sound_output_says_so_once_and_the_call_goes_on(tmp_
     this user's ~/.asoundrc names a sound card that is not there): said once, the voice still reaches the
     rest of the call, nothing is counted as played. In a process of its own: ALSA reads its configuration
     once a process."""
-    from .test_media import sound_tools_env
+    from .conftest import sound_tools_env
 
     env = sound_tools_env(through)
     (tmp_path / ".asoundrc").write_text('pcm.!default {\n type hw\n card 7\n}\n')
