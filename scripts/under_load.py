@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -60,12 +61,22 @@ def main() -> int:
     for hog in hogs:
         hog.start()
     started = time.time()
+    # stopped itself (kill, Ctrl-C), it stops the command too: killed alone it left the command running
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    running = None
     try:
-        code = subprocess.call(command)
+        running = subprocess.Popen(command)
+        code = running.wait()
     except OSError as exc:
         print(f"cannot run {command[0]!r}: {exc}", file=sys.stderr)
         code = 2
     finally:
+        if running is not None and running.poll() is None:
+            running.terminate()
+            try:
+                running.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                running.kill()
         for hog in hogs:
             hog.kill()
     print(f"exit {code} in {time.time() - started:.0f} s beside {args.hogs} busy processes "
