@@ -13,6 +13,7 @@ import av
 import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+MP4_SUFFIXES = (".mp4", ".m4v", ".mov")     # the MP4 family: fragmented as a call records (receiver/recorder.py)
 
 
 class MediaError(ValueError):

@@ -10,11 +10,11 @@ import argparse
 import os
 from pathlib import Path
 
-from .media import IMAGE_SUFFIXES
+from .media import IMAGE_SUFFIXES, MP4_SUFFIXES
 
 # Containers that take what the commands write (H.264, with AAC sound) and that a player reads after a
 # kill mid-call (a call's recording is a fragmented MP4; Matroska is written as it goes).
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
+VIDEO_SUFFIXES = (*MP4_SUFFIXES, ".mkv")
 
 
 def output_file(text: str) -> Path:
@@ -29,18 +29,21 @@ def output_file(text: str) -> Path:
 def output_video(text: str) -> Path:
     """A video file the command will write: a container that takes H.264 with AAC sound. Given another
     (.webm, .gif, no suffix), a render failed as it began to write and a call's recording ended the call."""
-    path = output_file(text)
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise argparse.ArgumentTypeError(
-            f"{path}: a video is written as H.264 (with AAC sound) in {', '.join(VIDEO_SUFFIXES)}; "
-            f"not {path.suffix or 'a name without a suffix'}")
-    return path
+    return _video_suffix(output_file(text))
 
 
 def output_picture_or_video(text: str) -> Path:
     """A picture (by its suffix: media.IMAGE_SUFFIXES) or else a video (output_video)."""
     path = output_file(text)
-    return path if path.suffix.lower() in IMAGE_SUFFIXES else output_video(text)
+    return path if path.suffix.lower() in IMAGE_SUFFIXES else _video_suffix(path)
+
+
+def _video_suffix(path: Path) -> Path:
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"{path}: a video is written as H.264 (with AAC sound) in {', '.join(VIDEO_SUFFIXES)}; "
+            f"not {path.suffix or 'a name without a suffix'}")
+    return path
 
 
 def output_folder(text: str) -> Path:

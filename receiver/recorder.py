@@ -23,6 +23,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from callsynth.media import MP4_SUFFIXES
+
 AUDIO_RATE = 48000
 RECORDING_BACKLOG = 160    # pictures and voice frames (about 2 s of a call) waiting before the recording skips
 FRAGMENTED = {"movflags": "+frag_keyframe+delay_moov+default_base_moof", "frag_duration": "1000000"}
@@ -35,7 +37,7 @@ class CallRecorder:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.start_s = start_s
-        mp4 = self.path.suffix.lower() in (".mp4", ".m4v", ".mov")     # Matroska is written as it goes
+        mp4 = self.path.suffix.lower() in MP4_SUFFIXES     # Matroska is written as it goes
         self.container = av.open(str(self.path), mode="w", options=FRAGMENTED if mp4 else {})
         self.video = self.container.add_stream("libx264", rate=int(round(fps)))
         self.video.width = self.video.height = size

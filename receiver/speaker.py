@@ -92,12 +92,16 @@ class Speaker:
         self.frames = self.dropped = 0
         self.filled_ms = 0.0
         self.failure: str | None = None
-        self.through: str | None = None
         self.output = None
         self.opened = threading.Event()
         self.waiting: queue.Queue = queue.Queue(maxsize=SPEAKER_BACKLOG)
         self.thread = threading.Thread(target=self._play, name="speaker", daemon=True)
         self.thread.start()
+
+    @property
+    def through(self) -> str | None:
+        """What plays the voice ('aplay' or 'ALSA'), once opened."""
+        return None if self.output is None else self.output.name
 
     def add(self, frame: av.AudioFrame | None) -> None:
         """A received voice frame, to be played (None: the end); never blocks."""
@@ -120,7 +124,6 @@ class Speaker:
         output = None
         try:
             output = self.output = self._open()
-            self.through = output.name
             self.opened.set()
             output.write(np.zeros(int(RATE * self.cushion_ms / 1000), np.int16))
             following = None        # the RTP time (48 kHz) the next frame should start at

@@ -17,9 +17,9 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from callsynth.media import MediaError, iter_frames, video_info
-from callsynth.sound_devices import SoundDeviceError, capture_process, use_system_alsa
+from callsynth.sound_devices import RATE, SoundDeviceError, capture_process, use_system_alsa
 
-AUDIO_RATE = 48000
+AUDIO_RATE = RATE  # what a voice track gives, and what arecord is asked for
 AUDIO_FRAME = 960  # 20 ms, what Opus packs
 
 
