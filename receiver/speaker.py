@@ -13,13 +13,17 @@ behind the lips, or a little ahead within a budget, before what the sound device
 machine has none). The device is opened and written in a thread of its own (a write blocks while the
 device's buffer is full; opening one takes up to a third of a second), never on the call's event loop;
 when the device falls behind by more than SPEAKER_BACKLOG frames the oldest waiting frame is dropped
-(counted), never the call held or the voice played ever later."""
+(counted), never the call held or the voice played ever later. Voice that comes in a burst (the frames that
+waited while the device opened, a third of a second; a link that stalled and caught up) would stay queued at
+the device and put the voice that far behind the face for the rest of the call: a frame that would sit
+behind more than the cushion and SPEAKER_LATE_MS of queued sound is skipped (counted as `late_ms_skipped`)."""
 
 from __future__ import annotations
 
 import queue
 import subprocess
 import threading
+import time
 
 import av
 import numpy as np
@@ -28,6 +32,7 @@ from callsynth.sound_devices import RATE, SoundDeviceError, playback_process, us
 
 SPEAKER_BACKLOG = 25        # voice frames waiting for the device (20-60 ms each): about half a second
 SPEAKER_CUSHION_MS = 40.0   # silence played first, which stays ahead of every frame (above)
+SPEAKER_LATE_MS = 60.0      # voice queued at the device beyond the cushion by more than this: frames skipped
 GAP_FILLED_S = 0.5          # a longer jump in the voice's timestamps is a new start, not a loss
 
 
@@ -90,7 +95,8 @@ class Speaker:
         self.cushion_ms, self.device = max(0.0, float(cushion_ms)), device
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
         self.frames = self.dropped = 0
-        self.filled_ms = 0.0
+        self.filled_ms = self.skipped_ms = 0.0
+        self.played_until: float | None = None   # when (monotonic) the device will have played what it was given
         self.failure: str | None = None
         self.output = None
         self.opened = threading.Event()
@@ -117,7 +123,7 @@ class Speaker:
                     pass
 
     def _open(self):
-        process = playback_process(self.device)
+        process = playback_process(self.device, start_ms=self.cushion_ms)
         return _LibraryOutput(self.device) if process is None else _ToolOutput(process)
 
     def _play(self) -> None:
@@ -125,7 +131,7 @@ class Speaker:
         try:
             output = self.output = self._open()
             self.opened.set()
-            output.write(np.zeros(int(RATE * self.cushion_ms / 1000), np.int16))
+            self._write(output, np.zeros(int(RATE * self.cushion_ms / 1000), np.int16))
             following = None        # the RTP time (48 kHz) the next frame should start at
             while (frame := self.waiting.get()) is not None:
                 if frame.pts is not None and frame.sample_rate == RATE:
@@ -133,11 +139,14 @@ class Speaker:
                     # played shorter, the voice would eat into the cushion with every loss
                     missing = 0 if following is None else (frame.pts - following) % (1 << 32)
                     if 0 < missing <= RATE * GAP_FILLED_S:
-                        output.write(np.zeros(missing, np.int16))
+                        self._write(output, np.zeros(missing, np.int16))
                         self.filled_ms += missing * 1000 / RATE
                     following = (frame.pts + frame.samples) % (1 << 32)
+                if self._queued_ms() > self.cushion_ms + SPEAKER_LATE_MS:
+                    self.skipped_ms += frame.samples * 1000 / frame.sample_rate
+                    continue
                 for chunk in self.resampler.resample(frame):
-                    output.write(chunk.to_ndarray().reshape(-1))
+                    self._write(output, chunk.to_ndarray().reshape(-1))
                 self.frames += 1
         except (av.FFmpegError, OSError, ValueError) as exc:      # no device, or it went away mid-call
             self.failure = str(exc) if isinstance(exc, SoundDeviceError) else f"{type(exc).__name__}: {exc}"
@@ -149,11 +158,20 @@ class Speaker:
                 except (av.FFmpegError, OSError, ValueError):
                     pass
 
+    def _queued_ms(self) -> float:
+        """Sound given to the device and not yet played, by the clock (the device plays in real time)."""
+        return 0.0 if self.played_until is None else max(0.0, self.played_until - time.monotonic()) * 1000
+
+    def _write(self, output, pcm: np.ndarray) -> None:
+        now = time.monotonic()     # a device that ran dry starts again from now
+        self.played_until = max(now, self.played_until or now) + pcm.size / RATE
+        output.write(pcm)
+
     def close(self) -> dict:
         """Play what is waiting (at most the backlog), close the device; what was played, for STATS.json."""
         self.add(None)
         self.thread.join(timeout=2 + SPEAKER_BACKLOG * 0.06)
         underruns = getattr(getattr(self.output, "process", None), "underruns", None)
         return {"through": self.through, "frames": self.frames, "dropped": self.dropped, "underruns": underruns,
-                "lost_ms_filled": round(self.filled_ms, 1),
+                "lost_ms_filled": round(self.filled_ms, 1), "late_ms_skipped": round(self.skipped_ms, 1),
                 "cushion_ms": round(self.cushion_ms, 1), "failure": self.failure}

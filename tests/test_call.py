@@ -705,6 +705,8 @@ def test_the_receiver_plays_the_voice_on_the_default_sound_output(tmp_path, thro
         return np.sqrt(np.mean(samples[:len(samples) // step * step].reshape(-1, step) ** 2, 1))
 
     heard, spoken = envelope(out, 48000), envelope(load_audio(VAL_CLIP)[:4 * SAMPLE_RATE], SAMPLE_RATE)
+    # the voice plays behind its cushion, or starts late: what waited while the device opened is skipped
     n = min(len(heard), len(spoken)) - 25
-    best = max(np.corrcoef(heard[lag:lag + n - 10], spoken[:n - 10])[0, 1] for lag in range(0, 25))
+    best = max(max(np.corrcoef(heard[lag:lag + n - 10], spoken[:n - 10])[0, 1],
+                   np.corrcoef(heard[:n - 10], spoken[lag:lag + n - 10])[0, 1]) for lag in range(0, 25))
     assert best > 0.8, best

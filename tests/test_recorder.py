@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -284,6 +285,45 @@ def test_a_machine_without_a_sound_output_says_so_once_and_the_call_goes_on(tmp_
     assert out["speaker"]["frames"] == 0 and out["speaker"]["failure"] and out["audio_frames"] == 5
 
 
+def test_the_speaker_skips_a_burst_of_voice_rather_than_play_it_late(tmp_path):
+    """Voice handed over in a burst (the frames that waited while the device opened; a link that stalled and
+    caught up) stayed queued at the device and put the voice that far behind the face for the rest of the
+    call. Now what would be queued beyond the cushion and SPEAKER_LATE_MS is skipped, and what follows in
+    real time plays behind no more than that. Through `aplay` into ALSA's file plug-in."""
+    import shutil
+
+    import av
+
+    from receiver.speaker import SPEAKER_CUSHION_MS, SPEAKER_LATE_MS, Speaker
+
+    if not (shutil.which("aplay") and os.path.isfile("/usr/share/alsa/alsa.conf")):
+        pytest.skip("alsa-utils or the system's ALSA configuration is not installed")
+    played = tmp_path / "played.raw"
+    speaker = Speaker(device=f"file:FILE={played},FORMAT=raw")
+
+    def frame(i):
+        f = av.AudioFrame.from_ndarray(np.full((1, 960), 1000 + i, np.int16), format="s16", layout="mono")
+        f.sample_rate, f.pts = 48000, 960 * i
+        return f
+
+    for i in range(25):                       # half a second at once
+        speaker.add(frame(i))
+    assert speaker.opened.wait(5)
+    time.sleep(0.1)
+    start = time.monotonic()
+    for i in range(25, 50):                   # then in real time
+        time.sleep(max(0.0, start + 0.02 * (i - 25) - time.monotonic()))
+        speaker.add(frame(i))
+    queued_at_the_end = speaker._queued_ms()
+    summary = speaker.close()
+    assert summary["failure"] is None and summary["through"] == "aplay"
+    assert summary["late_ms_skipped"] >= 300, summary        # most of the burst
+    assert summary["frames"] + summary["late_ms_skipped"] / 20 == 50
+    assert queued_at_the_end <= SPEAKER_CUSHION_MS + SPEAKER_LATE_MS + 20
+    heard = np.unique(np.fromfile(played, "<i2"))
+    assert {1025, 1049} <= set(heard.tolist())               # what came in real time all played
+
+
 def test_the_speaker_plays_a_lost_voice_frame_as_silence_of_its_length(tmp_path):
     """A voice frame lost on the way (voice_jitter gives it up) leaves its time as silence, so the voice keeps
     its place behind the cushion; played shorter, every loss ate 20-60 ms of it. Through `aplay` into ALSA's
@@ -298,7 +338,10 @@ def test_the_speaker_plays_a_lost_voice_frame_as_silence_of_its_length(tmp_path)
         pytest.skip("alsa-utils or the system's ALSA configuration is not installed")
     played = tmp_path / "played.raw"
     speaker = Speaker(device=f"file:FILE={played},FORMAT=raw")
+    assert speaker.opened.wait(5)
+    start = time.monotonic()
     for i in range(20):
+        time.sleep(max(0.0, start + 0.02 * i - time.monotonic()))     # as a call hands them over
         if i in (5, 12, 13):                                  # three 20 ms frames lost
             continue
         frame = av.AudioFrame.from_ndarray(np.full((1, 960), 1000 + i, np.int16), format="s16", layout="mono")
