@@ -70,7 +70,8 @@ def cmd_key(args) -> int:
 
 
 def _source_and_voice(args):
-    """The camera, video file or nothing (--camera-off), and the voice to send with it."""
+    """The camera, video file or nothing (--camera-off), the voice to send with it, and whether that voice
+    is a microphone's."""
     from sender.capture import CameraSource, FileAudioTrack, VideoFileSource, microphone_track
 
     from .media import MediaError
@@ -85,6 +86,7 @@ def _source_and_voice(args):
         source = VideoFileSource(args.video, args.max_frames) if args.video else CameraSource(args.camera)
     audio = args.audio or "auto"
     track = None
+    microphone = audio == "mic" or (audio == "auto" and not args.video)
     if audio == "mic":
         track = microphone_track()          # asked for by name: one that is not there is an error
     elif audio == "auto" and args.video:
@@ -101,7 +103,7 @@ def _source_and_voice(args):
             logging.getLogger("callsynth.send").warning("%s: sending no voice", exc)
     elif audio != "none":
         track = FileAudioTrack(audio)
-    return source, track
+    return source, track, microphone and track is not None
 
 
 def _sender_options(args, stats: Path | None):
@@ -138,7 +140,7 @@ def cmd_send(args) -> int:
     from .face.basis import load_basis
 
     _setup_logging(args.verbose)
-    source, track = _source_and_voice(args)
+    source, track, _ = _source_and_voice(args)
     summary = asyncio.run(run_sender(source, load_basis(args.basis), _sender_options(args, args.stats), track))
     print(json.dumps(summary, indent=2))
     return 0
@@ -164,9 +166,10 @@ def cmd_call(args) -> int:
     from .face.basis import load_basis
 
     _setup_logging(args.verbose)
-    source, track = _source_and_voice(args)
+    source, track, microphone = _source_and_voice(args)
     options = TwoWayOptions(send=_sender_options(args, None), receive=_receiver_options(args, None),
-                            stats_path=str(args.stats) if args.stats else None)
+                            stats_path=str(args.stats) if args.stats else None,
+                            echo_cancel=microphone if args.echo_cancel is None else args.echo_cancel)
     summary = asyncio.run(run_two_way(source, load_basis(args.basis), options, track))
     print(json.dumps({k: v for k, v in summary.items() if k != "received"}
                      | {"received": {k: v for k, v in summary["received"].items() if k != "events"}}, indent=2))
@@ -369,6 +372,10 @@ def add_call_commands(sub, positive_int) -> None:
                                    "voice, c turns the camera off (the voice then drives your face) and on.")
     p.add_argument("--stats", type=output_file, metavar="STATS.json",
                    help="write both directions' statistics here ('sent', 'received')")
+    p.add_argument("--echo-cancel", action=argparse.BooleanOptionalAction,
+                   help="take the other side's voice, played out of the loudspeaker, back out of the "
+                        "microphone before sending it (speex's echo canceller at 16 kHz; default: when the "
+                        "voice is a microphone's and the other's is played)")
     p.set_defaults(func=cmd_call)
 
     p = sub.add_parser("demo", help="a whole call on loopback from a video file",

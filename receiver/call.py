@@ -61,6 +61,11 @@ class ReceiverOptions:
     hosts: tuple = (CALL.host,)
     ice_servers: tuple = ()            # RTCIceServer (rtc.parse_ice_server): STUN/TURN
 
+    @property
+    def plays_voice(self) -> bool:
+        """Whether the other side's voice comes out of the loudspeaker: --play-voice, else with a window."""
+        return self.window if self.play_voice is None else self.play_voice
+
 
 class Receiver:
     def __init__(self, basis: ExpressionBasis, options: ReceiverOptions):

@@ -50,8 +50,9 @@ class FrameClock:
         self.recorder: RecordingThread | None = None
         self.unrecorded = False               # --output could not be written
         self.speaker = None                   # receiver.speaker.Speaker, opened at the first voice frame
+        self.echo = None                      # callsynth.echo.EchoCanceller the loudspeaker tells what it plays
         self.speaker_said = False
-        self.plays_voice = options.window if options.play_voice is None else options.play_voice
+        self.plays_voice = options.plays_voice
         self.expect_audio = False
         self.speech = None                    # SpeechDriver when --audio-fallback
         self.speech_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice")
@@ -256,7 +257,7 @@ class FrameClock:
         if self.speaker is None:
             from .speaker import Speaker
 
-            self.speaker = Speaker()
+            self.speaker = Speaker(echo=self.echo)
         if self.speaker.failure is not None:
             self.stats.event(f"no sound output ({self.speaker.failure}): the voice is not played", logging.WARNING)
             self.plays_voice = False

@@ -89,10 +89,12 @@ class _LibraryOutput:
 
 class Speaker:
     """Plays voice frames (add) on the default sound output, opened in its own thread: until it is open
-    `opened` is unset, and when it cannot be `failure` says why."""
+    `opened` is unset, and when it cannot be `failure` says why. `echo` (callsynth.echo.EchoCanceller) is
+    handed every sample as it goes to the device, to take its echo out of this side's microphone."""
 
-    def __init__(self, cushion_ms: float = SPEAKER_CUSHION_MS, device: str = "default"):
-        self.cushion_ms, self.device = max(0.0, float(cushion_ms)), device
+    def __init__(self, cushion_ms: float = SPEAKER_CUSHION_MS, device: str = "default", echo=None):
+        self.cushion_ms, self.device, self.echo = max(0.0, float(cushion_ms)), device, echo
+        self.echo_failure: str | None = None
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
         self.frames = self.dropped = 0
         self.filled_ms = self.skipped_ms = 0.0
@@ -163,6 +165,11 @@ class Speaker:
         return 0.0 if self.played_until is None else max(0.0, self.played_until - time.monotonic()) * 1000
 
     def _write(self, output, pcm: np.ndarray) -> None:
+        if self.echo is not None:          # before the write, which may wait for room: the reference leads
+            try:
+                self.echo.played(pcm)
+            except Exception as exc:  # noqa: BLE001 - the voice plays on, its echo no longer cancelled
+                self.echo_failure, self.echo = f"{type(exc).__name__}: {exc}", None
         now = time.monotonic()     # a device that ran dry starts again from now
         self.played_until = max(now, self.played_until or now) + pcm.size / RATE
         output.write(pcm)
@@ -174,4 +181,5 @@ class Speaker:
         underruns = getattr(getattr(self.output, "process", None), "underruns", None)
         return {"through": self.through, "frames": self.frames, "dropped": self.dropped, "underruns": underruns,
                 "lost_ms_filled": round(self.filled_ms, 1), "late_ms_skipped": round(self.skipped_ms, 1),
-                "cushion_ms": round(self.cushion_ms, 1), "failure": self.failure}
+                "cushion_ms": round(self.cushion_ms, 1), "failure": self.failure,
+                **({"echo_failure": self.echo_failure} if self.echo_failure else {})}

@@ -204,13 +204,14 @@ def test_without_audio_a_camera_off_call_takes_the_microphone_or_says_there_is_n
         from callsynth.call_commands import _source_and_voice
         from callsynth.cli import build_parser
         args = build_parser().parse_args(["send", "--room", "r", "--camera-off"])
-        source, track = _source_and_voice(args)
-        print(source, type(track).__name__)
+        source, track, microphone = _source_and_voice(args)
+        print(source, type(track).__name__, microphone)
     """)
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                          env=dict(env, HOME=str(tmp_path)), cwd=os.path.dirname(os.path.dirname(__file__)))
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.split() == ["None", "ToolMicrophoneTrack" if microphone else "NoneType"]
+    # a microphone's voice is what `call` takes the loudspeaker's echo out of
+    assert run.stdout.split() == ["None", "ToolMicrophoneTrack" if microphone else "NoneType", str(microphone)]
     assert microphone or "no microphone found" in run.stderr and "sending no voice" in run.stderr
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from aiortc import RTCSessionDescription
 
 from callsynth.call_key import CallKey
+from callsynth.echo import EchoCanceller, EchoCancelledTrack, EchoUnavailable
 from callsynth.machine import freeze_heap
 from callsynth.face.basis import ExpressionBasis
 from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection,
@@ -50,19 +51,26 @@ class TwoWayOptions:
     send: SenderOptions
     receive: ReceiverOptions
     stats_path: str | None = None
+    # take the loudspeaker's echo out of the microphone (callsynth.echo) when this side plays the other's
+    # voice; `call` turns it on for a microphone (a file's voice has no room around it)
+    echo_cancel: bool = False
 
 
 class TwoWayCall:
     def __init__(self, source, basis: ExpressionBasis, options: TwoWayOptions, audio_track=None):
         self.basis, self.options = basis, options
         self.key: CallKey = call_key(options.send)
-        self.stream = FaceStream(source, basis, options.send, audio_track)
         self.stats = ReceiverStats()
+        self.echo = self._echo_canceller(audio_track)
+        if self.echo is not None:
+            audio_track = EchoCancelledTrack(audio_track, self.echo)
+        self.stream = FaceStream(source, basis, options.send, audio_track)
         self.done = asyncio.Event()
         self.ended: asyncio.Future = asyncio.get_running_loop().create_future()
         self.picture = FrameClock(basis, options.receive, self.stats, hang_up=self._end, on_key=self._key,
                                   self_view=lambda: self.stream.self_view,
                                   title=f"callsynth: {options.send.room}")
+        self.picture.echo = self.echo
         self.picture.status_extra = self.stream.status
         self.picture.wire_bytes = lambda: sum(sum(c.bytes.values()) for c in self.counters)
         self.pc = None
@@ -74,6 +82,19 @@ class TwoWayCall:
         self.other_hung_up = False
         self.goodbye = asyncio.Event()     # the other side's answer to our hang-up: all its packets are in
         self.failure: str | None = None
+
+    def _echo_canceller(self, audio_track) -> EchoCanceller | None:
+        """One when this side plays the other's voice and sends a microphone's; a machine without one is
+        said (headphones then)."""
+        if audio_track is None or not self.options.echo_cancel or not self.options.receive.plays_voice:
+            return None
+        try:
+            echo = EchoCanceller()
+        except EchoUnavailable as exc:
+            self.stats.event(f"no echo cancellation on this machine ({exc}): use headphones", logging.WARNING)
+            return None
+        self.stats.event("taking the loudspeaker's echo out of the microphone")
+        return echo
 
     # --- how it ends --------------------------------------------------------------------------------
 
@@ -300,6 +321,8 @@ class TwoWayCall:
                    "hangup_answered": self.goodbye.is_set() if not self.other_hung_up else None,
                    "failure": self.failure, "peak_memory_mb": peak_memory_mb(),
                    "received": received, "sent": sent}
+        if self.echo is not None:
+            summary["echo"] = self.echo.summary()
         if self.options.stats_path:
             path = Path(self.options.stats_path)
             path.parent.mkdir(parents=True, exist_ok=True)
