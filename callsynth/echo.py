@@ -7,17 +7,18 @@ loudspeaker (receiver.speaker) hands every sample it writes to `played`; the mic
 `cancel`. At 16 kHz (the band a few-kbps voice carries; at 48 kHz pyaec's build high-passes the voice at
 ~900 Hz), in 10 ms frames: speex's adaptive filter (pyaec's build of speexdsp's MDF, a 250 ms tail) takes
 out what it can model of the echo, then ResidualEcho takes the frames where only leftover echo remains
-down 20 dB. `python scripts/echo_room.py` (a simulated room around the real canceller): the echo 32-39 dB
+down 20 dB. `python scripts/echo_room.py` (a simulated room around the real canceller): the echo 31-37 dB
 down for delays of 20-400 ms, this side's voice kept at -3 dB (the 16 kHz band), 0.4 ms of CPU a 20 ms
-frame on a 2-core Intel Xeon.
+frame on a 2-core Intel Xeon. Both run only while the microphone is found to hear the loudspeaker: with
+headphones the adaptive filter, fed the other's voice while this side talks, added it to what was sent.
 
 Alignment: what is played waits in a queue that drains as the microphone delivers samples, as the device's
 own buffer drains as it plays. What the sound devices add beyond that is not known (a desktop's sound
 server, the capture's periods; 250-290 ms through aplay and ALSA's file plug-in in tests/test_echo.py), so
 the delay from that queue to the echo is found by correlating their 10 ms loudness envelopes over 1 s
 windows while the other talks (twice running, clearly better than the one in use), and the reference held
-back to arrive LEAD_MS ahead of its echo; the canceller then learns the room afresh. Until the loudspeaker
-has played anything the canceller is not run."""
+back to arrive LEAD_MS ahead of its echo; the canceller then learns the room afresh. Until an echo is found
+(1.5 s of the other talking) the microphone passes as it is, at 16 kHz."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ WINDOW = 100                  # frames (1 s) of loudness a look compares
 REVERBERATION_MS = 100       # of the tail, left for the room's reverberation when the delay is placed
 BETTER = 0.2                  # how much better a new lag's correlation must be than the one in use's
 FOUND = 0.6                   # the correlation of loudness envelopes that counts as the echo found
+UNHEARD = 8                   # looks in a row (2 s of the other talking) that find none: no echo any more
 MAX_REFERENCE_S = 1.0         # played sound waiting beyond this (the microphone stalled) is dropped, oldest first
 VOICE_RATE = 48000            # what the microphone's frames are given in and out
 SPEAKING = 100.0              # a reference frame louder than this (RMS of 16-bit samples) counts as the other talking
@@ -176,6 +178,8 @@ class EchoCanceller:
         self.residual = ResidualEcho(self.tail // FRAME)
         self.delay_frames = 0                # the reference held back this many FRAMEs
         self.candidate: int | None = None    # the lag the last look found
+        self.echo_heard = False              # looks found the microphone following the loudspeaker...
+        self.looks_without = 0               # ...and fewer than UNHEARD looks since have not: cancelling
         self.delays_found: list[float] = []
         self.found_at_s: list[float] = []    # when (seconds of microphone) each was found
 
@@ -223,10 +227,13 @@ class EchoCanceller:
         self.mic_loudness.append(float(np.sqrt(np.mean(mic.astype(np.float64) ** 2))))
         if len(self.mic_loudness) > WINDOW and self.frames % FIND_EVERY == 0:
             self._find_delay()
-        out = np.empty(FRAME, np.int16)
-        self.lib.AecCancelEcho(self.state, mic.ctypes.data_as(self.pointer), reference.ctypes.data_as(self.pointer),
-                               out.ctypes.data_as(self.pointer), FRAME)
-        out = self.residual(reference, out)
+        if self.echo_heard:
+            out = np.empty(FRAME, np.int16)
+            self.lib.AecCancelEcho(self.state, mic.ctypes.data_as(self.pointer),
+                                   reference.ctypes.data_as(self.pointer), out.ctypes.data_as(self.pointer), FRAME)
+            out = self.residual(reference, out)
+        else:
+            out = mic
         self.frames += 1
         if np.sqrt(np.mean(reference.astype(np.float64) ** 2)) > SPEAKING:
             self.cancelled += 1
@@ -250,26 +257,38 @@ class EchoCanceller:
         r = np.where(spread > 0, a @ b / np.maximum(spread, 1e-12), 0.0)
         lag = int(np.argmax(r)) if r.max() > FOUND else None
         if lag is None:
+            self.looks_without += 1
+            if self.echo_heard and self.looks_without >= UNHEARD:
+                self.echo_heard = False
+                log.info("the microphone no longer hears the loudspeaker: not cancelling")
             return
-        # the same lag twice running, clearly better than the one in use (while both talk, this side's
-        # loudness can follow the other's by chance at any lag), and far enough from it to be worth the
-        # canceller's relearning
+        self.looks_without = 0
+        # the same lag twice running (while both talk, this side's loudness can follow the other's by chance
+        # at any lag, once)
         seen, self.candidate = self.candidate, lag
         if seen is None or abs(seen - lag) > 2:
             return
-        wanted = max(0, lag - int(LEAD_MS / 10))
-        in_use = min(lags - 1, self.delay_frames + int(LEAD_MS / 10))
-        if self.delays_found and r[lag] - r[in_use] < BETTER:
+        if not self.echo_heard:
+            self.echo_heard = True
+            self._place(lag)
             return
-        # the filter follows an echo that comes from just after the held-back reference to a room's
-        # reverberation short of its tail: only one outside that is worth its relearning from nothing
-        if not self.delay_frames + 1 <= lag <= self.delay_frames + (TAIL_MS - REVERBERATION_MS) // 10:
-            self.delay_frames = wanted
-            self.delays_found.append(lag * 10.0)
-            self.found_at_s.append(round(self.frames * FRAME / RATE, 2))
-            self._new_state()
-            log.info("the loudspeaker's echo comes %d ms after the sound is played: reference held back %d ms",
-                     lag * 10, wanted * 10)
+        # a lag clearly better than the one in use, outside what the filter follows by itself: from just
+        # after the held-back reference to a room's reverberation short of its tail
+        in_use = min(lags - 1, self.delay_frames + int(LEAD_MS / 10))
+        if r[lag] - r[in_use] >= BETTER and \
+                not self.delay_frames + 1 <= lag <= self.delay_frames + (TAIL_MS - REVERBERATION_MS) // 10:
+            self._place(lag)
+
+    def _place(self, lag: int) -> None:
+        """The reference held back to arrive LEAD_MS ahead of an echo `lag` FRAMEs behind it, and the room
+        learnt afresh."""
+        self.delay_frames = max(0, lag - int(LEAD_MS / 10))
+        self.delays_found.append(lag * 10.0)
+        self.found_at_s.append(round(self.frames * FRAME / RATE, 2))
+        self._new_state()
+        self.residual = ResidualEcho(self.tail // FRAME)
+        log.info("the loudspeaker's echo comes %d ms after the sound is played: reference held back %d ms",
+                 lag * 10, self.delay_frames * 10)
 
     def summary(self) -> dict:
         """For STATS.json: how much it met, the delays it found, and how far the microphone came down in the
@@ -280,6 +299,7 @@ class EchoCanceller:
         return {"played_s": round(self.played_s, 2), "frames": self.frames, "while_the_other_talks": self.cancelled,
                 "reduced_db_latest": None if reduced is None else round(float(reduced), 1),
                 "reference_dropped_ms": round(self.reference_dropped * 1000 / RATE, 1),
+                "echo_heard": self.echo_heard,
                 "echo_delays_found_ms": self.delays_found, "found_at_s": self.found_at_s}
 
     def __del__(self):
