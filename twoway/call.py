@@ -64,7 +64,9 @@ class TwoWayCall:
         self.echo = self._echo_canceller(audio_track)
         if self.echo is not None:
             audio_track = EchoCancelledTrack(audio_track, self.echo)
-        self.stream = FaceStream(source, basis, options.send, audio_track)
+        self.stream = FaceStream(source, basis, options.send, audio_track)   # bad input refused here first
+        if self.echo is not None:
+            self.stats.event("taking the loudspeaker's echo out of the microphone")
         self.done = asyncio.Event()
         self.ended: asyncio.Future = asyncio.get_running_loop().create_future()
         self.picture = FrameClock(basis, options.receive, self.stats, hang_up=self._end, on_key=self._key,
@@ -93,7 +95,6 @@ class TwoWayCall:
         except EchoUnavailable as exc:
             self.stats.event(f"no echo cancellation on this machine ({exc}): use headphones", logging.WARNING)
             return None
-        self.stats.event("taking the loudspeaker's echo out of the microphone")
         return echo
 
     # --- how it ends --------------------------------------------------------------------------------
