@@ -37,10 +37,12 @@ RATE = 16000                  # where the canceller runs: the band a few-kbps vo
 FRAME = 160                   # 10 ms: what the microphone's frames are cut into
 TAIL_MS = 250                 # the longest echo it models: the reference's lead plus the room's reverberation
 MAX_DELAY_MS = 600            # the longest the loudspeaker's path may hold the sound back (found, below)
+FRAME_MS = FRAME * 1000 // RATE
+MAX_LAG = MAX_DELAY_MS // FRAME_MS                 # the same in FRAMEs
 LEAD_MS = 50                  # the reference is put this far ahead of its echo, the rest of the delay held back
 FIND_EVERY = 25               # frames (0.25 s) between looks for the delay
 WINDOW = 100                  # frames (1 s) of loudness a look compares
-REVERBERATION_MS = 100       # of the tail, left for the room's reverberation when the delay is placed
+REVERBERATION_MS = 100        # of the tail, left for the room's reverberation when the delay is placed
 BETTER = 0.2                  # how much better a new lag's correlation must be than the one in use's
 FOUND = 0.6                   # the correlation of loudness envelopes that counts as the echo found
 UNHEARD = 8                   # looks in a row (2 s of the other talking) that find none: no echo any more
@@ -171,8 +173,8 @@ class EchoCanceller:
         self.latest: deque[tuple[float, float]] = deque(maxlen=LATEST)
         self.reference_dropped = 0
         self.played_s = 0.0
-        span = int(MAX_DELAY_MS / 10) + WINDOW
-        self.history = np.zeros(int(RATE * MAX_DELAY_MS / 1000) + FRAME, np.int16)   # what came out of the queue
+        span = MAX_LAG + WINDOW
+        self.history = np.zeros((MAX_LAG + 1) * FRAME, np.int16)   # what came out of the queue
         self.reference_loudness: deque[float] = deque(maxlen=span)
         self.mic_loudness: deque[float] = deque(maxlen=span)
         self.residual = ResidualEcho(self.tail // FRAME)
@@ -245,10 +247,10 @@ class EchoCanceller:
         other side has talked enough of the last 1.5 s to tell; the reference held back to LEAD_MS ahead."""
         played, heard = np.array(self.reference_loudness), np.array(self.mic_loudness)
         window = WINDOW
-        recent = played[-window - int(MAX_DELAY_MS / 10):]
+        recent = played[-window - MAX_LAG:]
         if np.mean(recent > SPEAKING) < 0.3:
             return
-        lags = min(int(MAX_DELAY_MS / 10), played.size - window) + 1    # as far back as heard so far
+        lags = min(MAX_LAG, played.size - window) + 1    # as far back as heard so far
         # row k: the reference's loudness k frames before each of the last `window` microphone frames
         shifted = np.lib.stride_tricks.sliding_window_view(played, window)[::-1][:lags]
         a = shifted - shifted.mean(1, keepdims=True)
@@ -274,21 +276,21 @@ class EchoCanceller:
             return
         # a lag clearly better than the one in use, outside what the filter follows by itself: from just
         # after the held-back reference to a room's reverberation short of its tail
-        in_use = min(lags - 1, self.delay_frames + int(LEAD_MS / 10))
+        in_use = min(lags - 1, self.delay_frames + LEAD_MS // FRAME_MS)
         if r[lag] - r[in_use] >= BETTER and \
-                not self.delay_frames + 1 <= lag <= self.delay_frames + (TAIL_MS - REVERBERATION_MS) // 10:
+                not self.delay_frames + 1 <= lag <= self.delay_frames + (TAIL_MS - REVERBERATION_MS) // FRAME_MS:
             self._place(lag)
 
     def _place(self, lag: int) -> None:
         """The reference held back to arrive LEAD_MS ahead of an echo `lag` FRAMEs behind it, and the room
         learnt afresh."""
-        self.delay_frames = max(0, lag - int(LEAD_MS / 10))
-        self.delays_found.append(lag * 10.0)
+        self.delay_frames = max(0, lag - LEAD_MS // FRAME_MS)
+        self.delays_found.append(float(lag * FRAME_MS))
         self.found_at_s.append(round(self.frames * FRAME / RATE, 2))
         self._new_state()
         self.residual = ResidualEcho(self.tail // FRAME)
         log.info("the loudspeaker's echo comes %d ms after the sound is played: reference held back %d ms",
-                 lag * 10, self.delay_frames * 10)
+                 lag * FRAME_MS, self.delay_frames * FRAME_MS)
 
     def summary(self) -> dict:
         """For STATS.json: how much it met, the delays it found, and how far the microphone came down in the

@@ -7,12 +7,12 @@ arrives, behind 40 ms of cushion; the loudspeaker plays it at a steady 48 kHz fr
 beside this side's own voice (another person's clip) and a little noise. Seconds 0-5: the other talks
 alone; 5-7: both talk; 7-9: this side alone.
 
-    python scripts/echo_room.py [--delay 60 150] [--echo 1.0] [--json]
+    python scripts/echo_room.py [--delay 60 150] [--echo 1.0] [--json]      (default delays: 60 and 150 ms)
 
 Prints, per delay: the echo's reduction while the other talks alone (dB, seconds 3-5, after the canceller
-has found the delay and learnt the room); this side's voice kept while both talk and alone (level against the voice itself, and
-the correlation of their 20 ms loudness envelopes, beside the untouched microphone's); the canceller's CPU
-time per 20 ms frame, on this machine's CPU (named).
+has found the delay and learnt the room); this side's voice kept while both talk and alone (level against
+the voice itself, and the correlation of their 20 ms loudness envelopes, beside the untouched
+microphone's); the canceller's CPU time per 20 ms frame, on this machine's CPU (named).
 """
 
 from __future__ import annotations

@@ -209,7 +209,7 @@ def test_a_two_way_call_sends_this_side_s_voice_without_the_other_s_echo(tmp_pat
     later = echo_only & (np.arange(n) > np.argmax(echo_only) + 150)
     assert later.sum() >= 25, later.sum()
     reduced = 10 * np.log10(mic[later].sum() / max(out[later].sum(), 1.0))
-    assert reduced >= 20, (reduced, a["echo"]["echo_delays_found_ms"], a["echo"]["found_at_s"], a["received"]["speaker"])
+    assert reduced >= 20, (reduced, a["echo"], a["received"]["speaker"])
     near_only = (near_rms > 300) & (echo_rms < 30)
     assert near_only.sum() >= 40, near_only.sum()
     kept = 10 * np.log10(out[near_only].sum() / mic[near_only].sum())
