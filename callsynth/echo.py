@@ -4,8 +4,8 @@ its microphone before this side's voice is sent.
 On a laptop without headphones the microphone hears the loudspeaker: each party heard their own voice come
 back a round trip later, and on the camera-off path the other's voice drove this side's face. The
 loudspeaker (receiver.speaker) hands every sample it writes to `played`; the microphone's frames go through
-`cancel`. At 16 kHz (the band a few-kbps voice carries; at 48 kHz pyaec's build high-passes the voice at
-~900 Hz), in 10 ms frames: speex's adaptive filter (pyaec's build of speexdsp's MDF, a 250 ms tail) takes
+`cancel`. At 16 kHz (the band a few-kbps voice carries; at 48 kHz pyaec's build high-passed the voice at
+~900 Hz, by its impulse response in a probe not kept), in 10 ms frames: speex's adaptive filter (pyaec's build of speexdsp's MDF, a 250 ms tail) takes
 out what it can model of the echo, then ResidualEcho takes the frames where only leftover echo remains
 down 20 dB. `python scripts/echo_room.py` (a simulated room around the real canceller): the echo 31-37 dB
 down for delays of 20-400 ms, this side's voice kept at -3 dB (the 16 kHz band), 0.4 ms of CPU a 20 ms
@@ -112,11 +112,20 @@ def _resampler(rate: int) -> av.AudioResampler:
     return av.AudioResampler(format="s16", layout="mono", rate=rate)
 
 
+def _pcm(frames: list[av.AudioFrame]) -> np.ndarray:
+    """Mono 16-bit frames' samples, one after the other."""
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]) if frames else np.zeros(0, np.int16)
+
+
 def _resample(resampler: av.AudioResampler, samples: np.ndarray, rate: int) -> np.ndarray:
     frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
     frame.sample_rate = rate
-    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-    return np.concatenate(out) if out else np.zeros(0, np.int16)
+    return _pcm(resampler.resample(frame))
+
+
+def _power(samples: np.ndarray) -> float:
+    """Mean square, of 16-bit samples."""
+    return float(np.mean(samples.astype(np.float64) ** 2))
 
 
 class ResidualEcho:
@@ -134,12 +143,12 @@ class ResidualEcho:
         self.shares: deque[float] = deque(maxlen=RESIDUAL_MEMORY)
         self.gain = 1.0
 
-    def __call__(self, reference: np.ndarray, out: np.ndarray) -> np.ndarray:
-        self.reference_power.append(float(np.mean(reference.astype(np.float64) ** 2)))
+    def __call__(self, reference_power: float, out: np.ndarray) -> np.ndarray:
+        self.reference_power.append(reference_power)
         talked = max(self.reference_power)
         target = 1.0
         if talked > SPEAKING ** 2:
-            power = float(np.mean(out.astype(np.float64) ** 2))
+            power = _power(out)
             self.shares.append(np.log((power + 1.0) / talked))
             usual = float(np.exp(np.percentile(self.shares, RESIDUAL_PERCENTILE)))
             if power < NEAR_MARGIN * usual * talked:
@@ -206,8 +215,7 @@ class EchoCanceller:
 
     def cancel(self, frame: av.AudioFrame) -> av.AudioFrame:
         """A microphone frame, as many samples long (mono 16-bit at VOICE_RATE), with the echo taken out."""
-        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in self.mic_in.resample(frame)] or
-                             [np.zeros(0, np.int16)])
+        pcm = _pcm(self.mic_in.resample(frame))
         self.mic.write(_resample(self.mic_down, pcm, VOICE_RATE))
         while self.mic.size >= FRAME:
             self.out.write(_resample(self.mic_up, self._frame(self.mic.read(FRAME)), RATE))
@@ -225,21 +233,23 @@ class EchoCanceller:
         self.history = np.concatenate([self.history[FRAME:], latest])
         at = self.history.size - FRAME * (self.delay_frames + 1)
         reference = np.ascontiguousarray(self.history[at:at + FRAME])
-        self.reference_loudness.append(float(np.sqrt(np.mean(latest.astype(np.float64) ** 2))))
-        self.mic_loudness.append(float(np.sqrt(np.mean(mic.astype(np.float64) ** 2))))
+        self.reference_loudness.append(np.sqrt(_power(latest)))
+        heard = _power(mic)
+        self.mic_loudness.append(np.sqrt(heard))
         if len(self.mic_loudness) > WINDOW and self.frames % FIND_EVERY == 0:
             self._find_delay()
+        played = _power(reference)
         if self.echo_heard:
             out = np.empty(FRAME, np.int16)
             self.lib.AecCancelEcho(self.state, mic.ctypes.data_as(self.pointer),
                                    reference.ctypes.data_as(self.pointer), out.ctypes.data_as(self.pointer), FRAME)
-            out = self.residual(reference, out)
+            out = self.residual(played, out)
         else:
             out = mic
         self.frames += 1
-        if np.sqrt(np.mean(reference.astype(np.float64) ** 2)) > SPEAKING:
+        if played > SPEAKING ** 2:
             self.cancelled += 1
-            self.latest.append((float(np.sum(mic.astype(np.float64) ** 2)), float(np.sum(out.astype(np.float64) ** 2))))
+            self.latest.append((heard, _power(out)))      # mean squares: frames are all FRAME long
         return out
 
     def _find_delay(self) -> None:

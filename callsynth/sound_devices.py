@@ -43,9 +43,9 @@ def use_system_alsa() -> None:
         os.environ["ALSA_CONFIG_DIR"] = str(SYSTEM_ALSA_CONFIG)
 
 
-def _pcm_arguments(device: str) -> list[str]:
+def _pcm_arguments(device: str, *more: str) -> list[str]:
     return ["-q", "-D", device, "-t", "raw", "-f", "S16_LE", "-r", str(RATE), "-c", "1",
-            f"--buffer-time={BUFFER_MS * 1000}", f"--period-time={PERIOD_MS * 1000}", "-"]
+            f"--buffer-time={BUFFER_MS * 1000}", f"--period-time={PERIOD_MS * 1000}", *more, "-"]
 
 
 def _started(command: list[str], **pipes) -> subprocess.Popen:
@@ -83,7 +83,7 @@ def playback_process(device: str = "default", start_ms: float = PERIOD_MS) -> su
     opened. Blocks up to STARTUP_S."""
     tool = shutil.which("aplay")
     start = f"--start-delay={int(max(start_ms, PERIOD_MS) * 1000)}"
-    return None if tool is None else _started([tool, *_pcm_arguments(device)[:-1], start, "-"], stdin=subprocess.PIPE)
+    return None if tool is None else _started([tool, *_pcm_arguments(device, start)], stdin=subprocess.PIPE)
 
 
 def capture_process(device: str = "default") -> subprocess.Popen | None:

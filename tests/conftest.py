@@ -50,3 +50,11 @@ def sound_tools_env(through: str) -> dict:
         pytest.skip("alsa-utils (aplay, arecord) is not installed")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALSA_")}
     return env if through == "tool" else dict(env, PATH=os.path.dirname(sys.executable))
+
+
+def file_plugin_as_default(home, played="/dev/null", infile=None) -> None:
+    """`home`/.asoundrc making ALSA's default device its file plug-in (no sound card here): what is played
+    is written to `played`, and a microphone reads `infile` (raw 16-bit at the device's format)."""
+    source = f'\n infile "{infile}"' if infile else ""
+    (Path(home) / ".asoundrc").write_text(
+        f'pcm.!default {{\n type file\n slave.pcm "null"\n file "{played}"{source}\n format "raw"\n}}\n')

@@ -671,12 +671,11 @@ def test_the_receiver_plays_the_voice_on_the_default_sound_output(tmp_path, thro
     screen used to play nothing."""
     from audio2exp.features import SAMPLE_RATE, load_audio
 
-    from .conftest import sound_tools_env
+    from .conftest import file_plugin_as_default, sound_tools_env
 
     env = sound_tools_env(through)
     played = tmp_path / "played.raw"
-    (tmp_path / ".asoundrc").write_text(
-        f'pcm.!default {{\n type file\n slave.pcm "null"\n file "{played}"\n format "raw"\n}}\n')
+    file_plugin_as_default(tmp_path, played)
     stats = tmp_path / "rx.json"
 
     async def main():

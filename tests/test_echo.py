@@ -23,6 +23,8 @@ from sender.call import SenderOptions
 from sender.capture import FileAudioTrack, VideoFileSource
 from twoway.call import TwoWayCall, TwoWayOptions
 
+from .conftest import file_plugin_as_default, sound_tools_env
+
 pytest.importorskip("pyaec", reason="pyaec (speexdsp's echo canceller) has no build for this machine")
 
 KEY = CallKey.new().text
@@ -150,15 +152,12 @@ def test_a_two_way_call_sends_this_side_s_voice_without_the_other_s_echo(tmp_pat
     what the microphone heard (34.7-36.1 dB; 35.1-36.4 beside four busy processes; 2.4 dB with the
     canceller's work taken out); once a talks, a's voice goes out (-2.8 dB: the 16 kHz band)."""
     import os
-    import shutil
 
-    if not (shutil.which("aplay") and os.path.isfile("/usr/share/alsa/alsa.conf")):
-        pytest.skip("alsa-utils (aplay) or the system's ALSA configuration is not installed")
+    env = sound_tools_env("tool")                 # skips without alsa-utils or the system's ALSA configuration
     played = tmp_path / "played.raw"
-    (tmp_path / ".asoundrc").write_text(
-        f'pcm.!default {{\n type file\n slave.pcm "null"\n file "{played}"\n format "raw"\n}}\n')
+    file_plugin_as_default(tmp_path, played)
     monkeypatch.setenv("HOME", str(tmp_path))
-    for name in [k for k in os.environ if k.startswith("ALSA_")]:
+    for name in set(os.environ) - set(env):       # the user's own ALSA settings
         monkeypatch.delenv(name)
     basis = load_basis()
     room = RoomMicrophone(played, _voice(THIS_VOICE, 2.5), near_at_s=5.0, seconds=8.0)
@@ -209,6 +208,8 @@ def test_a_two_way_call_sends_this_side_s_voice_without_the_other_s_echo(tmp_pat
     later = echo_only & (np.arange(n) > np.argmax(echo_only) + 150)
     assert later.sum() >= 25, later.sum()
     reduced = 10 * np.log10(mic[later].sum() / max(out[later].sum(), 1.0))
+    print(f"what a sent: {reduced:.1f} dB under what its microphone heard while b talked (after 3 s); "
+          f"echo found {a['echo']['echo_delays_found_ms']} ms behind")        # seen with pytest -s
     assert reduced >= 20, (reduced, a["echo"], a["received"]["speaker"])
     near_only = (near_rms > 300) & (echo_rms < 30)
     assert near_only.sum() >= 40, near_only.sum()

@@ -3,7 +3,7 @@ import pytest
 
 from callsynth.media import MediaError, VideoWriter, iter_frames, read_still, video_info, written_whole
 
-from .conftest import sound_tools_env
+from .conftest import file_plugin_as_default, sound_tools_env
 
 
 def test_not_an_image_or_video(tmp_path):
@@ -163,8 +163,7 @@ def test_the_microphone_is_found_through_the_system_s_alsa(tmp_path, data, throu
     at_48k = np.interp(np.arange(0, len(voice), SAMPLE_RATE / 48000), np.arange(len(voice)), voice)
     raw = tmp_path / "voice.raw"
     (np.clip(np.repeat(at_48k[:, None], 2, 1), -1, 1) * 32000).astype("<i2").tofile(raw)   # s16, stereo
-    (tmp_path / ".asoundrc").write_text(
-        f'pcm.!default {{\n type file\n slave.pcm "null"\n file "/dev/null"\n infile "{raw}"\n format "raw"\n}}\n')
+    file_plugin_as_default(tmp_path, infile=raw)
     probe = textwrap.dedent("""
         import asyncio, numpy as np
         from sender.capture import microphone_track
@@ -197,9 +196,10 @@ def test_without_audio_a_camera_off_call_takes_the_microphone_or_says_there_is_n
     env = sound_tools_env("tool")
     raw = tmp_path / "voice.raw"
     (np.sin(np.arange(48000) / 8) * 8000).astype("<i2").repeat(2).tofile(raw)     # s16, stereo
-    device = f'type file\n slave.pcm "null"\n file "/dev/null"\n infile "{raw}"\n format "raw"' if microphone \
-        else "type hw\n card 7"
-    (tmp_path / ".asoundrc").write_text(f"pcm.!default {{\n {device}\n}}\n")
+    if microphone:
+        file_plugin_as_default(tmp_path, infile=raw)
+    else:
+        (tmp_path / ".asoundrc").write_text("pcm.!default {\n type hw\n card 7\n}\n")
     probe = textwrap.dedent("""
         from callsynth.call_commands import _source_and_voice
         from callsynth.cli import build_parser
