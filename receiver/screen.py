@@ -40,11 +40,13 @@ class CallScreen:
 
     @staticmethod
     def compose(remote: np.ndarray, self_view: np.ndarray | None = None, status: str = "") -> np.ndarray:
-        """RGB picture of the screen: remote large, self-view (if any) inset, status line below."""
+        """RGB picture of the screen: remote large, self-view (if any) inset, status line below. The
+        self-view is mirrored, as a mirror shows you and every video-call app does (unmirrored, raising
+        your right hand raised the hand on the right of the picture); the other side sees you unmirrored."""
         canvas = np.zeros((REMOTE_SIDE + STATUS_HEIGHT, REMOTE_SIDE, 3), np.uint8)
         canvas[:REMOTE_SIDE] = cv2.resize(remote, (REMOTE_SIDE, REMOTE_SIDE), interpolation=cv2.INTER_LINEAR)
         if self_view is not None:
-            inset = cv2.resize(self_view, (SELF_SIDE, SELF_SIDE), interpolation=cv2.INTER_AREA)
+            inset = cv2.resize(self_view[:, ::-1], (SELF_SIDE, SELF_SIDE), interpolation=cv2.INTER_AREA)
             y0, x0 = REMOTE_SIDE - SELF_SIDE - 8, REMOTE_SIDE - SELF_SIDE - 8
             canvas[y0 - 2:y0 + SELF_SIDE + 2, x0 - 2:x0 + SELF_SIDE + 2] = 255
             canvas[y0:y0 + SELF_SIDE, x0:x0 + SELF_SIDE] = inset

@@ -25,11 +25,13 @@ def test_the_screen_shows_the_other_person_large_yourself_small_and_a_status_lin
     rng = np.random.default_rng(0)
     remote = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
     me = np.zeros((256, 256, 3), np.uint8)
-    me[:] = (200, 30, 30)
+    me[:, :128] = (200, 30, 30)                 # red on the camera's left, blue on its right
+    me[:, 128:] = (30, 30, 200)
     screen = CallScreen.compose(remote, me, "29 fps | 118 ms")
     assert screen.shape == (REMOTE_SIDE + STATUS_HEIGHT, REMOTE_SIDE, 3)
     inset = screen[REMOTE_SIDE - SELF_SIDE - 8:REMOTE_SIDE - 8, REMOTE_SIDE - SELF_SIDE - 8:REMOTE_SIDE - 8]
-    assert np.all(inset == (200, 30, 30))
+    half = SELF_SIDE // 2
+    assert np.all(inset[:, :half - 1] == (30, 30, 200)) and np.all(inset[:, half + 1:] == (200, 30, 30))  # mirrored
     assert abs(float(screen[:200, :200].mean()) - float(remote.mean())) < 5       # the remote, scaled up
     status = screen[REMOTE_SIDE:]
     assert (status > 150).any() and np.median(status) == 32                       # light text on dark grey
