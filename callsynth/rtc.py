@@ -235,6 +235,28 @@ def on_message(channel, handler: Callable, failed: Callable[[Exception], None]) 
     channel.on("message", handle)
 
 
+def channels_late(timeout: float, dtls_state: str | None) -> TimeoutError:
+    """The error for a call whose data channels did not open within `timeout` s, saying how far the
+    connection got (DTLS's state: 'connected' once ICE found a path and the secure handshake passed, 'closed'
+    when the other side then gave up first). A bare asyncio timeout ended such a call with "error: " and
+    nothing after it."""
+    if dtls_state in ("connected", "closed"):
+        why = ("the other side was reached and the connection secured, but the channels' own set-up (SCTP "
+               "inside DTLS) did not get through: a link that loses many packets (aiortc waits 3 s before "
+               "each retry) or a firewall that passes some of the call's UDP and not the rest; try again")
+    else:
+        why = ("no path to the other side (ICE's checks found no pair of addresses that reach each other, "
+               "or the secure handshake did not pass): behind NATs or firewalls that block UDP, give both "
+               "sides a TURN server with --ice-server")
+    return TimeoutError(f"the call's data channels did not open within {timeout:g} s: {why}")
+
+
+def dtls_state(pc: RTCPeerConnection | None) -> str | None:
+    """The peer connection's DTLS state (see channels_late), None before its transport exists."""
+    sctp = getattr(pc, "sctp", None)
+    return None if sctp is None else sctp.transport.state
+
+
 def new_peer_connection(hosts: list[str] | None = (CALL.host,),
                         ice_servers: tuple[RTCIceServer, ...] = ()) -> RTCPeerConnection:
     """A peer connection on one bundled transport; STUN/TURN only when given (nothing outside is reached

@@ -65,6 +65,7 @@ class FrameClock:
         self.in_fallback = False
         self.final_ms: float | None = None      # after a hang-up: the last capture time to show
         self.finished_playout = False
+        self.after_hang_up = False              # this side hung up: nothing guessed past the last packet
         self.last_status = time.time()
         self.window = options.window and self._display_available()
         self.screen = ScreenProcess(title, self.stats.event) if self.window else None
@@ -334,6 +335,13 @@ class FrameClock:
                     self.stats.event(f"frame not rebuilt ({type(exc).__name__}: {exc}); "
                                      f"{self.stats.render_errors} so far", logging.WARNING)
 
+    def hung_up(self) -> None:
+        """This side hung up and listens for the other's answer: what the other sent while the hang-up
+        travelled is still shown as it arrives, but no frame is guessed past the newest packet (the other
+        side has stopped; on a lossy link the answer took up to 2 s, and each side showed up to 66 frames
+        of a concealed face after its own hang-up, a third of a short call's frames)."""
+        self.after_hang_up = True
+
     async def play_out_buffer(self) -> None:
         """After a hang-up: show what is still buffered, up to the last packet, and no further."""
         if self.jitter is None or self.jitter.newest_ms is None:
@@ -446,7 +454,7 @@ class FrameClock:
 
     async def _show_frame(self) -> None:
         now = time.time()
-        if self._use_fallback(now):
+        if not self.after_hang_up and self._use_fallback(now):
             self._count_shown(self._present(await self._render(self.speech_state), now))
             self.stats.fallback_frames += 1
             self.finished_playout = self.final_ms is not None
@@ -456,6 +464,8 @@ class FrameClock:
         playout = self.jitter.displayed_ms(self.jitter.playout_ms(now * 1000))
         if self.final_ms is not None and playout > self.final_ms:
             self.finished_playout = True
+            return
+        if self.after_hang_up and playout > self.jitter.newest_ms:
             return
         state, concealed = self.jitter.state_at(playout)
         if state is None:

@@ -22,7 +22,7 @@ from callsynth.budget import AUTO, BudgetChooser, BudgetError, plan
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.still import Still, still_of
 from callsynth.quality import QualityLadder, describe_tracking
-from callsynth.rtc import LinkWatch, delay_sacks, retune_voice, set_opus_bitrate, space_rtcp
+from callsynth.rtc import LinkWatch, channels_late, delay_sacks, retune_voice, set_opus_bitrate, space_rtcp
 from callsynth.wire import CAPTURE_MASK, encode_identity, split_message
 
 from .features import FeatureEncoder
@@ -99,7 +99,10 @@ async def open_channel(channel, timeout: float) -> None:
         return
     opened = asyncio.Event()
     channel.on("open", opened.set)
-    await asyncio.wait_for(opened.wait(), timeout)
+    try:
+        await asyncio.wait_for(opened.wait(), timeout)
+    except asyncio.TimeoutError:
+        raise channels_late(timeout, channel.transport.transport.state) from None
 
 
 class MutableAudioTrack(TappedAudioTrack):
@@ -319,8 +322,8 @@ class FaceStream:
             log.info("connected; still (%d bytes) cached by the other side in %.0f ms; streaming features",
                      len(identity), self.stats.still_delivery_ms)
         except asyncio.TimeoutError:
-            log.warning("connected; still sent (%d bytes) but not confirmed within %.0f s (an older "
-                        "peer?); streaming features", len(identity), RECEIPT_WAIT_S)
+            log.warning("connected; still sent (%d bytes) but not confirmed within %.0f s (a lossy "
+                        "link, or an older peer); streaming features", len(identity), RECEIPT_WAIT_S)
 
     # --- keys ---------------------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ over one peer connection on loopback (a real signalling server, aiortc, no mocks
 import asyncio
 import json
 
+import pytest
+
 from callsynth.budget import plan
 from callsynth.call_key import CallKey
 from callsynth.demo import run_two_way_demo
@@ -68,6 +70,44 @@ def test_two_parties_hold_a_two_way_call(tmp_path):
     assert json.loads((tmp_path / "a.json").read_text())["role"] == a["role"]
 
 
+def test_after_hanging_up_a_side_shows_what_arrives_and_guesses_nothing(tmp_path):
+    """A side that hangs up listens up to 2 s for the other's answer (the packets sent while the hang-up
+    travelled arrive first). The other here never answers (an older peer; on a lossy link the answer was
+    lost and came late): the side that hung up shows no frame past the last packet it got meanwhile. It
+    showed a concealed face all that time (the last 56 of 199 frames here, the answer never coming)."""
+    from twoway.call import TwoWayCall
+
+    class NeverAnswers(TwoWayCall):
+        def _answer_hangup(self) -> None:
+            pass
+
+    basis = load_basis()
+
+    async def main():
+        ready, stop = asyncio.get_running_loop().create_future(), asyncio.Event()
+        server = asyncio.create_task(run_server("127.0.0.1", 0, None, ready, stop))
+        url = f"ws://127.0.0.1:{await ready}"
+        a = asyncio.create_task(run_two_way(VideoFileSource(VAL_CLIP), basis,            # 4.7 s
+                                            _options(url, "unanswered", str(tmp_path / "a.json")),
+                                            FileAudioTrack(VAL_CLIP)))
+        await asyncio.sleep(0.5)
+        b = await NeverAnswers(VideoFileSource(KATIE), basis, _options(url, "unanswered"),   # 8 s
+                               FileAudioTrack(KATIE)).run()
+        a = await asyncio.wait_for(a, 30)
+        stop.set()
+        await server
+        return a, b
+
+    a, b = asyncio.run(main())
+    assert "source ended" in a["ended"] and a["hangup_answered"] is False
+    assert any("no answer to the hang-up" in e["event"] for e in a["received"]["events"])
+    # loopback loses nothing: a frame is concealed where a packet was late (on a busy machine, a few), not
+    # for the 2 s of waiting: the frames shown end with a run of at most 0.2 s of concealed ones
+    concealed = [line.split(",")[3] == "1" for line in (tmp_path / "a.frames.csv").read_text().split()[1:]]
+    tail = len(concealed) - max([i + 1 for i, c in enumerate(concealed) if not c], default=0)
+    assert len(concealed) >= 10 and tail <= 6, (tail, len(concealed))
+
+
 def test_a_two_way_call_within_24_kbps_each_way(tmp_path):
     """`callsynth demo --two-way --budget 24`: two `callsynth call` processes; what each side received on
     the wire from the other — voice, face, references, acknowledgements, every header — stays within 24
@@ -124,3 +164,72 @@ def test_the_plan_fits_its_budget_and_refuses_one_too_small():
         assert "too small" in str(exc) and "voice" in str(exc)
     else:
         raise AssertionError("a 12 kbps budget was accepted")
+
+
+def _link_missing() -> str | None:
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return "needs root for a network namespace"
+    for tool in ("ip", "iptables"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (apt-get install iproute2 iptables)"
+    return None
+
+
+CHANNELS_NEVER_OPEN = """
+import asyncio, sys
+from callsynth.face.basis import load_basis
+from callsynth.signalling import run_server
+from sender.call import SenderOptions
+from receiver.call import ReceiverOptions
+from sender.capture import VideoFileSource
+from twoway.call import TwoWayOptions, run_two_way
+
+async def main():
+    ready, stop = asyncio.get_running_loop().create_future(), asyncio.Event()
+    server = asyncio.create_task(run_server("127.0.0.1", 0, None, ready, stop))
+    url = f"ws://127.0.0.1:{await ready}"
+    options = TwoWayOptions(send=SenderOptions(url=url, room="r", key=sys.argv[2], connect_timeout=5),
+                            receive=ReceiverOptions(url=url, room="r", key=sys.argv[2], model="warp"))
+    calls = [run_two_way(VideoFileSource(sys.argv[1], max_frames=50), load_basis(), options) for _ in "ab"]
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        print(f"{type(outcome).__name__}: {outcome}")
+    stop.set()
+    await server
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(_link_missing() is not None, reason=str(_link_missing()))
+@pytest.mark.parametrize("blocked, said", [
+    (["-p", "udp"], "no path to the other side"),
+    # DTLS's application data (records of content type 23, the first byte after the UDP header): ICE's
+    # checks and the DTLS handshake pass, SCTP inside DTLS never does
+    (["-p", "udp", "-m", "u32", "--u32", "0>>22&0x3C@8>>24=23"], "reached and the connection secured"),
+], ids=["no-udp", "no-sctp"])
+def test_data_channels_that_never_open_are_said_with_how_far_the_call_got(blocked, said):
+    """A two-way call in a network namespace whose iptables drops all UDP, or only DTLS's application data
+    (the SCTP that carries the data channels): each side ends with a TimeoutError that says how far the
+    connection got and what to do. Both ended with a bare timeout ("callsynth call: error: ")."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    ns = f"csblk{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "iptables", "-A", "INPUT", *blocked, "-j", "DROP"], check=True)
+        run = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", CHANNELS_NEVER_OPEN, str(VAL_CLIP),
+                              KEY], capture_output=True, text=True, timeout=120, check=False,
+                             env=dict(os.environ, PYTHONPATH=os.getcwd(), CALLSYNTH_DATA=str(data_root())))
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+    outcomes = [line for line in run.stdout.splitlines() if line.startswith("TimeoutError: ")]
+    assert len(outcomes) == 2, run.stdout[-2000:] + run.stderr[-3000:]
+    for line in outcomes:
+        assert "did not open within 5 s" in line and said in line, line

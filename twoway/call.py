@@ -29,8 +29,8 @@ from callsynth.call_key import CallKey
 from callsynth.echo import EchoCanceller, EchoCancelledTrack, EchoUnavailable
 from callsynth.machine import freeze_heap
 from callsynth.face.basis import ExpressionBasis
-from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection,
-                           on_message)
+from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, channels_late, count_received_datagrams, dtls_state,
+                           new_peer_connection, on_message)
 from callsynth.signalling import SignallingClient, SignallingError
 from callsynth.wire import Hangup, Receipt, encode_hangup, encode_receipt
 from receiver.call import ReceiverOptions, consume_audio
@@ -144,7 +144,10 @@ class TwoWayCall:
             self.tasks.append(asyncio.create_task(self._watch_media()))
             if self.options.receive.duration:
                 self.tasks.append(asyncio.create_task(self._end_after(self.options.receive.duration)))
-            await asyncio.wait_for(self.channels_ready.wait(), o.connect_timeout)
+            try:
+                await asyncio.wait_for(self.channels_ready.wait(), o.connect_timeout)
+            except asyncio.TimeoutError:
+                raise channels_late(o.connect_timeout, dtls_state(self.pc)) from None
             await self.stream.send_still(self.channels[IDENTITY_CHANNEL], self.channels[FEATURES_CHANNEL],
                                          o.connect_timeout)
             await self.stream.run(self.ended, self.pc)
@@ -301,6 +304,7 @@ class TwoWayCall:
 
     async def _say_goodbye(self, signal: SignallingClient) -> None:
         await asyncio.sleep(0.05)   # the hang-up follows the last packets into the same SCTP queue
+        self.picture.hung_up()
         if self._send_hangup("hangup"):
             # keep receiving until the other side answers: the packets it sent while our hang-up travelled
             # (up to 7 of 50 under load) arrive before its answer; an older or vanished peer never answers
@@ -308,6 +312,7 @@ class TwoWayCall:
                 await asyncio.wait_for(self.goodbye.wait(), GOODBYE_WAIT_S)
             except asyncio.TimeoutError:
                 self.stats.event(f"no answer to the hang-up within {GOODBYE_WAIT_S:g} s")
+            await self.picture.play_out_buffer()
         try:
             await asyncio.wait_for(signal.send({"type": "bye", "reason": "hangup"}), 1.0)
         except (SignallingError, asyncio.TimeoutError):
