@@ -1,11 +1,13 @@
-"""Run a command on a link that polices UDP to a rate, as a narrow uplink does: a network namespace of
-its own (its loopback only) where iptables drops each destination port's UDP beyond KBPS (hashlimit; a
-burst of a second's worth passes). Everything the command starts, and the calls between them, stay inside
-it; the namespace is removed after. Needs root, `ip` and iptables with the hashlimit match.
+"""Run a command on a bad link: a network namespace of its own (its loopback only) where iptables drops
+each destination port's UDP beyond KBPS (hashlimit; a burst of a second's worth passes), as a narrow
+uplink does, and/or LOSS % of all UDP datagrams at random (the statistic match), as a poor radio link
+does. Everything the command starts, and the calls between them, stay inside it; the namespace is removed
+after. Needs root, `ip` and iptables (with the hashlimit and statistic matches).
 
     python scripts/policed_link.py --kbps 40 -- python -m callsynth.cli demo --budget auto ...
+    python scripts/policed_link.py --loss 15 -- python -m callsynth.cli demo --two-way ...
 
-Prints the policer's counters (packets and bytes dropped) when the command ends; exits with its status."""
+Prints the link's counters (datagrams and bytes dropped) when the command ends; exits with its status."""
 
 from __future__ import annotations
 
@@ -21,21 +23,35 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kbps", type=float, required=True, help="UDP allowed per destination port, kbit/s")
+    parser.add_argument("--kbps", type=float, help="UDP allowed per destination port, kbit/s")
+    parser.add_argument("--loss", type=float, help="percent of UDP datagrams dropped at random")
     parser.add_argument("--timeout", type=float, default=600, help="stop the command after this many s")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run inside")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given (put it after --)")
+    if args.kbps is None and args.loss is None:
+        parser.error("say what the link does: --kbps, --loss or both")
+    if args.kbps is not None and args.kbps <= 0:
+        parser.error("--kbps must be above 0")
+    if args.loss is not None and not 0 < args.loss < 100:
+        parser.error("--loss is a percentage between 0 and 100")
     ns = f"cspol{uuid.uuid4().hex[:6]}"
-    rate = max(1, round(args.kbps * 1000 / 8))              # hashlimit counts bytes
+    rules = []
+    if args.loss is not None:
+        rules.append(["-m", "statistic", "--mode", "random", "--probability", f"{args.loss / 100:.4f}"])
+    if args.kbps is not None:
+        rate = max(1, round(args.kbps * 1000 / 8))              # hashlimit counts bytes
+        rules.append(["-m", "hashlimit", "--hashlimit-name", ns, "--hashlimit-mode", "dstport",
+                      "--hashlimit-above", f"{rate}b/s", "--hashlimit-burst", f"{rate}b"])
+    link = " and ".join(([f"{args.loss:g} % lost"] if args.loss is not None else [])
+                        + ([f"{args.kbps:g} kbit/s per port"] if args.kbps is not None else []))
     sh("ip", "netns", "add", ns)
     try:
         sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-p", "udp", "-m", "hashlimit",
-           "--hashlimit-name", ns, "--hashlimit-mode", "dstport", "--hashlimit-above", f"{rate}b/s",
-           "--hashlimit-burst", f"{rate}b", "-j", "DROP")
+        for rule in rules:
+            sh("ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-p", "udp", *rule, "-j", "DROP")
         try:
             code = subprocess.run(["ip", "netns", "exec", ns, *command], timeout=args.timeout,
                                   check=False).returncode
@@ -45,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         counters = sh("ip", "netns", "exec", ns, "iptables", "-L", "INPUT", "-v", "-n", "-x", check=False).stdout
         dropped = [line.split()[:2] for line in counters.splitlines() if "DROP" in line]
         if dropped:
-            print(f"policed_link: {args.kbps:g} kbit/s per port; dropped {dropped[0][0]} datagrams, "
-                  f"{dropped[0][1]} bytes")
+            print(f"policed_link: {link}; dropped {sum(int(d[0]) for d in dropped)} datagrams, "
+                  f"{sum(int(d[1]) for d in dropped)} bytes")
         return code
     finally:
         sh("ip", "netns", "delete", ns, check=False)
