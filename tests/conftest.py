@@ -58,3 +58,57 @@ def file_plugin_as_default(home, played="/dev/null", infile=None) -> None:
     source = f'\n infile "{infile}"' if infile else ""
     (Path(home) / ".asoundrc").write_text(
         f'pcm.!default {{\n type file\n slave.pcm "null"\n file "{played}"{source}\n format "raw"\n}}\n')
+
+
+def namespace_tools_missing() -> str | None:
+    """Why a test in a network namespace of its own (root, `ip`, iptables) cannot run here; None if it can."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return "a network namespace needs root"
+    for tool in ("ip", "iptables"):
+        if shutil.which(tool) is None:
+            return f"no `{tool}` here (apt-get install iproute2 iptables)"
+    return None
+
+
+class DroppingNamespace:
+    """A network namespace with its loopback up and iptables INPUT rules that DROP what each rule matches
+    (`rules`: iptables match arguments); `run` runs a command inside; removed on leaving."""
+
+    def __init__(self, rules=()):
+        import uuid
+
+        self.name, self.rules = f"csns{uuid.uuid4().hex[:6]}", list(rules)
+
+    def _ip(self, *args, **kwargs):
+        import subprocess
+
+        return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30, **kwargs)
+
+    def __enter__(self):
+        self._ip("netns", "add", self.name)
+        try:
+            self._ip("-n", self.name, "link", "set", "lo", "up")
+            for rule in self.rules:
+                self._ip("netns", "exec", self.name, "iptables", "-A", "INPUT", *rule, "-j", "DROP")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        import subprocess
+
+        subprocess.run(["ip", "netns", "delete", self.name], check=False, capture_output=True)
+
+    def run(self, command, timeout: float, env=None):
+        import subprocess
+
+        return subprocess.run(["ip", "netns", "exec", self.name, *command], capture_output=True, text=True,
+                              timeout=timeout, check=False, env=env)
+
+    def dropped(self) -> int:
+        """Datagrams the rules have dropped so far."""
+        listing = self._ip("netns", "exec", self.name, "iptables", "-L", "INPUT", "-v", "-n", "-x").stdout
+        return sum(int(line.split()[0]) for line in listing.splitlines() if "DROP" in line)

@@ -8,7 +8,6 @@ with the voice still flowing after each change of Opus encoder."""
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -24,8 +23,11 @@ from callsynth.budget import (
     plan,
 )
 
-TOP = 0
 from callsynth.split import data_root
+
+from .conftest import namespace_tools_missing
+
+TOP = 0
 
 LONG_CLIP = data_root() / "video/lia_vox/obama.mp4"       # 47 s with its voice
 
@@ -80,11 +82,8 @@ def test_every_tier_has_a_plan():
 
 
 def _policing_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "a policed link needs root (network namespaces, iptables)"
-    for tool in ("ip", "iptables"):
-        if shutil.which(tool) is None:
-            return f"no `{tool}` here (apt-get install iproute2 iptables)"
+    if (missing := namespace_tools_missing()) is not None:
+        return missing
     if not LONG_CLIP.exists():
         return f"{LONG_CLIP} is missing"
     return None

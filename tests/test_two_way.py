@@ -17,6 +17,8 @@ from sender.call import SenderOptions
 from sender.capture import FileAudioTrack, VideoFileSource
 from twoway.call import TwoWayOptions, run_two_way
 
+from .conftest import DroppingNamespace, namespace_tools_missing
+
 GRID_CLIP = data_root() / "video/grid_misc/1600ms_m1_s30_bwwy5n.mp4"    # 25 fps, with audio
 VAL_CLIP = data_root() / "video/pcavs/00067.mp4"                        # 25 fps, with audio
 KATIE = data_root() / "video/hdtf/WDA_KatieHill_000.mp4"
@@ -166,19 +168,7 @@ def test_the_plan_fits_its_budget_and_refuses_one_too_small():
         raise AssertionError("a 12 kbps budget was accepted")
 
 
-def _link_missing() -> str | None:
-    import os
-    import shutil
-
-    if os.geteuid() != 0:
-        return "needs root for a network namespace"
-    for tool in ("ip", "iptables"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (apt-get install iproute2 iptables)"
-    return None
-
-
-@pytest.mark.skipif(_link_missing() is not None, reason=str(_link_missing()))
+@pytest.mark.skipif(namespace_tools_missing() is not None, reason=str(namespace_tools_missing()))
 def test_a_two_way_call_over_a_link_that_loses_15_percent_of_its_datagrams(tmp_path):
     """`callsynth demo --two-way` in a network namespace whose iptables drops 15 % of all UDP datagrams at
     random (scripts/policed_link.py --loss 15): ICE, DTLS and SCTP set up through the loss, each still
@@ -241,7 +231,7 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.skipif(_link_missing() is not None, reason=str(_link_missing()))
+@pytest.mark.skipif(namespace_tools_missing() is not None, reason=str(namespace_tools_missing()))
 @pytest.mark.parametrize("blocked, said", [
     (["-p", "udp"], "no path to the other side"),
     (SCTP_DATA, "reached and the connection secured"),     # ICE's checks and the DTLS handshake pass
@@ -251,27 +241,18 @@ def test_data_channels_that_never_open_are_said_with_how_far_the_call_got(blocke
     (the SCTP that carries the data channels): each side ends with a TimeoutError that says how far the
     connection got and what to do. Both ended with a bare timeout ("callsynth call: error: ")."""
     import os
-    import subprocess
     import sys
-    import uuid
 
-    ns = f"csblk{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "netns", "exec", ns, "iptables", "-A", "INPUT", *blocked, "-j", "DROP"], check=True)
-        run = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", CHANNELS_NEVER_OPEN, str(VAL_CLIP),
-                              KEY], capture_output=True, text=True, timeout=120, check=False,
-                             env=dict(os.environ, PYTHONPATH=os.getcwd(), CALLSYNTH_DATA=str(data_root())))
-    finally:
-        subprocess.run(["ip", "netns", "delete", ns], check=False)
+    with DroppingNamespace([blocked]) as ns:
+        run = ns.run([sys.executable, "-c", CHANNELS_NEVER_OPEN, str(VAL_CLIP), KEY], timeout=120,
+                     env=dict(os.environ, PYTHONPATH=os.getcwd(), CALLSYNTH_DATA=str(data_root())))
     outcomes = [line for line in run.stdout.splitlines() if line.startswith("TimeoutError: ")]
     assert len(outcomes) == 2, run.stdout[-2000:] + run.stderr[-3000:]
     for line in outcomes:
         assert "did not open within 5 s" in line and said in line, line
 
 
-@pytest.mark.skipif(_link_missing() is not None, reason=str(_link_missing()))
+@pytest.mark.skipif(namespace_tools_missing() is not None, reason=str(namespace_tools_missing()))
 @pytest.mark.parametrize("rules", [
     # the first 400 bytes of SCTP (both INITs and one sent again: three datagrams)
     [SCTP_DATA + ["-m", "quota", "--quota", "400"]],
@@ -287,25 +268,13 @@ def test_the_channels_set_up_recovers_from_lost_datagrams_after_1_s(rules):
     never, whatever the machine's speed.)"""
     import os
     import re
-    import subprocess
     import sys
-    import uuid
 
-    ns = f"csq{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        for rule in rules:
-            subprocess.run(["ip", "netns", "exec", ns, "iptables", "-A", "INPUT", *rule, "-j", "DROP"], check=True)
-        run = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "scripts/call_setup.py", "--trials", "1",
-                              "--timeout", "15"], capture_output=True, text=True, timeout=120, check=False,
-                             env=dict(os.environ))
-        counters = subprocess.run(["ip", "netns", "exec", ns, "iptables", "-L", "INPUT", "-v", "-n", "-x"],
-                                  capture_output=True, text=True, check=True).stdout
-    finally:
-        subprocess.run(["ip", "netns", "delete", ns], check=False)
+    with DroppingNamespace(rules) as ns:
+        run = ns.run([sys.executable, "scripts/call_setup.py", "--trials", "1", "--timeout", "15"], timeout=120,
+                     env=dict(os.environ))
+        dropped = ns.dropped()
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    dropped = sum(int(line.split()[0]) for line in counters.splitlines() if "DROP" in line)
-    assert dropped >= 2, counters                         # the set-up's datagrams were lost
+    assert dropped >= 2                                   # the set-up's datagrams were lost
     opened_s = float(re.search(r"channels open ([0-9.]+) s later", run.stdout).group(1))
     assert 0.9 <= opened_s < 2.5, run.stdout
