@@ -1,11 +1,13 @@
 """Run a command on a bad link: a network namespace of its own (its loopback only) where iptables drops
 each destination port's UDP beyond KBPS (hashlimit; a burst of a second's worth passes), as a narrow
 uplink does, and/or LOSS % of all UDP datagrams at random (the statistic match), as a poor radio link
-does. Everything the command starts, and the calls between them, stay inside it; the namespace is removed
+does, and/or every UDP datagram for SECONDS from AT s after the command started (`--outage AT:SECONDS`), as
+a train's tunnel does. Everything the command starts, and the calls between them, stay inside it; the namespace is removed
 after. Needs root, `ip` and iptables (with the hashlimit and statistic matches).
 
     python scripts/policed_link.py --kbps 40 -- python -m callsynth.cli demo --budget auto ...
     python scripts/policed_link.py --loss 15 -- python -m callsynth.cli demo --two-way ...
+    python scripts/policed_link.py --outage 12:4 -- python -m callsynth.cli demo --two-way ...
 
 Prints the link's counters (datagrams and bytes dropped) when the command ends; exits with its status."""
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import threading
 import uuid
 
 
@@ -25,14 +28,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kbps", type=float, help="UDP allowed per destination port, kbit/s")
     parser.add_argument("--loss", type=float, help="percent of UDP datagrams dropped at random")
+    parser.add_argument("--outage", metavar="AT:SECONDS", help="all UDP dropped for SECONDS from AT s after the start")
     parser.add_argument("--timeout", type=float, default=600, help="stop the command after this many s")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run inside")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given (put it after --)")
-    if args.kbps is None and args.loss is None:
-        parser.error("say what the link does: --kbps, --loss or both")
+    outage = None
+    if args.outage is not None:
+        try:
+            outage = tuple(float(x) for x in args.outage.split(":"))
+        except ValueError:
+            outage = ()
+        if len(outage) != 2 or outage[0] < 0 or outage[1] <= 0:
+            parser.error(f"--outage {args.outage!r}: AT:SECONDS, e.g. 12:4 (all UDP dropped from 12 s to 16 s)")
+    if args.kbps is None and args.loss is None and outage is None:
+        parser.error("say what the link does: --kbps, --loss, --outage or a mix")
     if args.kbps is not None and args.kbps <= 0:
         parser.error("--kbps must be above 0")
     if args.loss is not None and not 0 < args.loss < 100:
@@ -46,22 +58,31 @@ def main(argv: list[str] | None = None) -> int:
         rules.append(["-m", "hashlimit", "--hashlimit-name", ns, "--hashlimit-mode", "dstport",
                       "--hashlimit-above", f"{rate}b/s", "--hashlimit-burst", f"{rate}b"])
     link = " and ".join(([f"{args.loss:g} % lost"] if args.loss is not None else [])
-                        + ([f"{args.kbps:g} kbit/s per port"] if args.kbps is not None else []))
+                        + ([f"{args.kbps:g} kbit/s per port"] if args.kbps is not None else [])
+                        + ([f"nothing from {outage[0]:g} s to {sum(outage):g} s"] if outage else []))
+    cut = ["ip", "netns", "exec", ns, "iptables", "{}", "INPUT", "-p", "udp", "-j", "DROP"]
+    timers = [threading.Timer(at, sh, [*(c if c != "{}" else flag for c in cut)], {"check": False})
+              for at, flag in ((outage[0], "-I"), (sum(outage), "-D"))] if outage else []
     sh("ip", "netns", "add", ns)
     try:
         sh("ip", "-n", ns, "link", "set", "lo", "up")
         for rule in rules:
             sh("ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-p", "udp", *rule, "-j", "DROP")
+        for timer in timers:
+            timer.start()
         try:
             code = subprocess.run(["ip", "netns", "exec", ns, *command], timeout=args.timeout,
                                   check=False).returncode
         except subprocess.TimeoutExpired:
             print(f"policed_link: the command ran past {args.timeout:g} s and was stopped", file=sys.stderr)
             code = 124
+        finally:
+            for timer in timers:
+                timer.cancel()
         counters = sh("ip", "netns", "exec", ns, "iptables", "-L", "INPUT", "-v", "-n", "-x", check=False).stdout
         dropped = [line.split()[:2] for line in counters.splitlines() if "DROP" in line]
-        if dropped:
-            print(f"policed_link: {link}; dropped {sum(int(d[0]) for d in dropped)} datagrams, "
+        if dropped or outage:
+            print(f"policed_link: {link}; {'besides the outage, ' if outage else ''}dropped {sum(int(d[0]) for d in dropped)} datagrams, "
                   f"{sum(int(d[1]) for d in dropped)} bytes")
         return code
     finally:

@@ -271,8 +271,9 @@ class TwoWayCall:
                 self.stats.event(f"refused a {message['of']} not signed with the call key", logging.WARNING)
 
     async def _watch_media(self) -> None:
-        """Datagrams stop for --rejoin-wait seconds (MEDIA_SILENCE_S said at once): the other side is gone."""
-        silent_since = None
+        """Datagrams stop for --rejoin-wait seconds (MEDIA_SILENCE_S said at once): the other side is gone.
+        Datagrams again before that are said too, with how long nothing came (as the one-way receiver does)."""
+        silent_since, quiet_from = None, 0.0
         while True:
             await asyncio.sleep(0.5)
             last = self.counters[-1].last if self.counters else 0.0
@@ -280,10 +281,11 @@ class TwoWayCall:
                 continue
             silent = time.monotonic() - last > MEDIA_SILENCE_S
             if silent and silent_since is None:
-                silent_since = time.monotonic()
+                silent_since, quiet_from = time.monotonic(), last
                 self.stats.event(f"nothing received for {MEDIA_SILENCE_S:.0f} s", logging.WARNING)
-            elif not silent:
+            elif not silent and silent_since is not None:
                 silent_since = None
+                self.stats.event(f"media from the other side again (nothing came for about {last - quiet_from:.0f} s)")
             if silent_since is not None and time.monotonic() - silent_since > self.options.receive.rejoin_wait:
                 self._end("the other side is gone (no media)")
                 return
