@@ -100,6 +100,7 @@ class ReceiverStats:
             "speaker": self.speaker,
             "on_wire": self.wire,
             "events": list(self.events),
+            "events_from_unix_s": round(self.started, 3),   # events' t_s count from here (frames CSV: unix ms)
         }
         return out
 
