@@ -236,12 +236,12 @@ def on_message(channel, handler: Callable, failed: Callable[[Exception], None]) 
     channel.on("message", handle)
 
 
-def channels_late(timeout: float, dtls_state: str | None) -> TimeoutError:
-    """The error for a call whose data channels did not open within `timeout` s, saying how far the
-    connection got (DTLS's state: 'connected' once ICE found a path and the secure handshake passed, 'closed'
-    when the other side then gave up first). A bare asyncio timeout ended such a call with "error: " and
-    nothing after it."""
-    if dtls_state in ("connected", "closed"):
+def channels_late(timeout: float, sctp: RTCSctpTransport | None) -> TimeoutError:
+    """The error for a call whose data channels (over `sctp`, None before the peer connection made it) did
+    not open within `timeout` s, saying how far the connection got: DTLS's state is 'connected' once ICE
+    found a path and the secure handshake passed, 'closed' when the other side then gave up first. A bare
+    asyncio timeout ended such a call with "error: " and nothing after it."""
+    if sctp is not None and sctp.transport.state in ("connected", "closed"):
         why = ("the other side was reached and the connection secured, but the channels' own set-up (SCTP "
                "inside DTLS) did not get through: a link that loses most packets (fix_sctp_setup retries "
                "every second) or a firewall that passes some of the call's UDP and not the rest; try again")
@@ -250,12 +250,6 @@ def channels_late(timeout: float, dtls_state: str | None) -> TimeoutError:
                "or the secure handshake did not pass): behind NATs or firewalls that block UDP, give both "
                "sides a TURN server with --ice-server")
     return TimeoutError(f"the call's data channels did not open within {timeout:g} s: {why}")
-
-
-def dtls_state(pc: RTCPeerConnection | None) -> str | None:
-    """The peer connection's DTLS state (see channels_late), None before its transport exists."""
-    sctp = getattr(pc, "sctp", None)
-    return None if sctp is None else sctp.transport.state
 
 
 # SCTP's first retransmission timeout, before any round trip is measured: aiortc's 3 s (RFC 4960's RTO.Initial)

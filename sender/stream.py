@@ -102,7 +102,7 @@ async def open_channel(channel, timeout: float) -> None:
     try:
         await asyncio.wait_for(opened.wait(), timeout)
     except asyncio.TimeoutError:
-        raise channels_late(timeout, channel.transport.transport.state) from None
+        raise channels_late(timeout, channel.transport) from None
 
 
 class MutableAudioTrack(TappedAudioTrack):

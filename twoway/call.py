@@ -29,18 +29,17 @@ from callsynth.call_key import CallKey
 from callsynth.echo import EchoCanceller, EchoCancelledTrack, EchoUnavailable
 from callsynth.machine import freeze_heap
 from callsynth.face.basis import ExpressionBasis
-from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, channels_late, count_received_datagrams, dtls_state,
+from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, channels_late, count_received_datagrams,
                            new_peer_connection, on_message)
 from callsynth.signalling import SignallingClient, SignallingError
 from callsynth.wire import Hangup, Receipt, encode_hangup, encode_receipt
-from receiver.call import ReceiverOptions, consume_audio
+from receiver.call import MEDIA_SILENCE_S, ReceiverOptions, consume_audio
 from receiver.frame_clock import FrameClock
 from receiver.stats import ReceiverStats, peak_memory_mb, summary_line, wire_summary
 from sender.call import SenderOptions, call_key, wait_for_answer, wait_for_peer
 from sender.stream import FaceStream
 
 log = logging.getLogger("callsynth.call")
-MEDIA_SILENCE_S = 3.0
 GOODBYE_WAIT_S = 2.0      # how long a side that hangs up waits for the other's answer (and its last packets)
 
 
@@ -147,7 +146,7 @@ class TwoWayCall:
             try:
                 await asyncio.wait_for(self.channels_ready.wait(), o.connect_timeout)
             except asyncio.TimeoutError:
-                raise channels_late(o.connect_timeout, dtls_state(self.pc)) from None
+                raise channels_late(o.connect_timeout, getattr(self.pc, "sctp", None)) from None
             await self.stream.send_still(self.channels[IDENTITY_CHANNEL], self.channels[FEATURES_CHANNEL],
                                          o.connect_timeout)
             await self.stream.run(self.ended, self.pc)
