@@ -60,14 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     link = " and ".join(([f"{args.loss:g} % lost"] if args.loss is not None else [])
                         + ([f"{args.kbps:g} kbit/s per port"] if args.kbps is not None else [])
                         + ([f"nothing from {outage[0]:g} s to {sum(outage):g} s"] if outage else []))
-    cut = ["ip", "netns", "exec", ns, "iptables", "{}", "INPUT", "-p", "udp", "-j", "DROP"]
-    timers = [threading.Timer(at, sh, [*(c if c != "{}" else flag for c in cut)], {"check": False})
-              for at, flag in ((outage[0], "-I"), (sum(outage), "-D"))] if outage else []
+
+    def drop(how: str, *rule: str, check: bool = True) -> None:
+        """Adds (-A, -I) or removes (-D) a rule that drops the namespace's UDP that `rule` matches."""
+        sh("ip", "netns", "exec", ns, "iptables", how, "INPUT", "-p", "udp", *rule, "-j", "DROP", check=check)
+
+    timers = [threading.Timer(outage[0], drop, ["-I"], {"check": False}),
+              threading.Timer(sum(outage), drop, ["-D"], {"check": False})] if outage else []
     sh("ip", "netns", "add", ns)
     try:
         sh("ip", "-n", ns, "link", "set", "lo", "up")
         for rule in rules:
-            sh("ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-p", "udp", *rule, "-j", "DROP")
+            drop("-A", *rule)
         for timer in timers:
             timer.start()
         try:
