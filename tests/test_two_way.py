@@ -202,8 +202,11 @@ def test_a_two_way_call_over_a_link_that_loses_15_percent_of_its_datagrams(tmp_p
         assert 0.6 * sent["packets_sent"] <= received["features"]["packets"] < sent["packets_sent"], (name, sent)
         shown = received["frames_shown"]
         assert shown >= 30 and received["concealed_frames"] <= 0.3 * shown, (name, received)
-        # the voice went on: lost packets are given up, not waited for (50 frames a second at 20 ms)
-        assert received["audio_frames"] >= 0.5 * 50 * received["seconds"], (name, received)
+        # the voice went on: each voice datagram that arrived became a frame (lost ones are given up, not
+        # waited for: aiortc's buffer stopped at each and handed out nothing until it overflowed). The
+        # datagrams are counted from the still, the frames from the start: 0.95-1.6 frames a datagram here.
+        voice = received["on_wire"]["datagrams"]["audio"]
+        assert received["audio_frames"] > 20 and received["audio_frames"] >= 0.8 * voice, (name, received)
 
 
 # DTLS's application data (records of content type 23, the first byte after the UDP header): the SCTP that
