@@ -22,7 +22,7 @@ Each direction of a two-way call is planned alike; the figures are per direction
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .wire import MAX_BUNDLE, PART_BYTES
 
@@ -147,13 +147,27 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
 # queue at the sender grows). So the call starts at AUTO_START (a link of a few tens of kbps carries it;
 # starting without a budget, 90 kbps, lost most of a 40 kbps link's first seconds and held the still
 # back for 16 s behind SCTP's retransmission back-off), steps down a tier when a report shows either,
-# two tiers at heavy loss; after a quiet spell it probes a tier up, and a probe that brings
-# trouble back within PROBE_FAIL_S doubles the next spell (at most MAX_QUIET_S), as TCP's back-off does.
+# two tiers at heavy loss; after a quiet spell it probes a tier up, and a probe that brings trouble back
+# within PROBE_FAIL_S goes back one tier and doubles the next spell (at most MAX_QUIET_S), as TCP's
+# back-off does.
+#
+# Loss counts only when it is clearly more than chance: a report covers about 20 voice packets, one lost
+# is 5 %, so a report alone must lose far more (LONE_REPORT_SPREAD standard deviations), or the latest
+# reports of JUDGED_PACKETS together LOSS_SPREAD of them, over LOSS_DOWN. And a poor radio link loses
+# packets at random whatever is sent: taken for congestion, that loss held the call at the lowest tier for
+# good (no quiet spell ever came), where one lost packet of five frames' is a concealed gap. What a step
+# down does tells them apart. A policer that dropped a share L1 of rate R1 drops 1 - (1 - L1) R1 / R2 of a
+# lower rate R2 (nothing, once under it); the link's own loss stays L1. Clearly more than the policer's
+# figure at the lower tier (judged on its reports, again at each while the loss goes on) is the link's own,
+# and from then on loss counts over that share (which falls as later reports show less; only a step down
+# shows more); about as much as before, and the step was for nothing: the call goes back to the tier it
+# left. Whatever the step was made for (a round trip that an event-loop stall lengthened, on a lossy link,
+# stranded the call at the lowest tier too). scripts/budget_on_links.py tries it on simulated links.
 
 AUTO = "auto"             # --budget auto
 AUTO_TIERS: tuple[float | None, ...] = (None, 64.0, 48.0, 32.0, 24.0)
 AUTO_START = 3            # 32 kbps
-LOSS_DOWN = 0.05          # a report with this share of our packets lost: step down
+LOSS_DOWN = 0.05          # this share of our packets lost over the link's own, and over chance: step down
 LOSS_HEAVY = 0.20         # ... two tiers
 RTT_RISE_MS = 150.0       # a round trip this far over the quietest seen: a queue is building
 QUEUED_DOWN_S = 0.15      # feature packets this long in our SCTP queue: the link does not carry them
@@ -161,17 +175,30 @@ SETTLE_S = 3.0            # after a change, reports this fresh still describe th
 QUIET_S = 10.0            # without trouble this long: probe a tier up
 MAX_QUIET_S = 120.0
 PROBE_FAIL_S = 10.0
+LOSS_SPREAD = 2.5         # chance: this many standard deviations of the share lost in reports together
+LONE_REPORT_SPREAD = 4.0  # ... in one report alone
+SPREAD_FLOOR = 0.02       # the spread of a link that seems to lose nothing: as if it lost 2 %
+JUDGED_PACKETS = 60       # a share lost is judged on at least this many packets' reports (about 20 each)
+ENDURED_PACKETS = 180     # after a step down, as a policer's over this many packets: the step was right
+LINK_LOSS_PACKETS = 300   # the link's own loss falls to the share lost in this many packets of a tier
+REPORT_PACKETS = 30       # a report that does not say how many packets it covers counts as this many
 
 
 @dataclass(frozen=True)
 class LinkReport:
     """One look at the link: `loss` the share of our packets the other side lost since its previous
     report (None: no new report), `rtt_ms` the round trip (None: not known yet), `queued_s` how long our
-    feature packets wait in SCTP's queue."""
+    feature packets wait in SCTP's queue, `packets` how many of ours the report covers (None: unknown)."""
     at_s: float
     loss: float | None
     rtt_ms: float | None
     queued_s: float = 0.0
+    packets: int | None = None
+
+
+def tier_kbps(budget_kbps: float | None) -> float:
+    """What a tier sends on the wire, about: its budget, or without one the plan's own estimate (30 fps)."""
+    return budget_kbps if budget_kbps is not None else sum(plan(None, 30.0).estimate_kbps.values())
 
 
 class BudgetChooser:
@@ -186,6 +213,11 @@ class BudgetChooser:
         self.quiet_s = QUIET_S
         self.probed_s: float | None = None          # when the last step up was made
         self.base_rtt_ms: float | None = None
+        self.link_loss = 0.0                        # the link's own loss, once a step down showed it
+        self.left: tuple[int, float, int] | None = None   # a step down: the tier it left, and the share
+                                                          # lost there, of how many packets
+        self.reports: list[tuple[float, int]] = []  # (loss, packets) at this tier, settled, newest last
+        self.reported_s = -math.inf                 # the last settled report on loss
         self.history: list[dict] = []               # every change, and why (STATS.json)
 
     @property
@@ -196,34 +228,122 @@ class BudgetChooser:
         """Why this report says the link is over capacity, or None."""
         if report.rtt_ms is not None:
             self.base_rtt_ms = min(self.base_rtt_ms or report.rtt_ms, report.rtt_ms)
-        if report.loss is not None and report.loss >= LOSS_DOWN:
-            return f"{report.loss:.0%} of packets lost"
+        if (lost := self.lost_too_many(report)) is not None:
+            own = f", {self.link_loss:.0%} the link's own" if self.link_loss else ""
+            return f"{lost:.0%} of packets lost{own}"
         if report.queued_s >= QUEUED_DOWN_S:
             return f"feature packets queued {report.queued_s * 1000:.0f} ms at the sender"
         if report.rtt_ms is not None and report.rtt_ms >= self.base_rtt_ms + RTT_RISE_MS:
             return f"round trip {report.rtt_ms:.0f} ms, {report.rtt_ms - self.base_rtt_ms:.0f} over its lowest"
         return None
 
+    def lost_too_many(self, report: LinkReport) -> float | None:
+        """The share lost that makes this report trouble, or None: clearly beyond the link's own loss (none
+        until a step down shows some), in this report alone or in this tier's latest reports together
+        (a report covers about 20 voice packets: one lost is 5 %; on a link that loses 10 % at random,
+        one report in a hundred loses 30 %)."""
+        if report.loss is None:
+            return None
+        if report.loss >= beyond(self.link_loss, report.packets, LONE_REPORT_SPREAD):
+            return report.loss
+        judged = self.recent_loss(JUDGED_PACKETS)
+        if judged is not None and judged[0] >= beyond(self.link_loss, judged[1]):
+            return judged[0]
+        return None
+
+    def recent_loss(self, packets: int) -> tuple[float, int] | None:
+        """The share lost over this tier's latest reports of at least `packets` packets, and how many
+        they were (None: not so many yet)."""
+        lost = counted = 0
+        for loss, n in reversed(self.reports):
+            lost, counted = lost + loss * n, counted + n
+            if counted >= packets:
+                return lost / counted, counted
+        return None
+
+    def tier_loss(self) -> tuple[float, int]:
+        """The share lost over all this tier's reports (settled), and how many packets they counted."""
+        counted = sum(n for _, n in self.reports)
+        return sum(loss * n for loss, n in self.reports) / max(1, counted), counted
+
+    def judge_step_down(self, now: float) -> float | None | bool:
+        """After a step down (`left`, for whatever trouble), this tier's reports so far: more lost than a
+        policer would drop of this rate is the link's own loss, and if about as much as before (at least
+        half, and within chance), the step was for nothing: back (the change, else False). Else after
+        ENDURED_PACKETS the step was right, and loss that goes on at this rate is the link's own."""
+        (left_tier, left_loss, left_packets), (loss, packets) = self.left, self.tier_loss()
+        if packets < JUDGED_PACKETS:
+            return False
+        ratio = tier_kbps(self.tiers[left_tier]) / tier_kbps(self.budget_kbps)
+        policed = max(self.link_loss, 1 - (1 - left_loss) * ratio)
+        if loss > policed + chance(policed, packets) and loss < beyond(left_loss, packets):
+            self.link_loss, self.left = loss, None
+            if loss > max(left_loss / 2, left_loss - chance(left_loss, left_packets)):
+                self.probed_s = now                     # back up: a probe, if the loss says otherwise
+                return self._change(left_tier, now, f"{loss:.0%} of packets lost at {_kbps(self.budget_kbps)}"
+                                    f" as {left_loss:.0%} at {_kbps(self.tiers[left_tier])}: the link's own loss")
+        elif packets >= ENDURED_PACKETS:
+            if loss >= beyond(self.link_loss, packets):
+                self.link_loss = loss   # the loss goes on, less than a policer's: the link's own from here
+            self.left = None            # (probes up will show whether more was ours)
+        return False
+
     def observe(self, report: LinkReport) -> float | None | bool:
         now = report.at_s
-        why = self.trouble(report)
         settled = self.changed_s is None or now - self.changed_s >= SETTLE_S
         self.first_s = now if self.first_s is None else self.first_s
+        if report.loss is not None:
+            # before the change settled, and in the first report after, some packets were the old rate's
+            fresh = settled and (self.changed_s is None or self.changed_s < self.reported_s)
+            self.reported_s = now if settled else self.reported_s
+            if fresh:
+                self.reports.append((report.loss, report.packets or REPORT_PACKETS))
+            else:
+                report = replace(report, loss=None)
+        if self.left is not None and report.loss is not None:
+            if (change := self.judge_step_down(now)) is not False:
+                return change
+            if self.left is not None and self.tier_loss()[1] < JUDGED_PACKETS and \
+                    report.loss < beyond(self.left[1], report.packets):
+                report = replace(report, loss=None)     # judged when enough has come, unless far worse
+        why = self.trouble(report)
+        if why is None and self.link_loss and (recent := self.recent_loss(LINK_LOSS_PACKETS)) is not None:
+            self.link_loss = min(self.link_loss, recent[0])   # more is judged only by a step down
         if why is not None and settled:
             self.trouble_s = now
             if self.tier + 1 < len(self.tiers):
-                if self.probed_s is not None and now - self.probed_s <= PROBE_FAIL_S:
-                    self.quiet_s = min(MAX_QUIET_S, self.quiet_s * 2)     # the probe failed: wait longer
-                steps = 2 if report.loss is not None and report.loss >= LOSS_HEAVY else 1
-                return self._change(min(len(self.tiers) - 1, self.tier + steps), now, why)
+                probe_failed = self.probed_s is not None and now - self.probed_s <= PROBE_FAIL_S
+                if probe_failed:
+                    self.quiet_s = min(MAX_QUIET_S, self.quiet_s * 2)     # wait longer, back where it was
+                lost = self.lost_too_many(report)
+                heavy = lost is not None and lost - self.link_loss >= LOSS_HEAVY
+                steps = 2 if heavy and not probe_failed else 1
+                left = (self.tier, *self.tier_loss()) if self.reports else None
+                return self._change(min(len(self.tiers) - 1, self.tier + steps), now, why, left)
         elif why is None and self.tier > 0 and now - max(self.changed_s or self.first_s,
                                                          self.trouble_s or self.first_s) >= self.quiet_s:
             self.probed_s = now
             return self._change(self.tier - 1, now, f"{self.quiet_s:.0f} s without loss or queueing")
         return False
 
-    def _change(self, tier: int, now: float, why: str) -> float | None:
-        self.tier, self.changed_s = tier, now
+    def _change(self, tier: int, now: float, why: str, left: tuple | None = None) -> float | None:
+        self.tier, self.changed_s, self.reports, self.left = tier, now, [], left
         budget = self.tiers[tier]
         self.history.append({"at_s": round(now, 2), "budget_kbps": budget, "why": why})
         return budget
+
+
+def chance(loss: float, packets: int | None, spread: float = LOSS_SPREAD) -> float:
+    """`spread` standard deviations of the share lost in `packets` packets on a link that loses `loss` of
+    them at random (at least SPREAD_FLOOR's)."""
+    share = max(loss, SPREAD_FLOOR)
+    return spread * math.sqrt(share * (1 - share) / (packets or REPORT_PACKETS))
+
+
+def beyond(loss: float, packets: int | None, spread: float = LOSS_SPREAD) -> float:
+    """A share lost clearly beyond `loss`: LOSS_DOWN over it, and over chance."""
+    return loss + LOSS_DOWN + chance(loss, packets, spread)
+
+
+def _kbps(budget_kbps: float | None) -> str:
+    return f"{budget_kbps:g} kbps" if budget_kbps is not None else "no budget"

@@ -112,15 +112,17 @@ def retune_voice(rtp_sender) -> None:
 @dataclass
 class LinkWatch:
     """What the link shows this side (callsynth.budget.LinkReport): the other side's newest RTCP receiver
-    report on our voice (share of packets lost since its previous one), the round trip (RTCP's, else
-    SCTP's smoothed one), and how long feature packets wait in our SCTP queue (the caller's measure)."""
+    report on our voice (share of packets lost since its previous one, and how many packets that was),
+    the round trip (RTCP's, else SCTP's smoothed one), and how long feature packets wait in our SCTP queue
+    (the caller's measure)."""
     pc: RTCPeerConnection
     last_report: object = None
+    last_count: int | None = None     # the packets the previous report counted, received and lost
 
     async def report(self, now_s: float, queued_s: float = 0.0):
         from .budget import LinkReport
 
-        loss = rtt = None
+        loss = rtt = packets = None
         for sender in self.pc.getSenders():
             if sender.track is None or sender.track.kind != "audio":
                 continue
@@ -130,12 +132,15 @@ class LinkWatch:
                 if stats.timestamp != self.last_report:
                     self.last_report = stats.timestamp
                     loss = stats.fractionLost / 256.0
+                    count = stats.packetsReceived + stats.packetsLost
+                    packets = count - self.last_count if self.last_count is not None else count
+                    self.last_count = count
                 if stats.roundTripTime is not None:
                     rtt = stats.roundTripTime * 1000.0
         srtt = getattr(self.pc.sctp, "_srtt", None) if self.pc.sctp is not None else None
         if rtt is None and srtt is not None:
             rtt = srtt * 1000.0
-        return LinkReport(now_s, loss, rtt, queued_s)
+        return LinkReport(now_s, loss, rtt, queued_s, packets)
 
 
 class _RtcpSpacing:
