@@ -112,12 +112,12 @@ def retune_voice(rtp_sender) -> None:
 @dataclass
 class LinkWatch:
     """What the link shows this side (callsynth.budget.LinkReport): the other side's newest RTCP receiver
-    report on our voice (share of packets lost since its previous one, and how many packets that was),
-    the round trip (RTCP's, else SCTP's smoothed one), and how long feature packets wait in our SCTP queue
-    (the caller's measure)."""
+    report on our voice (share of packets lost since the previous one we got, and how many packets that
+    was), the round trip (RTCP's, else SCTP's smoothed one), and how long feature packets wait in our SCTP
+    queue (the caller's measure)."""
     pc: RTCPeerConnection
     last_report: object = None
-    last_count: int | None = None     # the packets the previous report counted, received and lost
+    last_counts: tuple[int, int] = (0, 0)   # packets the previous report counted: all sent, and lost
 
     async def report(self, now_s: float, queued_s: float = 0.0):
         from .budget import LinkReport
@@ -131,10 +131,13 @@ class LinkWatch:
                     continue
                 if stats.timestamp != self.last_report:
                     self.last_report = stats.timestamp
-                    loss = stats.fractionLost / 256.0
-                    count = stats.packetsReceived + stats.packetsLost
-                    packets = count - self.last_count if self.last_count is not None else count
-                    self.last_count = count
+                    # from the cumulative counts, not the report's own share: a lost report's interval
+                    # is then in the next one's, as it is in our count of what was sent
+                    counts = (stats.packetsReceived + stats.packetsLost, stats.packetsLost)
+                    sent, lost = counts[0] - self.last_counts[0], counts[1] - self.last_counts[1]
+                    if sent > 0:
+                        loss, packets = min(1.0, max(0.0, lost / sent)), sent
+                    self.last_counts = counts
                 if stats.roundTripTime is not None:
                     rtt = stats.roundTripTime * 1000.0
         srtt = getattr(self.pc.sctp, "_srtt", None) if self.pc.sctp is not None else None
