@@ -174,11 +174,11 @@ def test_auto_budget_finds_what_a_24_kbps_link_carries(tmp_path):
     said, sender, receiver = _auto_budget_call(tmp_path, ["--kbps", "24"], 500)
     assert "dropped" in said                             # the policer was there and did drop
     changes = sender["plan_changes"]
-    # it came down to the tier that fits 24 kbps on the wire, and said why (a probe up may come first: in
-    # a fresh-clone run of 2026-12-01 the start tier's first 10 s fitted under the policer: it probed 48 first)
-    down = [c for c in changes if c["budget_kbps"] == 24]
+    # it came down to a tier that fits 24 kbps on the wire, and said why: 24, or 32 (once the reference
+    # stills are sent, 32's plan leaves about 20 kbps on the wire: in some runs its first 10 s fitted under
+    # the policer, a probe to 48 failed, and a failed probe goes back to the tier it came from)
+    down = [c for c in changes if c["budget_kbps"] in (24, 32) and ("lost" in c["why"] or "queued" in c["why"])]
     assert down, changes
-    assert "lost" in down[0]["why"] or "queued" in down[0]["why"]
     assert sender["wire_plan"]["budget_kbps"] in (24, 32)      # at the end: there, or probing up
     _the_voice_went_on(receiver)
     # packets that came before the still (held back by the link) are the only ones refused
