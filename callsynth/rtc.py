@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -18,7 +19,7 @@ import re
 
 import aioice.ice
 from aiortc import (RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSctpTransport,
-                    rtcsctptransport)
+                    rtcrtpsender, rtcsctptransport)
 from aiortc.codecs import opus
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
@@ -113,8 +114,8 @@ def retune_voice(rtp_sender) -> None:
 class LinkWatch:
     """What the link shows this side (callsynth.budget.LinkReport): the other side's newest RTCP receiver
     report on our voice (share of packets lost since the previous one we got, and how many packets that
-    was), the round trip (RTCP's, else SCTP's smoothed one), and how long feature packets wait in our SCTP
-    queue (the caller's measure)."""
+    was), the round trip (the shorter of RTCP's last two, else without a voice SCTP's smoothed one), and how
+    long feature packets wait in our SCTP queue (the caller's measure)."""
     pc: RTCPeerConnection
     last_report: object = None
     last_counts: tuple[int, int] = (0, 0)   # packets the previous report counted: all sent, and lost
@@ -123,6 +124,7 @@ class LinkWatch:
         from .budget import LinkReport
 
         loss = rtt = packets = None
+        voice = False
         for sender in self.pc.getSenders():
             if sender.track is None or sender.track.kind != "audio":
                 continue
@@ -138,11 +140,12 @@ class LinkWatch:
                     if sent > 0:
                         loss, packets = min(1.0, max(0.0, lost / sent)), sent
                     self.last_counts = counts
-                if stats.roundTripTime is not None:
-                    rtt = stats.roundTripTime * 1000.0
+            # the shorter of the last two measured (record_round_trips): a stall lengthens one, a queue all
+            measured = list(getattr(sender, "_callsynth_round_trips", ()))[-2:]
+            voice, rtt = True, (min(measured) * 1000.0 if len(measured) == 2 else None)
         srtt = getattr(self.pc.sctp, "_srtt", None) if self.pc.sctp is not None else None
-        if rtt is None and srtt is not None:
-            rtt = srtt * 1000.0
+        if not voice and srtt is not None:
+            rtt = srtt * 1000.0                 # no voice, no RTCP: SCTP's smoothed round trip
         return LinkReport(now_s, loss, rtt, queued_s, packets)
 
 
@@ -292,14 +295,45 @@ def fix_sctp_setup(first_rto_s: float = SCTP_FIRST_RTO_S, init_tries: int = SCTP
     transport._send_chunk = send_chunk
 
 
+def record_round_trips() -> None:
+    """Each RTCP round trip aiortc measures is kept as measured (`_callsynth_round_trips` on its RTP
+    sender, newest last), beside the smoothed one its stats give: a round trip includes any stall of either
+    side's event loop between a report's arrival and its handling (a 228 ms one on a loopback link as the
+    still arrived), which one sample shows and the next does not, while a queue on the link lengthens
+    every one; smoothed, one stall stayed over the threshold for several seconds (LinkWatch)."""
+    sender = rtcrtpsender.RTCRtpSender
+    original = getattr(sender, "_callsynth_handle_rtcp", sender._handle_rtcp_packet)
+    sender._callsynth_handle_rtcp = original
+
+    async def handle_rtcp(self, packet) -> None:
+        before = self._RTCRtpSender__rtt
+        await original(self, packet)
+        after = self._RTCRtpSender__rtt
+        if after is not None and after != before:
+            samples = self.__dict__.setdefault("_callsynth_round_trips", deque(maxlen=8))
+            samples.append(measured_round_trip(before, after))
+
+    sender._handle_rtcp_packet = handle_rtcp
+
+
+def measured_round_trip(smoothed_before: float | None, smoothed_after: float) -> float:
+    """The round trip aiortc measured, from its smoothed value before and after (rtcrtpsender.RTT_ALPHA)."""
+    if smoothed_before is None:
+        return smoothed_after
+    alpha = rtcrtpsender.RTT_ALPHA
+    return (smoothed_after - alpha * smoothed_before) / (1 - alpha)
+
+
 def new_peer_connection(hosts: list[str] | None = (CALL.host,),
                         ice_servers: tuple[RTCIceServer, ...] = ()) -> RTCPeerConnection:
     """A peer connection on one bundled transport; STUN/TURN only when given (nothing outside is reached
     otherwise). With a TURN server, a relayed candidate joins the host ones: two peers that cannot reach
-    each other meet through it. Its voice is buffered by voice_jitter.VoiceJitterBuffer, and its data
-    channels' set-up holds on a lossy link (fix_sctp_setup)."""
+    each other meet through it. Its voice is buffered by voice_jitter.VoiceJitterBuffer, its data
+    channels' set-up holds on a lossy link (fix_sctp_setup), and its RTCP round trips are kept as measured
+    (record_round_trips)."""
     voice_jitter.install()
     fix_sctp_setup()
+    record_round_trips()
     restrict_ice_hosts(list(hosts) if hosts else None)
     config = RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.BALANCED)
     return RTCPeerConnection(configuration=config)

@@ -17,6 +17,7 @@ from callsynth.budget import (
     AUTO_TIERS,
     MAX_QUIET_S,
     QUIET_S,
+    RTT_RISE_MS,
     SETTLE_S,
     BudgetChooser,
     LinkReport,
@@ -225,3 +226,55 @@ def test_on_wire_rates_run_from_the_still_to_the_start_of_the_goodbyes():
                                     "other": (0, 0)}
     assert counter.after_close() == 200 + UDP_IPV4_HEADERS
     assert counter.seconds_since_mark() == counter.closed[0] - counter.marked[0]
+
+
+def test_one_stall_of_the_event_loop_is_not_taken_for_a_queue_on_the_link():
+    """A round trip includes any stall of either side's event loop between a report's arrival and its
+    handling; a 1.5 s one (a slow machine warming up) lifted aiortc's smoothed round trip 225 ms for several
+    reports, and `--budget auto` stepped down for "round trip 228 ms" on a loopback link. LinkWatch now
+    takes the shorter of the last two measured: a stall lengthens one, a queue every one."""
+    import asyncio
+    import time
+
+    from aiortc import RTCSessionDescription
+    from aiortc.mediastreams import AudioStreamTrack
+
+    from callsynth.rtc import LinkWatch, new_peer_connection
+
+    async def call() -> tuple[list[float], list[float]]:
+        caller, callee = new_peer_connection(), new_peer_connection()
+        sender = caller.addTrack(AudioStreamTrack())
+        stall = {"reports": 0}
+
+        async def handle_late(packet, handle=sender._handle_rtcp_packet):
+            stall["reports"] += 1
+            if stall["reports"] == 4:
+                time.sleep(1.5)                         # the event loop stalls as the report arrives
+            await handle(packet)
+
+        sender._handle_rtcp_packet = handle_late
+        try:
+            await caller.setLocalDescription(await caller.createOffer())
+            await callee.setRemoteDescription(caller.localDescription)
+            await callee.setLocalDescription(await callee.createAnswer())
+            await caller.setRemoteDescription(RTCSessionDescription(callee.localDescription.sdp, "answer"))
+            watch, smoothed, watched = LinkWatch(caller), [], []
+            for _ in range(40):                         # 10 s: about ten receiver reports
+                await asyncio.sleep(0.25)
+                report = await watch.report(0.0)
+                stats = [s for s in (await sender.getStats()).values() if s.type == "remote-inbound-rtp"]
+                if stats and stats[0].roundTripTime is not None:
+                    smoothed.append(stats[0].roundTripTime * 1000)
+                if report.rtt_ms is not None:
+                    watched.append(report.rtt_ms)
+            assert stall["reports"] >= 6, stall
+            return smoothed, watched
+        finally:
+            await caller.close()
+            await callee.close()
+
+    smoothed, watched = asyncio.run(call())
+    # what the old LinkWatch read (aiortc's smoothed round trip) rose past the chooser's threshold ...
+    assert max(smoothed) >= min(smoothed) + RTT_RISE_MS, smoothed
+    # ... what it reads now did not
+    assert watched and max(watched) < min(watched) + RTT_RISE_MS, watched
