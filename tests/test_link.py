@@ -191,7 +191,7 @@ def test_auto_budget_finds_what_a_24_kbps_link_carries(tmp_path):
 def test_auto_budget_on_a_link_that_loses_at_random_is_not_held_down(tmp_path):
     """10 % of all UDP lost at random, whatever is sent: the chooser steps down for it, sees the loss stay
     at the lower tier and comes back up (before, it stayed at 24 kbps for the rest of the call, where a lost
-    packet of five frames' is a concealed gap: 581-611 of 1402 frames concealed against 75-177, README)."""
+    packet of five frames' is a concealed gap: 581-611 of 1402 frames concealed against 164-287, README)."""
     _, sender, receiver = _auto_budget_call(tmp_path, ["--loss", "10"], 750)
     changes = sender["plan_changes"]
     # it went down to 24 kbps (the first report's loss looks like a policer's) and came up again: at once,
