@@ -161,8 +161,9 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
 # figure at the lower tier (judged on its reports, again at each while the loss goes on) is the link's own,
 # and from then on loss counts over that share (which falls as later reports show less; only a step down
 # shows more); about as much as before, and the step was for nothing: the call goes back to the tier it
-# left. Whatever the step was made for (a round trip that an event-loop stall lengthened, on a lossy link,
-# stranded the call at the lowest tier too). scripts/budget_on_links.py tries it on simulated links.
+# left. This holds whatever the step was made for: one for a round trip that an event-loop stall had
+# lengthened once stranded a call on a lossy link at the lowest tier too. scripts/budget_on_links.py tries
+# the chooser on simulated links.
 
 AUTO = "auto"             # --budget auto
 AUTO_TIERS: tuple[float | None, ...] = (None, 64.0, 48.0, 32.0, 24.0)
@@ -254,17 +255,16 @@ class BudgetChooser:
     def recent_loss(self, packets: int) -> tuple[float, int] | None:
         """The share lost over this tier's latest reports of at least `packets` packets, and how many
         they were (None: not so many yet)."""
-        lost = counted = 0
-        for loss, n in reversed(self.reports):
-            lost, counted = lost + loss * n, counted + n
+        counted = 0
+        for first in range(len(self.reports) - 1, -1, -1):
+            counted += self.reports[first][1]
             if counted >= packets:
-                return lost / counted, counted
+                return pooled(self.reports[first:])
         return None
 
     def tier_loss(self) -> tuple[float, int]:
         """The share lost over all this tier's reports (settled), and how many packets they counted."""
-        counted = sum(n for _, n in self.reports)
-        return sum(loss * n for loss, n in self.reports) / max(1, counted), counted
+        return pooled(self.reports)
 
     def judge_step_down(self, now: float) -> float | None | bool:
         """After a step down (`left`, for whatever trouble), this tier's reports so far: more lost than a
@@ -295,7 +295,8 @@ class BudgetChooser:
         if report.loss is not None:
             # before the change settled, and in the first report after, some packets were the old rate's
             fresh = settled and (self.changed_s is None or self.changed_s < self.reported_s)
-            self.reported_s = now if settled else self.reported_s
+            if settled:
+                self.reported_s = now
             if fresh:
                 self.reports.append((report.loss, report.packets or REPORT_PACKETS))
             else:
@@ -331,6 +332,12 @@ class BudgetChooser:
         budget = self.tiers[tier]
         self.history.append({"at_s": round(now, 2), "budget_kbps": budget, "why": why})
         return budget
+
+
+def pooled(reports: list[tuple[float, int]]) -> tuple[float, int]:
+    """The share lost over (share, packets) reports together, and how many packets they counted."""
+    counted = sum(n for _, n in reports)
+    return sum(loss * n for loss, n in reports) / max(1, counted), counted
 
 
 def chance(loss: float, packets: int | None, spread: float = LOSS_SPREAD) -> float:
