@@ -126,7 +126,7 @@ class LinkWatch:
         loss = rtt = packets = None
         voice = False
         for sender in self.pc.getSenders():
-            if sender.track is None or sender.track.kind != "audio":
+            if sender.kind != "audio":         # (its track is gone once the voice ends: still the voice's)
                 continue
             for stats in (await sender.getStats()).values():
                 if stats.type != "remote-inbound-rtp":
