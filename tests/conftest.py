@@ -60,6 +60,14 @@ def file_plugin_as_default(home, played="/dev/null", infile=None) -> None:
         f'pcm.!default {{\n type file\n slave.pcm "null"\n file "{played}"{source}\n format "raw"\n}}\n')
 
 
+def the_voice_went_on(received: dict, side: str = "") -> None:
+    """A receiver's stats (STATS.json) say the voice went on: each voice datagram that arrived became a
+    frame, and over 20 came. Counts, not rates. The datagrams are counted from the still, the frames from
+    the start: 0.95-1.6 frames a datagram with 20 ms Opus, 0.99 with a budget's 60 ms (RTCP's among them)."""
+    voice = received["on_wire"]["datagrams"]["audio"]
+    assert received["audio_frames"] > 20 and received["audio_frames"] >= 0.8 * voice, (side, received)
+
+
 def namespace_tools_missing() -> str | None:
     """Why a test in a network namespace of its own (root, `ip`, iptables) cannot run here; None if it can."""
     import shutil

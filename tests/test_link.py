@@ -26,7 +26,7 @@ from callsynth.budget import (
 
 from callsynth.split import data_root
 
-from .conftest import namespace_tools_missing
+from .conftest import namespace_tools_missing, the_voice_went_on
 
 TOP = 0
 
@@ -181,7 +181,7 @@ def test_auto_budget_finds_what_a_24_kbps_link_carries(tmp_path):
     down = [c for c in changes if c["budget_kbps"] in (24, 32) and ("lost" in c["why"] or "queued" in c["why"])]
     assert down, changes
     assert sender["wire_plan"]["budget_kbps"] in (24, 32)      # at the end: there, or probing up
-    _the_voice_went_on(receiver)
+    the_voice_went_on(receiver)
     # packets that came before the still (held back by the link) are the only ones refused
     # (how many packets depends on how fast the machine tracks: 110 here, 7 on one a quarter as fast)
     assert receiver["features"]["packets"] > 0 and set(receiver["rejected_packets"]) <= {"early"}
@@ -199,14 +199,7 @@ def test_auto_budget_on_a_link_that_loses_at_random_is_not_held_down(tmp_path):
     # link's own (in 7 runs of 2026-12-02, 5 the one, 2 the other)
     down = [i for i, c in enumerate(changes) if c["budget_kbps"] == 24]
     assert not down or any(c["budget_kbps"] is None or c["budget_kbps"] > 24 for c in changes[down[0]:]), changes
-    _the_voice_went_on(receiver)
-
-
-def _the_voice_went_on(receiver: dict) -> None:
-    """Through every change of Opus encoder, each voice datagram that arrived became a frame (60 ms
-    frames within a budget: 0.99 frames a datagram, RTCP's among them, in a run of 2026-12-02)."""
-    voice = receiver["on_wire"]["datagrams"]["audio"]
-    assert receiver["audio_frames"] > 20 and receiver["audio_frames"] >= 0.8 * voice, receiver
+    the_voice_went_on(receiver)
 
 
 def test_on_wire_rates_run_from_the_still_to_the_start_of_the_goodbyes():
@@ -259,7 +252,9 @@ def test_one_stall_of_the_event_loop_is_not_taken_for_a_queue_on_the_link():
             await callee.setLocalDescription(await callee.createAnswer())
             await caller.setRemoteDescription(RTCSessionDescription(callee.localDescription.sdp, "answer"))
             watch, smoothed, watched = LinkWatch(caller), [], []
-            for _ in range(40):                         # 10 s: about ten receiver reports
+            for _ in range(120):                        # until 4 reports after the stall, 30 s at most
+                if stall["reports"] >= 8:
+                    break
                 await asyncio.sleep(0.25)
                 report = await watch.report(0.0)
                 stats = [s for s in (await sender.getStats()).values() if s.type == "remote-inbound-rtp"]
@@ -267,7 +262,7 @@ def test_one_stall_of_the_event_loop_is_not_taken_for_a_queue_on_the_link():
                     smoothed.append(stats[0].roundTripTime * 1000)
                 if report.rtt_ms is not None:
                     watched.append(report.rtt_ms)
-            assert stall["reports"] >= 6, stall
+            assert stall["reports"] >= 8, stall
             # once the voice ends its sender has no track, and the round trip is still RTCP's (it was
             # SCTP's smoothed one, seconds long on a policed link: a step down as every call ended)
             sender.replaceTrack(None)
