@@ -141,7 +141,7 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
 #
 # A call cannot measure a link's capacity, but it sees what too much traffic does to it: the other side's
 # RTCP receiver reports say what share of our voice packets it lost since its last report and, with our
-# sender reports, the round trip; SCTP's acknowledgements give a smoothed round trip of their own, and
+# sender reports, the round trip; without a voice SCTP's acknowledgements give one (rtc.sctp_round_trip), and
 # what its congestion window holds back waits in our own queue. A call over capacity loses packets (a
 # policer, a full buffer) or queues them (the round trip climbs over the quietest one seen, or SCTP's
 # queue at the sender grows). So the call starts at AUTO_START (a link of a few tens of kbps carries it;

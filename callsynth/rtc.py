@@ -18,6 +18,7 @@ from typing import Callable
 import re
 
 import aioice.ice
+import aioice.stun
 from aiortc import (RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSctpTransport,
                     rtcrtpsender, rtcsctptransport)
 from aiortc.codecs import opus
@@ -30,6 +31,7 @@ FEATURES_CHANNEL = "features"     # unordered, no retransmits: a late pose is wo
 IDENTITY_CHANNEL = "identity"     # reliable, ordered: the still arrives whole or not at all
 UDP_IPV4_HEADERS = 28             # what the IP and UDP headers add to every datagram
 SPEECH_OPUS_BPS = 16000
+SCTP_RTT_WINDOW_S = 2.5           # without a voice, the round trip is the shortest SCTP measured this recently
 
 _ice_hosts: list[str] | None = None
 _aioice_host_addresses = aioice.ice.get_host_addresses
@@ -114,7 +116,7 @@ def retune_voice(rtp_sender) -> None:
 class LinkWatch:
     """What the link shows this side (callsynth.budget.LinkReport): the other side's newest RTCP receiver
     report on our voice (share of packets lost since the previous one we got, and how many packets that
-    was), the round trip (the shorter of RTCP's last two, else without a voice SCTP's smoothed one), and how
+    was), the round trip (the shorter of RTCP's last two, else without a voice sctp_round_trip), and how
     long feature packets wait in our SCTP queue (the caller's measure)."""
     pc: RTCPeerConnection
     last_report: object = None
@@ -143,9 +145,9 @@ class LinkWatch:
             # the shorter of the last two measured (record_round_trips): a stall lengthens one, a queue all
             measured = list(getattr(sender, "_callsynth_round_trips", ()))[-2:]
             voice, rtt = True, (min(measured) * 1000.0 if len(measured) == 2 else None)
-        srtt = getattr(self.pc.sctp, "_srtt", None) if self.pc.sctp is not None else None
-        if not voice and srtt is not None:
-            rtt = srtt * 1000.0                 # no voice, no RTCP: SCTP's smoothed round trip
+        sctp_rtt = None if voice else sctp_round_trip(self.pc.sctp)
+        if sctp_rtt is not None:
+            rtt = sctp_rtt * 1000.0             # no voice, no RTCP: SCTP's acknowledgements
         return LinkReport(now_s, loss, rtt, queued_s, packets)
 
 
@@ -295,12 +297,88 @@ def fix_sctp_setup(first_rto_s: float = SCTP_FIRST_RTO_S, init_tries: int = SCTP
     transport._send_chunk = send_chunk
 
 
+class _ConsentCheck:
+    """One consent check's STUN transaction, which waits as long as consent lasts for its answer: aioice's
+    (a request with no retransmission) gives up after its first retransmission timeout, 500 ms, and drops
+    an answer that comes later. Stands in aioice's table of open transactions, as its own do."""
+
+    def __init__(self, key: bytes):
+        self.key = key
+        self.answered = asyncio.get_running_loop().create_future()
+
+    def response_received(self, message, addr) -> None:
+        if (not self.answered.done() and message.check_message_integrity(self.key)
+                and message.message_class == aioice.stun.Class.RESPONSE):
+            self.answered.set_result(True)
+
+
+async def _check_consent(pair, request, key: bytes, wait_s: float) -> bool:
+    """Sends `request` on `pair` and says whether it was answered within `wait_s`."""
+    request.add_message_integrity(key)
+    check = _ConsentCheck(key)
+    pair.protocol.transactions[request.transaction_id] = check
+    try:
+        pair.protocol.send_stun(request, pair.remote_addr)
+        return await asyncio.wait_for(check.answered, wait_s)
+    except Exception:                       # unanswered, or the pair's socket closed under it
+        return False
+    finally:
+        pair.protocol.transactions.pop(request.transaction_id, None)
+
+
+def fix_consent_checks() -> None:
+    """Consent to send (RFC 7675) lapses 30 s after the last check the other side answered, however late the
+    answer came. aioice counted a check as failed when its answer took over 500 ms and closed the call
+    after six such in a row (30 s): on a link whose round trip is longer (a slow link's full buffer, 1.4 s
+    at 32 kbit/s in `scripts/policed_link.py --queue 32`; a geostationary satellite's 600 ms) every call
+    ended after half a minute, "media path closed". Checks still go every 4-6 s, one per nominated pair,
+    each waiting up to the 30 s for its answer."""
+    connection = aioice.ice.Connection
+    if getattr(connection, "_callsynth_consent", False):
+        return
+    connection._callsynth_consent = True
+
+    async def query_consent(self) -> None:
+        lasts_s = aioice.ice.CONSENT_FAILURES * aioice.ice.CONSENT_INTERVAL
+        answered = time.monotonic()
+        waiting: set[asyncio.Task] = set()
+
+        def done(task: asyncio.Task) -> None:
+            nonlocal answered
+            waiting.discard(task)
+            if not task.cancelled() and task.result():
+                answered = time.monotonic()
+
+        try:
+            while True:
+                await asyncio.sleep(aioice.ice.CONSENT_INTERVAL * (0.8 + 0.4 * random.random()))
+                if time.monotonic() - answered >= lasts_s:
+                    logging.getLogger("callsynth.rtc").warning(
+                        "consent to send expired: no consent check answered in %.0f s", lasts_s)
+                    self._query_consent_task = None
+                    await self.close()
+                    return
+                for pair in self._nominated.values():
+                    task = asyncio.ensure_future(_check_consent(
+                        pair, self.build_request(pair, nominate=False),
+                        self.remote_password.encode("utf8"), lasts_s))
+                    waiting.add(task)
+                    task.add_done_callback(done)
+        finally:
+            for task in list(waiting):
+                task.cancel()
+
+    connection.query_consent = query_consent
+
+
 def record_round_trips() -> None:
     """Each RTCP round trip aiortc measures is kept as measured (`_callsynth_round_trips` on its RTP
     sender, newest last), beside the smoothed one its stats give: a round trip includes any stall of either
     side's event loop between a report's arrival and its handling (a 228 ms one on a loopback link as the
     still arrived), which one sample shows and the next does not, while a queue on the link lengthens
-    every one; smoothed, one stall stayed over the threshold for several seconds (LinkWatch)."""
+    every one; smoothed, one stall stayed over the threshold for several seconds (LinkWatch). Likewise each
+    round trip SCTP measures, with the time it was measured (`_callsynth_round_trips` on the SCTP
+    transport; sctp_round_trip says which)."""
     sender = rtcrtpsender.RTCRtpSender
     original = getattr(sender, "_callsynth_handle_rtcp", sender._handle_rtcp_packet)
     sender._callsynth_handle_rtcp = original
@@ -314,6 +392,36 @@ def record_round_trips() -> None:
             samples.append(measured_round_trip(before, after))
 
     sender._handle_rtcp_packet = handle_rtcp
+
+    transport = RTCSctpTransport
+    original_sack = getattr(transport, "_callsynth_receive_sack", transport._receive_sack_chunk)
+    transport._callsynth_receive_sack = original_sack
+
+    async def receive_sack(self, chunk) -> None:
+        waiting = [c for c in self._sent_queue if not c._acked]
+        await original_sack(self, chunk)
+        now = time.time()
+        still_queued = {id(c) for c in self._sent_queue if not c._acked}
+        acked = [c for c in waiting if id(c) not in still_queued]
+        if acked and acked[-1]._sent_count == 1 and acked[-1]._sent_time is not None:
+            samples = self.__dict__.setdefault("_callsynth_round_trips", deque(maxlen=64))
+            samples.append((now, now - acked[-1]._sent_time))
+
+    transport._receive_sack_chunk = receive_sack
+
+
+def sctp_round_trip(sctp: RTCSctpTransport | None, window_s: float = SCTP_RTT_WINDOW_S) -> float | None:
+    """The shortest round trip SCTP measured in the last `window_s` (record_round_trips), in s; None
+    without one. Measured on the newest chunk each acknowledgement takes in for the first time, not as
+    aiortc's smoothed one is (on the oldest): a receiver acknowledges every second packet at once
+    (delay_sacks), so the oldest had waited for the next to be sent, a packet's spacing (200 ms at 24 kbps),
+    and one acknowledged after a retransmission had waited for that. The shortest of a few leaves out the
+    acknowledgements a receiver delayed and an event-loop stall, which lengthen some; a queue lengthens all."""
+    if sctp is None:
+        return None
+    since = time.time() - window_s
+    recent = [rtt for at, rtt in getattr(sctp, "_callsynth_round_trips", ()) if at >= since]
+    return min(recent) if recent else None
 
 
 def measured_round_trip(smoothed_before: float | None, smoothed_after: float) -> float:
@@ -329,10 +437,11 @@ def new_peer_connection(hosts: list[str] | None = (CALL.host,),
     """A peer connection on one bundled transport; STUN/TURN only when given (nothing outside is reached
     otherwise). With a TURN server, a relayed candidate joins the host ones: two peers that cannot reach
     each other meet through it. Its voice is buffered by voice_jitter.VoiceJitterBuffer, its data
-    channels' set-up holds on a lossy link (fix_sctp_setup), and its RTCP round trips are kept as measured
-    (record_round_trips)."""
+    channels' set-up holds on a lossy link (fix_sctp_setup), its consent to send on a slow one
+    (fix_consent_checks), and its round trips (RTCP's, SCTP's) are kept as measured (record_round_trips)."""
     voice_jitter.install()
     fix_sctp_setup()
+    fix_consent_checks()
     record_round_trips()
     restrict_ice_hosts(list(hosts) if hosts else None)
     config = RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.BALANCED)
