@@ -144,7 +144,9 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
 # sender reports, the round trip; without a voice SCTP's acknowledgements give one (rtc.sctp_round_trip), and
 # what its congestion window holds back waits in our own queue. A call over capacity loses packets (a
 # policer, a full buffer) or queues them (the round trip climbs over the quietest one seen, or SCTP's
-# queue at the sender grows). So the call starts at AUTO_START (a link of a few tens of kbps carries it;
+# queue at the sender grows). The quietest is SCTP's or RTCP's shortest since the call's first packets: on
+# a slow link with a deep buffer the still fills the queue before the first RTCP report, and a floor taken
+# from the reports alone (579 ms) let a queue of 836 ms pass as 257 over it. So the call starts at AUTO_START (a link of a few tens of kbps carries it;
 # starting without a budget, 90 kbps, lost most of a 40 kbps link's first seconds and held the still
 # back for 16 s behind SCTP's retransmission back-off), steps down a tier when a report shows either,
 # two tiers at heavy loss; after a quiet spell it probes a tier up, and a probe that brings trouble back
@@ -189,12 +191,14 @@ REPORT_PACKETS = 30       # a report that does not say how many packets it cover
 class LinkReport:
     """One look at the link: `loss` the share of our packets the other side lost since its previous
     report (None: no new report), `rtt_ms` the round trip (None: not known yet), `queued_s` how long our
-    feature packets wait in SCTP's queue, `packets` how many of ours the report covers (None: unknown)."""
+    feature packets wait in SCTP's queue, `packets` how many of ours the report covers (None: unknown),
+    `lowest_rtt_ms` the shortest round trip measured since the call began (None: only `rtt_ms`s count)."""
     at_s: float
     loss: float | None
     rtt_ms: float | None
     queued_s: float = 0.0
     packets: int | None = None
+    lowest_rtt_ms: float | None = None
 
 
 def tier_kbps(budget_kbps: float | None) -> float:
@@ -227,8 +231,9 @@ class BudgetChooser:
 
     def trouble(self, report: LinkReport) -> str | None:
         """Why this report says the link is over capacity, or None."""
-        if report.rtt_ms is not None:
-            self.base_rtt_ms = min(self.base_rtt_ms or report.rtt_ms, report.rtt_ms)
+        for rtt in (report.rtt_ms, report.lowest_rtt_ms):
+            if rtt is not None:
+                self.base_rtt_ms = rtt if self.base_rtt_ms is None else min(self.base_rtt_ms, rtt)
         if (lost := self.lost_too_many(report)) is not None:
             own = f", {self.link_loss:.0%} the link's own" if self.link_loss else ""
             return f"{lost:.0%} of packets lost{own}"

@@ -116,8 +116,9 @@ def retune_voice(rtp_sender) -> None:
 class LinkWatch:
     """What the link shows this side (callsynth.budget.LinkReport): the other side's newest RTCP receiver
     report on our voice (share of packets lost since the previous one we got, and how many packets that
-    was), the round trip (the shorter of RTCP's last two, else without a voice sctp_round_trip), and how
-    long feature packets wait in our SCTP queue (the caller's measure)."""
+    was), the round trip (the shorter of RTCP's last two, else without a voice sctp_round_trip) and the
+    shortest either measured since the call began, and how long feature packets wait in our SCTP queue
+    (the caller's measure)."""
     pc: RTCPeerConnection
     last_report: object = None
     last_counts: tuple[int, int] = (0, 0)   # packets the previous report counted: all sent, and lost
@@ -148,7 +149,11 @@ class LinkWatch:
         sctp_rtt = None if voice else sctp_round_trip(self.pc.sctp)
         if sctp_rtt is not None:
             rtt = sctp_rtt * 1000.0             # no voice, no RTCP: SCTP's acknowledgements
-        return LinkReport(now_s, loss, rtt, queued_s, packets)
+        # the quietest since the first packets, SCTP's or RTCP's: the queue may have filled before RTCP began
+        lowest = [getattr(m, "_callsynth_lowest_round_trip", None)
+                  for m in (self.pc.sctp, *(s for s in self.pc.getSenders() if s.kind == "audio"))]
+        lowest = [r * 1000.0 for r in lowest if r is not None]
+        return LinkReport(now_s, loss, rtt, queued_s, packets, min(lowest) if lowest else None)
 
 
 class _RtcpSpacing:
@@ -188,7 +193,9 @@ def delay_sacks(enabled: bool = True, every: int = 2, within_s: float = 0.45) ->
     async def send_sack(self) -> None:
         # counted in data chunks received since the last SACK: aiortc asks again on every packet that
         # arrives, the other side's SACKs for our own data included
-        unacked = (self._last_received_tsn - getattr(self, "_callsynth_acked", self._last_received_tsn - 1)) % (1 << 32)
+        if not hasattr(self, "_callsynth_acked"):   # the first chunk since the association began
+            self._callsynth_acked = (self._last_received_tsn - 1) % (1 << 32)
+        unacked = (self._last_received_tsn - self._callsynth_acked) % (1 << 32)
         if unacked < every and not self._sack_misordered and not self._sack_duplicates:
             if getattr(self, "_callsynth_timer", None) is None:
                 def late() -> None:
@@ -390,6 +397,7 @@ def record_round_trips() -> None:
         if after is not None and after != before:
             samples = self.__dict__.setdefault("_callsynth_round_trips", deque(maxlen=8))
             samples.append(measured_round_trip(before, after))
+            _keep_lowest(self, samples[-1])
 
     sender._handle_rtcp_packet = handle_rtcp
 
@@ -406,8 +414,15 @@ def record_round_trips() -> None:
         if acked and acked[-1]._sent_count == 1 and acked[-1]._sent_time is not None:
             samples = self.__dict__.setdefault("_callsynth_round_trips", deque(maxlen=64))
             samples.append((now, now - acked[-1]._sent_time))
+            _keep_lowest(self, samples[-1][1])
 
     transport._receive_sack_chunk = receive_sack
+
+
+def _keep_lowest(measurer, rtt_s: float) -> None:
+    """The shortest round trip `measurer` (an RTP sender, the SCTP transport) has measured, kept."""
+    lowest = getattr(measurer, "_callsynth_lowest_round_trip", None)
+    measurer._callsynth_lowest_round_trip = rtt_s if lowest is None else min(lowest, rtt_s)
 
 
 def sctp_round_trip(sctp: RTCSctpTransport | None, window_s: float = SCTP_RTT_WINDOW_S) -> float | None:

@@ -124,6 +124,18 @@ def test_a_growing_round_trip_or_a_queue_at_the_sender_steps_down():
     assert "queued" in chooser.history[-1]["why"]
 
 
+def test_a_queue_that_filled_before_the_first_report_is_still_a_queue():
+    """On a slow link with a deep buffer the still fills the queue before RTCP's first report: every report's
+    round trip is long, and one taken as the floor let a queue of 836 ms pass as 257 ms over it (a two-way
+    call through `policed_link.py --queue 32` sat at 32 kbps at 0.4-0.8 s glass to glass). The floor is the
+    shortest measured since the call's first packets, which LinkWatch passes on."""
+    chooser = BudgetChooser(start=2)
+    assert [chooser.observe(LinkReport(t, 0.0, 600.0 + 20 * t)) for t in range(1, 8)] == [False] * 7
+    chooser = BudgetChooser(start=2)
+    assert chooser.observe(LinkReport(1.0, 0.0, 620.0, lowest_rtt_ms=4.0)) == AUTO_TIERS[3]
+    assert chooser.history[-1]["why"] == "round trip 620 ms, 616 over its lowest"
+
+
 def test_it_probes_up_after_a_quiet_spell_and_waits_longer_after_a_failed_probe():
     chooser = BudgetChooser(start=TOP)
     chooser.observe(LinkReport(1.0, 0.1, 20.0, packets=60))          # down to AUTO_TIERS[1]
@@ -369,6 +381,10 @@ def test_without_a_voice_the_round_trip_is_not_lengthened_by_lost_packets():
         delay_sacks(True)
         caller, callee, channel, _ = await _connected_pair()
         try:
+            for _ in range(6):                          # the first packets, on loopback as it is
+                channel.send(bytes(40))
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
             _through_a_slow_link(caller, delay_s=0.02, loss=0.1, seed=3)
             _through_a_slow_link(callee, delay_s=0.02, loss=0.1, seed=4)
             watch, smoothed, watched = LinkWatch(caller), [], []
@@ -380,14 +396,16 @@ def test_without_a_voice_the_round_trip_is_not_lengthened_by_lost_packets():
                     smoothed.append(caller.sctp._srtt * 1000)
                     if report.rtt_ms is not None:
                         watched.append(report.rtt_ms)
-            return smoothed, watched
+            return smoothed, watched, report.lowest_rtt_ms
         finally:
             delay_sacks(False)
             await caller.close()
             await callee.close()
 
-    smoothed, watched = asyncio.run(call())
+    smoothed, watched, lowest = asyncio.run(call())
     # what the old LinkWatch read (SCTP's smoothed round trip) rose past the chooser's threshold ...
     assert max(smoothed) >= min(smoothed) + RTT_RISE_MS, smoothed
     # ... what it reads now stays near the link's 40 ms
     assert len(watched) >= 15 and max(watched) < 40 + RTT_RISE_MS, watched
+    # and the shortest since the call's first packets, before the link was slowed, is passed on
+    assert lowest is not None and lowest < 20 < min(watched[3:]), (lowest, watched)
