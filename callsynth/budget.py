@@ -5,7 +5,9 @@ On a link of a few tens of kbps the headers are most of the cost: every feature 
 side acknowledges it with a SACK of about as many; every voice packet carries RTP, its extensions, the
 SRTP tag and UDP/IPv4 (about 65 bytes, measured). So the plan trades packet rate first:
 
-- the voice: Opus at OPUS_LOW_BPS in 60 ms frames (aiortc's fixed 20 ms frames cost 3x the headers);
+- the voice: Opus at OPUS_LOW_BPS in 60 ms frames (aiortc's fixed 20 ms frames cost 3x the headers), or
+  where those leave no room for the face (a budget under about 22 kbps), in 120 ms frames, Opus's longest
+  (10.6 kbps on the wire against 14.9; a lost packet is 120 ms of voice);
 - the face: one packet every N frames, N the smallest whose packets and their SACKs fit what is left
   (the jitter buffer's cap keeps glass to glass short, and past it the motion is extrapolated); then
   as many codes in each packet as still fit (a bundle: the first in full, the others as entropy-coded
@@ -36,7 +38,8 @@ RTCP_BPS = 1500                                          # aiortc's sender and r
 RTCP_SPACING = 4.0                                       # within a budget: reports 4x further apart
 OPUS_BPS, OPUS_FRAME_MS = 16000, 20                      # the voice without a budget
 OPUS_LOW_BPS, OPUS_LOW_FRAME_MS = 6000, 60               # the voice within a budget
-MAX_SEND_EVERY = 8
+OPUS_LONGEST_FRAME_MS = 120                              # ... within one too small for that and a face
+MAX_SEND_EVERY = 12
 CODE_CHANGE_BYTES = 13   # each further code of a bundle, its gap byte included: 11.6 measured on an
                          # expressive face sampled every frame, 7.6 on a GRID speaker (scripts/bundle_sizes.py)
 MARGIN = 0.9             # the plan fills this share of the budget: RTCP, SCTP's own chunks, rounding
@@ -118,21 +121,24 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
         face = features_kbps(fps, send_every, False)
         return WirePlan(None, send_every, 1, OPUS_BPS, OPUS_FRAME_MS, False, 1.0, 0.04,
                         {"voice": round(voice, 2), "features": round(face, 2)})
-    voice = voice_kbps(OPUS_LOW_BPS, OPUS_LOW_FRAME_MS, RTCP_SPACING)
-    room = MARGIN * budget_kbps - voice
-    spans = (frames_per_packet(fps, n) for n in range(max(1, asked), MAX_SEND_EVERY + 1))
-    every = next((span for span in spans if features_kbps(fps, span, True) <= room), None)
-    if every is None:
+    for frame_ms in (OPUS_LOW_FRAME_MS, OPUS_LONGEST_FRAME_MS):
+        voice = voice_kbps(OPUS_LOW_BPS, frame_ms, RTCP_SPACING)
+        room = MARGIN * budget_kbps - voice
+        spans = (frames_per_packet(fps, n) for n in range(max(1, asked), MAX_SEND_EVERY + 1))
+        every = next((span for span in spans if features_kbps(fps, span, True) <= room), None)
+        if every is not None:
+            break
+    else:
         need = (voice + features_kbps(fps, frames_per_packet(fps, MAX_SEND_EVERY), True)) / MARGIN
         raise BudgetError(f"--budget {budget_kbps:g} kbps is too small: the voice ({voice:.1f} kbps on the "
-                          f"wire) and the face at its lowest rate need {need:.1f}")
+                          f"wire in {frame_ms} ms frames) and the face at its lowest rate need {need:.1f}")
     # further codes only from what leaves the reference stills their trickle
     codes = max([1] + [c for c in range(2, min(int(every), MAX_BUNDLE) + 1)
                        if features_kbps(fps, every, True, c) <= room - MIN_REFERENCE_KBPS])
     face = features_kbps(fps, every, True, codes)
     spare = room - face                                      # kbps for reference stills
     gap = PART_WIRE * 8 / 1000 / spare if spare >= MIN_REFERENCE_KBPS else None
-    return WirePlan(budget_kbps, every, codes, OPUS_LOW_BPS, OPUS_LOW_FRAME_MS, True, RTCP_SPACING, gap,
+    return WirePlan(budget_kbps, every, codes, OPUS_LOW_BPS, frame_ms, True, RTCP_SPACING, gap,
                     {"voice": round(voice, 2), "features": round(face, 2),
                      "references": round(spare, 2) if gap else 0.0})
 

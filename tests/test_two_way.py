@@ -164,12 +164,17 @@ def test_the_plan_fits_its_budget_and_refuses_one_too_small():
     # a 60 fps camera sends as often as a 30 fps one, not twice as often
     assert plan(None, 60).send_every == 2 and plan(None, 60).estimate_kbps == plan(None, 30).estimate_kbps
     assert plan(32, 60).send_every >= 2 * plan(32, 30).send_every - 1
+    # under about 22 kbps the voice goes in 120 ms frames, and 16 kbps carries it and a face
+    for fps in (22.0, 25.0, 30.0):
+        for budget in (16, 18, 20):
+            p = plan(budget, fps)
+            assert sum(p.estimate_kbps.values()) <= budget and p.opus_frame_ms == 120 and p.send_every <= 12
     try:
-        plan(12, 25)
+        plan(15, 25)
     except ValueError as exc:
-        assert "too small" in str(exc) and "voice" in str(exc)
+        assert "too small" in str(exc) and "voice" in str(exc) and "120 ms" in str(exc)
     else:
-        raise AssertionError("a 12 kbps budget was accepted")
+        raise AssertionError("a 15 kbps budget was accepted")
 
 
 @pytest.mark.skipif(namespace_tools_missing() is not None, reason=str(namespace_tools_missing()))
