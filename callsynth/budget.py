@@ -152,7 +152,8 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
 # policer, a full buffer) or queues them (the round trip climbs over the quietest one seen, or SCTP's
 # queue at the sender grows). The quietest is SCTP's or RTCP's shortest since the call's first packets: on
 # a slow link with a deep buffer the still fills the queue before the first RTCP report, and a floor taken
-# from the reports alone (579 ms) let a queue of 836 ms pass as 257 over it. So the call starts at AUTO_START (a link of a few tens of kbps carries it;
+# from the reports alone (579 ms) let a queue of 836 ms pass as 257 over it. So the call starts at
+# AUTO_START (a link of a few tens of kbps carries it;
 # starting without a budget, 90 kbps, lost most of a 40 kbps link's first seconds and held the still
 # back for 16 s behind SCTP's retransmission back-off), steps down a tier when a report shows either,
 # two tiers at heavy loss; after a quiet spell it probes a tier up, and a probe that brings trouble back

@@ -50,7 +50,8 @@ def queue(ns: str, kbps: float, buffer_ms: float, shared: bool = False) -> None:
             batch += [f"class add dev lo parent 1: classid 1:{i + 1:x} htb rate {kbps:g}kbit ceil {kbps:g}kbit "
                       "burst 1600b cburst 1600b quantum 1514",
                       f"qdisc add dev lo parent 1:{i + 1:x} handle {i + 0x100:x}: bfifo limit {depth}",
-                      f"filter add dev lo parent 1:0 prio 1 protocol ip u32 ht 2:{i:x}: match u32 0 0 flowid 1:{i + 1:x}"]
+                      f"filter add dev lo parent 1:0 prio 1 protocol ip u32 ht 2:{i:x}: "
+                      f"match u32 0 0 flowid 1:{i + 1:x}"]
         # the UDP source port is the high half of the word 20 bytes into an IPv4 header without options
         batch.append("filter add dev lo parent 1:0 prio 1 protocol ip u32 ht 800:: match ip protocol 17 0xff "
                      "hashkey mask 0x00ff0000 at 20 link 2:")
