@@ -128,9 +128,12 @@ class LinkWatch:
 
         loss = rtt = packets = None
         voice = False
+        # the quietest since the first packets, SCTP's or RTCP's: the queue may have filled before RTCP began
+        floors = [getattr(self.pc.sctp, "_callsynth_lowest_round_trip", None)]
         for sender in self.pc.getSenders():
             if sender.kind != "audio":         # (its track is gone once the voice ends: still the voice's)
                 continue
+            floors.append(getattr(sender, "_callsynth_lowest_round_trip", None))
             for stats in (await sender.getStats()).values():
                 if stats.type != "remote-inbound-rtp":
                     continue
@@ -149,11 +152,8 @@ class LinkWatch:
         sctp_rtt = None if voice else sctp_round_trip(self.pc.sctp)
         if sctp_rtt is not None:
             rtt = sctp_rtt * 1000.0             # no voice, no RTCP: SCTP's acknowledgements
-        # the quietest since the first packets, SCTP's or RTCP's: the queue may have filled before RTCP began
-        lowest = [getattr(m, "_callsynth_lowest_round_trip", None)
-                  for m in (self.pc.sctp, *(s for s in self.pc.getSenders() if s.kind == "audio"))]
-        lowest = [r * 1000.0 for r in lowest if r is not None]
-        return LinkReport(now_s, loss, rtt, queued_s, packets, min(lowest) if lowest else None)
+        floors = [f * 1000.0 for f in floors if f is not None]
+        return LinkReport(now_s, loss, rtt, queued_s, packets, min(floors) if floors else None)
 
 
 class _RtcpSpacing:

@@ -61,7 +61,7 @@ def queue(ns: str, kbps: float, buffer_ms: float, shared: bool = False) -> None:
 
 
 def queued(ns: str, shared: bool = False) -> str:
-    """What the queues did: for each socket that sent, packets passed and dropped, and the deepest wait."""
+    """What the queues did: for each socket that sent (or the one shared queue), datagrams passed and dropped."""
     shown = sh("ip", "netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", "lo", check=False).stdout
     used = [(int(m[1]), int(m[2])) for m in re.finditer(r"qdisc (?:bfifo|tbf) .*?\n\s*Sent \d+ bytes (\d+) pkt "
                                                          r"\(dropped (\d+)", shown) if int(m[1]) or int(m[2])]

@@ -254,7 +254,6 @@ def test_one_stall_of_the_event_loop_is_not_taken_for_a_queue_on_the_link():
     import asyncio
     import time
 
-    from aiortc import RTCSessionDescription
     from aiortc.mediastreams import AudioStreamTrack
 
     from callsynth.rtc import LinkWatch, new_peer_connection
@@ -272,10 +271,7 @@ def test_one_stall_of_the_event_loop_is_not_taken_for_a_queue_on_the_link():
 
         sender._handle_rtcp_packet = handle_late
         try:
-            await caller.setLocalDescription(await caller.createOffer())
-            await callee.setRemoteDescription(caller.localDescription)
-            await callee.setLocalDescription(await callee.createAnswer())
-            await caller.setRemoteDescription(RTCSessionDescription(callee.localDescription.sdp, "answer"))
+            await _negotiate(caller, callee)
             watch, smoothed, watched = LinkWatch(caller), [], []
             for _ in range(120):                        # until 4 reports after the stall, 30 s at most
                 if stall["reports"] >= 8:
@@ -327,10 +323,18 @@ def _through_a_slow_link(pc, delay_s: float = 0.0, loss: float = 0.0, seed: int 
         socket.sendto = through
 
 
-def _connected_pair():
-    """Two real peer connections on loopback, a data channel between them, as a call makes them."""
+async def _negotiate(caller, callee) -> None:
+    """The offer and answer between two peer connections, exchanged directly (no signalling server)."""
     from aiortc import RTCSessionDescription
 
+    await caller.setLocalDescription(await caller.createOffer())
+    await callee.setRemoteDescription(caller.localDescription)
+    await callee.setLocalDescription(await callee.createAnswer())
+    await caller.setRemoteDescription(RTCSessionDescription(callee.localDescription.sdp, "answer"))
+
+
+def _connected_pair():
+    """Two real peer connections on loopback, a data channel between them, as a call makes them."""
     from callsynth.rtc import new_peer_connection
 
     async def connect():
@@ -341,10 +345,7 @@ def _connected_pair():
             asyncio.Event(), []
         channel.on("open", opened.set)
         callee.on("datachannel", lambda ch: ch.on("message", heard.append))
-        await caller.setLocalDescription(await caller.createOffer())
-        await callee.setRemoteDescription(caller.localDescription)
-        await callee.setLocalDescription(await callee.createAnswer())
-        await caller.setRemoteDescription(RTCSessionDescription(callee.localDescription.sdp, "answer"))
+        await _negotiate(caller, callee)
         await asyncio.wait_for(opened.wait(), 20)
         return caller, callee, channel, heard
 
