@@ -156,9 +156,10 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
 # AUTO_START (a link of a few tens of kbps carries it;
 # starting without a budget, 90 kbps, lost most of a 40 kbps link's first seconds and held the still
 # back for 16 s behind SCTP's retransmission back-off), steps down a tier when a report shows either,
-# two tiers at heavy loss; after a quiet spell it probes a tier up, and a probe that brings trouble back
-# within PROBE_FAIL_S goes back one tier and doubles the next spell (at most MAX_QUIET_S), as TCP's
-# back-off does.
+# two tiers at heavy loss (but the lowest, 16 kbps, only one at a time: a lone report of 20 packets can
+# show 20 % where a policer drops 12 %, and 16 kbps delays the still by ~25 s); after a quiet spell it
+# probes a tier up (once a step down has been judged), and a probe that brings trouble back within
+# PROBE_FAIL_S goes back one tier and doubles the next spell (at most MAX_QUIET_S), as TCP's back-off does.
 #
 # Loss counts only when it is clearly more than chance: a report covers about 20 voice packets, one lost
 # is 5 %, so a report alone must lose far more (LONE_REPORT_SPREAD standard deviations), or the latest
@@ -166,7 +167,8 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
 # packets at random whatever is sent: taken for congestion, that loss held the call at the lowest tier for
 # good (no quiet spell ever came), where one lost packet of five frames' is a concealed gap. What a step
 # down does tells them apart. A policer that dropped a share L1 of rate R1 drops 1 - (1 - L1) R1 / R2 of a
-# lower rate R2 (nothing, once under it); the link's own loss stays L1. Clearly more than the policer's
+# lower rate R2 (nothing, once under it; L1 taken a standard deviation high, as the step may have come on
+# one report's 20 packets); the link's own loss stays L1. Clearly more than the policer's
 # figure at the lower tier (judged on its reports, again at each while the loss goes on) is the link's own,
 # and from then on loss counts over that share (which falls as later reports show less; only a step down
 # shows more); about as much as before, and the step was for nothing: the call goes back to the tier it
@@ -175,7 +177,7 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
 # the chooser on simulated links.
 
 AUTO = "auto"             # --budget auto
-AUTO_TIERS: tuple[float | None, ...] = (None, 64.0, 48.0, 32.0, 24.0)
+AUTO_TIERS: tuple[float | None, ...] = (None, 64.0, 48.0, 32.0, 24.0, 16.0)
 AUTO_START = 3            # 32 kbps
 LOSS_DOWN = 0.05          # this share of our packets lost over the link's own, and over chance: step down
 LOSS_HEAVY = 0.20         # ... two tiers
@@ -278,6 +280,12 @@ class BudgetChooser:
         """The share lost over all this tier's reports (settled), and how many packets they counted."""
         return pooled(self.reports)
 
+    def judged(self) -> bool:
+        """Whether a step down has been judged (or could be): until this tier's reports count
+        JUDGED_PACKETS, no probe up (at 16 kbps, with eight voice packets a second, that takes longer than
+        QUIET_S: a probe before it left the step unjudged, and the call back at 16 for good)."""
+        return self.left is None or self.tier_loss()[1] >= JUDGED_PACKETS
+
     def judge_step_down(self, now: float) -> float | None | bool:
         """After a step down (`left`, for whatever trouble), this tier's reports so far: more lost than a
         policer would drop of this rate is the link's own loss, and if about as much as before (at least
@@ -287,7 +295,7 @@ class BudgetChooser:
         if packets < JUDGED_PACKETS:
             return False
         ratio = tier_kbps(self.tiers[left_tier]) / tier_kbps(self.budget_kbps)
-        policed = max(self.link_loss, 1 - (1 - left_loss) * ratio)
+        policed = max(self.link_loss, 1 - (1 - left_loss - chance(left_loss, left_packets, 1.0)) * ratio)
         if loss > policed + chance(policed, packets) and loss < beyond(left_loss, packets):
             self.link_loss, self.left = loss, None
             if loss > max(left_loss / 2, left_loss - chance(left_loss, left_packets)):
@@ -330,10 +338,10 @@ class BudgetChooser:
                     self.quiet_s = min(MAX_QUIET_S, self.quiet_s * 2)     # wait longer, back where it was
                 lost = self.lost_too_many(report)
                 heavy = lost is not None and lost - self.link_loss >= LOSS_HEAVY
-                steps = 2 if heavy and not probe_failed else 1
+                steps = 2 if heavy and not probe_failed and self.tier + 2 < len(self.tiers) - 1 else 1
                 left = (self.tier, *self.tier_loss()) if self.reports else None
                 return self._change(min(len(self.tiers) - 1, self.tier + steps), now, why, left)
-        elif why is None and self.tier > 0 and now - max(self.changed_s or self.first_s,
+        elif why is None and self.tier > 0 and self.judged() and now - max(self.changed_s or self.first_s,
                                                          self.trouble_s or self.first_s) >= self.quiet_s:
             self.probed_s = now
             return self._change(self.tier - 1, now, f"{self.quiet_s:.0f} s without loss or queueing")

@@ -313,10 +313,10 @@ def add_call_commands(sub, positive_int) -> None:
                         "6 kbps Opus in 60 ms frames (120 ms under about 22 kbps), one feature packet every "
                         "few frames carrying several codes, delayed SCTP acknowledgements, reference stills "
                         "paced into what is left (e.g. --budget 24; 16 at least). auto: start at 32 kbps, "
-                        "step down (to 24) when the other side's reports show loss beyond what the link "
-                        "loses anyway, a growing round trip or a queue, and up after each quiet spell (48, "
-                        "64, then none); loss that a step down did not reduce is the link's own (default: no "
-                        "budget, a packet every frame and 16 kbps Opus)")
+                        "step down (to 24, then 16) when the other side's reports show loss beyond what the "
+                        "link loses anyway, a growing round trip or a queue, and up after each quiet spell "
+                        "(48, 64, then none); loss that a step down did not reduce is the link's own "
+                        "(default: no budget, a packet every frame and 16 kbps Opus)")
     g.add_argument("--loss", type=_fraction, default=CALL.loss, metavar="P",
                    help="drop P %% of feature packets at random, to see concealment")
     g.add_argument("--camera-off", action="store_true",

@@ -1,11 +1,12 @@
 """How `--budget auto` (callsynth.budget.BudgetChooser) fares on simulated links: the share of a call's
 time it spends at each budget, on links that lose a share of all packets at random (a poor radio link),
 police a rate (drop what is over it), or both. A real link is slow to try (tests/test_link.py runs one
-policed call; scripts/policed_link.py runs any); this tries fourteen links over many seeds in seconds.
+policed call; scripts/policed_link.py runs any); this tries fifteen links over many seeds in seconds.
 
 The simulated call: each second it sends about 85 % of its tier's budget (without a budget, what the plan
 estimates at 30 fps); the other side's RTCP receiver report comes every 0.5-1.5 s (aiortc's interval) on
-the voice packets since the last one (16.7 a second within a budget, 50 without), each lost at random
+the voice packets since the last one (one per Opus frame: 50 a second without a budget, 16.7 or 8.3
+within one), each lost at random
 with the link's loss over the rates sent in between: 1 - (1 - own loss) x min(1, policed kbps / rate).
 
     python scripts/budget_on_links.py [--seeds 10] [--seconds 300] [--json]
@@ -24,16 +25,20 @@ from callsynth.budget import AUTO_TIERS, BudgetChooser, LinkReport, plan
 
 # (the link's own loss, the policer's kbps or None)
 LINKS = [(0.0, None), (0.02, None), (0.05, None), (0.10, None), (0.20, None),
-         (0.0, 20.0), (0.0, 24.0), (0.0, 40.0), (0.0, 56.0),
+         (0.0, 16.0), (0.0, 20.0), (0.0, 24.0), (0.0, 40.0), (0.0, 56.0),
          (0.02, 40.0), (0.05, 24.0), (0.10, 28.0), (0.10, 40.0), (0.10, 56.0)]
 SENT_SHARE = 0.85
 REPORTS_EVERY_S = (0.5, 1.5)
-VOICE_PPS = {True: 1000 / 60, False: 1000 / 20}          # within a budget (60 ms frames), without (20 ms)
 TAKES_PACKETS = "packets" in {f.name for f in dataclasses.fields(LinkReport)}
 
 
 def sent_kbps(budget_kbps: float | None) -> float:
     return SENT_SHARE * (budget_kbps if budget_kbps is not None else sum(plan(None, 30.0).estimate_kbps.values()))
+
+
+def voice_pps(budget_kbps: float | None) -> float:
+    """Voice packets a second at this budget: one an Opus frame (20 ms without a budget, 60 or 120 within)."""
+    return 1000 / plan(budget_kbps, 30.0).opus_frame_ms
 
 
 def simulated_call(own_loss: float, policed_kbps: float | None, seconds: int, seed: int) -> dict:
@@ -47,7 +52,7 @@ def simulated_call(own_loss: float, policed_kbps: float | None, seconds: int, se
         if t >= due:
             kept = [min(1.0, policed_kbps / rate) if policed_kbps else 1.0 for rate in rates[last:]]
             share = 1 - (1 - own_loss) * sum(kept) / len(kept)
-            packets = int(VOICE_PPS[chooser.budget_kbps is not None] * (t - last))
+            packets = int(voice_pps(chooser.budget_kbps) * (t - last))
             loss = sum(draw.random() < share for _ in range(packets)) / packets
             last, due = t, t + draw.uniform(*REPORTS_EVERY_S)
         extra = {"packets": packets} if TAKES_PACKETS else {}
