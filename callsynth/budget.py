@@ -15,7 +15,11 @@ SRTP tag and UDP/IPv4 (about 65 bytes, measured). So the plan trades packet rate
   lip between two packets is carried rather than interpolated away; SACKs are delayed to every second
   packet (RFC 4960 6.2);
 - RTCP: reports 4x further apart than aiortc's (about a second each way, 1.5 kbps);
-- the reference stills: the budget's remainder, paced part by part (they arrive later, never burst).
+- the reference stills: the budget's remainder, paced part by part (they arrive later, never burst);
+- the still: at the best JPEG quality that the room beside the voice carries in STILL_WITHIN_S (no feature
+  packets go before it): from 32 kbps the full 92, at 24 about 75, at 16 the lowest, 45 (7.7 KB against
+  15.3, SSIM 0.955 against 92's: through a 16 kbit/s policer it arrived 12 s after the call connected,
+  at 92 25 s; README "Within a budget").
 
 Without a budget, a call sends every frame (every 2nd from a 60 fps camera), 16 kbps Opus in 20 ms frames,
 references at 25 KB/s.
@@ -26,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from .wire import MAX_BUNDLE, PART_BYTES
+from .wire import MAX_BUNDLE, MAX_IDENTITY, PART_BYTES
 
 UDP_IP = 28
 PACKET_BYTES = 33                                        # one frame's packet (wire.Codec.packet_bytes)
@@ -45,6 +49,7 @@ CODE_CHANGE_BYTES = 13   # each further code of a bundle, its gap byte included:
 MARGIN = 0.9             # the plan fills this share of the budget: RTCP, SCTP's own chunks, rounding
 SACK_SHARE = 0.6         # SACKs per feature packet of the other side, delayed to every 2nd (and timers)
 MIN_REFERENCE_KBPS = 0.3 # below this, no reference stills within the budget
+STILL_WITHIN_S = 12.0    # the still fits what is left beside the voice in this long
 
 
 def frames_per_packet(fps: float, every_at_30fps: float) -> float:
@@ -80,6 +85,7 @@ class WirePlan:
     rtcp_spacing: float            # RTCP reports this many times further apart than aiortc's
     reference_gap_s: float | None  # one 1000-byte part of a reference still this often (None: none sent)
     estimate_kbps: dict            # what each kind should cost on the wire, per direction
+    still_bytes: int = MAX_IDENTITY  # the still's message at most (wire.encode_identity's fit_bytes)
 
     def payload_bytes_per_s(self, fps: float) -> float:
         """The feature packets' own bytes a second (no headers) at this plan's rate."""
@@ -91,7 +97,7 @@ class WirePlan:
                 "opus_frame_ms": self.opus_frame_ms, "delayed_sack": self.delayed_sack,
                 "rtcp_spacing": self.rtcp_spacing,
                 "reference_part_every_s": self.reference_gap_s and round(self.reference_gap_s, 3),
-                "estimate_kbps": self.estimate_kbps}
+                "estimate_kbps": self.estimate_kbps, "still_bytes": self.still_bytes}
 
 
 def voice_kbps(bps: int, frame_ms: int, rtcp_spacing: float = 1.0) -> float:
@@ -138,9 +144,10 @@ def plan(budget_kbps: float | None, fps: float, send_every: int = 1) -> WirePlan
     face = features_kbps(fps, every, True, codes)
     spare = room - face                                      # kbps for reference stills
     gap = PART_WIRE * 8 / 1000 / spare if spare >= MIN_REFERENCE_KBPS else None
+    still = min(MAX_IDENTITY, int(room * 1000 / 8 * STILL_WITHIN_S))
     return WirePlan(budget_kbps, every, codes, OPUS_LOW_BPS, frame_ms, True, RTCP_SPACING, gap,
                     {"voice": round(voice, 2), "features": round(face, 2),
-                     "references": round(spare, 2) if gap else 0.0})
+                     "references": round(spare, 2) if gap else 0.0}, still)
 
 
 # --- `--budget auto`: the budget chosen from what the link shows ---------------------------------------

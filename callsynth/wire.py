@@ -437,7 +437,7 @@ IDENTITY_HEADER = struct.Struct("<4sBHHB")
 MAX_IDENTITY = 60 * 1024          # under SCTP's usual 64 KiB message limit
 MAX_REFERENCE = 20 * 1000         # each reference still; the three live ones stay inside 60 KB
 MAX_REFERENCES = 7
-IDENTITY_JPEG_QUALITY = 92
+IDENTITY_JPEG_QUALITIES = (92, 85, 75, 60, 45)   # the best that fits
 MAX_JPEG_SIDE = 1024              # refused from the JPEG header, before any pixel is decoded
 LANDMARK_DTYPE = np.dtype("<i2")  # landmarks in whole LANDMARK_STEPs: ±1024 pixels, 4 crops either way
 LANDMARK_LIMIT = np.iinfo(LANDMARK_DTYPE).max * LANDMARK_STEP
@@ -459,26 +459,30 @@ class IdentityMessage:
         return self.index > 0
 
 
-def encode_identity(still, basis: ExpressionBasis, index: int = 0) -> bytes:
+def encode_identity(still, basis: ExpressionBasis, index: int = 0, fit_bytes: int | None = None) -> bytes:
     """The message for the still (index 0) or a reference still (1..MAX_REFERENCES), at the best JPEG
-    quality that fits MAX_IDENTITY (the still) or MAX_REFERENCE (a reference)."""
+    quality that fits MAX_IDENTITY (the still) or MAX_REFERENCE (a reference), and `fit_bytes` when given
+    (a small budget's: budget.WirePlan.still_bytes), or failing that at the lowest quality tried."""
     import cv2
 
     if not 0 <= index <= MAX_REFERENCES:
         raise ValueError(f"reference index {index} outside 0..{MAX_REFERENCES}")
     limit = MAX_REFERENCE if index else MAX_IDENTITY
+    target = min(limit, fit_bytes) if fit_bytes else limit
     landmarks = np.asarray(still.landmarks, dtype=np.float64)
     if not np.all(np.isfinite(landmarks)) or np.abs(landmarks).max(initial=0) > LANDMARK_LIMIT:
         raise IdentityError(f"still landmarks are not finite or lie over {LANDMARK_LIMIT:.0f} pixels from the crop")
     landmarks = np.round(landmarks / LANDMARK_STEP).astype(LANDMARK_DTYPE)
     head = IDENTITY_HEADER.pack(IDENTITY_MAGIC, IDENTITY_VERSION, model_tag(basis), landmarks.shape[0], index)
-    for quality in (IDENTITY_JPEG_QUALITY, 85, 75, 60, 45):
+    for quality in IDENTITY_JPEG_QUALITIES:
         ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(still.image[:, :, ::-1]),
                                 [cv2.IMWRITE_JPEG_QUALITY, quality])
         message = head + landmarks.tobytes() + jpeg.tobytes()
-        if ok and len(message) <= limit:
+        if ok and len(message) <= target:
             return message
-    raise IdentityError(f"still does not fit in {limit} bytes even at JPEG quality 45")
+    if ok and len(message) <= limit:
+        return message
+    raise IdentityError(f"still does not fit in {limit} bytes even at JPEG quality {IDENTITY_JPEG_QUALITIES[-1]}")
 
 
 # Two control messages share the identity channel:

@@ -311,7 +311,7 @@ class FaceStream:
         """Once the channels open: the still, then wait (RECEIPT_WAIT_S at most) for the receipt."""
         self.identity_channel, self.features_channel = identity_channel, features_channel
         await open_channel(identity_channel, timeout)
-        identity = encode_identity(self.still, self.basis)
+        identity = encode_identity(self.still, self.basis, fit_bytes=self.plan.still_bytes)
         sent_at = time.time()
         identity_channel.send(identity)
         self.stats.identity_bytes = len(identity)

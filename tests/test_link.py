@@ -220,9 +220,11 @@ def test_auto_budget_finds_what_a_24_kbps_link_carries(tmp_path):
 def test_a_16_kbps_budget_carries_the_voice_and_the_face(tmp_path):
     """Under about 22 kbps the voice goes in Opus's longest frames, 120 ms (10.6 kbps on the wire against
     14.9 in 60 ms ones), and the face in one packet every 12 frames: 16 kbps carries a call that was refused
-    ("too small"). On loopback (a 16 kbit/s policer holds the still back ~25 s behind the voice: README)."""
+    ("too small"); the still at the JPEG quality that room carries (through a 16 kbit/s policer it took
+    25 s at 92, 12 s at 45: README). On loopback."""
     _, sender, receiver = _auto_budget_call(tmp_path, None, 300, budget="16")
     assert sender["wire_plan"]["opus_frame_ms"] == 120 and sender["wire_plan"]["budget_kbps"] == 16
+    assert sender["identity_bytes"] < 10_000                # at 92 it was 15,292 bytes
     the_voice_went_on(receiver)
     assert receiver["on_wire"]["total_kbps"] <= 16, receiver["on_wire"]     # voice, face, every header
     assert receiver["features"]["packets"] >= 0.9 * sender["packets_sent"] > 0

@@ -33,6 +33,22 @@ def _jpeg(message: bytes) -> bytes:
     return message[message.index(b"\xff\xd8"):]
 
 
+def test_a_small_budget_s_still_is_smaller_and_still_a_still(basis, still):
+    """At 16 kbps the still must come beside a 10.6 kbps voice: its plan asks for what that room carries in
+    STILL_WITHIN_S, and the JPEG steps down to fit (or to its lowest quality); over 32 kbps, unchanged."""
+    from callsynth.budget import plan
+
+    full = encode_identity(still, basis)
+    assert encode_identity(still, basis, fit_bytes=plan(32, 25.0).still_bytes) == full
+    small = encode_identity(still, basis, fit_bytes=plan(16, 25.0).still_bytes)
+    assert len(small) < 0.6 * len(full)
+    assert encode_identity(still, basis, fit_bytes=1000) == small        # none fits: the lowest quality
+    decoded = decode_identity(small, basis).still
+    assert decoded.image.shape == still.image.shape
+    assert np.abs(decoded.image.astype(float) - still.image).mean() < 6          # the same face, coarser
+    assert np.array_equal(decoded.landmarks, decode_identity(full, basis).still.landmarks)
+
+
 def test_a_still_holds_its_landmarks_on_the_grid_the_wire_carries(still):
     moved = Still(still.image, still.landmarks + 0.3)            # 0.3 px is no whole number of steps
     assert np.array_equal(moved.landmarks / LANDMARK_STEP, np.round(moved.landmarks / LANDMARK_STEP))
