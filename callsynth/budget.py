@@ -287,6 +287,12 @@ class BudgetChooser:
         """The share lost over all this tier's reports (settled), and how many packets they counted."""
         return pooled(self.reports)
 
+    def quiet_for(self, now: float) -> float:
+        """Seconds since the last change of tier or report of trouble (0 before the first report)."""
+        if self.first_s is None:
+            return 0.0
+        return now - max(self.changed_s or self.first_s, self.trouble_s or self.first_s)
+
     def judged(self) -> bool:
         """Whether a step down has been judged (or could be): until this tier's reports count
         JUDGED_PACKETS, no probe up (at 16 kbps, with eight voice packets a second, that takes longer than
@@ -348,8 +354,7 @@ class BudgetChooser:
                 steps = 2 if heavy and not probe_failed and self.tier + 2 < len(self.tiers) - 1 else 1
                 left = (self.tier, *self.tier_loss()) if self.reports else None
                 return self._change(min(len(self.tiers) - 1, self.tier + steps), now, why, left)
-        elif why is None and self.tier > 0 and self.judged() and now - max(self.changed_s or self.first_s,
-                                                         self.trouble_s or self.first_s) >= self.quiet_s:
+        elif why is None and self.tier > 0 and self.judged() and self.quiet_for(now) >= self.quiet_s:
             self.probed_s = now
             return self._change(self.tier - 1, now, f"{self.quiet_s:.0f} s without loss or queueing")
         return False

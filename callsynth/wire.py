@@ -421,8 +421,9 @@ class Codec:
 #     byte 4      identity message version
 #     bytes 5-6   model tag (the basis the landmarks are meant for, and the interior codebook: model_tag)
 #     bytes 7-8   number of landmarks N
-#     byte 9      index: 0 the still (codes are measured against it), 1..MAX_REFERENCES a reference still
-#                 (mouth open with teeth, eyes closed, ...) that replaces the one of the same index
+#     byte 9      index: 0 the still (codes are measured against it; again with the same landmarks, a
+#                 sharper copy of it), 1..MAX_REFERENCES a reference still (mouth open with teeth, eyes
+#                 closed, ...) that replaces the one of the same index
 #     N*3 int16   landmarks in 1/32 crop pixels (sent, not re-tracked, so both ends code from the same face)
 #     rest        the picture as JPEG
 #

@@ -136,7 +136,8 @@ class FrameClock:
     def accept_identity(self, parsed, size: int) -> int | None:
         """A still or a reference still (wire.IdentityMessage), or a part of one (wire.Part): the identity
         index it cached (0: a new still), for the caller to send the receipt of; None when nothing was
-        cached. A new still in the same call is checked for being the same person."""
+        cached. A new still in the same call (not a sharper copy of the one before) is checked for being the
+        same person."""
         if isinstance(parsed, Part):
             try:
                 whole = self.parts.add(parsed)
@@ -151,28 +152,37 @@ class FrameClock:
         before = self.renderer.still if self.renderer is not None else None
         if not self.accept_still(parsed.still, size):
             return None
-        if before is not None:
+        if before is not None and not sharper_copy(before, parsed.still):
             self.face_check = check_same_face(self.stats, before, parsed.still)
         return 0
 
     def accept_still(self, still, size: int) -> bool:
         """A new still (index 0): True when cached (the caller then sends the receipt). One that cannot be
-        rebuilt is refused and the last good one kept."""
+        rebuilt is refused and the last good one kept. One with the same landmarks as the still shown is a
+        sharper copy of it (`--budget auto` sends the still small first, sender.stream): it replaces the
+        picture, and the packets waiting and the reference stills held go on with it."""
         try:
             renderer = self.renderers(still)
         except Exception as exc:  # noqa: BLE001 - a still that cannot be rebuilt must not cost the last good one
             self.reject(WireError(f"still cannot be rebuilt ({type(exc).__name__}: {exc}); keeping the "
                                   "last good one"), "identity")
             return False
+        before, self.renderer = self.renderer, renderer
         self.stats.identity_bytes = size
-        self.renderer = renderer
         if self.repairer is not None:
             self.repairer.set_still(still)       # in order with the renderer: see _render
-        self.jitter = JitterBuffer(self.renderer.rest_pose, self.renderer.coder.expression_size,
-                                   delay_ms=self.options.delay_ms)
-        self.stats.event(f"still cached ({size} bytes)")
-        if self.options.audio_fallback:
-            self._start_speech_driver()
+        if before is not None and self.jitter is not None and sharper_copy(before.still, still):
+            for index, reference in before.held_references().items():
+                renderer.add_reference(index, reference)
+                if self.repairer is not None:
+                    self.repairer.add_reference(index, reference)
+            self.stats.event(f"still sharpened ({size} bytes)")
+        else:
+            self.jitter = JitterBuffer(self.renderer.rest_pose, self.renderer.coder.expression_size,
+                                       delay_ms=self.options.delay_ms)
+            self.stats.event(f"still cached ({size} bytes)")
+            if self.options.audio_fallback:
+                self._start_speech_driver()
         if self.options.output:
             self._keep_recording(Path(self.options.output), still)
         return True
@@ -608,6 +618,12 @@ def _cost_ms(work, state, *args) -> tuple[float, float]:
         elsewhere = work(state, *args)
     spent = elsewhere if isinstance(elsewhere, float) else 0.0
     return (time.perf_counter() - wall) * 1000, (time.thread_time() - cpu) * 1000 + spent
+
+
+def sharper_copy(before, after) -> bool:
+    """Whether still `after` is `before` again (the same landmarks, exactly: they travel on a grid) in
+    another picture: a better JPEG of it."""
+    return before.image.shape == after.image.shape and np.array_equal(before.landmarks, after.landmarks)
 
 
 def check_same_face(stats: ReceiverStats, before, after) -> asyncio.Future:

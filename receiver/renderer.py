@@ -37,6 +37,10 @@ class WarpRenderer:
         """Cache reference still `index` (replacing the one before it); used from the next frame on."""
         self.blender.add(index, still)
 
+    def held_references(self) -> dict:
+        """The reference stills cached so far, by index (for a sharper copy of the still to go on with)."""
+        return {index: reference.still for index, reference in self.blender.references.items()}
+
     def compose(self, target: np.ndarray, cue: MouthCue = NO_CUE) -> np.ndarray:
         """The still warped to the target landmarks, mouth and eyes from the references (the mouth from
         the picture the sender's cue names, if it names one held, and its interior code added)."""

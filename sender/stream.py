@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from callsynth.budget import AUTO, BudgetChooser, BudgetError, plan
+from callsynth.budget import AUTO, AUTO_TIERS, BudgetChooser, BudgetError, plan
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.still import Still, still_of
 from callsynth.quality import QualityLadder, describe_tracking
@@ -33,6 +33,7 @@ log = logging.getLogger("callsynth.send")
 MAX_QUEUED_S = 0.2       # feature packets queued longer than this at the sender are stale on arrival
 STILL_PICK_SECONDS = 1.5
 RECEIPT_WAIT_S = 10.0     # a receiver that does not confirm the still by then gets the features anyway
+SHARPEN_AFTER_S = 5.0     # --budget auto: a sharper copy of the still once the link has been quiet this long
 
 
 @dataclass
@@ -49,6 +50,7 @@ class SenderStats:
     references_held: int = 0        # receipts for them: the receiver has them (their mouths may be named)
     still_frame: int | None = None
     still_delivery_ms: float | None = None   # from sending the still to the receiver's receipt
+    still_sharpened: list = field(default_factory=list)  # --budget auto: sharper copies sent (at_s, bytes)
     speech_packets: int = 0
     speech_bytes: int = 0
     # per sent frame, from the frame's tracking starting to its packet sent (tracking, encoding and any
@@ -73,7 +75,7 @@ class SenderStats:
                 "payload_kbps": round(self.payload_bytes * 8 / seconds / 1000, 3),
                 "speech_packets_sent": self.speech_packets, "speech_payload_bytes": self.speech_bytes,
                 "identity_bytes": self.identity_bytes, "still_frame": self.still_frame,
-                "still_delivery_ms": self.still_delivery_ms,
+                "still_delivery_ms": self.still_delivery_ms, "still_sharpened": self.still_sharpened,
                 "references_sent": self.references_sent, "references_held": self.references_held,
                 "reference_bytes": self.reference_bytes,
                 "frame_to_packet_ms_p50": round(latency[len(latency) // 2], 2), "duration_s": round(seconds, 2),
@@ -179,6 +181,7 @@ class FaceStream:
             listener = self.speech.feed if self.speech is not None else (lambda frame: None)
             self.audio_track = MutableAudioTrack(audio_track, listener, self.plan.opus_frame_ms)
         self.still_received = asyncio.get_running_loop().create_future()
+        self.sharp_still: bytes | None = None      # --budget auto: the full still, until sent
         self.reference_parts: deque = deque()      # (part, whole message) waiting for their turn
         self.reference_id = 0
 
@@ -206,9 +209,29 @@ class FaceStream:
         started = time.monotonic()
         while True:
             await asyncio.sleep(every_s)
-            budget = self.auto.observe(await watch.report(time.monotonic() - started, self.queued_s()))
+            now = time.monotonic() - started
+            budget = self.auto.observe(await watch.report(now, self.queued_s()))
             if budget is not False:
                 self.apply_plan(budget, pc, self.auto.history[-1]["why"])
+            self._sharpen_still(now)
+
+    def _sharpen_still(self, now: float) -> None:
+        """`--budget auto`: once the other side holds the small still and the link has been quiet
+        SHARPEN_AFTER_S at a tier whose plan carries the still at full quality twice over (48 kbps and up),
+        that one, once, on the identity channel (the receiver swaps the picture and goes on: the same
+        landmarks, receiver.frame_clock). Sent in one burst, as the first still is: at 32 through a 24 kbit/s
+        policer (quiet there for the first 6 s), and at 24 as a 10 KB copy, it stepped the call down to 16."""
+        if self.sharp_still is None or not self.still_received.done() \
+                or self.plan.still_bytes < 2 * len(self.sharp_still) or self.auto.quiet_for(now) < SHARPEN_AFTER_S:
+            return
+        channel = self.identity_channel
+        if channel is None or channel.readyState != "open":
+            return
+        channel.send(self.sharp_still)
+        self.stats.identity_bytes = len(self.sharp_still)
+        self.stats.still_sharpened.append({"at_s": self._since_start(), "bytes": len(self.sharp_still)})
+        log.info("a sharper copy of the still sent (%d bytes)", len(self.sharp_still))
+        self.sharp_still = None
 
     def apply_plan(self, budget_kbps: float | None, pc=None, why: str = "") -> None:
         """Mid-call, the wire plan for another budget: packet rate and codes per packet, the voice's rate
@@ -311,7 +334,12 @@ class FaceStream:
         """Once the channels open: the still, then wait (RECEIPT_WAIT_S at most) for the receipt."""
         self.identity_channel, self.features_channel = identity_channel, features_channel
         await open_channel(identity_channel, timeout)
-        identity = encode_identity(self.still, self.basis, fit_bytes=self.plan.still_bytes)
+        # --budget auto does not know the link yet: the still as the lowest tier carries it, and the full
+        # one once the link shows room (_sharpen_still)
+        fit = (plan(AUTO_TIERS[-1], self.fps, self.options.send_every) if self.auto else self.plan).still_bytes
+        identity = encode_identity(self.still, self.basis, fit_bytes=fit)
+        if self.auto is not None and len(full := encode_identity(self.still, self.basis)) > len(identity):
+            self.sharp_still = full
         sent_at = time.time()
         identity_channel.send(identity)
         self.stats.identity_bytes = len(identity)

@@ -551,10 +551,14 @@ def test_the_voice_drives_the_face_beside_the_event_loop_and_skips_when_far_behi
 
 def test_a_new_still_of_another_face_is_said_aloud():
     """A party of the call (it holds the key) that sends a still of someone else mid-call: the receiver
-    takes it, as the caller's choice, and says that the face changed; the same face again is said too."""
+    takes it, as the caller's choice, and says that the face changed; the same face again is said too (a
+    still of it a little moved: the same landmarks are a sharper copy, not checked)."""
+    from callsynth.face.still import LANDMARK_STEP, Still
+
     basis = load_basis()
     first = prepare_still(read_still(VAL_CLIP))
     other = prepare_still(read_still(GRID_VAL_AUDIO))
+    other_moved = Still(other.image, other.landmarks + 4 * LANDMARK_STEP)
     codec = Codec(basis)
     good = [codec.encode(FrameFeatures(int(time.time() * 1000 + 33 * i) & CAPTURE_MASK,
                                        *codec_state(basis, first, i))) for i in range(10)]
@@ -563,7 +567,7 @@ def test_a_new_still_of_another_face_is_said_aloud():
         url, stop, server = await serve()
         receiver = Receiver(basis, ReceiverOptions(url=url, room="n", key=KEY, rejoin_wait=5, model="warp"))
         rx = asyncio.create_task(receiver.run())
-        messages = [encode_identity(first, basis), encode_identity(other, basis), encode_identity(other, basis)]
+        messages = [encode_identity(first, basis), encode_identity(other, basis), encode_identity(other_moved, basis)]
         await rogue_call(url, "n", messages, good, basis, linger=3.0)
         summary = await asyncio.wait_for(rx, 20)
         stop.set()
@@ -575,6 +579,35 @@ def test_a_new_still_of_another_face_is_said_aloud():
     assert sum("the caller's face changed" in e for e in events) == 1
     assert sum("the same face" in e for e in events) == 1
     assert summary["frames_shown"] > 0 and summary["rejected_packets"] == {}
+
+
+def test_a_sharper_copy_of_the_still_replaces_the_picture_and_the_call_goes_on():
+    """`--budget auto` sends the still small first and a sharper copy later (sender.stream): the receiver
+    swaps the picture, keeping the packets waiting and the reference stills held (a new still resets both),
+    and does not run the face check on it."""
+    from callsynth.call_key import CallKey
+    from callsynth.face.still import LANDMARK_STEP, Still
+    from callsynth.wire import decode_identity
+    from receiver.frame_clock import FrameClock
+    from receiver.stats import ReceiverStats
+
+    basis = load_basis()
+    still = prepare_still(read_still(VAL_CLIP))
+    small, sharp = (decode_identity(encode_identity(still, basis, fit_bytes=fit), basis).still for fit in (1, None))
+    assert not np.array_equal(small.image, sharp.image)
+    stats = ReceiverStats()
+    picture = FrameClock(basis, ReceiverOptions(url="ws://127.0.0.1:1", room="x", key=CallKey.new().text,
+                                                model="warp"), stats, hang_up=lambda _: None)
+    assert picture.accept_still(small, 7000)
+    jitter = picture.jitter
+    picture.renderer.add_reference(1, sharp)
+    assert picture.accept_still(sharp, 15000)
+    assert picture.jitter is jitter and np.array_equal(picture.renderer.still.image, sharp.image)
+    assert set(picture.renderer.held_references()) == {1}
+    assert [e["event"] for e in stats.events] == ["still cached (7000 bytes)", "still sharpened (15000 bytes)"]
+    assert picture.accept_still(Still(sharp.image, sharp.landmarks + 4 * LANDMARK_STEP), 15000)  # another
+    assert picture.jitter is not jitter and picture.renderer.held_references() == {}
+    picture.close()
 
 
 def test_the_call_outlives_the_signalling_server():

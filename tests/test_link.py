@@ -232,6 +232,25 @@ def test_a_16_kbps_budget_carries_the_voice_and_the_face(tmp_path):
 
 
 @pytest.mark.skipif(_policing_missing() is not None, reason=str(_policing_missing()))
+def test_auto_budget_sends_the_still_small_then_sharp(tmp_path):
+    """Not knowing the link, `--budget auto` sends the still as its lowest tier carries it (through a
+    16 kbit/s policer the full one came 38 s after the call connected, the small one 25 s: README), and
+    once the link has been quiet SHARPEN_AFTER_S at 48 kbps or more (the call probes up to 48 at 10 s) the
+    full one, which the receiver swaps in without a break. On loopback."""
+    from sender.stream import SHARPEN_AFTER_S
+
+    _, sender, receiver = _auto_budget_call(tmp_path, None, 600)
+    events = [e["event"] for e in receiver["events"]]
+    cached = next(e for e in events if e.startswith("still cached"))
+    assert int(cached.split("(")[1].split()[0]) < 10_000, events            # the small one first
+    (sharpened,) = sender["still_sharpened"]
+    assert sharpened["bytes"] > 10_000 and sharpened["at_s"] >= SHARPEN_AFTER_S
+    assert f"still sharpened ({sharpened['bytes']} bytes)" in events
+    assert not receiver["rejected_packets"] and not any("same face" in e or "face changed" in e for e in events)
+    the_voice_went_on(receiver)
+
+
+@pytest.mark.skipif(_policing_missing() is not None, reason=str(_policing_missing()))
 def test_auto_budget_on_a_link_that_loses_at_random_is_not_held_down(tmp_path):
     """10 % of all UDP lost at random, whatever is sent: the chooser steps down for it, sees the loss stay
     at the lower tier and comes back up (before, it stayed at 24 kbps for the rest of the call, where a lost
