@@ -150,17 +150,27 @@ class FrameClock:
         if parsed.is_reference:
             return parsed.index if self.accept_reference(parsed, size) else None
         before = self.renderer.still if self.renderer is not None else None
-        if not self.accept_still(parsed.still, size):
+        sharper = self.sharper_copy(parsed.still, size)
+        if not self.accept_still(parsed.still, size, sharper):
             return None
-        if before is not None and not sharper_copy(before, parsed.still):
+        if before is not None and not sharper:
             self.face_check = check_same_face(self.stats, before, parsed.still)
         return 0
 
-    def accept_still(self, still, size: int) -> bool:
+    def sharper_copy(self, still, size: int) -> bool:
+        """Whether `still` is the one shown again (the same landmarks, exactly: they travel on a grid) in a
+        bigger, better JPEG: `--budget auto` sends the still small first (sender.stream). The same again, or
+        smaller (a sender that rejoined the call), is a new still."""
+        before = self.renderer.still if self.renderer is not None and self.jitter is not None else None
+        return before is not None and size > self.stats.identity_bytes \
+            and before.image.shape == still.image.shape and np.array_equal(before.landmarks, still.landmarks)
+
+    def accept_still(self, still, size: int, sharper: bool | None = None) -> bool:
         """A new still (index 0): True when cached (the caller then sends the receipt). One that cannot be
-        rebuilt is refused and the last good one kept. One with the same landmarks as the still shown is a
-        sharper copy of it (`--budget auto` sends the still small first, sender.stream): it replaces the
-        picture, and the packets waiting and the reference stills held go on with it."""
+        rebuilt is refused and the last good one kept. A sharper copy of the still shown (`sharper`, or
+        sharper_copy's say) replaces the picture, and the packets waiting and the reference stills held go
+        on with it."""
+        sharper = self.sharper_copy(still, size) if sharper is None else sharper
         try:
             renderer = self.renderers(still)
         except Exception as exc:  # noqa: BLE001 - a still that cannot be rebuilt must not cost the last good one
@@ -171,7 +181,7 @@ class FrameClock:
         self.stats.identity_bytes = size
         if self.repairer is not None:
             self.repairer.set_still(still)       # in order with the renderer: see _render
-        if before is not None and self.jitter is not None and sharper_copy(before.still, still):
+        if sharper:
             for index, reference in before.held_references().items():
                 renderer.add_reference(index, reference)
                 if self.repairer is not None:
@@ -618,12 +628,6 @@ def _cost_ms(work, state, *args) -> tuple[float, float]:
         elsewhere = work(state, *args)
     spent = elsewhere if isinstance(elsewhere, float) else 0.0
     return (time.perf_counter() - wall) * 1000, (time.thread_time() - cpu) * 1000 + spent
-
-
-def sharper_copy(before, after) -> bool:
-    """Whether still `after` is `before` again (the same landmarks, exactly: they travel on a grid) in
-    another picture: a better JPEG of it."""
-    return before.image.shape == after.image.shape and np.array_equal(before.landmarks, after.landmarks)
 
 
 def check_same_face(stats: ReceiverStats, before, after) -> asyncio.Future:

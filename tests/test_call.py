@@ -584,7 +584,7 @@ def test_a_new_still_of_another_face_is_said_aloud():
 def test_a_sharper_copy_of_the_still_replaces_the_picture_and_the_call_goes_on():
     """`--budget auto` sends the still small first and a sharper copy later (sender.stream): the receiver
     swaps the picture, keeping the packets waiting and the reference stills held (a new still resets both),
-    and does not run the face check on it."""
+    and does not run the face check on it. The same still again, or a smaller copy, is a new still."""
     from callsynth.call_key import CallKey
     from callsynth.face.still import LANDMARK_STEP, Still
     from callsynth.wire import decode_identity
@@ -605,8 +605,12 @@ def test_a_sharper_copy_of_the_still_replaces_the_picture_and_the_call_goes_on()
     assert picture.jitter is jitter and np.array_equal(picture.renderer.still.image, sharp.image)
     assert set(picture.renderer.held_references()) == {1}
     assert [e["event"] for e in stats.events] == ["still cached (7000 bytes)", "still sharpened (15000 bytes)"]
-    assert picture.accept_still(Still(sharp.image, sharp.landmarks + 4 * LANDMARK_STEP), 15000)  # another
+    assert picture.accept_still(sharp, 15000)          # the same again (a sender that rejoined): a new still
     assert picture.jitter is not jitter and picture.renderer.held_references() == {}
+    jitter = picture.jitter
+    assert picture.accept_still(Still(sharp.image, sharp.landmarks + 4 * LANDMARK_STEP), 16000)  # another
+    assert picture.jitter is not jitter
+    assert [e["event"] for e in stats.events][2:] == ["still cached (15000 bytes)", "still cached (16000 bytes)"]
     picture.close()
 
 
