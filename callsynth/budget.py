@@ -17,9 +17,8 @@ SRTP tag and UDP/IPv4 (about 65 bytes, measured). So the plan trades packet rate
 - RTCP: reports 4x further apart than aiortc's (about a second each way, 1.5 kbps);
 - the reference stills: the budget's remainder, paced part by part (they arrive later, never burst);
 - the still: at the best JPEG quality that the room beside the voice carries in STILL_WITHIN_S (no feature
-  packets go before it): from 32 kbps the full 92, at 24 about 75, at 16 the lowest, 45 (7.7 KB against
-  15.3, SSIM 0.955 against 92's: through a 16 kbit/s policer it arrived 12 s after the call connected,
-  at 92 25 s; README "Within a budget").
+  packets go before it): from 32 kbps the full 92, at 16 the lowest, 45 (7.7 KB against 15.3: through a
+  16 kbit/s policer it arrived 12 s after the call connected, at 92 25 s; README "Within a budget").
 
 Without a budget, a call sends every frame (every 2nd from a 60 fps camera), 16 kbps Opus in 20 ms frames,
 references at 25 KB/s.
