@@ -338,11 +338,11 @@ class FaceStream:
         # one once the link shows room (_sharpen_still)
         fit = (plan(AUTO_TIERS[-1], self.fps, self.options.send_every) if self.auto else self.plan).still_bytes
         identity = encode_identity(self.still, self.basis, fit_bytes=fit)
-        if self.auto is not None and len(full := encode_identity(self.still, self.basis)) > len(identity):
-            self.sharp_still = full
         sent_at = time.time()
         identity_channel.send(identity)
         self.stats.identity_bytes = len(identity)
+        if self.auto is not None and len(full := encode_identity(self.still, self.basis)) > len(identity):
+            self.sharp_still = full                    # (made after the small one is on its way)
         await open_channel(features_channel, timeout)
         try:
             await asyncio.wait_for(asyncio.shield(self.still_received), RECEIPT_WAIT_S)
