@@ -351,7 +351,9 @@ class BudgetChooser:
                 lost = self.lost_too_many(report)
                 heavy = lost is not None and lost - self.link_loss >= LOSS_HEAVY
                 steps = 2 if heavy and not probe_failed and self.tier + 2 < len(self.tiers) - 1 else 1
-                left = (self.tier, *self.tier_loss()) if self.reports else None
+                # judged against the last tier that reported: a step from one that had not yet (a queue
+                # 3 s after a step for loss) keeps the judgement pending, else it stranded a lossy call at 16
+                left = (self.tier, *self.tier_loss()) if self.reports else self.left
                 return self._change(min(len(self.tiers) - 1, self.tier + steps), now, why, left)
         elif why is None and self.tier > 0 and self.judged() and self.quiet_for(now) >= self.quiet_s:
             self.probed_s = now
