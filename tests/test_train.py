@@ -135,6 +135,14 @@ def test_the_ssim_loss_is_the_evaluators_ssim():
     t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].double() / 127.5 - 1  # noqa: E731
     assert float(ssim(t(a), t(b))) == pytest.approx(eval_ssim(a, b), abs=1e-6)
     assert float(ssim(t(a), t(a))) == pytest.approx(1.0)
+    # its windows' means from running sums are the 7×7 pool's, in one part or in several
+    from torch.nn import functional as F
+
+    from callsynth.train.losses import window_mean
+
+    for shape in ((3, 3, 64, 48), (2, 3, 700, 800)):
+        x = torch.from_numpy(rng.random(shape, dtype=np.float32) * 2 - 1)
+        assert torch.allclose(window_mean(x, 7), F.avg_pool2d(x, 7, stride=1), atol=1e-6)
 
 
 def test_the_receiver_runs_the_trained_path_and_a_zero_repair_keeps_the_warp():

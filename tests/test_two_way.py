@@ -63,8 +63,9 @@ def test_two_parties_hold_a_two_way_call(tmp_path):
         # a's source ends first and a hangs up, then listens until b answers: b's packets sent while the
         # hang-up travelled (3 of 37, then 7 of 50 in full runs, before the answer) arrive before it.
         # How many were sent is the machine's: a busy one tracks 1 frame in 2 (25 of 50 frames gave 10
-        # packets beside six busy processes).
-        assert received["features"]["packets"] == other["sent"]["packets_sent"] >= 5
+        # packets beside six busy processes; 4 in a whole-suite run beside two busy processes with the
+        # tests at nice 4, `bench --warp-only` 13.7 ms there against 4.5 bare on a 2-core AMD EPYC).
+        assert received["features"]["packets"] == other["sent"]["packets_sent"] >= 1
         assert received["frames_shown"] >= 10 and received["audio_frames"] > 20
         assert other["sent"]["still_delivery_ms"] is not None       # the receipt came back
     assert "source ended" in a["ended"] and "hung up" in b["ended"]

@@ -11,6 +11,21 @@ def reconstruction(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(output, target)
 
 
+def window_mean(x: torch.Tensor, win: int) -> torch.Tensor:
+    """The mean of every win×win window of (B,C,H,W) `x` that fits (avg_pool2d(x, win, stride=1)), from
+    running sums in float64 along rows, then columns, about a million values at a time (their sums stay in
+    the cache): the same figure to float32's precision at under half the cost (the 7×7 pool was two thirds
+    of a tiny training run's time, in its full-size validation)."""
+    def part(images: torch.Tensor) -> torch.Tensor:
+        c = F.pad(images.double(), (0, 0, 1, 0)).cumsum(2)
+        rows = c[:, :, win:] - c[:, :, :-win]
+        c = F.pad(rows, (1, 0)).cumsum(3)
+        return ((c[..., win:] - c[..., :-win]) / (win * win)).to(x.dtype)
+
+    step = max(1, (1 << 20) // max(1, x[0].numel()))
+    return torch.cat([part(x[i:i + step]) for i in range(0, len(x), step)])
+
+
 def ssim(a: torch.Tensor, b: torch.Tensor, win: int = 7) -> torch.Tensor:
     """Mean SSIM per image, (B,), of images in [-1, 1], computed as the evaluator's
     skimage.structural_similarity does it on 0-255 pixels (7×7 uniform window, sample covariance,
@@ -20,7 +35,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, win: int = 7) -> torch.Tensor:
     a, b, data_range = (a + 1) / 2, (b + 1) / 2, 1.0
     n = win * win
     cov = n / (n - 1)
-    mean = lambda x: F.avg_pool2d(x, win, stride=1)  # noqa: E731
+    mean = lambda x: window_mean(x, win)  # noqa: E731
     ma, mb = mean(a), mean(b)
     va = cov * (mean(a * a) - ma * ma)
     vb = cov * (mean(b * b) - mb * mb)
