@@ -15,7 +15,8 @@ SRTP tag and UDP/IPv4 (about 65 bytes, measured). So the plan trades packet rate
   lip between two packets is carried rather than interpolated away; SACKs are delayed to every second
   packet (RFC 4960 6.2);
 - RTCP: reports 4x further apart than aiortc's (about a second each way, 1.5 kbps);
-- the reference stills: the budget's remainder, paced part by part (they arrive later, never burst);
+- the reference stills: the budget's remainder, paced part by part, each once the one before is
+  acknowledged (they arrive later, never burst, and never hold the feature packets back: sender.stream);
 - the still: at the best JPEG quality that the room beside the voice carries in STILL_WITHIN_S (no feature
   packets go before it): from 32 kbps the full 92, at 16 the lowest, 45 (7.7 KB against 15.3: through a
   16 kbit/s policer it arrived 12 s after the call connected, at 92 25 s; README "Within a budget").
@@ -89,6 +90,11 @@ class WirePlan:
     def payload_bytes_per_s(self, fps: float) -> float:
         """The feature packets' own bytes a second (no headers) at this plan's rate."""
         return fps / self.send_every * packet_bytes(self.codes_per_packet)
+
+    def still_part_gap_s(self) -> float:
+        """A part of a still in parts (a sharper copy, sender.stream) this often: at the pace at which the
+        room beside the voice carries still_bytes in STILL_WITHIN_S, the pace its first copy was fitted to."""
+        return STILL_WITHIN_S * PART_BYTES / self.still_bytes
 
     def summary(self) -> dict:
         return {"budget_kbps": self.budget_kbps, "send_every": round(self.send_every, 3),

@@ -61,6 +61,21 @@ class ReceiverStats:
             f"{c},{s},{s - c},{int(k)}" for c, s, k in self.frame_log]
         path.write_text("\n".join(lines) + "\n")
 
+    def longest_concealed_ms(self) -> float:
+        """The longest stretch of frames shown without a packet at or after them (0 without one), from the
+        first of them shown to the next frame that had one (or the last frame): where the face froze or
+        drifted. The count of concealed frames does not tell a call that misses a packet now and then from
+        one whose packets stopped for seconds."""
+        longest, since = 0.0, None
+        for _, shown, concealed in self.frame_log:
+            if concealed and since is None:
+                since = shown
+            elif not concealed and since is not None:
+                longest, since = max(longest, shown - since), None
+        if since is not None:
+            longest = max(longest, self.frame_log[-1][1] - since)
+        return float(longest)
+
     def event(self, text: str, level: int = logging.INFO) -> None:
         log.log(level, text)
         self.events.append({"t_s": round(time.time() - self.started, 3), "event": text})
@@ -81,6 +96,7 @@ class ReceiverStats:
             "latency_ms": {"p50": _round(np.percentile(lat, 50)), "p95": _round(np.percentile(lat, 95)),
                            "max": _round(np.max(lat)), "frames": len(self.latencies_ms)},
             "concealed_frames": self.concealed_frames,
+            "longest_concealed_ms": self.longest_concealed_ms(),
             "audio_fallback_frames": self.fallback_frames,
             "speech_driven_packets": self.speech_packets,
             "features": {"packets": self.feature_packets, "bytes": self.feature_bytes, "codes": self.feature_codes,

@@ -15,7 +15,8 @@ from callsynth.call_key import CallKey
 from callsynth.machine import freeze_heap
 from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
-from callsynth.rtc import FEATURES_CHANNEL, IDENTITY_CHANNEL, new_peer_connection, on_message
+from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection,
+                           on_message)
 from callsynth.signalling import SignallingClient, SignallingError
 from callsynth.wire import Hangup, Receipt, WireError, decode_control, encode_hangup
 
@@ -113,7 +114,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
     stream = FaceStream(source, basis, options, audio_track)
     signal = SignallingClient(options.url, options.room, "sender", call_key(options), options.token,
                               options.tls_ca)
-    pc = None
+    pc = returned = None
     stream.configure_transport()
     await stream.warm_up()
     freeze_heap()
@@ -130,10 +131,13 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
         await pc.setLocalDescription(await pc.createOffer())
         await signal.send({"type": "offer", "sdp": pc.localDescription.sdp})
         await pc.setRemoteDescription(await wait_for_answer(signal))
+        returned = count_received_datagrams(pc)
         await stream.send_still(identity_channel, features_channel, options.connect_timeout)
+        returned.mark()
 
         bye = asyncio.create_task(_watch_call(signal, pc, replies))
         await stream.run(bye, pc)
+        returned.close()
         receiver_ended = bye.done()
         if receiver_ended:
             log.info("call over: %s", bye.result())
@@ -150,6 +154,10 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
             pass
     finally:
         summary = stream.close()
+        if returned is not None:
+            # what came back on the wire while streaming: the receiver's SCTP acknowledgements and receipts
+            # ('data'), its RTCP reports ('audio')
+            summary["returned_kbps"] = returned.kbps()
         if pc is not None:
             await pc.close()
         await signal.close()

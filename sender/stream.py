@@ -22,7 +22,8 @@ from callsynth.budget import AUTO, AUTO_TIERS, BudgetChooser, BudgetError, plan
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.still import Still, still_of
 from callsynth.quality import QualityLadder, describe_tracking
-from callsynth.rtc import LinkWatch, channels_late, delay_sacks, retune_voice, set_opus_bitrate, space_rtcp
+from callsynth.rtc import (LinkWatch, channels_late, delay_sacks, retune_voice, set_opus_bitrate, space_rtcp,
+                           unacknowledged_bytes)
 from callsynth.wire import CAPTURE_MASK, encode_identity, split_message
 
 from .features import FeatureEncoder
@@ -182,8 +183,8 @@ class FaceStream:
             self.audio_track = MutableAudioTrack(audio_track, listener, self.plan.opus_frame_ms)
         self.still_received = asyncio.get_running_loop().create_future()
         self.sharp_still: bytes | None = None      # --budget auto: the full still, until sent
-        self.reference_parts: deque = deque()      # (part, whole message) waiting for their turn
-        self.reference_id = 0
+        self.identity_parts: deque = deque()       # (part, whole message, kind) waiting for their turn
+        self.message_id = 0                        # the id of the latest message sent in parts
 
     def _speech_packets(self) -> SpeechPackets | None:
         from audio2exp.model import ModelError, load_model
@@ -219,18 +220,15 @@ class FaceStream:
         """`--budget auto`: once the other side holds the small still and the link has been quiet
         SHARPEN_AFTER_S at a tier whose plan carries the still at full quality twice over (48 kbps and up),
         that one, once, on the identity channel (the receiver swaps the picture and goes on: the same
-        landmarks, receiver.frame_clock). Sent in one burst, as the first still is: at 32 through a 24 kbit/s
-        policer (quiet there for the first 6 s), and at 24 as a 10 KB copy, it stepped the call down to 16."""
+        landmarks, receiver.frame_clock), in parts (_pace_parts). Sent in one burst at 32 through a 24 kbit/s
+        policer, and at 24 as a 10 KB copy, it stepped the call down to 16; in one burst during a probe to
+        48 that then failed, it held the feature packets in SCTP's queue behind it (every frame concealed
+        for 3.9-15 s, README "Within a budget")."""
         if self.sharp_still is None or not self.still_received.done() \
                 or self.plan.still_bytes < 2 * len(self.sharp_still) or self.auto.quiet_for(now) < SHARPEN_AFTER_S:
             return
-        channel = self.identity_channel
-        if channel is None or channel.readyState != "open":
-            return
-        channel.send(self.sharp_still)
-        self.stats.identity_bytes = len(self.sharp_still)
-        self.stats.still_sharpened.append({"at_s": self._since_start(), "bytes": len(self.sharp_still)})
-        log.info("a sharper copy of the still sent (%d bytes)", len(self.sharp_still))
+        self._queue_parts(self.sharp_still, "still", first=True)
+        log.info("a sharper copy of the still queued (%d bytes)", len(self.sharp_still))
         self.sharp_still = None
 
     def apply_plan(self, budget_kbps: float | None, pc=None, why: str = "") -> None:
@@ -290,24 +288,47 @@ class FaceStream:
         return self.features_channel.bufferedAmount / self.plan.payload_bytes_per_s(self.fps)
 
     def send_reference(self, message: bytes) -> None:
-        """A reference still, once, on the reliable identity channel: queued in parts that _pace_references
+        """A reference still, once, on the reliable identity channel: queued in parts that _pace_parts
         sends one at a time, as often as the wire plan allows (40 ms without a budget)."""
-        self.reference_id = (self.reference_id + 1) & 0xFF
-        self.reference_parts.extend((part, message) for part in split_message(message, self.reference_id))
+        self._queue_parts(message, "reference")
 
-    async def _pace_references(self) -> None:
+    def _queue_parts(self, message: bytes, kind: str, first: bool = False) -> None:
+        """`message` (a reference still, or the still sharper: `kind`) in parts, after those waiting, or
+        `first`: after the rest of the message under way only (the receiver holds one message's parts)."""
+        self.message_id = (self.message_id + 1) & 0xFF
+        queue, at = self.identity_parts, 0 if first else len(self.identity_parts)
+        while first and at < len(queue) and queue[at][0][5] > 0:      # (byte 5: the part's number)
+            at += 1
+        for k, part in enumerate(split_message(message, self.message_id)):
+            queue.insert(at + k, (part, message, kind))
+
+    async def _pace_parts(self) -> None:
+        """The parts of identity messages after the still, one every plan.reference_gap_s (a sharper still's
+        every plan.still_part_gap_s); within a budget each only once the one before is acknowledged
+        (rtc.unacknowledged_bytes): at most one part is on the link, so that one the link keeps losing
+        holds back itself and nothing else."""
         if self.plan.reference_gap_s is None:
             log.info("no reference stills while the budget has no room for them")
         while True:
-            await asyncio.sleep(self.plan.reference_gap_s or 1.0)
-            if not self.reference_parts or self.plan.reference_gap_s is None:
+            still = bool(self.identity_parts) and self.identity_parts[0][2] == "still"
+            gap = self.plan.still_part_gap_s() if still else self.plan.reference_gap_s
+            await asyncio.sleep(gap or 1.0)
+            if not self.identity_parts or gap is None:
                 continue
             channel = self.identity_channel
             if channel is None or channel.readyState != "open":
                 return
-            part, whole = self.reference_parts.popleft()
+            if self.plan.budget_kbps is not None and unacknowledged_bytes(channel):
+                continue
+            part, whole, kind = self.identity_parts.popleft()
             channel.send(part)
-            if part[5] == part[6] - 1:         # its last part: the reference is on its way
+            if part[5] < part[6] - 1:
+                continue
+            if kind == "still":                # its last part: the message is on its way
+                self.stats.identity_bytes = len(whole)
+                self.stats.still_sharpened.append({"at_s": self._since_start(), "bytes": len(whole)})
+                log.info("a sharper copy of the still sent (%d bytes in %d parts)", len(whole), part[6])
+            else:
                 self.stats.references_sent += 1
                 self.stats.reference_bytes += len(whole)
                 log.info("reference still sent (%d bytes in %d parts)", len(whole), part[6])
@@ -392,7 +413,7 @@ class FaceStream:
         """Stream until the source ends or `ended` is done (the other side hung up, the path failed);
         with `--budget auto`, following what the link of peer connection `pc` shows."""
         self.stats.started = time.time()
-        pacing = asyncio.ensure_future(self._pace_references())
+        pacing = asyncio.ensure_future(self._pace_parts())
         following = asyncio.ensure_future(self.follow_link(pc)) if self.auto and pc is not None else None
         try:
             if self.source is None:          # the voice drives from its first frame (__init__)
