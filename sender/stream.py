@@ -33,7 +33,8 @@ from .still_pick import pick_still
 log = logging.getLogger("callsynth.send")
 MAX_QUEUED_S = 0.2       # feature packets queued longer than this at the sender are stale on arrival
 STILL_PICK_SECONDS = 1.5
-RECEIPT_WAIT_S = 10.0     # a receiver that does not confirm the still by then gets the features anyway
+RECEIPT_WAIT_S = 10.0     # a receiver that does not confirm the still by then gets the features once it has it
+RECEIPT_POLL_S = 0.25     # how often SCTP's acknowledgement of the still is looked at meanwhile
 SHARPEN_AFTER_S = 5.0     # --budget auto: a sharper copy of the still once the link has been quiet this long
 
 
@@ -84,6 +85,35 @@ class SenderStats:
                 "tracking": self.tracking, "wire_plan": self.wire_plan,
                 "plan_changes": self.plan_changes,
                 "toggles": self.toggles}
+
+
+async def still_through(receipt: asyncio.Future, identity_channel, timeout: float) -> bool:
+    """Wait for the other side's receipt of the still (True). Past RECEIPT_WAIT_S, a still that SCTP still
+    holds unacknowledged is on its way (a lossy link retransmitting it, or the other side's receipt queued
+    behind its own still on the ordered channel): features sent before it lands are refused there ('early':
+    2 in a CI run of the 15 %-lossy two-way call) and take the room of its retransmissions, so they wait on,
+    `timeout` seconds at most. A still acknowledged but never confirmed is an older peer's: stream (False)."""
+    try:
+        await asyncio.wait_for(asyncio.shield(receipt), RECEIPT_WAIT_S)
+        return True
+    except asyncio.TimeoutError:
+        pass
+    deadline = time.monotonic() + timeout
+    if unacknowledged_bytes(identity_channel):
+        log.warning("the still is not through after %g s (a lossy link retransmitting it): the features "
+                    "wait for it, %g s more at most", RECEIPT_WAIT_S, timeout)
+    while unacknowledged_bytes(identity_channel) and identity_channel.readyState == "open" \
+            and not receipt.done() and time.monotonic() < deadline:
+        await asyncio.wait({receipt}, timeout=RECEIPT_POLL_S)
+    if receipt.done():
+        return True
+    if unacknowledged_bytes(identity_channel):
+        log.warning("the still is not through after %g s: streaming features all the same (the other "
+                    "side refuses them until it has the still)", RECEIPT_WAIT_S + timeout)
+    else:
+        log.warning("the still arrived but the other side did not confirm it (an older peer): streaming "
+                    "features")
+    return False
 
 
 def choose_still(source, identity: str | None, basis: ExpressionBasis, stats: SenderStats) -> Still:
@@ -352,7 +382,7 @@ class FaceStream:
                 self.encoder.reference_arrived(index)
 
     async def send_still(self, identity_channel, features_channel, timeout: float) -> None:
-        """Once the channels open: the still, then wait (RECEIPT_WAIT_S at most) for the receipt."""
+        """Once the channels open: the still, then wait for the receipt (still_through)."""
         self.identity_channel, self.features_channel = identity_channel, features_channel
         await open_channel(identity_channel, timeout)
         # --budget auto does not know the link yet: the still as the lowest tier carries it, and the full
@@ -365,14 +395,10 @@ class FaceStream:
         if self.auto is not None and len(full := encode_identity(self.still, self.basis)) > len(identity):
             self.sharp_still = full                    # (made after the small one is on its way)
         await open_channel(features_channel, timeout)
-        try:
-            await asyncio.wait_for(asyncio.shield(self.still_received), RECEIPT_WAIT_S)
+        if await still_through(self.still_received, identity_channel, timeout):
             self.stats.still_delivery_ms = round((time.time() - sent_at) * 1000, 1)
             log.info("connected; still (%d bytes) cached by the other side in %.0f ms; streaming features",
                      len(identity), self.stats.still_delivery_ms)
-        except asyncio.TimeoutError:
-            log.warning("connected; still sent (%d bytes) but not confirmed within %.0f s (a lossy "
-                        "link, or an older peer); streaming features", len(identity), RECEIPT_WAIT_S)
 
     # --- keys ---------------------------------------------------------------------------------------
 

@@ -389,10 +389,10 @@ def test_one_stall_of_the_event_loop_is_not_taken_for_a_queue_on_the_link():
     assert watched and max(watched) < min(watched) + RTT_RISE_MS, watched
 
 
-def _through_a_slow_link(pc, delay_s: float = 0.0, loss: float = 0.0, seed: int = 0) -> None:
+def _through_a_slow_link(pc, delay_s: float = 0.0, loss: float = 0.0, seed: int = 0, cut=None) -> None:
     """What `pc` sends from now on goes through a link made here: each datagram is lost at random with
-    probability `loss` and otherwise arrives `delay_s` late (in order). Its ICE sockets' own sends are
-    wrapped: what aiortc and aioice do above them runs as ever."""
+    probability `loss` (every one while the event `cut` is set) and otherwise arrives `delay_s` late (in
+    order). Its ICE sockets' own sends are wrapped: what aiortc and aioice do above them runs as ever."""
     import asyncio
     import random
 
@@ -406,7 +406,7 @@ def _through_a_slow_link(pc, delay_s: float = 0.0, loss: float = 0.0, seed: int 
                 send(data, addr)
 
         def through(data, addr=None, arrive=arrive):
-            if draw.random() >= loss:
+            if draw.random() >= loss and not (cut is not None and cut.is_set()):
                 loop.call_later(delay_s, arrive, data, addr)
 
         socket.sendto = through
@@ -422,16 +422,18 @@ async def _negotiate(caller, callee) -> None:
     await caller.setRemoteDescription(RTCSessionDescription(callee.localDescription.sdp, "answer"))
 
 
-def _connected_pair():
-    """Two real peer connections on loopback, a data channel between them, as a call makes them."""
+def _connected_pair(label: str = "features", **options):
+    """Two real peer connections on loopback, a data channel between them, as a call makes them (the
+    features channel unless told)."""
     from callsynth.rtc import new_peer_connection
+
+    options = options or {"ordered": False, "maxRetransmits": 0}
 
     async def connect():
         import asyncio
 
         caller, callee = new_peer_connection(), new_peer_connection()
-        channel, opened, heard = caller.createDataChannel("features", ordered=False, maxRetransmits=0), \
-            asyncio.Event(), []
+        channel, opened, heard = caller.createDataChannel(label, **options), asyncio.Event(), []
         channel.on("open", opened.set)
         callee.on("datachannel", lambda ch: ch.on("message", heard.append))
         await _negotiate(caller, callee)
@@ -439,6 +441,54 @@ def _connected_pair():
         return caller, callee, channel, heard
 
     return connect()
+
+
+def test_features_wait_for_a_still_the_link_still_holds(monkeypatch, caplog):
+    """The features go once the other side confirms the still; one that has not confirmed it within
+    RECEIPT_WAIT_S got them anyway, and through a 15 %-lossy link the still came later still: its first
+    packets were refused ("early", a CI run of the two-way call). Now, past that wait, they go once SCTP has
+    the still acknowledged (an older peer never confirms: it has the still then), and on a link that takes
+    nothing they give up after `timeout` more seconds, saying so. Real peers on loopback, the still's
+    datagrams lost while the link is cut; the wait shortened to 0.5 s."""
+    import asyncio
+    import logging
+    import time
+
+    from sender import stream
+
+    monkeypatch.setattr(stream, "RECEIPT_WAIT_S", 0.5)
+
+    async def call():
+        caller, callee, channel, heard = await _connected_pair("identity", ordered=True)
+        cut = asyncio.Event()
+        _through_a_slow_link(caller, cut=cut)
+        try:
+            receipt = asyncio.get_running_loop().create_future()     # never confirmed: an older peer
+            cut.set()
+            channel.send(bytes(15_000))                                 # a still's size
+            asyncio.get_running_loop().call_later(1.5, cut.clear)      # the link carries again at 1.5 s
+            start = time.monotonic()
+            confirmed = await stream.still_through(receipt, channel, timeout=20)
+            through = (confirmed, time.monotonic() - start, len(heard))
+            cut.set()                                                   # a link that carries nothing
+            channel.send(bytes(15_000))
+            start = time.monotonic()
+            confirmed = await stream.still_through(receipt, channel, timeout=1.5)
+            return through, (confirmed, time.monotonic() - start, len(heard))
+        finally:
+            await caller.close()
+            await callee.close()
+
+    with caplog.at_level(logging.WARNING, logger=stream.log.name):
+        (confirmed, waited, heard), (gave_up, waited_dead, heard_dead) = asyncio.run(call())
+    # the features waited until the still had arrived (after the cut, by a retransmission), not 0.5 s
+    assert confirmed is False and heard == 1 and waited >= 1.5, (confirmed, waited, heard)
+    # and on a dead link 0.5 + 1.5 s, then went, said
+    assert gave_up is False and heard_dead == 1 and 2.0 <= waited_dead < 10, waited_dead
+    said = caplog.text
+    assert "not through after 0.5 s (a lossy link" in said, said
+    assert "not through after 2 s: streaming features all the same" in said, said
+    assert "did not confirm it (an older peer)" in said, said
 
 
 def test_a_call_lasts_on_a_link_whose_round_trip_is_over_half_a_second(monkeypatch):
