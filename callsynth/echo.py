@@ -7,17 +7,23 @@ loudspeaker (receiver.speaker) hands every sample it writes to `played`; the mic
 `cancel`. At 16 kHz (the band a few-kbps voice carries; at 48 kHz pyaec's build high-passed the voice at
 ~900 Hz, by its impulse response in a probe not kept), in 10 ms frames: speex's adaptive filter (pyaec's build of speexdsp's MDF, a 250 ms tail) takes
 out what it can model of the echo, then ResidualEcho takes the frames where only leftover echo remains
-down 20 dB. `python scripts/echo_room.py` (a simulated room around the real canceller): the echo 31-37 dB
-down for delays of 20-400 ms, this side's voice kept at -3 dB (the 16 kHz band), 0.4 ms of CPU a 20 ms
-frame on a 2-core Intel Xeon. Both run only while the microphone is found to hear the loudspeaker: with
+down 20 dB. `python scripts/echo_room.py` (a simulated room around the real canceller): the echo 31-36 dB
+down for delays of 20-400 ms, this side's voice kept at -3 dB (the 16 kHz band), 0.6-0.8 ms of CPU a 20 ms
+frame on a 2-core AMD EPYC at 2.6 GHz. Both run only while the microphone is found to hear the loudspeaker: with
 headphones the adaptive filter, fed the other's voice while this side talks, added it to what was sent.
 
-Alignment: what is played waits in a queue that drains as the microphone delivers samples, as the device's
-own buffer drains as it plays. What the sound devices add beyond that is not known (a desktop's sound
-server, the capture's periods; 250-290 ms through aplay and ALSA's file plug-in in tests/test_echo.py), so
-the delay from that queue to the echo is found by correlating their 10 ms loudness envelopes over 1 s
-windows while the other talks (twice running, clearly better than the one in use), and the reference held
-back to arrive LEAD_MS ahead of its echo; the canceller then learns the room afresh. Until an echo is found
+Alignment: what is played is placed on a clock, after what was played before it (the device's own buffer
+plays it first) or at the moment it is handed over (a device that ran dry starts again then), and each
+microphone sample is met by what was placed where it was captured: the microphone's own clock (its samples
+counted from its most punctual frame), not when the canceller gets to it. A busy machine processed the
+microphone up to 1.6 s late and in bursts; a queue of played sound drained by the frames as they were
+processed (and kept 1 s) paired them with the wrong sound, the echo then 5-15 dB down. What the sound
+devices add beyond that is not known (a desktop's sound server, the capture's periods; 220-350 ms through
+aplay and ALSA's file plug-in in tests/test_echo.py), so the delay from that clock to the echo is found
+by correlating their 10 ms loudness envelopes over 1 s windows while the other talks (twice running; then
+again when one is clearly better than the one in use, or at once when the echo comes before its held-back
+reference), and the reference held back to arrive LEAD_MS ahead of its echo; the canceller then learns the
+room afresh. Until an echo is found
 (1.5 s of the other talking) the microphone passes as it is, at 16 kHz."""
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import asyncio
 import ctypes
 import logging
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -46,7 +53,7 @@ REVERBERATION_MS = 100        # of the tail, left for the room's reverberation w
 BETTER = 0.2                  # how much better a new lag's correlation must be than the one in use's
 FOUND = 0.6                   # the correlation of loudness envelopes that counts as the echo found
 UNHEARD = 8                   # looks in a row (2 s of the other talking) that find none: no echo any more
-MAX_REFERENCE_S = 1.0         # played sound waiting beyond this (the microphone stalled) is dropped, oldest first
+REFERENCE_KEPT_S = 5.0        # what was played is kept this long: how late the microphone may be processed
 VOICE_RATE = 48000            # what the microphone's frames are given in and out
 SPEAKING = 100.0              # a reference frame louder than this (RMS of 16-bit samples) counts as the other talking
 SUPPRESSED = 0.1              # the gain on a frame of leftover echo alone (-20 dB)
@@ -100,12 +107,42 @@ class _Samples:
         self.size -= at
         return out
 
-    def drop_to(self, n: int) -> int:
-        """Keeps the newest `n`; how many were dropped."""
-        dropped = max(0, self.size - n)
-        if dropped:
-            self.read(dropped)
-        return dropped
+
+class _Timeline:
+    """Samples at places on a clock (RATE a second of time.monotonic), each written after the one before;
+    the newest `keep` kept (in a ring: a write costs its own length, not the whole)."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.ring = np.zeros(keep, np.int16)
+        self.first = self.end = 0            # where the first was written, and where the next one goes
+        self.written = False
+
+    def _put(self, at: int, samples: np.ndarray) -> None:
+        self.ring[np.arange(at, at + samples.size) % self.keep] = samples
+
+    def write(self, samples: np.ndarray, at: int) -> None:
+        """`samples` from `at`, or after the last written when that is later (silence in between)."""
+        if not self.written:
+            self.written, self.first, self.end = True, at, at
+        at = max(at, self.end)
+        gap = min(at - self.end, self.keep)
+        if gap:
+            self._put(at - gap, np.zeros(gap, np.int16))
+        if samples.size > self.keep:
+            at, samples = at + samples.size - self.keep, samples[-self.keep:]
+        self._put(at, samples)
+        self.end = at + samples.size
+
+    def read(self, at: int, n: int) -> tuple[np.ndarray, int]:
+        """The `n` samples from `at` (silence where nothing was written), and how many of them were
+        written once but are no longer kept."""
+        out = np.zeros(n, np.int16)
+        start = max(self.first, self.end - self.keep)
+        lo, hi = max(at, start), min(at + n, self.end)
+        if hi > lo:
+            out[lo - at:hi - at] = self.ring[np.arange(lo, hi) % self.keep]
+        return out, max(0, min(start, at + n) - max(at, self.first))
 
 
 def _resampler(rate: int) -> av.AudioResampler:
@@ -170,12 +207,14 @@ class EchoCanceller:
         self.state = None
         self._new_state()
         self.lock = threading.Lock()
-        self.reference = _Samples()          # played, at RATE, not yet met by the microphone
+        self.reference = _Timeline(int(RATE * REFERENCE_KEPT_S))   # played, at RATE, where it was played
         self.to_reference = _resampler(RATE)
         self.mic_in, self.mic_down, self.mic_up = _resampler(VOICE_RATE), _resampler(RATE), _resampler(VOICE_RATE)
         self.mic = _Samples()                # the microphone at RATE, waiting for a whole FRAME
         self.out = _Samples()                # cancelled, at VOICE_RATE
         self.out.write(np.zeros(VOICE_RATE * FRAME // RATE, np.int16))   # what a FRAME waiting holds back
+        self.mic_samples = 0                 # at RATE, since the first frame
+        self.mic_clock: float | None = None  # where on the clock its sample 0 was captured
         self.heard_any = False               # the loudspeaker has played something
         self.frames = self.cancelled = 0     # microphone frames through it; those with the other talking
         # the microphone's energy before and after, in the last LATEST frames the other talked
@@ -183,7 +222,6 @@ class EchoCanceller:
         self.reference_dropped = 0
         self.played_s = 0.0
         span = MAX_LAG + WINDOW
-        self.history = np.zeros((MAX_LAG + 1) * FRAME, np.int16)   # what came out of the queue
         self.reference_loudness: deque[float] = deque(maxlen=span)
         self.mic_loudness: deque[float] = deque(maxlen=span)
         self.residual = ResidualEcho(self.tail // FRAME)
@@ -204,35 +242,45 @@ class EchoCanceller:
         if old:
             self.lib.AecDestroy(old)
 
-    def played(self, pcm: np.ndarray, rate: int = VOICE_RATE) -> None:
-        """Samples (mono 16-bit) as they are handed to the loudspeaker."""
+    def played(self, pcm: np.ndarray, rate: int = VOICE_RATE, at: float | None = None) -> None:
+        """Samples (mono 16-bit) as they are handed to the loudspeaker, at `at` (time.monotonic(): now):
+        after those before them, or from `at` when those have played out by then (as receiver.speaker
+        takes the device to play)."""
         samples = _resample(self.to_reference, np.ascontiguousarray(pcm, np.int16), rate)
+        now = round((time.monotonic() if at is None else at) * RATE)
         with self.lock:
-            self.reference.write(samples)
-            self.reference_dropped += self.reference.drop_to(int(RATE * MAX_REFERENCE_S))
+            self.reference.write(samples, now)
             self.played_s += pcm.size / rate
             self.heard_any = True
 
-    def cancel(self, frame: av.AudioFrame) -> av.AudioFrame:
-        """A microphone frame, as many samples long (mono 16-bit at VOICE_RATE), with the echo taken out."""
+    def cancel(self, frame: av.AudioFrame, at: float | None = None) -> av.AudioFrame:
+        """A microphone frame, as many samples long (mono 16-bit at VOICE_RATE), with the echo taken out.
+        `at`: when the frame came from the microphone (time.monotonic(): now), however late it is processed."""
         pcm = _pcm(self.mic_in.resample(frame))
-        self.mic.write(_resample(self.mic_down, pcm, VOICE_RATE))
+        down = _resample(self.mic_down, pcm, VOICE_RATE)
+        self.mic.write(down)
+        self.mic_samples += down.size
+        # its clock: the most punctual frame's (one that let it creep to follow a slower microphone moved
+        # the reference a sample every 0.3 s, and the filter learnt the room again each time)
+        arrived = (time.monotonic() if at is None else at) * RATE - self.mic_samples
+        self.mic_clock = arrived if self.mic_clock is None else min(self.mic_clock, arrived)
         while self.mic.size >= FRAME:
-            self.out.write(_resample(self.mic_up, self._frame(self.mic.read(FRAME)), RATE))
+            captured = round(self.mic_clock) + self.mic_samples - self.mic.size
+            self.out.write(_resample(self.mic_up, self._frame(self.mic.read(FRAME), captured), RATE))
         out = av.AudioFrame.from_ndarray(self.out.read(pcm.size).reshape(1, -1), format="s16", layout="mono")
         out.sample_rate, out.pts = VOICE_RATE, frame.pts
         if frame.time_base is not None:
             out.time_base = frame.time_base
         return out
 
-    def _frame(self, mic: np.ndarray) -> np.ndarray:
+    def _frame(self, mic: np.ndarray, captured: int) -> np.ndarray:
+        """One FRAME of the microphone, captured at `captured` on the clock, met by what was played then."""
         with self.lock:
             if not self.heard_any:
                 return mic
-            latest = self.reference.read(FRAME)
-        self.history = np.concatenate([self.history[FRAME:], latest])
-        at = self.history.size - FRAME * (self.delay_frames + 1)
-        reference = np.ascontiguousarray(self.history[at:at + FRAME])
+            latest, forgotten = self.reference.read(captured, FRAME)
+            reference, _ = self.reference.read(captured - FRAME * self.delay_frames, FRAME)
+        self.reference_dropped += forgotten
         self.reference_loudness.append(np.sqrt(_power(latest)))
         heard = _power(mic)
         self.mic_loudness.append(np.sqrt(heard))
@@ -284,11 +332,14 @@ class EchoCanceller:
             self.echo_heard = True
             self._place(lag)
             return
-        # a lag clearly better than the one in use, outside what the filter follows by itself: from just
-        # after the held-back reference to a room's reverberation short of its tail
+        # an echo that now comes before its held-back reference: nothing of it can be modelled, placed
+        # afresh. A lag clearly better than the one in use beyond what the filter follows by itself (a
+        # room's reverberation short of its tail): placed afresh too
+        if lag <= self.delay_frames:
+            self._place(lag)
+            return
         in_use = min(lags - 1, self.delay_frames + LEAD_MS // FRAME_MS)
-        if r[lag] - r[in_use] >= BETTER and \
-                not self.delay_frames + 1 <= lag <= self.delay_frames + (TAIL_MS - REVERBERATION_MS) // FRAME_MS:
+        if r[lag] - r[in_use] >= BETTER and lag > self.delay_frames + (TAIL_MS - REVERBERATION_MS) // FRAME_MS:
             self._place(lag)
 
     def _place(self, lag: int) -> None:
@@ -337,9 +388,11 @@ class EchoCancelledTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         frame = await self.track.recv()
+        arrived = time.monotonic()
         if self.failure is None:
             try:
-                return await asyncio.get_running_loop().run_in_executor(self.worker, self.canceller.cancel, frame)
+                return await asyncio.get_running_loop().run_in_executor(self.worker, self.canceller.cancel, frame,
+                                                                        arrived)
             except Exception as exc:  # noqa: BLE001 - the voice goes on, uncancelled, rather than stop
                 self.failure = f"{type(exc).__name__}: {exc}"
                 log.warning("echo cancellation failed (%s): the voice goes on without it", self.failure)

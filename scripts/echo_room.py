@@ -91,8 +91,8 @@ def run(delay_ms: float, echo_gain: float, cancel: bool = True) -> dict:
         frame.sample_rate, frame.pts = RATE, tick * TICK
         start = time.perf_counter()
         if canceller and tick in writes:
-            canceller.played(writes[tick].astype(np.int16))
-        done = canceller.cancel(frame) if canceller else frame
+            canceller.played(writes[tick].astype(np.int16), at=tick * TICK / RATE)   # the simulation's clock
+        done = canceller.cancel(frame, at=(tick + 1) * TICK / RATE) if canceller else frame
         spent += time.perf_counter() - start
         out[tick * TICK:(tick + 1) * TICK] = done.to_ndarray().reshape(-1)
     return {"delay_ms": delay_ms, **measure(mic, out, near), "cpu_ms_per_20ms": round(spent * 1000 / (n // TICK), 3),
