@@ -52,6 +52,11 @@ MIN_REFERENCE_KBPS = 0.3 # below this, no reference stills within the budget
 STILL_WITHIN_S = 12.0    # the still fits what is left beside the voice in this long
 
 
+def kbps(nbytes: int, seconds: float) -> float:
+    """Kilobits a second, rounded to bits; 0 over no time (what the wire counters report)."""
+    return round(nbytes * 8 / seconds / 1000, 3) if seconds > 0 else 0.0
+
+
 def frames_per_packet(fps: float, every_at_30fps: float) -> float:
     """The frames one packet spans at `fps`: packets as often as every `every_at_30fps`th frame of a 30 fps
     camera sends them (30 / N a second), or every frame where the camera gives fewer. A rate, not a count

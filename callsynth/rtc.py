@@ -25,6 +25,7 @@ from aiortc.codecs import opus
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from . import voice_jitter
+from .budget import kbps
 from .call_options import CALL
 
 FEATURES_CHANNEL = "features"     # unordered, no retransmits: a late pose is worthless
@@ -531,8 +532,7 @@ class WireCounter:
     def kbps(self) -> dict:
         """{kind: kbps} from mark() to close(), headers counted."""
         seconds = self.seconds_since_mark()
-        return {kind: round(nbytes * 8 / seconds / 1000, 3) if seconds > 0 else 0.0
-                for kind, (nbytes, _) in self.since_mark().items()}
+        return {kind: kbps(nbytes, seconds) for kind, (nbytes, _) in self.since_mark().items()}
 
     def count(self, datagram: bytes) -> None:
         first = datagram[0] if datagram else 0

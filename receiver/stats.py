@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from callsynth.budget import kbps
+
 log = logging.getLogger("callsynth.receive")
 
 
@@ -53,7 +55,7 @@ class ReceiverStats:
         fps, lat = self.recent(150)
         span = (self.last_frame - self.first_frame) if self.frames > 1 else 0.0
         return (f"{fps:.1f} fps, glass-to-glass {lat:.0f} ms (median), features "
-                f"{_kbps(self.feature_bytes, span):.2f} kbps payload, {self.feature_packets} packets, "
+                f"{kbps(self.feature_bytes, span):.2f} kbps payload, {self.feature_packets} packets, "
                 f"{sum(self.rejected.values())} rejected, {self.concealed_frames} frames concealed")
 
     def write_frame_log(self, path: Path) -> None:
@@ -100,7 +102,7 @@ class ReceiverStats:
             "audio_fallback_frames": self.fallback_frames,
             "speech_driven_packets": self.speech_packets,
             "features": {"packets": self.feature_packets, "bytes": self.feature_bytes, "codes": self.feature_codes,
-                         "payload_kbps": _kbps(self.feature_bytes, span),
+                         "payload_kbps": kbps(self.feature_bytes, span),
                          "bytes_per_packet": round(self.feature_bytes / max(1, self.feature_packets), 2)},
             "rejected_packets": self.rejected,
             "jitter_buffer": self.jitter,
@@ -145,10 +147,6 @@ def _round(x) -> float | None:
     return None if np.isnan(x) else round(float(x), 1)
 
 
-def _kbps(nbytes: int, seconds: float) -> float:
-    return round(nbytes * 8 / seconds / 1000, 3) if seconds > 0 else 0.0
-
-
 def wire_summary(counters) -> dict:
     """On-wire traffic received (rtc.WireCounter of each peer connection of the call), from the moment the
     still arrived, by kind."""
@@ -167,8 +165,8 @@ def wire_summary(counters) -> dict:
                 "stills, acknowledgements), 'audio' is SRTP/SRTCP",
         "after_end_bytes": after,
         "seconds": round(seconds, 2),
-        "features_kbps": _kbps(wire["data"], seconds),
-        "audio_kbps": _kbps(wire["audio"], seconds),
-        "total_kbps": _kbps(sum(wire.values()), seconds),
+        "features_kbps": kbps(wire["data"], seconds),
+        "audio_kbps": kbps(wire["audio"], seconds),
+        "total_kbps": kbps(sum(wire.values()), seconds),
         "bytes": wire, "datagrams": packets,
     }

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -87,6 +88,16 @@ class SenderStats:
                 "toggles": self.toggles}
 
 
+class QueuedPart(NamedTuple):
+    """A part of an identity message waiting to go (FaceStream._pace_parts): part `number` of `count`."""
+
+    part: bytes
+    number: int
+    count: int
+    whole: bytes
+    kind: str          # "reference", or "still": a sharper copy of it
+
+
 async def still_through(receipt: asyncio.Future, identity_channel, timeout: float) -> bool:
     """Wait for the other side's receipt of the still (True). Past RECEIPT_WAIT_S, a still that SCTP still
     holds unacknowledged is on its way (a lossy link retransmitting it, or the other side's receipt queued
@@ -99,15 +110,16 @@ async def still_through(receipt: asyncio.Future, identity_channel, timeout: floa
     except asyncio.TimeoutError:
         pass
     deadline = time.monotonic() + timeout
-    if unacknowledged_bytes(identity_channel):
+    if pending := unacknowledged_bytes(identity_channel):
         log.warning("the still is not through after %g s (a lossy link retransmitting it): the features "
                     "wait for it, %g s more at most", RECEIPT_WAIT_S, timeout)
-    while unacknowledged_bytes(identity_channel) and identity_channel.readyState == "open" \
-            and not receipt.done() and time.monotonic() < deadline:
+    while pending and identity_channel.readyState == "open" and not receipt.done() \
+            and time.monotonic() < deadline:
         await asyncio.wait({receipt}, timeout=RECEIPT_POLL_S)
+        pending = unacknowledged_bytes(identity_channel)
     if receipt.done():
         return True
-    if unacknowledged_bytes(identity_channel):
+    if pending:
         log.warning("the still is not through after %g s: streaming features all the same (the other "
                     "side refuses them until it has the still)", RECEIPT_WAIT_S + timeout)
     else:
@@ -213,7 +225,7 @@ class FaceStream:
             self.audio_track = MutableAudioTrack(audio_track, listener, self.plan.opus_frame_ms)
         self.still_received = asyncio.get_running_loop().create_future()
         self.sharp_still: bytes | None = None      # --budget auto: the full still, until sent
-        self.identity_parts: deque = deque()       # (part, whole message, kind) waiting for their turn
+        self.identity_parts: deque[QueuedPart] = deque()   # waiting for their turn
         self.message_id = 0                        # the id of the latest message sent in parts
 
     def _speech_packets(self) -> SpeechPackets | None:
@@ -327,10 +339,11 @@ class FaceStream:
         `first`: after the rest of the message under way only (the receiver holds one message's parts)."""
         self.message_id = (self.message_id + 1) & 0xFF
         queue, at = self.identity_parts, 0 if first else len(self.identity_parts)
-        while first and at < len(queue) and queue[at][0][5] > 0:      # (byte 5: the part's number)
+        while first and at < len(queue) and queue[at].number > 0:
             at += 1
-        for k, part in enumerate(split_message(message, self.message_id)):
-            queue.insert(at + k, (part, message, kind))
+        parts = split_message(message, self.message_id)
+        for k, part in enumerate(parts):
+            queue.insert(at + k, QueuedPart(part, k, len(parts), message, kind))
 
     async def _pace_parts(self) -> None:
         """The parts of identity messages after the still, one every plan.reference_gap_s (a sharper still's
@@ -340,7 +353,7 @@ class FaceStream:
         if self.plan.reference_gap_s is None:
             log.info("no reference stills while the budget has no room for them")
         while True:
-            still = bool(self.identity_parts) and self.identity_parts[0][2] == "still"
+            still = bool(self.identity_parts) and self.identity_parts[0].kind == "still"
             gap = self.plan.still_part_gap_s() if still else self.plan.reference_gap_s
             await asyncio.sleep(gap or 1.0)
             if not self.identity_parts or gap is None:
@@ -350,18 +363,19 @@ class FaceStream:
                 return
             if self.plan.budget_kbps is not None and unacknowledged_bytes(channel):
                 continue
-            part, whole, kind = self.identity_parts.popleft()
-            channel.send(part)
-            if part[5] < part[6] - 1:
+            queued = self.identity_parts.popleft()
+            channel.send(queued.part)
+            if queued.number < queued.count - 1:
                 continue
-            if kind == "still":                # its last part: the message is on its way
+            whole = queued.whole               # its last part: the message is on its way
+            if queued.kind == "still":
                 self.stats.identity_bytes = len(whole)
                 self.stats.still_sharpened.append({"at_s": self._since_start(), "bytes": len(whole)})
-                log.info("a sharper copy of the still sent (%d bytes in %d parts)", len(whole), part[6])
+                log.info("a sharper copy of the still sent (%d bytes in %d parts)", len(whole), queued.count)
             else:
                 self.stats.references_sent += 1
                 self.stats.reference_bytes += len(whole)
-                log.info("reference still sent (%d bytes in %d parts)", len(whole), part[6])
+                log.info("reference still sent (%d bytes in %d parts)", len(whole), queued.count)
 
     def _reference_made(self, done: asyncio.Future) -> None:
         if done.cancelled():

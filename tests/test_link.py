@@ -311,7 +311,7 @@ def test_a_sharper_still_goes_before_waiting_references_but_after_the_one_under_
     stream._queue_parts(bytes(1500), "reference")    # message 2, 2 parts
     stream.identity_parts.popleft()                  # message 1 under way
     stream._queue_parts(bytes(1200), "still", first=True)
-    assert [(kind, part[4], part[5]) for part, _, kind in stream.identity_parts] == [
+    assert [(q.kind, q.part[4], q.part[5]) for q in stream.identity_parts] == [
         ("reference", 1, 1), ("reference", 1, 2), ("still", 3, 0), ("still", 3, 1),
         ("reference", 2, 0), ("reference", 2, 1)]
 
