@@ -246,9 +246,15 @@ class EchoCanceller:
         """Samples (mono 16-bit) as they are handed to the loudspeaker, at `at` (time.monotonic(): now):
         after those before them, or from `at` when those have played out by then (as receiver.speaker
         takes the device to play)."""
-        samples = _resample(self.to_reference, np.ascontiguousarray(pcm, np.int16), rate)
         now = round((time.monotonic() if at is None else at) * RATE)
         with self.lock:
+            if self.reference.written and now > self.reference.end:
+                # the device ran dry before these: the last 1 ms the resampler holds back was played before
+                # the break, not after it (written after it, it moved the whole reference 1 ms against its
+                # echo, which turned a learnt room's phase around: 2-12 dB after each break, scripts/echo_room.py --stall)
+                self.reference.write(_pcm(self.to_reference.resample(None)), self.reference.end)
+                self.to_reference = _resampler(RATE)
+            samples = _resample(self.to_reference, np.ascontiguousarray(pcm, np.int16), rate)
             self.reference.write(samples, now)
             self.played_s += pcm.size / rate
             self.heard_any = True

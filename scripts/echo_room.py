@@ -55,7 +55,8 @@ def room_response(seed: int = 0) -> np.ndarray:
     return response
 
 
-def run(delay_ms: float, echo_gain: float, cancel: bool = True) -> dict:
+def run(delay_ms: float, echo_gain: float, cancel: bool = True, stall_ms: float = 0.0,
+        device_buffer_ms: float = 0.0) -> dict:
     root = data_root()
     n = 9 * RATE
     far = np.zeros(n)
@@ -65,11 +66,18 @@ def run(delay_ms: float, echo_gain: float, cancel: bool = True) -> dict:
     canceller = EchoCanceller() if cancel else None
 
     # the loudspeaker: written in bursts of three 20 ms frames after 40 ms of cushion, played steadily
+    # (with --stall, the call hands it nothing for that long at 2.5 and 3.5 s, then all that waited at once;
+    # with --device-buffer, the device holds that much more than the call's model of it knows: the stall
+    # empties the model's queue but not the device's, and the echo moves earlier against the reference)
     writes = {0: np.zeros(RATE * 40 // 1000)}
     for tick in range(0, n // TICK, 3):
         writes.setdefault(tick, np.zeros(0))
         writes[tick] = np.concatenate([writes[tick], far[tick * TICK:(tick + 3) * TICK]])
-    device = np.zeros(0)
+    stall = int(stall_ms / 20)
+    for start in ((125, 175) if stall else ()):
+        held = [t for t in sorted(writes) if start <= t < start + stall]
+        writes[start + stall] = np.concatenate([writes.pop(t) for t in held] + [writes.get(start + stall, np.zeros(0))])
+    device = np.zeros(int(RATE * device_buffer_ms / 1000))
     played = np.zeros(n)
     for tick in range(n // TICK):
         device = np.concatenate([device, writes.get(tick, np.zeros(0))])
@@ -129,9 +137,13 @@ def main(argv=None) -> int:
                         help="the room's and the capture's delay before the microphone hears the loudspeaker")
     parser.add_argument("--echo", type=float, default=1.0,
                         help="the echo's loudness against this side's voice (default %(default)s: as loud)")
+    parser.add_argument("--stall", type=float, default=0.0, metavar="MS",
+                        help="the call hands the loudspeaker nothing for MS ms at 2.5 and 3.5 s, then all at once")
+    parser.add_argument("--device-buffer", type=float, default=0.0, metavar="MS",
+                        help="sound the device holds beyond what the call's model of it knows (default none)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    results = [run(delay, args.echo) for delay in args.delay]
+    results = [run(delay, args.echo, stall_ms=args.stall, device_buffer_ms=args.device_buffer) for delay in args.delay]
     if args.json:
         print(json.dumps({"cpu": cpu_description(), "runs": results}, indent=2))
         return 0
