@@ -23,7 +23,9 @@ aplay and ALSA's file plug-in in tests/test_echo.py), so the delay from that clo
 by correlating their 10 ms loudness envelopes over 1 s windows while the other talks (twice running; then
 again when one is clearly better than the one in use, or at once when the echo comes before its held-back
 reference), and the reference held back to arrive LEAD_MS ahead of its echo; the canceller then learns the
-room afresh. Until an echo is found
+room afresh. Where the model puts a break in what was played (the device taken to have run dry), the echo
+after it tells whether the device played on instead (_judge_break): then the break is taken out and the
+device counted as holding that much more. Until an echo is found
 (1.5 s of the other talking) the microphone passes as it is, at 16 kHz."""
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ NEAR_MARGIN = 10.0            # a frame this much louder than the usual leftover
 RESIDUAL_PERCENTILE = 50      # of the leftover's share of the reference's power, over...
 RESIDUAL_MEMORY = 300         # ...the last 3 s the other talked
 LATEST = 300                  # frames (3 s) of the other talking that STATS.json's reduction is over
+BREAK_FRAMES = 40             # frames (0.4 s) of the echo after a break in what was played that tell...
+BREAK_GIVEN_UP = 300          # ...whether the device ran dry there, looked for this long (3 s) at most
+DOUBTFUL_GAIN = 0.25          # meanwhile, a frame the filter took less than 6 dB off is taken down (ResidualEcho)
+MAX_HELD_MS = 500             # the most sound the device may be found to hold beyond its model
 
 log = logging.getLogger("callsynth.echo")
 
@@ -121,8 +127,9 @@ class _Timeline:
     def _put(self, at: int, samples: np.ndarray) -> None:
         self.ring[np.arange(at, at + samples.size) % self.keep] = samples
 
-    def write(self, samples: np.ndarray, at: int) -> None:
-        """`samples` from `at`, or after the last written when that is later (silence in between)."""
+    def write(self, samples: np.ndarray, at: int) -> int:
+        """`samples` from `at`, or after the last written when that is later (silence in between, its
+        length returned)."""
         if not self.written:
             self.written, self.first, self.end = True, at, at
         at = max(at, self.end)
@@ -133,6 +140,13 @@ class _Timeline:
             at, samples = at + samples.size - self.keep, samples[-self.keep:]
         self._put(at, samples)
         self.end = at + samples.size
+        return gap
+
+    def close(self, at: int, n: int) -> None:
+        """The `n` samples of silence from `at` taken out: what was written after them moves `n` earlier."""
+        after, _ = self.read(at + n, max(0, self.end - at - n))
+        self._put(at, after)
+        self.end -= n
 
     def read(self, at: int, n: int) -> tuple[np.ndarray, int]:
         """The `n` samples from `at` (silence where nothing was written), and how many of them were
@@ -180,7 +194,10 @@ class ResidualEcho:
         self.shares: deque[float] = deque(maxlen=RESIDUAL_MEMORY)
         self.gain = 1.0
 
-    def __call__(self, reference_power: float, out: np.ndarray) -> np.ndarray:
+    def __call__(self, reference_power: float, out: np.ndarray, heard: float | None = None) -> np.ndarray:
+        """`heard`: the microphone frame's power, given while the filter's alignment is in doubt (a break
+        in what was played, not yet judged): a frame the filter took less than DOUBTFUL_GAIN off is then
+        taken down too, this side's voice with it if it talks then (a few tenths of a second)."""
         self.reference_power.append(reference_power)
         talked = max(self.reference_power)
         target = 1.0
@@ -188,7 +205,7 @@ class ResidualEcho:
             power = _power(out)
             self.shares.append(np.log((power + 1.0) / talked))
             usual = float(np.exp(np.percentile(self.shares, RESIDUAL_PERCENTILE)))
-            if power < NEAR_MARGIN * usual * talked:
+            if power < NEAR_MARGIN * usual * talked or (heard is not None and power > DOUBTFUL_GAIN * heard):
                 target = SUPPRESSED
         ramp = np.linspace(self.gain, target, out.size)        # no click where the gain changes
         self.gain = target
@@ -226,6 +243,13 @@ class EchoCanceller:
         self.mic_loudness: deque[float] = deque(maxlen=span)
         self.residual = ResidualEcho(self.tail // FRAME)
         self.delay_frames = 0                # the reference held back this many FRAMEs
+        self.lag_frames = 0                  # the echo's lag behind the reference's place on the clock
+        self.held = 0                        # samples the device holds beyond its model (found: _judge_break)
+        self.open_break: tuple[int, int] | None = None   # where the model put a break, and how long
+        self.break_loudness: list[tuple[float, float, float]] = []
+        self.breaks = self.breaks_not_dry = self.break_frames = 0
+        self.judged: list[dict] = []         # each break judged: its length, the two r, the verdict
+        self.captured = 0                    # where the newest microphone frame was captured, on the clock
         self.candidate: int | None = None    # the lag the last look found
         self.echo_heard = False              # looks found the microphone following the loudspeaker...
         self.looks_without = 0               # ...and fewer than UNHEARD looks since have not: cancelling
@@ -246,7 +270,7 @@ class EchoCanceller:
         """Samples (mono 16-bit) as they are handed to the loudspeaker, at `at` (time.monotonic(): now):
         after those before them, or from `at` when those have played out by then (as receiver.speaker
         takes the device to play)."""
-        now = round((time.monotonic() if at is None else at) * RATE)
+        now = round((time.monotonic() if at is None else at) * RATE) - self.held
         with self.lock:
             if self.reference.written and now > self.reference.end:
                 # the device ran dry before these: the last 1 ms the resampler holds back was played before
@@ -255,7 +279,11 @@ class EchoCanceller:
                 self.reference.write(_pcm(self.to_reference.resample(None)), self.reference.end)
                 self.to_reference = _resampler(RATE)
             samples = _resample(self.to_reference, np.ascontiguousarray(pcm, np.int16), rate)
-            self.reference.write(samples, now)
+            before = self.reference.end
+            gap = self.reference.write(samples, now)
+            if gap and self.echo_heard:      # its echo tells whether the device really ran dry: _judge_break
+                self.open_break, self.break_loudness, self.break_frames = (before, gap), [], 0
+                self.breaks += 1
             self.played_s += pcm.size / rate
             self.heard_any = True
 
@@ -285,19 +313,24 @@ class EchoCanceller:
             if not self.heard_any:
                 return mic
             latest, forgotten = self.reference.read(captured, FRAME)
+            self.captured = captured
             reference, _ = self.reference.read(captured - FRAME * self.delay_frames, FRAME)
+            if self.open_break is not None:
+                self._break_echo(mic, captured)
         self.reference_dropped += forgotten
         self.reference_loudness.append(np.sqrt(_power(latest)))
         heard = _power(mic)
         self.mic_loudness.append(np.sqrt(heard))
-        if len(self.mic_loudness) > WINDOW and self.frames % FIND_EVERY == 0:
+        if self.open_break is not None and len(self.break_loudness) >= BREAK_FRAMES:
+            self._judge_break()
+        elif self.open_break is None and len(self.mic_loudness) > WINDOW and self.frames % FIND_EVERY == 0:
             self._find_delay()
         played = _power(reference)
         if self.echo_heard:
             out = np.empty(FRAME, np.int16)
             self.lib.AecCancelEcho(self.state, mic.ctypes.data_as(self.pointer),
                                    reference.ctypes.data_as(self.pointer), out.ctypes.data_as(self.pointer), FRAME)
-            out = self.residual(played, out)
+            out = self.residual(played, out, heard if self.open_break is not None else None)
         else:
             out = mic
         self.frames += 1
@@ -305,6 +338,56 @@ class EchoCanceller:
             self.cancelled += 1
             self.latest.append((heard, _power(out)))      # mean squares: frames are all FRAME long
         return out
+
+    def _break_echo(self, mic: np.ndarray, captured: int) -> None:
+        """(Under the lock) a microphone frame's loudness beside that of what the model says was played
+        where its echo comes from, and of what was played there had the device not run dry at the break."""
+        at, gap = self.open_break
+        source = captured - FRAME * self.lag_frames
+        self.break_frames += 1
+        if source >= at:
+            dry, _ = self.reference.read(source, FRAME)
+            played_on, _ = self.reference.read(source + gap, FRAME)
+            self.break_loudness.append((np.sqrt(_power(mic)), np.sqrt(_power(dry)), np.sqrt(_power(played_on))))
+        elif self.break_frames > BREAK_GIVEN_UP:
+            self.open_break = None
+
+    def _judge_break(self) -> None:
+        """Where the model put a break in what was played (the sound handed over after the device's queue,
+        as the model counts it, had played out), did the device run dry? One that holds more than the model
+        knows (a desktop's sound server, aplay's buffer) played on, and its
+        echo came the break's length before the reference: 7 dB came out of the canceller where 31 dB would
+        (scripts/echo_room.py --stall 160 --device-buffer 200). When the echo after the break follows the sound played on clearly better than the sound with
+        the break, the break is taken out and the device counted as holding that much more; the room's
+        filter stays (its alignment is back to the sample). The delay is not looked for meanwhile."""
+        with self.lock:
+            (at, gap), loudness, self.open_break = self.open_break, self.break_loudness, None
+        heard, dry, played_on = (np.array(x) for x in zip(*loudness))
+        if np.mean(played_on > SPEAKING) < 0.3:
+            return                             # too little of the other talking to tell
+
+        def r(x):
+            return float(np.corrcoef(x, heard)[0, 1]) if x.std() > 0 and heard.std() > 0 else 0.0
+
+        # (a shorter break than LEAD_MS leaves the echo behind its reference, where the filter follows it by
+        # itself; loudness in 10 ms frames does not tell so short a shift well: r 0.52-0.89 either way)
+        played_on_ = gap >= RATE * LEAD_MS / 1000 and r(played_on) >= FOUND and r(played_on) - r(dry) >= BETTER
+        self.judged.append({"break_ms": round(gap * 1000 / RATE, 1), "r_dry": round(r(dry), 2),
+                            "r_played_on": round(r(played_on), 2), "played_on": played_on_})
+        if played_on_ and self.held + gap <= RATE * MAX_HELD_MS / 1000:
+            with self.lock:
+                self.reference.close(at, gap)
+                self.held += gap
+                if self.open_break is not None:          # a later break, where it now stands
+                    self.open_break = (self.open_break[0] - gap, self.open_break[1])
+                # the loudness the delay is looked for in, as what was played now stands
+                oldest = self.captured - FRAME * (len(self.reference_loudness) - 1)
+                self.reference_loudness.extend(np.sqrt(_power(self.reference.read(oldest + FRAME * k, FRAME)[0]))
+                                               for k in range(len(self.reference_loudness)))
+            self.candidate = None
+            self.breaks_not_dry += 1
+            log.info("the loudspeaker played on where it was taken to run dry: it holds %d ms more than counted",
+                     self.held * 1000 // RATE)
 
     def _find_delay(self) -> None:
         """The lag (in FRAMEs) at which the microphone's loudness follows the reference's best, when the
@@ -352,6 +435,7 @@ class EchoCanceller:
         """The reference held back to arrive LEAD_MS ahead of an echo `lag` FRAMEs behind it, and the room
         learnt afresh."""
         self.delay_frames = max(0, lag - LEAD_MS // FRAME_MS)
+        self.lag_frames = lag
         self.delays_found.append(float(lag * FRAME_MS))
         self.found_at_s.append(round(self.frames * FRAME / RATE, 2))
         self._new_state()
@@ -369,6 +453,8 @@ class EchoCanceller:
                 "reduced_db_latest": None if reduced is None else round(float(reduced), 1),
                 "reference_dropped_ms": round(self.reference_dropped * 1000 / RATE, 1),
                 "echo_heard": self.echo_heard,
+                "breaks": self.breaks, "breaks_played_on": self.breaks_not_dry,
+                "device_holds_ms": round(self.held * 1000 / RATE, 1), "breaks_judged": self.judged[-20:],
                 "echo_delays_found_ms": self.delays_found, "found_at_s": self.found_at_s}
 
     def __del__(self):
