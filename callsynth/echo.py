@@ -248,7 +248,7 @@ class EchoCanceller:
         self.open_break: tuple[int, int] | None = None   # where the model put a break, and how long
         self.break_loudness: list[tuple[float, float, float]] = []
         self.breaks = self.breaks_not_dry = self.break_frames = 0
-        self.judged: list[dict] = []         # each break judged: its length, the two r, the verdict
+        self.judged: deque[dict] = deque(maxlen=20)   # the last breaks judged: length, the two r, verdict
         self.captured = 0                    # where the newest microphone frame was captured, on the clock
         self.candidate: int | None = None    # the lag the last look found
         self.echo_heard = False              # looks found the microphone following the loudspeaker...
@@ -275,7 +275,8 @@ class EchoCanceller:
             if self.reference.written and now > self.reference.end:
                 # the device ran dry before these: the last 1 ms the resampler holds back was played before
                 # the break, not after it (written after it, it moved the whole reference 1 ms against its
-                # echo, which turned a learnt room's phase around: 2-12 dB after each break, scripts/echo_room.py --stall)
+                # echo, which turned a learnt room's phase around: 8-12 dB in all where 31 dB without breaks,
+                # scripts/echo_room.py --stall 160)
                 self.reference.write(_pcm(self.to_reference.resample(None)), self.reference.end)
                 self.to_reference = _resampler(RATE)
             samples = _resample(self.to_reference, np.ascontiguousarray(pcm, np.int16), rate)
@@ -355,11 +356,12 @@ class EchoCanceller:
     def _judge_break(self) -> None:
         """Where the model put a break in what was played (the sound handed over after the device's queue,
         as the model counts it, had played out), did the device run dry? One that holds more than the model
-        knows (a desktop's sound server, aplay's buffer) played on, and its
-        echo came the break's length before the reference: 7 dB came out of the canceller where 31 dB would
-        (scripts/echo_room.py --stall 160 --device-buffer 200). When the echo after the break follows the sound played on clearly better than the sound with
-        the break, the break is taken out and the device counted as holding that much more; the room's
-        filter stays (its alignment is back to the sample). The delay is not looked for meanwhile."""
+        knows (a desktop's sound server, aplay's buffer) played on, and its echo came the break's length
+        before the reference: 7 dB came out of the canceller where 31 dB would (scripts/echo_room.py --stall
+        160 --device-buffer 200). When the echo after the break follows the sound played on clearly better
+        than the sound with the break, the break is taken out and the device counted as holding that much
+        more; the room's filter stays (its alignment is back to the sample). The delay is not looked for
+        meanwhile."""
         with self.lock:
             (at, gap), loudness, self.open_break = self.open_break, self.break_loudness, None
         heard, dry, played_on = (np.array(x) for x in zip(*loudness))
@@ -371,10 +373,10 @@ class EchoCanceller:
 
         # (a shorter break than LEAD_MS leaves the echo behind its reference, where the filter follows it by
         # itself; loudness in 10 ms frames does not tell so short a shift well: r 0.52-0.89 either way)
-        played_on_ = gap >= RATE * LEAD_MS / 1000 and r(played_on) >= FOUND and r(played_on) - r(dry) >= BETTER
+        device_played_on = gap >= RATE * LEAD_MS / 1000 and r(played_on) >= FOUND and r(played_on) - r(dry) >= BETTER
         self.judged.append({"break_ms": round(gap * 1000 / RATE, 1), "r_dry": round(r(dry), 2),
-                            "r_played_on": round(r(played_on), 2), "played_on": played_on_})
-        if played_on_ and self.held + gap <= RATE * MAX_HELD_MS / 1000:
+                            "r_played_on": round(r(played_on), 2), "played_on": device_played_on})
+        if device_played_on and self.held + gap <= RATE * MAX_HELD_MS / 1000:
             with self.lock:
                 self.reference.close(at, gap)
                 self.held += gap
@@ -454,7 +456,7 @@ class EchoCanceller:
                 "reference_dropped_ms": round(self.reference_dropped * 1000 / RATE, 1),
                 "echo_heard": self.echo_heard,
                 "breaks": self.breaks, "breaks_played_on": self.breaks_not_dry,
-                "device_holds_ms": round(self.held * 1000 / RATE, 1), "breaks_judged": self.judged[-20:],
+                "device_holds_ms": round(self.held * 1000 / RATE, 1), "breaks_judged": list(self.judged),
                 "echo_delays_found_ms": self.delays_found, "found_at_s": self.found_at_s}
 
     def __del__(self):
