@@ -368,14 +368,13 @@ class EchoCanceller:
         if np.mean(played_on > SPEAKING) < 0.3:
             return                             # too little of the other talking to tell
 
-        def r(x):
-            return float(np.corrcoef(x, heard)[0, 1]) if x.std() > 0 and heard.std() > 0 else 0.0
-
+        r_dry, r_played_on = (float(np.corrcoef(x, heard)[0, 1]) if x.std() > 0 and heard.std() > 0 else 0.0
+                              for x in (dry, played_on))
         # (a shorter break than LEAD_MS leaves the echo behind its reference, where the filter follows it by
         # itself; loudness in 10 ms frames does not tell so short a shift well: r 0.52-0.89 either way)
-        device_played_on = gap >= RATE * LEAD_MS / 1000 and r(played_on) >= FOUND and r(played_on) - r(dry) >= BETTER
-        self.judged.append({"break_ms": round(gap * 1000 / RATE, 1), "r_dry": round(r(dry), 2),
-                            "r_played_on": round(r(played_on), 2), "played_on": device_played_on})
+        device_played_on = gap >= RATE * LEAD_MS / 1000 and r_played_on >= FOUND and r_played_on - r_dry >= BETTER
+        self.judged.append({"break_ms": round(gap * 1000 / RATE, 1), "r_dry": round(r_dry, 2),
+                            "r_played_on": round(r_played_on, 2), "played_on": device_played_on})
         if device_played_on and self.held + gap <= RATE * MAX_HELD_MS / 1000:
             with self.lock:
                 self.reference.close(at, gap)
