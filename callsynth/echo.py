@@ -63,8 +63,13 @@ NEAR_MARGIN = 10.0            # a frame this much louder than the usual leftover
 RESIDUAL_PERCENTILE = 50      # of the leftover's share of the reference's power, over...
 RESIDUAL_MEMORY = 300         # ...the last 3 s the other talked
 LATEST = 300                  # frames (3 s) of the other talking that STATS.json's reduction is over
-BREAK_FRAMES = 40             # frames (0.4 s) of the echo after a break in what was played that tell...
-BREAK_GIVEN_UP = 300          # ...whether the device ran dry there, looked for this long (3 s) at most
+BREAK_WINDOW = 4800           # samples (0.3 s) of the microphone before a break's echo, and...
+AFTER_WINDOW = 2400           # ...(0.15 s) after it, that tell whether the device ran dry there (_judge_break)
+ECHO_SPREAD_MS = 30           # how far the echo's lag to the sample may lie from the one its loudness found
+CLEAR_PEAK = 4.0              # the echo's lag to the sample is found where its peak is this far over the median
+PLAYED_ON = 2.0               # after the break, the peak where it was without the break this much over the other
+MIC_KEPT = 300                # microphone frames (3 s) kept for that
+SHORTEST_BREAK = 5            # samples: a shorter break's two places of the echo are not told apart
 DOUBTFUL_GAIN = 0.25          # meanwhile, a frame the filter took less than 6 dB off is taken down (ResidualEcho)
 MAX_HELD_MS = 500             # the most sound the device may be found to hold beyond its model
 
@@ -232,6 +237,7 @@ class EchoCanceller:
         self.out.write(np.zeros(VOICE_RATE * FRAME // RATE, np.int16))   # what a FRAME waiting holds back
         self.mic_samples = 0                 # at RATE, since the first frame
         self.mic_clock: float | None = None  # where on the clock its sample 0 was captured
+        self.clock_moves: deque[tuple[float, float]] = deque(maxlen=20)   # (s, ms) earlier, once cancelling
         self.heard_any = False               # the loudspeaker has played something
         self.frames = self.cancelled = 0     # microphone frames through it; those with the other talking
         # the microphone's energy before and after, in the last LATEST frames the other talked
@@ -245,10 +251,11 @@ class EchoCanceller:
         self.delay_frames = 0                # the reference held back this many FRAMEs
         self.lag_frames = 0                  # the echo's lag behind the reference's place on the clock
         self.held = 0                        # samples the device holds beyond its model (found: _judge_break)
-        self.open_break: tuple[int, int] | None = None   # where the model put a break, and how long
-        self.break_loudness: list[tuple[float, float, float]] = []
-        self.breaks = self.breaks_not_dry = self.break_frames = 0
-        self.judged: deque[dict] = deque(maxlen=20)   # the last breaks judged: length, the two r, verdict
+        self.open_breaks: deque[tuple[int, int]] = deque()   # where the model put breaks, and how long
+        self.mic_kept: deque[tuple[int, np.ndarray]] = deque(maxlen=MIC_KEPT)   # its FRAMEs, where captured
+        self.breaks = self.breaks_not_dry = 0
+        self.doubt_until = 0                 # a break taken out: the filter's last TAIL of reference jumped
+        self.judged: deque[dict] = deque(maxlen=20)   # the last breaks judged: length, the echo's lag, its peaks, verdict
         self.captured = 0                    # where the newest microphone frame was captured, on the clock
         self.candidate: int | None = None    # the lag the last look found
         self.echo_heard = False              # looks found the microphone following the loudspeaker...
@@ -270,6 +277,8 @@ class EchoCanceller:
         """Samples (mono 16-bit) as they are handed to the loudspeaker, at `at` (time.monotonic(): now):
         after those before them, or from `at` when those have played out by then (as receiver.speaker
         takes the device to play)."""
+        if not pcm.size:
+            return                         # (an empty frame into the resampler: "Cannot allocate memory")
         now = round((time.monotonic() if at is None else at) * RATE) - self.held
         with self.lock:
             if self.reference.written and now > self.reference.end:
@@ -283,7 +292,7 @@ class EchoCanceller:
             before = self.reference.end
             gap = self.reference.write(samples, now)
             if gap and self.echo_heard:      # its echo tells whether the device really ran dry: _judge_break
-                self.open_break, self.break_loudness, self.break_frames = (before, gap), [], 0
+                self.open_breaks.append((before, gap))
                 self.breaks += 1
             self.played_s += pcm.size / rate
             self.heard_any = True
@@ -298,6 +307,9 @@ class EchoCanceller:
         # its clock: the most punctual frame's (one that let it creep to follow a slower microphone moved
         # the reference a sample every 0.3 s, and the filter learnt the room again each time)
         arrived = (time.monotonic() if at is None else at) * RATE - self.mic_samples
+        if self.mic_clock is not None and round(arrived) < round(self.mic_clock) and self.echo_heard:
+            # what the learnt room is aligned to moves with it
+            self.clock_moves.append((round(self.mic_samples / RATE, 2), round((self.mic_clock - arrived) * 1000 / RATE, 1)))
         self.mic_clock = arrived if self.mic_clock is None else min(self.mic_clock, arrived)
         while self.mic.size >= FRAME:
             captured = round(self.mic_clock) + self.mic_samples - self.mic.size
@@ -316,22 +328,22 @@ class EchoCanceller:
             latest, forgotten = self.reference.read(captured, FRAME)
             self.captured = captured
             reference, _ = self.reference.read(captured - FRAME * self.delay_frames, FRAME)
-            if self.open_break is not None:
-                self._break_echo(mic, captured)
         self.reference_dropped += forgotten
         self.reference_loudness.append(np.sqrt(_power(latest)))
         heard = _power(mic)
         self.mic_loudness.append(np.sqrt(heard))
-        if self.open_break is not None and len(self.break_loudness) >= BREAK_FRAMES:
+        self.mic_kept.append((captured, mic))
+        if self.open_breaks:
             self._judge_break()
-        elif self.open_break is None and len(self.mic_loudness) > WINDOW and self.frames % FIND_EVERY == 0:
+        elif len(self.mic_loudness) > WINDOW and self.frames % FIND_EVERY == 0:
             self._find_delay()
+        doubt = bool(self.open_breaks) or self.frames < self.doubt_until
         played = _power(reference)
         if self.echo_heard:
             out = np.empty(FRAME, np.int16)
             self.lib.AecCancelEcho(self.state, mic.ctypes.data_as(self.pointer),
                                    reference.ctypes.data_as(self.pointer), out.ctypes.data_as(self.pointer), FRAME)
-            out = self.residual(played, out, heard if self.open_break is not None else None)
+            out = self.residual(played, out, heard if doubt else None)
         else:
             out = mic
         self.frames += 1
@@ -340,55 +352,74 @@ class EchoCanceller:
             self.latest.append((heard, _power(out)))      # mean squares: frames are all FRAME long
         return out
 
-    def _break_echo(self, mic: np.ndarray, captured: int) -> None:
-        """(Under the lock) a microphone frame's loudness beside that of what the model says was played
-        where its echo comes from, and of what was played there had the device not run dry at the break."""
-        at, gap = self.open_break
-        source = captured - FRAME * self.lag_frames
-        self.break_frames += 1
-        if source >= at:
-            dry, _ = self.reference.read(source, FRAME)
-            played_on, _ = self.reference.read(source + gap, FRAME)
-            self.break_loudness.append((np.sqrt(_power(mic)), np.sqrt(_power(dry)), np.sqrt(_power(played_on))))
-        elif self.break_frames > BREAK_GIVEN_UP:
-            self.open_break = None
-
     def _judge_break(self) -> None:
         """Where the model put a break in what was played (the sound handed over after the device's queue,
         as the model counts it, had played out), did the device run dry? One that holds more than the model
         knows (a desktop's sound server, aplay's buffer) played on, and its echo came the break's length
         before the reference: 7 dB came out of the canceller where 31 dB would (scripts/echo_room.py --stall
-        160 --device-buffer 200). When the echo after the break follows the sound played on clearly better
-        than the sound with the break, the break is taken out and the device counted as holding that much
-        more; the room's filter stays (its alignment is back to the sample). The delay is not looked for
-        meanwhile."""
-        with self.lock:
-            (at, gap), loudness, self.open_break = self.open_break, self.break_loudness, None
-        heard, dry, played_on = (np.array(x) for x in zip(*loudness))
-        if np.mean(played_on > SPEAKING) < 0.3:
+        160 --device-buffer 200), and with a break shorter than the reference's lead the filter learnt the room
+        again (24 dB). The echo's lag to the sample is found before the break (the microphone's last
+        BREAK_WINDOW before it could hear it) and looked for after it (the next AFTER_WINDOW) where it was and
+        the break's length earlier: where the latter is clearly the higher, the break is taken out and the
+        device counted as holding that much more; the room's filter stays (its alignment is back to the
+        sample, but the reference it holds jumped: the next TAIL_MS are in doubt as the break was). (Loudness
+        in 10 ms frames did not tell breaks under 50 ms apart.) The delay is not looked for meanwhile."""
+        at, gap = self.open_breaks[0]
+        near = self.lag_frames * FRAME - RATE * ECHO_SPREAD_MS // 1000
+        lo, hi = max(0, near), near + 2 * RATE * ECHO_SPREAD_MS // 1000
+        if self.captured + FRAME < at + hi + AFTER_WINDOW:
+            return
+        self.open_breaks.popleft()
+        if gap < SHORTEST_BREAK:
+            return
+        before, talked_before = self._echo_lags(at + lo - BREAK_WINDOW, BREAK_WINDOW, lo, hi)
+        after, talked_after = self._echo_lags(at + hi, AFTER_WINDOW, lo - gap, hi)
+        if min(talked_before, talked_after) < 0.3:
             return                             # too little of the other talking to tell
+        lag = lo + int(np.argmax(before))
 
-        r_dry, r_played_on = (float(np.corrcoef(x, heard)[0, 1]) if x.std() > 0 and heard.std() > 0 else 0.0
-                              for x in (dry, played_on))
-        # (a shorter break than LEAD_MS leaves the echo behind its reference, where the filter follows it by
-        # itself; loudness in 10 ms frames does not tell so short a shift well: r 0.52-0.89 either way)
-        device_played_on = gap >= RATE * LEAD_MS / 1000 and r_played_on >= FOUND and r_played_on - r_dry >= BETTER
-        self.judged.append({"break_ms": round(gap * 1000 / RATE, 1), "r_dry": round(r_dry, 2),
-                            "r_played_on": round(r_played_on, 2), "played_on": device_played_on})
+        def peak(at_lag: int) -> float:         # `after`'s peak within 2 samples of a lag
+            i = at_lag - (lo - gap)
+            return float(after[max(0, i - 2):i + 3].max())
+
+        dry, played_on = peak(lag), peak(lag - gap)
+        clear = float(np.max(before) / (np.median(np.abs(before)) + 1e-12))
+        device_played_on = clear >= CLEAR_PEAK and played_on >= PLAYED_ON * dry
+        self.judged.append({"break_ms": round(gap * 1000 / RATE, 1), "echo_lag_ms": round(lag * 1000 / RATE, 2),
+                            "clear": round(clear, 1), "peak_dry": round(dry / before.max(), 2),
+                            "peak_played_on": round(played_on / before.max(), 2), "played_on": device_played_on})
         if device_played_on and self.held + gap <= RATE * MAX_HELD_MS / 1000:
             with self.lock:
                 self.reference.close(at, gap)
                 self.held += gap
-                if self.open_break is not None:          # a later break, where it now stands
-                    self.open_break = (self.open_break[0] - gap, self.open_break[1])
+                self.open_breaks = deque((a - gap, g) for a, g in self.open_breaks)   # where later ones now stand
                 # the loudness the delay is looked for in, as what was played now stands
                 oldest = self.captured - FRAME * (len(self.reference_loudness) - 1)
                 self.reference_loudness.extend(np.sqrt(_power(self.reference.read(oldest + FRAME * k, FRAME)[0]))
                                                for k in range(len(self.reference_loudness)))
             self.candidate = None
+            self.doubt_until = self.frames + self.tail // FRAME
             self.breaks_not_dry += 1
             log.info("the loudspeaker played on where it was taken to run dry: it holds %d ms more than counted",
                      self.held * 1000 // RATE)
+
+    def _echo_lags(self, start: int, n: int, lo: int, hi: int) -> tuple[np.ndarray, float]:
+        """How well the `n` microphone samples from `start` follow what was played p samples before
+        them, for p from lo to hi (cross-correlation, each frequency weighted alike: GCC-PHAT, whose peak is
+        a sample wide), and the share of those 10 ms frames where the other talked."""
+        heard = np.zeros(n)
+        for captured, mic in self.mic_kept:
+            a, b = max(captured, start), min(captured + FRAME, start + n)
+            if b > a:
+                heard[a - start:b - start] = mic[a - captured:b - captured]
+        with self.lock:
+            played, _ = self.reference.read(start - hi, n + hi - lo)
+        played = played.astype(np.float64)
+        size = 1 << int(np.ceil(np.log2(played.size)))
+        cross = np.conj(np.fft.rfft(heard, size)) * np.fft.rfft(played, size)
+        follows = np.fft.irfft(cross / (np.abs(cross) + 1e-9), size)[:hi - lo + 1][::-1]
+        frames = played[hi - lo:][:n // FRAME * FRAME].reshape(-1, FRAME)
+        return follows, float(np.mean(np.sqrt(np.mean(frames ** 2, axis=1)) > SPEAKING))
 
     def _find_delay(self) -> None:
         """The lag (in FRAMEs) at which the microphone's loudness follows the reference's best, when the
@@ -456,7 +487,8 @@ class EchoCanceller:
                 "echo_heard": self.echo_heard,
                 "breaks": self.breaks, "breaks_played_on": self.breaks_not_dry,
                 "device_holds_ms": round(self.held * 1000 / RATE, 1), "breaks_judged": list(self.judged),
-                "echo_delays_found_ms": self.delays_found, "found_at_s": self.found_at_s}
+                "echo_delays_found_ms": self.delays_found, "found_at_s": self.found_at_s,
+                "microphone_clock_moves": list(self.clock_moves)}
 
     def __del__(self):
         state, self.state = getattr(self, "state", None), None
