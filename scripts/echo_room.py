@@ -56,7 +56,7 @@ def room_response(seed: int = 0) -> np.ndarray:
 
 
 def run(delay_ms: float, echo_gain: float, cancel: bool = True, stall_ms: float = 0.0,
-        device_buffer_ms: float = 0.0) -> dict:
+        device_buffer_ms: float = 0.0, device_dry_ms: float = 0.0) -> dict:
     root = data_root()
     n = 9 * RATE
     far = np.zeros(n)
@@ -84,6 +84,9 @@ def run(delay_ms: float, echo_gain: float, cancel: bool = True, stall_ms: float 
         take = min(TICK, device.size)
         played[tick * TICK:tick * TICK + take] = device[:take]
         device = device[take:]
+    if device_dry_ms:       # the device stops for that long at 2.5 s, unknown to the call, and plays on late
+        at = int(2.5 * RATE)
+        played = np.concatenate([played[:at], np.zeros(int(RATE * device_dry_ms / 1000)), played[at:]])[:n]
     echo = np.convolve(played, room_response())[:n]
     shift = int(RATE * delay_ms / 1000)
     echo = np.concatenate([np.zeros(shift), echo])[:n]
@@ -141,9 +144,13 @@ def main(argv=None) -> int:
                         help="the call hands the loudspeaker nothing for MS ms at 2.5 and 3.5 s, then all at once")
     parser.add_argument("--device-buffer", type=float, default=0.0, metavar="MS",
                         help="sound the device holds beyond what the call's model of it knows (default none)")
+    parser.add_argument("--device-dry", type=float, default=0.0, metavar="MS",
+                        help="the device stops playing for MS ms at 2.5 s (a busy machine's sound server), which "
+                             "the call's model of it does not know")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    results = [run(delay, args.echo, stall_ms=args.stall, device_buffer_ms=args.device_buffer) for delay in args.delay]
+    results = [run(delay, args.echo, stall_ms=args.stall, device_buffer_ms=args.device_buffer,
+                   device_dry_ms=args.device_dry) for delay in args.delay]
     if args.json:
         print(json.dumps({"cpu": cpu_description(), "runs": results}, indent=2))
         return 0
