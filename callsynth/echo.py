@@ -179,6 +179,12 @@ def _resample(resampler: av.AudioResampler, samples: np.ndarray, rate: int) -> n
     return _pcm(resampler.resample(frame))
 
 
+def _peaks(follows: np.ndarray) -> np.ndarray:
+    """A cross-correlation's peaks over its median: the room's pattern, to be matched moved."""
+    size = np.abs(follows)
+    return np.maximum(size - np.median(size), 0.0)
+
+
 def _power(samples: np.ndarray) -> float:
     """Mean square, of 16-bit samples."""
     return float(np.mean(samples.astype(np.float64) ** 2))
@@ -359,11 +365,13 @@ class EchoCanceller:
         before the reference: 7 dB came out of the canceller where 31 dB would (scripts/echo_room.py --stall
         160 --device-buffer 200), and with a break shorter than the reference's lead the filter learnt the room
         again (24 dB). The echo's lag to the sample is found before the break (the microphone's last
-        BREAK_WINDOW before it could hear it) and looked for after it (the next AFTER_WINDOW) where it was and
-        the break's length earlier: where the latter is clearly the higher, the break is taken out and the
-        device counted as holding that much more; the room's filter stays (its alignment is back to the
-        sample, but the reference it holds jumped: the next TAIL_MS are in doubt as the break was). (Loudness
-        in 10 ms frames did not tell breaks under 50 ms apart.) The delay is not looked for meanwhile."""
+        BREAK_WINDOW before it could hear it) and looked for after it (the next AFTER_WINDOW) from the break's
+        length earlier to where it was: where its peak there is clearly higher than where it was, that much of
+        the break is taken out (all of it, or the part a device that held less than the break played on
+        through) and the device counted as holding that much more; the room's filter stays (its alignment is
+        back to the sample, but the reference it holds jumped: the next TAIL_MS are in doubt as the break
+        was). (Loudness in 10 ms frames did not tell breaks under 50 ms apart.) The delay is not looked for
+        meanwhile."""
         at, gap = self.open_breaks[0]
         near = self.lag_frames * FRAME - RATE * ECHO_SPREAD_MS // 1000
         lo, hi = max(0, near), near + 2 * RATE * ECHO_SPREAD_MS // 1000
@@ -377,22 +385,26 @@ class EchoCanceller:
         if min(talked_before, talked_after) < 0.3:
             return                             # too little of the other talking to tell
         lag = lo + int(np.argmax(before))
-
-        def peak(at_lag: int) -> float:         # `after`'s peak within 2 samples of a lag
-            i = at_lag - (lo - gap)
-            return float(after[max(0, i - 2):i + 3].max())
-
-        dry, played_on = peak(lag), peak(lag - gap)
         clear = float(np.max(before) / (np.median(np.abs(before)) + 1e-12))
-        device_played_on = clear >= CLEAR_PEAK and played_on >= PLAYED_ON * dry
-        self.judged.append({"break_ms": round(gap * 1000 / RATE, 1), "echo_lag_ms": round(lag * 1000 / RATE, 2),
-                            "clear": round(clear, 1), "peak_dry": round(dry / before.max(), 2),
-                            "peak_played_on": round(played_on / before.max(), 2), "played_on": device_played_on})
-        if device_played_on and self.held + gap <= RATE * MAX_HELD_MS / 1000:
+        # where the room's pattern of peaks (the direct path and its reflections, whose heights change with
+        # what is said: the highest alone jumped between them) now fits best, from the break's length earlier
+        # (played on through it) to where it was (ran dry through it); in between, the device played on
+        # through part of it. fits[k]: moved gap - k earlier
+        fits = np.correlate(_peaks(after), _peaks(before), "valid")
+        best = int(np.argmax(fits))
+        played_on = gap - best
+        played_on = 0 if played_on <= 2 else gap if played_on >= gap - 2 else played_on
+        if clear < CLEAR_PEAK or fits[best] < PLAYED_ON * fits[gap]:
+            played_on = 0
+        self.judged.append({"at_s": round(self.frames * FRAME / RATE, 2), "break_ms": round(gap * 1000 / RATE, 1),
+                            "echo_lag_ms": round(lag * 1000 / RATE, 2), "clear": round(clear, 1),
+                            "fit_dry": round(float(fits[gap] / fits.max()), 2) if fits.max() > 0 else None,
+                            "played_on_ms": round(played_on * 1000 / RATE, 1)})
+        if played_on and self.held + played_on <= RATE * MAX_HELD_MS / 1000:
             with self.lock:
-                self.reference.close(at, gap)
-                self.held += gap
-                self.open_breaks = deque((a - gap, g) for a, g in self.open_breaks)   # where later ones now stand
+                self.reference.close(at, played_on)
+                self.held += played_on
+                self.open_breaks = deque((a - played_on, g) for a, g in self.open_breaks)   # where later ones stand
                 # the loudness the delay is looked for in, as what was played now stands
                 oldest = self.captured - FRAME * (len(self.reference_loudness) - 1)
                 self.reference_loudness.extend(np.sqrt(_power(self.reference.read(oldest + FRAME * k, FRAME)[0]))
