@@ -65,9 +65,10 @@ RESIDUAL_MEMORY = 300         # ...the last 3 s the other talked
 LATEST = 300                  # frames (3 s) of the other talking that STATS.json's reduction is over
 BREAK_WINDOW = 4800           # samples (0.3 s) of the microphone before a break's echo, and...
 AFTER_WINDOW = 2400           # ...(0.15 s) after it, that tell whether the device ran dry there (_judge_break)
+SHORTEST_AFTER = 800          # (50 ms) the least of that told apart from the next break's
 ECHO_SPREAD_MS = 30           # how far the echo's lag to the sample may lie from the one its loudness found
 CLEAR_PEAK = 4.0              # the echo's lag to the sample is found where its peak is this far over the median
-PLAYED_ON = 2.0               # after the break, the peak where it was without the break this much over the other
+PLAYED_ON = 2.0               # after the break, the room's peaks fit this much better moved than where they were
 MIC_KEPT = 300                # microphone frames (3 s) kept for that
 SHORTEST_BREAK = 5            # samples: a shorter break's two places of the echo are not told apart
 DOUBTFUL_GAIN = 0.25          # meanwhile, a frame the filter took less than 6 dB off is taken down (ResidualEcho)
@@ -207,7 +208,7 @@ class ResidualEcho:
 
     def __call__(self, reference_power: float, out: np.ndarray, heard: float | None = None) -> np.ndarray:
         """`heard`: the microphone frame's power, given while the filter's alignment is in doubt (a break
-        in what was played, not yet judged): a frame the filter took less than DOUBTFUL_GAIN off is then
+        in what was played, not yet judged or just taken out): a frame the filter took less than DOUBTFUL_GAIN off is then
         taken down too, this side's voice with it if it talks then (a few tenths of a second)."""
         self.reference_power.append(reference_power)
         talked = max(self.reference_power)
@@ -261,7 +262,7 @@ class EchoCanceller:
         self.mic_kept: deque[tuple[int, np.ndarray]] = deque(maxlen=MIC_KEPT)   # its FRAMEs, where captured
         self.breaks = self.breaks_not_dry = 0
         self.doubt_until = 0                 # a break taken out: the filter's last TAIL of reference jumped
-        self.judged: deque[dict] = deque(maxlen=20)   # the last breaks judged: length, the echo's lag, its peaks, verdict
+        self.judged: deque[dict] = deque(maxlen=20)   # the last breaks judged: length, the echo's lag, the fit, verdict
         self.captured = 0                    # where the newest microphone frame was captured, on the clock
         self.candidate: int | None = None    # the lag the last look found
         self.echo_heard = False              # looks found the microphone following the loudspeaker...
@@ -365,9 +366,9 @@ class EchoCanceller:
         before the reference: 7 dB came out of the canceller where 31 dB would (scripts/echo_room.py --stall
         160 --device-buffer 200), and with a break shorter than the reference's lead the filter learnt the room
         again (24 dB). The echo's lag to the sample is found before the break (the microphone's last
-        BREAK_WINDOW before it could hear it) and looked for after it (the next AFTER_WINDOW) from the break's
-        length earlier to where it was: where its peak there is clearly higher than where it was, that much of
-        the break is taken out (all of it, or the part a device that held less than the break played on
+        BREAK_WINDOW before it could hear it), and the room's pattern of peaks about it is matched after it (the
+        next AFTER_WINDOW, or up to where the next break could be heard) moved anywhere from the break's length
+        earlier to not at all: where it fits clearly better moved, that much of the break is taken out (all of it, or the part a device that held less than the break played on
         through) and the device counted as holding that much more; the room's filter stays (its alignment is
         back to the sample, but the reference it holds jumped: the next TAIL_MS are in doubt as the break
         was). (Loudness in 10 ms frames did not tell breaks under 50 ms apart.) The delay is not looked for
@@ -375,13 +376,15 @@ class EchoCanceller:
         at, gap = self.open_breaks[0]
         near = self.lag_frames * FRAME - RATE * ECHO_SPREAD_MS // 1000
         lo, hi = max(0, near), near + 2 * RATE * ECHO_SPREAD_MS // 1000
-        if self.captured + FRAME < at + hi + AFTER_WINDOW:
+        # up to where the next break could be heard: a window across both fitted neither
+        after_n = AFTER_WINDOW if len(self.open_breaks) < 2 else min(AFTER_WINDOW, self.open_breaks[1][0] + lo - at - hi)
+        if self.captured + FRAME < at + hi + after_n:
             return
         self.open_breaks.popleft()
-        if gap < SHORTEST_BREAK:
+        if gap < SHORTEST_BREAK or after_n < SHORTEST_AFTER:
             return
         before, talked_before = self._echo_lags(at + lo - BREAK_WINDOW, BREAK_WINDOW, lo, hi)
-        after, talked_after = self._echo_lags(at + hi, AFTER_WINDOW, lo - gap, hi)
+        after, talked_after = self._echo_lags(at + hi, after_n, lo - gap, hi)
         if min(talked_before, talked_after) < 0.3:
             return                             # too little of the other talking to tell
         lag = lo + int(np.argmax(before))
@@ -396,7 +399,7 @@ class EchoCanceller:
         played_on = 0 if played_on <= 2 else gap if played_on >= gap - 2 else played_on
         if clear < CLEAR_PEAK or fits[best] < PLAYED_ON * fits[gap]:
             played_on = 0
-        self.judged.append({"at_s": round(self.frames * FRAME / RATE, 2), "break_ms": round(gap * 1000 / RATE, 1),
+        self.judged.append({"judged_at_s": round(self.frames * FRAME / RATE, 2), "break_ms": round(gap * 1000 / RATE, 1),
                             "echo_lag_ms": round(lag * 1000 / RATE, 2), "clear": round(clear, 1),
                             "fit_dry": round(float(fits[gap] / fits.max()), 2) if fits.max() > 0 else None,
                             "played_on_ms": round(played_on * 1000 / RATE, 1)})
