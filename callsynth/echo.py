@@ -208,8 +208,9 @@ class ResidualEcho:
 
     def __call__(self, reference_power: float, out: np.ndarray, heard: float | None = None) -> np.ndarray:
         """`heard`: the microphone frame's power, given while the filter's alignment is in doubt (a break
-        in what was played, not yet judged or just taken out): a frame the filter took less than DOUBTFUL_GAIN off is then
-        taken down too, this side's voice with it if it talks then (a few tenths of a second)."""
+        in what was played, not yet judged or just taken out): a frame the filter took less than
+        DOUBTFUL_GAIN off is then taken down too, this side's voice with it if it talks then (a few tenths
+        of a second)."""
         self.reference_power.append(reference_power)
         talked = max(self.reference_power)
         target = 1.0
@@ -262,7 +263,7 @@ class EchoCanceller:
         self.mic_kept: deque[tuple[int, np.ndarray]] = deque(maxlen=MIC_KEPT)   # its FRAMEs, where captured
         self.breaks = self.breaks_not_dry = 0
         self.doubt_until = 0                 # a break taken out: the filter's last TAIL of reference jumped
-        self.judged: deque[dict] = deque(maxlen=20)   # the last breaks judged: length, the echo's lag, the fit, verdict
+        self.judged: deque[dict] = deque(maxlen=20)   # the last breaks judged: length, lag, fit, verdict
         self.captured = 0                    # where the newest microphone frame was captured, on the clock
         self.candidate: int | None = None    # the lag the last look found
         self.echo_heard = False              # looks found the microphone following the loudspeaker...
@@ -316,7 +317,8 @@ class EchoCanceller:
         arrived = (time.monotonic() if at is None else at) * RATE - self.mic_samples
         if self.mic_clock is not None and round(arrived) < round(self.mic_clock) and self.echo_heard:
             # what the learnt room is aligned to moves with it
-            self.clock_moves.append((round(self.mic_samples / RATE, 2), round((self.mic_clock - arrived) * 1000 / RATE, 1)))
+            moved_ms = round((self.mic_clock - arrived) * 1000 / RATE, 1)
+            self.clock_moves.append((round(self.mic_samples / RATE, 2), moved_ms))
         self.mic_clock = arrived if self.mic_clock is None else min(self.mic_clock, arrived)
         while self.mic.size >= FRAME:
             captured = round(self.mic_clock) + self.mic_samples - self.mic.size
@@ -366,10 +368,11 @@ class EchoCanceller:
         before the reference: 7 dB came out of the canceller where 31 dB would (scripts/echo_room.py --stall
         160 --device-buffer 200), and with a break shorter than the reference's lead the filter learnt the room
         again (24 dB). The echo's lag to the sample is found before the break (the microphone's last
-        BREAK_WINDOW before it could hear it), and the room's pattern of peaks about it is matched after it (the
-        next AFTER_WINDOW, or up to where the next break could be heard) moved anywhere from the break's length
-        earlier to not at all: where it fits clearly better moved, that much of the break is taken out (all of it, or the part a device that held less than the break played on
-        through) and the device counted as holding that much more; the room's filter stays (its alignment is
+        BREAK_WINDOW before it could hear it), and the room's pattern of peaks about it is matched after it
+        (the next AFTER_WINDOW, or up to where the next break could be heard) moved anywhere from the break's
+        length earlier to not at all: where it fits clearly better moved, that much of the break is taken out
+        (all of it, or the part a device that held less than the break played on through) and the device
+        counted as holding that much more; the room's filter stays (its alignment is
         back to the sample, but the reference it holds jumped: the next TAIL_MS are in doubt as the break
         was). (Loudness in 10 ms frames did not tell breaks under 50 ms apart.) The delay is not looked for
         meanwhile."""
@@ -377,7 +380,9 @@ class EchoCanceller:
         near = self.lag_frames * FRAME - RATE * ECHO_SPREAD_MS // 1000
         lo, hi = max(0, near), near + 2 * RATE * ECHO_SPREAD_MS // 1000
         # up to where the next break could be heard: a window across both fitted neither
-        after_n = AFTER_WINDOW if len(self.open_breaks) < 2 else min(AFTER_WINDOW, self.open_breaks[1][0] + lo - at - hi)
+        after_n = AFTER_WINDOW
+        if len(self.open_breaks) > 1:
+            after_n = min(after_n, self.open_breaks[1][0] + lo - at - hi)
         if self.captured + FRAME < at + hi + after_n:
             return
         self.open_breaks.popleft()
@@ -399,9 +404,10 @@ class EchoCanceller:
         played_on = 0 if played_on <= 2 else gap if played_on >= gap - 2 else played_on
         if clear < CLEAR_PEAK or fits[best] < PLAYED_ON * fits[gap]:
             played_on = 0
-        self.judged.append({"judged_at_s": round(self.frames * FRAME / RATE, 2), "break_ms": round(gap * 1000 / RATE, 1),
-                            "echo_lag_ms": round(lag * 1000 / RATE, 2), "clear": round(clear, 1),
-                            "fit_dry": round(float(fits[gap] / fits.max()), 2) if fits.max() > 0 else None,
+        self.judged.append({"judged_at_s": round(self.frames * FRAME / RATE, 2),
+                            "break_ms": round(gap * 1000 / RATE, 1), "echo_lag_ms": round(lag * 1000 / RATE, 2),
+                            "clear": round(clear, 1),
+                            "fit_dry": round(float(fits[gap] / fits[best]), 2) if fits[best] > 0 else None,
                             "played_on_ms": round(played_on * 1000 / RATE, 1)})
         if played_on and self.held + played_on <= RATE * MAX_HELD_MS / 1000:
             with self.lock:

@@ -263,7 +263,8 @@ def test_a_two_way_call_sends_this_side_s_voice_without_the_other_s_echo(tmp_pat
     print(f"what a sent: {reduced:.1f} dB under what its microphone heard while b talked (after 3 s); "
           f"echo found {a['echo']['echo_delays_found_ms']} ms behind; breaks in what was played "
           f"{a['echo']['breaks']}, played on through {a['echo']['breaks_played_on']} {a['echo']['breaks_judged']}; "
-          f"speaker {a['received']['speaker']}; the room's loudspeaker ran dry (s, ms) {[d for d in room.ran_dry if d[0] < 4.5]}; "
+          f"speaker {a['received']['speaker']}; "
+          f"the room's loudspeaker ran dry (s, ms) {[d for d in room.ran_dry if d[0] < 4.5]}; "
           f"the microphone's clock moved (s, ms) {a['echo']['microphone_clock_moves']}; "
           f"delays found at {a['echo']['found_at_s']} s; frames sent {len(sent)} of the room's "
           f"{len(room.echo_rms)}, echo heard until {np.flatnonzero(np.array(room.echo_rms) >= 30)[-1:] * 0.02} s")
