@@ -5,8 +5,9 @@ On a laptop without headphones the microphone hears the loudspeaker: each party 
 back a round trip later, and on the camera-off path the other's voice drove this side's face. The
 loudspeaker (receiver.speaker) hands every sample it writes to `played`; the microphone's frames go through
 `cancel`. At 16 kHz (the band a few-kbps voice carries; at 48 kHz pyaec's build high-passed the voice at
-~900 Hz, by its impulse response in a probe not kept), in 10 ms frames: speex's adaptive filter (pyaec's build of speexdsp's MDF, a 250 ms tail) takes
-out what it can model of the echo, then ResidualEcho takes the frames where only leftover echo remains
+~900 Hz, by its impulse response in a probe not kept), in 10 ms frames: speex's adaptive filter (pyaec's
+build of speexdsp's MDF, a 250 ms tail) takes out what it can model of the echo, then ResidualEcho takes
+the frames where only leftover echo remains
 down 20 dB. `python scripts/echo_room.py` (a simulated room around the real canceller): the echo 31-36 dB
 down for delays of 20-400 ms, this side's voice kept at -3 dB (the 16 kHz band), 0.6-0.8 ms of CPU a 20 ms
 frame on a 2-core AMD EPYC at 2.6 GHz. Both run only while the microphone is found to hear the loudspeaker: with
@@ -37,6 +38,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -244,6 +246,7 @@ class EchoCanceller:
         self.out = _Samples()                # cancelled, at VOICE_RATE
         self.out.write(np.zeros(VOICE_RATE * FRAME // RATE, np.int16))   # what a FRAME waiting holds back
         self.mic_samples = 0                 # at RATE, since the first frame
+        self.mic_next_pts: int | None = None  # the pts the microphone's next frame has if none is dropped
         self.mic_clock: float | None = None  # where on the clock its sample 0 was captured
         self.clock_moves: deque[tuple[float, float]] = deque(maxlen=20)   # (s, ms) earlier, once cancelling
         self.heard_any = False               # the loudspeaker has played something
@@ -308,6 +311,15 @@ class EchoCanceller:
     def cancel(self, frame: av.AudioFrame, at: float | None = None) -> av.AudioFrame:
         """A microphone frame, as many samples long (mono 16-bit at VOICE_RATE), with the echo taken out.
         `at`: when the frame came from the microphone (time.monotonic(): now), however late it is processed."""
+        if frame.pts is not None and frame.time_base is not None:
+            if self.mic_next_pts is not None and frame.pts > self.mic_next_pts:
+                # frames dropped before it (sender.capture.LiveMicrophone: the call fell behind): its clock
+                # runs on over them (counted without them, every sample after was paired with sound played
+                # that much earlier, and the echo found afresh), and the filter's last TAIL of reference
+                # jumped as it does over a break taken out: in doubt
+                self.mic_samples += round((frame.pts - self.mic_next_pts) * frame.time_base * RATE)
+                self.doubt_until = self.frames + self.tail // FRAME
+            self.mic_next_pts = frame.pts + round(Fraction(frame.samples, frame.sample_rate) / frame.time_base)
         pcm = _pcm(self.mic_in.resample(frame))
         down = _resample(self.mic_down, pcm, VOICE_RATE)
         self.mic.write(down)
@@ -543,6 +555,11 @@ class EchoCancelledTrack(MediaStreamTrack):
                 self.failure = f"{type(exc).__name__}: {exc}"
                 log.warning("echo cancellation failed (%s): the voice goes on without it", self.failure)
         return frame
+
+    @property
+    def dropped(self) -> int:
+        """The microphone's frames dropped before they got here (sender.capture.LiveMicrophone)."""
+        return getattr(self.track, "dropped", 0)
 
     def stop(self) -> None:
         super().stop()

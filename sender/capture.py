@@ -7,10 +7,12 @@ import asyncio
 import fractions
 import logging
 import subprocess
+import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import av
 import numpy as np
@@ -21,6 +23,8 @@ from callsynth.sound_devices import RATE, SoundDeviceError, capture_process, use
 
 AUDIO_RATE = RATE  # what a voice track gives, and what arecord is asked for
 AUDIO_FRAME = 960  # 20 ms, what Opus packs
+STALE_S = 0.4     # the most microphone sound that waits for the call: older is dropped (LiveMicrophone)
+AHEAD_S = 0.2     # the most a microphone is read ahead of the clock (a real one never is, but by its drift)
 
 
 def wall_ms() -> int:
@@ -163,36 +167,118 @@ class FileAudioTrack(MediaStreamTrack):
         self.container.close()
 
 
-class ToolMicrophoneTrack(MediaStreamTrack):
-    """The default microphone as alsa-utils' `arecord` gives it (callsynth.sound_devices): 20 ms frames
-    of mono 16-bit PCM, read in a worker thread so the event loop never blocks on the device."""
+class LiveMicrophone(MediaStreamTrack):
+    """A microphone's frames (mono 16-bit), captured in real time by a thread of their own (`_frames`, a
+    subclass's) and waiting for the call to take them. At most STALE_S of them wait: a call that falls
+    behind (a busy machine: the echo canceller, the Opus encoder and the event loop wait their turn) takes
+    the newest sound, and the older is dropped and counted (`dropped`). Its frames' pts count the samples
+    captured, dropped ones included, so a drop shows as a gap (callsynth.echo keeps its clock by it); the
+    voice as sent runs on without one (sender.stream.MutableAudioTrack). Once unbounded, a loaded two-way
+    call's microphone fell 2.7 s behind and sent 265 of 400 frames before its 8 s call ended."""
 
     kind = "audio"
 
-    def __init__(self, process):
+    def __init__(self, rate: int = AUDIO_RATE):
         super().__init__()
-        self.process = process
-        self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="microphone")
-        self.samples = 0
+        self.rate = rate
+        self.waiting: deque = deque()            # (pts, samples); None once the source has ended
+        self.lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.arrived: asyncio.Event | None = None   # set (in the call's loop) when a frame is put
+        self.dropped = 0
+        self.captured = 0                        # samples captured so far
+        self.thread: threading.Thread | None = None
+        self.stopping = threading.Event()
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        """The microphone's frames as they are captured (blocking); returns when it ends."""
+        raise NotImplementedError
+
+    def start_capture(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._capture, name="microphone", daemon=True)
+            self.thread.start()
+
+    def _capture(self) -> None:
+        origin = time.monotonic()
+        try:
+            for pcm in self._frames():
+                if self.stopping.is_set():
+                    break
+                self._put((self.captured, pcm))
+                self.captured += pcm.size
+                # a source faster than the clock (ALSA's file plug-in where there is no sound card gives its
+                # file as fast as it is read) is read at the clock's pace, as a microphone gives sound
+                ahead = origin + self.captured / self.rate - time.monotonic()
+                if ahead > AHEAD_S:
+                    self.stopping.wait(ahead - AHEAD_S)
+        finally:
+            self._put(None)
+
+    def _put(self, item) -> None:
+        with self.lock:
+            if item is not None:
+                while self.waiting and len(self.waiting) * item[1].size >= STALE_S * self.rate:
+                    self.waiting.popleft()
+                    self.dropped += 1
+            self.waiting.append(item)
+            loop, arrived = self.loop, self.arrived
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(arrived.set)
+            except RuntimeError:             # the call's loop has closed: nobody is waiting
+                pass
 
     async def recv(self):
         if self.readyState != "live":
             raise MediaStreamError
-        size = AUDIO_FRAME * 2
-        data = await asyncio.get_running_loop().run_in_executor(self.reader, self.process.stdout.read, size)
-        if not data or len(data) < size:
-            code = await asyncio.get_running_loop().run_in_executor(self.reader, self._exit_code)
-            if code:            # it failed (a device it opened late, then lost): said, the call goes on
-                logging.getLogger("callsynth.send").warning(
-                    "the microphone stopped (arecord, exit %s: %s); the call goes on without a voice", code,
-                    getattr(self.process, "last_said", ""))
+        if self.arrived is None:
+            with self.lock:
+                self.loop, self.arrived = asyncio.get_running_loop(), asyncio.Event()
+            self.start_capture()
+        while True:
+            with self.lock:
+                got = self.waiting.popleft() if self.waiting else False
+                if got is False:
+                    self.arrived.clear()
+            if got is not False:
+                break
+            await self.arrived.wait()
+        if got is None:
             self.stop()
             raise MediaStreamError
-        frame = av.AudioFrame.from_ndarray(np.frombuffer(data, "<i2")[None], format="s16", layout="mono")
-        frame.sample_rate, frame.pts = AUDIO_RATE, self.samples
-        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
-        self.samples += AUDIO_FRAME
+        pts, pcm = got
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = self.rate, pts, fractions.Fraction(1, self.rate)
         return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self.stopping.set()
+
+
+class ToolMicrophoneTrack(LiveMicrophone):
+    """The default microphone as alsa-utils' `arecord` gives it (callsynth.sound_devices): 20 ms frames
+    of mono 16-bit PCM, read from its start by the capture thread (the pipe never fills, so arecord never
+    overruns, and the event loop never blocks on the device)."""
+
+    def __init__(self, process):
+        super().__init__(AUDIO_RATE)
+        self.process = process
+        self.start_capture()
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        size = AUDIO_FRAME * 2
+        while not self.stopping.is_set():
+            data = self.process.stdout.read(size)
+            if not data or len(data) < size:
+                break
+            yield np.frombuffer(data, "<i2")
+        code = self._exit_code()
+        if code and not self.stopping.is_set():   # it failed (a device it opened late, then lost): said
+            logging.getLogger("callsynth.send").warning(
+                "the microphone stopped (arecord, exit %s: %s); the call goes on without a voice", code,
+                getattr(self.process, "last_said", ""))
 
     def _exit_code(self) -> int | None:
         try:
@@ -206,26 +292,48 @@ class ToolMicrophoneTrack(MediaStreamTrack):
         super().stop()
         if self.process.poll() is None:
             self.process.kill()
-        self.reader.shutdown(wait=False)
+
+
+class LibraryMicrophoneTrack(LiveMicrophone):
+    """The default microphone through PyAV's own ALSA library (its wheel's), where `arecord` is missing:
+    the system's configuration, plain ALSA devices. Decoded and cut into 20 ms mono frames by the capture
+    thread."""
+
+    def __init__(self):
+        super().__init__(AUDIO_RATE)
+        use_system_alsa()
+        try:
+            self.container = av.open("default", format="alsa")
+        except Exception as exc:  # noqa: BLE001 - PyAV raises several kinds for a missing device
+            raise MediaError(f"no microphone found (ALSA: {exc}); use --audio FILE or none") from exc
+        if not self.container.streams.audio:
+            self.container.close()
+            raise MediaError("no microphone found (ALSA's default device gives no sound); use --audio FILE or none")
+        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE, frame_size=AUDIO_FRAME)
+        self.start_capture()
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        try:
+            for frame in self.container.decode(self.container.streams.audio[0]):
+                for part in self.resampler.resample(frame):
+                    yield part.to_ndarray().reshape(-1)
+        except (av.error.FFmpegError, OSError) as exc:
+            if not self.stopping.is_set():
+                logging.getLogger("callsynth.send").warning(
+                    "the microphone stopped (ALSA: %s); the call goes on without a voice", exc)
+        finally:
+            self.container.close()
 
 
 def microphone_track() -> MediaStreamTrack:
     """The default microphone: through alsa-utils' `arecord` when installed (the system's ALSA, its
     plug-ins, a PipeWire or PulseAudio desktop's default device), else through PyAV's own ALSA library on
-    the system's configuration (plain ALSA devices; aiortc's MediaPlayer on the input device)."""
-    from aiortc.contrib.media import MediaPlayer
-
+    the system's configuration (plain ALSA devices). Either way a LiveMicrophone: the newest STALE_S waits
+    for the call."""
     try:
         process = capture_process()
     except SoundDeviceError as exc:
         raise MediaError(f"no microphone found ({exc}); use --audio FILE or none") from exc
     if process is not None:
         return ToolMicrophoneTrack(process)
-    use_system_alsa()
-    try:
-        player = MediaPlayer("default", format="alsa")
-    except Exception as exc:  # PyAV raises several kinds for a missing device
-        raise MediaError(f"no microphone found (ALSA: {exc}); use --audio FILE or none") from exc
-    if player.audio is None:
-        raise MediaError("no microphone found (ALSA's default device gives no sound); use --audio FILE or none")
-    return player.audio
+    return LibraryMicrophoneTrack()

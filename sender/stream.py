@@ -61,6 +61,7 @@ class SenderStats:
     frame_to_packet_ms: list = field(default_factory=list)
     frames_untracked: int = 0       # left out by the tracking ladder (only the sent frames tracked)
     frames_dropped_late: int = 0    # dropped by the source, their time long past (the call fell behind)
+    voice_frames_dropped_late: int = 0   # the microphone's, the same way (sender.capture.LiveMicrophone)
     tracking: dict = field(default_factory=dict)
     wire_plan: dict = field(default_factory=dict)
     plan_changes: list = field(default_factory=list)    # --budget auto: each change of plan, and why
@@ -83,6 +84,7 @@ class SenderStats:
                 "reference_bytes": self.reference_bytes,
                 "frame_to_packet_ms_p50": round(latency[len(latency) // 2], 2), "duration_s": round(seconds, 2),
                 "frames_untracked": self.frames_untracked, "frames_dropped_late": self.frames_dropped_late,
+                "voice_frames_dropped_late": self.voice_frames_dropped_late,
                 "tracking": self.tracking, "wire_plan": self.wire_plan,
                 "plan_changes": self.plan_changes,
                 "toggles": self.toggles}
@@ -160,6 +162,18 @@ class MutableAudioTrack(TappedAudioTrack):
         self.frame_ms = frame_ms
         self.fifo = None
         self.rate = 48000
+        self.next_pts = 0
+
+    async def _next(self):
+        """The source's next frame, its time run on from the one before: a microphone's dropped frames
+        (sender.capture.LiveMicrophone) leave no gap in the voice as sent, which the far side would
+        otherwise fill with as much silence and fall that far behind."""
+        frame = await super().recv()
+        if self.fifo is None:              # the first: the voice's time starts where its source's does
+            self.next_pts = frame.pts or 0
+        frame.pts = self.next_pts
+        self.next_pts += frame.samples
+        return frame
 
     def retune(self, frame_ms: int) -> None:
         """Frames of `frame_ms` from now (what a new Opus encoder takes)."""
@@ -169,13 +183,13 @@ class MutableAudioTrack(TappedAudioTrack):
         if self.fifo is None:              # from the first frame on, so its time runs on across a retune
             import av
 
+            first = await self._next()
             self.fifo = av.AudioFifo()
-            first = await super().recv()
             self.rate = first.sample_rate
             self.fifo.write(first)
         samples = self.rate * self.frame_ms // 1000
         while self.fifo.samples < samples:
-            self.fifo.write(await super().recv())
+            self.fifo.write(await self._next())
         frame = self.fifo.read(samples)
         if self.muted:
             for plane in frame.planes:
@@ -548,6 +562,8 @@ class FaceStream:
         if self.speech is not None:
             self.speech.close()
             self.stats.speech_packets, self.stats.speech_bytes = self.speech.packets, self.speech.payload_bytes
+        if self.audio_track is not None:
+            self.stats.voice_frames_dropped_late = getattr(self.audio_track.track, "dropped", 0)
         # the workers finish what they hold (a frame, a reference: tens of ms) before their trackers close
         self.tracker_thread.shutdown(wait=True, cancel_futures=True)
         self.encoder_thread.shutdown(wait=True, cancel_futures=True)

@@ -237,6 +237,51 @@ def test_a_sound_tool_that_says_much_is_heard_out_and_not_stopped():
     assert process.last_said == "the last word" and process.underruns == 20000
 
 
+def test_a_call_that_falls_behind_its_microphone_gets_the_newest_sound():
+    """A busy machine's call took the microphone's frames ever later (a loaded two-way call's fell 2.7 s
+    behind and sent 265 of 400 frames before its 8 s ended): now at most STALE_S waits. The call takes 5
+    frames, then 45 are captured before it takes more: it gets the newest 0.4 s of them (20 frames), the
+    25 older are counted dropped, their pts leave the gap (for the echo canceller's clock), and the voice
+    as sent runs on without one (the far side would fill a gap with silence and fall that far behind)."""
+    import asyncio
+    import threading
+
+    from aiortc.mediastreams import MediaStreamError
+
+    from sender.capture import AUDIO_FRAME, STALE_S, LiveMicrophone
+    from sender.stream import MutableAudioTrack
+
+    behind = threading.Event()
+
+    class Microphone(LiveMicrophone):
+        def _frames(self):
+            for k in range(50):
+                if k == 5:
+                    behind.wait(5)
+                yield np.full(AUDIO_FRAME, k, np.int16)
+
+    microphone = Microphone()
+    seen: list[int] = []
+    voice = MutableAudioTrack(microphone, lambda frame: seen.append(frame.pts))
+
+    async def main():
+        frames = [await voice.recv() for _ in range(5)]
+        behind.set()
+        await asyncio.get_running_loop().run_in_executor(None, microphone.thread.join, 5)
+        with pytest.raises(MediaStreamError):
+            while True:
+                frames.append(await voice.recv())
+        return frames
+
+    frames = asyncio.run(main())
+    kept = round(STALE_S * 48000 / AUDIO_FRAME)
+    taken = [*range(5), *range(50 - kept, 50)]
+    assert microphone.dropped == 45 - kept == 25
+    assert seen == [k * AUDIO_FRAME for k in taken]                          # as captured: the gap shows
+    assert [f.pts for f in frames] == [k * AUDIO_FRAME for k in range(len(taken))]   # as sent: none
+    assert [int(f.to_ndarray()[0, 0]) for f in frames] == taken
+
+
 def test_a_microphone_that_stops_mid_call_is_said(caplog):
     """A microphone lost mid-call (its tool exits with an error): the voice ends and the sender says why,
     where it once fell silent without a word. A stand-in for arecord gives one frame and fails."""
