@@ -22,6 +22,7 @@ from callsynth.wire import CAPTURE_MASK, FLAG_AUDIO, Codec, FrameFeatures
 
 log = logging.getLogger("callsynth.send")
 CONTEXT_S = 2.0       # voice kept while the camera drives the face, to prime the model when it takes over
+GAP_S = 0.001         # a jump in the voice's time longer than this is sound dropped before the frame
 
 
 class SpeechPackets:
@@ -38,6 +39,7 @@ class SpeechPackets:
         self.model, self.rest_pose = model, FaceCoder(basis, still.landmarks).still_pose
         self.driver: SpeechDriver | None = None        # made when the packets are first needed
         self.driver_origin_s = 0.0                     # stream time of the driver's sample 0
+        self.driver_next_s = 0.0                       # stream time of the sound it takes next
         self.context: deque = deque()                  # audio frames of the last CONTEXT_S while inactive
         self.restart = True                            # the next active frame starts a new driver
         self.codec = Codec(basis)
@@ -99,6 +101,12 @@ class SpeechPackets:
             primer = primer or []
             self.driver_origin_s = float(primer[0].time or 0.0) if primer else stream_s
             self.driver.push_frames(primer)
+        elif stream_s > self.driver_next_s + GAP_S:
+            # the microphone's frames dropped before it (sender.capture.LiveMicrophone: the call fell
+            # behind): the face's time runs on over them (counted without them, every packet after was
+            # stamped that much earlier than its voice was heard)
+            self.driver_origin_s += stream_s - self.driver_next_s
+        self.driver_next_s = stream_s + frame.samples / frame.sample_rate
         for t, pose, code in self.driver.push_frame(frame):
             t += self.driver_origin_s
             index = int(round(t * self.fps))

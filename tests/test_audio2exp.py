@@ -349,6 +349,36 @@ def test_a_listening_fallback_says_a_silent_voice_only_once_it_drives_the_face(b
     assert len(warned) == 1 and "silent" in warned[0].getMessage()
 
 
+def test_the_voice_s_packets_keep_their_time_over_microphone_frames_dropped(basis, data):
+    """Camera off on a busy machine: the microphone's oldest frames are dropped (sender.capture.LiveMicrophone)
+    and the frames' time jumps. The speech packets counted the samples they got, so every packet after a
+    drop was stamped that much earlier than its voice was heard. 1 s of voice, 0.4 s dropped, 1 s more: the
+    packets' stamps rise, and the last lies within the look-ahead and a frame of the sound's end (2.4 s)."""
+    import fractions
+
+    import av
+
+    from callsynth.face.still import still_of
+    from callsynth.wire import Codec
+    from sender.speech import SpeechPackets
+
+    voice = load_audio(data / GRID_VAL)
+    at_48k = np.interp(np.arange(0, 2.4 * SAMPLE_RATE, SAMPLE_RATE / 48000), np.arange(voice.size), voice)
+    pcm = (np.clip(at_48k, -1, 1) * 32000).astype(np.int16)
+    packets = SpeechPackets(load_model(basis=basis), basis, still_of(data / GRID_VAL), 25.0, 1, lambda p: "sent")
+    packets.start_s = 0.0
+    sent = []
+    for k in [*range(50), *range(70, 120)]:                # 20 ms frames; 400 ms dropped after the first second
+        frame = av.AudioFrame.from_ndarray(pcm[None, k * 960:(k + 1) * 960], format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, k * 960, fractions.Fraction(1, 48000)
+        sent += packets.packets_for(frame)
+    packets.close()
+    codec = Codec(basis)
+    stamps = [codec.decode(packet).capture_ms for packet in sent]
+    assert len(stamps) > 30 and all(b > a for a, b in zip(stamps, stamps[1:])), stamps
+    assert 2400 - 400 < stamps[-1] <= 2400, stamps[-10:]
+
+
 def test_the_phone_decoder_names_speech_and_leaves_silence_silent(data):
     """pocketsphinx's phone loop (the teacher of audio2exp-train --phone-weight): a sentence is mostly phones,
     many different ones; digital zero is silence throughout."""
