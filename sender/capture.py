@@ -171,7 +171,8 @@ class LiveMicrophone(MediaStreamTrack):
     """A microphone's frames (mono 16-bit), captured in real time by a thread of their own (`_frames`, a
     subclass's) and waiting for the call to take them. At most STALE_S of them wait: a call that falls
     behind (a busy machine: the echo canceller, the Opus encoder and the event loop wait their turn) takes
-    the newest sound, and the older is dropped and counted (`dropped`). Its frames' pts count the samples
+    the newest sound, and the older is dropped and counted (`dropped`; sound from before the call first
+    takes a frame goes uncounted: not late, only from before the call). Its frames' pts count the samples
     captured, dropped ones included, so a drop shows as a gap (callsynth.echo keeps its clock by it); the
     voice as sent runs on without one (sender.stream.MutableAudioTrack). Once unbounded, a loaded two-way
     call's microphone fell 2.7 s behind and sent 265 of 400 frames before its 8 s call ended."""
@@ -220,7 +221,7 @@ class LiveMicrophone(MediaStreamTrack):
             if item is not None:
                 while self.waiting and len(self.waiting) * item[1].size >= STALE_S * self.rate:
                     self.waiting.popleft()
-                    self.dropped += 1
+                    self.dropped += self.loop is not None    # (sound from before the call took any: not late)
             self.waiting.append(item)
             loop, arrived = self.loop, self.arrived
         if loop is not None:

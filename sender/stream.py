@@ -167,10 +167,9 @@ class MutableAudioTrack(TappedAudioTrack):
     async def _next(self):
         """The source's next frame, its time run on from the one before: a microphone's dropped frames
         (sender.capture.LiveMicrophone) leave no gap in the voice as sent, which the far side would
-        otherwise fill with as much silence and fall that far behind."""
+        otherwise fill with as much silence and fall that far behind. From 0 (the fifo takes no other
+        start: a microphone whose sound from before the call was dropped starts later)."""
         frame = await super().recv()
-        if self.fifo is None:              # the first: the voice's time starts where its source's does
-            self.next_pts = frame.pts or 0
         frame.pts = self.next_pts
         self.next_pts += frame.samples
         return frame

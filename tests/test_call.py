@@ -746,3 +746,59 @@ def test_the_receiver_plays_the_voice_on_the_default_sound_output(tmp_path, thro
     best = max(max(np.corrcoef(heard[lag:lag + n - 10], spoken[:n - 10])[0, 1],
                    np.corrcoef(heard[:n - 10], spoken[lag:lag + n - 10])[0, 1]) for lag in range(0, 25))
     assert best > 0.8, best
+
+
+@pytest.mark.parametrize("through", ["tool", "library"])
+def test_a_call_sends_the_microphone_s_voice(tmp_path, through):
+    """`send --audio mic` in a loopback call, the microphone through `arecord` or PyAV's own ALSA library:
+    ALSA's file plug-in as the default device reading a recorded voice (no sound card here). Its sound from
+    before the call is dropped, so the call's first voice frame is not the microphone's first; PyAV's fifo,
+    which takes no other start than 0, stopped the voice there with a traceback and the receiver heard
+    nothing. The sender is a process of its own (ALSA reads its configuration once a process); what the
+    receiver got is counted, and its recording's voice follows the recorded one (20 ms loudness envelopes)."""
+    from audio2exp.features import SAMPLE_RATE, load_audio
+
+    from .conftest import file_plugin_as_default, sound_tools_env
+
+    env = sound_tools_env(through)
+    voice = load_audio(VAL_CLIP)[:8 * SAMPLE_RATE]
+    at_48k = np.interp(np.arange(0, len(voice), SAMPLE_RATE / 48000), np.arange(len(voice)), voice)
+    raw = tmp_path / "voice.raw"
+    # the file plug-in reads its file as the device is opened: mono by arecord (-c 1), stereo by PyAV
+    channels = 1 if through == "tool" else 2
+    (np.clip(np.repeat(at_48k[:, None], channels, 1), -1, 1) * 32000).astype("<i2").tofile(raw)   # s16
+    file_plugin_as_default(tmp_path, infile=raw)
+    stats, recording = tmp_path / "tx.json", tmp_path / "rx.mp4"
+
+    async def main():
+        url, stop, server = await serve()
+        receiver = Receiver(load_basis(), ReceiverOptions(url=url, room="mic", key=KEY, rejoin_wait=5, model="warp",
+                                                          output=str(recording)))
+        rx = asyncio.create_task(receiver.run())
+        sender = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callsynth.cli", "send", "--signal", url, "--room", "mic", "--key", KEY,
+            "--video", str(VAL_CLIP), "--max-frames", "100", "--audio", "mic", "--stats", str(stats),
+            env=dict(env, HOME=str(tmp_path)), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(sender.communicate(), 90)
+        summary = await asyncio.wait_for(rx, 30)
+        stop.set()
+        await server
+        return summary, sender.returncode, err.decode()
+
+    summary, rc, err = asyncio.run(main())
+    assert rc == 0 and "Traceback" not in err, err[-3000:]
+    sent = json.loads(stats.read_text())
+    assert sent["voice_frames_dropped_late"] >= 0 and summary["audio_frames"] > 50, (sent, summary["audio_frames"])
+    with av.open(str(recording)) as container:
+        heard = np.concatenate([f.to_ndarray().ravel() for f in container.decode(container.streams.audio[0])])
+
+    def envelope(samples, rate):
+        step = rate // 50
+        return np.sqrt(np.mean(samples[:len(samples) // step * step].reshape(-1, step) ** 2, 1))
+
+    # where in the recorded voice the call began depends on when it connected: the best match over 4 s
+    got, spoken = envelope(heard, 48000)[:100], envelope(voice, SAMPLE_RATE)
+    best = max(np.corrcoef(got, spoken[lag:lag + got.size])[0, 1] for lag in range(0, spoken.size - got.size))
+    print(f"{through}: {summary['audio_frames']} voice frames received, {sent['voice_frames_dropped_late']} "
+          f"dropped late; the recording's envelope against the voice's r {best:.3f}")
+    assert got.size >= 50 and best > 0.8, (got.size, best)

@@ -239,10 +239,12 @@ def test_a_sound_tool_that_says_much_is_heard_out_and_not_stopped():
 
 def test_a_call_that_falls_behind_its_microphone_gets_the_newest_sound():
     """A busy machine's call took the microphone's frames ever later (a loaded two-way call's fell 2.7 s
-    behind and sent 265 of 400 frames before its 8 s ended): now at most STALE_S waits. The call takes 5
-    frames, then 45 are captured before it takes more: it gets the newest 0.4 s of them (20 frames), the
-    25 older are counted dropped, their pts leave the gap (for the echo canceller's clock), and the voice
-    as sent runs on without one (the far side would fill a gap with silence and fall that far behind)."""
+    behind and sent 265 of 400 frames before its 8 s ended): now at most STALE_S waits. 30 frames are
+    captured before the call takes any (it starts at the newest 0.4 s, 20 frames; the older are not late,
+    not counted), it takes those, then 50 more are captured before it takes more: it gets the newest 20,
+    the 30 older are counted dropped, their pts leave the gap (for the echo canceller's clock), and the
+    voice as sent runs on from 0 without one (the far side would fill a gap with silence and fall that
+    far behind; a first frame's pts other than 0 stopped the voice: PyAV's fifo takes no other start)."""
     import asyncio
     import threading
 
@@ -251,23 +253,26 @@ def test_a_call_that_falls_behind_its_microphone_gets_the_newest_sound():
     from sender.capture import AUDIO_FRAME, STALE_S, LiveMicrophone
     from sender.stream import MutableAudioTrack
 
-    behind = threading.Event()
+    before_the_call, behind = threading.Event(), threading.Event()
 
     class Microphone(LiveMicrophone):
         def _frames(self):
-            for k in range(50):
-                if k == 5:
-                    behind.wait(5)
+            for k in range(80):
+                if k == 30:
+                    before_the_call.set()
+                    behind.wait(10)
                 yield np.full(AUDIO_FRAME, k, np.int16)
 
     microphone = Microphone()
+    microphone.start_capture()
+    assert before_the_call.wait(10)
     seen: list[int] = []
     voice = MutableAudioTrack(microphone, lambda frame: seen.append(frame.pts))
 
     async def main():
-        frames = [await voice.recv() for _ in range(5)]
+        frames = [await voice.recv() for _ in range(20)]
         behind.set()
-        await asyncio.get_running_loop().run_in_executor(None, microphone.thread.join, 5)
+        await asyncio.get_running_loop().run_in_executor(None, microphone.thread.join, 10)
         with pytest.raises(MediaStreamError):
             while True:
                 frames.append(await voice.recv())
@@ -275,9 +280,9 @@ def test_a_call_that_falls_behind_its_microphone_gets_the_newest_sound():
 
     frames = asyncio.run(main())
     kept = round(STALE_S * 48000 / AUDIO_FRAME)
-    taken = [*range(5), *range(50 - kept, 50)]
-    assert microphone.dropped == 45 - kept == 25
-    assert seen == [k * AUDIO_FRAME for k in taken]                          # as captured: the gap shows
+    taken = [*range(30 - kept, 30), *range(80 - kept, 80)]
+    assert microphone.dropped == 50 - kept == 30
+    assert seen == [k * AUDIO_FRAME for k in taken]                          # as captured: the gaps show
     assert [f.pts for f in frames] == [k * AUDIO_FRAME for k in range(len(taken))]   # as sent: none
     assert [int(f.to_ndarray()[0, 0]) for f in frames] == taken
 
