@@ -761,7 +761,8 @@ def test_a_call_sends_the_microphone_s_voice(tmp_path, through):
     from .conftest import file_plugin_as_default, sound_tools_env
 
     env = sound_tools_env(through)
-    voice = load_audio(VAL_CLIP)[:8 * SAMPLE_RATE]
+    voice = np.tile(load_audio(VAL_CLIP), 3)    # 14 s: the microphone talks all through the call (once it
+    # has read its file the plug-in gives silence, and the call starts a few seconds into it)
     at_48k = np.interp(np.arange(0, len(voice), SAMPLE_RATE / 48000), np.arange(len(voice)), voice)
     raw = tmp_path / "voice.raw"
     # the file plug-in reads its file as the device is opened: mono by arecord (-c 1), stereo by PyAV
@@ -788,7 +789,8 @@ def test_a_call_sends_the_microphone_s_voice(tmp_path, through):
     summary, rc, err = asyncio.run(main())
     assert rc == 0 and "Traceback" not in err, err[-3000:]
     sent = json.loads(stats.read_text())
-    assert sent["voice_frames_dropped_late"] >= 0 and summary["audio_frames"] > 50, (sent, summary["audio_frames"])
+    # (counts, not rates: 128-224 frames here, 63-65 through the library beside two busy processes)
+    assert sent["voice_frames_dropped_late"] >= 0 and summary["audio_frames"] > 25, (sent, summary["audio_frames"])
     with av.open(str(recording)) as container:
         heard = np.concatenate([f.to_ndarray().ravel() for f in container.decode(container.streams.audio[0])])
 
@@ -796,8 +798,10 @@ def test_a_call_sends_the_microphone_s_voice(tmp_path, through):
         step = rate // 50
         return np.sqrt(np.mean(samples[:len(samples) // step * step].reshape(-1, step) ** 2, 1))
 
-    # where in the recorded voice the call began depends on when it connected: the best match over 4 s
-    got, spoken = envelope(heard, 48000)[:100], envelope(voice, SAMPLE_RATE)
+    # where in the recorded voice the call began depends on when it connected (the best match over the
+    # voice), and the recording may begin before the voice arrives: 2 s from its first voice on
+    got, spoken = envelope(heard, 48000), envelope(voice, SAMPLE_RATE)
+    got = got[np.argmax(got > 0.1 * got.max()):][:100]
     best = max(np.corrcoef(got, spoken[lag:lag + got.size])[0, 1] for lag in range(0, spoken.size - got.size))
     print(f"{through}: {summary['audio_frames']} voice frames received, {sent['voice_frames_dropped_late']} "
           f"dropped late; the recording's envelope against the voice's r {best:.3f}")
