@@ -239,11 +239,10 @@ class LiveMicrophone(MediaStreamTrack):
             self.start_capture()
         while True:
             with self.lock:
-                got = self.waiting.popleft() if self.waiting else False
-                if got is False:
-                    self.arrived.clear()
-            if got is not False:
-                break
+                if self.waiting:
+                    got = self.waiting.popleft()
+                    break
+                self.arrived.clear()
             await self.arrived.wait()
         if got is None:
             self.stop()
@@ -270,7 +269,7 @@ class ToolMicrophoneTrack(LiveMicrophone):
 
     def _frames(self) -> Iterator[np.ndarray]:
         size = AUDIO_FRAME * 2
-        while not self.stopping.is_set():
+        while True:                        # (until it ends, or _capture stops taking frames)
             data = self.process.stdout.read(size)
             if not data or len(data) < size:
                 break

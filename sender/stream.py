@@ -182,8 +182,8 @@ class MutableAudioTrack(TappedAudioTrack):
         if self.fifo is None:              # from the first frame on, so its time runs on across a retune
             import av
 
-            first = await self._next()
             self.fifo = av.AudioFifo()
+            first = await self._next()
             self.rate = first.sample_rate
             self.fifo.write(first)
         samples = self.rate * self.frame_ms // 1000
