@@ -150,7 +150,9 @@ def test_the_microphone_is_found_through_the_system_s_alsa(tmp_path, data, throu
     its configuration where its wheel was built, /tmp/vendor/share/alsa, and knew no 'default' device, so no
     microphone was ever found). Here the system's ALSA configuration reads this user's ~/.asoundrc, whose
     default capture device is ALSA's file plug-in playing a recorded voice (no sound card on this machine):
-    the voice comes through, in a process of its own (ALSA reads its configuration once a process)."""
+    the voice comes through, in a process of its own (ALSA reads its configuration once a process), and
+    where its frames' pts say: 1 s of 20 ms loudness envelopes against the voice's from there (a stereo file
+    read through arecord's mono device once played the voice at half speed, which a loudness check passed)."""
     import os
     import subprocess
     import sys
@@ -161,27 +163,38 @@ def test_the_microphone_is_found_through_the_system_s_alsa(tmp_path, data, throu
     env = sound_tools_env(through)
     voice = load_audio(data / "video/pcavs/00067.mp4")[:3 * SAMPLE_RATE]
     at_48k = np.interp(np.arange(0, len(voice), SAMPLE_RATE / 48000), np.arange(len(voice)), voice)
-    raw = tmp_path / "voice.raw"
-    (np.clip(np.repeat(at_48k[:, None], 2, 1), -1, 1) * 32000).astype("<i2").tofile(raw)   # s16, stereo
+    raw, heard = tmp_path / "voice.raw", tmp_path / "heard.npy"
+    # the file plug-in reads its file as the device is opened: mono by arecord (-c 1), stereo by PyAV
+    channels = 1 if through == "tool" else 2
+    (np.clip(np.repeat(at_48k[:, None], channels, 1), -1, 1) * 32000).astype("<i2").tofile(raw)   # s16
     file_plugin_as_default(tmp_path, infile=raw)
-    probe = textwrap.dedent("""
+    probe = textwrap.dedent(f"""
         import asyncio, numpy as np
         from sender.capture import microphone_track
         async def main():
             track = microphone_track()
-            frames = [(await track.recv()).to_ndarray() for _ in range(50)]     # 1 s of 20 ms frames
+            frames = [await track.recv() for _ in range(50)]     # 1 s of 20 ms frames
             track.stop()
-            samples = np.concatenate([f.ravel() for f in frames]).astype(float)
-            print(type(track).__name__, len(frames), samples.std())
+            np.save({str(heard)!r}, np.concatenate([f.to_ndarray().ravel() for f in frames]))
+            print(type(track).__name__, len(frames), frames[0].pts, frames[-1].pts - frames[0].pts)
         asyncio.run(main())
     """)
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                          env=dict(env, HOME=str(tmp_path)), cwd=os.path.dirname(os.path.dirname(__file__)))
     assert run.returncode == 0, run.stderr[-2000:]
-    kind, frames, std = run.stdout.split()
+    kind, frames, first, span = run.stdout.split()
     assert (kind == "ToolMicrophoneTrack") == (through == "tool")
-    voice_std = 32000 * at_48k[:48000].std()                # the first second of the voice, as written
-    assert int(frames) == 50 and 0.8 * voice_std < float(std) < 1.25 * voice_std, (std, voice_std)
+    assert int(frames) == 50 and int(span) == 49 * 960, run.stdout     # no frame dropped: they follow on
+
+    def envelope(samples):
+        return np.sqrt(np.mean(samples[:len(samples) // 960 * 960].reshape(-1, 960).astype(float) ** 2, 1))
+
+    got, spoken = envelope(np.load(heard)), envelope(at_48k * 32000)
+    start = int(first) // 960
+    # where its pts say, give or take two frames (the library's resampler delays a little)
+    best, lag = max((np.corrcoef(got, spoken[lag:lag + 50])[0, 1], lag) for lag in range(max(0, start - 2), start + 3))
+    print(f"{through}: from {int(first) / 48000:.2f} s into the voice, envelope r {best:.3f}")
+    assert best > 0.9 and 0.8 < got.mean() / spoken[lag:lag + 50].mean() < 1.25, (best, got.mean(), spoken.mean())
 
 
 @pytest.mark.parametrize("microphone", [True, False])
