@@ -26,13 +26,15 @@ again when one is clearly better than the one in use, or at once when the echo c
 reference), and the reference held back to arrive LEAD_MS ahead of its echo; the canceller then learns the
 room afresh. Where the model puts a break in what was played (the device taken to have run dry), the echo
 after it tells whether the device played on instead (_judge_break): then the break is taken out and the
-device counted as holding that much more. Until an echo is found
+device counted as holding that much more. An echo that moves where the model saw no break (a sound server
+that stalled or skipped unseen) is followed by its lag to the sample (_follow_echo). Until an echo is found
 (1.5 s of the other talking) the microphone passes as it is, at 16 kHz."""
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import itertools
 import logging
 import threading
 import time
@@ -75,6 +77,10 @@ MIC_KEPT = 300                # microphone frames (3 s) kept for that
 SHORTEST_BREAK = 5            # samples: a shorter break's two places of the echo are not told apart
 DOUBTFUL_GAIN = 0.25          # meanwhile, a frame the filter took less than 6 dB off is taken down (ResidualEcho)
 MAX_HELD_MS = 500             # the most sound the device may be found to hold beyond its model
+FOLLOW_EVERY = 10             # frames (0.1 s) between looks for an echo that moved unseen (_follow_echo)
+MAX_MOVE_MS = 300             # how far it is looked for, either way
+SHORTEST_MOVE = 32            # samples (2 ms): a smaller move is left to the filter (two clocks' drift)
+ECHO_ALONE = 2.0              # a window this much louder against what was played than the echo's usual: this side talks
 
 log = logging.getLogger("callsynth.echo")
 
@@ -155,6 +161,13 @@ class _Timeline:
         after, _ = self.read(at + n, max(0, self.end - at - n))
         self._put(at, after)
         self.end -= n
+
+    def open(self, at: int, n: int) -> None:
+        """`n` samples of silence put in at `at`: what was written from there on moves `n` later."""
+        after, _ = self.read(at, max(0, self.end - at))
+        self._put(at, np.zeros(n, np.int16))
+        self._put(at + n, after)
+        self.end += n
 
     def read(self, at: int, n: int) -> tuple[np.ndarray, int]:
         """The `n` samples from `at` (silence where nothing was written), and how many of them were
@@ -267,6 +280,12 @@ class EchoCanceller:
         self.breaks = self.breaks_not_dry = 0
         self.doubt_until = 0                 # a break taken out: the filter's last TAIL of reference jumped
         self.judged: deque[dict] = deque(maxlen=20)   # the last breaks judged: length, lag, fit, verdict
+        self.echo_at: int | None = None      # the echo's lag to the sample (_follow_echo: where it stands)...
+        self.room_pattern: np.ndarray | None = None   # ...and the room's peaks about it
+        self.move_seen: tuple[int, int] | None = None   # where a look found it elsewhere, and that look's frame
+        self.echo_loudness: deque[float] = deque(maxlen=20)   # the microphone's power over the played's, there
+        self.follow_from = 0                 # the frame from which a look's window is all after the last move
+        self.moves: deque[tuple[float, float]] = deque(maxlen=20)   # (s, ms later) the echo moved unseen
         self.captured = 0                    # where the newest microphone frame was captured, on the clock
         self.candidate: int | None = None    # the lag the last look found
         self.echo_heard = False              # looks found the microphone following the loudspeaker...
@@ -356,8 +375,11 @@ class EchoCanceller:
         self.mic_kept.append((captured, mic))
         if self.open_breaks:
             self._judge_break()
-        elif len(self.mic_loudness) > WINDOW and self.frames % FIND_EVERY == 0:
-            self._find_delay()
+        else:
+            if len(self.mic_loudness) > WINDOW and self.frames % FIND_EVERY == 0:
+                self._find_delay()
+            if self.echo_heard and self.frames % FOLLOW_EVERY == 0:
+                self._follow_echo()
         doubt = bool(self.open_breaks) or self.frames < self.doubt_until
         played = _power(reference)
         if self.echo_heard:
@@ -426,22 +448,106 @@ class EchoCanceller:
                 self.reference.close(at, played_on)
                 self.held += played_on
                 self.open_breaks = deque((a - played_on, g) for a, g in self.open_breaks)   # where later ones stand
-                # the loudness the delay is looked for in, as what was played now stands
-                oldest = self.captured - FRAME * (len(self.reference_loudness) - 1)
-                self.reference_loudness.extend(np.sqrt(_power(self.reference.read(oldest + FRAME * k, FRAME)[0]))
-                                               for k in range(len(self.reference_loudness)))
-            self.candidate = None
+                self._loudness_again()
+            self.candidate = self.move_seen = None
             self.doubt_until = self.frames + self.tail // FRAME
+            self.follow_from = self.frames + 2 * BREAK_WINDOW // FRAME
             self.breaks_not_dry += 1
             log.info("the loudspeaker played on where it was taken to run dry: it holds %d ms more than counted",
                      self.held * 1000 // RATE)
+
+    def _loudness_again(self) -> None:
+        """The reference's loudness the delay is looked for in, as what was played now stands (under the lock)."""
+        oldest = self.captured - FRAME * (len(self.reference_loudness) - 1)
+        self.reference_loudness.extend(np.sqrt(_power(self.reference.read(oldest + FRAME * k, FRAME)[0]))
+                                       for k in range(len(self.reference_loudness)))
+
+    def _follow_echo(self) -> None:
+        """An echo that moved where the model saw no break: a sound server that stalled unseen (the device
+        stopped, then played on that much later) or skipped. The adaptive filter follows a move inside its
+        tail by itself, but over seconds: a 20 ms stall took the echo from 31 dB down to 10-12 dB over the
+        next two seconds (scripts/echo_room.py --device-dry 20). Each FOLLOW_EVERY frames while the other
+        talks, the echo's lag to the sample is read as _judge_break reads it (the last BREAK_WINDOW of the
+        microphone), up to MAX_MOVE_MS either side of where it stands. Its clear peak elsewhere, where the
+        room's pattern of peaks found about the old place fits clearly better (PLAYED_ON), and the
+        microphone no louder against what was played than with the echo alone (ECHO_ALONE: this side
+        talking made lone peaks anywhere, also in overlapping windows), puts the filter's alignment in
+        doubt; the same in a look whose window is all after that one's, and what was played is moved with
+        it (silence put in for a stall, the skipped sound taken out), the learnt room kept, and the next
+        TAIL_MS in doubt as after a break."""
+        spread, move, window = RATE * ECHO_SPREAD_MS // 1000, RATE * MAX_MOVE_MS // 1000, BREAK_WINDOW // FRAME
+        centre = self.lag_frames * FRAME if self.echo_at is None else self.echo_at
+        lo = max(0, centre - move - 2 * spread)
+        follows, talked = self._echo_lags(self.captured + FRAME - BREAK_WINDOW, BREAK_WINDOW, lo,
+                                          centre + move + 2 * spread)
+        size = np.abs(follows)
+        floor = CLEAR_PEAK * np.median(size)
+        # (not in its outer ECHO_SPREAD_MS, where the played sound it is matched with runs out; but from lag 0)
+        edge = spread if lo else 0
+        at = lo + edge + int(np.argmax(size[edge:-spread]))
+        if talked < 0.3 or size[at - lo] < floor:
+            return                             # too little of the other talking, or no clear echo in it
+        peaks = np.maximum(size - floor, 0.0)  # (the noise between them matched noise as well as peaks)
+
+        def about(lag: int) -> np.ndarray:     # the peaks within ECHO_SPREAD_MS of `lag` (none below lag 0)
+            near = np.zeros(2 * spread + 1)
+            first = max(lag - spread, lo)
+            near[first - (lag - spread):] = peaks[first - lo:lag + spread + 1 - lo]
+            return near
+
+        seen = self.move_seen
+        if self.echo_at is None:               # where it stands: found in two looks a window apart
+            if seen is None or abs(at - seen[0]) >= SHORTEST_MOVE:
+                self.move_seen = (at, self.frames)
+            elif self.frames - seen[1] >= window:
+                self.echo_at, self.room_pattern, self.move_seen = at, about(at), None
+            return
+        heard = np.square(list(itertools.islice(reversed(self.mic_loudness), window)))
+        played = np.square(list(itertools.islice(reversed(self.reference_loudness), self.lag_frames,
+                                                 self.lag_frames + window)))
+        loudness = float(np.mean(heard) / max(np.mean(played), 1e-9))
+        if abs(at - self.echo_at) < SHORTEST_MOVE:
+            self.room_pattern = about(self.echo_at)    # the room as it now is (people move)
+            self.echo_loudness.append(loudness)
+            self.move_seen = None
+            return
+        if (self.frames < self.follow_from     # its window still holds sound from before the last move
+                or not self.echo_loudness or loudness > ECHO_ALONE * float(np.median(self.echo_loudness))
+                or np.dot(about(at), self.room_pattern) < PLAYED_ON * np.dot(about(self.echo_at), self.room_pattern)):
+            return
+        if seen is None or abs(at - seen[0]) > SHORTEST_MOVE // 4:
+            self.move_seen = (at, self.frames)
+            self.doubt_until = max(self.doubt_until, self.frames + window + FOLLOW_EVERY)
+            return
+        if self.frames - seen[1] < window:
+            return
+        moved, self.move_seen = at - self.echo_at, None
+        self.follow_from = self.frames + 2 * window
+        # from the next frame on its reference is what was played `moved` earlier (later, if negative)
+        where = self.captured + FRAME - FRAME * self.delay_frames
+        with self.lock:
+            if where >= self.reference.end:
+                return                         # nothing played waits there: the next sound placed afresh
+            if moved > 0:
+                self.reference.open(where - moved, moved)
+            else:
+                self.reference.close(where, -moved)
+            self.open_breaks = deque((a + moved if a >= where - max(moved, 0) else a, g) for a, g in self.open_breaks)
+            self._loudness_again()
+        self.candidate = None
+        self.doubt_until = self.frames + self.tail // FRAME
+        self.moves.append((round(self.frames * FRAME / RATE, 2), round(moved * 1000 / RATE, 1)))
+        log.info("the loudspeaker's echo moved %.1f ms %s, unseen: followed", abs(moved) * 1000 / RATE,
+                 "later" if moved > 0 else "earlier")
 
     def _echo_lags(self, start: int, n: int, lo: int, hi: int) -> tuple[np.ndarray, float]:
         """How well the `n` microphone samples from `start` follow what was played p samples before
         them, for p from lo to hi (cross-correlation, each frequency weighted alike: GCC-PHAT, whose peak is
         a sample wide), and the share of those 10 ms frames where the other talked."""
         heard = np.zeros(n)
-        for captured, mic in self.mic_kept:
+        for captured, mic in reversed(self.mic_kept):    # (newest first: what is wanted is recent)
+            if captured + FRAME <= start:
+                break
             a, b = max(captured, start), min(captured + FRAME, start + n)
             if b > a:
                 heard[a - start:b - start] = mic[a - captured:b - captured]
@@ -501,6 +607,8 @@ class EchoCanceller:
         learnt afresh."""
         self.delay_frames = max(0, lag - LEAD_MS // FRAME_MS)
         self.lag_frames = lag
+        self.echo_at = self.room_pattern = self.move_seen = None     # found afresh about the new lag
+        self.echo_loudness.clear()
         self.delays_found.append(float(lag * FRAME_MS))
         self.found_at_s.append(round(self.frames * FRAME / RATE, 2))
         self._new_state()
@@ -520,7 +628,7 @@ class EchoCanceller:
                 "echo_heard": self.echo_heard,
                 "breaks": self.breaks, "breaks_played_on": self.breaks_not_dry,
                 "device_holds_ms": round(self.held * 1000 / RATE, 1), "breaks_judged": list(self.judged),
-                "echo_delays_found_ms": self.delays_found, "found_at_s": self.found_at_s,
+                "echo_delays_found_ms": self.delays_found, "echo_moves_unseen": list(self.moves), "found_at_s": self.found_at_s,
                 "microphone_clock_moves": list(self.clock_moves)}
 
     def __del__(self):
