@@ -628,7 +628,8 @@ class EchoCanceller:
                 "echo_heard": self.echo_heard,
                 "breaks": self.breaks, "breaks_played_on": self.breaks_not_dry,
                 "device_holds_ms": round(self.held * 1000 / RATE, 1), "breaks_judged": list(self.judged),
-                "echo_delays_found_ms": self.delays_found, "echo_moves_unseen": list(self.moves), "found_at_s": self.found_at_s,
+                "echo_delays_found_ms": self.delays_found, "found_at_s": self.found_at_s,
+                "echo_moves_unseen": list(self.moves),
                 "microphone_clock_moves": list(self.clock_moves)}
 
     def __del__(self):
