@@ -708,7 +708,7 @@ def test_the_receiver_plays_the_voice_on_the_default_sound_output(tmp_path, thro
     screen used to play nothing."""
     from audio2exp.features import SAMPLE_RATE, load_audio
 
-    from .conftest import file_plugin_as_default, sound_tools_env
+    from .conftest import file_plugin_as_default, loudness_envelope, sound_tools_env
 
     env = sound_tools_env(through)
     played = tmp_path / "played.raw"
@@ -736,11 +736,7 @@ def test_the_receiver_plays_the_voice_on_the_default_sound_output(tmp_path, thro
     out = np.fromfile(played, "<i2").astype(float) / 32768
     assert len(out) / 48000 > 1.5
 
-    def envelope(samples, rate):
-        step = rate // 50
-        return np.sqrt(np.mean(samples[:len(samples) // step * step].reshape(-1, step) ** 2, 1))
-
-    heard, spoken = envelope(out, 48000), envelope(load_audio(VAL_CLIP)[:4 * SAMPLE_RATE], SAMPLE_RATE)
+    heard, spoken = loudness_envelope(out), loudness_envelope(load_audio(VAL_CLIP)[:4 * SAMPLE_RATE], SAMPLE_RATE)
     # the voice plays behind its cushion, or starts late: what waited while the device opened is skipped
     n = min(len(heard), len(spoken)) - 25
     best = max(max(np.corrcoef(heard[lag:lag + n - 10], spoken[:n - 10])[0, 1],
@@ -758,7 +754,7 @@ def test_a_call_sends_the_microphone_s_voice(tmp_path, through):
     receiver got is counted, and its recording's voice follows the recorded one (20 ms loudness envelopes)."""
     from audio2exp.features import SAMPLE_RATE, load_audio
 
-    from .conftest import file_plugin_as_default, sound_tools_env
+    from .conftest import file_plugin_as_default, loudness_envelope, sound_tools_env
 
     env = sound_tools_env(through)
     voice = np.tile(load_audio(VAL_CLIP), 3)    # 14 s: the microphone talks all through the call (once it
@@ -794,13 +790,9 @@ def test_a_call_sends_the_microphone_s_voice(tmp_path, through):
     with av.open(str(recording)) as container:
         heard = np.concatenate([f.to_ndarray().ravel() for f in container.decode(container.streams.audio[0])])
 
-    def envelope(samples, rate):
-        step = rate // 50
-        return np.sqrt(np.mean(samples[:len(samples) // step * step].reshape(-1, step) ** 2, 1))
-
     # where in the recorded voice the call began depends on when it connected (the best match over the
     # voice), and the recording may begin before the voice arrives: 2 s from its first voice on
-    got, spoken = envelope(heard, 48000), envelope(voice, SAMPLE_RATE)
+    got, spoken = loudness_envelope(heard), loudness_envelope(voice, SAMPLE_RATE)
     got = got[np.argmax(got > 0.1 * got.max()):][:100]
     best = max(np.corrcoef(got, spoken[lag:lag + got.size])[0, 1] for lag in range(0, spoken.size - got.size))
     print(f"{through}: {summary['audio_frames']} voice frames received, {sent['voice_frames_dropped_late']} "

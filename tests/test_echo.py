@@ -22,7 +22,7 @@ from sender.call import SenderOptions
 from sender.capture import FileAudioTrack, LiveMicrophone, VideoFileSource
 from twoway.call import TwoWayCall, TwoWayOptions
 
-from .conftest import file_plugin_as_default, sound_tools_env
+from .conftest import file_plugin_as_default, loudness_envelope, sound_tools_env
 
 pytest.importorskip("pyaec", reason="pyaec (speexdsp's echo canceller) has no build for this machine")
 
@@ -387,9 +387,6 @@ def test_with_headphones_this_side_s_voice_goes_out_whole_while_the_other_talks(
     far, near = _voice(OTHER_SIDE, 6), _voice(THIS_VOICE, 6)
     n = min(far.size, near.size) // TICK * TICK
 
-    def envelope(x):
-        return np.sqrt(np.mean(x[:x.size // 960 * 960].reshape(-1, 960) ** 2, 1))
-
     def sent(loudness: float):
         canceller = EchoCanceller()
         out = []
@@ -401,7 +398,7 @@ def test_with_headphones_this_side_s_voice_goes_out_whole_while_the_other_talks(
         out = np.concatenate(out).astype(float)[RATE:]           # after the first second
         heard = near[:n].astype(float)[RATE:]
         kept = 10 * np.log10(np.mean(out ** 2) / np.mean(heard ** 2))
-        return kept, np.corrcoef(envelope(out), envelope(heard))[0, 1], canceller.summary()
+        return kept, np.corrcoef(loudness_envelope(out), loudness_envelope(heard))[0, 1], canceller.summary()
 
     band_kept, band_r, _ = sent(0.0)          # nothing played: the 16 kHz band alone (-2.5 dB, r 0.905)
     kept, r, summary = sent(1.0)

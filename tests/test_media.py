@@ -3,7 +3,7 @@ import pytest
 
 from callsynth.media import MediaError, VideoWriter, iter_frames, read_still, video_info, written_whole
 
-from .conftest import file_plugin_as_default, sound_tools_env
+from .conftest import file_plugin_as_default, loudness_envelope, sound_tools_env
 
 
 def test_not_an_image_or_video(tmp_path):
@@ -186,10 +186,7 @@ def test_the_microphone_is_found_through_the_system_s_alsa(tmp_path, data, throu
     assert (kind == "ToolMicrophoneTrack") == (through == "tool")
     assert int(frames) == 50 and int(span) == 49 * 960, run.stdout     # no frame dropped: they follow on
 
-    def envelope(samples):
-        return np.sqrt(np.mean(samples[:len(samples) // 960 * 960].reshape(-1, 960).astype(float) ** 2, 1))
-
-    got, spoken = envelope(np.load(heard)), envelope(at_48k * 32000)
+    got, spoken = loudness_envelope(np.load(heard)), loudness_envelope(at_48k * 32000)
     start = int(first) // 960
     # where its pts say, give or take two frames (the library's resampler delays a little)
     best, lag = max((np.corrcoef(got, spoken[lag:lag + 50])[0, 1], lag) for lag in range(max(0, start - 2), start + 3))
