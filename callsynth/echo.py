@@ -445,10 +445,8 @@ class EchoCanceller:
                             "played_on_ms": round(played_on * 1000 / RATE, 1)})
         if played_on and self.held + played_on <= RATE * MAX_HELD_MS / 1000:
             with self.lock:
-                self.reference.close(at, played_on)
+                self._move_played(at, -played_on)
                 self.held += played_on
-                self.open_breaks = deque((a - played_on, g) for a, g in self.open_breaks)   # where later ones stand
-                self._loudness_again()
             self.candidate = self.move_seen = None
             self.doubt_until = self.frames + self.tail // FRAME
             self.follow_from = self.frames + 2 * BREAK_WINDOW // FRAME
@@ -456,8 +454,15 @@ class EchoCanceller:
             log.info("the loudspeaker played on where it was taken to run dry: it holds %d ms more than counted",
                      self.held * 1000 // RATE)
 
-    def _loudness_again(self) -> None:
-        """The reference's loudness the delay is looked for in, as what was played now stands (under the lock)."""
+    def _move_played(self, at: int, moved: int) -> None:
+        """What was played from `at` on moved `moved` samples later (silence put in) or earlier (taken out),
+        the breaks still to be judged with it, and the loudness the delay is looked for in as it now stands
+        (under the lock)."""
+        if moved > 0:
+            self.reference.open(at, moved)
+        else:
+            self.reference.close(at, -moved)
+        self.open_breaks = deque((a + moved if a >= at else a, g) for a, g in self.open_breaks)
         oldest = self.captured - FRAME * (len(self.reference_loudness) - 1)
         self.reference_loudness.extend(np.sqrt(_power(self.reference.read(oldest + FRAME * k, FRAME)[0]))
                                        for k in range(len(self.reference_loudness)))
@@ -528,12 +533,7 @@ class EchoCanceller:
         with self.lock:
             if where >= self.reference.end:
                 return                         # nothing played waits there: the next sound placed afresh
-            if moved > 0:
-                self.reference.open(where - moved, moved)
-            else:
-                self.reference.close(where, -moved)
-            self.open_breaks = deque((a + moved if a >= where - max(moved, 0) else a, g) for a, g in self.open_breaks)
-            self._loudness_again()
+            self._move_played(where - max(moved, 0), moved)
         self.candidate = None
         self.doubt_until = self.frames + self.tail // FRAME
         self.moves.append((round(self.frames * FRAME / RATE, 2), round(moved * 1000 / RATE, 1)))
