@@ -345,20 +345,18 @@ def test_a_microphone_processed_late_and_in_bursts_still_meets_its_echo():
     assert len(summary["echo_delays_found_ms"]) == 1, summary        # found once, never moved
 
 
-def test_a_microphone_that_dropped_frames_still_meets_its_echo():
-    """A call that falls behind drops the microphone's oldest frames (sender.capture.LiveMicrophone): their
-    pts leave a gap. Counting the samples it got, the canceller paired every frame after a gap with sound
-    played that much earlier. Simulated: the room 120 ms behind, 200 ms dropped every 2 s; what is sent
-    after 3 s is still 20 dB under what the microphone heard, the echo's delay found once."""
+def _dropping_microphone(delay_s: float, dropped: set[int]) -> tuple[float, dict]:
+    """The other's voice played on time, heard 0.6 as loud `delay_s` later, through a microphone whose 20 ms
+    frames `dropped` never reach the canceller (their pts leave the gaps): how far what is sent after 3 s is
+    under what the microphone heard, over the frames not dropped (dB), and the canceller's summary."""
     from callsynth.echo import EchoCanceller
 
     far = _voice(OTHER_SIDE, 7).astype(float)
     ticks = far.size // TICK
-    delay = int(0.12 * RATE)
+    delay = int(delay_s * RATE)
     echo = 0.6 * np.concatenate([np.zeros(delay), far])[:ticks * TICK]
     mic = np.clip(echo + np.random.default_rng(0).standard_normal(echo.size) * 10, -32768, 32767).astype(np.int16)
     canceller, out = EchoCanceller(), np.zeros(ticks * TICK, np.int16)
-    dropped = [k for k in range(ticks) if k % 100 >= 90]
     for tick in range(ticks):
         canceller.played(far[tick * TICK:(tick + 1) * TICK].astype(np.int16), at=tick * TICK / RATE)
         if tick in dropped:
@@ -371,10 +369,38 @@ def test_a_microphone_that_dropped_frames_still_meets_its_echo():
         kept[k * TICK:(k + 1) * TICK] = False
     later = kept & (np.arange(kept.size) >= 3 * RATE)
     reduced = 10 * np.log10(np.sum(mic[later].astype(float) ** 2) / np.sum(out[later].astype(float) ** 2))
-    summary = canceller.summary()
+    return reduced, canceller.summary()
+
+
+def test_a_microphone_that_dropped_frames_still_meets_its_echo():
+    """A call that falls behind drops the microphone's oldest frames (sender.capture.LiveMicrophone): their
+    pts leave a gap. Counting the samples it got, the canceller paired every frame after a gap with sound
+    played that much earlier. Simulated: the room 120 ms behind, 200 ms dropped every 2 s; what is sent
+    after 3 s is still 20 dB under what the microphone heard, the echo's delay found once."""
+    reduced, summary = _dropping_microphone(0.12, {k for k in range(350) if k % 100 >= 90})
     print(f"sent {reduced:.1f} dB under what the microphone heard, after 3 s, over the frames not dropped")
     assert reduced >= 20, (reduced, summary)
     assert len(summary["echo_delays_found_ms"]) == 1, summary        # found once, never moved
+
+
+@pytest.mark.parametrize("seed", [1, 2, 5])
+def test_the_echo_s_delay_is_found_right_through_a_microphone_dropping_short_bursts(seed):
+    """A loaded machine drops the microphone's frames in short bursts (20-100 ms every 0.1-0.8 s, as the
+    two-way test below saw beside busy processes: 57-95 of 400 frames). The loudness envelopes the delay is
+    found in counted the frames that came, so after each gap a lag in them was another lag on the clock: the
+    echo 270 ms behind was found at 200 ms (seed 1), or at 270 and then moved to 180-200 ms with the room
+    learnt afresh there (seeds 2, 5). Found once now, at 270 ms, within 2 s."""
+    rng = np.random.default_rng(seed)
+    dropped, tick = set(), 20
+    while tick < 350:
+        burst = int(rng.integers(1, 6))
+        dropped.update(range(tick, tick + burst))
+        tick += burst + int(rng.integers(5, 40))
+    reduced, summary = _dropping_microphone(0.27, dropped)
+    print(f"seed {seed}: {len(dropped)} of 350 frames dropped; echo found {summary['echo_delays_found_ms']} ms "
+          f"behind at {summary['found_at_s']} s; sent {reduced:.1f} dB under what the microphone heard after 3 s")
+    assert summary["echo_delays_found_ms"] == [270.0] and summary["found_at_s"][0] <= 2.0, summary
+    assert reduced >= 20, (reduced, summary)
 
 
 def test_with_headphones_this_side_s_voice_goes_out_whole_while_the_other_talks():
