@@ -294,6 +294,11 @@ class ToolMicrophoneTrack(LiveMicrophone):
             self.process.kill()
 
 
+def no_microphone(why: str) -> MediaError:
+    """What a caller who asked for the microphone is told when there is none, and what to do instead."""
+    return MediaError(f"no microphone found ({why}); use --audio FILE or none")
+
+
 class LibraryMicrophoneTrack(LiveMicrophone):
     """The default microphone through PyAV's own ALSA library (its wheel's), where `arecord` is missing:
     the system's configuration, plain ALSA devices. Decoded and cut into 20 ms mono frames by the capture
@@ -305,10 +310,10 @@ class LibraryMicrophoneTrack(LiveMicrophone):
         try:
             self.container = av.open("default", format="alsa")
         except Exception as exc:  # noqa: BLE001 - PyAV raises several kinds for a missing device
-            raise MediaError(f"no microphone found (ALSA: {exc}); use --audio FILE or none") from exc
+            raise no_microphone(f"ALSA: {exc}") from exc
         if not self.container.streams.audio:
             self.container.close()
-            raise MediaError("no microphone found (ALSA's default device gives no sound); use --audio FILE or none")
+            raise no_microphone("ALSA's default device gives no sound")
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE, frame_size=AUDIO_FRAME)
         self.start_capture()
 
@@ -333,7 +338,7 @@ def microphone_track() -> MediaStreamTrack:
     try:
         process = capture_process()
     except SoundDeviceError as exc:
-        raise MediaError(f"no microphone found ({exc}); use --audio FILE or none") from exc
+        raise no_microphone(str(exc)) from exc
     if process is not None:
         return ToolMicrophoneTrack(process)
     return LibraryMicrophoneTrack()
