@@ -40,11 +40,12 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from fractions import Fraction
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from callsynth.media import SoundDropped
 
 RATE = 16000                  # where the canceller runs: the band a few-kbps voice carries
 FRAME = 160                   # 10 ms: what the microphone's frames are cut into
@@ -259,7 +260,7 @@ class EchoCanceller:
         self.out = _Samples()                # cancelled, at VOICE_RATE
         self.out.write(np.zeros(VOICE_RATE * FRAME // RATE, np.int16))   # what a FRAME waiting holds back
         self.mic_samples = 0                 # at RATE, since the first frame
-        self.mic_next_pts: int | None = None  # the pts the microphone's next frame has if none is dropped
+        self.mic_dropped = SoundDropped()     # the microphone's frames dropped before each
         self.mic_clock: float | None = None  # where on the clock its sample 0 was captured
         self.clock_moves: deque[tuple[float, float]] = deque(maxlen=20)   # (s, ms) earlier, once cancelling
         self.heard_any = False               # the loudspeaker has played something
@@ -332,15 +333,14 @@ class EchoCanceller:
     def cancel(self, frame: av.AudioFrame, at: float | None = None) -> av.AudioFrame:
         """A microphone frame, as many samples long (mono 16-bit at VOICE_RATE), with the echo taken out.
         `at`: when the frame came from the microphone (time.monotonic(): now), however late it is processed."""
-        if frame.pts is not None and frame.time_base is not None:
-            if self.mic_next_pts is not None and frame.pts > self.mic_next_pts:
-                # frames dropped before it (sender.capture.LiveMicrophone: the call fell behind): its clock
-                # runs on over them (counted without them, every sample after was paired with sound played
-                # that much earlier, and the echo found afresh), and the filter's last TAIL of reference
-                # jumped as it does over a break taken out: in doubt
-                self.mic_samples += round((frame.pts - self.mic_next_pts) * frame.time_base * RATE)
-                self.doubt_until = self.frames + self.tail // FRAME
-            self.mic_next_pts = frame.pts + round(Fraction(frame.samples, frame.sample_rate) / frame.time_base)
+        dropped = self.mic_dropped(frame)
+        if dropped:
+            # frames dropped before it (the call fell behind): its clock runs on over them (counted without
+            # them, every sample after was paired with sound played that much earlier, and the echo found
+            # afresh), and the filter's last TAIL of reference jumped as it does over a break taken out: in
+            # doubt
+            self.mic_samples += round(dropped * RATE)
+            self.doubt_until = self.frames + self.tail // FRAME
         pcm = _pcm(self.mic_in.resample(frame))
         down = _resample(self.mic_down, pcm, VOICE_RATE)
         self.mic.write(down)

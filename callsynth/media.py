@@ -188,6 +188,24 @@ class VideoWriter:
         self.close()
 
 
+class SoundDropped:
+    """How much sound a stream of audio frames dropped before each frame: the gap in their pts (a live
+    microphone drops its oldest frames when the call falls behind: sender.capture.LiveMicrophone). Whatever
+    keeps time by counting the samples it got must run its clock on over that (the echo canceller, the
+    speech model's packets)."""
+
+    def __init__(self):
+        self.next_pts: int | None = None      # the pts the next frame has if none is dropped
+
+    def __call__(self, frame: av.AudioFrame) -> Fraction:
+        """Seconds dropped before `frame` (0 for the first, or for a frame without a time base)."""
+        if frame.pts is None or frame.time_base is None:
+            return Fraction(0)
+        gap = 0 if self.next_pts is None else max(0, frame.pts - self.next_pts)
+        self.next_pts = frame.pts + round(Fraction(frame.samples, frame.sample_rate) / frame.time_base)
+        return gap * frame.time_base
+
+
 def has_audio(path: str | Path) -> bool:
     try:
         with av.open(str(path)) as container:

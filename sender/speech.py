@@ -18,11 +18,11 @@ from callsynth.budget import sampled
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
 from callsynth.face.still import Still
+from callsynth.media import SoundDropped
 from callsynth.wire import CAPTURE_MASK, FLAG_AUDIO, Codec, FrameFeatures
 
 log = logging.getLogger("callsynth.send")
 CONTEXT_S = 2.0       # voice kept while the camera drives the face, to prime the model when it takes over
-GAP_S = 0.001         # a jump in the voice's time longer than this is sound dropped before the frame
 
 
 class SpeechPackets:
@@ -39,7 +39,7 @@ class SpeechPackets:
         self.model, self.rest_pose = model, FaceCoder(basis, still.landmarks).still_pose
         self.driver: SpeechDriver | None = None        # made when the packets are first needed
         self.driver_origin_s = 0.0                     # stream time of the driver's sample 0
-        self.driver_next_s = 0.0                       # stream time of the sound it takes next
+        self.dropped = SoundDropped()                   # the voice's frames dropped before each
         self.context: deque = deque()                  # audio frames of the last CONTEXT_S while inactive
         self.restart = True                            # the next active frame starts a new driver
         self.codec = Codec(basis)
@@ -96,17 +96,17 @@ class SpeechPackets:
         their packets are the past and are not sent)."""
         out = []
         stream_s = float(frame.time or 0.0)
+        dropped = self.dropped(frame)
         if primer is not None or self.driver is None:
             self.driver = SpeechDriver(self.model, self.rest_pose, self.fps)
             primer = primer or []
             self.driver_origin_s = float(primer[0].time or 0.0) if primer else stream_s
             self.driver.push_frames(primer)
-        elif stream_s > self.driver_next_s + GAP_S:
-            # the microphone's frames dropped before it (sender.capture.LiveMicrophone: the call fell
-            # behind): the face's time runs on over them (counted without them, every packet after was
-            # stamped that much earlier than its voice was heard)
-            self.driver_origin_s += stream_s - self.driver_next_s
-        self.driver_next_s = stream_s + frame.samples / frame.sample_rate
+        elif dropped:
+            # the microphone's frames dropped before it (the call fell behind): the face's time runs on over
+            # them (counted without them, every packet after was stamped that much earlier than its voice
+            # was heard)
+            self.driver_origin_s += float(dropped)
         for t, pose, code in self.driver.push_frame(frame):
             t += self.driver_origin_s
             index = int(round(t * self.fps))
