@@ -408,8 +408,12 @@ class EchoCanceller:
         (/tmp probe, the test_echo.py test below)."""
         missing = min(round((captured - self.captured) / FRAME) - 1, self.mic_loudness.maxlen)
         for k in range(missing, 0, -1):
-            self.reference_loudness.append(np.sqrt(_power(self.reference.read(captured - k * FRAME, FRAME)[0])))
+            self.reference_loudness.append(self._played_loudness(captured - k * FRAME))
             self.mic_loudness.append(np.nan)
+
+    def _played_loudness(self, at: int) -> float:
+        """The RMS of the FRAME played from `at`: an entry of reference_loudness (under the lock)."""
+        return float(np.sqrt(_power(self.reference.read(at, FRAME)[0])))
 
     def _judge_break(self) -> None:
         """Where the model put a break in what was played (the sound handed over after the device's queue,
@@ -480,7 +484,7 @@ class EchoCanceller:
             self.reference.close(at, -moved)
         self.open_breaks = deque((a + moved if a >= at else a, g) for a, g in self.open_breaks)
         oldest = self.captured - FRAME * (len(self.reference_loudness) - 1)
-        self.reference_loudness.extend(np.sqrt(_power(self.reference.read(oldest + FRAME * k, FRAME)[0]))
+        self.reference_loudness.extend(self._played_loudness(oldest + FRAME * k)
                                        for k in range(len(self.reference_loudness)))
 
     def _follow_echo(self) -> None:
@@ -523,13 +527,13 @@ class EchoCanceller:
             elif self.frames - seen[1] >= window:
                 self.echo_at, self.room_pattern, self.move_seen = at, about(at), None
             return
-        heard = np.square(list(itertools.islice(reversed(self.mic_loudness), window)))
         played = np.square(list(itertools.islice(reversed(self.reference_loudness), self.lag_frames,
                                                  self.lag_frames + window)))
-        met = ~np.isnan(heard[:played.size])          # (not the frames the microphone dropped)
+        heard = np.square(list(itertools.islice(reversed(self.mic_loudness), played.size)))
+        met = ~np.isnan(heard)                        # (not the frames the microphone dropped)
         if not met.any():
             return
-        loudness = float(np.mean(heard[:played.size][met]) / max(np.mean(played[met]), 1e-9))
+        loudness = float(np.mean(heard[met]) / max(np.mean(played[met]), 1e-9))
         if abs(at - self.echo_at) < SHORTEST_MOVE:
             self.room_pattern = about(self.echo_at)    # the room as it now is (people move)
             self.echo_loudness.append(loudness)
@@ -590,12 +594,13 @@ class EchoCanceller:
         lags = min(MAX_LAG, played.size - window) + 1    # as far back as heard so far
         # row k: the reference's loudness k frames before each of the last `window` microphone frames
         shifted = np.lib.stride_tricks.sliding_window_view(played, window)[::-1][:lags]
-        met = ~np.isnan(heard[-window:])              # over the frames the microphone did not drop
+        recent_heard = heard[-window:]
+        met = ~np.isnan(recent_heard)                 # over the frames the microphone did not drop
         if met.sum() < window // 2:
             return
-        shifted = shifted[:, met]
+        shifted, recent_heard = shifted[:, met], recent_heard[met]
         a = shifted - shifted.mean(1, keepdims=True)
-        b = heard[-window:][met] - heard[-window:][met].mean()
+        b = recent_heard - recent_heard.mean()
         spread = np.sqrt((a ** 2).sum(1) * (b ** 2).sum())
         r = np.where(spread > 0, a @ b / np.maximum(spread, 1e-12), 0.0)
         lag = int(np.argmax(r)) if r.max() > FOUND else None
