@@ -255,6 +255,22 @@ class BudgetChooser:
     def budget_kbps(self) -> float | None:
         return self.tiers[self.tier]
 
+    def start_below(self, carried_kbps: float | None) -> str | None:
+        """Before the first report: the link carried `carried_kbps` on the wire while the still went (its
+        bytes over the time to the receipt, plus the voice beside it; None: no receipt). That is a floor on
+        what it carries (retransmissions and the receiver's own work count in the time), so the call starts
+        at the highest tier whose plan fits under it, its first tier at most (through a 16 kbit/s policer a
+        call started at 32 lost 27 %, took the loss at 24 for the link's own and came down to 16 only at 24 s,
+        a stretch of 5.4 s concealed on the way: one run). Why, when the tier is lower than its first; else None."""
+        if carried_kbps is None:
+            return None
+        fits = [i for i in range(self.tier, len(self.tiers)) if MARGIN * tier_kbps(self.tiers[i]) <= carried_kbps]
+        tier = fits[0] if fits else len(self.tiers) - 1
+        if tier == self.tier:
+            return None
+        self.tier = tier
+        return f"the still took the link {carried_kbps:.1f} kbps with the voice"
+
     def trouble(self, report: LinkReport) -> str | None:
         """Why this report says the link is over capacity, or None."""
         for rtt in (report.rtt_ms, report.lowest_rtt_ms):

@@ -207,7 +207,11 @@ class FaceStream:
             raise ValueError("--camera-off needs a voice: --audio mic or --audio FILE")
         self.fps = source.fps if source is not None else 30.0
         self.auto = BudgetChooser() if options.budget_kbps == AUTO else None
-        self.plan = plan(self.auto.budget_kbps if self.auto else options.budget_kbps, self.fps,
+        # --budget auto does not know the link while the still goes: the lowest tier's plan until streaming
+        # begins (run), the still at the size that tier carries beside its voice. With the voice at the
+        # chooser's first tier (14.9 kbps on the wire) through a 16 kbit/s policer, which the voice shares
+        # with the data channels, the still came 42 s after the call connected (README "Within a budget").
+        self.plan = plan(AUTO_TIERS[-1] if self.auto else options.budget_kbps, self.fps,
                          options.send_every)   # a budget too small: said first
         self.still = choose_still(source, options.identity, basis, self.stats)
         self.stats.wire_plan = self.plan.summary()
@@ -238,6 +242,7 @@ class FaceStream:
             self.audio_track = MutableAudioTrack(audio_track, listener, self.plan.opus_frame_ms)
         self.still_received = asyncio.get_running_loop().create_future()
         self.sharp_still: bytes | None = None      # --budget auto: the full still, until sent
+        self.still_carried_kbps: float | None = None   # the link's kbps while the still went (send_still)
         self.identity_parts: deque[QueuedPart] = deque()   # waiting for their turn
         self.message_id = 0                        # the id of the latest message sent in parts
 
@@ -286,6 +291,19 @@ class FaceStream:
         log.info("a sharper copy of the still queued (%d bytes)", len(self.sharp_still))
         self.sharp_still = None
 
+    def _first_tier(self, pc) -> None:
+        """`--budget auto`, as streaming begins: the chooser's first tier, or the lower one the still's
+        delivery showed (BudgetChooser.start_below), said in plan_changes even where the still's tier is it."""
+        why = self.auto.start_below(self.still_carried_kbps)
+        if self.plan.budget_kbps != self.auto.budget_kbps:
+            self.apply_plan(self.auto.budget_kbps, pc, why or "streaming begins: the chooser's first tier")
+        elif why:
+            self._plan_changed(self.auto.budget_kbps, why)
+
+    def _plan_changed(self, budget_kbps: float | None, why: str) -> None:
+        self.stats.plan_changes.append({"at_s": self._since_start(), "budget_kbps": budget_kbps, "why": why})
+        log.warning("link: %s; now %s", why, f"within {budget_kbps:g} kbps" if budget_kbps else "no budget")
+
     def apply_plan(self, budget_kbps: float | None, pc=None, why: str = "") -> None:
         """Mid-call, the wire plan for another budget: packet rate and codes per packet, the voice's rate
         and frame length (a new Opus encoder, rtc.retune_voice), acknowledgements, RTCP, references."""
@@ -296,8 +314,7 @@ class FaceStream:
             return
         self.plan = new
         self.stats.wire_plan = new.summary()
-        self.stats.plan_changes.append({"at_s": self._since_start(), "budget_kbps": budget_kbps, "why": why})
-        log.warning("link: %s; now %s", why, f"within {budget_kbps:g} kbps" if budget_kbps else "no budget")
+        self._plan_changed(budget_kbps, why)
         if self.encoder is not None:
             packet = self.encoder.retune(new.send_every, new.codes_per_packet)
             if packet is not None:
@@ -412,10 +429,9 @@ class FaceStream:
         """Once the channels open: the still, then wait for the receipt (still_through)."""
         self.identity_channel, self.features_channel = identity_channel, features_channel
         await open_channel(identity_channel, timeout)
-        # --budget auto does not know the link yet: the still as the lowest tier carries it, and the full
-        # one once the link shows room (_sharpen_still)
-        fit = (plan(AUTO_TIERS[-1], self.fps, self.options.send_every) if self.auto else self.plan).still_bytes
-        identity = encode_identity(self.still, self.basis, fit_bytes=fit)
+        # --budget auto: the still as the lowest tier carries it (__init__), and the full one once the
+        # link shows room (_sharpen_still)
+        identity = encode_identity(self.still, self.basis, fit_bytes=self.plan.still_bytes)
         sent_at = time.time()
         identity_channel.send(identity)
         self.stats.identity_bytes = len(identity)
@@ -424,6 +440,8 @@ class FaceStream:
         await open_channel(features_channel, timeout)
         if await still_through(self.still_received, identity_channel, timeout):
             self.stats.still_delivery_ms = round((time.time() - sent_at) * 1000, 1)
+            voice = self.plan.estimate_kbps["voice"] if self.audio_track is not None else 0.0
+            self.still_carried_kbps = voice + len(identity) * 8 / max(self.stats.still_delivery_ms, 1.0)
             log.info("connected; still (%d bytes) cached by the other side in %.0f ms; streaming features",
                      len(identity), self.stats.still_delivery_ms)
 
@@ -466,6 +484,8 @@ class FaceStream:
         """Stream until the source ends or `ended` is done (the other side hung up, the path failed);
         with `--budget auto`, following what the link of peer connection `pc` shows."""
         self.stats.started = time.time()
+        if self.auto is not None:        # from the still's tier (__init__) to what its delivery showed
+            self._first_tier(pc)
         pacing = asyncio.ensure_future(self._pace_parts())
         following = asyncio.ensure_future(self.follow_link(pc)) if self.auto and pc is not None else None
         try:
