@@ -3,7 +3,9 @@
 A clip of a face with clicks at 1, 2, 3 and 4 s is sent through a real call (signalling server, sender and
 receiver in one process, `--model warp`); each click's time leaving the sender's voice track and arriving
 at the receiver gives the voice's transit, and the receiver's glass-to-glass latency (capture to shown)
-the face's. What the receiver's loudspeaker (receiver/speaker.py) adds to the voice comes on top.
+the face's; and each click's time leaving the voice track against its place on the face's clock (the
+clip's pictures are released from the moment streaming begins: a voice that leaves early leads the lips by
+as much). What the receiver's loudspeaker (receiver/speaker.py) adds to the voice comes on top.
 
     python scripts/voice_face_sync.py [--runs 3] [--budget KBPS] [--voice-loss P]
 
@@ -73,12 +75,15 @@ def _onsets(times: list[float]) -> list[float]:
     return out
 
 
-async def one_call(clip: Path, budget: float | None, voice_loss: float = 0.0) -> tuple[list[float], float]:
-    """(each click's transit in ms, the face's glass-to-glass p50 in ms)."""
+async def one_call(clip: Path, budget: float | None, voice_loss: float = 0.0
+                   ) -> tuple[list[float], float, list[float]]:
+    """(each click's transit in ms, the face's glass-to-glass p50 in ms, each click's leaving the voice
+    track in ms after its time on the face's clock)."""
     from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
     sent, heard = [], []
-    track_recv, accept_audio = FileAudioTrack.recv, FrameClock.accept_audio
+    track_recv, accept_audio, frames = FileAudioTrack.recv, FrameClock.accept_audio, VideoFileSource.frames
+    face_clock: list[float] = []
     handle, seen = RTCRtpReceiver._handle_rtp_packet, {"n": 0}
 
     async def lossy(self, packet, arrival_time_ms):
@@ -94,12 +99,17 @@ async def one_call(clip: Path, budget: float | None, voice_loss: float = 0.0) ->
             sent.append(time.time())
         return frame
 
+    def timed_frames(self, start=None):
+        face_clock.append(start)
+        return frames(self, start)
+
     def accept(self, frame):
         if np.abs(frame.to_ndarray()).max() > 5000:
             heard.append(time.time())
         accept_audio(self, frame)
 
     FileAudioTrack.recv, FrameClock.accept_audio, RTCRtpReceiver._handle_rtp_packet = recv, accept, lossy
+    VideoFileSource.frames = timed_frames
     try:
         ready, stop = asyncio.get_running_loop().create_future(), asyncio.Event()
         server = asyncio.create_task(run_server("127.0.0.1", 0, None, ready, stop))
@@ -113,8 +123,10 @@ async def one_call(clip: Path, budget: float | None, voice_loss: float = 0.0) ->
         await server
     finally:
         FileAudioTrack.recv, FrameClock.accept_audio, RTCRtpReceiver._handle_rtp_packet = track_recv, accept_audio, handle
+        VideoFileSource.frames = frames
     transit = [(b - a) * 1000 for a, b in zip(_onsets(sent), _onsets(heard))]
-    return transit, summary["latency_ms"]["p50"]
+    early = [(t - face_clock[0] - at) * 1000 for t, at in zip(_onsets(sent), CLICKS_S)]
+    return transit, summary["latency_ms"]["p50"], early
 
 
 def main() -> int:
@@ -128,14 +140,16 @@ def main() -> int:
         clip = Path(folder) / "clicks.mp4"
         clip_with_clicks(clip)
         rows = [asyncio.run(one_call(clip, args.budget, args.voice_loss)) for _ in range(args.runs)]
-    for i, (transit, face) in enumerate(rows):
+    for i, (transit, face, left) in enumerate(rows):
         print(f"run {i + 1}: voice transit {', '.join(f'{t:.0f}' for t in transit)} ms; face glass-to-glass "
-              f"p50 {face:.1f} ms")
-    voice = statistics.median(t for transit, _ in rows for t in transit)
-    face = statistics.median(f for _, f in rows)
+              f"p50 {face:.1f} ms; clicks left the voice track {', '.join(f'{t:+.0f}' for t in left)} ms from "
+              f"their place on the face's clock")
+    voice = statistics.median(t for transit, _, _ in rows for t in transit)
+    face = statistics.median(f for _, f, _ in rows)
+    left = statistics.median(t for _, _, left in rows for t in left)
     print(f"median: the voice arrives {voice:.0f} ms after it left, the face is shown {face:.0f} ms after its "
-          f"capture: the voice {voice - face:+.0f} ms behind the face before the loudspeaker "
-          f"(measured on {cpu_description()})")
+          f"capture, and it leaves {left:+.0f} ms from its place on the face's clock: the voice "
+          f"{voice - face + left:+.0f} ms behind the face before the loudspeaker (measured on {cpu_description()})")
     return 0
 
 

@@ -117,7 +117,10 @@ class CameraSource:
 class FileAudioTrack(MediaStreamTrack):
     """The audio of a file as an aiortc track, 20 ms frames paced in real time from `start`.
 
-    Only the audio stream is decoded (aiortc's MediaPlayer would decode the video a second time)."""
+    Only the audio stream is decoded (aiortc's MediaPlayer would decode the video a second time). Beside a
+    VideoFileSource of the same call the file's sound is `hold`-en (silence goes) until `begin`, when its
+    pictures begin: the voice started with the first RTP frame, the pictures once the still was through, so
+    the voice led the lips by the still's delivery (30 ms on loopback; 10 s through a 16 kbit/s policer)."""
 
     kind = "audio"
 
@@ -135,6 +138,17 @@ class FileAudioTrack(MediaStreamTrack):
         self.decoded = self._decode()
         self.start: float | None = None
         self.samples = 0
+        self.held = False
+
+    def hold(self) -> None:
+        """Silence until `begin`."""
+        self.held = True
+
+    def begin(self, at: float) -> None:
+        """The file's sound from `at` (time.time()), as its pictures."""
+        if self.held:
+            self.held = False
+            self.start = at - self.samples / AUDIO_RATE
 
     def _decode(self):
         try:
@@ -147,12 +161,13 @@ class FileAudioTrack(MediaStreamTrack):
     async def recv(self):
         if self.readyState != "live":
             raise MediaStreamError
-        frame = next(self.decoded, None)
-        if frame is None:
-            self.stop()
-            raise MediaStreamError
         if self.start is None:
             self.start = time.time()
+        if self.held:
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, AUDIO_FRAME), np.int16), format="s16", layout="mono")
+        elif (frame := next(self.decoded, None)) is None:
+            self.stop()
+            raise MediaStreamError
         frame.pts = self.samples
         frame.sample_rate = AUDIO_RATE
         frame.time_base = fractions.Fraction(1, AUDIO_RATE)

@@ -323,3 +323,39 @@ def test_a_microphone_that_stops_mid_call_is_said(caplog):
         first = asyncio.run(main())
     assert first.samples == 960
     assert "the microphone stopped (arecord, exit 1: audio open error: device lost)" in caplog.text
+
+
+def test_a_file_s_sound_held_for_its_pictures_begins_with_them():
+    """Beside a video file, the file's sound waits for its pictures (FileAudioTrack.hold): silence goes
+    until `begin`, then the file from its first sample, paced from that moment. The voice had begun with
+    the first RTP frame and the pictures once the still was through: 26 ms ahead of the lips on loopback
+    (scripts/voice_face_sync.py), 10 s through a 16 kbit/s policer."""
+    import asyncio
+    import time
+
+    from callsynth.split import data_root
+    from sender.capture import AUDIO_FRAME, AUDIO_RATE, FileAudioTrack
+
+    from .conftest import VAL_CLIP
+
+    clip = data_root() / VAL_CLIP
+    whole = FileAudioTrack(clip)
+    held = FileAudioTrack(clip)
+    held.hold()
+
+    async def main():
+        first = (await whole.recv()).to_ndarray().copy()
+        silence = [(await held.recv()).to_ndarray().copy() for _ in range(5)]
+        at = time.time() + 0.2
+        held.begin(at)
+        begun = await held.recv()
+        second = await held.recv()
+        return first, silence, begun, second, time.time(), at
+
+    first, silence, begun, second, done, at = asyncio.run(main())
+    assert all(not frame.any() for frame in silence)
+    assert np.array_equal(begun.to_ndarray(), first) and first.any()     # the file from its start
+    assert begun.pts == 5 * AUDIO_FRAME                                  # its time runs on over the silence
+    # paced from `begin`: the file's first sample is due then, its second frame 20 ms later (and waited for)
+    assert held.start + begun.pts / AUDIO_RATE == pytest.approx(at, abs=1e-6)
+    assert done >= at + AUDIO_FRAME / AUDIO_RATE - 0.002
