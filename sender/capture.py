@@ -120,7 +120,7 @@ class FileAudioTrack(MediaStreamTrack):
     Only the audio stream is decoded (aiortc's MediaPlayer would decode the video a second time). Beside a
     VideoFileSource of the same call the file's sound is `hold`-en (silence goes) until `begin`, when its
     pictures begin: the voice started with the first RTP frame, the pictures once the still was through, so
-    the voice led the lips by the still's delivery (30 ms on loopback; 10 s through a 16 kbit/s policer)."""
+    the voice led the lips by the still's delivery (26 ms on loopback; 10 s through a 16 kbit/s policer)."""
 
     kind = "audio"
 
