@@ -264,8 +264,8 @@ class BudgetChooser:
         a stretch of 5.4 s concealed on the way: one run). Why, when the tier is lower than its first; else None."""
         if carried_kbps is None:
             return None
-        fits = [i for i in range(self.tier, len(self.tiers)) if MARGIN * tier_kbps(self.tiers[i]) <= carried_kbps]
-        tier = fits[0] if fits else len(self.tiers) - 1
+        tier = next((i for i in range(self.tier, len(self.tiers)) if MARGIN * tier_kbps(self.tiers[i]) <= carried_kbps),
+                    len(self.tiers) - 1)
         if tier == self.tier:
             return None
         self.tier = tier

@@ -226,7 +226,6 @@ class FaceStream:
         self.features_channel = self.identity_channel = None
         self.speech: SpeechPackets | None = None
         self.audio_track = None
-        self.voice_held = False
         self.self_view: np.ndarray | None = None     # the newest crop of this side's camera
         self.camera_on = source is not None          # the camera key turns it off: the voice drives
         if audio_track is not None:
@@ -240,9 +239,9 @@ class FaceStream:
                 if self.speech is not None:       # (without the model: the camera alone, as said)
                     self.speech.active = options.camera_off
             listener = self.speech.feed if self.speech is not None else (lambda frame: None)
-            # a file's sound waits for its pictures (FileAudioTrack.hold); with the camera off it drives
-            self.voice_held = source is not None and hasattr(audio_track, "hold")
-            if self.voice_held:
+            # a file's sound waits for its pictures (FileAudioTrack.hold, begin: run); with the camera off
+            # it drives from its first frame
+            if source is not None and hasattr(audio_track, "hold"):
                 audio_track.hold()
             self.audio_track = MutableAudioTrack(audio_track, listener, self.plan.opus_frame_ms)
         self.still_received = asyncio.get_running_loop().create_future()
@@ -495,8 +494,8 @@ class FaceStream:
         """Stream until the source ends or `ended` is done (the other side hung up, the path failed);
         with `--budget auto`, following what the link of peer connection `pc` shows."""
         self.stats.started = time.time()
-        if self.voice_held:
-            self.audio_track.track.begin(self.stats.started)     # the file's sound with its pictures
+        if self.audio_track is not None and hasattr(self.audio_track.track, "begin"):
+            self.audio_track.track.begin(self.stats.started)     # a held file's sound with its pictures
         if self.auto is not None:        # from the still's tier (__init__) to what its delivery showed
             self._first_tier(pc)
         pacing = asyncio.ensure_future(self._pace_parts())

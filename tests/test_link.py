@@ -213,20 +213,27 @@ def _policing_missing() -> str | None:
     return None
 
 
+def _demo(out, link: list[str] | None, *args: str) -> str:
+    """`callsynth demo ARGS --out OUT` of LONG_CLIP, with `--model warp`, through scripts/policed_link.py with
+    `link`'s options (none: on loopback): what it printed."""
+    through = [sys.executable, "scripts/policed_link.py", *link, "--timeout", "240", "--"] if link else []
+    run = subprocess.run(
+        [*through, sys.executable, "-m", "callsynth.cli", "demo", "--video", str(LONG_CLIP), "--model", "warp",
+         *args, "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, CALLSYNTH_DATA=str(data_root())))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    return run.stdout
+
+
 @pytest.mark.skipif(_policing_missing() is not None, reason=str(_policing_missing()))
 def _auto_budget_call(tmp_path, link: list[str], frames: int, budget: str = "auto") -> tuple[str, dict, dict]:
     """`demo --budget auto` (or `budget`) of LONG_CLIP through scripts/policed_link.py with `link`'s options:
     what the link printed, the sender's and the receiver's stats."""
     out = tmp_path / "call"
-    through = [sys.executable, "scripts/policed_link.py", *link, "--timeout", "240", "--"] if link else []
-    run = subprocess.run(
-        [*through, sys.executable, "-m", "callsynth.cli", "demo", "--video", str(LONG_CLIP), "--model", "warp",
-         "--budget", budget, "--max-frames", str(frames), "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
-        env=dict(os.environ, CALLSYNTH_DATA=str(data_root())))
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    said = _demo(out, link, "--budget", budget, "--max-frames", str(frames))
     stats = json.loads((out / "STATS.json").read_text())
-    return run.stdout, stats["sender"], stats["receiver"]
+    return said, stats["sender"], stats["receiver"]
 
 
 def test_auto_budget_finds_what_a_24_kbps_link_carries(tmp_path):
@@ -296,13 +303,8 @@ def test_through_a_16_kbps_link_both_sides_of_a_two_way_call_start_where_their_s
     ordered identity channel, so through a narrow link a side can see its still acknowledged by SCTP long
     before it is confirmed: that time counts as its delivery (one side had no figure and started at 32)."""
     out = tmp_path / "call"
-    run = subprocess.run(
-        [sys.executable, "scripts/policed_link.py", "--kbps", "16", "--timeout", "240", "--",
-         sys.executable, "-m", "callsynth.cli", "demo", "--two-way", "--video", str(LONG_CLIP),
-         "--video2", str(data_root() / "video/hdtf/WDA_KatieHill_000.mp4"), "--model", "warp",
-         "--budget", "auto", "--max-frames", "300", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False, env=dict(os.environ, CALLSYNTH_DATA=str(data_root())))
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    _demo(out, ["--kbps", "16"], "--two-way", "--video2", str(data_root() / "video/hdtf/WDA_KatieHill_000.mp4"),
+          "--budget", "auto", "--max-frames", "300")
     for side in "ab":
         sent = json.loads((out / f"{side}_stats.json").read_text())["sent"]
         first = sent["plan_changes"][0]
