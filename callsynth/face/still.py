@@ -41,15 +41,19 @@ class Still:
 
 def prepare_still(frame, source: str = "identity still") -> Still:
     """Track the still in image mode (deterministic), crop it, and express its landmarks in the crop."""
-    rgb = as_rgb_uint8(frame)
     with FaceTracker(video=False, smoothing=False) as tracker:     # image mode: one tracker, no state
-        result = tracker.process(rgb)
-        if not result.found:
-            raise NoFaceError(f"{source}: no face found ({result.reason}); use a frontal picture of the caller")
-        box = box_for_face(result.landmarks)
-        still = Still(box.cut(rgb), box.to_crop(result.landmarks))
-        # Landmarks re-tracked on the crop itself, so both ends agree with what the crop shows.
-        again = tracker.process(still.image)
+        return _still_from(tracker, as_rgb_uint8(frame), source)
+
+
+def _still_from(tracker: FaceTracker, rgb: np.ndarray, source: str, result=None) -> Still:
+    """prepare_still with an image-mode `tracker` already open, and `result` when it has tracked `rgb`."""
+    result = tracker.process(rgb) if result is None else result
+    if not result.found:
+        raise NoFaceError(f"{source}: no face found ({result.reason}); use a frontal picture of the caller")
+    box = box_for_face(result.landmarks)
+    still = Still(box.cut(rgb), box.to_crop(result.landmarks))
+    # Landmarks re-tracked on the crop itself, so both ends agree with what the crop shows.
+    again = tracker.process(still.image)
     if again.found:
         still.landmarks = again.landmarks
     return still
@@ -69,14 +73,16 @@ def still_of(path: str | Path, search_s: float = STILL_SEARCH_S) -> Still:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return prepare_still(read_still(path), source=str(path))
     first = None
-    with FaceTracker(video=False, smoothing=False) as tracker:     # one tracker for the frames before it
+    with FaceTracker(video=False, smoothing=False) as tracker:     # one tracker for the frames and the still
         for index, (at, frame) in enumerate(iter_timed_frames(path)):
             first = at if first is None else first
             if at - first > search_s:
                 raise NoFaceError(f"{path}: no face found in its first {search_s:g} s; use a frontal picture "
                                   "of the caller, or a video that shows the face sooner")
-            if tracker.process(frame).found:
+            rgb = as_rgb_uint8(frame)
+            result = tracker.process(rgb)
+            if result.found:
                 if index:
                     log.info("%s: the still is frame %d, the first that shows a face", path, index)
-                return prepare_still(frame, source=f"{path} frame {index}")
+                return _still_from(tracker, rgb, f"{path} frame {index}", result)
     raise NoFaceError(f"{path}: no face found in any frame; use a frontal picture of the caller")
