@@ -35,7 +35,7 @@ from callsynth.call_options import CALL
 from callsynth.face.pose import Pose
 from callsynth.wire import CAPTURE_WRAP, FLAG_AUDIO, FrameFeatures
 
-from .playout import FeatureTimeline
+from .playout import CATCH_UP_MS, CatchUp, FeatureTimeline
 
 WRAP = CAPTURE_WRAP       # the wire's capture times wrap here
 STEP_MS = 1000.0          # transit this far from the clock held is a forged stamp or a clock step
@@ -63,10 +63,13 @@ def unwrap_ms(capture_ms: int, now_ms: int) -> int:
 class JitterBuffer:
     def __init__(self, rest_pose: Pose, code_size: int, delay_ms: float | None = CALL.playout_delay_ms,
                  extrapolate_ms: float = 100.0, silence_ms: float = 1000.0, offset_window: int = 300,
-                 max_delay_ms: float = CALL.max_playout_delay_ms, hold_ms: float = HOLD_MS):
-        """`delay_ms`: a fixed playout delay, or None to adapt it (see the module's docstring)."""
+                 max_delay_ms: float = CALL.max_playout_delay_ms, hold_ms: float = HOLD_MS,
+                 catch_up_ms: float = CATCH_UP_MS):
+        """`delay_ms`: a fixed playout delay, or None to adapt it (see the module's docstring);
+        `catch_up_ms`: after concealed frames, reach the packets' motion over this long (playout.CatchUp)."""
         self.timeline = FeatureTimeline(rest_pose, code_size, extrapolate_ms=extrapolate_ms,
                                         silence_ms=silence_ms)
+        self.catch_up = CatchUp(catch_up_ms)
         self.adaptive = delay_ms is None
         self.delay_ms = min(FIRST_DELAY_MS, max_delay_ms) if delay_ms is None else delay_ms
         self.max_delay_ms, self.hold_ms = max_delay_ms, hold_ms
@@ -178,4 +181,4 @@ class JitterBuffer:
         """(pose, code) or None, and whether this frame is concealed (no packet at or after it)."""
         self.played_ms = max(self.played_ms, playout_ms)
         concealed = self.newest_ms is None or playout_ms > self.newest_ms
-        return self.timeline.at(playout_ms), concealed
+        return self.catch_up(self.timeline.at(playout_ms), concealed, playout_ms), concealed

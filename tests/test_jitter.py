@@ -92,3 +92,42 @@ def test_a_real_step_of_the_senders_clock_is_followed_within_a_second():
         after = concealed[int(10 * 1000 / 33):]
         # at most about a second of frames without a fresh packet after the step, then none
         assert sum(after) <= 36 and not any(after[60:])
+
+
+def _sparse_call(catch_up_ms: float) -> tuple[list[float], list[float], list[bool]]:
+    """Packets every 400 ms (the 16 kbps tier's, a packet every 10 frames at 25 fps) of a code moving
+    steadily (1 a 100 ms), 40 ms transit, frames every 33 ms at a fixed 60 ms delay: each frame's shown
+    value, the timeline's own, and whether it was concealed."""
+    jb = JitterBuffer(REST, 3, delay_ms=60, catch_up_ms=catch_up_ms)
+    shown, timeline, concealed, sent = [], [], [], 0
+    for tick in range(150):
+        now = T0 + tick * 33
+        while T0 + sent * 400 + 40 <= now:
+            jb.push(packet(T0 + sent * 400, sent * 4), T0 + sent * 400 + 40)
+            sent += 1
+        if jb.newest_ms is None:
+            continue
+        playout = jb.playout_ms(now)
+        state, hidden = jb.state_at(playout)
+        shown.append(float(state[1][0]))
+        timeline.append(float(jb.timeline.at(playout)[1][0]))
+        concealed.append(hidden)
+    return shown, timeline, concealed
+
+
+def test_after_concealed_frames_the_face_catches_up_instead_of_jumping():
+    """On a sparse link most frames are concealed (extrapolated 100 ms, then held), and each packet that
+    ends such a stretch moved the face at once to where the packets put it: a jump of 2.6 to 3.6 where a
+    frame moves 0.33. Now it gets there over CATCH_UP_MS (the jump and the motion shared among its frames),
+    and from then on shows the timeline's state exactly."""
+    shown, timeline, concealed = _sparse_call(catch_up_ms=0)
+    assert np.mean(concealed) > 0.5
+    assert max(np.abs(np.diff(shown))) > 2.5
+    shown, timeline, concealed = _sparse_call(catch_up_ms=100)
+    assert max(np.abs(np.diff(shown))) < 1.8
+    ends = [i for i in range(1, len(concealed)) if concealed[i - 1] and not concealed[i]]
+    assert len(ends) >= 8
+    for i, following in zip(ends, ends[1:]):
+        assert abs(shown[i] - timeline[i]) > 0.5               # on its way...
+        after = [j for j in range(i, following) if (j - i) * 33 >= 100]
+        assert after and all(shown[j] == timeline[j] for j in after)   # ...there within 100 ms

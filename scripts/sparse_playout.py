@@ -1,0 +1,160 @@
+"""What the receiver shows when feature packets come far apart (the 16 kbps tier: one every 10 frames at 25
+fps), against the face as the camera saw it, with and without the catch-up after concealed frames
+(receiver.playout.CatchUp).
+
+Each clip goes through the sender's own tracking and coding, every frame decoded as the receiver would (the
+truth); packets are taken every N frames, arrive 40 ms later with up to 10 ms of jitter (seeded), and are
+played out through the receiver's jitter buffer with the call's defaults (adaptive delay, at most
+CALL.max_playout_delay_ms), frames shown 30 a second. For each frame shown, the face's 478 landmarks in the
+256-px crop against the truth's at that moment: the share of frames concealed, the mean error (px), and how
+far the shown face moves from one frame to the next (p95 and largest) beside how far the truth moves. No
+timing: the figures do not depend on the machine.
+
+    python scripts/sparse_playout.py [CLIP ...] [--every N] [--frames 500] [--plot out/sparse_playout.png]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from callsynth.budget import plan
+from callsynth.face.basis import load_basis
+from callsynth.face.code import FaceCoder
+from callsynth.face.still import still_of
+from callsynth.media import iter_timed_frames, video_info
+from callsynth.split import data_root
+from callsynth.wire import Codec
+from receiver.jitter import JitterBuffer
+from receiver.playout import CATCH_UP_MS
+from sender.features import FeatureEncoder
+
+SHOW_FPS = 30.0
+TRANSIT_MS, JITTER_MS = 40.0, 10.0
+LIP = 14                  # the lower lip's middle: the plot follows its height
+
+
+def truth_of(clip: Path, basis, frames: int):
+    """Every frame's decoded features (the sender coding each), and the coder that draws them."""
+    fps = video_info(clip).fps
+    still = still_of(clip)
+    encoder = FeatureEncoder(basis, still, fps=fps, send_every=1, references=False)
+    codec, features = Codec(basis), []
+    try:
+        for index, (at, frame) in enumerate(iter_timed_frames(clip)):
+            if index >= frames:
+                break
+            packet = encoder.process(frame, int(at * 1000)).packet
+            if packet is not None:
+                features.append(codec.decode(packet))
+    finally:
+        encoder.close()
+    return features, FaceCoder(basis, still.landmarks), fps
+
+
+def played(features, coder, every: float, catch_up_ms: float, k: int, seed: int = 0):
+    """(shown time ms, landmarks shown, concealed) of each frame shown."""
+    rng = np.random.default_rng(seed)
+    sent = [f for i, f in enumerate(features) if np.floor(i / every + 1e-6) > np.floor((i - 1) / every + 1e-6)]
+    arrivals = sorted(((f.capture_ms + TRANSIT_MS + rng.uniform(0, JITTER_MS), i, f) for i, f in enumerate(sent)),
+                      key=lambda a: a[:2])
+    jitter = JitterBuffer(features[0].pose, len(features[0].expression), catch_up_ms=catch_up_ms)
+    out, now, next_arrival, end = [], arrivals[0][0], 0, features[-1].capture_ms
+    while now < end + 500:
+        while next_arrival < len(arrivals) and arrivals[next_arrival][0] <= now:
+            jitter.push(arrivals[next_arrival][2], int(arrivals[next_arrival][0]))
+            next_arrival += 1
+        playout = jitter.displayed_ms(jitter.playout_ms(now))
+        state, concealed = jitter.state_at(playout)
+        now += 1000 / SHOW_FPS
+        if state is not None and features[0].capture_ms <= playout <= end and state[0] is not None:
+            out.append((playout, coder.landmarks(state[0], state[1][:k])[:, :2], concealed))
+    return out
+
+
+def measure(features, coder, shown, k: int) -> dict:
+    times = np.array([f.capture_ms for f in features], float)
+    truth = np.stack([coder.landmarks(f.pose, f.expression[:k])[:, :2] for f in features])
+    at = np.array([t for t, _, _ in shown])
+    j = np.clip(np.searchsorted(times, at), 1, len(times) - 1)
+    w = ((at - times[j - 1]) / np.maximum(1, times[j] - times[j - 1]))[:, None, None]
+    true_then = (1 - w) * truth[j - 1] + w * truth[j]
+    faces = np.stack([lm for _, lm, _ in shown])
+    step = np.abs(np.diff(faces, axis=0)).mean(axis=(1, 2))
+    true_step = np.abs(np.diff(true_then, axis=0)).mean(axis=(1, 2))
+    return {"frames": len(shown), "concealed": float(np.mean([c for _, _, c in shown])),
+            "error_px": float(np.abs(faces - true_then).mean()),
+            "step_p95": float(np.percentile(step, 95)), "step_max": float(step.max()),
+            "true_step_p95": float(np.percentile(true_step, 95)), "true_step_max": float(true_step.max()),
+            "lip_shown": faces[:, LIP, 1], "lip_true": true_then[:, LIP, 1], "at": at,
+            "concealed_each": np.array([c for _, _, c in shown])}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("clips", nargs="*", type=Path,
+                        help="video clips (default: two interview clips of ../shared/data)")
+    parser.add_argument("--every", type=float, default=None,
+                        help="a packet every N frames (default: the 16 kbps plan's at the clip's frame rate)")
+    parser.add_argument("--frames", type=int, default=500, help="frames of each clip, from its start")
+    parser.add_argument("--catch-up-ms", type=float, default=CATCH_UP_MS,
+                        help=f"the catch-up measured against none (default {CATCH_UP_MS:g}, the receiver's)")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="draw the lower lip's height over the first clip's first 4 s, shown and true")
+    args = parser.parse_args()
+    clips = args.clips or [data_root() / "video/hdtf/WDA_KatieHill_000.mp4", data_root() / "video/pcavs/00067.mp4"]
+    for clip in clips:
+        if not clip.exists():
+            parser.error(f"{clip}: no such clip")
+    basis = load_basis(None)
+    print(f"{'clip':<26} {'every':>5} {'catch-up':>8} {'frames':>6} {'concealed':>9} {'error px':>8} "
+          f"{'step p95':>8} {'max':>6} {'true p95':>8} {'max':>6}")
+    drawn = {}
+    for clip in clips:
+        features, coder, fps = truth_of(clip, basis, args.frames)
+        if len(features) < 20:
+            print(f"{clip.name}: a face in fewer than 20 frames, left out")
+            continue
+        every = args.every or plan(16.0, fps).send_every
+        for catch_up in (0.0, args.catch_up_ms):
+            m = measure(features, coder, played(features, coder, every, catch_up, basis.k), basis.k)
+            print(f"{clip.name:<26} {every:>5.3g} {catch_up:>6.0f}ms {m['frames']:>6} {m['concealed']:>9.0%} "
+                  f"{m['error_px']:>8.2f} {m['step_p95']:>8.2f} {m['step_max']:>6.2f} {m['true_step_p95']:>8.2f} "
+                  f"{m['true_step_max']:>6.2f}")
+            if clip == clips[0]:
+                drawn[catch_up] = m
+    if args.plot and drawn:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(10, 3.5))
+        first = next(iter(drawn.values()))
+        t = (first["at"] - first["at"][0]) / 1000
+        keep = t <= 4
+        ax.plot(t[keep], first["lip_true"][keep], color="black", lw=2, label="as the camera saw it")
+        for (catch_up, m), colour in zip(drawn.items(), ("tab:red", "tab:blue")):
+            ax.plot(t[keep], m["lip_shown"][keep], color=colour, lw=1.2, marker=".",
+                    label=f"shown, catch-up {catch_up:g} ms")
+        hidden = first["concealed_each"][keep]
+        ax.fill_between(t[keep], 0, 1, where=hidden, transform=ax.get_xaxis_transform(), color="0.9",
+                        label="concealed")
+        ax.invert_yaxis()
+        ax.set_xlabel("s")
+        ax.set_ylabel("lower lip height (px, down)")
+        ax.set_title(f"{clips[0].name}: a packet every {args.every or 'N (16 kbps plan)'} frames")
+        ax.legend(loc="upper right", fontsize=8)
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
