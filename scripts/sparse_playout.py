@@ -11,6 +11,10 @@ far the shown face moves from one frame to the next (p95 and largest) beside how
 timing: the figures do not depend on the machine.
 
     python scripts/sparse_playout.py [CLIP ...] [--every N] [--frames 500] [--plot out/sparse_playout.png]
+
+`--recordings OUT.mp4 ...` measures receivers' recordings instead (a call's `received.mp4`: the face tracked
+in every frame, without smoothing): how far the face moves from one frame to the next, in pixels of the
+recording.
 """
 from __future__ import annotations
 
@@ -94,6 +98,19 @@ def measure(features, coder, shown, k: int) -> dict:
             "concealed_each": np.array([c for _, _, c in shown])}
 
 
+def recorded_steps(path: Path) -> np.ndarray:
+    """How far the face moves from each frame of a recording to the next (mean over its landmarks, px)."""
+    from callsynth.face.tracker import FaceTracker
+    from callsynth.media import iter_frames
+
+    faces = []
+    with FaceTracker(video=True, smoothing=False) as tracker:
+        for frame in iter_frames(path):
+            result = tracker.process(frame)
+            faces.append(result.landmarks[:, :2] if result.found else None)
+    return np.array([np.abs(b - a).mean() for a, b in zip(faces, faces[1:]) if a is not None and b is not None])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,7 +123,21 @@ def main() -> int:
                         help=f"the catch-up measured against none (default {CATCH_UP_MS:g}, the receiver's)")
     parser.add_argument("--plot", type=Path, default=None,
                         help="draw the lower lip's height over the first clip's first 4 s, shown and true")
+    parser.add_argument("--recordings", nargs="+", type=Path, default=None,
+                        help="measure these receivers' recordings instead (see above)")
     args = parser.parse_args()
+    if args.recordings:
+        print(f"{'recording':<40} {'moves':>6} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>6} {'over 4 px':>9}")
+        for path in args.recordings:
+            if not path.exists():
+                parser.error(f"{path}: no such recording")
+            steps = recorded_steps(path)
+            if not steps.size:
+                print(f"{str(path):<40} no face tracked in two frames in a row")
+                continue
+            print(f"{str(path):<40} {steps.size:>6} {np.median(steps):>6.2f} {np.percentile(steps, 95):>6.2f} "
+                  f"{np.percentile(steps, 99):>6.2f} {steps.max():>6.2f} {np.mean(steps > 4):>9.1%}")
+        return 0
     clips = args.clips or [data_root() / "video/hdtf/WDA_KatieHill_000.mp4", data_root() / "video/pcavs/00067.mp4"]
     for clip in clips:
         if not clip.exists():
