@@ -19,11 +19,12 @@ from callsynth.face.pose import Pose, interpolate_pose
 from callsynth.wire import FrameFeatures
 
 
-# After concealment, the face reaches the packets' motion over this much of the timeline. With a packet every
-# 10 frames (the 16 kbps tier) two thirds of frames are concealed and each new packet moved the face up to
-# 10.5 px in one frame of a 256-px crop, where the tracked face moves 4.7 px at most (python
-# scripts/sparse_playout.py): 100 ms takes that to 4.7 px, for 10 % more mean error over the frames.
-CATCH_UP_MS = 100.0
+# After concealment, the face reaches the packets' motion over this much of the timeline: two frames shown
+# at 30 a second. With a packet every 10 frames (the 16 kbps tier) two thirds of frames are concealed and
+# each new packet moved the face up to 10.5 px in one frame of a 256-px crop, where the tracked face moves
+# 3.9 px at most (python scripts/sparse_playout.py). 100 ms halved the pops too, but closed a blink's eyes a
+# frame late: 85 % of a clip's blink frames shown closed against 100 %.
+CATCH_UP_MS = 67.0
 
 
 class CatchUp:
