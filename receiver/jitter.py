@@ -3,7 +3,7 @@ a fixed small delay behind the sender's clock, so that network jitter and reorde
 
 A packet too old to change any frame still to come is dropped as stale, whatever order it arrived in;
 frames whose next packet is late or lost are concealed by the timeline (extrapolation, then hold, then a
-slow return to the still).
+slow return to the still), and when a packet comes the face catches up over two frames (playout.CatchUp).
 
 The clock cannot be poisoned: a packet stamped more than STEP_MS ahead of the sender clock the buffer
 holds is refused as "future" instead of dragging the playout point ahead of every genuine packet (one
