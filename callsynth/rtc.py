@@ -19,8 +19,8 @@ import re
 
 import aioice.ice
 import aioice.stun
-from aiortc import (RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSctpTransport,
-                    rtcrtpsender, rtcsctptransport)
+from aiortc import (RTCBundlePolicy, RTCConfiguration, RTCDtlsTransport, RTCIceServer, RTCPeerConnection,
+                    RTCSctpTransport, rtcrtpsender, rtcsctptransport)
 from aiortc.codecs import opus
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
@@ -314,6 +314,77 @@ def fix_sctp_setup(first_rto_s: float = SCTP_FIRST_RTO_S, init_tries: int = SCTP
     transport._send_chunk = send_chunk
 
 
+# A call's set-up goes out twice (fix_ice_checks, fix_dtls_setup): each copy this long after its datagram,
+# so that a loss that takes one datagram rarely takes both; 0 or less: once, as aioice and aiortc send them
+SET_UP_COPY_AFTER_S = 0.03
+DTLS_HANDSHAKE_TYPES = (20, 22)     # the first byte of a record: change cipher spec, handshake (RFC 6347 4.1)
+
+
+def fix_ice_checks(copy_after_s: float = SET_UP_COPY_AFTER_S) -> None:
+    """ICE's connectivity checks (STUN binding requests) go out twice while ICE is checking, the copy
+    `copy_after_s` later. aioice sends an unanswered check again after 0.5 s, then 1, 2, 4, 8 s (RFC 8489's
+    doubling), and a check is answered only when both the request and its answer arrive (72 % at 15 %
+    loss): peers connected after 0.5, 1.5, 3.5, 7.5 or 15.5 s, and once in 60 set-ups not within 30 s
+    (`scripts/call_setup.py --send-once` at 15 % loss: README, "A lossy link"). Each copy is answered too,
+    so a check now fails only when both exchanges do. Consent checks once connected are sent once."""
+    protocol = aioice.ice.StunProtocol
+    original = getattr(protocol, "_callsynth_send_stun", protocol.send_stun)
+    protocol._callsynth_send_stun = original
+    if copy_after_s <= 0:
+        protocol.send_stun = original
+        return
+
+    def send_copy(self, message, addr) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            original(self, message, addr)
+
+    def send_stun(self, message, addr) -> None:
+        original(self, message, addr)
+        if (message.message_class == aioice.stun.Class.REQUEST and message.message_method
+                == aioice.stun.Method.BINDING and not getattr(self.receiver, "_check_list_done", True)):
+            asyncio.get_running_loop().call_later(copy_after_s, send_copy, self, message, addr)
+
+    protocol.send_stun = send_stun
+
+
+def fix_dtls_setup(copy_after_s: float = SET_UP_COPY_AFTER_S) -> None:
+    """Every DTLS handshake from now on sends each of its datagrams twice, the copy `copy_after_s` later.
+    OpenSSL sends a lost flight again after 1 s, then 2, 4, 8 s (doubling, as RFC 6347 4.2.4.1 says), so
+    at 15 % loss a handshake whose round trip failed four times running (both flights must arrive: 28 %
+    a try) took 15 s or more, and a call that waits 20 s for its channels gave up with "no path"
+    (`scripts/call_setup.py --send-once` at 15 % loss: README, "A lossy link"). With a copy, a flight's
+    datagram is lost only when both are (2 % at 15 %). A copy that arrives after its original is a
+    replayed record, which DTLS drops (RFC 6347 4.1.2.6); nothing else goes out twice: application data
+    (23, the SCTP of the data channels) and SRTP (the voice) are sent once."""
+    transport = RTCDtlsTransport
+    original = getattr(transport, "_callsynth_start", transport.start)
+    transport._callsynth_start = original
+    if copy_after_s <= 0:
+        transport.start = original
+        return
+
+    async def start(self, remoteParameters) -> None:
+        ice = self.transport
+        if not getattr(ice, "_callsynth_copies", False):
+            ice._callsynth_copies, send = True, ice._send
+
+            async def send_copy(data: bytes) -> None:
+                try:
+                    await send(data)
+                except Exception:  # noqa: BLE001 - the connection closed meanwhile: the copy is not needed
+                    pass
+
+            async def send_twice(data: bytes) -> None:
+                await send(data)
+                if data and data[0] in DTLS_HANDSHAKE_TYPES:
+                    asyncio.get_running_loop().call_later(copy_after_s, lambda: asyncio.ensure_future(send_copy(data)))
+
+            ice._send = send_twice
+        await original(self, remoteParameters)
+
+    transport.start = start
+
+
 class _ConsentCheck:
     """One consent check's STUN transaction, which waits as long as consent lasts for its answer: aioice's
     (a request with no retransmission) gives up after its first retransmission timeout, 500 ms, and drops
@@ -477,10 +548,13 @@ def new_peer_connection(hosts: list[str] | None = (CALL.host,),
                         ice_servers: tuple[RTCIceServer, ...] = ()) -> RTCPeerConnection:
     """A peer connection on one bundled transport; STUN/TURN only when given (nothing outside is reached
     otherwise). With a TURN server, a relayed candidate joins the host ones: two peers that cannot reach
-    each other meet through it. Its voice is buffered by voice_jitter.VoiceJitterBuffer, its data
-    channels' set-up holds on a lossy link (fix_sctp_setup), its consent to send on a slow one
+    each other meet through it. Its voice is buffered by voice_jitter.VoiceJitterBuffer, its checks,
+    secure handshake and data channels' set-up hold on a lossy link (fix_ice_checks, fix_dtls_setup,
+    fix_sctp_setup), its consent to send on a slow one
     (fix_consent_checks), and its round trips (RTCP's, SCTP's) are kept as measured (record_round_trips)."""
     voice_jitter.install()
+    fix_ice_checks()
+    fix_dtls_setup()
     fix_sctp_setup()
     fix_consent_checks()
     record_round_trips()
