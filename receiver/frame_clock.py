@@ -22,6 +22,7 @@ from callsynth.quality import RENDER_LEVELS, QualityLadder, RepairPacing, descri
 from callsynth.wire import FLAG_AUDIO, Codec, Part, PartAssembler, WireError, decode_control, decode_identity
 
 from .jitter import JitterBuffer
+from .playout import SourceSwitch
 from .recorder import CallRecorder, RecordingThread
 from .renderer import Renderers, WarpRenderer, mouth_renderers
 from .screen import ScreenProcess
@@ -63,6 +64,7 @@ class FrameClock:
         self.speech_model = self._load_speech_model() if options.audio_fallback else None
         self.last_packet_s: float | None = None
         self.in_fallback = False
+        self.switch = SourceSwitch(basis.k)     # the face moved, not jumped, when the voice takes over or hands back
         self.final_ms: float | None = None      # after a hang-up: the last capture time to show
         self.finished_playout = False
         self.after_hang_up = False              # this side hung up: nothing guessed past the last packet
@@ -475,7 +477,8 @@ class FrameClock:
     async def _show_frame(self) -> None:
         now = time.time()
         if not self.after_hang_up and self._use_fallback(now):
-            self._count_shown(self._present(await self._render(self.speech_state), now))
+            state = self.switch(self.speech_state, "voice", now * 1000)
+            self._count_shown(self._present(await self._render(state), now))
             self.stats.fallback_frames += 1
             self.finished_playout = self.final_ms is not None
             return
@@ -488,6 +491,7 @@ class FrameClock:
         if self.after_hang_up and playout > self.jitter.newest_ms:
             return
         state, concealed = self.jitter.state_at(playout)
+        state = self.switch(state, "packets", now * 1000)
         if state is None:
             return
         shown = self._present(await self._render(state), now)

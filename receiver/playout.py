@@ -5,7 +5,9 @@ while (a late or lost packet), then holds; when the sender reports no face, or n
 it holds a moment, then eases back to the still's own pose and a neutral (zero) code. The expression's
 mouth cue (its last two elements: a choice of picture, an entry of the interior codebook) is never blended:
 a frame takes the nearer packet's. When a packet ends a stretch of concealed frames, the face moves from
-where concealment left it to where the packets say over CATCH_UP_MS rather than jumping there (CatchUp).
+where concealment left it to where the packets say over CATCH_UP_MS rather than jumping there (CatchUp);
+when the voice takes over from packets that stopped, or packets take over again, over SWITCH_MS
+(SourceSwitch).
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from callsynth.wire import FrameFeatures
 # 3.9 px at most (python scripts/sparse_playout.py). 100 ms halved the pops too, but closed a blink's eyes a
 # frame late: 85 % of a clip's blink frames shown closed against 100 %.
 CATCH_UP_MS = 67.0
+
+# When what drives the face changes (the voice takes over from packets that stopped, or packets come back),
+# the face moves from what was shown to the new source's over this long: six frames shown at 30 a second.
+# The voice's head is the still's at rest, swaying, where the packets' is the caller's as last tracked, so
+# a switch moved the whole head: up to 15 px from one frame to the next in a receiver's recording.
+SWITCH_MS = 200.0
 
 
 class CatchUp:
@@ -56,6 +64,40 @@ class CatchUp:
             expression[CUE] = state[1][CUE]                   # a cue is taken whole, never blended
             state = interpolate_pose(before[0], state[0], w), expression
         self.shown, self.shown_ms, self.concealed = state, t_ms, concealed
+        return state
+
+
+class SourceSwitch:
+    """The state shown, moved over SWITCH_MS from what was shown to what the new source says whenever the
+    source changes (the voice taking over from packets, or packets coming back), instead of a jump of the
+    whole head. The first `k` elements of an expression (the code) are blended; the rest (gaze, lip
+    correction, mouth cue: the packets' alone, the voice's state has none) are the new source's."""
+
+    def __init__(self, k: int, ms: float = SWITCH_MS):
+        self.k, self.ms = k, ms
+        self.shown: tuple[Pose, np.ndarray] | None = None
+        self.shown_ms = 0.0
+        self.source: str | None = None
+        self.left_ms = 0.0
+
+    def __call__(self, state: tuple[Pose, np.ndarray] | None, source: str,
+                 t_ms: float) -> tuple[Pose, np.ndarray] | None:
+        """`state` from `source` at `t_ms` (a clock common to every source: the time it is shown)."""
+        if state is None:
+            return None
+        before = self.shown
+        if before is None or len(before[1]) < self.k or len(state[1]) < self.k:
+            self.left_ms = 0.0
+        elif source != self.source:
+            self.left_ms = self.ms
+        if self.left_ms > 0:
+            step = max(0.0, t_ms - self.shown_ms)
+            w = min(1.0, step / self.left_ms)
+            self.left_ms -= step
+            expression = np.array(state[1], dtype=np.float64)
+            expression[:self.k] = (1 - w) * before[1][:self.k] + w * expression[:self.k]
+            state = interpolate_pose(before[0], state[0], w), expression
+        self.shown, self.shown_ms, self.source = state, t_ms, source
         return state
 
 

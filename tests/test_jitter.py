@@ -3,7 +3,7 @@ import numpy as np
 from callsynth.face.pose import Pose
 from callsynth.wire import CAPTURE_MASK, FrameFeatures
 from receiver.jitter import JitterBuffer, unwrap_ms
-from receiver.playout import CATCH_UP_MS
+from receiver.playout import CATCH_UP_MS, SWITCH_MS, SourceSwitch
 
 REST = Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2)
 T0 = 1_790_000_000_000  # a wall-clock time in ms, far above the wire's wrap (2**29)
@@ -134,3 +134,34 @@ def test_after_concealed_frames_the_face_catches_up_instead_of_jumping():
         assert abs(shown[i] - timeline[i]) > 0.5                 # on its way...
         after = [j for j in range(i, following) if (j - i) * 33 >= CATCH_UP_MS]
         assert after and all(shown[j] == timeline[j] for j in after)   # ...there within CATCH_UP_MS
+
+
+def test_when_the_voice_takes_over_or_hands_back_the_head_moves_there_over_switch_ms():
+    """The voice's head is the still's at rest, swaying, where the packets' is the caller's as last tracked:
+    a change of source moved the whole head in one frame (up to 15 px in a receiver's recording). Now the
+    face gets there over SWITCH_MS, a share a frame, then shows the new source's state exactly; the
+    packets' gaze, lip correction and mouth cue (the voice's state has none) are the new source's at once."""
+    k = 4
+    tracked = (Pose(np.array([0.0, 0.35, 0.0]), np.array([0.1, 0.0, 0.0]), 1.1),
+               np.r_[np.full(k, 2.0), [0.3, -0.2, 0.05, 1.0, 3.0]])          # code, gaze, lips, cue
+    voice = (Pose(np.zeros(3), np.zeros(3), 1.0), np.zeros(k))
+    switch, frame_ms = SourceSwitch(k), 1000 / 30
+    shown = [switch(tracked, "packets", i * frame_ms) for i in range(3)]
+    assert shown[-1] is tracked                                              # one source: as it comes
+    for source, state, other in (("voice", voice, tracked), ("packets", tracked, voice)):
+        start = len(shown)
+        shown += [switch(state, source, i * frame_ms) for i in range(start, start + 12)]
+        yaws = [pose.rotvec[1] for pose, _ in shown[start - 1:]]
+        codes = [code[0] for _, code in shown[start - 1:]]
+        steps = int(np.ceil(SWITCH_MS / frame_ms))
+        for values, total in ((yaws, 0.35), (codes, 2.0)):
+            moves = np.abs(np.diff(values))
+            assert max(moves) <= total / steps + 1e-9                       # a share a frame, no jump
+            assert np.isclose(sum(moves[:steps]), total)                    # all the way within SWITCH_MS
+        assert all(pose is state[0] or np.allclose(pose.rotvec, state[0].rotvec)
+                   for pose, _ in shown[start + steps:])
+        assert all(len(code) == len(state[1]) for _, code in shown[start:])  # the new source's layout
+        if source == "packets":
+            assert all(np.array_equal(code[k:], tracked[1][k:]) for _, code in shown[start:])
+        assert len(other[1]) != len(state[1])
+    assert switch(None, "voice", 10_000) is None
