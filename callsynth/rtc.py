@@ -335,8 +335,13 @@ def fix_ice_checks(copy_after_s: float = SET_UP_COPY_AFTER_S) -> None:
         return
 
     def send_copy(self, message, addr) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        transport = self.transport             # a socket, or a TURN relay's (which has no is_closing)
+        if transport is None or getattr(transport, "is_closing", lambda: False)():
+            return
+        try:
             original(self, message, addr)
+        except Exception:  # noqa: BLE001 - the socket or the relay closed meanwhile: the copy is not needed
+            pass
 
     def send_stun(self, message, addr) -> None:
         original(self, message, addr)
