@@ -326,7 +326,8 @@ def fix_ice_checks(copy_after_s: float = SET_UP_COPY_AFTER_S) -> None:
     doubling), and a check is answered only when both the request and its answer arrive (72 % at 15 %
     loss): peers connected after 0.5, 1.5, 3.5, 7.5 or 15.5 s, and once in 60 set-ups not within 30 s
     (`scripts/call_setup.py --send-once` at 15 % loss: README, "A lossy link"). Each copy is answered too,
-    so a check now fails only when both exchanges do. Consent checks once connected are sent once."""
+    so a check now fails only when both exchanges do; a check answered before its copy is due goes without
+    it (on a good link no copy is sent). Consent checks once connected are sent once."""
     protocol = aioice.ice.StunProtocol
     original = getattr(protocol, "_callsynth_send_stun", protocol.send_stun)
     protocol._callsynth_send_stun = original
@@ -335,6 +336,8 @@ def fix_ice_checks(copy_after_s: float = SET_UP_COPY_AFTER_S) -> None:
         return
 
     def send_copy(self, message, addr) -> None:
+        if message.transaction_id not in getattr(self, "transactions", {}):
+            return                             # answered meanwhile: the copy is not needed
         transport = self.transport             # a socket, or a TURN relay's (which has no is_closing)
         if transport is None or getattr(transport, "is_closing", lambda: False)():
             return
@@ -358,9 +361,11 @@ def fix_dtls_setup(copy_after_s: float = SET_UP_COPY_AFTER_S) -> None:
     at 15 % loss a handshake whose round trip failed four times running (both flights must arrive: 28 %
     a try) took 15 s or more, and a call that waits 20 s for its channels gave up with "no path"
     (`scripts/call_setup.py --send-once` at 15 % loss: README, "A lossy link"). With a copy, a flight's
-    datagram is lost only when both are (2 % at 15 %). A copy that arrives after its original is a
-    replayed record, which DTLS drops (RFC 6347 4.1.2.6); nothing else goes out twice: application data
-    (23, the SCTP of the data channels) and SRTP (the voice) are sent once."""
+    datagram is lost only when both are (2 % at 15 %). A copy is let go when anything came from the other
+    side meanwhile (its next flight, or its data once it is through: the original arrived), so that on a
+    good link the copies are not sent; one that arrives after its original anyway is a replayed record,
+    which DTLS drops (RFC 6347 4.1.2.6). Nothing else goes out twice: application data (23, the SCTP of
+    the data channels) and SRTP (the voice) are sent once."""
     transport = RTCDtlsTransport
     original = getattr(transport, "_callsynth_start", transport.start)
     transport._callsynth_start = original
@@ -371,9 +376,17 @@ def fix_dtls_setup(copy_after_s: float = SET_UP_COPY_AFTER_S) -> None:
     async def start(self, remoteParameters) -> None:
         ice = self.transport
         if not getattr(ice, "_callsynth_copies", False):
-            ice._callsynth_copies, send = True, ice._send
+            ice._callsynth_copies, send, receive = True, ice._send, ice._recv
+            heard = [0]                        # datagrams received from the other side so far
 
-            async def send_copy(data: bytes) -> None:
+            async def counting_recv():
+                data = await receive()
+                heard[0] += 1
+                return data
+
+            async def send_copy(data: bytes, heard_before: int) -> None:
+                if heard[0] > heard_before:    # the other side answered since: the original arrived
+                    return
                 try:
                     await send(data)
                 except Exception:  # noqa: BLE001 - the connection closed meanwhile: the copy is not needed
@@ -382,9 +395,11 @@ def fix_dtls_setup(copy_after_s: float = SET_UP_COPY_AFTER_S) -> None:
             async def send_twice(data: bytes) -> None:
                 await send(data)
                 if data and data[0] in DTLS_HANDSHAKE_TYPES:
-                    asyncio.get_running_loop().call_later(copy_after_s, lambda: asyncio.ensure_future(send_copy(data)))
+                    before = heard[0]
+                    asyncio.get_running_loop().call_later(
+                        copy_after_s, lambda: asyncio.ensure_future(send_copy(data, before)))
 
-            ice._send = send_twice
+            ice._send, ice._recv = send_twice, counting_recv
         await original(self, remoteParameters)
 
     transport.start = start
