@@ -35,19 +35,41 @@ CATCH_UP_MS = 67.0
 SWITCH_MS = 200.0
 
 
-class CatchUp:
+class _Glide:
+    """What CatchUp and SourceSwitch share: the state shown, moved from the one shown last toward each new
+    state over what is left of a stretch once one has begun (`left_ms`, on the clock of `t_ms`); `part`,
+    the expression's elements blended, the rest taken whole from the new state."""
+
+    def __init__(self, ms: float):
+        self.ms = ms
+        self.shown: tuple[Pose, np.ndarray] | None = None   # the state shown last, at shown_ms
+        self.shown_ms = 0.0
+        self.left_ms = 0.0                                    # of the stretch still to reach the state over
+
+    def _glide(self, state: tuple[Pose, np.ndarray] | None, t_ms: float,
+               part: slice) -> tuple[Pose, np.ndarray] | None:
+        if self.left_ms > 0:
+            before = self.shown
+            step = max(0.0, t_ms - self.shown_ms)
+            w = min(1.0, step / self.left_ms)
+            self.left_ms -= step
+            expression = np.array(state[1], dtype=np.float64)
+            expression[part] = (1 - w) * before[1][part] + w * expression[part]
+            state = interpolate_pose(before[0], state[0], w), expression
+        self.shown, self.shown_ms = state, t_ms
+        return state
+
+
+class CatchUp(_Glide):
     """The state shown, moved toward the timeline's over CATCH_UP_MS after concealed frames: a concealed
     face is held or extrapolated where the packet that ends it may put the face elsewhere, and shown at once
     that was a jump, every packet on a sparse link (a pop every 400 ms at the 16 kbps tier), and after each
     lost one. Frames shown from packets throughout pass unchanged. The expression's last two elements are
-    taken whole from the timeline's (the mouth cue every decoded packet carries)."""
+    taken whole from the timeline's (the mouth cue every decoded packet carries: a cue is never blended)."""
 
     def __init__(self, ms: float = CATCH_UP_MS):
-        self.ms = ms
-        self.shown: tuple[Pose, np.ndarray] | None = None   # the state shown last, at shown_ms of the timeline
-        self.shown_ms = 0.0
+        super().__init__(ms)
         self.concealed = False
-        self.left_ms = 0.0                                    # of the timeline still to reach it over
 
     def __call__(self, state: tuple[Pose, np.ndarray] | None, concealed: bool,
                  t_ms: float) -> tuple[Pose, np.ndarray] | None:
@@ -56,29 +78,20 @@ class CatchUp:
             self.left_ms = 0.0
         elif self.concealed and not concealed:
             self.left_ms = self.ms
-        if self.left_ms > 0:
-            step = max(0.0, t_ms - self.shown_ms)
-            w = min(1.0, step / self.left_ms)
-            self.left_ms -= step
-            expression = (1 - w) * before[1] + w * state[1]
-            expression[CUE] = state[1][CUE]                   # a cue is taken whole, never blended
-            state = interpolate_pose(before[0], state[0], w), expression
-        self.shown, self.shown_ms, self.concealed = state, t_ms, concealed
-        return state
+        self.concealed = concealed
+        return self._glide(state, t_ms, slice(None, CUE.start))
 
 
-class SourceSwitch:
+class SourceSwitch(_Glide):
     """The state shown, moved over SWITCH_MS from what was shown to what the new source says whenever the
     source changes (the voice taking over from packets, or packets coming back), instead of a jump of the
     whole head. The first `k` elements of an expression (the code) are blended; the rest (gaze, lip
     correction, mouth cue: the packets' alone, the voice's state has none) are the new source's."""
 
     def __init__(self, k: int, ms: float = SWITCH_MS):
-        self.k, self.ms = k, ms
-        self.shown: tuple[Pose, np.ndarray] | None = None
-        self.shown_ms = 0.0
+        super().__init__(ms)
+        self.k = k
         self.source: str | None = None
-        self.left_ms = 0.0
 
     def __call__(self, state: tuple[Pose, np.ndarray] | None, source: str,
                  t_ms: float) -> tuple[Pose, np.ndarray] | None:
@@ -90,15 +103,8 @@ class SourceSwitch:
             self.left_ms = 0.0
         elif source != self.source:
             self.left_ms = self.ms
-        if self.left_ms > 0:
-            step = max(0.0, t_ms - self.shown_ms)
-            w = min(1.0, step / self.left_ms)
-            self.left_ms -= step
-            expression = np.array(state[1], dtype=np.float64)
-            expression[:self.k] = (1 - w) * before[1][:self.k] + w * expression[:self.k]
-            state = interpolate_pose(before[0], state[0], w), expression
-        self.shown, self.shown_ms, self.source = state, t_ms, source
-        return state
+        self.source = source
+        return self._glide(state, t_ms, slice(None, self.k))
 
 
 class FeatureTimeline:
