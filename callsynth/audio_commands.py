@@ -7,6 +7,7 @@ from pathlib import Path
 
 from audio2exp.options import A2E_TRAIN, TrainOptions
 
+from .arg_types import display_rate, share, snr_db, weight
 from .call_options import CALL
 from .outputs import output_file, output_folder, output_video
 from .wire import MAX_REFERENCES
@@ -140,19 +141,6 @@ def cmd_audio2exp_eval(args) -> int:
     return 0
 
 
-def _share(text: str) -> float:
-    """A share from 0 to 1, for argparse."""
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a share from 0 to 1")
-    return value
-
-
 def add_audio_commands(sub, positive_int) -> None:
     p = sub.add_parser("audio2exp", help="render a talking face from a still and speech",
                        description="Drive the still's mouth from the speech in --audio (blinks and a small "
@@ -167,7 +155,7 @@ def add_audio_commands(sub, positive_int) -> None:
                         "and teeth showing, one with the eyes closed; open mouths and blinks are drawn from "
                         "them (without, an open mouth is the still's lips stretched, dark and toothless)")
     p.add_argument("--output", required=True, type=output_video, help="video to write (.mp4/.mov/.mkv)")
-    p.add_argument("--fps", type=float, default=CALL.display_fps,
+    p.add_argument("--fps", type=display_rate, default=CALL.display_fps,
                    help="frame rate, a receiver's display rate unless told (default %(default)s)")
     p.add_argument("--model", type=Path, help="audio2exp checkpoint (default: the shipped one)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
@@ -183,7 +171,7 @@ def add_audio_commands(sub, positive_int) -> None:
                    help=f"passes over the data (default {A2E_TRAIN.epochs})")
     p.add_argument("--max-clips", type=positive_int, help="use at most this many clips (quick runs)")
     p.add_argument("--seed", type=int, default=A2E_TRAIN.seed, help=f"random seed (default {A2E_TRAIN.seed})")
-    p.add_argument("--phone-weight", type=float, default=A2E_TRAIN.phone_weight,
+    p.add_argument("--phone-weight", type=weight, default=A2E_TRAIN.phone_weight,
                    help="weight of the second task, naming the phone under each frame as pocketsphinx's "
                         "phone decoder hears it (decoded once, cached in ~/.cache/callsynth/phones; "
                         f"default {A2E_TRAIN.phone_weight}; 0 trains on mouth codes alone)")
@@ -193,14 +181,14 @@ def add_audio_commands(sub, positive_int) -> None:
     p.add_argument("--other-speakers-x", type=positive_int, default=A2E_TRAIN.other_speakers_x,
                    help="how many times as often the clips of speakers other than GRID s1 are drawn "
                         f"(default {A2E_TRAIN.other_speakers_x}; 1: as often as their share of the frames)")
-    p.add_argument("--gap-weight", type=float, default=A2E_TRAIN.gap_weight,
+    p.add_argument("--gap-weight", type=weight, default=A2E_TRAIN.gap_weight,
                    help="how many times the lip gap's squared error counts beside the 55 mouth points' "
                         f"(default {A2E_TRAIN.gap_weight:g}; 0: the mouth points alone)")
-    p.add_argument("--background-share", type=_share, default=A2E_TRAIN.background_share,
+    p.add_argument("--background-share", type=share, default=A2E_TRAIN.background_share,
                    help="share of the training windows drawn with music, noise or another person's voice "
                         "mixed under the speech (audio2exp/backgrounds.py; "
                         f"default {A2E_TRAIN.background_share:g}; 0: clean speech only)")
-    p.add_argument("--background-snr", type=float, nargs=2, metavar=("LOW", "HIGH"),
+    p.add_argument("--background-snr", type=snr_db, nargs=2, metavar=("LOW", "HIGH"),
                    default=A2E_TRAIN.background_snr_db,
                    help="dB under the voice those backgrounds are mixed at, drawn between LOW and HIGH "
                         f"(default {A2E_TRAIN.background_snr_db[0]:g} {A2E_TRAIN.background_snr_db[1]:g})")

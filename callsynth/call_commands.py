@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
 
+from .arg_types import camera_index, display_rate, per_second, playout_delay_ms, port, positive_int, seconds, wait_s
 from .call_key import ENV_VAR
 from .call_options import CALL
 from .outputs import output_file, output_folder, output_video
@@ -215,14 +217,6 @@ def _two_way_demo(args) -> int:
     return 0
 
 
-def positive_int(text: str) -> int:
-    """argparse's type for a count: an int of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def add_model_options(p: argparse.ArgumentParser, repair_every: bool = True) -> None:
     """--model and --generator, shared by every command that rebuilds frames; --repair-every where frames
     follow one another (not `combine`'s single transfer)."""
@@ -277,15 +271,15 @@ def add_call_commands(sub, positive_int) -> None:
                                    "oversized messages with an error, caps connections, message rate and idle "
                                    "time, checks --token when set, serves wss:// with --tls-cert/--tls-key.")
     p.add_argument("--host", default=CALL.host, help="address to listen on (default %(default)s)")
-    p.add_argument("--port", type=int, default=CALL.signalling_port, help="port (default %(default)s)")
+    p.add_argument("--port", type=port, default=CALL.signalling_port, help="port (default %(default)s)")
     p.add_argument("--token", help="require this token in every join")
     p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve wss:// (with --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument("--max-per-address", type=positive_int, default=limits.connections_per_address,
                    metavar="N", help="connections one address may hold (default %(default)s)")
-    p.add_argument("--max-rate", type=float, default=limits.messages_per_s, metavar="N",
+    p.add_argument("--max-rate", type=per_second, default=limits.messages_per_s, metavar="N",
                    help="messages a second per connection; beyond, dropped (default %(default)s)")
-    p.add_argument("--idle-timeout", type=float, default=limits.idle_timeout_s, metavar="S",
+    p.add_argument("--idle-timeout", type=seconds, default=limits.idle_timeout_s, metavar="S",
                    help="close a joined client silent this long; clients ping every 15 s "
                         "(default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -299,7 +293,7 @@ def add_call_commands(sub, positive_int) -> None:
 
     sending = argparse.ArgumentParser(add_help=False)
     g = sending.add_argument_group("what this side sends")
-    g.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
+    g.add_argument("--camera", type=camera_index, metavar="N", help="OpenCV camera index")
     g.add_argument("--video", type=Path, metavar="FILE", help="play this file as the camera")
     g.add_argument("--identity", type=Path, metavar="STILL",
                    help="the still to send (default: picked from the first 1.5 s: frontal, neutral, eyes open)")
@@ -321,7 +315,7 @@ def add_call_commands(sub, positive_int) -> None:
                    help="drop P %% of feature packets at random, to see concealment")
     g.add_argument("--camera-off", action="store_true",
                    help="no camera: the voice (--audio) drives the face, packets flagged as audio-derived")
-    g.add_argument("--speech-after", type=float, default=CALL.speech_after_no_face_s, metavar="S",
+    g.add_argument("--speech-after", type=wait_s, default=CALL.speech_after_no_face_s, metavar="S",
                    help="with no face in view for S seconds, let the voice drive the face (default %(default)s)")
     g.add_argument("--no-speech-fallback", action="store_true", help="never let the voice drive the face")
     g.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
@@ -333,12 +327,12 @@ def add_call_commands(sub, positive_int) -> None:
     g.add_argument("--play-voice", action=argparse.BooleanOptionalAction,
                    help="play the other side's voice on this machine's default sound output (through ALSA; "
                         "default: with --window)")
-    g.add_argument("--fps", type=float, default=CALL.display_fps, help="display rate (default %(default)s)")
-    g.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",
+    g.add_argument("--fps", type=display_rate, default=CALL.display_fps, help="display rate (default %(default)s)")
+    g.add_argument("--playout-delay", type=playout_delay_ms, default=CALL.playout_delay_ms, metavar="MS",
                    help="a fixed jitter buffer delay behind the sender's clock (default: adaptive, the "
                         f"packet spacing plus the jitter seen, at most {CALL.max_playout_delay_ms:g} ms)")
-    g.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds")
-    g.add_argument("--rejoin-wait", type=float, default=CALL.rejoin_wait_s, metavar="S",
+    g.add_argument("--duration", type=seconds, metavar="S", help="stop after this many seconds")
+    g.add_argument("--rejoin-wait", type=wait_s, default=CALL.rejoin_wait_s, metavar="S",
                    help="after losing the other side, wait this long for it to come back (default %(default)s)")
     g.add_argument("--audio-fallback", action="store_true",
                    help="when feature packets stop but the voice goes on, drive the face from the voice")
@@ -398,7 +392,7 @@ def add_call_commands(sub, positive_int) -> None:
                         "(auto; see `send --help`)")
     p.add_argument("--send-every", type=positive_int, default=CALL.send_every,
                    help="one packet every N frames at up to 30 fps, every 2N at up to 60 (default %(default)s)")
-    p.add_argument("--playout-delay", type=float, default=CALL.playout_delay_ms, metavar="MS",
+    p.add_argument("--playout-delay", type=playout_delay_ms, default=CALL.playout_delay_ms, metavar="MS",
                    help="a fixed playout delay for the receiving side(s) (default: adaptive)")
     p.add_argument("--audio", metavar="FILE|none", help="voice (default: the clip's own audio)")
     p.add_argument("--max-frames", type=positive_int, help="send at most this many frames")
@@ -420,8 +414,8 @@ def budget_arg(text: str) -> float | str:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a number of kbps nor 'auto'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"a budget must be positive, not {text}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"a budget is a positive number of kbps, not {text}")
     return value
 
 

@@ -11,7 +11,7 @@ import warnings
 from contextlib import ExitStack
 from pathlib import Path
 
-from .call_commands import positive_int as _positive_int
+from .arg_types import positive_int as _positive_int
 from .call_options import CALL
 from .outputs import output_file, output_folder, output_picture_or_video, output_video
 from .tool_options import TOOLS

@@ -347,3 +347,55 @@ def test_every_default_is_read_from_one_options_dataclass(tmp_path):
     assert ReceiverOptions(url="ws://x", room="r").hosts == (CALL.host,)
     assert parse(["audio2exp", "--audio", "a.wav", "--identity", "i.png",
                   "--output", str(tmp_path / "o.mp4")]).fps == CALL.display_fps
+
+
+@pytest.mark.parametrize("command, option", [
+    (["audio2exp", "--identity", "{clip}", "--audio", "{clip}", "--output", "{out}/talk.mp4", "--fps", "0"], "--fps"),
+    (["audio2exp", "--identity", "{clip}", "--audio", "{clip}", "--output", "{out}/talk.mp4", "--fps", "-5"], "--fps"),
+    (["receive", "--room", "r", "--fps", "0"], "--fps"),
+    (["receive", "--room", "r", "--fps", "nan"], "--fps"),
+    (["receive", "--room", "r", "--playout-delay", "-20"], "--playout-delay"),
+    (["receive", "--room", "r", "--playout-delay", "9000"], "--playout-delay"),
+    (["receive", "--room", "r", "--duration", "0"], "--duration"),
+    (["receive", "--room", "r", "--rejoin-wait", "inf"], "--rejoin-wait"),
+    (["send", "--room", "r", "--camera", "-1"], "--camera"),
+    (["send", "--room", "r", "--video", "{clip}", "--speech-after", "-1"], "--speech-after"),
+    (["send", "--room", "r", "--video", "{clip}", "--budget", "inf"], "--budget"),
+    (["signal", "--port", "70000"], "--port"),
+    (["signal", "--max-rate", "0"], "--max-rate"),
+    (["signal", "--idle-timeout", "-1"], "--idle-timeout"),
+    (["audio2exp-train", "--out", "{out}", "--gap-weight", "-1"], "--gap-weight"),
+    (["audio2exp-train", "--out", "{out}", "--background-snr", "5", "nan"], "--background-snr"),
+])
+def test_a_number_out_of_its_range_is_a_usage_error_naming_the_option(command, option, data, tmp_path, capsys):
+    """`type=float` took 0, -5, nan and inf: `receive --fps 0` ended in a ZeroDivisionError as the call
+    began, `audio2exp --fps 0` wrote a video of no frames and exited 0, `--budget inf` an OverflowError.
+    Each number's range is checked as the command line is read (callsynth.arg_types); nothing is made."""
+    args = [a.format(clip=data / VAL_CLIP, out=tmp_path / "out") for a in command]
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {option}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_option_reads_a_bare_float_or_int():
+    """Every number on a command line goes through a type that checks its range (callsynth.arg_types);
+    a bare float or int (a seed aside, any int is one) lets 0, negatives, nan and inf through."""
+    import argparse
+
+    from callsynth.cli import build_parser
+
+    bare = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(sub, sub_name)
+            elif action.type in (float, int) and action.dest != "seed":
+                bare.append(f"{name} {action.option_strings}")
+
+    walk(build_parser(), "callsynth")
+    assert bare == []
