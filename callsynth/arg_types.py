@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Callable
 
 
@@ -63,3 +64,11 @@ weight = number_in(0)
 per_second = number_in(0, above=True, unit="a second")
 snr_db = number_in(-20, 60, unit="dB")
 share = number_in(0, 1)
+
+
+def existing_folder(text: str) -> Path:
+    """A folder to read from: one that is not there is said, not read as a folder of nothing."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {'not a folder' if path.exists() else 'no such folder'}")
+    return path

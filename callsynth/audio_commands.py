@@ -7,7 +7,7 @@ from pathlib import Path
 
 from audio2exp.options import A2E_TRAIN, TrainOptions
 
-from .arg_types import display_rate, share, snr_db, weight
+from .arg_types import display_rate, existing_folder, share, snr_db, weight
 from .call_options import CALL
 from .outputs import output_file, output_folder, output_video
 from .wire import MAX_REFERENCES
@@ -203,7 +203,7 @@ def add_audio_commands(sub, positive_int) -> None:
                                    ">= 70 % of p/b/m closures closed, interview (spontaneous speech) Pearson "
                                    ">= 0.5, delay <= 200 ms, compute <= 3 ms a frame.")
     p.add_argument("--clips", nargs="+", help="clips with audio (default: the audio validation set)")
-    p.add_argument("--align-dir", type=Path, help="folder of GRID .align files named like the clips")
+    p.add_argument("--align-dir", type=existing_folder, help="folder of GRID .align files named like the clips")
     p.add_argument("--model", type=Path, help="audio2exp checkpoint (default: the shipped one)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.add_argument("--out", type=output_file, help="also write the report here (JSON)")

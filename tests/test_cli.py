@@ -366,6 +366,7 @@ def test_every_default_is_read_from_one_options_dataclass(tmp_path):
     (["signal", "--idle-timeout", "-1"], "--idle-timeout"),
     (["audio2exp-train", "--out", "{out}", "--gap-weight", "-1"], "--gap-weight"),
     (["audio2exp-train", "--out", "{out}", "--background-snr", "5", "nan"], "--background-snr"),
+    (["audio2exp-eval", "--align-dir", "{out}/align"], "--align-dir"),
 ])
 def test_a_number_out_of_its_range_is_a_usage_error_naming_the_option(command, option, data, tmp_path, capsys):
     """`type=float` took 0, -5, nan and inf: `receive --fps 0` ended in a ZeroDivisionError as the call
