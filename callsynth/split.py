@@ -13,6 +13,9 @@ def data_root() -> Path:
     """../shared/data beside the checkout, or $CALLSYNTH_DATA."""
     env = os.environ.get("CALLSYNTH_DATA")
     if env:
+        if not (Path(env) / "manifest.csv").is_file():
+            raise FileNotFoundError(f"CALLSYNTH_DATA={env} holds no manifest.csv: it should name the training "
+                                    "media's folder (../shared/data)")
         return Path(env)
     here = Path(__file__).resolve().parents[1]
     for base in (here, Path.cwd()):
