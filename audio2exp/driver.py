@@ -9,7 +9,7 @@ import logging
 
 import numpy as np
 
-from callsynth.face.pose import Pose
+from callsynth.face.pose import Pose, interpolate_pose
 
 from .features import SAMPLE_RATE, SILENT_LEVEL
 from .idle import IdleMotion
@@ -19,6 +19,11 @@ from .stream import StreamingMouth, offline_codes
 log = logging.getLogger("callsynth.speech")
 
 SILENT_WARN_S = 2.0       # a streamed voice silent this long is said
+# When the voice takes over from the camera, its head starts where the caller's was and comes back to the
+# still's at rest over this long (eased at both ends), as a person settles back facing the screen: starting
+# at rest turned the whole head to the camera as the voice took over (a two-way call's camera-off key, or
+# the receiver's fallback when packets stop), the caller's whole turn within the 200 ms of a switch.
+RETURN_S = 3.0
 
 
 class SilenceWatch:
@@ -56,10 +61,32 @@ class SpeechDriver:
         self.leftover = np.zeros(0, np.float32)
         self.resampler = None          # PyAV's, made at the first audio frame (any rate and layout in)
         self.silence = SilenceWatch(driving=driving)
+        # start_from's latest request (pose, number), written by any thread; read by the pushing one, which
+        # keeps what it is doing with it in `returning` (pose, stream time it started, number)
+        self.request: tuple[Pose, int] | None = None
+        self.returning: tuple[Pose, float, int] | None = None
+
+    def start_from(self, pose: Pose) -> None:
+        """Let the head of the frames from the next one on start at `pose` (the caller's as last tracked or
+        shown) and come back to the still's at rest over RETURN_S. Safe from another thread than the one
+        pushing audio: it only replaces `request`, which that thread never writes."""
+        number = self.request[1] + 1 if self.request is not None else 1
+        self.request = (pose, number)
 
     def state(self, t: float, mouth: np.ndarray, loudness: float = 0.0) -> tuple[Pose, np.ndarray]:
         code = mouth + self.idle.blink(t) * self.model.blink_code
-        return self.idle.head(t, self.rest, loudness), code.astype(np.float64)
+        return self.idle.head(t, self._base_pose(t), loudness), code.astype(np.float64)
+
+    def _base_pose(self, t: float) -> Pose:
+        """The pose the sway turns: the still's at rest, or on the way back to it from start_from's."""
+        request = self.request
+        if request is not None and (self.returning is None or self.returning[2] != request[1]):
+            self.returning = (request[0], t, request[1])
+        if self.returning is None:
+            return self.rest
+        pose, since, _ = self.returning
+        x = min(max((t - since) / RETURN_S, 0.0), 1.0)
+        return self.rest if x >= 1.0 else interpolate_pose(pose, self.rest, x * x * (3 - 2 * x))
 
     def push(self, samples: np.ndarray) -> list[tuple[float, Pose, np.ndarray]]:
         """Feed 16 kHz samples; get (time s, pose, code) of each frame that became ready."""

@@ -519,6 +519,8 @@ class FrameClock:
             self.in_fallback = use
             if self.speech is not None:
                 self.speech.silence.driving = use
+                if use and self.switch.shown is not None:
+                    self.speech.start_from(self.switch.shown[0])   # the head goes on from where it is shown
             self.stats.event("feature packets stopped: the received voice drives the face" if use else
                              "feature packets are back")
         return use

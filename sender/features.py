@@ -17,7 +17,7 @@ from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
 from callsynth.face.crop import StableCrop
-from callsynth.face.pose import interpolate_pose
+from callsynth.face.pose import Pose, interpolate_pose
 from callsynth.face.regions import eye_openness, lip_gap
 from callsynth.face.still import Still
 from callsynth.face.tracker import FaceTracker, TrackResult
@@ -35,6 +35,7 @@ class SentFrame:
     reason: str = ""
     timings_ms: dict = field(default_factory=dict)
     references: list = field(default_factory=list)   # reference stills to send now: messages (or pending)
+    pose: Pose | None = None    # the head's pose, on frames with a face that sent or looked for reference stills
 
 
 @dataclass
@@ -277,4 +278,4 @@ class FeatureEncoder:
             references = self.picker.observe(crop, landmarks, capture_ms, turn)
         t2 = time.perf_counter()
         return SentFrame(crop, packet, result.found, result.reason,
-                         {"track": tracked.ms, "encode": (t2 - t1) * 1e3}, references)
+                         {"track": tracked.ms, "encode": (t2 - t1) * 1e3}, references, pose)

@@ -17,12 +17,17 @@ from audio2exp.model import Audio2ExpModel
 from callsynth.budget import sampled
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.code import FaceCoder
+from callsynth.face.pose import Pose
 from callsynth.face.still import Still
 from callsynth.media import SoundDropped
 from callsynth.wire import CAPTURE_MASK, FLAG_AUDIO, Codec, FrameFeatures
 
 log = logging.getLogger("callsynth.send")
 CONTEXT_S = 2.0       # voice kept while the camera drives the face, to prime the model when it takes over
+# The voice's head starts at the caller's pose as last sent when that was this recent (a camera turned off
+# with the key, a face lost with --speech-after 0); later, the receiver has held the last pose for 0.5 s and
+# eased it back to the still's at rest (receiver.playout.FeatureTimeline), and the voice starts there too.
+FRESH_POSE_S = 0.5
 
 
 class SpeechPackets:
@@ -46,6 +51,7 @@ class SpeechPackets:
         self.fps, self.send_every, self.send = fps, send_every, send
         self.start_s: float | None = None   # wall time of the audio's sample 0
         self.active = False
+        self.last_pose: tuple[Pose, float] | None = None   # the camera's last sent pose, and when (wall s)
         self.packets = 0
         self.payload_bytes = 0
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech")
@@ -69,10 +75,12 @@ class SpeechPackets:
                 self.context.popleft()
             self.restart = True
             return
-        primer = None
+        primer, start_pose = None, None
         if self.restart:      # just activated: a new driver, primed with the voice just heard
             primer, self.context, self.restart = list(self.context), deque(), False
-        done = self.loop.run_in_executor(self.worker, self.packets_for, frame, primer)
+            if self.last_pose is not None and time.time() - self.last_pose[1] <= FRESH_POSE_S:
+                start_pose = self.last_pose[0]
+        done = self.loop.run_in_executor(self.worker, self.packets_for, frame, primer, start_pose)
         done.add_done_callback(self._send_all)
 
     def _send_all(self, done: asyncio.Future) -> None:
@@ -90,10 +98,12 @@ class SpeechPackets:
         self.closed = True
         self.worker.shutdown(wait=False, cancel_futures=True)
 
-    def packets_for(self, frame: av.AudioFrame, primer: list | None = None) -> list[bytes]:
+    def packets_for(self, frame: av.AudioFrame, primer: list | None = None,
+                    start_pose: Pose | None = None) -> list[bytes]:
         """The packets this audio frame completes; runs in the worker thread. `primer`: the frames heard
         while inactive, given on the first frame after activation (a new driver is primed with them;
-        their packets are the past and are not sent)."""
+        their packets are the past and are not sent). `start_pose`: where the new driver's head starts
+        (SpeechDriver.start_from), from the frame after the primer on."""
         out = []
         stream_s = float(frame.time or 0.0)
         dropped = self.dropped(frame)
@@ -102,6 +112,8 @@ class SpeechPackets:
             primer = primer or []
             self.driver_origin_s = float(primer[0].time or 0.0) if primer else stream_s
             self.driver.push_frames(primer)
+            if start_pose is not None:
+                self.driver.start_from(start_pose)
         elif dropped:
             # the microphone's frames dropped before it (the call fell behind): the face's time runs on over
             # them (counted without them, every packet after was stamped that much earlier than its voice

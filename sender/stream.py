@@ -546,6 +546,8 @@ class FaceStream:
             for pending in sent.references:
                 done = loop.run_in_executor(self.reference_thread, pending.finish)
                 done.add_done_callback(self._reference_made)
+            if speech is not None and sent.pose is not None and not speech.active:
+                speech.last_pose = (sent.pose, time.time())     # where the voice's head starts if it takes over
             if speech is not None and options.speech_after_no_face_s is not None and self.camera_on:
                 no_face_since = None if sent.found else (no_face_since or time.time())
                 lost = no_face_since is not None and time.time() - no_face_since >= options.speech_after_no_face_s

@@ -627,3 +627,87 @@ def test_the_mouth_follows_a_voice_with_music_or_noise_under_it(basis, data, kin
     _, noisy = offline_codes(model, under_voice(voice, bed, 10.0), fps=25.0)
     opening = lambda codes: gap_of_code(codes, basis.mean_shape, basis)     # noqa: E731
     assert np.corrcoef(opening(clean), opening(noisy))[0, 1] >= 0.75
+
+
+def _turn_between(a, b) -> float:
+    from scipy.spatial.transform import Rotation
+
+    return float(np.linalg.norm((Rotation.from_rotvec(a.rotvec).inv() * Rotation.from_rotvec(b.rotvec)).as_rotvec()))
+
+
+def test_the_voice_s_head_starts_where_the_caller_s_was_and_settles_at_rest_over_return_s(basis, data):
+    """When the voice takes over from the camera its head began at the still's at rest: the caller's whole
+    turn undone within a switch's 200 ms. From start_from on, it starts at the caller's pose and comes back
+    to rest over RETURN_S, a little a frame; the mouth is the voice's either way."""
+    from audio2exp.driver import RETURN_S, SpeechDriver
+    from callsynth.face.pose import Pose
+
+    rest = Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2)
+    turned = Pose(np.array([0.05, 0.45, 0.0]), np.array([0.56, 0.48, 0.0]), 0.22)
+    model = load_model(basis=basis)
+    anchored, plain = SpeechDriver(model, rest), SpeechDriver(model, rest)
+    voice = np.tile(load_audio(data / GRID_VAL), 2)          # 6 s: past the return
+    out = {"anchored": [], "plain": []}
+    for i in range(0, len(voice), 320):                      # 20 ms pushes, as a call's
+        if i == SAMPLE_RATE:                                 # the voice takes over after 1 s
+            anchored.start_from(turned)
+            start = len(out["anchored"])
+        for name, driver in (("anchored", anchored), ("plain", plain)):
+            out[name] += driver.push(voice[i:i + 320])
+    assert len(out["anchored"]) == len(out["plain"]) > 150
+    sway = 0.05                                              # IdleMotion's turn at most, and a nod
+    first_t, first_pose, _ = out["anchored"][start]
+    assert _turn_between(first_pose, turned) < sway < _turn_between(first_pose, rest)
+    assert _turn_between(out["plain"][start][1], rest) < sway  # without it: at rest at once
+    steps = [_turn_between(a[1], b[1]) for a, b in zip(out["anchored"][start:], out["anchored"][start + 1:])]
+    assert max(steps) < 0.45 / (RETURN_S * 30) * 1.5 + 0.01   # smoothstep's steepest, plus the sway's
+    for (t, pose, code), (_, plain_pose, plain_code) in zip(out["anchored"], out["plain"]):
+        assert np.allclose(code, plain_code)
+        if t < first_t or t >= first_t + RETURN_S:           # before, and once back: the same head
+            assert np.allclose(pose.rotvec, plain_pose.rotvec) and np.allclose(pose.translation, plain_pose.translation)
+
+
+@pytest.mark.parametrize("age_s, starts", [(0.1, "turned"), (2.0, "rest")])
+def test_the_camera_s_last_pose_starts_the_voice_s_head_only_while_fresh(basis, data, age_s, starts):
+    """Camera off with the key: the sender's voice packets start at the pose it sent last, so the receiver's
+    head goes on from there. After FRESH_POSE_S the receiver has eased its face back to rest
+    (FeatureTimeline), and the voice starts at rest too."""
+    import asyncio
+    import fractions
+    import time
+
+    import av
+
+    from callsynth.face.pose import Pose
+    from callsynth.face.still import still_of
+    from callsynth.wire import Codec
+    from sender.speech import SpeechPackets
+
+    voice = load_audio(data / GRID_VAL)
+    pcm = (np.clip(np.interp(np.arange(0, 2 * SAMPLE_RATE, 1 / 3), np.arange(voice.size), voice), -1, 1)
+           * 32000).astype(np.int16)
+    sent = []
+    packets = SpeechPackets(load_model(basis=basis), basis, still_of(data / GRID_VAL), 25.0, 1, sent.append)
+    rest = packets.rest_pose
+    turned = Pose(rest.rotvec + np.array([0.0, 0.4, 0.0]), rest.translation, rest.scale)
+
+    async def speak():
+        for k in range(100):                                  # 2 s of 20 ms frames at 48 kHz
+            if k == 50:                                       # the camera goes off after 1 s
+                packets.last_pose = (turned, time.time() - age_s)
+                packets.active = True
+            frame = av.AudioFrame.from_ndarray(pcm[None, k * 960:(k + 1) * 960], format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 48000, k * 960, fractions.Fraction(1, 48000)
+            packets.feed(frame)
+            await asyncio.sleep(0)
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if packets.worker._work_queue.empty() and len(sent) > 10:
+                break
+
+    asyncio.run(speak())
+    packets.close()
+    first = Codec(basis).decode(sent[0]).pose
+    near = {"turned": turned, "rest": rest}[starts]
+    far = {"turned": rest, "rest": turned}[starts]
+    assert _turn_between(first, near) < 0.05 < _turn_between(first, far)

@@ -549,6 +549,64 @@ def test_the_voice_drives_the_face_beside_the_event_loop_and_skips_when_far_behi
     assert any("falls behind the voice" in e["event"] for e in stats.events)
 
 
+def test_when_packets_stop_the_voice_s_head_goes_on_from_the_pose_shown():
+    """The receiver's fallback: the voice's head was the still's at rest, so as the voice took over the
+    caller's turn was undone within the switch's 200 ms. Now it starts where the face was shown
+    (SpeechDriver.start_from) and returns to rest over RETURN_S: a turned caller is still turned 0.3 s into
+    the voice's stretch."""
+    from scipy.spatial.transform import Rotation
+
+    from callsynth.face.pose import Pose
+    from receiver.frame_clock import FrameClock
+    from receiver.stats import ReceiverStats
+
+    def turn(a, b):
+        return float(np.linalg.norm((Rotation.from_rotvec(a.rotvec).inv() * Rotation.from_rotvec(b.rotvec)).as_rotvec()))
+
+    basis = load_basis()
+    stats = ReceiverStats()
+    picture = FrameClock(basis, ReceiverOptions(url="ws://127.0.0.1:1", room="x", key=CallKey.new().text,
+                                                model="warp", audio_fallback=True, delay_ms=0),
+                         stats, hang_up=lambda _: None)
+    assert picture.accept_still(prepare_still(read_still(GRID_VAL_AUDIO)), 1000)
+    rest = picture.renderer.rest_pose
+    turned = Pose(rest.rotvec + np.array([0.0, 0.4, 0.0]), rest.translation, rest.scale)
+    codec = Codec(basis)
+    shown = []
+    real_render = picture._render
+
+    async def render(state):
+        shown.append((time.time(), state, picture.in_fallback))
+        return await real_render(state)
+
+    picture._render = render
+    with av.open(str(GRID_VAL_AUDIO)) as clip:
+        voice = [f for f in clip.decode(audio=0)]
+
+    async def call():
+        start, waiting = time.time(), list(voice)
+        for _ in range(90):                           # 3 s at 30 frames a second
+            now = time.time() - start
+            while waiting and float(waiting[0].time) <= now:     # the voice as it comes
+                picture.accept_audio(waiting.pop(0))
+            if now < 0.6:                             # packets for the first 0.6 s, then none
+                picture.accept_features(codec.encode(FrameFeatures(int(time.time() * 1000) & CAPTURE_MASK,
+                                                                   turned, np.zeros(basis.k))))
+            await picture._show_frame()
+            await asyncio.sleep(1 / 30)
+
+    asyncio.run(call())
+    picture.close()
+    before = [state[0] for _, state, voice_drives in shown if not voice_drives]
+    after = [(t, state[0]) for t, state, voice_drives in shown if voice_drives]
+    assert before and turn(before[-1], turned) < 0.05
+    assert len(after) > 20
+    t0 = after[0][0]
+    settled = [pose for t, pose in after if 0.25 <= t - t0 <= 0.45]       # past the switch's 200 ms
+    assert settled and all(turn(pose, turned) < 0.12 < turn(pose, rest) for pose in settled), \
+        [round(turn(p, turned), 3) for p in settled]
+
+
 def test_a_new_still_of_another_face_is_said_aloud():
     """A party of the call (it holds the key) that sends a still of someone else mid-call: the receiver
     takes it, as the caller's choice, and says that the face changed; the same face again is said too (a
