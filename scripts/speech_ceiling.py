@@ -4,6 +4,8 @@ sound's loudness (RMS over 40 ms, in dB under the clip's 95th percentile; quiet:
 
 - the shipped model's Pearson r of mouth opening against the tracked video, over all frames and over the
   loud frames alone;
+- the r of the loudness alone (dB, floored at LOUDNESS_FLOOR_DB) against the opening: how much of it the
+  voice's rhythm alone would give;
 - the tracked mouth's median opening in the quiet frames and in the loud ones (a mouth that opens when
   nothing is heard: breaths, smiles, a pause with the lips apart);
 - two oracles that know the true opening wherever there is sound: holding the closed mouth where it is quiet
@@ -35,6 +37,7 @@ from callsynth.split import audio_validation_files, data_root
 
 QUIET_DB = -15.0            # under the clip's 95th percentile of loudness: quiet
 RMS_WINDOW = 640            # samples: 40 ms
+LOUDNESS_FLOOR_DB = -40.0   # the loudness as a predictor: no quieter than this under the 95th percentile
 
 
 def loudness_db(samples: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -56,7 +59,7 @@ def main():
     basis = load_basis(None); model = load_model(None, basis)
     tracked = track_many(clips, desc="lm")
     print(f"on {cpu_description()}; quiet: under {QUIET_DB:.0f} dB of the clip's 95th percentile of loudness")
-    print(f"{'clip':24} {'quiet':>6} {'r all':>6} {'r loud':>6} {'open quiet/loud':>16} "
+    print(f"{'clip':24} {'quiet':>6} {'r all':>6} {'r loud':>6} {'r dB':>6} {'open quiet/loud':>16} "
           f"{'oracle closed':>13} {'oracle median':>13}")
     rows, curves = [], []
     for path in clips:
@@ -68,15 +71,16 @@ def main():
         loud = db >= QUIET_DB
         row = {"quiet": float(np.mean(~loud[v])), "all": r(true[v], said[v]),
                "loud": r(true[v & loud], said[v & loud]),
+               "dB": r(true[v], np.maximum(db, LOUDNESS_FLOOR_DB)[v]),
                "open_quiet": float(np.median(true[v & ~loud])) if np.any(v & ~loud) else float("nan"),
                "open_loud": float(np.median(true[v & loud])),
                "closed": r(true[v], np.where(loud, true, rest)[v]),
                "median": r(true[v], np.where(loud, true, np.median(true[v]))[v])}
         rows.append(row); curves.append((path.name, times, true, said, db))
-        print(f"{path.name:24} {row['quiet']:6.0%} {row['all']:6.3f} {row['loud']:6.3f} "
+        print(f"{path.name:24} {row['quiet']:6.0%} {row['all']:6.3f} {row['loud']:6.3f} {row['dB']:6.3f} "
               f"{row['open_quiet']:7.3f} / {row['open_loud']:.3f} {row['closed']:13.3f} {row['median']:13.3f}")
-    mean = {k: float(np.mean([row[k] for row in rows])) for k in ("all", "loud", "closed", "median")}
-    print(f"{'mean':24} {'':6} {mean['all']:6.3f} {mean['loud']:6.3f} {'':16} {mean['closed']:13.3f} "
+    mean = {k: float(np.mean([row[k] for row in rows])) for k in ("all", "loud", "dB", "closed", "median")}
+    print(f"{'mean':24} {'':6} {mean['all']:6.3f} {mean['loud']:6.3f} {mean['dB']:6.3f} {'':16} {mean['closed']:13.3f} "
           f"{mean['median']:13.3f}")
 
     import matplotlib
