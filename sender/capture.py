@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import itertools
 import logging
 import subprocess
 import threading
@@ -136,6 +137,11 @@ class FileAudioTrack(MediaStreamTrack):
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE,
                                            frame_size=AUDIO_FRAME)
         self.decoded = self._decode()
+        first = next(self.decoded, None)        # a stream of no sound is said now, not as a call that stops
+        if first is None:
+            self.container.close()
+            raise MediaError(f"{path}: its audio stream holds no sound")
+        self.decoded = itertools.chain([first], self.decoded)
         self.start: float | None = None
         self.samples = 0
         self.held = False

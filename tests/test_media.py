@@ -359,3 +359,23 @@ def test_a_file_s_sound_held_for_its_pictures_begins_with_them():
     # paced from `begin`: the file's first sample is due then, its second frame 20 ms later (and waited for)
     assert held.start + begun.pts / AUDIO_RATE == pytest.approx(at, abs=1e-6)
     assert done >= at + AUDIO_FRAME / AUDIO_RATE - 0.002
+
+
+def test_an_audio_file_of_no_sound_is_said_before_the_call(tmp_path):
+    """`send --camera-off --audio FILE` with a WAV of no samples waited for the receiver, then had nothing to
+    drive the face with: said as the track opens. A video whose sound holds nothing sends no voice, said."""
+    import struct
+
+    from callsynth.call_commands import _source_and_voice
+    from callsynth.cli import build_parser
+    from callsynth.media import MediaError
+    from sender.capture import FileAudioTrack
+
+    empty = tmp_path / "zero.wav"
+    empty.write_bytes(b"RIFF" + struct.pack("<I", 36) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+                      + b"data" + struct.pack("<I", 0))
+    with pytest.raises(MediaError, match="holds no sound"):
+        FileAudioTrack(empty)
+    args = build_parser().parse_args(["send", "--room", "r", "--camera-off", "--audio", str(empty)])
+    with pytest.raises(MediaError, match="zero.wav: its audio stream holds no sound"):
+        _source_and_voice(args)
