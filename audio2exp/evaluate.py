@@ -127,10 +127,13 @@ def gaps_of(model: Audio2ExpModel, basis: ExpressionBasis, clip: Clip, samples: 
 
 
 def evaluate_clip(model: Audio2ExpModel, basis: ExpressionBasis, path: Path, landmarks, fps,
-                  words: list[str] | None) -> dict | None:
+                  words: list[str] | None, gaps: dict | None = None) -> dict | None:
+    """The clip's row of the report; its MouthGaps and frame rate go into `gaps` (by clip) when given."""
     g = mouth_gaps(model, basis, path, landmarks, fps)
     if g is None:
         return None
+    if gaps is not None:
+        gaps[str(path)] = (g, fps)
     row = {"clip": str(path), "frames": int(g.valid.sum()), "pearson": g.pearson}
     if words:
         onsets = [s for p, s, _ in phone_segments(g.samples, words) if p in BILABIALS]
@@ -175,9 +178,10 @@ def measure_delay(model: Audio2ExpModel, fps: float = 30.0, seconds: float = 5.0
 
 
 def evaluate(model: Audio2ExpModel, basis: ExpressionBasis, clips: list[Path],
-             align_dir: Path | None = None, log=print) -> dict:
+             align_dir: Path | None = None, log=print, gaps: dict | None = None) -> dict:
     """Per-clip rows, each group's summary, the delay, and the clips given but not measured (each with
-    why): a target is met only on what was measured, so the command counts each of those as a miss."""
+    why): a target is met only on what was measured, so the command counts each of those as a miss.
+    `gaps`: a dict to fill with each measured clip's (MouthGaps, fps): the true and predicted lip gap."""
     tracked = track_many(clips, desc="landmarks")
     rows, not_measured = [], []
     for path in clips:
@@ -191,7 +195,7 @@ def evaluate(model: Audio2ExpModel, basis: ExpressionBasis, clips: list[Path],
         elif "grid" in str(path):
             words = grid_words(Path(path))
         try:
-            row = evaluate_clip(model, basis, Path(path), item["landmarks"], item["fps"], words)
+            row = evaluate_clip(model, basis, Path(path), item["landmarks"], item["fps"], words, gaps)
         except SilentTrack as e:
             log(f"left out: {e}")
             not_measured.append({"clip": str(path), "why": "its sound is digital zero throughout"})

@@ -78,7 +78,8 @@ def cmd_audio2exp_eval(args) -> int:
     for clip in clips:
         if not clip.exists():
             raise FileNotFoundError(f"{clip}: no such clip")
-    report = evaluate(model, basis, clips, args.align_dir)
+    gaps: dict = {}
+    report = evaluate(model, basis, clips, args.align_dir, gaps=gaps)
     if args.rendered:
         add_rendered(report, basis, model, args.rendered)     # what the evaluator measures, beside
     print(f"{'clip':<28} {'frames':>6} {'pearson':>8} {'bilabial closed':>16}"
@@ -129,6 +130,10 @@ def cmd_audio2exp_eval(args) -> int:
           f" on {cpu_description()}")
     report["missed"] = missed
     report["cpu"] = cpu_description()
+    if args.plot:
+        from .speech_plot import plot_mouth_curves, speech_curves
+
+        print(f"figure: {plot_mouth_curves(speech_curves(gaps), args.plot, 'lip gap: tracked video and audio2exp')}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
@@ -207,6 +212,8 @@ def add_audio_commands(sub, positive_int) -> None:
     p.add_argument("--model", type=Path, help="audio2exp checkpoint (default: the shipped one)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.add_argument("--out", type=output_file, help="also write the report here (JSON)")
+    p.add_argument("--plot", type=output_file, metavar="PNG",
+                   help="also draw each clip's lip gap over time, tracked and predicted, with its r")
     p.add_argument("--rendered", type=output_folder, metavar="DIR",
                    help="also render each clip's talking face (as `callsynth audio2exp` does, from the clip's "
                         "first frame and its own sound) into DIR and measure its mouth opening as the "

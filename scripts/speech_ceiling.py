@@ -33,6 +33,7 @@ from audio2exp.model import load_model
 from callsynth.face.basis import load_basis
 from callsynth.face.landmark_cache import track_many
 from callsynth.machine import cpu_description
+from callsynth.speech_plot import MouthCurve, plot_mouth_curves
 from callsynth.split import audio_validation_files, data_root
 
 QUIET_DB = -15.0            # under the clip's 95th percentile of loudness: quiet
@@ -83,21 +84,8 @@ def main():
     print(f"{'mean':24} {'':6} {mean['all']:6.3f} {mean['loud']:6.3f} {mean['dB']:6.3f} {'':16} {mean['closed']:13.3f} "
           f"{mean['median']:13.3f}")
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(curves), 1, figsize=(12, 2.6 * len(curves)), squeeze=False)
-    for ax, (name, times, true, said, db) in zip(axes[:, 0], curves):
-        ax.fill_between(times, 0, 1, where=db < QUIET_DB, transform=ax.get_xaxis_transform(), color="0.9",
-                        label="quiet")
-        ax.plot(times, true, label="tracked video")
-        ax.plot(times, said, label="audio2exp")
-        ax.set_title(name, fontsize=9); ax.set_ylabel("lip gap")
-    axes[0, 0].legend(loc="upper right", fontsize=8)
-    axes[-1, 0].set_xlabel("s")
-    args.plot.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout(); fig.savefig(args.plot, dpi=80)
+    plot_mouth_curves([MouthCurve(name, times, true, said, np.ones(len(true), bool), db < QUIET_DB, "quiet")
+                       for name, times, true, said, db in curves], args.plot)
     print(f"figure: {args.plot}")
     return 0
 

@@ -190,18 +190,25 @@ def test_audio2exp_eval_counts_a_clip_it_cannot_measure_as_a_miss(data, tmp_path
     assert "every target met" not in out and "GRID speakers (aligned words): 1 clips" in out
 
 
-def test_audio2exp_eval_exits_1_and_names_the_target_it_misses(data, capsys):
+def test_audio2exp_eval_exits_1_and_names_the_target_it_misses(data, capsys, tmp_path):
     """One interview clip the shipped model follows badly (retalking/4: Pearson about 0) and one GRID
-    speaker: the command prints FAIL for the interview target, lists it under 'missed', and exits 1."""
+    speaker: the command prints FAIL for the interview target, lists it under 'missed', and exits 1.
+    --plot draws both clips' lip gap, tracked and predicted, one panel each."""
+    from PIL import Image
+
     from callsynth.cli import main
 
     grid = data / GRID_VAL                  # a held-out GRID speaker the model follows (r 0.72, its b closed)
-    code = main(["audio2exp-eval", "--clips", str(grid), str(data / "video/retalking/4.mp4")])
+    plot = tmp_path / "mouth.png"
+    code = main(["audio2exp-eval", "--clips", str(grid), str(data / "video/retalking/4.mp4"), "--plot", str(plot)])
     out = capsys.readouterr().out
     assert code == 1
     missed = out.split("\nmissed ")[1]          # "missed a target:" (or more: compute on a busy machine)
     assert "interview speakers" in missed and "(target >= 0.5)" in missed and "GRID" not in missed
     assert "compute per frame" in out and "cores" in out          # with the CPU that measured it
+    assert f"figure: {plot}" in out
+    width, height = Image.open(plot).size
+    assert height > width / 3                                     # two panels, one above the other
 
 
 def test_the_rendered_mouth_is_measured_as_the_evaluators_tool_measures_it(data, basis, tmp_path):
