@@ -491,7 +491,8 @@ class FrameClock:
         if self.after_hang_up and playout > self.jitter.newest_ms:
             return
         state, concealed = self.jitter.state_at(playout)
-        state = self.switch(state, "packets", now * 1000)
+        # the sender's own switch between its camera and its voice changes the packets' kind: glided too
+        state = self.switch(state, "voice packets" if self.jitter.from_audio else "packets", now * 1000)
         if state is None:
             return
         shown = self._present(await self._render(state), now)

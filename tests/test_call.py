@@ -607,6 +607,58 @@ def test_when_packets_stop_the_voice_s_head_goes_on_from_the_pose_shown():
         [round(turn(p, turned), 3) for p in settled]
 
 
+def test_when_the_sender_s_voice_takes_over_from_its_camera_the_head_moves_there_over_switch_ms():
+    """The sender's own switch (camera off, or back on): its packets change kind (FLAG_AUDIO) and the pose
+    they carry can be far from the last one (the camera's pose when it comes back, after the voice's head
+    returned to rest). The receiver moves there over SWITCH_MS as when its own fallback takes over, instead
+    of in one frame."""
+    from scipy.spatial.transform import Rotation
+
+    from callsynth.face.pose import Pose
+    from callsynth.wire import FLAG_AUDIO
+    from receiver.frame_clock import FrameClock
+    from receiver.playout import SWITCH_MS
+    from receiver.stats import ReceiverStats
+
+    def turn(a, b):
+        return float(np.linalg.norm((Rotation.from_rotvec(a.rotvec).inv() * Rotation.from_rotvec(b.rotvec)).as_rotvec()))
+
+    basis = load_basis()
+    picture = FrameClock(basis, ReceiverOptions(url="ws://127.0.0.1:1", room="x", key=CallKey.new().text,
+                                                model="warp", delay_ms=0), ReceiverStats(), hang_up=lambda _: None)
+    assert picture.accept_still(prepare_still(read_still(GRID_VAL_AUDIO)), 1000)
+    rest = picture.renderer.rest_pose
+    turned = Pose(rest.rotvec + np.array([0.0, 0.4, 0.0]), rest.translation, rest.scale)
+    codec = Codec(basis)
+    shown = []
+    real_render = picture._render
+
+    async def render(state):
+        shown.append((time.time(), state[0]))
+        return await real_render(state)
+
+    picture._render = render
+
+    async def call():
+        start = time.time()
+        for _ in range(60):                           # 2 s at 30 frames a second
+            now = time.time() - start
+            pose, flags = (turned, 0) if now < 0.7 else (rest, FLAG_AUDIO)    # camera, then voice
+            picture.accept_features(codec.encode(FrameFeatures(int(time.time() * 1000) & CAPTURE_MASK,
+                                                               pose, np.zeros(basis.k), flags=flags)))
+            await picture._show_frame()
+            await asyncio.sleep(1 / 30)
+
+    asyncio.run(call())
+    picture.close()
+    steps = [(t, turn(a, b)) for (_, a), (t, b) in zip(shown, shown[1:])]
+    assert turn(shown[0][1], turned) < 0.01 and turn(shown[-1][1], rest) < 0.01      # from one to the other
+    biggest = max(step for _, step in steps)
+    moving = [t for t, step in steps if step > 0.005]
+    assert biggest < 0.4 / 3, [round(s, 3) for _, s in steps]                         # no jump
+    assert moving[-1] - moving[0] <= SWITCH_MS / 1000 + 0.1                           # and there soon
+
+
 def test_a_new_still_of_another_face_is_said_aloud():
     """A party of the call (it holds the key) that sends a still of someone else mid-call: the receiver
     takes it, as the caller's choice, and says that the face changed; the same face again is said too (a
