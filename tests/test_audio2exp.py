@@ -636,18 +636,12 @@ def test_the_mouth_follows_a_voice_with_music_or_noise_under_it(basis, data, kin
     assert np.corrcoef(opening(clean), opening(noisy))[0, 1] >= 0.75
 
 
-def _turn_between(a, b) -> float:
-    from scipy.spatial.transform import Rotation
-
-    return float(np.linalg.norm((Rotation.from_rotvec(a.rotvec).inv() * Rotation.from_rotvec(b.rotvec)).as_rotvec()))
-
-
 def test_the_voice_s_head_starts_where_the_caller_s_was_and_settles_at_rest_over_return_s(basis, data):
     """When the voice takes over from the camera its head began at the still's at rest: the caller's whole
     turn undone within a switch's 200 ms. From start_from on, it starts at the caller's pose and comes back
     to rest over RETURN_S, a little a frame; the mouth is the voice's either way."""
     from audio2exp.driver import RETURN_S, SpeechDriver
-    from callsynth.face.pose import Pose
+    from callsynth.face.pose import Pose, turn_between
 
     rest = Pose(np.zeros(3), np.array([0.5, 0.5, 0.0]), 0.2)
     turned = Pose(np.array([0.05, 0.45, 0.0]), np.array([0.56, 0.48, 0.0]), 0.22)
@@ -664,9 +658,9 @@ def test_the_voice_s_head_starts_where_the_caller_s_was_and_settles_at_rest_over
     assert len(out["anchored"]) == len(out["plain"]) > 150
     sway = 0.05                                              # IdleMotion's turn at most, and a nod
     first_t, first_pose, _ = out["anchored"][start]
-    assert _turn_between(first_pose, turned) < sway < _turn_between(first_pose, rest)
-    assert _turn_between(out["plain"][start][1], rest) < sway  # without it: at rest at once
-    steps = [_turn_between(a[1], b[1]) for a, b in zip(out["anchored"][start:], out["anchored"][start + 1:])]
+    assert turn_between(first_pose, turned) < sway < turn_between(first_pose, rest)
+    assert turn_between(out["plain"][start][1], rest) < sway  # without it: at rest at once
+    steps = [turn_between(a[1], b[1]) for a, b in zip(out["anchored"][start:], out["anchored"][start + 1:])]
     assert max(steps) < 0.45 / (RETURN_S * 30) * 1.5 + 0.01   # smoothstep's steepest, plus the sway's
     for (t, pose, code), (_, plain_pose, plain_code) in zip(out["anchored"], out["plain"]):
         assert np.allclose(code, plain_code)
@@ -685,7 +679,7 @@ def test_the_camera_s_last_pose_starts_the_voice_s_head_only_while_fresh(basis, 
 
     import av
 
-    from callsynth.face.pose import Pose
+    from callsynth.face.pose import Pose, turn_between
     from callsynth.face.still import still_of
     from callsynth.wire import Codec
     from sender.speech import SpeechPackets
@@ -717,4 +711,4 @@ def test_the_camera_s_last_pose_starts_the_voice_s_head_only_while_fresh(basis, 
     first = Codec(basis).decode(sent[0]).pose
     near = {"turned": turned, "rest": rest}[starts]
     far = {"turned": rest, "rest": turned}[starts]
-    assert _turn_between(first, near) < 0.05 < _turn_between(first, far)
+    assert turn_between(first, near) < 0.05 < turn_between(first, far)

@@ -554,14 +554,9 @@ def test_when_packets_stop_the_voice_s_head_goes_on_from_the_pose_shown():
     caller's turn was undone within the switch's 200 ms. Now it starts where the face was shown
     (SpeechDriver.start_from) and returns to rest over RETURN_S: a turned caller is still turned 0.3 s into
     the voice's stretch."""
-    from scipy.spatial.transform import Rotation
-
-    from callsynth.face.pose import Pose
+    from callsynth.face.pose import Pose, turn_between
     from receiver.frame_clock import FrameClock
     from receiver.stats import ReceiverStats
-
-    def turn(a, b):
-        return float(np.linalg.norm((Rotation.from_rotvec(a.rotvec).inv() * Rotation.from_rotvec(b.rotvec)).as_rotvec()))
 
     basis = load_basis()
     stats = ReceiverStats()
@@ -599,12 +594,12 @@ def test_when_packets_stop_the_voice_s_head_goes_on_from_the_pose_shown():
     picture.close()
     before = [state[0] for _, state, voice_drives in shown if not voice_drives]
     after = [(t, state[0]) for t, state, voice_drives in shown if voice_drives]
-    assert before and turn(before[-1], turned) < 0.05
+    assert before and turn_between(before[-1], turned) < 0.05
     assert len(after) > 20
     t0 = after[0][0]
     settled = [pose for t, pose in after if 0.25 <= t - t0 <= 0.45]       # past the switch's 200 ms
-    assert settled and all(turn(pose, turned) < 0.12 < turn(pose, rest) for pose in settled), \
-        [round(turn(p, turned), 3) for p in settled]
+    assert settled and all(turn_between(pose, turned) < 0.12 < turn_between(pose, rest) for pose in settled), \
+        [round(turn_between(p, turned), 3) for p in settled]
 
 
 def test_when_the_sender_s_voice_takes_over_from_its_camera_the_head_moves_there_over_switch_ms():
@@ -612,16 +607,11 @@ def test_when_the_sender_s_voice_takes_over_from_its_camera_the_head_moves_there
     they carry can be far from the last one (the camera's pose when it comes back, after the voice's head
     returned to rest). The receiver moves there over SWITCH_MS as when its own fallback takes over, instead
     of in one frame."""
-    from scipy.spatial.transform import Rotation
-
-    from callsynth.face.pose import Pose
+    from callsynth.face.pose import Pose, turn_between
     from callsynth.wire import FLAG_AUDIO
     from receiver.frame_clock import FrameClock
     from receiver.playout import SWITCH_MS
     from receiver.stats import ReceiverStats
-
-    def turn(a, b):
-        return float(np.linalg.norm((Rotation.from_rotvec(a.rotvec).inv() * Rotation.from_rotvec(b.rotvec)).as_rotvec()))
 
     basis = load_basis()
     picture = FrameClock(basis, ReceiverOptions(url="ws://127.0.0.1:1", room="x", key=CallKey.new().text,
@@ -651,8 +641,8 @@ def test_when_the_sender_s_voice_takes_over_from_its_camera_the_head_moves_there
 
     asyncio.run(call())
     picture.close()
-    steps = [(t, turn(a, b)) for (_, a), (t, b) in zip(shown, shown[1:])]
-    assert turn(shown[0][1], turned) < 0.01 and turn(shown[-1][1], rest) < 0.01      # from one to the other
+    steps = [(t, turn_between(a, b)) for (_, a), (t, b) in zip(shown, shown[1:])]
+    assert turn_between(shown[0][1], turned) < 0.01 and turn_between(shown[-1][1], rest) < 0.01   # one to the other
     biggest = max(step for _, step in steps)
     moving = [t for t, step in steps if step > 0.005]
     assert biggest < 0.4 / 3, [round(s, 3) for _, s in steps]                         # no jump

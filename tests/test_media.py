@@ -372,8 +372,8 @@ def test_an_audio_file_of_no_sound_is_said_before_the_call(tmp_path):
     from sender.capture import FileAudioTrack
 
     empty = tmp_path / "zero.wav"
-    empty.write_bytes(b"RIFF" + struct.pack("<I", 36) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
-                      + b"data" + struct.pack("<I", 0))
+    header = struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)           # PCM, mono, 16 kHz, 16 bits
+    empty.write_bytes(b"RIFF" + struct.pack("<I", 36) + b"WAVEfmt " + header + b"data" + struct.pack("<I", 0))
     with pytest.raises(MediaError, match="holds no sound"):
         FileAudioTrack(empty)
     args = build_parser().parse_args(["send", "--room", "r", "--camera-off", "--audio", str(empty)])

@@ -63,6 +63,11 @@ def estimate_pose(landmarks: np.ndarray, mean_shape: np.ndarray, rigid_idx: np.n
     return Pose(cv2.Rodrigues(rot)[0].ravel(), trans, scale)
 
 
+def turn_between(a: Pose, b: Pose) -> float:
+    """The angle (rad) of the rotation that takes pose a's head to pose b's."""
+    return float(np.linalg.norm((Rotation.from_rotvec(a.rotvec).inv() * Rotation.from_rotvec(b.rotvec)).as_rotvec()))
+
+
 def interpolate_pose(a: Pose, b: Pose, w: float) -> Pose:
     """Pose a fraction w of the way from a to b (spherical for the rotation)."""
     ra, rb = Rotation.from_rotvec(a.rotvec), Rotation.from_rotvec(b.rotvec)
