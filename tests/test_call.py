@@ -549,24 +549,21 @@ def test_the_voice_drives_the_face_beside_the_event_loop_and_skips_when_far_behi
     assert any("falls behind the voice" in e["event"] for e in stats.events)
 
 
-def test_when_packets_stop_the_voice_s_head_goes_on_from_the_pose_shown():
-    """The receiver's fallback: the voice's head was the still's at rest, so as the voice took over the
-    caller's turn was undone within the switch's 200 ms. Now it starts where the face was shown
-    (SpeechDriver.start_from) and returns to rest over RETURN_S: a turned caller is still turned 0.3 s into
-    the voice's stretch."""
-    from callsynth.face.pose import Pose, turn_between
+def watched_clock(audio_fallback: bool):
+    """A receiver's FrameClock with the still of a held-out GRID speaker, each state it renders noted as
+    (time, state, whether the voice drives it), and a pose 0.4 rad turned from the still's at rest:
+    (picture, shown, rest, turned, codec)."""
+    from callsynth.face.pose import Pose
     from receiver.frame_clock import FrameClock
     from receiver.stats import ReceiverStats
 
     basis = load_basis()
-    stats = ReceiverStats()
     picture = FrameClock(basis, ReceiverOptions(url="ws://127.0.0.1:1", room="x", key=CallKey.new().text,
-                                                model="warp", audio_fallback=True, delay_ms=0),
-                         stats, hang_up=lambda _: None)
+                                                model="warp", audio_fallback=audio_fallback, delay_ms=0),
+                         ReceiverStats(), hang_up=lambda _: None)
     assert picture.accept_still(prepare_still(read_still(GRID_VAL_AUDIO)), 1000)
     rest = picture.renderer.rest_pose
     turned = Pose(rest.rotvec + np.array([0.0, 0.4, 0.0]), rest.translation, rest.scale)
-    codec = Codec(basis)
     shown = []
     real_render = picture._render
 
@@ -575,6 +572,18 @@ def test_when_packets_stop_the_voice_s_head_goes_on_from_the_pose_shown():
         return await real_render(state)
 
     picture._render = render
+    return picture, shown, rest, turned, Codec(basis)
+
+
+def test_when_packets_stop_the_voice_s_head_goes_on_from_the_pose_shown():
+    """The receiver's fallback: the voice's head was the still's at rest, so as the voice took over the
+    caller's turn was undone within the switch's 200 ms. Now it starts where the face was shown
+    (SpeechDriver.start_from) and returns to rest over RETURN_S: a turned caller is still turned 0.3 s into
+    the voice's stretch."""
+    from callsynth.face.pose import turn_between
+
+    picture, shown, rest, turned, codec = watched_clock(audio_fallback=True)
+    basis = codec.basis
     with av.open(str(GRID_VAL_AUDIO)) as clip:
         voice = [f for f in clip.decode(audio=0)]
 
@@ -607,27 +616,12 @@ def test_when_the_sender_s_voice_takes_over_from_its_camera_the_head_moves_there
     they carry can be far from the last one (the camera's pose when it comes back, after the voice's head
     returned to rest). The receiver moves there over SWITCH_MS as when its own fallback takes over, instead
     of in one frame."""
-    from callsynth.face.pose import Pose, turn_between
+    from callsynth.face.pose import turn_between
     from callsynth.wire import FLAG_AUDIO
-    from receiver.frame_clock import FrameClock
     from receiver.playout import SWITCH_MS
-    from receiver.stats import ReceiverStats
 
-    basis = load_basis()
-    picture = FrameClock(basis, ReceiverOptions(url="ws://127.0.0.1:1", room="x", key=CallKey.new().text,
-                                                model="warp", delay_ms=0), ReceiverStats(), hang_up=lambda _: None)
-    assert picture.accept_still(prepare_still(read_still(GRID_VAL_AUDIO)), 1000)
-    rest = picture.renderer.rest_pose
-    turned = Pose(rest.rotvec + np.array([0.0, 0.4, 0.0]), rest.translation, rest.scale)
-    codec = Codec(basis)
-    shown = []
-    real_render = picture._render
-
-    async def render(state):
-        shown.append((time.time(), state[0]))
-        return await real_render(state)
-
-    picture._render = render
+    picture, shown, rest, turned, codec = watched_clock(audio_fallback=False)
+    basis = codec.basis
 
     async def call():
         start = time.time()
@@ -641,8 +635,9 @@ def test_when_the_sender_s_voice_takes_over_from_its_camera_the_head_moves_there
 
     asyncio.run(call())
     picture.close()
-    steps = [(t, turn_between(a, b)) for (_, a), (t, b) in zip(shown, shown[1:])]
-    assert turn_between(shown[0][1], turned) < 0.01 and turn_between(shown[-1][1], rest) < 0.01   # one to the other
+    poses = [(t, state[0]) for t, state, _ in shown]
+    steps = [(t, turn_between(a, b)) for (_, a), (t, b) in zip(poses, poses[1:])]
+    assert turn_between(poses[0][1], turned) < 0.01 and turn_between(poses[-1][1], rest) < 0.01   # one to the other
     biggest = max(step for _, step in steps)
     moving = [t for t, step in steps if step > 0.005]
     assert biggest < 0.4 / 3, [round(s, 3) for _, s in steps]                         # no jump
