@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -15,7 +16,11 @@ def read_checkpoint(path: Path, error: type[Exception], what: str, fmt: int, bas
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several kinds for a damaged file
-        raise error(f"{path}: not a readable {what} ({exc})") from exc
+        # a file that is no checkpoint at all gives KeyError('101') or an empty EOFError: said as such; a
+        # damaged archive, torch's first sentence (the rest is advice about internal errors)
+        why = ("not a PyTorch checkpoint" if isinstance(exc, (KeyError, EOFError, pickle.UnpicklingError))
+               else str(exc).split(". ")[0])
+        raise error(f"{path}: not a readable {what} ({why})") from exc
     found = state.get("format") if isinstance(state, dict) else None
     if found != fmt:
         raise error(f"{path}: {what} format {found if found is not None else '?'}, this code reads {fmt}")

@@ -105,6 +105,11 @@ def test_the_shipped_model_refuses_another_basis_and_damaged_files(tmp_path, bas
     broken.write_bytes(b"\x00" * 100)
     with pytest.raises(ModelError, match="not a readable"):
         load_model(broken)
+    text = tmp_path / "audio2exp-text.pt"             # no checkpoint at all: torch said only "(101)"
+    text.write_text("hello")
+    said = r"audio2exp-text.pt: not a readable audio2exp model \(not a PyTorch checkpoint\)"
+    with pytest.raises(ModelError, match=said):
+        load_model(text)
     assert model.blink_code.shape == (basis.k,)
 
 

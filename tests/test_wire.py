@@ -158,8 +158,9 @@ def test_basis_file_is_checked_on_load(basis, tmp_path):
         ExpressionBasis.load(forged)
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a basis")
-    with pytest.raises(BasisError):
+    with pytest.raises(BasisError, match="not a readable basis file") as refused:
         ExpressionBasis.load(junk)
+    assert "pickle" not in str(refused.value)          # numpy's advice to load it unsafely is not passed on
 
 
 # --- bundles: several frames in one packet, the first in full and the rest as entropy-coded changes ----

@@ -97,7 +97,10 @@ class ExpressionBasis:
         except BasisError:
             raise
         except (OSError, KeyError, ValueError) as exc:
-            raise BasisError(f"{path}: not a readable basis file ({exc})") from exc
+            # numpy says any file without an .npy/.npz signature "contains pickled (object) data" and advises
+            # loading it unsafely: advice a basis must never take (it is read with allow_pickle=False)
+            why = "not an .npz archive of arrays" if "pickle" in str(exc) else str(exc)
+            raise BasisError(f"{path}: not a readable basis file ({why})") from exc
         if basis.digest != stored:
             raise BasisError(f"{path}: contents do not match their hash (damaged or edited file)")
         return basis
