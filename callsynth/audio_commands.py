@@ -7,7 +7,7 @@ from pathlib import Path
 
 from audio2exp.options import A2E_TRAIN, TrainOptions
 
-from .arg_types import display_rate, existing_folder, share, snr_db, weight
+from .arg_types import display_rate, existing_folder, positive_int, share, snr_db, weight
 from .call_options import CALL
 from .outputs import output_file, output_folder, output_video
 from .wire import MAX_REFERENCES
@@ -146,7 +146,7 @@ def cmd_audio2exp_eval(args) -> int:
     return 0
 
 
-def add_audio_commands(sub, positive_int) -> None:
+def add_audio_commands(sub) -> None:
     p = sub.add_parser("audio2exp", help="render a talking face from a still and speech",
                        description="Drive the still's mouth from the speech in --audio (blinks and a small "
                                    "head sway added) and write a video with that sound. Silence, music and "

@@ -238,7 +238,7 @@ def add_model_options(p: argparse.ArgumentParser, repair_every: bool = True) -> 
                             "in `callsynth bench` (default %(default)s)")
 
 
-def add_call_commands(sub, positive_int) -> None:
+def add_call_commands(sub) -> None:
     from .signalling import ServerLimits
 
     limits = ServerLimits()

@@ -11,7 +11,7 @@ import warnings
 from contextlib import ExitStack
 from pathlib import Path
 
-from .arg_types import positive_int as _positive_int
+from .arg_types import positive_int
 from .call_options import CALL
 from .outputs import output_file, output_folder, output_picture_or_video, output_video
 from .tool_options import TOOLS
@@ -256,12 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-out", type=output_video,
                    help="also write the driving frames cropped exactly like OUTPUT, frame for frame")
     p.add_argument("--stats", type=output_file, help="write bytes per packet, kbps, faceless frames, timings (JSON)")
-    p.add_argument("--send-every", type=_positive_int,
+    p.add_argument("--send-every", type=positive_int,
                    help=f"send packets as often as every Nth frame of a 30 fps camera does (30/N a second, at "
                         f"most one a frame), interpolate between (default: {CALL.reenact_send_every}, 15 packets/s: "
                         f"3 frames of every 5 at 25 fps, every 4th at 60)")
     p.add_argument("--basis", type=Path, help="basis file (default: the one shipped in callsynth/assets)")
-    p.add_argument("--max-frames", type=_positive_int, help="stop after this many driving frames")
+    p.add_argument("--max-frames", type=positive_int, help="stop after this many driving frames")
     p.add_argument("--relative", action=argparse.BooleanOptionalAction, default=None,
                    help="measure codes from the driving video's first face instead of the still "
                         "(default: on when IDENTITY and DRIVING are different files)")
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"codec target bitrates, comma-separated (default {','.join(map(str, TOOLS.codec_kbps))})")
     p.add_argument("--out", required=True, type=output_folder, help="folder for the report")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
-    p.add_argument("--max-frames", type=_positive_int, help="use at most this many frames of each clip")
+    p.add_argument("--max-frames", type=positive_int, help="use at most this many frames of each clip")
     p.add_argument("--generator", nargs="?", const="", default="", metavar="CHECKPOINT",
                    help="the generator measured beside the warp: the shipped one, the call's default "
                         "renderer (the default; a bare --generator says the same), or CHECKPOINT")
@@ -305,13 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fit the expression basis on the training identities of ../shared/data "
                                    "and write basis-<hash>.npz (landmarks are cached in ~/.cache/callsynth).")
     p.add_argument("--out", type=output_folder, default=Path(__file__).parent / "assets", help="output folder")
-    p.add_argument("--code-bits", type=_positive_int, default=TOOLS.code_bits,
+    p.add_argument("--code-bits", type=positive_int, default=TOOLS.code_bits,
                    help="wire bits for the code (default %(default)s)")
-    p.add_argument("--max-components", type=_positive_int, default=TOOLS.max_components,
+    p.add_argument("--max-components", type=positive_int, default=TOOLS.max_components,
                    help="PCA components considered (default %(default)s)")
-    p.add_argument("--max-grid-s1", type=_positive_int, default=TOOLS.max_grid_s1,
+    p.add_argument("--max-grid-s1", type=positive_int, default=TOOLS.max_grid_s1,
                    help="GRID s1 clips used, of 1000 (default %(default)s)")
-    p.add_argument("--workers", type=_positive_int, default=TOOLS.workers,
+    p.add_argument("--workers", type=positive_int, default=TOOLS.workers,
                    help="tracking processes (default %(default)s)")
     p.add_argument("--set-default", action="store_true", help="make the new basis the shipped default")
     p.set_defaults(func=cmd_fit_basis)
@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the patent's losses. Writes checkpoint.pt, log.csv and sample grids to the "
                                    "config's out folder; resumes from its checkpoint unless --restart.")
     p.add_argument("--config", required=True, type=Path, help="JSON config (see configs/)")
-    p.add_argument("--steps", type=_positive_int, help="override the config's number of steps")
+    p.add_argument("--steps", type=positive_int, help="override the config's number of steps")
     p.add_argument("--out", type=output_folder, help="override the config's output folder")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--export", type=output_file, metavar="PATH",
@@ -347,13 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the step that beats the composed mouth most on training people held "
                                    "out of training (the validation people are only logged). Samples are "
                                    "cached outside the repository.")
-    p.add_argument("--steps", type=_positive_int, default=mouth.steps, help=f"training steps (default {mouth.steps})")
+    p.add_argument("--steps", type=positive_int, default=mouth.steps, help=f"training steps (default {mouth.steps})")
     p.add_argument("--seed", type=int, default=mouth.seed, help=f"random seed (default {mouth.seed})")
     p.add_argument("--out", type=output_folder, default=Path(TOOLS.mouth_out),
                    help=f"output folder (default {TOOLS.mouth_out})")
     p.add_argument("--install", action="store_true",
                    help="copy the result to callsynth/assets/mouth_generator.pt, what receivers load")
-    p.add_argument("--workers", type=_positive_int, default=TOOLS.workers,
+    p.add_argument("--workers", type=positive_int, default=TOOLS.workers,
                    help="processes making samples (default %(default)s)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_train_mouth)
@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--install", action="store_true",
                    help="also write callsynth/assets/interior_codebook.npz, what senders and receivers load")
     p.add_argument("--seed", type=int, default=MouthTrainOptions().seed, help="k-means seed (default %(default)s)")
-    p.add_argument("--workers", type=_positive_int, default=TOOLS.workers,
+    p.add_argument("--workers", type=positive_int, default=TOOLS.workers,
                    help="processes making samples (default %(default)s)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_fit_interior)
@@ -411,18 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "under $CALLSYNTH_DATA or ../shared/data)")
     p.add_argument("--generator", type=Path, help="generator checkpoint (default: the shipped one)")
     p.add_argument("--warp-only", action="store_true", help="time only the warp")
-    p.add_argument("--frames", type=_positive_int, default=TOOLS.bench_frames,
+    p.add_argument("--frames", type=positive_int, default=TOOLS.bench_frames,
                    help="frames timed per row, over all its rounds (default %(default)s)")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_bench)
 
     from .call_commands import add_call_commands
 
-    add_call_commands(sub, _positive_int)
+    add_call_commands(sub)
 
     from .audio_commands import add_audio_commands
 
-    add_audio_commands(sub, _positive_int)
+    add_audio_commands(sub)
     return parser
 
 
