@@ -63,15 +63,20 @@ def estimate_pose(landmarks: np.ndarray, mean_shape: np.ndarray, rigid_idx: np.n
     return Pose(cv2.Rodrigues(rot)[0].ravel(), trans, scale)
 
 
+def _turn(a: Pose, b: Pose) -> tuple[Rotation, np.ndarray]:
+    """Pose a's rotation, and the rotation vector that takes it to pose b's."""
+    ra = Rotation.from_rotvec(a.rotvec)
+    return ra, (ra.inv() * Rotation.from_rotvec(b.rotvec)).as_rotvec()
+
+
 def turn_between(a: Pose, b: Pose) -> float:
     """The angle (rad) of the rotation that takes pose a's head to pose b's."""
-    return float(np.linalg.norm((Rotation.from_rotvec(a.rotvec).inv() * Rotation.from_rotvec(b.rotvec)).as_rotvec()))
+    return float(np.linalg.norm(_turn(a, b)[1]))
 
 
 def interpolate_pose(a: Pose, b: Pose, w: float) -> Pose:
     """Pose a fraction w of the way from a to b (spherical for the rotation)."""
-    ra, rb = Rotation.from_rotvec(a.rotvec), Rotation.from_rotvec(b.rotvec)
-    delta = (ra.inv() * rb).as_rotvec()
+    ra, delta = _turn(a, b)
     rot = ra * Rotation.from_rotvec(w * delta)
     return Pose(rot.as_rotvec(), (1 - w) * a.translation + w * b.translation,
                 float(np.exp((1 - w) * np.log(a.scale) + w * np.log(b.scale))))
