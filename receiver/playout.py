@@ -30,8 +30,10 @@ CATCH_UP_MS = 67.0
 
 # When what drives the face changes (the voice takes over from packets that stopped, or packets come back),
 # the face moves from what was shown to the new source's over this long: six frames shown at 30 a second.
-# The voice's head is the still's at rest, swaying, where the packets' is the caller's as last tracked, so
-# a switch moved the whole head: up to 15 px from one frame to the next in a receiver's recording.
+# The voice's head was the still's at rest, swaying, where the packets' is the caller's as last tracked, so
+# a switch moved the whole head: up to 15 px from one frame to the next in a receiver's recording. The
+# voice's head now starts at the pose shown (audio2exp.driver.SpeechDriver.start_from); the switch still
+# carries the code from one source's to the other's, and the head when the camera comes back.
 SWITCH_MS = 200.0
 
 
