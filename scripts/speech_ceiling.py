@@ -77,15 +77,15 @@ def main():
                "open_loud": float(np.median(true[v & loud])),
                "closed": r(true[v], np.where(loud, true, rest)[v]),
                "median": r(true[v], np.where(loud, true, np.median(true[v]))[v])}
-        rows.append(row); curves.append((path.name, times, true, said, db))
+        rows.append(row); curves.append((path.name, times, true, said, v, db))
         print(f"{path.name:24} {row['quiet']:6.0%} {row['all']:6.3f} {row['loud']:6.3f} {row['dB']:6.3f} "
               f"{row['open_quiet']:7.3f} / {row['open_loud']:.3f} {row['closed']:13.3f} {row['median']:13.3f}")
     mean = {k: float(np.mean([row[k] for row in rows])) for k in ("all", "loud", "dB", "closed", "median")}
     print(f"{'mean':24} {'':6} {mean['all']:6.3f} {mean['loud']:6.3f} {mean['dB']:6.3f} {'':16} {mean['closed']:13.3f} "
           f"{mean['median']:13.3f}")
 
-    plot_mouth_curves([MouthCurve(name, times, true, said, np.ones(len(true), bool), db < QUIET_DB, "quiet")
-                       for name, times, true, said, db in curves], args.plot)
+    plot_mouth_curves([MouthCurve(name, times, true, said, v, db < QUIET_DB, "quiet")
+                       for name, times, true, said, v, db in curves], args.plot)
     print(f"figure: {args.plot}")
     return 0
 
