@@ -48,6 +48,7 @@ def _fraction(text: str) -> float:
 
 
 def cmd_signal(args) -> int:
+    from .errors import said
     from .signalling import ServerLimits, run_server, server_tls
 
     _setup_logging(args.verbose)
@@ -57,7 +58,7 @@ def cmd_signal(args) -> int:
     try:
         asyncio.run(run_server(args.host, args.port, args.token, limits=limits, tls=tls))
     except OSError as exc:
-        raise ValueError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+        raise ValueError(f"cannot listen on {args.host}:{args.port}: {said(exc)}") from exc
     return 0
 
 

@@ -434,6 +434,7 @@ def main(argv=None) -> int:
         return 2
     from .call_commands import fix_ice_hosts
     from .demo import DemoError
+    from .errors import said
     from .face.basis import BasisError
     from .face.still import NoFaceError
     from .media import MediaError
@@ -444,10 +445,10 @@ def main(argv=None) -> int:
         return args.func(args)
     except (MediaError, NoFaceError, BasisError, FileNotFoundError, ValueError, SignallingError,
             DemoError, TimeoutError) as exc:  # audio2exp's ModelError is a ValueError
-        print(f"callsynth {args.command}: error: {exc}", file=sys.stderr)
+        print(f"callsynth {args.command}: error: {said(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:    # a disk that fills or a folder that goes read-only mid-run: said, not a traceback
-        print(f"callsynth {args.command}: error: {exc}", file=sys.stderr)
+        print(f"callsynth {args.command}: error: {said(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

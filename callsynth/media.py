@@ -142,12 +142,12 @@ def written_whole(output: str | Path) -> Iterator[Path]:
     block raises (an error, Ctrl-C): a render stopped half way leaves no broken file under the output's
     name, and an earlier output stays whole until the new one is. Close what writes it inside the block."""
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.stem}.{os.getpid()}.partial{output.suffix}")
-    try:
-        partial.touch()          # a place that cannot take the file is said now, before the work
+    try:                         # a place that cannot take the file is said now, before the work
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial.touch()
     except OSError as exc:
-        raise OSError(exc.errno, f"{output} cannot be written there ({exc.strerror})") from exc
+        raise OSError(f"{output} cannot be written there ({exc.strerror})") from exc   # any cause: exit 1
     try:
         yield partial
     except BaseException:

@@ -298,8 +298,23 @@ def test_a_place_the_disk_refuses_is_said_with_its_name(data, tmp_path, capsys, 
     rc = main(["reenact", "--identity", str(data / VAL_CLIP), "--driving", str(data / VAL_CLIP),
                "--output", str(out), "--max-frames", "4", "--quiet"])
     assert rc == 1                            # a system error, not a usage error
-    assert f"{out} cannot be written there (Permission denied)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"error: {out} cannot be written there (Permission denied)" in err
+    assert "[Errno" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_where_no_file_can_be_made_is_said_in_words_before_the_work(data, capsys):
+    """/proc takes no new files or folders, whoever asks (root too): an output there, or in a folder to be
+    made there, is named with the system's reason, without Python's errno prefix, before any frame."""
+    for out in ("/proc/callsynth_out.mp4", "/proc/callsynth_dir/out.mp4"):
+        rc = main(["reenact", "--identity", str(data / VAL_CLIP), "--driving", str(data / VAL_CLIP),
+                   "--output", out, "--max-frames", "4", "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 1, err
+        assert f"callsynth reenact: error: {out} cannot be written there (" in err
+        assert "[Errno" not in err and "Traceback" not in err
+    assert not Path("/proc/callsynth_dir").exists()
 
 
 def test_every_default_is_read_from_one_options_dataclass(tmp_path):
@@ -408,3 +423,19 @@ def test_a_data_folder_that_is_not_one_is_said(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CALLSYNTH_DATA", str(tmp_path / "nowhere"))
     assert main(["audio2exp-eval"]) == 2
     assert f"CALLSYNTH_DATA={tmp_path / 'nowhere'} holds no manifest.csv" in capsys.readouterr().err
+
+
+def test_a_port_already_taken_is_said_in_words(capsys):
+    """`callsynth signal` on a port another program holds: its address and the system's reason, without
+    Python's errno prefix."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        rc = main(["signal", "--host", "127.0.0.1", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"cannot listen on 127.0.0.1:{port}: " in err and "address already in use" in err
+    assert "[Errno" not in err and "Traceback" not in err
