@@ -11,6 +11,7 @@ import av
 import numpy as np
 
 from callsynth.compiled import compiled
+from callsynth.errors import reason
 from callsynth.media import MediaError
 
 SAMPLE_RATE = 16000
@@ -50,7 +51,7 @@ def load_audio(path: str | Path) -> np.ndarray:
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise MediaError(f"{path}: not an audio or video file ({exc})") from exc
+        raise MediaError(f"{path}: not an audio or video file ({reason(exc)})") from exc
     with container:
         if not container.streams.audio:
             raise MediaError(f"{path}: has no audio stream")
@@ -61,7 +62,7 @@ def load_audio(path: str | Path) -> np.ndarray:
                 chunks += [f.to_ndarray().ravel() for f in resampler.resample(frame)]
         except av.error.FFmpegError as exc:
             if not chunks:
-                raise MediaError(f"{path}: cannot decode its audio ({exc})") from exc
+                raise MediaError(f"{path}: cannot decode its audio ({reason(exc)})") from exc
         chunks += [f.to_ndarray().ravel() for f in resampler.resample(None)]
     samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if samples.size < WIN:

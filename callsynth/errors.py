@@ -9,3 +9,9 @@ def said(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror if exc.filename is None else f"{exc.filename}: {exc.strerror}"
     return str(exc)
+
+
+def reason(exc: BaseException) -> str:
+    """The system's or FFmpeg's reason alone ("Invalid data found when processing input"), for a message
+    that names the file itself; anything else as its own words."""
+    return getattr(exc, "strerror", None) or str(exc)

@@ -12,6 +12,8 @@ from typing import Iterator
 import av
 import numpy as np
 
+from .errors import reason
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MP4_SUFFIXES = (".mp4", ".m4v", ".mov")     # the MP4 family: fragmented as a call records (receiver/recorder.py)
 
@@ -43,8 +45,8 @@ def _open(path: str | Path):
             head = f.read(12)
         if head[4:8] == b"ftyp":      # an MP4 or MOV whose index never came: a copy or upload cut short
             raise MediaError(f"{path}: an MP4/MOV file that cannot be read, truncated perhaps (its index is "
-                             f"missing or damaged: {exc})") from exc
-        raise MediaError(f"{path}: not an image or video ({exc})") from exc
+                             f"missing or damaged: {reason(exc)})") from exc
+        raise MediaError(f"{path}: not an image or video ({reason(exc)})") from exc
 
 
 def video_info(path: str | Path) -> VideoInfo:
@@ -84,7 +86,7 @@ def iter_timed_frames(path: str | Path, max_frames: int | None = None,
                     break
         except av.error.FFmpegError as exc:
             if count == 0:
-                raise MediaError(f"{path}: not an image or video (no picture in it decodes: {exc})") from exc
+                raise MediaError(f"{path}: not an image or video (no picture in it decodes: {reason(exc)})") from exc
             # A truncated file: keep what decoded, stop cleanly.
     finally:
         container.close()

@@ -19,6 +19,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from callsynth.errors import reason
 from callsynth.media import MediaError, iter_frames, video_info
 from callsynth.sound_devices import RATE, SoundDeviceError, capture_process, use_system_alsa
 
@@ -130,7 +131,7 @@ class FileAudioTrack(MediaStreamTrack):
         try:
             self.container = av.open(str(path))
         except (av.error.FFmpegError, OSError) as exc:
-            raise MediaError(f"{path}: cannot open for audio ({exc})") from exc
+            raise MediaError(f"{path}: cannot open for audio ({reason(exc)})") from exc
         if not self.container.streams.audio:
             self.container.close()
             raise MediaError(f"{path}: has no audio stream")
@@ -346,7 +347,7 @@ class LibraryMicrophoneTrack(LiveMicrophone):
         except (av.error.FFmpegError, OSError) as exc:
             if not self.stopping.is_set():
                 logging.getLogger("callsynth.send").warning(
-                    "the microphone stopped (ALSA: %s); the call goes on without a voice", exc)
+                    "the microphone stopped (ALSA: %s); the call goes on without a voice", reason(exc))
         finally:
             self.container.close()
 

@@ -85,8 +85,9 @@ def test_bad_audio_gives_clear_errors(tmp_path, data):
     text.write_text("not a sound")
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
-    with pytest.raises(MediaError, match="not an audio or video file"):
+    with pytest.raises(MediaError, match="not an audio or video file") as said:
         load_audio(text)
+    assert "[Errno" not in str(said.value)       # FFmpeg's reason in words, not its error number
     with pytest.raises(MediaError, match="empty"):
         load_audio(empty)
     with pytest.raises(MediaError, match="no such file"):

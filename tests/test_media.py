@@ -9,8 +9,10 @@ from .conftest import file_plugin_as_default, loudness_envelope, sound_tools_env
 def test_not_an_image_or_video(tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("hello, this is text")
-    with pytest.raises(MediaError, match="not an image or video"):
+    with pytest.raises(MediaError, match="not an image or video") as said:
         read_still(bad)
+    assert str(said.value).startswith(f"{bad}: not an image or video (")        # FFmpeg's reason, in words:
+    assert str(said.value).endswith("Invalid data found when processing input)")  # no "[Errno 1094995529]"
     with pytest.raises(MediaError, match="not an image or video"):
         list(iter_frames(bad))
     with pytest.raises(MediaError, match="no such file"):
