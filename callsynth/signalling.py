@@ -35,6 +35,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from .call_key import CallKey, room_id_for
 from .call_options import CALL
+from .errors import said
 
 log = logging.getLogger("callsynth.signal")
 
@@ -361,7 +362,9 @@ class SignallingClient:
                 websockets.connect(self.url, max_size=HARD_LIMIT, ssl=self._tls()), timeout)
         except (OSError, asyncio.TimeoutError, websockets.InvalidURI, websockets.InvalidHandshake,
                 ssl.SSLError) as exc:
-            raise SignallingError(f"cannot reach the signalling server at {self.url}: {exc}") from exc
+            why = ("nothing listens there: is `callsynth signal` running, on that port?"
+                   if isinstance(exc, ConnectionRefusedError) else said(exc))
+            raise SignallingError(f"cannot reach the signalling server at {self.url}: {why}") from exc
         proof = self.key.join_proof(self.room)
         join = {"type": "join", "room": self.key.room_id(self.room), "proof": proof, "role": self.role}
         if self.token:

@@ -264,8 +264,10 @@ def test_wss_serves_the_call_and_plain_or_untrusted_clients_are_refused(tmp_path
 
 def test_unreachable_server_is_a_clear_error():
     async def test():
-        with pytest.raises(SignallingError, match="cannot reach"):
+        with pytest.raises(SignallingError, match="cannot reach") as said:
             await SignallingClient("ws://127.0.0.1:9", "r", "sender", KEY).connect(timeout=3)
+        assert str(said.value) == ("cannot reach the signalling server at ws://127.0.0.1:9: nothing listens "
+                                   "there: is `callsynth signal` running, on that port?")
         with pytest.raises(SignallingError, match="still unreachable"):
             await SignallingClient("ws://127.0.0.1:9", "r", "sender", KEY).reconnect(give_up_after_s=1.5)
 
