@@ -40,6 +40,15 @@ def _ice_server(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _ice_host(text: str) -> str:
+    from .rtc import parse_ice_host
+
+    try:
+        return parse_ice_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value < 100:
@@ -255,7 +264,7 @@ def add_call_commands(sub) -> None:
     common.add_argument("--tls-ca", metavar="PEM",
                         help="trust this CA for a wss:// signalling server (e.g. a self-signed one)")
     common.add_argument("--token", help="shared secret, if the server asks for one")
-    common.add_argument("--ice-host", action="append", default=None, metavar="ADDR",
+    common.add_argument("--ice-host", action="append", default=None, metavar="ADDR", type=_ice_host,
                         help=f"address to offer ICE candidates on (repeatable; default {CALL.host}; "
                              "give a LAN address to call across machines)")
     common.add_argument("--ice-server", action="append", default=[], metavar="URL", type=_ice_server,

@@ -8,8 +8,10 @@ aiortc has no public knob for any of these, nor for its Opus frame length or its
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -42,6 +44,29 @@ def _chosen_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     if _ice_hosts is None:
         return _aioice_host_addresses(use_ipv4, use_ipv6)
     return [h for h in _ice_hosts if (":" in h and use_ipv6) or (":" not in h and use_ipv4)]
+
+
+def parse_ice_host(text: str) -> str:
+    """An address of this machine to offer ICE candidates on, from the command line. One it does not have
+    (a typo, another machine's, an interface gone) gathered no candidate, and the call waited 20 s for its
+    channels and blamed the network; ValueError, naming the machine's addresses, instead."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address (give one of this machine's: {_local_addresses()})") \
+            from None
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(address), 0))
+    except OSError:
+        raise ValueError(f"{text} is not an address of this machine (its addresses: {_local_addresses()})") \
+            from None
+    return str(address)
+
+
+def _local_addresses() -> str:
+    return ", ".join([CALL.host] + _aioice_host_addresses(True, True))
 
 
 def restrict_ice_hosts(hosts: list[str] | None) -> None:

@@ -439,3 +439,15 @@ def test_a_port_already_taken_is_said_in_words(capsys):
     assert rc == 2, err
     assert f"cannot listen on 127.0.0.1:{port}: " in err and "address already in use" in err
     assert "[Errno" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("host, said", [("203.0.113.77", "203.0.113.77 is not an address of this machine"),
+                                        ("999.1.1.1", "'999.1.1.1' is not an IP address")])
+def test_an_ice_host_this_machine_does_not_have_is_a_usage_error(host, said, capsys):
+    """An --ice-host the machine does not have gathered no candidate: the call waited 20 s for its channels
+    and then blamed the network. Now refused as the command line is read, with the machine's addresses."""
+    with pytest.raises(SystemExit) as stop:
+        main(["send", "--room", "r", "--camera-off", "--identity", "x.png", "--ice-host", host])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --ice-host: {said}" in err and "127.0.0.1" in err
