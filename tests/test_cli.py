@@ -305,14 +305,24 @@ def test_a_place_the_disk_refuses_is_said_with_its_name(data, tmp_path, capsys, 
 
 
 def test_an_output_where_no_file_can_be_made_is_said_in_words_before_the_work(data, capsys):
-    """/proc takes no new files or folders, whoever asks (root too): an output there, or in a folder to be
-    made there, is named with the system's reason, without Python's errno prefix, before any frame."""
+    """/proc takes no new files or folders, whoever asks: an output there, or in a folder to be made there,
+    is named with the system's reason, without Python's errno prefix, before any frame. Root passes the
+    command line's check (its permission to write is not what stops it), and the write's own check says it;
+    another user is stopped by the command line's check."""
+    import os
+
     for out in ("/proc/callsynth_out.mp4", "/proc/callsynth_dir/out.mp4"):
-        rc = main(["reenact", "--identity", str(data / VAL_CLIP), "--driving", str(data / VAL_CLIP),
-                   "--output", out, "--max-frames", "4", "--quiet"])
+        try:
+            rc = main(["reenact", "--identity", str(data / VAL_CLIP), "--driving", str(data / VAL_CLIP),
+                       "--output", out, "--max-frames", "4", "--quiet"])
+        except SystemExit as stop:
+            rc = stop.code
         err = capsys.readouterr().err
-        assert rc == 1, err
-        assert f"callsynth reenact: error: {out} cannot be written there (" in err
+        if os.access("/proc", os.W_OK):
+            assert rc == 1, err
+            assert f"callsynth reenact: error: {out} cannot be written there (" in err
+        else:
+            assert rc == 2 and "/proc cannot be written" in err, err
         assert "[Errno" not in err and "Traceback" not in err
     assert not Path("/proc/callsynth_dir").exists()
 
