@@ -49,7 +49,7 @@ def cmd_reenact(args) -> int:
     from receiver.renderer import Renderers
 
     from .face.basis import load_basis
-    from .face.still import still_of
+    from .face.still import STILL_SEARCH_S, NoFaceError, still_of
     from .media import VideoWriter, iter_frames, video_info, written_whole
     from .reenact import ReenactStats, packet_every, reenact
 
@@ -58,7 +58,11 @@ def cmd_reenact(args) -> int:
     still = still_of(args.identity)
     relative = args.relative if args.relative is not None else (
         args.identity.resolve() != args.driving.resolve())
-    sender_still = still_of(args.driving) if relative else None       # its first face
+    try:
+        sender_still = still_of(args.driving) if relative else None       # its first face
+    except NoFaceError as exc:    # its advice is for a still; a driving video needs a face of its own
+        raise NoFaceError(f"{args.driving}: the driving video shows no face: give a video of a face to drive "
+                          f"the still (its first {STILL_SEARCH_S:g} s are searched)") from exc
     send_every = packet_every(info.fps, args.send_every)
     stats = ReenactStats(info.fps, send_every)
     total = min(info.frames or 0, args.max_frames or 10 ** 9) or None

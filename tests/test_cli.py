@@ -461,3 +461,21 @@ def test_an_ice_host_this_machine_does_not_have_is_a_usage_error(host, said, cap
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert f"argument --ice-host: {said}" in err and "127.0.0.1" in err
+
+
+def test_a_driving_video_without_a_face_is_said_as_one(data, tmp_path, capsys):
+    """A driving video that shows no face was refused with a still's advice ("use a frontal picture of the
+    caller"); it is the video that needs a face."""
+    from callsynth.media import VideoWriter
+
+    noise = np.random.default_rng(0)
+    driving = tmp_path / "no_face.mp4"
+    with VideoWriter(driving, 25) as writer:
+        for _ in range(10):
+            writer.write(noise.integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    rc = main(["reenact", "--identity", str(data / VAL_CLIP), "--driving", str(driving),
+               "--output", str(tmp_path / "out.mp4"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"{driving}: the driving video shows no face: give a video of a face to drive the still" in err
+    assert not (tmp_path / "out.mp4").exists()
