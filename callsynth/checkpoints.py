@@ -8,11 +8,19 @@ from pathlib import Path
 import torch
 
 
+# How torch.save's files begin: a zip archive (since torch 1.6), or a pickle of protocol 2 or later (before)
+CHECKPOINT_STARTS = (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
 def read_checkpoint(path: Path, error: type[Exception], what: str, fmt: int, basis=None,
                     how_to_make: str = "") -> dict:
     """The checkpoint's dict; `error` when it is missing, unreadable, of another format or basis."""
     if not path.exists():
         raise error(f"{path}: no such {what}" + (f"; {how_to_make}" if how_to_make else ""))
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head not in CHECKPOINT_STARTS:   # a text file, a picture: torch's message would be its loader's accident
+        raise error(f"{path}: not a readable {what} (not a PyTorch checkpoint)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several kinds for a damaged file

@@ -111,6 +111,9 @@ def test_the_shipped_model_refuses_another_basis_and_damaged_files(tmp_path, bas
     said = r"audio2exp-text.pt: not a readable audio2exp model \(not a PyTorch checkpoint\)"
     with pytest.raises(ModelError, match=said):
         load_model(text)
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")    # a system file given by mistake: torch said
+    with pytest.raises(ModelError, match=said):              # "(list index out of range)"
+        load_model(text)
     assert model.blink_code.shape == (basis.k,)
 
 
