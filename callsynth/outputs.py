@@ -7,9 +7,12 @@ These argparse types say so at once, as a usage error; they create nothing."""
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 from pathlib import Path
 
+from .errors import reason
 from .media import IMAGE_SUFFIXES, MP4_SUFFIXES
 
 # Containers that take what the commands write (H.264, with AAC sound) and that a player reads after a
@@ -53,6 +56,21 @@ def output_folder(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
     _check_folder(path)
     return path
+
+
+def write_stats(path: str | Path, summary: dict, log: logging.Logger) -> bool:
+    """A call's statistics written as JSON at its end; a place that refuses them then (a disk that filled
+    during the call, a folder gone) is said as a warning and the call still ends with its summary: it
+    ended with the error alone, its figures lost. False when not written."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2))
+        return True
+    except OSError as exc:
+        log.warning("cannot write the call's statistics to %s (%s); its summary is printed as it ends",
+                    path, reason(exc))
+        return False
 
 
 def _check_folder(folder: Path) -> None:

@@ -8,12 +8,10 @@ when nobody comes back within --rejoin-wait seconds."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal as signals
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiortc import RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
@@ -307,10 +305,7 @@ class Receiver:
         summary["peak_memory_mb"] = peak_memory_mb()
         summary["failure"] = self.failure
         if self.options.stats_path:
-            path = Path(self.options.stats_path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(summary, indent=2))
-            self.stats.write_frame_log(path.with_suffix(".frames.csv"))
+            self.stats.write(self.options.stats_path, summary, log)
         log.info("call over: %s", summary_line(summary))
         return summary
 

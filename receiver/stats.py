@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from callsynth.budget import kbps
+from callsynth.errors import reason
+from callsynth.outputs import write_stats
 
 log = logging.getLogger("callsynth.receive")
 
@@ -62,6 +64,16 @@ class ReceiverStats:
         lines = ["capture_ms,shown_ms,latency_ms,concealed"] + [
             f"{c},{s},{s - c},{int(k)}" for c, s, k in self.frame_log]
         path.write_text("\n".join(lines) + "\n")
+
+    def write(self, stats_path: str | Path, summary: dict, said_to: logging.Logger) -> None:
+        """The call's summary as JSON at `stats_path` and its frame log beside it (.frames.csv), as the call
+        ends; a place that refuses them then is a warning (callsynth.outputs.write_stats), not the call's end."""
+        if write_stats(stats_path, summary, said_to):
+            frames = Path(stats_path).with_suffix(".frames.csv")
+            try:
+                self.write_frame_log(frames)
+            except OSError as exc:
+                said_to.warning("cannot write the frame log to %s (%s)", frames, reason(exc))
 
     def longest_concealed_ms(self) -> float:
         """The longest stretch of frames shown without a packet at or after them (0 without one), from the

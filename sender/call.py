@@ -4,10 +4,8 @@ per sent frame (and the voice as Opus) until the source ends; then say bye."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiortc import RTCSessionDescription
 
@@ -15,6 +13,7 @@ from callsynth.call_key import CallKey
 from callsynth.machine import freeze_heap
 from callsynth.call_options import CALL
 from callsynth.face.basis import ExpressionBasis
+from callsynth.outputs import write_stats
 from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection,
                            on_message)
 from callsynth.signalling import SignallingClient, SignallingError
@@ -162,8 +161,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
             await pc.close()
         await signal.close()
     if options.stats_path:
-        Path(options.stats_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(options.stats_path).write_text(json.dumps(summary, indent=2))
+        write_stats(options.stats_path, summary, log)
     return summary
 
 

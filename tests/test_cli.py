@@ -479,3 +479,20 @@ def test_a_driving_video_without_a_face_is_said_as_one(data, tmp_path, capsys):
     assert rc == 2, err
     assert f"{driving}: the driving video shows no face: give a video of a face to drive the still" in err
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_statistics_refused_at_the_call_s_end_are_a_warning_not_the_end(tmp_path, caplog):
+    """A call's statistics are written as it ends; a place that refuses them then (a disk that filled during
+    the call; /proc here, which takes no new file, root or not) ended the command with the error alone and
+    its figures lost. Now a warning, and the call's summary is still returned (sender and receiver)."""
+    import logging
+
+    from callsynth.outputs import write_stats
+
+    log = logging.getLogger("callsynth.test")
+    assert write_stats(tmp_path / "new" / "stats.json", {"frames": 3}, log)
+    assert json.loads((tmp_path / "new" / "stats.json").read_text()) == {"frames": 3}
+    with caplog.at_level(logging.WARNING, logger="callsynth.test"):
+        assert not write_stats("/proc/callsynth_stats.json", {"frames": 3}, log)
+    assert "cannot write the call's statistics to /proc/callsynth_stats.json (" in caplog.text
+    assert "[Errno" not in caplog.text

@@ -16,12 +16,10 @@ Losing the signalling server does not end it: the client reconnects in the backg
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal as signals
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiortc import RTCSessionDescription
 
@@ -331,10 +329,7 @@ class TwoWayCall:
         if self.echo is not None:
             summary["echo"] = self.echo.summary()
         if self.options.stats_path:
-            path = Path(self.options.stats_path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(summary, indent=2))
-            self.stats.write_frame_log(path.with_suffix(".frames.csv"))
+            self.stats.write(self.options.stats_path, summary, log)
         log.info("call over (%s): received %s", summary["ended"], summary_line(received))
         return summary
 
