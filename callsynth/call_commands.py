@@ -196,6 +196,8 @@ def cmd_demo(args) -> int:
 
     if args.two_way:
         return _two_way_demo(args)
+    if args.video2:               # a one-way demo would play --video alone and say nothing of it
+        raise ValueError("--video2 is side b's clip of a two-way demo: add --two-way, or leave it out")
 
     report = run_demo(args.video, Path(args.out), identity=args.identity, loss=args.loss,
                       send_every=args.send_every, delay_ms=args.playout_delay, audio=args.audio,

@@ -66,6 +66,27 @@ def _wait_for_exit(process: subprocess.Popen, what: str, log: Path, timeout: flo
         raise DemoError(f"{what} failed (exit {code}):\n{_tail(log)}")
 
 
+def _wait_for_all(processes: dict[str, tuple[subprocess.Popen, Path]], timeout: float) -> None:
+    """Every process's clean exit within `timeout` s; the first to fail is a DemoError with the end of its
+    log at once. Waited for one after the other, a side that failed at its start (a clip with no face) was
+    reported as the other side's not finishing in time, minutes later: that side waits for its peer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = []
+        for what, (process, log) in processes.items():
+            code = process.poll()
+            if code is None:
+                running.append(what)
+            elif code != 0:
+                raise DemoError(f"{what} failed (exit {code}):\n{_tail(log)}")
+        if not running:
+            return
+        if time.monotonic() > deadline:
+            what = running[0]
+            raise DemoError(f"{what} did not finish in time:\n{_tail(processes[what][1])}")
+        time.sleep(0.2)
+
+
 def stop_processes(processes: list[subprocess.Popen], grace_s: float = 10.0) -> None:
     """Terminate what still runs, and kill what does not stop within grace_s."""
     for process in processes:
@@ -245,8 +266,7 @@ def run_two_way_demo(videos: tuple[Path, Path], out: Path, extra: list[str] | No
                                  logs[name], key)
             processes.append(sides[name])
         seconds = max((i.frames or 30 * 60) / i.fps for i in infos)
-        for name, process in sides.items():
-            _wait_for_exit(process, f"side {name}", logs[name], seconds + 90)
+        _wait_for_all({f"side {name}": (process, logs[name]) for name, process in sides.items()}, seconds + 90)
     finally:
         stop_processes(processes)
     from .machine import cpu_description

@@ -496,3 +496,9 @@ def test_statistics_refused_at_the_call_s_end_are_a_warning_not_the_end(tmp_path
         assert not write_stats("/proc/callsynth_stats.json", {"frames": 3}, log)
     assert "cannot write the call's statistics to /proc/callsynth_stats.json (" in caplog.text
     assert "[Errno" not in caplog.text
+
+
+def test_a_second_clip_without_two_way_is_said(data, capsys):
+    """`demo --video2 FILE` without --two-way played --video alone and said nothing of the second clip."""
+    assert main(["demo", "--video", str(data / VAL_CLIP), "--video2", str(data / VAL_CLIP)]) == 2
+    assert "--video2 is side b's clip of a two-way demo: add --two-way" in capsys.readouterr().err
