@@ -214,14 +214,20 @@ def _two_way_demo(args) -> int:
     from .demo import run_two_way_demo
     from .split import eval_clips
 
+    if args.identity or args.audio or args.camera_off:    # each side's still and voice come from its clip
+        raise ValueError("--identity, --audio and --camera-off are one side's still and voice; a two-way demo "
+                         "takes each side's from its clip (--video, --video2): leave them out")
     other = args.video2
     if other is None:   # another held-out clip than --video
         other = next(c for c in eval_clips() if c.resolve() != Path(args.video).resolve())
-    extra = ["--send-every", str(args.send_every)] + (["--budget", str(args.budget)] if args.budget else [])
-    if args.playout_delay is not None:
-        extra += ["--playout-delay", str(args.playout_delay)]
-    if args.max_frames:
-        extra += ["--max-frames", str(args.max_frames)]
+    # every other option of the demo, to both sides (they were dropped without a word but these)
+    extra = ["--send-every", str(args.send_every), "--repair-every", str(args.repair_every)]
+    extra += ["--budget", str(args.budget)] if args.budget else []
+    extra += ["--playout-delay", str(args.playout_delay)] if args.playout_delay is not None else []
+    extra += ["--max-frames", str(args.max_frames)] if args.max_frames else []
+    extra += ["--loss", f"{args.loss * 100:g}"] if args.loss else []
+    extra += ["--generator", str(args.generator)] if args.generator else []
+    extra += ["--audio-fallback"] if args.audio_fallback else []
     report = run_two_way_demo((Path(args.video), Path(other)), Path(args.out), extra, model=args.model)
     print(json.dumps(report["headline"], indent=2))
     print(f"measured on {report['cpu']}")

@@ -349,3 +349,23 @@ def test_a_two_way_demo_names_the_side_that_failed_at_once(data, tmp_path):
     with pytest.raises(DemoError, match=r"side b failed \(exit 2\)") as failed:
         run_two_way_demo((data / VAL_CLIP, no_face), tmp_path / "out", model="warp")
     assert "no face" in str(failed.value)
+
+
+def test_a_two_way_demo_gives_its_options_to_both_sides_or_refuses_them(data, tmp_path, capsys):
+    """`demo --two-way` passed --send-every, --budget, --playout-delay, --max-frames and --model to its two
+    calls and dropped --loss, --generator, --repair-every and --audio-fallback without a word (a run with
+    --loss 20 lost nothing); each side's still and voice options name one side and are refused."""
+    from callsynth.cli import main
+
+    from .conftest import VAL_CLIP
+
+    out = tmp_path / "out"
+    assert main(["demo", "--two-way", "--video", str(data / VAL_CLIP), "--loss", "20", "--max-frames", "40",
+                 "--model", "warp", "--out", str(out)]) == 0
+    sides = json.loads((out / "STATS.json").read_text())["sides"]
+    for side in "ab":
+        sent = sides[side]["sent"]
+        assert sent["packets_dropped_on_purpose"] > 0, sent      # about a fifth of its packets
+    capsys.readouterr()
+    assert main(["demo", "--two-way", "--video", str(data / VAL_CLIP), "--camera-off", "--out", str(out)]) == 2
+    assert "--identity, --audio and --camera-off are one side's still and voice" in capsys.readouterr().err
