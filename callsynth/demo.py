@@ -66,10 +66,12 @@ def _wait_for_exit(process: subprocess.Popen, what: str, log: Path, timeout: flo
         raise DemoError(f"{what} failed (exit {code}):\n{_tail(log)}")
 
 
-def _wait_for_all(processes: dict[str, tuple[subprocess.Popen, Path]], timeout: float) -> None:
-    """Every process's clean exit within `timeout` s; the first to fail is a DemoError with the end of its
-    log at once. Waited for one after the other, a side that failed at its start (a clip with no face) was
-    reported as the other side's not finishing in time, minutes later: that side waits for its peer."""
+def _wait_for_all(processes: dict[str, tuple[subprocess.Popen, Path]], timeout: float,
+                  until: set[str] | None = None) -> None:
+    """The clean exit of every process (or of those named in `until`) within `timeout` s; the first of them
+    all to fail is a DemoError with the end of its log at once. Waited for one after the other, a side that
+    failed at its start (a clip with no face) was reported as the other side's not finishing in time, minutes
+    later: that side waits for its peer."""
     deadline = time.monotonic() + timeout
     while True:
         running = []
@@ -79,6 +81,7 @@ def _wait_for_all(processes: dict[str, tuple[subprocess.Popen, Path]], timeout: 
                 running.append(what)
             elif code != 0:
                 raise DemoError(f"{what} failed (exit {code}):\n{_tail(log)}")
+        running = [what for what in running if until is None or what in until]
         if not running:
             return
         if time.monotonic() > deadline:
@@ -194,7 +197,10 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
         sender = _spawn(send, logs["sender"], key)
         processes.append(sender)
         seconds = (info.frames or 30 * 60) / info.fps
-        _wait_for_exit(sender, "sender", logs["sender"], seconds + 90)
+        # the receiver failing at its start (a model file it cannot read) is said as it exits, not as the
+        # sender's not finishing in time (it waits for a receiver) 90 s after the clip's length
+        _wait_for_all({"sender": (sender, logs["sender"]), "receiver": (receiver, logs["receiver"])},
+                      seconds + 90, until={"sender"})
         _wait_for_exit(receiver, "receiver", logs["receiver"], 30, "after the hang-up")
     finally:
         stop_processes(processes)

@@ -502,3 +502,14 @@ def test_a_second_clip_without_two_way_is_said(data, capsys):
     """`demo --video2 FILE` without --two-way played --video alone and said nothing of the second clip."""
     assert main(["demo", "--video", str(data / VAL_CLIP), "--video2", str(data / VAL_CLIP)]) == 2
     assert "--video2 is side b's clip of a two-way demo: add --two-way" in capsys.readouterr().err
+
+
+def test_a_demo_whose_receiver_fails_at_its_start_says_so_at_once(data, tmp_path, capsys):
+    """The receiver cannot read its model file and exits at its start; the demo waited for the sender (which
+    waits for a receiver) and reported 'sender did not finish in time' 96 s later, with the sender's log."""
+    bad = tmp_path / "generator.pt"
+    bad.write_text("not a model")
+    assert main(["demo", "--video", str(data / VAL_CLIP), "--generator", str(bad), "--max-frames", "30",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "receiver failed (exit 2)" in err and "not a readable generator (not a PyTorch checkpoint)" in err
