@@ -362,8 +362,12 @@ class SignallingClient:
                 websockets.connect(self.url, max_size=HARD_LIMIT, ssl=self._tls()), timeout)
         except (OSError, asyncio.TimeoutError, websockets.InvalidURI, websockets.InvalidHandshake,
                 ssl.SSLError) as exc:
-            why = ("nothing listens there: is `callsynth signal` running, on that port?"
-                   if isinstance(exc, ConnectionRefusedError) else said(exc))
+            if isinstance(exc, ConnectionRefusedError):
+                why = "nothing listens there: is `callsynth signal` running, on that port?"
+            elif isinstance(exc, asyncio.TimeoutError):    # its own words are none at all
+                why = f"no answer within {timeout:g} s"
+            else:
+                why = said(exc)
             raise SignallingError(f"cannot reach the signalling server at {self.url}: {why}") from exc
         proof = self.key.join_proof(self.room)
         join = {"type": "join", "room": self.key.room_id(self.room), "proof": proof, "role": self.role}

@@ -270,5 +270,12 @@ def test_unreachable_server_is_a_clear_error():
                                    "there: is `callsynth signal` running, on that port?")
         with pytest.raises(SignallingError, match="still unreachable"):
             await SignallingClient("ws://127.0.0.1:9", "r", "sender", KEY).reconnect(give_up_after_s=1.5)
+        # a port that takes the connection and never answers the handshake: the reason was empty
+        mute = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+        port = mute.sockets[0].getsockname()[1]
+        with pytest.raises(SignallingError) as said:
+            await SignallingClient(f"ws://127.0.0.1:{port}", "r", "sender", KEY).connect(timeout=1)
+        assert str(said.value) == f"cannot reach the signalling server at ws://127.0.0.1:{port}: no answer within 1 s"
+        mute.close()
 
     asyncio.run(test())
