@@ -1,8 +1,9 @@
-"""Where a command writes, checked when its command line is read.
+"""Where a command writes, checked when its command line is read; and a call's statistics written as it ends.
 
 A render, an evaluation or a call that ran for minutes and then could not write its result (a folder that
 is a file, a read-only disk, a file name that is a folder) lost all that work and ended in a traceback.
-These argparse types say so at once, as a usage error; they create nothing."""
+These argparse types say so at once, as a usage error; they create nothing. What no check can foresee (a
+disk that fills during the call) is said when the call's statistics are written (write_stats)."""
 
 from __future__ import annotations
 
