@@ -31,22 +31,23 @@ def _url(args) -> str:
     return args.signal or f"ws://{CALL.host}:{CALL.signalling_port}"
 
 
-def _ice_server(text: str):
-    from .rtc import parse_ice_server
+def _rtc_argument(parser: str):
+    """callsynth.rtc's `parser` as an argparse type: its ValueError's own words are the usage error (argparse
+    would say only "invalid value"). rtc, with aiortc, is imported when such an option is given, not for
+    every command line."""
+    def parse(text: str):
+        from . import rtc
 
-    try:
-        return parse_ice_server(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+        try:
+            return getattr(rtc, parser)(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
 
 
-def _ice_host(text: str) -> str:
-    from .rtc import parse_ice_host
-
-    try:
-        return parse_ice_host(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+_ice_server = _rtc_argument("parse_ice_server")
+_ice_host = _rtc_argument("parse_ice_host")
 
 
 def _fraction(text: str) -> float:

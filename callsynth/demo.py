@@ -56,22 +56,12 @@ def _spawn(args: list[str], log: Path, key: CallKey | None = None) -> subprocess
                             stderr=subprocess.STDOUT, env=env)
 
 
-def _wait_for_exit(process: subprocess.Popen, what: str, log: Path, timeout: float, when: str = "in time") -> None:
-    """The process's clean exit within `timeout` s, or a DemoError with the end of its log."""
-    try:
-        code = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise DemoError(f"{what} did not finish {when}:\n{_tail(log)}") from None
-    if code != 0:
-        raise DemoError(f"{what} failed (exit {code}):\n{_tail(log)}")
-
-
 def _wait_for_all(processes: dict[str, tuple[subprocess.Popen, Path]], timeout: float,
-                  until: set[str] | None = None) -> None:
-    """The clean exit of every process (or of those named in `until`) within `timeout` s; the first of them
-    all to fail is a DemoError with the end of its log at once. Waited for one after the other, a side that
-    failed at its start (a clip with no face) was reported as the other side's not finishing in time, minutes
-    later: that side waits for its peer."""
+                  until: set[str] | None = None, when: str = "in time") -> None:
+    """The clean exit of every process (or of those named in `until`) within `timeout` s, or a DemoError with
+    the end of its log ("did not finish {when}"); the first of them all to fail is a DemoError at once.
+    Waited for one after the other, a side that failed at its start (a clip with no face) was reported as
+    the other side's not finishing in time, minutes later: that side waits for its peer."""
     deadline = time.monotonic() + timeout
     while True:
         running = []
@@ -86,7 +76,7 @@ def _wait_for_all(processes: dict[str, tuple[subprocess.Popen, Path]], timeout: 
             return
         if time.monotonic() > deadline:
             what = running[0]
-            raise DemoError(f"{what} did not finish in time:\n{_tail(processes[what][1])}")
+            raise DemoError(f"{what} did not finish {when}:\n{_tail(processes[what][1])}")
         time.sleep(0.2)
 
 
@@ -201,7 +191,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
         # sender's not finishing in time (it waits for a receiver) 90 s after the clip's length
         _wait_for_all({"sender": (sender, logs["sender"]), "receiver": (receiver, logs["receiver"])},
                       seconds + 90, until={"sender"})
-        _wait_for_exit(receiver, "receiver", logs["receiver"], 30, "after the hang-up")
+        _wait_for_all({"receiver": (receiver, logs["receiver"])}, 30, when="after the hang-up")
     finally:
         stop_processes(processes)
     receiver_stats = json.loads(files["receiver_stats"].read_text())
