@@ -16,6 +16,16 @@ VAL_CLIP = "video/pcavs/00067.mp4"
 GRID_CLIP = "video/grid_s1/bbaf2n.mp4"
 
 
+def faceless_clip(path: Path, frames: int = 10, fps: float = 25.0) -> Path:
+    """A clip that shows no face (grey frames, each a little lighter), for what must refuse one."""
+    from callsynth.media import VideoWriter
+
+    with VideoWriter(path, fps) as writer:
+        for i in range(frames):
+            writer.write(np.full((128, 128, 3), 20 * i % 256, np.uint8))
+    return path
+
+
 @pytest.fixture(scope="session")
 def data() -> Path:
     return data_root()

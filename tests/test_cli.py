@@ -8,7 +8,7 @@ from callsynth.cli import main
 from callsynth.media import iter_frames
 from receiver.renderer import DEFAULT_MODEL
 
-from .conftest import VAL_CLIP
+from .conftest import VAL_CLIP, faceless_clip
 
 
 def test_reenact_writes_output_reference_and_stats(data, tmp_path):
@@ -201,12 +201,7 @@ def test_eval_rejects_unknown_codec(tmp_path, capsys):
 def test_eval_skips_a_bad_clip_and_keeps_the_others(data, tmp_path, capsys):
     """One unreadable file or faceless clip among many is reported and left out of the means, not a
     crash that throws the other clips' work away; with no usable clip at all it is an error."""
-    from callsynth.media import VideoWriter
-
-    faceless = tmp_path / "faceless.mp4"
-    with VideoWriter(faceless, 25) as w:
-        for i in range(10):
-            w.write(np.full((128, 128, 3), 20 * i, np.uint8))
+    faceless = faceless_clip(tmp_path / "faceless.mp4")
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
     out = tmp_path / "report"
@@ -466,13 +461,7 @@ def test_an_ice_host_this_machine_does_not_have_is_a_usage_error(host, said, cap
 def test_a_driving_video_without_a_face_is_said_as_one(data, tmp_path, capsys):
     """A driving video that shows no face was refused with a still's advice ("use a frontal picture of the
     caller"); it is the video that needs a face."""
-    from callsynth.media import VideoWriter
-
-    noise = np.random.default_rng(0)
-    driving = tmp_path / "no_face.mp4"
-    with VideoWriter(driving, 25) as writer:
-        for _ in range(10):
-            writer.write(noise.integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    driving = faceless_clip(tmp_path / "no_face.mp4")
     rc = main(["reenact", "--identity", str(data / VAL_CLIP), "--driving", str(driving),
                "--output", str(tmp_path / "out.mp4"), "--quiet"])
     err = capsys.readouterr().err

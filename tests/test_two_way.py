@@ -335,17 +335,11 @@ def test_a_two_way_demo_names_the_side_that_failed_at_once(data, tmp_path):
     """Side b's clip shows no face: its `callsynth call` ends at its start. The demo waited for side a
     first, which waits for its peer, and reported 'side a did not finish in time' with a's log; now the side
     that failed, with its own reason, as soon as it exits."""
-    import numpy as np
-
     from callsynth.demo import DemoError
-    from callsynth.media import VideoWriter
 
-    from .conftest import VAL_CLIP
+    from .conftest import VAL_CLIP, faceless_clip
 
-    no_face = tmp_path / "no_face.mp4"
-    with VideoWriter(no_face, 25) as writer:
-        for frame in np.random.default_rng(0).integers(0, 256, (50, 128, 128, 3), dtype=np.uint8):
-            writer.write(frame)
+    no_face = faceless_clip(tmp_path / "no_face.mp4", frames=50)
     with pytest.raises(DemoError, match=r"side b failed \(exit 2\)") as failed:
         run_two_way_demo((data / VAL_CLIP, no_face), tmp_path / "out", model="warp")
     assert "no face" in str(failed.value)
