@@ -2,8 +2,9 @@
 
 A render, an evaluation or a call that ran for minutes and then could not write its result (a folder that
 is a file, a read-only disk, a file name that is a folder) lost all that work and ended in a traceback.
-These argparse types say so at once, as a usage error; they create nothing. What no check can foresee (a
-disk that fills during the call) is said when the call's statistics are written (write_stats)."""
+These argparse types say so at once, as a usage error; they create nothing (a nameless file made and
+removed at once, where root's permission says nothing). What no check can foresee (a disk that fills during
+the call) is said when the call's statistics are written (write_stats)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from .errors import reason
@@ -83,3 +85,8 @@ def _check_folder(folder: Path) -> None:
         raise argparse.ArgumentTypeError(f"{existing} is a file: {folder} cannot be made there")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{existing} cannot be written (read-only, or not yours)")
+    try:     # root passes os.access everywhere, /proc included: a nameless file made and gone is the proof
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{existing} takes no new file ({reason(exc)})") from None
