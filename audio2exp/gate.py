@@ -43,9 +43,9 @@ MIN_PAIRS = 5            # loud frame pairs a window needs before it can tell (e
 
 # The gates are computed one window at a time, compiled (numba): a stream asks for one window a frame, and
 # as numpy calls over a (1, 59, 40) window they took 90-160 µs of its compute, nearly all of it numpy's
-# per-call overhead; compiled, 13 µs (2-core Intel Xeon at 2.1 GHz, a /tmp probe timing both). A whole file's windows go through the
-# same kernel, so a stream and a file agree exactly. (Contiguous float32 windows: another layout or type
-# would be compiled again.)
+# per-call overhead; compiled, 13 µs (2-core Intel Xeon at 2.1 GHz, a /tmp probe timing both). A whole
+# file's windows go through the same kernel, so a stream and a file agree exactly. (Contiguous float32
+# windows: another layout or type would be compiled again.)
 
 
 @compiled

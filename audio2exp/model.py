@@ -262,5 +262,5 @@ def frame_index_at(t_s: np.ndarray) -> np.ndarray:
     return np.round((np.asarray(t_s) * SAMPLE_RATE - WIN / 2) / HOP).astype(np.int64)
 
 
-__all__ = ["AudioToMouth", "Audio2ExpModel", "COLUMNS", "ConvMemory", "ModelError", "load_model", "windows_at", "frame_index_at",
-           "PAST", "FUTURE", "CONTEXT", "LOOKAHEAD_MS", "FRAME_RATE", "SILENCE_LOG_MEL"]
+__all__ = ["AudioToMouth", "Audio2ExpModel", "COLUMNS", "ConvMemory", "ModelError", "load_model", "windows_at",
+           "frame_index_at", "PAST", "FUTURE", "CONTEXT", "LOOKAHEAD_MS", "FRAME_RATE", "SILENCE_LOG_MEL"]

@@ -124,9 +124,10 @@ def cmd_audio2exp_eval(args) -> int:
     print(f"\naudio-to-code delay: {delay['delay_ms']:.1f} ms = {delay['lookahead_ms']} ms look-ahead + "
           f"{delay['compute_ms_per_frame']} ms compute "
           f"{check('audio-to-code delay, ms', delay['delay_ms'], TARGETS['delay_ms'], '{:.1f}', True)}")
+    compute = check('compute per frame, ms', delay['compute_ms_per_frame'], TARGETS['compute_ms_per_frame'],
+                    '{:.2f}', True)
     print(f"compute per frame: {delay['compute_ms_per_frame']} ms (median of {delay['runs']} streams, "
-          f"{delay['compute_ms_range'][0]}-{delay['compute_ms_range'][1]}) "
-          f"{check('compute per frame, ms', delay['compute_ms_per_frame'], TARGETS['compute_ms_per_frame'], '{:.2f}', True)}"
+          f"{delay['compute_ms_range'][0]}-{delay['compute_ms_range'][1]}) {compute}"
           f" on {cpu_description()}")
     report["missed"] = missed
     report["cpu"] = cpu_description()
@@ -154,7 +155,8 @@ def add_audio_commands(sub) -> None:
                                    "say how much of the sound was loud, and how much of that sounded like "
                                    "speech.")
     p.add_argument("--audio", required=True, type=Path, help="speech: any audio or video file with sound")
-    p.add_argument("--identity", required=True, type=Path, help="the still: an image or a video's first frame with a face")
+    p.add_argument("--identity", required=True, type=Path,
+                   help="the still: an image or a video's first frame with a face")
     p.add_argument("--references", nargs="+", type=Path, default=[], metavar="IMAGE",
                    help=f"more pictures of the same person, at most {MAX_REFERENCES}: one with the mouth open "
                         "and teeth showing, one with the eyes closed; open mouths and blinks are drawn from "

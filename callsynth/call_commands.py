@@ -403,7 +403,8 @@ def add_call_commands(sub) -> None:
                         "--video2 on side b, each rebuilding the other")
     p.add_argument("--video2", type=Path, metavar="FILE",
                    help="with --two-way, side b's clip (default: another held-out clip)")
-    p.add_argument("--out", type=output_folder, default=Path("out/demo_call"), help="output folder (default out/demo_call)")
+    p.add_argument("--out", type=output_folder, default=Path("out/demo_call"),
+                   help="output folder (default out/demo_call)")
     p.add_argument("--identity", type=Path, help="still to send (default: picked by the sender)")
     p.add_argument("--loss", type=_fraction, default=CALL.loss, metavar="P", help="drop P %% of feature packets")
     p.add_argument("--budget", type=budget_arg, metavar="KBPS|auto",

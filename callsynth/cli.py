@@ -389,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and expression, colour matched to B and Poisson blended into B; "
                                    "--model generator (the default) then repairs it with A's identity "
                                    "vector, --model warp stops at the blend.")
-    p.add_argument("--identity", required=True, type=Path, help="A: whose face (image, or a video's first frame with a face)")
+    p.add_argument("--identity", required=True, type=Path,
+                   help="A: whose face (image, or a video's first frame with a face)")
     p.add_argument("--attribute", required=True, type=Path, help="B: the picture to keep (image or video)")
     p.add_argument("--expression", type=Path,
                    help="C: whose expression (default B): C's change from its own first frame, so a "

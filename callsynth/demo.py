@@ -149,7 +149,8 @@ def receiver_threads() -> int:
 
 
 def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float = 0.0,
-             send_every: int = CALL.send_every, delay_ms: float | None = CALL.playout_delay_ms, audio: str | None = None,
+             send_every: int = CALL.send_every, delay_ms: float | None = CALL.playout_delay_ms,
+             audio: str | None = None,
              max_frames: int | None = None, camera_off: bool = False, audio_fallback: bool = False,
              model: str = DEFAULT_MODEL, generator: Path | None = None, budget: float | None = None,
              repair_every: int = CALL.repair_still_every) -> dict:

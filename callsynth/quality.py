@@ -142,8 +142,9 @@ class QualityLadder:
         self._over = self._over + 1 if current > self.budget_ms else 0
         if self._over >= self.patience and self.level < len(self.levels) - 1:
             target = self._first_fitting(range(self.level + 1, len(self.levels)), self.budget_ms)
-            self._change(len(self.levels) - 1 if target is None else target, now, f"frames cost {current:.0f} ms, over the {self.budget_ms:.0f} ms a "
-                                      f"frame may take at {self.fps:.0f} fps")
+            self._change(len(self.levels) - 1 if target is None else target, now,
+                         f"frames cost {current:.0f} ms, over the {self.budget_ms:.0f} ms a "
+                         f"frame may take at {self.fps:.0f} fps")
         else:
             self._step_up(now)
         self._schedule_probe(now)

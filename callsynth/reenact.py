@@ -35,7 +35,8 @@ class ReenactStats:
     packet_bytes: list = field(default_factory=list)
     rejected_packets: int = 0
     reference_bytes: list = field(default_factory=list)
-    mouth_sources: dict = field(default_factory=dict)   # open mouths drawn from the named picture / by the receiver's rule
+    # open mouths drawn from the named picture / by the receiver's rule
+    mouth_sources: dict = field(default_factory=dict)
     timings_ms: dict = field(default_factory=lambda: {"track": [], "encode": [], "decode": [],
                                                       "render": []})
 

@@ -15,9 +15,9 @@ The delay adapts unless fixed: a frame is interpolated only when the packet afte
 delay must cover, for each packet, the time from the capture of the one before it to its own arrival,
 less the fastest transit (the spacing of packets and their jitter together: the two are not independent,
 and adding a percentile of each waited far longer than needed). The delay follows a high percentile of
-that over the recent packets (REACH_PERCENTILE, REACH_WINDOW), plus MARGIN_MS, never over max_delay_ms (past that the timeline
-extrapolates: a low packet rate must not make the call lag), and it moves by SLEW_MS per frame at most,
-so the picture never jumps in time.
+that over the recent packets (REACH_PERCENTILE, REACH_WINDOW), plus MARGIN_MS, never over max_delay_ms (past
+that the timeline extrapolates: a low packet rate must not make the call lag), and it moves by SLEW_MS per
+frame at most, so the picture never jumps in time.
 
 A packet a little late is waited for, not guessed: a frame whose moment is past the newest packet by up to
 hold_ms shows the newest packet's moment (the picture pauses for that frame, as any video call's does)

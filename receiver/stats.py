@@ -36,7 +36,8 @@ class ReceiverStats:
     jitter: dict = field(default_factory=dict)
     identity_bytes: int = 0
     reference_bytes: int = 0
-    mouth_sources: dict = field(default_factory=dict)   # open mouths drawn from the sender's named picture / the receiver's choice
+    # open mouths drawn from the sender's named picture / the receiver's choice
+    mouth_sources: dict = field(default_factory=dict)
     references_received: int = 0
     render_errors: int = 0
     audio_frames: int = 0

@@ -35,4 +35,5 @@ for S in (1, 2, 3):
             for a, b in zip(got, sub[j:j+C]):
                 assert np.allclose(a.code, b.code, atol=1e-9), (a.code - b.code)
             sizes.append(len(pk))
-        print(f"sample 1/{S} codes {C}: mean {np.mean(sizes):.1f} bytes, per extra code {(np.mean(sizes)-codec.packet_bytes)/(C-1):.1f}")
+        extra = (np.mean(sizes) - codec.packet_bytes) / (C - 1)
+        print(f"sample 1/{S} codes {C}: mean {np.mean(sizes):.1f} bytes, per extra code {extra:.1f}")

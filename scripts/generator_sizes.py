@@ -71,7 +71,8 @@ def main(argv=None) -> int:
             eager = _ms(lambda i: eager_net(*example))
         params = sum(p.numel() for p in net.parameters()) / 1e6
         print(f"{size:>3}², widths {widths}, blocks {blocks}: {params:.2f} M parameters, TorchScript "
-              f"{scripted:.1f} ms, eager {eager:.1f} ms: warp + generator {(warp_ms + min(scripted, eager)) / warp_ms:.2f}x "
+              f"{scripted:.1f} ms, eager {eager:.1f} ms: warp + generator "
+              f"{(warp_ms + min(scripted, eager)) / warp_ms:.2f}x "
               f"the warp")
     return 0
 

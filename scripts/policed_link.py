@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         counters = sh("ip", "netns", "exec", ns, "iptables", "-L", "INPUT", "-v", "-n", "-x", check=False).stdout
         dropped = [line.split()[:2] for line in counters.splitlines() if "DROP" in line]
         if dropped or outage:
-            print(f"policed_link: {link}; {'besides the outage, ' if outage else ''}dropped {sum(int(d[0]) for d in dropped)} datagrams, "
+            print(f"policed_link: {link}; {'besides the outage, ' if outage else ''}"
+                  f"dropped {sum(int(d[0]) for d in dropped)} datagrams, "
                   f"{sum(int(d[1]) for d in dropped)} bytes")
         if args.queue is not None:
             print(f"policed_link: {link}; {queued(ns, args.shared)}")

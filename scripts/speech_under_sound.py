@@ -1,8 +1,8 @@
 """Does the speech-driven mouth still follow a voice with music, noise or a room under it? Mouth-opening
 Pearson (predicted against tracked lip gap, as `callsynth audio2exp-eval` measures it) on the held-out
 speakers' clips, clean and with each kind of music and noise made here (audio2exp/sounds.py, seeds that
-training's backgrounds do not use) or another held-out speaker's voice mixed into the waveform at each SNR (the voice's level: the mean power of
-its loudest half of 10 ms frames, as audio2exp/backgrounds.py sets it).
+training's backgrounds do not use) or another held-out speaker's voice mixed into the waveform at each SNR
+(the voice's level: the mean power of its loudest half of 10 ms frames, as audio2exp/backgrounds.py sets it).
 
     python scripts/speech_under_sound.py [--model PATH] [--snr 20 10]
 """

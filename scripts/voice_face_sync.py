@@ -122,7 +122,8 @@ async def one_call(clip: Path, budget: float | None, voice_loss: float = 0.0
         stop.set()
         await server
     finally:
-        FileAudioTrack.recv, FrameClock.accept_audio, RTCRtpReceiver._handle_rtp_packet = track_recv, accept_audio, handle
+        FileAudioTrack.recv, FrameClock.accept_audio = track_recv, accept_audio
+        RTCRtpReceiver._handle_rtp_packet = handle
         VideoFileSource.frames = frames
     transit = [(b - a) * 1000 for a, b in zip(_onsets(sent), _onsets(heard))]
     early = [(t - face_clock[0] - at) * 1000 for t, at in zip(_onsets(sent), CLICKS_S)]

@@ -9,7 +9,8 @@ import torch
 from audio2exp.evaluate import BILABIALS, grid_words, phone_segments
 from audio2exp.features import SAMPLE_RATE, load_audio, log_mel
 from audio2exp.gate import voice_weight
-from audio2exp.model import COLUMNS, CONTEXT, Audio2ExpModel, AudioToMouth, ConvMemory, ModelError, StreamingNet, load_model
+from audio2exp.model import (COLUMNS, CONTEXT, Audio2ExpModel, AudioToMouth, ConvMemory, ModelError, StreamingNet,
+                             load_model)
 from audio2exp.phones import decode_phones
 from audio2exp.sounds import KINDS, NOISES, noise, synthesise
 from audio2exp.stream import StreamingMouth, offline_codes
@@ -505,7 +506,8 @@ def test_a_talking_face_refuses_a_reference_that_is_not_a_face(tmp_path, data, c
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((300, 300, 3), 128, np.uint8))
     out = tmp_path / "out.mp4"
-    rc = main(["audio2exp", "--audio", str(data / GRID_VAL), "--identity", str(data / "images/london_neutral/002_03.jpg"),
+    rc = main(["audio2exp", "--audio", str(data / GRID_VAL),
+               "--identity", str(data / "images/london_neutral/002_03.jpg"),
                "--references", str(blank), "--output", str(out), "--quiet"])
     assert rc != 0 and not out.exists()
     assert "blank.png: no face found" in capsys.readouterr().err

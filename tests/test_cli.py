@@ -258,7 +258,8 @@ def test_an_output_that_cannot_be_written_is_said_before_any_work(command, data,
 
 @pytest.mark.parametrize("command", [
     ["reenact", "--identity", "{clip}", "--driving", "{clip}", "--output", "{out}/out.webm"],
-    ["reenact", "--identity", "{clip}", "--driving", "{clip}", "--output", "{out}/o.mp4", "--reference-out", "{out}/r.gif"],
+    ["reenact", "--identity", "{clip}", "--driving", "{clip}", "--output", "{out}/o.mp4",
+     "--reference-out", "{out}/r.gif"],
     ["combine", "--identity", "{clip}", "--attribute", "{clip}", "--output", "{out}/c.avi"],
     ["audio2exp", "--identity", "{clip}", "--audio", "{clip}", "--output", "{out}/talk"],
     ["receive", "--room", "r", "--output", "{out}/rx.webm"],

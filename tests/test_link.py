@@ -2,8 +2,8 @@
 
 The chooser's rules on reports made here, then a real call on a real narrow link: a network namespace
 whose iptables polices UDP to 24 kbit/s per destination port (scripts/policed_link.py), where the call's
-starting tier (32 kbps, about 27 on the wire) loses packets, and `--budget auto` must step down to the tier the link carries,
-with the voice still flowing after each change of Opus encoder."""
+starting tier (32 kbps, about 27 on the wire) loses packets, and `--budget auto` must step down to the tier
+the link carries, with the voice still flowing after each change of Opus encoder."""
 
 import itertools
 import json

@@ -31,7 +31,8 @@ def codec(basis):
 def sample_features(basis, rng, capture_ms=123456):
     mid = (basis.code_lo + basis.code_hi) / 2
     code = mid + rng.uniform(-0.4, 0.4, basis.k) * (basis.code_hi - basis.code_lo)
-    pose = Pose(rng.uniform(-0.4, 0.4, 3), np.r_[rng.uniform(0.3, 0.7, 2), 0.0], float(np.exp(rng.uniform(basis.pose_lo[5], basis.pose_hi[5]))))
+    scale = float(np.exp(rng.uniform(basis.pose_lo[5], basis.pose_hi[5])))
+    pose = Pose(rng.uniform(-0.4, 0.4, 3), np.r_[rng.uniform(0.3, 0.7, 2), 0.0], scale)
     return FrameFeatures(capture_ms, pose, code)
 
 

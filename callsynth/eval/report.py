@@ -70,7 +70,8 @@ def markdown(report: dict) -> str:
             f"mean rows pool every clip's blink frames). Teeth: "
             f"on the real open-mouth frames (lip gap ≥ 8 % of the iris distance), the bright share inside the "
             f"real inner-lip outline, and the mean absolute error there (0–255).\n\n{eyes}\n"
-            f"## Deepest blink, widest mouth, largest turn (truth | warp | output)\n\n{strips}\n\n## Clips\n\n{clips}\n\n## Codecs\n\n{codecs}\n")
+            f"## Deepest blink, widest mouth, largest turn (truth | warp | output)\n\n{strips}\n\n"
+            f"## Clips\n\n{clips}\n\n## Codecs\n\n{codecs}\n")
 
 
 def plot(report: dict, path: Path) -> None:
