@@ -50,11 +50,11 @@ def cmd_reenact(args) -> int:
 
     from .face.basis import load_basis
     from .face.still import STILL_SEARCH_S, NoFaceError, still_of
-    from .media import VideoWriter, iter_frames, video_info, written_whole
+    from .media import VideoWriter, iter_frames, moving_video_info, written_whole
     from .reenact import ReenactStats, packet_every, reenact
 
     basis = load_basis(args.basis)
-    info = video_info(args.driving)
+    info = moving_video_info(args.driving, ": the driving video must move: give a video of a face to drive the still")
     still = still_of(args.identity)
     relative = args.relative if args.relative is not None else (
         args.identity.resolve() != args.driving.resolve())

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 from receiver.renderer import DEFAULT_MODEL
+from sender.capture import CAMERA_ADVICE
 
 from .call_key import ENV_VAR, CallKey
 from .call_options import CALL
-from .media import video_info
+from .media import moving_video_info
 
 
 class DemoError(RuntimeError):
@@ -154,7 +155,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
              max_frames: int | None = None, camera_off: bool = False, audio_fallback: bool = False,
              model: str = DEFAULT_MODEL, generator: Path | None = None, budget: float | None = None,
              repair_every: int = CALL.repair_still_every) -> dict:
-    info = video_info(video)  # a clear MediaError before any process starts
+    info = moving_video_info(video, CAMERA_ADVICE)  # a clear MediaError before any process starts
     out.mkdir(parents=True, exist_ok=True)
     port, room, key = free_port(), "demo", CallKey.new()
     url = f"ws://{CALL.host}:{port}"
@@ -246,7 +247,7 @@ def run_two_way_demo(videos: tuple[Path, Path], out: Path, extra: list[str] | No
                      model: str = DEFAULT_MODEL) -> dict:
     """Two `callsynth call` processes (a and b, one clip each) and the signalling server on 127.0.0.1: one
     two-way call, each side's received video and statistics, and a STATS.json with both."""
-    infos = [video_info(v) for v in videos]   # clear MediaErrors before any process starts
+    infos = [moving_video_info(v, CAMERA_ADVICE) for v in videos]   # clear MediaErrors before any process starts
     out.mkdir(parents=True, exist_ok=True)
     port, key = free_port(), CallKey.new()
     url = f"ws://{CALL.host}:{port}"

@@ -28,6 +28,7 @@ class VideoInfo:
     frames: int | None
     width: int          # as stored: a phone's portrait video is stored sideways and read turned (_upright)
     height: int
+    still: bool = False  # a picture (a JPEG, a PNG, a one-frame GIF): FFmpeg reads it as a video of one frame
 
 
 def _open(path: str | Path):
@@ -55,7 +56,19 @@ def video_info(path: str | Path) -> VideoInfo:
             raise MediaError(f"{path}: has no video stream")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        return VideoInfo(float(rate), stream.frames or None, stream.width, stream.height)
+        # FFmpeg's demuxers of single pictures are image2 and the *_pipe ones (jpeg_pipe, png_pipe, ...)
+        still = container.format.name == "image2" or container.format.name.endswith("_pipe") or stream.frames == 1
+        return VideoInfo(float(rate), stream.frames or None, stream.width, stream.height, still)
+
+
+def moving_video_info(path: str | Path, advice: str = "") -> VideoInfo:
+    """video_info of a file that must move: a camera's stand-in, a driving video. A picture there made a
+    call of one frame, over as it began (a demo reported 42 fps over 0.04 s), or a render of one frame;
+    MediaError instead, with `advice` (what to give) after it."""
+    info = video_info(path)
+    if info.still:
+        raise MediaError(f"{path}: a still picture, not a video{advice}")
+    return info
 
 
 def iter_frames(path: str | Path, max_frames: int | None = None, threads: bool = True) -> Iterator[np.ndarray]:

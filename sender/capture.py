@@ -20,13 +20,16 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from callsynth.errors import reason
-from callsynth.media import MediaError, iter_frames, video_info
+from callsynth.media import MediaError, iter_frames, moving_video_info
 from callsynth.sound_devices import RATE, SoundDeviceError, capture_process, use_system_alsa
 
 AUDIO_RATE = RATE  # what a voice track gives, and what arecord is asked for
 AUDIO_FRAME = 960  # 20 ms, what Opus packs
 STALE_S = 0.4     # the most microphone sound that waits for the call: older is dropped (LiveMicrophone)
 AHEAD_S = 0.2     # the most a microphone is read ahead of the clock (a real one never is, but by its drift)
+# what to give instead of a picture as the camera's stand-in (--video of send, call and demo)
+CAMERA_ADVICE = (": give a video to play as the camera (a picture of the caller is --identity; with --camera-off "
+                 "and --audio the voice moves it)")
 
 
 def wall_ms() -> int:
@@ -39,7 +42,8 @@ class VideoFileSource:
 
     def __init__(self, path: str | Path, max_frames: int | None = None):
         self.path = Path(path)
-        self.info = video_info(self.path)      # MediaError for anything that is not a video
+        # MediaError for anything that is not a video, a picture included
+        self.info = moving_video_info(self.path, CAMERA_ADVICE)
         self.fps = self.info.fps
         self.max_frames = max_frames
         self.dropped = 0

@@ -472,6 +472,33 @@ def test_a_driving_video_without_a_face_is_said_as_one(data, tmp_path, capsys):
     assert not (tmp_path / "out.mp4").exists()
 
 
+def test_a_picture_where_a_video_must_move_is_said(data, tmp_path, capsys):
+    """FFmpeg reads a picture as a video of one frame: a picture as the camera's stand-in made a call of one
+    frame, over as it began (a demo reported 42 fps over 0.04 s), and as the driving video a render of one
+    frame. A picture of a face under any name (a JPEG without a suffix, a PNG named .mp4, a one-frame GIF)."""
+    from PIL import Image
+
+    frame = next(iter_frames(data / VAL_CLIP, 1))
+    pictures = [tmp_path / "face", tmp_path / "face_png.mp4", tmp_path / "face.gif"]
+    for path, kind in zip(pictures, ("JPEG", "PNG", "GIF")):
+        Image.fromarray(frame).save(path, kind)
+    camera = "a still picture, not a video: give a video to play as the camera (a picture of the caller is --identity"
+    for picture in pictures:
+        for args, said in (
+                (["send", "--room", "r", "--video", str(picture)], camera),
+                (["demo", "--video", str(picture), "--out", str(tmp_path / "demo")], camera),
+                (["demo", "--two-way", "--video", str(data / VAL_CLIP), "--video2", str(picture),
+                  "--out", str(tmp_path / "demo")], camera),
+                (["reenact", "--identity", str(data / VAL_CLIP), "--driving", str(picture),
+                  "--output", str(tmp_path / "out.mp4"), "--quiet"], "a still picture, not a video: the driving "
+                                                                   "video must move")):
+            rc = main(args)
+            err = capsys.readouterr().err
+            assert rc == 2, (args, err)
+            assert f"{picture}: {said}" in err, err
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "demo" / "received.mp4").exists()
+
+
 def test_statistics_refused_at_the_call_s_end_are_a_warning_not_the_end(tmp_path, caplog):
     """A call's statistics are written as it ends; a place that refuses them then (a disk that filled during
     the call; /proc here, which takes no new file, root or not) ended the command with the error alone and
