@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -204,12 +205,15 @@ def test_eval_skips_a_bad_clip_and_keeps_the_others(data, tmp_path, capsys):
     faceless = faceless_clip(tmp_path / "faceless.mp4")
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
+    picture = tmp_path / "face.png"        # a picture scored one frame, and x264 its one keyframe's kbps
+    cv2.imwrite(str(picture), next(iter_frames(data / VAL_CLIP, 1))[:, :, ::-1])
     out = tmp_path / "report"
-    assert main(["eval", "--clips", str(faceless), str(data / VAL_CLIP), str(text), "--codecs", "",
+    assert main(["eval", "--clips", str(faceless), str(data / VAL_CLIP), str(text), str(picture), "--codecs", "",
                  "--max-frames", "10", "--warp-only", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["clips"] == [str(data / VAL_CLIP)]
-    assert {s["clip"] for s in report["skipped"]} == {str(faceless), str(text)}
+    assert {s["clip"] for s in report["skipped"]} == {str(faceless), str(text), str(picture)}
+    assert f"{picture}: a still picture, not a video: a clip to reenact must move" in (out / "report.md").read_text()
     assert all(r["clips"] == 1 for r in report["summary"])
     assert "no face" in (out / "report.md").read_text() and "skipping" in capsys.readouterr().err
     assert main(["eval", "--clips", str(faceless), "--codecs", "", "--warp-only", "--out", str(out)]) == 2

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis
 from ..face.still import NoFaceError, prepare_still
-from ..media import MediaError, iter_frames, read_still, video_info
+from ..media import MediaError, iter_frames, moving_video_info, read_still
 from ..budget import frames_per_packet
 from ..reenact import ReenactStats, reenact
 from ..tool_options import TOOLS
@@ -145,7 +145,8 @@ def evaluate_clip(path: Path, basis: ExpressionBasis, codecs: list[str], kbps: t
     """Rows of figures for one clip; `renderers`: the neural renderer's (receiver.renderer.Renderers, its
     networks loaded once for every clip), None for the warp alone; `strip`: where to write its truth |
     warp | output picture."""
-    fps = video_info(path).fps
+    # a picture (FFmpeg's one-frame video) scored one frame and gave a codec's kbps of one keyframe
+    fps = moving_video_info(path, ": a clip to reenact must move").fps
     # decoded again for each run rather than held (a minute of 1080p is 9 GB of frames), and each run
     # scored as its frames come; what is kept is the truth's 256x256 crops (the codecs encode them) and
     # landmarks
