@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,6 +106,38 @@ def test_bad_configs_are_refused(tmp_path):
     bad.write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         TrainConfig.load(bad)
+
+
+@pytest.mark.parametrize("raw, said", [
+    ([1, 2], "a config is a JSON object of fields (see configs/), not a list"),
+    ({"steps": "many"}, 'steps must be an integer >= 1, not "many"'),
+    ({"batch": 0}, "batch must be an integer >= 1, not 0"),
+    ({"lr": -1e-4}, "lr must be a number > 0, not -0.0001"),
+    ({"widths": [8, 16.5]}, "widths must be a list of integers >= 1, not [8, 16.5]"),
+    ({"weights": {"rek": 10}}, "weights: unknown losses ['rek'] (known: rec, att, id, exp, adv, cyc, ssim)"),
+    ({"weights": {"adv": -0.1}}, "weights.adv must be a number >= 0, not -0.1"),
+    ({"out": 3}, "out must be a non-empty string, not 3"),
+])
+def test_a_config_field_of_the_wrong_kind_is_named_as_it_is_read(tmp_path, raw, said):
+    """A field of the wrong kind or range was taken as it came: steps of "many" went through the making of
+    the pairs and ended in a traceback (tqdm's TypeError), a list as the whole config said "unknown fields
+    [1, 2]", and a misspelt loss weight was ignored (its loss left at 0 with the others)."""
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(ValueError) as refused:
+        TrainConfig.load(bad)
+    assert str(refused.value) == f"{bad}: {said}"
+
+
+def test_a_weight_a_config_does_not_name_keeps_its_default(tmp_path):
+    """{"weights": {"adv": 0.2}} set the adversarial weight and turned every other loss off (the loop reads
+    a missing weight as 0); a loss is off only where its weight says 0."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"weights": {"adv": 0.2, "cyc": 0}}))
+    assert TrainConfig.load(config).weights == {**TrainConfig().weights, "adv": 0.2, "cyc": 0}
+    for shipped in Path("configs").glob("*.json"):
+        assert TrainConfig.load(shipped).weights == json.loads(shipped.read_text()).get("weights",
+                                                                                         TrainConfig().weights)
 
 
 def test_the_shipped_generator_loads_and_bad_files_are_refused(tmp_path):

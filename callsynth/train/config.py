@@ -1,8 +1,13 @@
-"""Training configuration: one JSON file, every field with a default."""
+"""Training configuration: one JSON file, every field with a default.
+
+Each field is checked as the file is read, against its default's kind: a step count of "many" or 0, a
+weight of -1 or a misspelt loss name trained for minutes on the pairs and then failed, or trained with the
+loss silently off."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,9 +49,16 @@ class TrainConfig:
             raise FileNotFoundError(f"{path}: no such config")
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a config is a JSON object of fields (see configs/), not a "
+                             f"{type(raw).__name__}")
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"{path}: unknown fields {sorted(unknown)}")
+        for name, value in raw.items():
+            _check_field(path, name, value, getattr(cls(), name))
+        if "weights" in raw:       # a weight not named keeps its default: 0 turns a loss off
+            raw = {**raw, "weights": {**cls().weights, **raw["weights"]}}
         config = cls(**raw)
         if len(config.blocks) != len(config.widths) + 1 or config.blocks[-1] != 3:
             raise ValueError(f"{path}: blocks must have len(widths) + 1 entries, the last one 3 (RGB)")
@@ -58,3 +70,39 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Fields that may be 0 (the others that count something are at least 1); `seed` may be any integer.
+_MAY_BE_ZERO = {"lr_decay_start", "val_every", "grid_s1_clips", "other_clips", "portrait_people"}
+
+
+def _check_field(path: Path, name: str, value, default) -> None:
+    """ValueError naming the field unless `value` is of `default`'s kind and in its range."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool) and (
+            name == "seed" or value >= (0 if name in _MAY_BE_ZERO else 1))
+        want = "an integer" if name == "seed" else f"an integer >= {0 if name in _MAY_BE_ZERO else 1}"
+    elif isinstance(default, float):
+        ok, want = number(value) and value >= 0 and (value > 0 or name != "lr"), \
+            "a number > 0" if name == "lr" else "a number >= 0"
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str) and value != "", "a non-empty string"
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and value != [] and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+        want = "a list of integers >= 1"
+    else:                                   # weights: loss name -> weight
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: {name} must be an object of loss weights, e.g. {json.dumps(default)}")
+        unknown = sorted(set(value) - set(default))
+        if unknown:
+            raise ValueError(f"{path}: {name}: unknown losses {unknown} (known: {', '.join(default)})")
+        for loss, weight in value.items():
+            if not (number(weight) and weight >= 0):
+                raise ValueError(f"{path}: {name}.{loss} must be a number >= 0, not {json.dumps(weight)}")
+        return
+    if not ok:
+        raise ValueError(f"{path}: {name} must be {want}, not {json.dumps(value)}")
