@@ -129,6 +129,29 @@ def test_a_config_field_of_the_wrong_kind_is_named_as_it_is_read(tmp_path, raw, 
     assert str(refused.value) == f"{bad}: {said}"
 
 
+@pytest.mark.parametrize("device, said", [
+    ("gpu", "device 'gpu' is not one torch knows: auto, cpu, cuda, cuda:N or mps"),
+    ("meta", "device 'meta': training runs on auto, cpu, cuda, cuda:N or mps"),
+])
+def test_a_device_torch_does_not_know_is_said_before_the_pairs(tmp_path, capsys, device, said):
+    """torch's RuntimeError listing twenty device types, in a traceback."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"device": device}))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert f"callsynth train: error: {said}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cuda_where_torch_sees_none_is_said():
+    """"Torch not compiled with CUDA enabled", an AssertionError in a traceback, on a CPU build."""
+    from callsynth.train.loop import pick_device
+
+    with pytest.raises(ValueError, match="this torch sees no CUDA GPU .* use auto or cpu"):
+        pick_device("cuda:0")
+    assert pick_device("auto").type == "cpu" and pick_device("cpu").type == "cpu"
+
+
 def test_a_weight_a_config_does_not_name_keeps_its_default(tmp_path):
     """{"weights": {"adv": 0.2}} set the adversarial weight and turned every other loss off (the loop reads
     a missing weight as 0); a loss is off only where its weight says 0."""

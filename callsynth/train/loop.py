@@ -32,9 +32,25 @@ REPAIR_GAINS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def pick_device(name: str) -> torch.device:
+    """The config's device; ValueError in words for one torch does not know or this machine does not have
+    (torch's own RuntimeError listed twenty device types, and its AssertionError said "Torch not compiled
+    with CUDA enabled", each in a traceback)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r} is not one torch knows: auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this torch sees no CUDA GPU (a CPU build, or no driver); use auto "
+                         f"or cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: no Apple GPU (MPS) here; use auto or cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r}: training runs on auto, cpu, cuda, cuda:N or mps")
+    return device
 
 
 class Batches:
