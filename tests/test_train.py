@@ -46,6 +46,38 @@ def test_the_tiny_config_trains_through_the_command_line(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["size"] == 32
 
 
+def test_ctrl_c_saves_the_steps_trained_and_the_same_command_goes_on(tmp_path):
+    """Ctrl-C (a real SIGINT to a real `callsynth train`) lost every step since the last checkpoint, 500 by
+    default (tens of minutes on a CPU); now the steps trained are saved as it stops, and the log says so."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = json.loads(Path("configs/tiny.json").read_text())
+    config.update(steps=1000, sample_every=2, checkpoint_every=1000, val_every=0)
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "callsynth.cli", "train", "--config", str(tmp_path / "c.json"),
+               "--out", str(out)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (out / "samples_000002.png").exists() and run.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert (out / "samples_000002.png").exists(), run.communicate(timeout=5)[0] if run.poll() is not None else ""
+        run.send_signal(signal.SIGINT)
+        said = run.communicate(timeout=120)[0]
+    finally:
+        run.kill()
+    assert run.returncode == 130, said
+    [line] = [x for x in said.splitlines() if x.startswith("interrupted at step ")]
+    step = int(line.split()[3])
+    assert 2 <= step < 1000 and f"of 1000: saved {out / 'checkpoint.pt'}; the same command goes on" in line
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == step
+    assert [int(r["step"]) for r in csv.DictReader(open(out / "log.csv"))][:2] == [1, 2]
+
+
 def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny):
     trainer = Trainer(tiny, load_basis())
     trainer.expression = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(load_basis().k))
