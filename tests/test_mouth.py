@@ -1,6 +1,7 @@
 """The mouth generator: its patch geometry, its start as the identity, the shipped file, and that on a
 validation person who shows her teeth it brings the rebuilt mouth nearer the real one than the warp's."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,26 @@ def test_train_mouth_makes_samples_by_the_calls_path_and_writes_a_loadable_model
     assert net.code_dim == basis.k + READS
     again = build_mouth_pairs([data / "video/styletalk/Obama_clip1.mp4"], basis, max_frames=80, every=2, workers=1)
     assert np.array_equal(again["truth"], samples["truth"])          # from the cache
+
+    # Ctrl-C lost the whole run: now the step kept so far is written as it stops (here as the first step
+    # that beats the composed patch is logged; a real Ctrl-C lands anywhere in the loop the same way).
+    from callsynth.train.mouth_train import wins
+
+    said = []
+
+    def log_then_stop(line: str) -> None:
+        said.append(line)
+        if line.startswith("{") and wins(json.loads(line)):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_mouth(samples, samples, basis, options, tmp_path / "stopped", log=log_then_stop)
+    kept = json.loads((tmp_path / "stopped" / "mouth_generator.json").read_text())
+    step = kept["interrupted_at_step"]
+    assert kept["kept"]["step"] == step and 0 < step < options.steps
+    assert said[-1] == (f"interrupted at step {step} of {options.steps}: the step kept so far ({step}) written to "
+                        f"{tmp_path / 'stopped' / 'mouth_generator.pt'}")
+    assert load_mouth_generator(tmp_path / "stopped" / "mouth_generator.pt", basis).code_dim == basis.k + READS
 
 
 def test_training_reads_a_sample_as_the_receiver_builds_it(still):

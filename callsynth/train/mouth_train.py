@@ -139,46 +139,66 @@ def train_mouth(data: dict, selection: dict, basis: ExpressionBasis, options: Mo
     history, best, best_state = [], None, None
     start = time.time()
     bar = tqdm(range(1, options.steps + 1), desc="training the mouth generator")
-    running = 0.0
-    for step in bar:
-        index = np.concatenate([rng.choice(open_idx, n_open), rng.choice(all_idx, options.batch - n_open)])
-        planes, code, pose, present, truth, inner = tensors(data, index)
-        if options.colour_jitter:
-            planes, truth = jitter(planes, truth, options.colour_jitter)
-        out = net.repaired(planes, code, pose, present)
-        loss = patch_loss(out, truth, inner, options)
-        if options.att_weight:
-            as_input = torch.cat([out, planes[:, 3:]], dim=1)
-            loss = loss + options.att_weight * losses.attribute([z.detach() for z in net.encode(planes)],
-                                                                 net.encode(as_input))
-        if options.adv_weight:
-            loss = loss + options.adv_weight * losses.adversarial(d(_masked(out, inner)), real=True)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if options.adv_weight:
-            d_loss = (losses.adversarial(d(_masked(truth, inner)), True)
-                      + losses.adversarial(d(_masked(out.detach(), inner)), False))
-            opt_d.zero_grad()
-            d_loss.backward()
-            opt_d.step()
-        value = loss.detach().item()
-        running = 0.98 * running + 0.02 * value if step > 1 else value
-        bar.set_postfix(loss=f"{running:.4f}")
-        if step % options.val_every == 0 or step == options.steps:
-            figures = validate(net, selection)
-            figures.update(step=step, loss=round(running, 5))
-            if validation is not None:
-                figures["validation"] = validate(net, validation)
-            history.append(figures)
-            log(json.dumps(_rounded(figures)))
-            if wins(figures) and (best is None or figures["inner_l1"] < best["inner_l1"]):
-                best = figures
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    running, step = 0.0, 0
+    try:
+        for step in bar:
+            index = np.concatenate([rng.choice(open_idx, n_open),
+                                    rng.choice(all_idx, options.batch - n_open)])
+            planes, code, pose, present, truth, inner = tensors(data, index)
+            if options.colour_jitter:
+                planes, truth = jitter(planes, truth, options.colour_jitter)
+            out = net.repaired(planes, code, pose, present)
+            loss = patch_loss(out, truth, inner, options)
+            if options.att_weight:
+                as_input = torch.cat([out, planes[:, 3:]], dim=1)
+                loss = loss + options.att_weight * losses.attribute([z.detach() for z in net.encode(planes)],
+                                                                     net.encode(as_input))
+            if options.adv_weight:
+                loss = loss + options.adv_weight * losses.adversarial(d(_masked(out, inner)), real=True)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            if options.adv_weight:
+                d_loss = (losses.adversarial(d(_masked(truth, inner)), True)
+                          + losses.adversarial(d(_masked(out.detach(), inner)), False))
+                opt_d.zero_grad()
+                d_loss.backward()
+                opt_d.step()
+            value = loss.detach().item()
+            running = 0.98 * running + 0.02 * value if step > 1 else value
+            bar.set_postfix(loss=f"{running:.4f}")
+            if step % options.val_every == 0 or step == options.steps:
+                figures = validate(net, selection)
+                figures.update(step=step, loss=round(running, 5))
+                if validation is not None:
+                    figures["validation"] = validate(net, validation)
+                history.append(figures)
+                if wins(figures) and (best is None or figures["inner_l1"] < best["inner_l1"]):
+                    best = figures
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                log(json.dumps(_rounded(figures)))
+    except KeyboardInterrupt:       # Ctrl-C: the step kept so far is not lost with the rest
+        bar.close()
+        if best_state is not None:
+            path = _write(out_dir, basis, data, options, best, best_state, history, start, selection,
+                          validation, interrupted_at=step)
+            log(f"interrupted at step {step} of {options.steps}: the step kept so far ({best['step']}) "
+                f"written to {path}")
+        else:
+            log(f"interrupted at step {step} of {options.steps}: no step had beaten the composed patch; "
+                f"nothing written")
+        raise
     bar.close()
     if best_state is None:
         raise RuntimeError("no step beat the composed patch on the selection people; nothing written")
+    return _write(out_dir, basis, data, options, best, best_state, history, start, selection, validation)
+
+
+def _write(out_dir: Path, basis: ExpressionBasis, data: dict, options: MouthTrainOptions, best: dict,
+           best_state: dict, history: list, start: float, selection: dict, validation: dict | None,
+           interrupted_at: int | None = None) -> Path:
+    """The kept step in the format receivers load, and beside it what chose it."""
     path = out_dir / "mouth_generator.pt"
     torch.save({"format": MOUTH_FORMAT, "basis": basis.name, "code_dim": int(data["code"].shape[1]),
                 "widths": list(options.widths), "blocks": list(options.blocks),
@@ -187,7 +207,8 @@ def train_mouth(data: dict, selection: dict, basis: ExpressionBasis, options: Mo
         {"options": asdict(options), "kept": best, "history": history, "train_seconds": round(time.time() - start),
          "samples": len(data["truth"]), "clips": len(data["names"]),
          "selection_clips": [str(n) for n in selection["names"]], "selection_samples": len(selection["truth"]),
-         "validation_samples": len(validation["truth"]) if validation is not None else 0}, indent=2) + "\n")
+         "validation_samples": len(validation["truth"]) if validation is not None else 0,
+         "interrupted_at_step": interrupted_at}, indent=2) + "\n")
     return path
 
 
