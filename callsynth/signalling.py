@@ -35,7 +35,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from .call_key import CallKey, room_id_for
 from .call_options import CALL
-from .errors import said
+from .errors import reason, said
 
 log = logging.getLogger("callsynth.signal")
 
@@ -300,12 +300,31 @@ def server_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
         return None
     if cert is None or key is None:
         raise ValueError("wss:// needs both --tls-cert and --tls-key")
+    _pem(cert, "CERTIFICATE", "--tls-cert", "a certificate")
+    _pem(key, "PRIVATE KEY", "--tls-key", "a private key")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot use {cert} / {key} for TLS: {exc}") from exc
+        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+            raise ValueError(f"--tls-key {key} is not the private key of --tls-cert {cert}") from exc
+        raise ValueError(f"cannot use {cert} / {key} for TLS: {getattr(exc, 'reason', None) or said(exc)}") \
+            from exc
     return context
+
+
+def _pem(path: str, label: str, option: str, what: str) -> None:
+    """ValueError in words unless `path` is a readable PEM file holding a "-----BEGIN ...{label}-----" block:
+    OpenSSL said "[SSL] PEM lib (_ssl.c:3905)" for a file that held none, and Python "[Errno 2] No such file
+    or directory" without the file's name."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(1 << 20)
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: {reason(exc)}") from None
+    if not re.search(rb"-----BEGIN [A-Z ]*" + label.encode() + rb"-----", text):
+        raise ValueError(f"{option} {path} holds no PEM {label.lower()} (-----BEGIN ... {label}-----): give "
+                         f"{what} in PEM form")
 
 
 async def run_server(host: str = CALL.host, port: int = CALL.signalling_port, token: str | None = None,
@@ -349,10 +368,16 @@ class SignallingClient:
     def _tls(self) -> ssl.SSLContext | None:
         if urlparse(self.url).scheme != "wss":
             return None
+        if self.tls_ca is not None:
+            try:
+                _pem(self.tls_ca, "CERTIFICATE", "--tls-ca", "the CA's certificate")
+            except ValueError as exc:
+                raise SignallingError(str(exc)) from None
         try:
             return ssl.create_default_context(cafile=self.tls_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise SignallingError(f"cannot use {self.tls_ca} as the CA for wss://: {exc}") from exc
+            raise SignallingError(f"cannot use {self.tls_ca} as the CA for wss://: "
+                                  f"{getattr(exc, 'reason', None) or said(exc)}") from exc
 
     async def connect(self, timeout: float = 10.0) -> int:
         """Join the room; returns how many peers were already there."""

@@ -262,6 +262,32 @@ def test_wss_serves_the_call_and_plain_or_untrusted_clients_are_refused(tmp_path
         server_tls(cert, None)
 
 
+def test_tls_files_that_are_not_what_they_should_be_are_said_in_words(tmp_path):
+    """OpenSSL said "[SSL] PEM lib (_ssl.c:3905)" of a certificate or key file that holds none, "[X509:
+    KEY_VALUES_MISMATCH] key values mismatch" of another certificate's key, and Python "[Errno 2] No such
+    file or directory" without the file's name."""
+    cert, key = self_signed(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    _, other_key = self_signed(other)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a certificate")
+    for args, said in (((str(text), key), f"--tls-cert {text} holds no PEM certificate"),
+                       ((key, key), f"--tls-cert {key} holds no PEM certificate"),
+                       ((cert, str(text)), f"--tls-key {text} holds no PEM private key"),
+                       ((cert, other_key), f"--tls-key {other_key} is not the private key of --tls-cert {cert}"),
+                       ((str(tmp_path / "gone.pem"), key), f"--tls-cert {tmp_path / 'gone.pem'}: No such file")):
+        with pytest.raises(ValueError) as refused:
+            server_tls(*args)
+        assert str(refused.value).startswith(said) and "_ssl.c" not in str(refused.value), refused.value
+    for ca, said in ((str(text), f"--tls-ca {text} holds no PEM certificate"),
+                     (key, f"--tls-ca {key} holds no PEM certificate"),
+                     (str(tmp_path / "gone.pem"), f"--tls-ca {tmp_path / 'gone.pem'}: No such file")):
+        with pytest.raises(SignallingError) as refused:
+            asyncio.run(SignallingClient("wss://127.0.0.1:9", "room1", "sender", KEY, tls_ca=ca).connect(timeout=5))
+        assert str(refused.value).startswith(said), refused.value
+
+
 def test_unreachable_server_is_a_clear_error():
     async def test():
         with pytest.raises(SignallingError, match="cannot reach") as said:
