@@ -224,7 +224,8 @@ def load_model(path: str | Path | None = None, basis=None) -> Audio2ExpModel:
 
     path = Path(path) if path else default_model_path()
     state = read_checkpoint(path, ModelError, "audio2exp model", MODEL_FORMAT, basis,
-                            "train one with `callsynth audio2exp-train`")
+                            "train one with `callsynth audio2exp-train`",
+                            keys=("k", "net", "mel_mean", "mel_std", "blink_code", "meta"))
     net = AudioToMouth(int(state["k"]))
     net.load_state_dict(state["net"])
     # the features' filterbank now (librosa's import: 2 s on a 2-core EPYC), not at the first audio of a

@@ -13,8 +13,10 @@ CHECKPOINT_STARTS = (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
 def read_checkpoint(path: Path, error: type[Exception], what: str, fmt: int, basis=None,
-                    how_to_make: str = "") -> dict:
-    """The checkpoint's dict; `error` when it is missing, unreadable, of another format or basis."""
+                    how_to_make: str = "", keys: tuple[str, ...] = ()) -> dict:
+    """The checkpoint's dict; `error` when it is missing, unreadable, of another format or basis, or
+    without the `keys` its loader reads (the mouth generator's file given as the full-frame generator's
+    shares its format number, and ended in KeyError: 'config')."""
     if not path.exists():
         raise error(f"{path}: no such {what}" + (f"; {how_to_make}" if how_to_make else ""))
     with open(path, "rb") as f:
@@ -32,6 +34,9 @@ def read_checkpoint(path: Path, error: type[Exception], what: str, fmt: int, bas
     found = state.get("format") if isinstance(state, dict) else None
     if found != fmt:
         raise error(f"{path}: {what} format {found if found is not None else '?'}, this code reads {fmt}")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise error(f"{path}: not a {what}, a checkpoint of another kind (it has no {', '.join(missing)})")
     if basis is not None and state.get("basis") != basis.name:
         raise error(f"{path}: {what} trained for {state.get('basis')}, the call uses {basis.name}")
     return state

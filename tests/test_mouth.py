@@ -60,6 +60,11 @@ def test_the_shipped_mouth_generator_loads_and_a_wrong_file_is_refused(basis, tm
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(GeneratorModelError, match="not a readable"):
         load_mouth_generator(bad, basis)
+    from callsynth.model.runtime import default_generator_path     # same format number: KeyError before
+
+    with pytest.raises(GeneratorModelError, match="not a mouth generator, a checkpoint of another kind "
+                                                  r"\(it has no code_dim, widths, blocks\)"):
+        load_mouth_generator(default_generator_path(), basis)
 
 
 def test_onnx_runtime_runs_the_shipped_mouth_generator_as_torch_does(basis):

@@ -207,6 +207,13 @@ def test_the_shipped_generator_loads_and_bad_files_are_refused(tmp_path):
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(GeneratorModelError, match="not a readable generator"):
         load_generator(broken, basis)
+    # the mouth generator's file has the same format number: it ended in KeyError: 'config'
+    from callsynth.model.runtime import default_mouth_path
+
+    with pytest.raises(GeneratorModelError) as refused:
+        load_generator(default_mouth_path(), basis)
+    assert str(refused.value) == (f"{default_mouth_path()}: not a generator, a checkpoint of another kind "
+                                  f"(it has no config)")
 
 
 def test_the_ssim_loss_is_the_evaluators_ssim():

@@ -41,7 +41,7 @@ def load_generator(path: str | Path | None, basis: ExpressionBasis) -> tuple[Cal
 
     path = Path(path) if path else default_generator_path()
     state = read_checkpoint(path, GeneratorModelError, "generator", GENERATOR_FORMAT, basis,
-                            "train one with `callsynth train`")
+                            "train one with `callsynth train`", keys=("config", "g"))
     config = json.loads(state["config"])
     net = CallGenerator(basis.k, config["widths"], config["blocks"], int(config["size"]),
                         gain=float(state.get("repair_gain", 1.0)))
@@ -177,7 +177,7 @@ def load_mouth_generator(path: str | Path | None, basis: ExpressionBasis):
 
     path = Path(path) if path else default_mouth_path()
     state = read_checkpoint(path, GeneratorModelError, "mouth generator", MOUTH_FORMAT, basis,
-                            "train one with `callsynth train-mouth`")
+                            "train one with `callsynth train-mouth`", keys=("code_dim", "widths", "blocks", "g"))
     net = MouthGenerator(int(state["code_dim"]), list(state["widths"]), list(state["blocks"]))
     net.load_state_dict(float_weights(state["g"]))
     return fused(net.eval())
