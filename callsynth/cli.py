@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .arg_types import positive_int
 from .call_options import CALL
-from .outputs import output_file, output_folder, output_picture_or_video, output_video
+from .outputs import clash, output_file, output_folder, output_picture_or_video, output_video
 from .tool_options import TOOLS
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
@@ -446,6 +446,10 @@ def main(argv=None) -> int:
     from .signalling import SignallingError
 
     fix_ice_hosts(args)
+    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    problem = clash(command, args)
+    if problem:
+        command.error(problem)
     try:
         return args.func(args)
     except (MediaError, NoFaceError, BasisError, FileNotFoundError, ValueError, SignallingError,

@@ -61,6 +61,46 @@ def output_folder(text: str) -> Path:
     return path
 
 
+def clash(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """What is wrong when two of a command's outputs are one file, or an output is one of its inputs: the
+    --stats JSON written over the --output video, a --reference-out over the --output, and an --output named
+    as its own --driving video replaced the user's clip with the render. None when each has its own."""
+    outputs, inputs = [], []
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or value is None:
+            continue
+        option = max(action.option_strings, key=len)
+        if action.type in (output_file, output_video, output_picture_or_video):
+            outputs.append((option, Path(value)))
+        elif action.type is not output_folder:
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, Path) or (action.dest in _FILE_TEXT_OPTIONS and isinstance(item, str)):
+                    inputs.append((option, Path(item)))
+    for i, (option, path) in enumerate(outputs):
+        for other, other_path in outputs[i + 1:]:
+            if _same_file(path, other_path):
+                return f"{option} and {other} are the same file ({path}): one would be written over the other"
+        for other, other_path in inputs:
+            if _same_file(path, other_path):
+                return (f"{option} {path} is also {other}: writing it would replace that input; give the "
+                        f"output another name")
+    return None
+
+
+# options whose text names an input file (besides those of type Path): send's --audio FILE, eval's --clips
+_FILE_TEXT_OPTIONS = {"audio", "clips"}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)      # links, hard or symbolic, and different spellings
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
 def write_stats(path: str | Path, summary: dict, log: logging.Logger) -> bool:
     """A call's statistics written as JSON at its end; a place that refuses them then (a disk that filled
     during the call, a folder gone) is said as a warning and the call still ends with its summary: it

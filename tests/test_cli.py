@@ -503,6 +503,36 @@ def test_a_picture_where_a_video_must_move_is_said(data, tmp_path, capsys):
     assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "demo" / "received.mp4").exists()
 
 
+def test_an_output_that_is_another_output_or_an_input_is_refused_before_the_work(data, tmp_path, capsys):
+    """Two outputs that are one file, or an output that is an input: `reenact --output clip.mp4 --driving
+    clip.mp4` replaced the user's clip with the 256-px render, `--stats` named as the video wrote JSON over
+    it, and `--reference-out` over `--output` left one of the two. By any spelling, or through a link."""
+    import shutil
+
+    clip = shutil.copy(data / VAL_CLIP, tmp_path / "clip.mp4")
+    (tmp_path / "link.mp4").symlink_to(clip)
+    before = Path(clip).read_bytes()
+    out = str(tmp_path / "out.mp4")
+    reenact = ["reenact", "--identity", str(data / VAL_CLIP), "--quiet"]
+    for args, said in (
+            (reenact + ["--driving", str(clip), "--output", out, "--reference-out", out],
+             f"--output and --reference-out are the same file ({out})"),
+            (reenact + ["--driving", str(clip), "--output", out, "--stats", str(tmp_path / "." / "out.mp4")],
+             f"--output and --stats are the same file ({out})"),
+            (reenact + ["--driving", str(clip), "--output", str(clip)],
+             f"--output {clip} is also --driving: writing it would replace that input"),
+            (reenact + ["--driving", str(clip), "--output", str(tmp_path / "link.mp4")],
+             f"--output {tmp_path / 'link.mp4'} is also --driving"),
+            (["send", "--room", "r", "--video", str(clip), "--stats", str(clip)], f"--stats {clip} is also --video"),
+            (["audio2exp", "--audio", str(clip), "--identity", str(data / VAL_CLIP), "--output", str(clip)],
+             f"--output {clip} is also --audio")):
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and said in err, err
+    assert Path(clip).read_bytes() == before and not Path(out).exists()
+
+
 def test_statistics_refused_at_the_call_s_end_are_a_warning_not_the_end(tmp_path, caplog):
     """A call's statistics are written as it ends; a place that refuses them then (a disk that filled during
     the call; /proc here, which takes no new file, root or not) ended the command with the error alone and
