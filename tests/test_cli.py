@@ -173,6 +173,27 @@ def test_eval_writes_report_table_and_plot(data, tmp_path):
     assert strip.read_bytes()[:2] == b"\xff\xd8"
 
 
+def test_eval_names_two_clips_of_one_file_name_apart(data, tmp_path):
+    """Two folders' clip.mp4 (as an evaluator's set may hold): the second's strip was written over the
+    first's and their rows in report.md read alike. Each is named with its folder where the names meet."""
+    import shutil
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    first = shutil.copy(data / VAL_CLIP, tmp_path / "a" / "clip.mp4")
+    second = shutil.copy(data / "video/grid_s1/bbaf2n.mp4", tmp_path / "b" / "clip.mp4")
+    out = tmp_path / "report"
+    assert main(["eval", "--clips", str(first), str(second), "--codecs", "", "--max-frames", "6", "--warp-only",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["names"] == {str(first): "a_clip", str(second): "b_clip"}
+    strips = {p.name: cv2.imread(str(p)) for p in (out / "strips").iterdir()}
+    assert set(strips) == {"a_clip.jpg", "b_clip.jpg"}
+    assert np.abs(strips["a_clip.jpg"].astype(int) - strips["b_clip.jpg"]).mean() > 5     # two clips' pictures
+    text = (out / "report.md").read_text()
+    assert "| a_clip | callsynth-warp |" in text and "| b_clip | callsynth-warp |" in text
+    assert "![a_clip](strips/a_clip.jpg)" in text
+
+
 def test_eval_warp_only_leaves_the_generator_out(data, tmp_path):
     assert main(["eval", "--clips", str(data / VAL_CLIP), "--codecs", "", "--max-frames", "10",
                  "--warp-only", "--out", str(tmp_path)]) == 0

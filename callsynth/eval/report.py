@@ -33,9 +33,10 @@ def markdown(report: dict) -> str:
             f"| {_fmt(r.get('nme'), '.2f')} | {_fmt(r.get('ssim'), '.3f')} | {_fmt(r.get('psnr'), '.2f')} "
             f"| {_fmt(r.get('mouth_l1'), '.2f')} | {_fmt(r.get('face_lost_pct'), '.1f')} |\n" for r in rows)
 
+    names = report.get("names") or {c: Path(c).stem for c in report["clips"]}   # reports before names
     per_clip = "| clip | method | setting | payload kbps | kbps at 30 fps | landmark NME % | code alone NME % " \
                "| SSIM | PSNR dB | mouth L1 |\n|---|---|---|---|---|---|---|---|---|---|\n" + "".join(
-                   f"| {Path(r['clip']).name} | {r['method']} | {r['setting']} | {r['kbps']:.2f} "
+                   f"| {names[r['clip']]} | {r['method']} | {r['setting']} | {r['kbps']:.2f} "
                    f"| {r['kbps_at_30fps']:.2f} | {_fmt(r.get('nme'), '.2f')} | {_fmt(r.get('code_nme'), '.2f')} "
                    f"| {_fmt(r.get('ssim'), '.3f')} "
                    f"| {_fmt(r.get('psnr'), '.2f')} | {_fmt(r.get('mouth_l1'), '.2f')} |\n"
@@ -51,8 +52,8 @@ def markdown(report: dict) -> str:
 
     eyes = eyes_head + "".join(eye_row("mean", r) for r in report["summary"]
                                if r["method"].startswith("callsynth")) + "".join(
-        eye_row(Path(r["clip"]).name, r) for r in report["per_clip"] if r["method"].startswith("callsynth"))
-    strips = "\n".join(f"![{Path(c).stem}](strips/{Path(c).stem}.jpg)" for c in report["clips"])
+        eye_row(names[r["clip"]], r) for r in report["per_clip"] if r["method"].startswith("callsynth"))
+    strips = "\n".join(f"![{names[c]}](strips/{names[c]}.jpg)" for c in report["clips"])
     clips = "\n".join(f"- {c}" for c in report["clips"])
     if report.get("skipped"):
         clips += "\n\nSkipped (not in the means):\n\n" + "\n".join(

@@ -234,6 +234,24 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
+def clip_names(clips: list) -> dict[str, str]:
+    """A name for each clip, its strip's and its rows' in the report: the file's stem, with its folders in
+    front where two clips' stems are the same (two folders' clip.mp4: the second's strip was written over
+    the first's, and their rows read alike). The same clip twice keeps one name."""
+    paths = {str(Path(c)): Path(c) for c in clips}
+    depth = {key: 1 for key in paths}
+    while True:
+        names = {key: "_".join(path.with_suffix("").parts[-depth[key]:]).lstrip("/_") or path.stem
+                 for key, path in paths.items()}
+        alike = {key for key in paths for other in paths if other != key and names[other] == names[key]
+                 and paths[other].resolve() != paths[key].resolve()}
+        grown = {key for key in alike if depth[key] < len(paths[key].with_suffix("").parts)}
+        if not grown:
+            return names
+        for key in grown:
+            depth[key] += 1
+
+
 def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: list[str],
              kbps: tuple = TOOLS.codec_kbps, max_frames: int | None = None, generator: str | None = None,
              model: str | None = None) -> dict:
@@ -249,13 +267,14 @@ def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: l
         renderers = Renderers(basis, model or DEFAULT_MODEL, generator or None)
     per_clip = len(CALLSYNTH_RATES) + (renderers is not None) + len(codecs) * len(kbps)
     rows, done, skipped = [], [], []
+    names = clip_names(clips)
     with tqdm(total=len(clips) * per_clip, desc="eval", unit="run") as progress:
         for clip in clips:
             progress.set_postfix_str(Path(clip).name)
             try:
                 rows += evaluate_clip(Path(clip), basis, codecs, kbps, max_frames, progress, renderers,
-                                      strip=out_dir / "strips" / f"{Path(clip).stem}.jpg")
-                done.append(str(clip))
+                                      strip=out_dir / "strips" / f"{names[str(Path(clip))]}.jpg")
+                done.append(str(Path(clip)))     # as its rows name it
             except (MediaError, NoFaceError) as exc:
                 skipped.append({"clip": str(clip), "reason": str(exc)})
                 progress.write(f"eval: skipping {clip}: {exc}", file=sys.stderr)
@@ -264,7 +283,8 @@ def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: l
     if not rows:
         raise ValueError("no clip could be evaluated: " + "; ".join(s["reason"] for s in skipped))
     report = {"basis": basis.name, "codecs": {c: CODECS[c].label for c in codecs},
-              "clips": done, "skipped": skipped, "summary": summarise(rows), "per_clip": rows}
+              "clips": done, "names": {c: names[c] for c in done}, "skipped": skipped, "summary": summarise(rows),
+              "per_clip": rows}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     write_report(report, out_dir)
     return report
