@@ -17,10 +17,21 @@ from sender.capture import CAMERA_ADVICE
 from .call_key import ENV_VAR, CallKey
 from .call_options import CALL
 from .media import moving_video_info
+from .outputs import same_file
 
 
 class DemoError(RuntimeError):
     """A process of the demo call failed; the message carries the end of its log."""
+
+
+def _not_recorded_over(videos, recordings: list[Path]) -> None:
+    """ValueError when a clip to send is where the demo records the call (`--video out/received.mp4` with
+    `--out out`: the recording was written over the clip as it was being sent)."""
+    for video in videos:
+        for recording in recordings:
+            if same_file(Path(video), recording):
+                raise ValueError(f"the clip {video} is where the demo records the call: it would be written over "
+                                 f"as it is sent; copy it elsewhere or give another --out")
 
 
 def free_port() -> int:
@@ -156,6 +167,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
              model: str = DEFAULT_MODEL, generator: Path | None = None, budget: float | None = None,
              repair_every: int = CALL.repair_still_every) -> dict:
     info = moving_video_info(video, CAMERA_ADVICE)  # a clear MediaError before any process starts
+    _not_recorded_over([video], [out / "received.mp4"])
     out.mkdir(parents=True, exist_ok=True)
     port, room, key = free_port(), "demo", CallKey.new()
     url = f"ws://{CALL.host}:{port}"
@@ -248,6 +260,7 @@ def run_two_way_demo(videos: tuple[Path, Path], out: Path, extra: list[str] | No
     """Two `callsynth call` processes (a and b, one clip each) and the signalling server on 127.0.0.1: one
     two-way call, each side's received video and statistics, and a STATS.json with both."""
     infos = [moving_video_info(v, CAMERA_ADVICE) for v in videos]   # clear MediaErrors before any process starts
+    _not_recorded_over(videos, [out / f"{name}_received.mp4" for name in "ab"])
     out.mkdir(parents=True, exist_ok=True)
     port, key = free_port(), CallKey.new()
     url = f"ws://{CALL.host}:{port}"

@@ -79,10 +79,10 @@ def clash(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | No
                     inputs.append((option, Path(item)))
     for i, (option, path) in enumerate(outputs):
         for other, other_path in outputs[i + 1:]:
-            if _same_file(path, other_path):
+            if same_file(path, other_path):
                 return f"{option} and {other} are the same file ({path}): one would be written over the other"
         for other, other_path in inputs:
-            if _same_file(path, other_path):
+            if same_file(path, other_path):
                 return (f"{option} {path} is also {other}: writing it would replace that input; give the "
                         f"output another name")
     return None
@@ -92,7 +92,8 @@ def clash(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | No
 _FILE_TEXT_OPTIONS = {"audio", "clips"}
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """The same file, by any spelling or through a link (one or both may not exist yet)."""
     try:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)      # links, hard or symbolic, and different spellings

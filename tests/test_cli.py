@@ -554,6 +554,24 @@ def test_an_output_that_is_another_output_or_an_input_is_refused_before_the_work
     assert Path(clip).read_bytes() == before and not Path(out).exists()
 
 
+def test_a_demo_clip_where_the_demo_records_the_call_is_refused(data, tmp_path, capsys):
+    """`demo --video out/received.mp4 --out out` (sending again what a demo received) had the recording
+    written over the clip as it was being sent; the same for a two-way side's clip."""
+    import shutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("received.mp4", "b_received.mp4"):
+        shutil.copy(data / VAL_CLIP, out / name)
+    before = (out / "received.mp4").read_bytes()
+    for args, clip in ((["demo", "--video", str(out / "received.mp4"), "--out", str(out)], out / "received.mp4"),
+                       (["demo", "--two-way", "--video", str(data / VAL_CLIP), "--video2", str(out / "b_received.mp4"),
+                         "--out", str(out)], out / "b_received.mp4")):
+        assert main(args) == 2
+        assert f"the clip {clip} is where the demo records the call" in capsys.readouterr().err
+    assert (out / "received.mp4").read_bytes() == before and not (out / "STATS.json").exists()
+
+
 def test_statistics_refused_at_the_call_s_end_are_a_warning_not_the_end(tmp_path, caplog):
     """A call's statistics are written as it ends; a place that refuses them then (a disk that filled during
     the call; /proc here, which takes no new file, root or not) ended the command with the error alone and
