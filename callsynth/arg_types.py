@@ -66,6 +66,14 @@ snr_db = number_in(-20, 60, unit="dB")
 share = number_in(0, 1)
 
 
+def room_name(text: str) -> str:
+    """A call's room name: an empty one (`--room ""`, an unset shell variable) was a room like any other, so
+    two callers who each forgot it met there, and one who set it never met the other."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a room name is needed (any text both sides give, e.g. --room kitchen)")
+    return text
+
+
 def existing_folder(text: str) -> Path:
     """A folder to read from: one that is not there is said, not read as a folder of nothing."""
     path = Path(text)

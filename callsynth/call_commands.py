@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from .arg_types import camera_index, display_rate, per_second, playout_delay_ms, port, positive_int, seconds, wait_s
+from .arg_types import (camera_index, display_rate, per_second, playout_delay_ms, port, positive_int, room_name,
+                        seconds, wait_s)
 from .call_key import ENV_VAR
 from .call_options import CALL
 from .outputs import output_file, output_folder, output_video
@@ -264,7 +265,7 @@ def add_call_commands(sub) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--signal", metavar="URL",
                         help=f"signalling server, ws:// or wss:// (default ws://{CALL.host}:{CALL.signalling_port})")
-    common.add_argument("--room", required=True, help="room name shared by sender and receiver")
+    common.add_argument("--room", required=True, type=room_name, help="room name shared by sender and receiver")
     common.add_argument("--key", default=os.environ.get(ENV_VAR),
                         help="the call key, a secret only the call's two parties hold (default: "
                              f"${ENV_VAR}); `send` makes and prints one when none is given, `receive` "

@@ -414,6 +414,8 @@ def test_every_default_is_read_from_one_options_dataclass(tmp_path):
     (["audio2exp-train", "--out", "{out}", "--gap-weight", "-1"], "--gap-weight"),
     (["audio2exp-train", "--out", "{out}", "--background-snr", "5", "nan"], "--background-snr"),
     (["audio2exp-eval", "--align-dir", "{out}/align"], "--align-dir"),
+    (["receive", "--room", ""], "--room"),               # an unset shell variable: a room like any other
+    (["call", "--room", "  ", "--video", "{clip}"], "--room"),
 ])
 def test_a_number_out_of_its_range_is_a_usage_error_naming_the_option(command, option, data, tmp_path, capsys):
     """`type=float` took 0, -5, nan and inf: `receive --fps 0` ended in a ZeroDivisionError as the call
