@@ -17,6 +17,7 @@ from typing import Callable
 import av
 import numpy as np
 
+from callsynth.errors import said
 from callsynth.face.basis import ExpressionBasis
 from callsynth.quality import RENDER_LEVELS, QualityLadder, RepairPacing, describe_mouth, describe_render
 from callsynth.wire import FLAG_AUDIO, Codec, Part, PartAssembler, WireError, decode_control, decode_identity
@@ -212,10 +213,12 @@ class FrameClock:
                 self.recorder = RecordingThread(CallRecorder(out, time.time(), with_audio=self.expect_audio,
                                                              fps=self.options.fps))
         except (OSError, ValueError, av.FFmpegError) as exc:    # ValueError: a container without H.264
+            # in words, without Python's "[Errno 17] File exists: ..." (a folder on the way that is a file)
+            why = f"{exc.filename} is a file, not a folder" if isinstance(exc, FileExistsError) else said(exc)
             if self.recorder is not None:
-                self.stats.event(f"cannot keep the new still beside the recording: {exc}", logging.WARNING)
+                self.stats.event(f"cannot keep the new still beside the recording: {why}", logging.WARNING)
             elif not self.unrecorded:
-                self.stats.event(f"cannot record the call to {out}: {exc}; the call goes on unrecorded",
+                self.stats.event(f"cannot record the call to {out}: {why}; the call goes on unrecorded",
                                  logging.WARNING)
                 self.unrecorded = True
 

@@ -166,6 +166,8 @@ def test_a_recording_place_that_cannot_be_written_leaves_the_call_going(tmp_path
     picture.close()
     said = [e["event"] for e in stats.events if "cannot record" in e["event"]]
     assert len(said) == 1 and "goes on unrecorded" in said[0] and stats.recording == {}
+    # in words: it was "[Errno 17] File exists: '.../a_file'"
+    assert f"{tmp_path / 'a_file'} is a file, not a folder" in said[0] and "[Errno" not in said[0]
 
 
 def test_a_recording_in_a_container_without_h264_leaves_the_call_going(tmp_path):
