@@ -308,9 +308,13 @@ def server_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
             raise ValueError(f"--tls-key {key} is not the private key of --tls-cert {cert}") from exc
-        raise ValueError(f"cannot use {cert} / {key} for TLS: {getattr(exc, 'reason', None) or said(exc)}") \
-            from exc
+        raise ValueError(f"cannot use {cert} / {key} for TLS: {_tls_words(exc)}") from exc
     return context
+
+
+def _tls_words(exc: Exception) -> str:
+    """OpenSSL's reason alone ("KEY_VALUES_MISMATCH"), or an OS error's words, for a TLS file's message."""
+    return getattr(exc, "reason", None) or said(exc)
 
 
 def _pem(path: str, label: str, option: str, what: str) -> None:
@@ -376,8 +380,7 @@ class SignallingClient:
         try:
             return ssl.create_default_context(cafile=self.tls_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise SignallingError(f"cannot use {self.tls_ca} as the CA for wss://: "
-                                  f"{getattr(exc, 'reason', None) or said(exc)}") from exc
+            raise SignallingError(f"cannot use {self.tls_ca} as the CA for wss://: {_tls_words(exc)}") from exc
 
     async def connect(self, timeout: float = 10.0) -> int:
         """Join the room; returns how many peers were already there."""

@@ -55,10 +55,11 @@ class TrainConfig:
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"{path}: unknown fields {sorted(unknown)}")
+        defaults = cls()
         for name, value in raw.items():
-            _check_field(path, name, value, getattr(cls(), name))
+            _check_field(path, name, value, getattr(defaults, name))
         if "weights" in raw:       # a weight not named keeps its default: 0 turns a loss off
-            raw = {**raw, "weights": {**cls().weights, **raw["weights"]}}
+            raw = {**raw, "weights": {**defaults.weights, **raw["weights"]}}
         config = cls(**raw)
         if len(config.blocks) != len(config.widths) + 1 or config.blocks[-1] != 3:
             raise ValueError(f"{path}: blocks must have len(widths) + 1 entries, the last one 3 (RGB)")
