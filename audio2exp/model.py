@@ -241,9 +241,14 @@ def load_model(path: str | Path | None = None, basis=None) -> Audio2ExpModel:
     return model
 
 
-def default_model_path() -> Path:
-    folder = Path(__file__).parent / "assets"
-    found = sorted(folder.glob("audio2exp-*.pt"))
+ASSETS = Path(__file__).parent / "assets"
+
+
+def default_model_path(folder: Path = ASSETS) -> Path:
+    """The model calls use when none is named: the newest in `folder`, where `callsynth audio2exp-train` puts
+    what it trains. (The last by name was taken: a model trained there was used only when its digest happened
+    to sort after the shipped one's.)"""
+    found = sorted(folder.glob("audio2exp-*.pt"), key=lambda path: (path.stat().st_mtime, path.name))
     if not found:
         return folder / "audio2exp-missing.pt"
     return found[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -23,6 +24,10 @@ from .model import (COLUMNS, CONTEXT, Audio2ExpModel, AudioToMouth, SILENCE_LOG_
 from .options import TrainOptions
 from .phones import PHONES, VISEME_OF_PHONE, VISEMES, phones_many
 from .targets import MOUTH
+
+# where a run stopped by Ctrl-C is kept; the same command (same --out, same options) goes on from it. Not
+# named audio2exp-*.pt: in the shipped folder it would be taken for a model (model.default_model_path).
+RESUME_FILE = "interrupted_audio2exp_run.pt"
 
 
 def training_pairs(clips: list[Clip], start_mean: np.ndarray, std: np.ndarray, phones: dict | None = None):
@@ -67,11 +72,13 @@ def mouth_metric(basis: ExpressionBasis, gap_weight: float = 0.0) -> torch.Tenso
     return torch.from_numpy((mouth @ mouth.T + gap_weight * np.outer(gap, gap)).astype(np.float32))
 
 
-def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOptions(), log=print) -> Path:
+def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOptions(), log=tqdm.write) -> Path:
     epochs, batch, lr, seed = options.epochs, options.batch, options.lr, options.seed
     phone_weight = options.phone_weight
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    resume_path = Path(out_dir) / RESUME_FILE
+    kept = _interrupted_run(resume_path, basis, options)       # before minutes of building: said at once
     paths = audio_training_files()
     if options.max_clips:
         paths = paths[:options.max_clips]
@@ -102,7 +109,8 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
     phone_head = nn.Conv1d(net.net[-2].out_channels, classes, 1) if ph is not None else None
     params = list(net.parameters()) + (list(phone_head.parameters()) if phone_head is not None else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    steps = epochs * (len(pool) // batch)
+    per_epoch = len(pool) // batch
+    steps = epochs * per_epoch
     if steps == 0:
         raise ValueError(f"{len(pool)} training frames (other speakers drawn {options.other_speakers_x}x) are "
                          f"fewer than one batch of {batch}: use more clips")
@@ -112,50 +120,84 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     pt = torch.from_numpy(ph) if ph is not None else None
     gain_per_std = torch.from_numpy((np.log(10.0) / std).astype(np.float32))  # +1 in log-mel per x10 power
-    history = []
-    bar = tqdm(total=steps, desc="training audio2exp")
-    start = time.time()
-    for epoch in range(epochs):
-        order = torch.from_numpy(rng.permutation(pool))
-        total = 0.0
-        for i in range(len(pool) // batch):
-            idx = order[i * batch:(i + 1) * batch]
-            xb, yb = xt[idx].clone(), yt[idx].clone()
-            if xn is not None:
-                under = torch.rand(len(idx)) < options.background_share
-                xb[under] = xn[idx[under]]
-            # the phone under each column the convolutions give (the window's inner COLUMNS)
-            pb = pt[idx][:, margin:margin + COLUMNS].clone() if ph is not None else None
-            # Microphones and rooms differ: a random gain and a random tilt of the bands per sample,
-            # a few bands masked, a little noise.
-            gain = torch.empty(len(xb), 1, 1).uniform_(-0.6, 0.6)
-            xb += gain * gain_per_std + 0.3 * torch.randn(len(xb), 1, N_MELS)
-            band = torch.randint(0, N_MELS - 6, (len(xb),))
-            width = torch.randint(0, 6, (len(xb),))
-            bands = torch.arange(N_MELS)[None, :]
-            masked = (bands >= band[:, None]) & (bands < (band + width)[:, None])
-            xb = torch.where(masked[:, None, :], torch.zeros(()), xb) + 0.1 * torch.randn_like(xb)
-            # Some windows become silence or faint hiss, whose face is the closed, resting mouth.
-            quiet = torch.rand(len(xb)) < 0.08
-            level = torch.rand(int(quiet.sum()), 1, 1) * 0.6
-            pad = torch.from_numpy(silence)
-            xb[quiet] = pad * (1 - level) + 0.2 * torch.randn(int(quiet.sum()), xb.shape[1], N_MELS)
-            yb[quiet] = 0
-            columns = net.net(xb.transpose(1, 2))
-            d = net.head(columns) - yb
-            loss = torch.einsum("bi,ij,bj->b", d, metric, d).mean()
-            if pb is not None:
-                pb[quiet] = 0
-                loss = loss + phone_weight * nn.functional.cross_entropy(phone_head(columns), pb)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-            bar.update(1)
-        history.append(total / max(1, len(pool) // batch))
-        bar.set_postfix(loss=f"{history[-1]:.5f}")
+    history, first_epoch, first_i, order, total, elapsed = [], 0, 0, None, 0.0, 0.0
+    if kept is not None:
+        if kept.get("frames") != len(pool):
+            raise ValueError(f"{resume_path} holds a run stopped at step {kept['step']} on {kept.get('frames')} "
+                             f"training frames, and the clips give {len(pool)} now: remove it (or give another "
+                             f"--out) to start again")
+        net.load_state_dict(kept["net"])
+        if phone_head is not None:
+            phone_head.load_state_dict(kept["phone_head"])
+        opt.load_state_dict(kept["opt"])
+        sched.load_state_dict(kept["sched"])
+        rng.bit_generator.state = kept["numpy_rng"]
+        torch.set_rng_state(kept["torch_rng"])
+        history, order, total, elapsed = list(kept["history"]), kept["order"], kept["total"], kept["seconds"]
+        first_epoch, first_i = divmod(int(kept["step"]), per_epoch)
+        if first_i == 0 and first_epoch > len(history):    # stopped after an epoch's last step
+            first_epoch, first_i = first_epoch - 1, per_epoch
+        log(f"going on from step {kept['step']} of {steps}, kept in {resume_path}")
+    bar = tqdm(total=steps, initial=first_epoch * per_epoch + first_i, desc="training audio2exp")
+    start = time.time() - elapsed
+    with _StopAtStepEnd() as stop:
+        for epoch in range(first_epoch, epochs):
+            if order is None:
+                order, total = torch.from_numpy(rng.permutation(pool)), 0.0
+            for i in range(first_i, per_epoch):
+                idx = order[i * batch:(i + 1) * batch]
+                xb, yb = xt[idx].clone(), yt[idx].clone()
+                if xn is not None:
+                    under = torch.rand(len(idx)) < options.background_share
+                    xb[under] = xn[idx[under]]
+                # the phone under each column the convolutions give (the window's inner COLUMNS)
+                pb = pt[idx][:, margin:margin + COLUMNS].clone() if ph is not None else None
+                # Microphones and rooms differ: a random gain and a random tilt of the bands per sample,
+                # a few bands masked, a little noise.
+                gain = torch.empty(len(xb), 1, 1).uniform_(-0.6, 0.6)
+                xb += gain * gain_per_std + 0.3 * torch.randn(len(xb), 1, N_MELS)
+                band = torch.randint(0, N_MELS - 6, (len(xb),))
+                width = torch.randint(0, 6, (len(xb),))
+                bands = torch.arange(N_MELS)[None, :]
+                masked = (bands >= band[:, None]) & (bands < (band + width)[:, None])
+                xb = torch.where(masked[:, None, :], torch.zeros(()), xb) + 0.1 * torch.randn_like(xb)
+                # Some windows become silence or faint hiss, whose face is the closed, resting mouth.
+                quiet = torch.rand(len(xb)) < 0.08
+                level = torch.rand(int(quiet.sum()), 1, 1) * 0.6
+                pad = torch.from_numpy(silence)
+                xb[quiet] = pad * (1 - level) + 0.2 * torch.randn(int(quiet.sum()), xb.shape[1], N_MELS)
+                yb[quiet] = 0
+                columns = net.net(xb.transpose(1, 2))
+                d = net.head(columns) - yb
+                loss = torch.einsum("bi,ij,bj->b", d, metric, d).mean()
+                if pb is not None:
+                    pb[quiet] = 0
+                    loss = loss + phone_weight * nn.functional.cross_entropy(phone_head(columns), pb)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                total += float(loss.detach())
+                bar.update(1)
+                if stop.asked:
+                    bar.close()
+                    step = epoch * per_epoch + i + 1
+                    resume_path.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save({"basis": basis.name, "options": _as_saved(options), "frames": len(pool),
+                                "step": step, "history": history, "order": order, "total": total,
+                                "seconds": time.time() - start, "net": net.state_dict(),
+                                "phone_head": phone_head.state_dict() if phone_head is not None else {},
+                                "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+                               resume_path)
+                    log(f"interrupted at step {step} of {steps}: saved {resume_path}; the same command "
+                        f"goes on from there")
+                    raise KeyboardInterrupt
+            first_i, order = 0, None
+            history.append(total / per_epoch)
+            bar.set_postfix(loss=f"{history[-1]:.5f}")
+            log(f"pass {epoch + 1} of {epochs}: loss {history[-1]:.5f}")
     bar.close()
     model = Audio2ExpModel(net, mean.astype(np.float32), std.astype(np.float32), blink_direction(clips),
                            basis.name, {"clips": len(clips), "frames": len(x),
@@ -166,4 +208,53 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
          "frames": len(x), "speech_by_folder": speech_by_folder(clips),
          "loss_per_epoch": [round(v, 6) for v in history], "train_seconds": round(time.time() - start)},
         indent=2) + "\n")
+    resume_path.unlink(missing_ok=True)
     return path
+
+
+def _as_saved(options: TrainOptions) -> dict:
+    """The options as a kept run records them (tuples as lists, as a load gives them back)."""
+    return json.loads(json.dumps(asdict(options)))
+
+
+def _interrupted_run(path: Path, basis: ExpressionBasis, options: TrainOptions) -> dict | None:
+    """The run kept at `path` by a Ctrl-C, if one is there, checked to be this run stopped: the same basis
+    and options (the frames are checked once built), or the steps trained would mix two recipes."""
+    if not path.exists():
+        return None
+    try:
+        kept = torch.load(path, map_location="cpu", weights_only=True)
+        step, saved = int(kept["step"]), kept["options"]
+    except Exception as exc:        # truncated or not ours: said with the file, not a traceback
+        raise ValueError(f"{path}: not a run kept by Ctrl-C that can go on ({type(exc).__name__}: {exc}); "
+                         f"remove it to start again") from None
+    differ = [f"{k} {saved.get(k)!r} there, {v!r} here" for k, v in _as_saved(options).items() if saved.get(k) != v]
+    if kept.get("basis") != basis.name:
+        differ.insert(0, f"basis {kept.get('basis')} there, {basis.name} here")
+    if differ:
+        raise ValueError(f"{path} holds a run stopped at step {step} with other settings ({'; '.join(differ)}): "
+                         f"give the same options to go on from it, or remove it (or give another --out) to "
+                         f"start again")
+    return kept
+
+
+class _StopAtStepEnd:
+    """Ctrl-C asks the loop to stop once the step in hand is done, so what is kept is whole steps and the
+    same command goes on from them as if never stopped; a second Ctrl-C stops at once."""
+
+    def __enter__(self):
+        self.asked, self.previous = False, None
+        try:
+            self.previous = (signal.signal(signal.SIGINT, self._ask),)
+        except ValueError:          # not the main thread: Ctrl-C is not this loop's to handle
+            pass
+        return self
+
+    def _ask(self, signum, frame) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous[0] if self.previous[0] is not None else signal.SIG_DFL)

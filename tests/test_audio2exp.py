@@ -580,6 +580,66 @@ def test_a_trained_network_loads_and_streams_what_it_gives_offline(basis, data, 
     assert np.abs(np.stack(streamed) - offline).max() < 1e-4
 
 
+def test_ctrl_c_keeps_the_steps_trained_and_the_same_command_goes_on_as_if_never_stopped(basis, tmp_path):
+    """Ctrl-C during audio2exp-train (6-17 minutes on a 2-core CPU) lost the whole run. Now a real SIGINT stops
+    it at the end of the step in hand and keeps the run; the same call goes on from there and ends with the
+    network an unstopped run gives. Another recipe is refused, not mixed with it."""
+    import os
+    import signal
+    from dataclasses import replace
+
+    from audio2exp.options import TrainOptions
+    from audio2exp.train import RESUME_FILE, train
+
+    options = TrainOptions(epochs=2, max_clips=4, batch=64)          # a few steps a pass
+    whole = load_model(train(basis, tmp_path / "whole", options, log=lambda *_: None), basis=basis)
+    said = []
+
+    def ctrl_c_after_the_first_pass(line: str) -> None:
+        said.append(line)
+        if line.startswith("pass 1 of 2"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(basis, tmp_path / "stopped", options, log=ctrl_c_after_the_first_pass)
+    kept = tmp_path / "stopped" / RESUME_FILE
+    assert said[-1].startswith("interrupted at step ") and said[-1].endswith(
+        f"saved {kept}; the same command goes on from there")
+    step, steps = int(said[-1].split()[3]), int(said[-1].split()[5].rstrip(":"))
+    assert steps // 2 < step < steps                           # in the second pass, its first step done
+    assert not list((tmp_path / "stopped").glob("audio2exp-*.pt"))      # no model yet (nor one by its name)
+    with pytest.raises(ValueError, match=r"stopped at step \d+ with other settings \(epochs 2 there, 3 here\)"):
+        train(basis, tmp_path / "stopped", replace(options, epochs=3), log=lambda *_: None)
+    kept.rename(kept.with_suffix(".kept"))
+    kept.write_bytes(b"half a file")
+    with pytest.raises(ValueError, match="not a run kept by Ctrl-C that can go on"):
+        train(basis, tmp_path / "stopped", options, log=lambda *_: None)
+    kept.with_suffix(".kept").replace(kept)
+    said.clear()
+    resumed = load_model(train(basis, tmp_path / "stopped", options, log=said.append), basis=basis)
+    assert said[-2] == f"going on from step {step} of {steps}, kept in {kept}" and said[-1].startswith("pass 2 of 2")
+    assert not kept.exists()
+    for name, value in whole.net.state_dict().items():
+        assert torch.equal(value, resumed.net.state_dict()[name]), name
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # Ctrl-C is the caller's again
+
+
+def test_the_model_calls_use_by_default_is_the_newest_trained_into_the_folder(tmp_path):
+    """`callsynth audio2exp-train` puts its model beside the shipped one; the last by name was taken, so the
+    trained model was used only when its digest sorted after the shipped one's."""
+    import os
+
+    from audio2exp.model import ASSETS, default_model_path
+
+    assert default_model_path() in ASSETS.glob("audio2exp-*.pt")
+    assert default_model_path(tmp_path).name == "audio2exp-missing.pt"
+    shipped, trained = tmp_path / "audio2exp-ffffffffffff.pt", tmp_path / "audio2exp-000000000000.pt"
+    for path, when in ((shipped, 1_700_000_000), (trained, 1_800_000_000)):
+        path.write_bytes(b"")
+        os.utime(path, (when, when))
+    assert default_model_path(tmp_path) == trained
+
+
 def test_a_clip_whose_sound_is_digital_zero_is_left_out_of_training_and_named(basis, data):
     """Four clips of the data are marked as having audio, but their sound is zero throughout while the face
     talks: trained on, they paired a talking mouth with no sound at all."""
