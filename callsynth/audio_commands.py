@@ -49,11 +49,14 @@ def cmd_audio2exp_train(args) -> int:
 
     from .face.basis import load_basis
 
+    low, high = args.background_snr
+    if low > high:      # was sorted without a word: a typo for another range trained as if meant
+        raise ValueError(f"--background-snr: LOW {low:g} dB is above HIGH {high:g} dB")
     options = TrainOptions(epochs=args.epochs, seed=args.seed, max_clips=args.max_clips,
                            phone_weight=args.phone_weight, phone_set=args.phone_set,
                            gap_weight=args.gap_weight, other_speakers_x=args.other_speakers_x,
                            background_share=args.background_share,
-                           background_snr_db=tuple(sorted(args.background_snr)))
+                           background_snr_db=(low, high))
     path = train(load_basis(args.basis), args.out, options)
     print(f"model: {path}")
     return 0
@@ -171,7 +174,8 @@ def add_audio_commands(sub) -> None:
 
     p = sub.add_parser("audio2exp-train", help="train the speech → mouth-code model",
                        description="Train on the clips with clean audio of people outside both validation "
-                                   "sets (landmarks are tracked once and cached in ~/.cache/callsynth).")
+                                   "sets (landmarks are tracked once and cached in ~/.cache/callsynth). "
+                                   "Ctrl-C keeps the run in --out; the same command goes on from there.")
     p.add_argument("--out", type=output_folder, default=Path(__file__).resolve().parents[1] / "audio2exp" / "assets",
                    help="folder for the checkpoint (default audio2exp/assets)")
     p.add_argument("--epochs", type=positive_int, default=A2E_TRAIN.epochs,

@@ -430,6 +430,14 @@ def test_a_number_out_of_its_range_is_a_usage_error_naming_the_option(command, o
     assert not (tmp_path / "out").exists()
 
 
+def test_a_noise_range_given_high_first_is_refused_not_turned_round(tmp_path, capsys):
+    """`audio2exp-train --background-snr 25 5` was sorted into 5-25 dB without a word: a typo for another
+    range (25 50) trained for minutes as if it were meant."""
+    assert main(["audio2exp-train", "--out", str(tmp_path / "out"), "--background-snr", "25", "5"]) == 2
+    assert "--background-snr: LOW 25 dB is above HIGH 5 dB" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_no_option_reads_a_bare_float_or_int():
     """Every number on a command line goes through a type that checks its range (callsynth.arg_types);
     a bare float or int (a seed aside, any int is one) lets 0, negatives, nan and inf through."""
