@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from callsynth.face.basis import ExpressionBasis
 from callsynth.face.regions import LIP_CENTRE
+from callsynth.json_text import to_json
 from callsynth.split import audio_training_files
 
 from .backgrounds import with_backgrounds
@@ -203,7 +204,7 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
                            basis.name, {"clips": len(clips), "frames": len(x),
                                         "seconds": round(time.time() - start), **asdict(options)})
     path = model.save(out_dir)
-    (out_dir / f"{path.stem}.json").write_text(json.dumps(
+    (out_dir / f"{path.stem}.json").write_text(to_json(
         {"model": path.name, "basis": basis.name, "options": asdict(options), "clips": len(clips),
          "frames": len(x), "speech_by_folder": speech_by_folder(clips),
          "loss_per_epoch": [round(v, 6) for v in history], "train_seconds": round(time.time() - start)},

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from audio2exp.options import A2E_TRAIN, TrainOptions
 
 from .arg_types import display_rate, existing_folder, positive_int, share, snr_db, weight
 from .call_options import CALL
+from .json_text import to_json
 from .outputs import output_file, output_folder, output_video
 from .wire import MAX_REFERENCES
 
@@ -40,7 +40,7 @@ def cmd_audio2exp(args) -> int:
     check_references(still, references, [str(path) for path in args.references])
     summary = render_talking_face(args.audio, still, basis, model, args.output, fps=args.fps,
                                   progress=not args.quiet, references=references)
-    print(json.dumps(summary, indent=2))
+    print(to_json(summary))
     return 0
 
 
@@ -140,7 +140,7 @@ def cmd_audio2exp_eval(args) -> int:
         print(f"figure: {plot_mouth_curves(speech_curves(gaps), args.plot, 'lip gap: tracked video and audio2exp')}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+        args.out.write_text(to_json(report))
         print(f"report: {args.out}")
     if missed:
         print("\nmissed " + ("a target" if len(missed) == 1 else f"{len(missed)} targets") + ":\n  "

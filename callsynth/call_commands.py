@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import math
 import os
@@ -15,6 +14,7 @@ from .arg_types import (camera_index, display_rate, per_second, playout_delay_ms
                         seconds, wait_s)
 from .call_key import ENV_VAR
 from .call_options import CALL
+from .json_text import to_json
 from .outputs import output_file, output_folder, output_video
 
 
@@ -156,7 +156,7 @@ def cmd_send(args) -> int:
     _setup_logging(args.verbose)
     source, track, _ = _source_and_voice(args)
     summary = asyncio.run(run_sender(source, load_basis(args.basis), _sender_options(args, args.stats), track))
-    print(json.dumps(summary, indent=2))
+    print(to_json(summary))
     return 0
 
 
@@ -167,7 +167,7 @@ def cmd_receive(args) -> int:
 
     _setup_logging(args.verbose)
     summary = asyncio.run(run_receiver(load_basis(args.basis), _receiver_options(args, args.stats)))
-    print(json.dumps({k: v for k, v in summary.items() if k != "events"}, indent=2))
+    print(to_json({k: v for k, v in summary.items() if k != "events"}))
     if summary.get("failure"):
         print(f"error: the call failed: {summary['failure']}", file=sys.stderr)
         return 1
@@ -185,8 +185,8 @@ def cmd_call(args) -> int:
                             stats_path=str(args.stats) if args.stats else None,
                             echo_cancel=microphone if args.echo_cancel is None else args.echo_cancel)
     summary = asyncio.run(run_two_way(source, load_basis(args.basis), options, track))
-    print(json.dumps({k: v for k, v in summary.items() if k != "received"}
-                     | {"received": {k: v for k, v in summary["received"].items() if k != "events"}}, indent=2))
+    print(to_json({k: v for k, v in summary.items() if k != "received"}
+                  | {"received": {k: v for k, v in summary["received"].items() if k != "events"}}))
     if summary.get("failure"):
         print(f"error: the call failed: {summary['failure']}", file=sys.stderr)
         return 1
@@ -206,7 +206,7 @@ def cmd_demo(args) -> int:
                       max_frames=args.max_frames, camera_off=args.camera_off,
                       audio_fallback=args.audio_fallback, model=args.model, generator=args.generator,
                       budget=args.budget, repair_every=args.repair_every)
-    print(json.dumps(report["headline"], indent=2))
+    print(to_json(report["headline"]))
     print(f"measured on {report['cpu']}")
     print(f"received video: {report['files']['video']}\nstats: {report['files']['stats']}")
     return 0
@@ -231,7 +231,7 @@ def _two_way_demo(args) -> int:
     extra += ["--generator", str(args.generator)] if args.generator else []
     extra += ["--audio-fallback"] if args.audio_fallback else []
     report = run_two_way_demo((Path(args.video), Path(other)), Path(args.out), extra, model=args.model)
-    print(json.dumps(report["headline"], indent=2))
+    print(to_json(report["headline"]))
     print(f"measured on {report['cpu']}")
     print(f"received videos and stats in {args.out}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from .arg_types import positive_int
 from .call_options import CALL
+from .json_text import to_json
 from .outputs import clash, output_file, output_folder, output_picture_or_video, output_video
 from .tool_options import TOOLS
 
@@ -27,8 +29,10 @@ def _kbps_list(text: str) -> tuple:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}")
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError("bitrates must be positive")
+    if not values:
+        raise argparse.ArgumentTypeError(f"no bitrate in {text!r}")
+    if not all(0 < v < math.inf for v in values):     # nan and inf passed `v <= 0` and reached the encoders
+        raise argparse.ArgumentTypeError(f"bitrates must be positive numbers of kbps, not {text!r}")
     return values
 
 
@@ -87,7 +91,7 @@ def cmd_reenact(args) -> int:
     summary["identity"], summary["driving"] = str(args.identity), str(args.driving)
     if args.stats:
         Path(args.stats).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.stats).write_text(json.dumps(summary, indent=2) + "\n")
+        Path(args.stats).write_text(to_json(summary) + "\n")
     print(f"{summary['frames']} frames, {summary['packets']} packets of {summary['bytes_per_packet']['mean']:.1f}"
           f" B: payload {summary['payload_kbps']:.2f} kbps ({summary['payload_kbps_at_30fps']:.2f} kbps at "
           f"30 fps), {summary['frames_no_face']} frames without a face -> {args.output}")
@@ -114,8 +118,9 @@ def cmd_eval(args) -> int:
                       generator, args.model)
     print(f"{'method':<16} {'setting':<20} {'kbps':>8} {'NME %':>7} {'SSIM':>6} {'PSNR':>6}")
     for r in floors(report["summary"]):
-        print(f"{r['method']:<16} {r['setting']:<20} {r['kbps']:>8.2f} {r.get('nme', float('nan')):>7.2f} "
-              f"{r['ssim']:>6.3f} {r['psnr']:>6.2f}")
+        nme = r.get("nme")      # none where MediaPipe found no face in the rebuilt frames (report.md: face lost)
+        nme = f"{nme:>7.2f}" if nme is not None and math.isfinite(nme) else f"{'–':>7}"
+        print(f"{r['method']:<16} {r['setting']:<20} {r['kbps']:>8.2f} {nme} {r['ssim']:>6.3f} {r['psnr']:>6.2f}")
     print(f"report: {Path(args.out) / 'report.md'}, {Path(args.out) / 'rate_distortion.png'}")
     return 0
 

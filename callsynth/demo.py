@@ -16,6 +16,7 @@ from sender.capture import CAMERA_ADVICE
 
 from .call_key import ENV_VAR, CallKey
 from .call_options import CALL
+from .json_text import to_json
 from .media import moving_video_info
 from .outputs import same_file
 
@@ -216,7 +217,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
               "headline": headline(receiver_stats, sender_stats, loss),
               "receiver": receiver_stats, "sender": sender_stats,
               "files": {k: str(v) for k, v in files.items()}, "logs": {k: str(v) for k, v in logs.items()}}
-    files["stats"].write_text(json.dumps(report, indent=2))
+    files["stats"].write_text(to_json(report))
     frames_csv = files["receiver_stats"].with_suffix(".frames.csv")
     if frames_csv.exists():
         from .call_plot import plot_call
@@ -225,7 +226,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
         plot_call(frames_csv, files["plot"], title=f"callsynth demo call: {Path(video).name}, "
                                                    f"{loss * 100:g} % feature packets dropped")
         report["files"]["plot"] = str(files["plot"])
-        files["stats"].write_text(json.dumps(report, indent=2))
+        files["stats"].write_text(to_json(report))
     return report
 
 
@@ -286,7 +287,7 @@ def run_two_way_demo(videos: tuple[Path, Path], out: Path, extra: list[str] | No
     report = {"clips": {name: str(v) for name, v in zip("ab", videos)}, "cpu": cpu_description(),
               "headline": {name: side_headline(stats[name]) for name in "ab"}, "sides": stats,
               "logs": {k: str(v) for k, v in logs.items()}}
-    (out / "STATS.json").write_text(json.dumps(report, indent=2))
+    (out / "STATS.json").write_text(to_json(report))
     from .call_plot import plot_call
 
     for name in "ab":

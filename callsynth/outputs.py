@@ -9,13 +9,13 @@ the call) is said when the call's statistics are written (write_stats)."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import tempfile
 from pathlib import Path
 
 from .errors import reason
+from .json_text import to_json
 from .media import IMAGE_SUFFIXES, MP4_SUFFIXES
 
 # Containers that take what the commands write (H.264, with AAC sound) and that a player reads after a
@@ -109,7 +109,7 @@ def write_stats(path: str | Path, summary: dict, log: logging.Logger) -> bool:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=2))
+        path.write_text(to_json(summary))
         return True
     except OSError as exc:
         log.warning("cannot write the call's statistics to %s (%s); its summary is printed as it ends",

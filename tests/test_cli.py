@@ -197,8 +197,23 @@ def test_eval_names_two_clips_of_one_file_name_apart(data, tmp_path):
 def test_eval_warp_only_leaves_the_generator_out(data, tmp_path):
     assert main(["eval", "--clips", str(data / VAL_CLIP), "--codecs", "", "--max-frames", "10",
                  "--warp-only", "--out", str(tmp_path)]) == 0
-    methods = {r["method"] for r in json.loads((tmp_path / "report.json").read_text())["summary"]}
-    assert methods == {"callsynth-warp"}
+    report = json.loads((tmp_path / "report.json").read_text(), parse_constant=_not_json)
+    assert {r["method"] for r in report["summary"]} == {"callsynth-warp"}
+    # no blink in these frames: the recall that cannot be measured is null (it was NaN, which is not JSON:
+    # JavaScript's JSON.parse refused the whole report)
+    assert {r["blink_recall"] for r in report["per_clip"]} == {None}
+
+
+def _not_json(constant: str):
+    raise AssertionError(f"{constant} is not JSON")
+
+
+def test_a_figure_that_could_not_be_measured_is_written_as_json_null():
+    from callsynth.json_text import to_json
+
+    text = to_json({"nme": float("nan"), "kbps": [float("inf"), 1.5], "p": (2, -float("inf")), "s": "nan"})
+    assert json.loads(text, parse_constant=_not_json) == {"nme": None, "kbps": [None, 1.5], "p": [2, None],
+                                                          "s": "nan"}
 
 
 def test_eval_people_selection_takes_the_split_s_selection_clips(tmp_path, capsys):
@@ -414,6 +429,9 @@ def test_every_default_is_read_from_one_options_dataclass(tmp_path):
     (["audio2exp-train", "--out", "{out}", "--gap-weight", "-1"], "--gap-weight"),
     (["audio2exp-train", "--out", "{out}", "--background-snr", "5", "nan"], "--background-snr"),
     (["audio2exp-eval", "--align-dir", "{out}/align"], "--align-dir"),
+    (["eval", "--out", "{out}", "--kbps", "8,nan"], "--kbps"),
+    (["eval", "--out", "{out}", "--kbps", "inf"], "--kbps"),
+    (["eval", "--out", "{out}", "--kbps", ","], "--kbps"),
     (["receive", "--room", ""], "--room"),               # an unset shell variable: a room like any other
     (["call", "--room", "  ", "--video", "{clip}"], "--room"),
 ])

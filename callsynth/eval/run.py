@@ -6,7 +6,6 @@ Every method is judged on the same 256x256 stable crops of the real frames: PSNR
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
 from contextlib import nullcontext
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis
 from ..face.still import NoFaceError, prepare_still
+from ..json_text import to_json
 from ..media import MediaError, iter_frames, moving_video_info, read_still
 from ..budget import frames_per_packet
 from ..reenact import ReenactStats, reenact
@@ -285,6 +285,6 @@ def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: l
     report = {"basis": basis.name, "codecs": {c: CODECS[c].label for c in codecs},
               "clips": done, "names": {c: names[c] for c in done}, "skipped": skipped, "summary": summarise(rows),
               "per_clip": rows}
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "report.json").write_text(to_json(report))
     write_report(report, out_dir)
     return report

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis
+from ..json_text import to_json
 from ..model.chip import cut_chips
 from ..model.expression import ExpressionCNN
 from ..model.generator import Discriminator
@@ -357,9 +358,9 @@ class Trainer:
             if self.validation is not None and (self.step % c.val_every == 0 or self.step == c.steps):
                 scores = self.validate()
                 with open(self.out / "validation.jsonl", "a") as vh:  # every gain's figures
-                    vh.write(json.dumps({"step": self.step, "warp": {k: scores[f"val_{k}_warp"] for k in
-                                                                    ("ssim", "l1", "nme")},
-                                         "gains": {str(g): t for g, t in scores.pop("per_gain").items()}})
+                    vh.write(to_json({"step": self.step, "warp": {k: scores[f"val_{k}_warp"] for k in
+                                                                  ("ssim", "l1", "nme")},
+                                       "gains": {str(g): t for g, t in scores.pop("per_gain").items()}}, None)
                              + "\n")
                 row.update(scores)
                 self.repair_gain = scores["val_gain"]

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..face.basis import ExpressionBasis
 from ..face.regions import OPEN_MOUTH, TEETH_S, TEETH_V
+from ..json_text import to_json
 from ..model.generator import Discriminator
 from ..model.mouth_generator import MouthGenerator, open_weight, value_saturation
 from ..model.runtime import MOUTH_FORMAT, half_weights
@@ -203,7 +204,7 @@ def _write(out_dir: Path, basis: ExpressionBasis, data: dict, options: MouthTrai
     torch.save({"format": MOUTH_FORMAT, "basis": basis.name, "code_dim": int(data["code"].shape[1]),
                 "widths": list(options.widths), "blocks": list(options.blocks),
                 "g": half_weights(best_state)}, path)
-    (out_dir / "mouth_generator.json").write_text(json.dumps(
+    (out_dir / "mouth_generator.json").write_text(to_json(
         {"options": asdict(options), "kept": best, "history": history, "train_seconds": round(time.time() - start),
          "samples": len(data["truth"]), "clips": len(data["names"]),
          "selection_clips": [str(n) for n in selection["names"]], "selection_samples": len(selection["truth"]),
