@@ -194,6 +194,40 @@ def test_eval_names_two_clips_of_one_file_name_apart(data, tmp_path):
     assert "![a_clip](strips/a_clip.jpg)" in text
 
 
+def test_ctrl_c_during_eval_writes_the_report_of_the_clips_done(data, tmp_path):
+    """Ctrl-C (a real SIGINT to a real `callsynth eval`) lost every clip's figures (the validation set is a
+    15-minute run); now the report of the clips done is written, saying it was interrupted and naming the
+    clips not evaluated."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clips = [str(data / VAL_CLIP), str(data / "video/grid_s1/bbaf2n.mp4"), str(data / "video/grid_s1/bbal6n.mp4")]
+    out = tmp_path / "report"
+    run = subprocess.Popen([sys.executable, "-m", "callsynth.cli", "eval", "--clips", *clips, "--codecs", "",
+                            "--max-frames", "40", "--warp-only", "--out", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first_done = out / "strips" / f"{Path(VAL_CLIP).stem}.jpg"      # a clip's last step without codecs
+        deadline = time.time() + 300
+        while not first_done.exists() and run.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert first_done.exists(), run.communicate(timeout=5)[0] if run.poll() is not None else ""
+        time.sleep(0.3)
+        run.send_signal(signal.SIGINT)
+        said = run.communicate(timeout=120)[0]
+    finally:
+        run.kill()
+    assert run.returncode == 130, said
+    report = json.loads((out / "report.json").read_text())
+    n = report["interrupted"]["clips_done"]
+    assert 1 <= n < 3 and report["clips"] == clips[:n] and report["interrupted"]["not_evaluated"] == clips[n:]
+    assert f"eval: interrupted after {n} of 3 clips; the report of those is in {out / 'report.md'}" in said
+    text = (out / "report.md").read_text()
+    assert f"**Interrupted** (Ctrl-C) after {n} of 3 clips" in text and f"- {clips[2]}" in text
+
+
 def test_eval_warp_only_leaves_the_generator_out(data, tmp_path):
     assert main(["eval", "--clips", str(data / VAL_CLIP), "--codecs", "", "--max-frames", "10",
                  "--warp-only", "--out", str(tmp_path)]) == 0

@@ -12,7 +12,8 @@ from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator  # n
 
 
 def _fmt(value, spec):
-    return "–" if value is None else format(value, spec)
+    """A figure, or – where none could be measured (None; NaN in reports before they wrote null)."""
+    return "–" if value is None or value != value else format(value, spec)
 
 
 def floors(summary: list[dict]) -> list[dict]:
@@ -59,8 +60,15 @@ def markdown(report: dict) -> str:
         clips += "\n\nSkipped (not in the means):\n\n" + "\n".join(
             f"- {s['clip']}: {s['reason']}" for s in report["skipped"])
     codecs = "\n".join(f"- {k}: {v}" for k, v in report["codecs"].items())
-    return (f"# callsynth evaluation\n\nBasis: {report['basis']}. Means over {len(report['clips'])} clips "
-            f"(self-reenactment, still = first frame; 256x256 stable crops).\n\n"
+    stopped = report.get("interrupted")
+    if stopped:
+        clips += "\n\nNot evaluated (the run was interrupted):\n\n" + "\n".join(
+            f"- {c}" for c in stopped["not_evaluated"])
+    return ("# callsynth evaluation\n\n"
+            + (f"**Interrupted** (Ctrl-C) after {stopped['clips_done']} of {stopped['clips']} clips: the means "
+               "are over those alone.\n\n" if stopped else "")
+            + f"Basis: {report['basis']}. Means over {len(report['clips'])} clips "
+            + "(self-reenactment, still = first frame; 256x256 stable crops).\n\n"
             f"## At each codec's floor\n\n{table(floors(report['summary']))}\n"
             f"## All settings\n\n{table(report['summary'])}\n"
             f"## callsynth per clip\n\n\"Code alone\": the real frame's landmarks through the code and the wire's "

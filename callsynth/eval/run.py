@@ -266,10 +266,10 @@ def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: l
 
         renderers = Renderers(basis, model or DEFAULT_MODEL, generator or None)
     per_clip = len(CALLSYNTH_RATES) + (renderers is not None) + len(codecs) * len(kbps)
-    rows, done, skipped = [], [], []
+    rows, done, skipped, stopped_at = [], [], [], None
     names = clip_names(clips)
     with tqdm(total=len(clips) * per_clip, desc="eval", unit="run") as progress:
-        for clip in clips:
+        for at, clip in enumerate(clips):
             progress.set_postfix_str(Path(clip).name)
             try:
                 rows += evaluate_clip(Path(clip), basis, codecs, kbps, max_frames, progress, renderers,
@@ -280,11 +280,28 @@ def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: l
                 progress.write(f"eval: skipping {clip}: {exc}", file=sys.stderr)
                 progress.total -= per_clip
                 progress.refresh()
+            except KeyboardInterrupt:   # Ctrl-C lost every clip done (the validation set: a 15-minute run)
+                stopped_at = at
+                break
+    if stopped_at is not None:
+        if rows:
+            _write(out_dir, basis, codecs, done, names, skipped, rows, {
+                "clips_done": len(done), "clips": len(clips), "not_evaluated": [str(c) for c in clips[stopped_at:]]})
+            print(f"eval: interrupted after {len(done)} of {len(clips)} clips; the report of those is in "
+                  f"{out_dir / 'report.md'}", file=sys.stderr)
+        raise KeyboardInterrupt
     if not rows:
         raise ValueError("no clip could be evaluated: " + "; ".join(s["reason"] for s in skipped))
+    return _write(out_dir, basis, codecs, done, names, skipped, rows)
+
+
+def _write(out_dir: Path, basis: ExpressionBasis, codecs: list[str], done: list[str], names: dict,
+           skipped: list[dict], rows: list[dict], interrupted: dict | None = None) -> dict:
     report = {"basis": basis.name, "codecs": {c: CODECS[c].label for c in codecs},
               "clips": done, "names": {c: names[c] for c in done}, "skipped": skipped, "summary": summarise(rows),
               "per_clip": rows}
+    if interrupted is not None:
+        report["interrupted"] = interrupted
     (out_dir / "report.json").write_text(to_json(report))
     write_report(report, out_dir)
     return report
