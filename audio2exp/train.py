@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +116,7 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
         raise ValueError(f"{len(pool)} training frames (other speakers drawn {options.other_speakers_x}x) are "
                          f"fewer than one batch of {batch}: use more clips")
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    learner = _Learner(net, phone_head, opt, sched, rng)
     metric = mouth_metric(basis, options.gap_weight)
     margin = (CONTEXT - COLUMNS) // 2
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -127,13 +128,7 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
             raise ValueError(f"{resume_path} holds a run stopped at step {kept['step']} on {kept.get('frames')} "
                              f"training frames, and the clips give {len(pool)} now: remove it (or give another "
                              f"--out) to start again")
-        net.load_state_dict(kept["net"])
-        if phone_head is not None:
-            phone_head.load_state_dict(kept["phone_head"])
-        opt.load_state_dict(kept["opt"])
-        sched.load_state_dict(kept["sched"])
-        rng.bit_generator.state = kept["numpy_rng"]
-        torch.set_rng_state(kept["torch_rng"])
+        learner.restore(kept)
         history, order, total, elapsed = list(kept["history"]), kept["order"], kept["total"], kept["seconds"]
         first_epoch, first_i = divmod(int(kept["step"]), per_epoch)
         if first_i == 0 and first_epoch > len(history):    # stopped after an epoch's last step
@@ -187,11 +182,7 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
                     resume_path.parent.mkdir(parents=True, exist_ok=True)
                     torch.save({"basis": basis.name, "options": _as_saved(options), "frames": len(pool),
                                 "step": step, "history": history, "order": order, "total": total,
-                                "seconds": time.time() - start, "net": net.state_dict(),
-                                "phone_head": phone_head.state_dict() if phone_head is not None else {},
-                                "opt": opt.state_dict(), "sched": sched.state_dict(),
-                                "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
-                               resume_path)
+                                "seconds": time.time() - start, **learner.state()}, resume_path)
                     log(f"interrupted at step {step} of {steps}: saved {resume_path}; the same command "
                         f"goes on from there")
                     raise KeyboardInterrupt
@@ -237,6 +228,32 @@ def _interrupted_run(path: Path, basis: ExpressionBasis, options: TrainOptions) 
                          f"give the same options to go on from it, or remove it (or give another --out) to "
                          f"start again")
     return kept
+
+
+@dataclass
+class _Learner:
+    """What a training step changes, and so what a run kept by Ctrl-C holds besides where it stood: the
+    networks, the optimiser and its schedule, and both random streams (the order and the augmentation)."""
+    net: AudioToMouth
+    phone_head: nn.Module | None
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    rng: np.random.Generator
+
+    def state(self) -> dict:
+        return {"net": self.net.state_dict(),
+                "phone_head": self.phone_head.state_dict() if self.phone_head is not None else {},
+                "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                "numpy_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+
+    def restore(self, kept: dict) -> None:
+        self.net.load_state_dict(kept["net"])
+        if self.phone_head is not None:
+            self.phone_head.load_state_dict(kept["phone_head"])
+        self.opt.load_state_dict(kept["opt"])
+        self.sched.load_state_dict(kept["sched"])
+        self.rng.bit_generator.state = kept["numpy_rng"]
+        torch.set_rng_state(kept["torch_rng"])
 
 
 class _StopAtStepEnd:
