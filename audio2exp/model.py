@@ -43,13 +43,16 @@ class AudioToMouth(nn.Module):
     window's ends then belonged to that window alone, and a stream computed about three times the
     arithmetic a frame."""
 
-    def __init__(self, k: int, width: int = 128):
+    def __init__(self, k: int, width: int = 128, dropout: float = 0.2, conv_dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = []
         for i, d in enumerate(DILATIONS):
-            layers += [nn.Conv1d(N_MELS if i == 0 else width, width, 3, dilation=d), nn.GELU()]
+            # the activation and its dropout are one module without weights, so every trained network's
+            # weights keep the same names whatever the dropout it was trained with
+            layers += [nn.Conv1d(N_MELS if i == 0 else width, width, 3, dilation=d),
+                       nn.Sequential(nn.GELU(), nn.Dropout(conv_dropout)) if conv_dropout else nn.GELU()]
         self.net = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(width * COLUMNS, 256),
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(width * COLUMNS, 256),
                                   nn.GELU(), nn.Linear(256, k))
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,11 @@ class TrainOptions:
     # (audio2exp/backgrounds.py), at an SNR drawn from `background_snr_db`; 0: clean speech only
     background_share: float = 0.5
     background_snr_db: tuple[float, float] = (5.0, 25.0)
+    # regularisation: dropout before the head's first layer, after each convolution (0: none), and AdamW's
+    # weight decay. More of either did not carry to unseen spontaneous speech (README, audio2exp: the table).
+    dropout: float = 0.2
+    conv_dropout: float = 0.0
+    weight_decay: float = 1e-4
 
 
 A2E_TRAIN = TrainOptions()

@@ -104,12 +104,12 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
     silence = ((np.full(N_MELS, SILENCE_LOG_MEL) - mean) / std).astype(np.float32)
     pool = np.concatenate([np.flatnonzero(is_s1)] + [np.flatnonzero(~is_s1)] * options.other_speakers_x)
     log(f"{len(x)} frames ({len(x) / 25 / 60:.0f} min of speech video)")
-    net = AudioToMouth(basis.k)
+    net = AudioToMouth(basis.k, dropout=options.dropout, conv_dropout=options.conv_dropout)
     # the phone task's head reads the convolutions' columns; it is not saved (the call has no use for it)
     classes = len(VISEMES) if visemes else len(PHONES)
     phone_head = nn.Conv1d(net.net[-2].out_channels, classes, 1) if ph is not None else None
     params = list(net.parameters()) + (list(phone_head.parameters()) if phone_head is not None else [])
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=options.weight_decay)
     per_epoch = len(pool) // batch
     steps = epochs * per_epoch
     if steps == 0:

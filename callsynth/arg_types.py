@@ -64,6 +64,7 @@ weight = number_in(0)
 per_second = number_in(0, above=True, unit="a second")
 snr_db = number_in(-20, 60, unit="dB")
 share = number_in(0, 1)
+dropout = number_in(0, 0.9)       # 1 would zero every unit it is applied to
 
 
 def room_name(text: str) -> str:

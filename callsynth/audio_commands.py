@@ -6,7 +6,7 @@ from pathlib import Path
 
 from audio2exp.options import A2E_TRAIN, TrainOptions
 
-from .arg_types import display_rate, existing_folder, positive_int, share, snr_db, weight
+from .arg_types import display_rate, dropout, existing_folder, positive_int, share, snr_db, weight
 from .call_options import CALL
 from .json_text import to_json
 from .outputs import output_file, output_folder, output_video
@@ -56,7 +56,8 @@ def cmd_audio2exp_train(args) -> int:
                            phone_weight=args.phone_weight, phone_set=args.phone_set,
                            gap_weight=args.gap_weight, other_speakers_x=args.other_speakers_x,
                            background_share=args.background_share,
-                           background_snr_db=(low, high))
+                           background_snr_db=(low, high), dropout=args.dropout,
+                           conv_dropout=args.conv_dropout, weight_decay=args.weight_decay)
     path = train(load_basis(args.basis), args.out, options)
     print(f"model: {path}")
     return 0
@@ -203,6 +204,12 @@ def add_audio_commands(sub) -> None:
                    default=A2E_TRAIN.background_snr_db,
                    help="dB under the voice those backgrounds are mixed at, drawn between LOW and HIGH "
                         f"(default {A2E_TRAIN.background_snr_db[0]:g} {A2E_TRAIN.background_snr_db[1]:g})")
+    p.add_argument("--dropout", type=dropout, default=A2E_TRAIN.dropout,
+                   help=f"dropout before the head's first layer (default {A2E_TRAIN.dropout:g})")
+    p.add_argument("--conv-dropout", type=dropout, default=A2E_TRAIN.conv_dropout,
+                   help=f"dropout after each convolution (default {A2E_TRAIN.conv_dropout:g})")
+    p.add_argument("--weight-decay", type=weight, default=A2E_TRAIN.weight_decay,
+                   help=f"AdamW's weight decay (default {A2E_TRAIN.weight_decay:g})")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
     p.set_defaults(func=cmd_audio2exp_train)
 

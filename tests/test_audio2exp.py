@@ -624,6 +624,17 @@ def test_ctrl_c_keeps_the_steps_trained_and_the_same_command_goes_on_as_if_never
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # Ctrl-C is the caller's again
 
 
+def test_a_network_trained_with_dropout_loads_as_any_other():
+    """`audio2exp-train --dropout P --conv-dropout Q` changes the training, not the weights' names: the
+    network loads into the AudioToMouth load_model builds, and gives the same codes when evaluating."""
+    torch.manual_seed(0)
+    trained = AudioToMouth(23, dropout=0.5, conv_dropout=0.25).eval()
+    plain = AudioToMouth(23)
+    plain.load_state_dict(trained.state_dict())
+    windows = torch.randn(2, CONTEXT, 40)
+    assert torch.equal(plain.eval()(windows), trained(windows))
+
+
 def test_the_model_calls_use_by_default_is_the_newest_trained_into_the_folder(tmp_path):
     """`callsynth audio2exp-train` puts its model beside the shipped one; the last by name was taken, so the
     trained model was used only when its digest sorted after the shipped one's."""
