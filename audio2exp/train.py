@@ -262,6 +262,8 @@ class _StopAtStepEnd:
 
     def __enter__(self):
         self.asked, self.previous = False, None
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return self             # started to ignore it (in the background): it goes on ignoring it
         try:
             self.previous = (signal.signal(signal.SIGINT, self._ask),)
         except ValueError:          # not the main thread: Ctrl-C is not this loop's to handle

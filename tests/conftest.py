@@ -1,4 +1,5 @@
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -138,3 +139,14 @@ class DroppingNamespace:
         """Datagrams the rules have dropped so far."""
         listing = self._ip("netns", "exec", self.name, "iptables", "-L", "INPUT", "-v", "-n", "-x").stdout
         return sum(int(line.split()[0]) for line in listing.splitlines() if "DROP" in line)
+
+
+@pytest.fixture
+def ctrl_c_as_at_a_terminal():
+    """SIGINT as a terminal's foreground command meets it (Python's KeyboardInterrupt), for the tests that
+    send a real one. A shell that starts a command in the background, as a CI runner may, starts it with
+    SIGINT ignored, and every process it starts inherits that: such a test then passed only after an
+    in-process call had set SIGINT back (asyncio does when a loop that handled it closes)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before if before is not None else signal.SIG_DFL)

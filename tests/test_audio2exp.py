@@ -580,7 +580,8 @@ def test_a_trained_network_loads_and_streams_what_it_gives_offline(basis, data, 
     assert np.abs(np.stack(streamed) - offline).max() < 1e-4
 
 
-def test_ctrl_c_keeps_the_steps_trained_and_the_same_command_goes_on_as_if_never_stopped(basis, tmp_path):
+def test_ctrl_c_keeps_the_steps_trained_and_the_same_command_goes_on_as_if_never_stopped(basis, tmp_path,
+                                                                                     ctrl_c_as_at_a_terminal):
     """Ctrl-C during audio2exp-train (6-17 minutes on a 2-core CPU) lost the whole run. Now a real SIGINT stops
     it at the end of the step in hand and keeps the run; the same call goes on from there and ends with the
     network an unstopped run gives. Another recipe is refused, not mixed with it."""
@@ -622,6 +623,12 @@ def test_ctrl_c_keeps_the_steps_trained_and_the_same_command_goes_on_as_if_never
     for name, value in whole.net.state_dict().items():
         assert torch.equal(value, resumed.net.state_dict()[name]), name
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # Ctrl-C is the caller's again
+    # a process told to ignore Ctrl-C (started in the background) goes on ignoring it while it trains
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    said.clear()
+    train(basis, tmp_path / "ignored", options, log=ctrl_c_after_the_first_pass)
+    assert said[-1].startswith("pass 2 of 2") and not (tmp_path / "ignored" / RESUME_FILE).exists()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_a_network_trained_with_dropout_loads_as_any_other():

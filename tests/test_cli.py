@@ -194,7 +194,7 @@ def test_eval_names_two_clips_of_one_file_name_apart(data, tmp_path):
     assert "![a_clip](strips/a_clip.jpg)" in text
 
 
-def test_ctrl_c_during_eval_writes_the_report_of_the_clips_done(data, tmp_path):
+def test_ctrl_c_during_eval_writes_the_report_of_the_clips_done(data, tmp_path, ctrl_c_as_at_a_terminal):
     """Ctrl-C (a real SIGINT to a real `callsynth eval`) lost every clip's figures (the validation set is a
     15-minute run); now the report of the clips done is written, saying it was interrupted and naming the
     clips not evaluated."""

@@ -46,7 +46,7 @@ def test_the_tiny_config_trains_through_the_command_line(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["size"] == 32
 
 
-def test_ctrl_c_saves_the_steps_trained_and_the_same_command_goes_on(tmp_path):
+def test_ctrl_c_saves_the_steps_trained_and_the_same_command_goes_on(tmp_path, ctrl_c_as_at_a_terminal):
     """Ctrl-C (a real SIGINT to a real `callsynth train`) lost every step since the last checkpoint, 500 by
     default (tens of minutes on a CPU); now the steps trained are saved as it stops, and the log says so."""
     import signal
