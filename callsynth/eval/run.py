@@ -297,6 +297,8 @@ def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: l
 
 def _write(out_dir: Path, basis: ExpressionBasis, codecs: list[str], done: list[str], names: dict,
            skipped: list[dict], rows: list[dict], interrupted: dict | None = None) -> dict:
+    """The report of the clips done (all, or those before a Ctrl-C: `interrupted` says how far it got),
+    written as report.json, report.md and its plot."""
     report = {"basis": basis.name, "codecs": {c: CODECS[c].label for c in codecs},
               "clips": done, "names": {c: names[c] for c in done}, "skipped": skipped, "summary": summarise(rows),
               "per_clip": rows}

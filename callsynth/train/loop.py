@@ -360,7 +360,7 @@ class Trainer:
                 with open(self.out / "validation.jsonl", "a") as vh:  # every gain's figures
                     vh.write(to_json({"step": self.step, "warp": {k: scores[f"val_{k}_warp"] for k in
                                                                   ("ssim", "l1", "nme")},
-                                       "gains": {str(g): t for g, t in scores.pop("per_gain").items()}}, None)
+                                       "gains": {str(g): t for g, t in scores.pop("per_gain").items()}}, indent=None)
                              + "\n")
                 row.update(scores)
                 self.repair_gain = scores["val_gain"]
