@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.face.regions import LIP_CENTRE
 from callsynth.json_text import to_json
 from callsynth.split import audio_training_files
+from callsynth.train.stopping import StopAtStepEnd
 
 from .backgrounds import with_backgrounds
 from .dataset import Clip, blink_direction, build_dataset
@@ -136,7 +136,7 @@ def train(basis: ExpressionBasis, out_dir: Path, options: TrainOptions = TrainOp
         log(f"going on from step {kept['step']} of {steps}, kept in {resume_path}")
     bar = tqdm(total=steps, initial=first_epoch * per_epoch + first_i, desc="training audio2exp")
     start = time.time() - elapsed
-    with _StopAtStepEnd() as stop:
+    with StopAtStepEnd() as stop:
         for epoch in range(first_epoch, epochs):
             if order is None:
                 order, total = torch.from_numpy(rng.permutation(pool)), 0.0
@@ -254,27 +254,3 @@ class _Learner:
         self.sched.load_state_dict(kept["sched"])
         self.rng.bit_generator.state = kept["numpy_rng"]
         torch.set_rng_state(kept["torch_rng"])
-
-
-class _StopAtStepEnd:
-    """Ctrl-C asks the loop to stop once the step in hand is done, so what is kept is whole steps and the
-    same command goes on from them as if never stopped; a second Ctrl-C stops at once."""
-
-    def __enter__(self):
-        self.asked, self.previous = False, None
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-            return self             # started to ignore it (in the background): it goes on ignoring it
-        try:
-            self.previous = (signal.signal(signal.SIGINT, self._ask),)
-        except ValueError:          # not the main thread: Ctrl-C is not this loop's to handle
-            pass
-        return self
-
-    def _ask(self, signum, frame) -> None:
-        if self.asked:
-            raise KeyboardInterrupt
-        self.asked = True
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous[0] if self.previous[0] is not None else signal.SIG_DFL)

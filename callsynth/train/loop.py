@@ -23,6 +23,7 @@ from ..model.repairer import CallGenerator
 from ..model.runtime import GENERATOR_FORMAT, export_generator
 from . import losses
 from .config import TrainConfig
+from .stopping import StopAtStepEnd
 from .pairs import build_pairs, build_portrait_pairs, merge_pairs
 
 LOG_FIELDS = ["step", "seconds", "rec", "ssim", "att", "id", "exp", "adv", "cyc", "d", "total",
@@ -350,37 +351,39 @@ class Trainer:
 
     def _steps(self, c: TrainConfig, bar, writer, fh, start: float) -> None:
         """Train to c.steps, logging, validating, sampling and checkpointing as the config says."""
-        while self.step < c.steps:
-            b = self.batch()
-            row = self.train_step(b)
-            bar.update(1)
-            bar.set_postfix(rec=f"{row['rec']:.3f}", ssim=f"{row['ssim']:.3f}")
-            if self.validation is not None and (self.step % c.val_every == 0 or self.step == c.steps):
-                scores = self.validate()
-                with open(self.out / "validation.jsonl", "a") as vh:  # every gain's figures
-                    vh.write(to_json({"step": self.step, "warp": {k: scores[f"val_{k}_warp"] for k in
-                                                                  ("ssim", "l1", "nme")},
-                                       "gains": {str(g): t for g, t in scores.pop("per_gain").items()}}, indent=None)
-                             + "\n")
-                row.update(scores)
-                self.repair_gain = scores["val_gain"]
-                export_generator(self.state(), self.out / f"generator_{self.step:06d}.pt")  # each one
-                # best.pt: the largest SSIM gain over the warp among steps whose NME is no worse.
-                improvement = scores["val_ssim"] - scores["val_ssim_warp"]
-                if improvement > self.best and scores["val_nme"] <= scores["val_nme_warp"]:
-                    self.best = improvement
-                    self.save(self.out / "best.pt")
-                self.log(f"step {self.step}: validation SSIM {scores['val_ssim']:.4f} "
-                         f"(warp {scores['val_ssim_warp']:.4f}), L1 {scores['val_l1']:.2f} "
-                         f"(warp {scores['val_l1_warp']:.2f}), NME {scores['val_nme']:.3f} "
-                         f"(warp {scores['val_nme_warp']:.3f}) at repair gain {scores['val_gain']:g}; "
-                         f"at gain 1 SSIM {scores['val_ssim_full']:.4f}, NME {scores['val_nme_full']:.3f}")
-            writer.writerow({"step": self.step, "seconds": round(time.time() - start, 1),
-                             **{k: round(v, 5) for k, v in row.items()}})
-            if self.step % c.sample_every == 0 or self.step == c.steps:
-                with torch.no_grad():
-                    full, _, _ = self.g.render(b["warp"], b["lmap"], b["z_id"], b["code"], b["pose"])
-                save_grid(self.out / f"samples_{self.step:06d}.png", b, full)
-            if self.step % c.checkpoint_every == 0 or self.step == c.steps:
-                fh.flush()
-                self.save()
+        with StopAtStepEnd() as stop:
+            while self.step < c.steps:
+                b = self.batch()
+                row = self.train_step(b)
+                bar.update(1)
+                bar.set_postfix(rec=f"{row['rec']:.3f}", ssim=f"{row['ssim']:.3f}")
+                if self.validation is not None and (self.step % c.val_every == 0 or self.step == c.steps):
+                    scores = self.validate()
+                    record = {"step": self.step, "warp": {k: scores[f"val_{k}_warp"] for k in ("ssim", "l1", "nme")},
+                              "gains": {str(g): t for g, t in scores.pop("per_gain").items()}}
+                    with open(self.out / "validation.jsonl", "a") as vh:  # every gain's figures
+                        vh.write(to_json(record, indent=None) + "\n")
+                    row.update(scores)
+                    self.repair_gain = scores["val_gain"]
+                    export_generator(self.state(), self.out / f"generator_{self.step:06d}.pt")  # each one
+                    # best.pt: the largest SSIM gain over the warp among steps whose NME is no worse.
+                    improvement = scores["val_ssim"] - scores["val_ssim_warp"]
+                    if improvement > self.best and scores["val_nme"] <= scores["val_nme_warp"]:
+                        self.best = improvement
+                        self.save(self.out / "best.pt")
+                    self.log(f"step {self.step}: validation SSIM {scores['val_ssim']:.4f} "
+                             f"(warp {scores['val_ssim_warp']:.4f}), L1 {scores['val_l1']:.2f} "
+                             f"(warp {scores['val_l1_warp']:.2f}), NME {scores['val_nme']:.3f} "
+                             f"(warp {scores['val_nme_warp']:.3f}) at repair gain {scores['val_gain']:g}; "
+                             f"at gain 1 SSIM {scores['val_ssim_full']:.4f}, NME {scores['val_nme_full']:.3f}")
+                writer.writerow({"step": self.step, "seconds": round(time.time() - start, 1),
+                                 **{k: round(v, 5) for k, v in row.items()}})
+                if self.step % c.sample_every == 0 or self.step == c.steps:
+                    with torch.no_grad():
+                        full, _, _ = self.g.render(b["warp"], b["lmap"], b["z_id"], b["code"], b["pose"])
+                    save_grid(self.out / f"samples_{self.step:06d}.png", b, full)
+                if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+                    fh.flush()
+                    self.save()
+                if stop.asked:          # at the end of a whole step: the one saved is what was trained
+                    raise KeyboardInterrupt
