@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal as signals
 import time
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection,
                            on_message)
 from callsynth.signalling import SignallingClient, SignallingError
+from callsynth.stop_signals import end_on_stop_signals
 from callsynth.wire import Hangup, Receipt, WireError, encode_hangup, encode_receipt
 
 from .frame_clock import FrameClock
@@ -94,11 +94,7 @@ class Receiver:
         await signal.connect()
         self.stats.event(f"waiting in room {self.options.room!r}")
         loop = asyncio.get_running_loop()
-        for sig in (signals.SIGINT, signals.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self.done.set)
-            except (NotImplementedError, RuntimeError):
-                pass
+        end_on_stop_signals(loop, self.done.set)
         render = asyncio.create_task(self.picture.run())
         listen = asyncio.create_task(self._listen(signal))
         waits = [asyncio.create_task(self.done.wait()), listen, render]

@@ -25,6 +25,8 @@ import time
 import cv2
 import numpy as np
 
+from callsynth.stop_signals import leave_ctrl_c_to_the_parent
+
 log = logging.getLogger("callsynth.receive")
 FRAME_HEADER = struct.Struct("<4sHHHHH")      # magic, remote h, w, self-view h, w, status bytes
 FRAME_MAGIC = b"CSFR"
@@ -257,6 +259,7 @@ def _read_frames(stream, latest: queue.Queue) -> None:
 def main(title: str) -> int:
     """The window's process: frames from stdin until it closes, 'ready' once the window shows one, key
     actions to stdout. The window takes its events every 20 ms whether or not frames come."""
+    leave_ctrl_c_to_the_parent()          # the call ends on Ctrl-C, then closes this window
     try:
         window = open_window(title)
     except Exception as error:          # tkinter.TclError: no display, or one that refuses us

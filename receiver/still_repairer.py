@@ -64,10 +64,12 @@ def _serve(conn, basis: ExpressionBasis, generator: str | None, threads: int | N
     import torch
 
     from callsynth.model.runtime import GeneratorModelError
+    from callsynth.stop_signals import leave_ctrl_c_to_the_parent
 
     from .renderer import Renderers
     from .stats import peak_memory_mb
 
+    leave_ctrl_c_to_the_parent()          # the receiver ends the call, then this process (`close`)
     torch.set_num_threads(threads or 1)
     try:
         renderers = Renderers(basis, "generator", generator, compiled=False, mouth_on_frames=False)

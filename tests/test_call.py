@@ -448,6 +448,51 @@ def test_receiver_survives_a_sender_that_vanishes(tmp_path):
     assert (tmp_path / "rx.json").exists()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals and process groups")
+def test_ctrl_c_ends_a_receive_whole_but_passes_one_started_in_the_background_by(tmp_path):
+    """A terminal's Ctrl-C (SIGINT to every process of the command) ended `callsynth receive`, but the still's
+    repairer, a process of its own, printed a KeyboardInterrupt traceback among the call's lines; and a
+    receive a script had started in the background (SIGINT ignored, as a shell starts it, so that the Ctrl-C
+    meant for the command in the foreground passes it by) ended on that Ctrl-C too. Each runs here as a shell
+    starts it, in a process group of its own, and takes the Ctrl-C as a terminal sends it: to the group."""
+    from callsynth.demo import free_port
+
+    port, env = free_port(), dict(os.environ, PYTHONPATH=os.getcwd())
+    cli = f"exec {sys.executable} -m callsynth.cli"
+    server = subprocess.Popen(cli.split()[1:] + ["signal", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs, logs = {}, {}
+    try:
+        for name, trap in (("terminal", "trap - INT"), ("background", "trap '' INT")):
+            logs[name] = tmp_path / f"{name}.log"
+            runs[name] = subprocess.Popen(
+                ["sh", "-c", f"{trap}; {cli} receive --signal ws://127.0.0.1:{port} --room {name} --key {KEY} "
+                             f"--stats {tmp_path / name}.json"],
+                env=env, stdout=logs[name].open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not all("waiting in room" in logs[n].read_text() for n in runs) and time.monotonic() < deadline:
+            assert all(r.poll() is None for r in runs.values()), {n: logs[n].read_text()[-2000:] for n in runs}
+            time.sleep(0.2)
+        for run in runs.values():
+            os.killpg(run.pid, signal.SIGINT)
+        assert runs["terminal"].wait(30) == 0
+        text = logs["terminal"].read_text()
+        assert "call over" in text and "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+        assert json.loads((tmp_path / "terminal.json").read_text())["failure"] is None
+        time.sleep(2.0)
+        assert runs["background"].poll() is None, logs["background"].read_text()[-3000:]
+        assert not (tmp_path / "background.json").exists()
+        os.killpg(runs["background"].pid, signal.SIGTERM)          # what ends it: `kill`, as before
+        assert runs["background"].wait(30) == 0
+        assert "call over" in logs["background"].read_text()
+        assert (tmp_path / "background.json").exists()
+    finally:
+        for run in [*runs.values(), server]:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+
+
 GRID_VAL_AUDIO = data_root() / "video/grid_misc/lbax4n.mp4"
 
 

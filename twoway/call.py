@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal as signals
 import time
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from callsynth.face.basis import ExpressionBasis
 from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, channels_late, count_received_datagrams,
                            new_peer_connection, on_message)
 from callsynth.signalling import SignallingClient, SignallingError
+from callsynth.stop_signals import end_on_stop_signals
 from callsynth.wire import Hangup, Receipt, encode_hangup, encode_receipt
 from receiver.call import MEDIA_SILENCE_S, ReceiverOptions, consume_audio
 from receiver.frame_clock import FrameClock
@@ -120,11 +120,7 @@ class TwoWayCall:
         o = self.options.send
         signal = SignallingClient(o.url, o.room, "sender", self.key, o.token, o.tls_ca)
         loop = asyncio.get_running_loop()
-        for sig in (signals.SIGINT, signals.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._end, "stopped by a signal")
-            except (NotImplementedError, RuntimeError):
-                pass
+        end_on_stop_signals(loop, self._end, "stopped by a signal")
         await self.stream.warm_up()
         freeze_heap()
         try:

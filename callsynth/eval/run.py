@@ -289,10 +289,19 @@ def run_eval(clips: list[Path], out_dir: Path, basis: ExpressionBasis, codecs: l
                 "clips_done": len(done), "clips": len(clips), "not_evaluated": [str(c) for c in clips[stopped_at:]]})
             print(f"eval: interrupted after {len(done)} of {len(clips)} clips; the report of those is in "
                   f"{out_dir / 'report.md'}", file=sys.stderr)
+        else:
+            print(f"eval: interrupted before the first clip was done; no report written{_earlier(out_dir)}",
+                  file=sys.stderr)
         raise KeyboardInterrupt
     if not rows:
-        raise ValueError("no clip could be evaluated: " + "; ".join(s["reason"] for s in skipped))
+        raise ValueError("no clip could be evaluated: " + "; ".join(s["reason"] for s in skipped)
+                         + f"; no report written{_earlier(out_dir)}")
     return _write(out_dir, basis, codecs, done, names, skipped, rows)
+
+
+def _earlier(out_dir: Path) -> str:
+    """What a run that wrote no report says of the one in `out_dir`, which it would otherwise pass for."""
+    return f" (the report in {out_dir} is an earlier run's)" if (out_dir / "report.json").exists() else ""
 
 
 def _write(out_dir: Path, basis: ExpressionBasis, codecs: list[str], done: list[str], names: dict,

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ..cache import cache_root, file_key, save_npz
 from ..media import MediaError, iter_frames, video_info
+from ..stop_signals import leave_ctrl_c_to_the_parent
 from ..tool_options import TOOLS
 from .crop import StableCrop
 from .tracker import NUM_LANDMARKS, FaceTracker
@@ -82,7 +83,7 @@ def track_many(paths, max_frames: int | None = None, workers: int = TOOLS.worker
     if not jobs:
         return results
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers) as pool:
+    with ctx.Pool(workers, initializer=leave_ctrl_c_to_the_parent) as pool:
         for path, res in tqdm(pool.imap_unordered(_worker, jobs), total=len(jobs), desc=desc):
             (failed if isinstance(res, Exception) else results)[path] = res
     for path, exc in failed.items():

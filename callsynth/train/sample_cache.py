@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..cache import cache_root, save_npz
+from ..stop_signals import leave_ctrl_c_to_the_parent
 
 
 def cache_path(kind: str, key_parts: list) -> Path:
@@ -36,7 +37,7 @@ def run_jobs(worker, jobs: list[tuple], workers: int, desc: str) -> dict:
     """{name: result} of `worker(job) -> (name, result)` over the jobs, in `workers` spawned processes."""
     results = {}
     if workers > 1 and len(jobs) > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with mp.get_context("spawn").Pool(workers, initializer=leave_ctrl_c_to_the_parent) as pool:
             for name, res in tqdm(pool.imap_unordered(worker, jobs), total=len(jobs), desc=desc):
                 results[name] = res
     else:

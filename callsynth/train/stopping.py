@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 
+from callsynth.stop_signals import sigint_ignored
+
 
 class StopAtStepEnd:
     """Ctrl-C asks a training loop to stop once the step in hand is done (the loop reads `asked` after each
@@ -14,7 +16,7 @@ class StopAtStepEnd:
 
     def __enter__(self):
         self.asked, self.previous = False, None
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        if sigint_ignored():
             return self             # started to ignore it (in the background): it goes on ignoring it
         try:
             self.previous = (signal.signal(signal.SIGINT, self._ask),)
