@@ -209,6 +209,15 @@ def cmd_demo(args) -> int:
     print(to_json(report["headline"]))
     print(f"measured on {report['cpu']}")
     print(f"received video: {report['files']['video']}\nstats: {report['files']['stats']}")
+    return _said_if_interrupted(report)
+
+
+def _said_if_interrupted(report: dict) -> int:
+    """The demo's exit status: 130 (and a line) when a Ctrl-C ended the call and what it showed is the call so
+    far, 0 when it ran to the clip's end."""
+    if report["interrupted"]:
+        print("interrupted (Ctrl-C): the call so far, each side hung up", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -234,7 +243,7 @@ def _two_way_demo(args) -> int:
     print(to_json(report["headline"]))
     print(f"measured on {report['cpu']}")
     print(f"received videos and stats in {args.out}")
-    return 0
+    return _said_if_interrupted(report)
 
 
 def add_model_options(p: argparse.ArgumentParser, repair_every: bool = True) -> None:

@@ -104,6 +104,21 @@ def stop_processes(processes: list[subprocess.Popen], grace_s: float = 10.0) -> 
                 process.kill()
 
 
+def _after_ctrl_c(hang_up: list[subprocess.Popen], files: list[Path], grace_s: float = 30.0) -> None:
+    """A Ctrl-C at the demo: each call process was told to end its side as a person's Ctrl-C does (a
+    terminal sends it to them all; SIGTERM here, for a Ctrl-C that reached the demo alone), and the
+    demo waits for that, so the call so far is kept, not thrown away; KeyboardInterrupt again (nothing to
+    keep) when a side's statistics are missing, as when the call had not begun."""
+    for process in hang_up:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    while any(p.poll() is None for p in hang_up) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not all(f.exists() for f in files):
+        raise KeyboardInterrupt
+
+
 def headline(receiver: dict, sender: dict, loss: float) -> dict:
     """The figures an evaluator asks for first, read from the two sides' statistics."""
     wire = receiver.get("on_wire", {})
@@ -176,7 +191,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
              "receiver_stats": out / "receiver_stats.json", "sender_stats": out / "sender_stats.json"}
     logs = {name: out / f"{name}.log" for name in ("signal", "receiver", "sender")}
     server = _spawn(["signal", "--port", str(port)], logs["signal"])
-    processes = [server]
+    processes, interrupted = [server], False
     try:
         _wait_for_port(port, server, logs["signal"])
         receiver = _spawn(["receive", "--signal", url, "--room", room, "--output", str(files["video"]),
@@ -202,18 +217,22 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
         sender = _spawn(send, logs["sender"], key)
         processes.append(sender)
         seconds = (info.frames or 30 * 60) / info.fps
-        # the receiver failing at its start (a model file it cannot read) is said as it exits, not as the
-        # sender's not finishing in time (it waits for a receiver) 90 s after the clip's length
-        _wait_for_all({"sender": (sender, logs["sender"]), "receiver": (receiver, logs["receiver"])},
-                      seconds + 90, until={"sender"})
-        _wait_for_all({"receiver": (receiver, logs["receiver"])}, 30, when="after the hang-up")
+        try:
+            # the receiver failing at its start (a model file it cannot read) is said as it exits, not as the
+            # sender's not finishing in time (it waits for a receiver) 90 s after the clip's length
+            _wait_for_all({"sender": (sender, logs["sender"]), "receiver": (receiver, logs["receiver"])},
+                          seconds + 90, until={"sender"})
+            _wait_for_all({"receiver": (receiver, logs["receiver"])}, 30, when="after the hang-up")
+        except KeyboardInterrupt:
+            interrupted = True
+            _after_ctrl_c([sender, receiver], [files["receiver_stats"], files["sender_stats"]])
     finally:
         stop_processes(processes)
     receiver_stats = json.loads(files["receiver_stats"].read_text())
     sender_stats = json.loads(files["sender_stats"].read_text())
     from .machine import cpu_description
 
-    report = {"clip": str(video), "cpu": cpu_description(),
+    report = {"clip": str(video), "cpu": cpu_description(), "interrupted": interrupted,
               "headline": headline(receiver_stats, sender_stats, loss),
               "receiver": receiver_stats, "sender": sender_stats,
               "files": {k: str(v) for k, v in files.items()}, "logs": {k: str(v) for k, v in logs.items()}}
@@ -267,7 +286,7 @@ def run_two_way_demo(videos: tuple[Path, Path], out: Path, extra: list[str] | No
     url = f"ws://{CALL.host}:{port}"
     logs = {name: out / f"{name}.log" for name in ("signal", "a", "b")}
     server = _spawn(["signal", "--port", str(port)], logs["signal"])
-    processes, sides = [server], {}
+    processes, sides, interrupted = [server], {}, False
     try:
         _wait_for_port(port, server, logs["signal"])
         for name, video in zip("ab", videos):
@@ -278,13 +297,19 @@ def run_two_way_demo(videos: tuple[Path, Path], out: Path, extra: list[str] | No
                                  logs[name], key)
             processes.append(sides[name])
         seconds = max((i.frames or 30 * 60) / i.fps for i in infos)
-        _wait_for_all({f"side {name}": (process, logs[name]) for name, process in sides.items()}, seconds + 90)
+        try:
+            _wait_for_all({f"side {name}": (process, logs[name]) for name, process in sides.items()},
+                          seconds + 90)
+        except KeyboardInterrupt:
+            interrupted = True
+            _after_ctrl_c(list(sides.values()), [out / f"{name}_stats.json" for name in "ab"])
     finally:
         stop_processes(processes)
     from .machine import cpu_description
 
     stats = {name: json.loads((out / f"{name}_stats.json").read_text()) for name in "ab"}
     report = {"clips": {name: str(v) for name, v in zip("ab", videos)}, "cpu": cpu_description(),
+              "interrupted": interrupted,
               "headline": {name: side_headline(stats[name]) for name in "ab"}, "sides": stats,
               "logs": {k: str(v) for k, v in logs.items()}}
     (out / "STATS.json").write_text(to_json(report))

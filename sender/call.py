@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from aiortc import RTCSessionDescription
@@ -17,6 +18,7 @@ from callsynth.outputs import write_stats
 from callsynth.rtc import (FEATURES_CHANNEL, IDENTITY_CHANNEL, count_received_datagrams, new_peer_connection,
                            on_message)
 from callsynth.signalling import SignallingClient, SignallingError
+from callsynth.stop_signals import stop_signals_end
 from callsynth.wire import Hangup, Receipt, WireError, decode_control, encode_hangup
 
 from .stream import FaceStream
@@ -109,60 +111,78 @@ async def wait_for_answer(signal: SignallingClient) -> RTCSessionDescription:
 async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
                      audio_track=None) -> dict:
     """Run one call from `source` (VideoFileSource or CameraSource; None with the camera off).
-    Returns the sender's summary."""
+    Returns the sender's summary. Once the call is up, Ctrl-C or SIGTERM hangs up as a clip's end does:
+    the receiver is told at once (it held the last face for its --rejoin-wait, 30 s, waiting for a sender
+    that had gone) and the statistics are written (they were lost); before, they stop the command."""
     stream = FaceStream(source, basis, options, audio_track)
     signal = SignallingClient(options.url, options.room, "sender", call_key(options), options.token,
                               options.tls_ca)
     pc = returned = None
+    loop = asyncio.get_running_loop()
+    stopped_here = loop.create_future()
     stream.configure_transport()
     await stream.warm_up()
     freeze_heap()
-    try:
-        peers = await signal.connect()
-        log.info("in room %r; waiting for the receiver", options.room)
-        await wait_for_peer(signal, peers)
-        pc = new_peer_connection(options.hosts, options.ice_servers)
-        identity_channel = pc.createDataChannel(IDENTITY_CHANNEL, ordered=True)
-        replies = ReceiverReplies(identity_channel, basis, stream)
-        features_channel = pc.createDataChannel(FEATURES_CHANNEL, ordered=False, maxRetransmits=0)
-        if stream.audio_track is not None:
-            pc.addTrack(stream.audio_track)
-        await pc.setLocalDescription(await pc.createOffer())
-        await signal.send({"type": "offer", "sdp": pc.localDescription.sdp})
-        await pc.setRemoteDescription(await wait_for_answer(signal))
-        returned = count_received_datagrams(pc)
-        await stream.send_still(identity_channel, features_channel, options.connect_timeout)
-        returned.mark()
-
-        bye = asyncio.create_task(_watch_call(signal, pc, replies))
-        await stream.run(bye, pc)
-        returned.close()
-        receiver_ended = bye.done()
-        if receiver_ended:
-            log.info("call over: %s", bye.result())
-        bye.cancel()
-        # the in-band hang-up follows the last packets into the same SCTP queue, so it cannot pass them;
-        # waiting longer only showed the other side frames past the last packet (extrapolated)
-        await asyncio.sleep(0.05)
-        if not receiver_ended and identity_channel.readyState == "open":
-            identity_channel.send(encode_hangup("hangup"))   # in-band: works with the server away
-            await asyncio.sleep(0.1)
+    with ExitStack() as stop_signals:
         try:
-            await asyncio.wait_for(signal.send({"type": "bye", "reason": "hangup"}), 1.0)
-        except (SignallingError, asyncio.TimeoutError):
-            pass
-    finally:
-        summary = stream.close()
-        if returned is not None:
-            # what came back on the wire while streaming: the receiver's SCTP acknowledgements and receipts
-            # ('data'), its RTCP reports ('audio')
-            summary["returned_kbps"] = returned.kbps()
-        if pc is not None:
-            await pc.close()
-        await signal.close()
-    if options.stats_path:
-        write_stats(options.stats_path, summary, log)
+            peers = await signal.connect()
+            log.info("in room %r; waiting for the receiver", options.room)
+            await wait_for_peer(signal, peers)
+            pc = new_peer_connection(options.hosts, options.ice_servers)
+            identity_channel = pc.createDataChannel(IDENTITY_CHANNEL, ordered=True)
+            replies = ReceiverReplies(identity_channel, basis, stream)
+            features_channel = pc.createDataChannel(FEATURES_CHANNEL, ordered=False, maxRetransmits=0)
+            if stream.audio_track is not None:
+                pc.addTrack(stream.audio_track)
+            await pc.setLocalDescription(await pc.createOffer())
+            await signal.send({"type": "offer", "sdp": pc.localDescription.sdp})
+            await pc.setRemoteDescription(await wait_for_answer(signal))
+            returned = count_received_datagrams(pc)
+            await stream.send_still(identity_channel, features_channel, options.connect_timeout)
+            returned.mark()
+
+            # from here to the statistics written, a stop signal hangs up (a second one changes nothing)
+            stop_signals.enter_context(stop_signals_end(loop, _settle, stopped_here))
+            bye = asyncio.create_task(_watch_call(signal, pc, replies))
+            bye.add_done_callback(lambda _: _settle(stopped_here, False))
+            await stream.run(stopped_here, pc)
+            returned.close()
+            receiver_ended = bye.done() and not bye.cancelled()
+            if receiver_ended:
+                log.info("call over: %s", bye.result())
+            elif stopped_here.done() and stopped_here.result():
+                log.info("hanging up (a stop signal: Ctrl-C or SIGTERM)")
+            bye.cancel()
+            # the in-band hang-up follows the last packets into the same SCTP queue, so it cannot pass them;
+            # waiting longer only showed the other side frames past the last packet (extrapolated)
+            await asyncio.sleep(0.05)
+            if not receiver_ended and identity_channel.readyState == "open":
+                identity_channel.send(encode_hangup("hangup"))   # in-band: works with the server away
+                await asyncio.sleep(0.1)
+            try:
+                await asyncio.wait_for(signal.send({"type": "bye", "reason": "hangup"}), 1.0)
+            except (SignallingError, asyncio.TimeoutError):
+                pass
+        finally:
+            summary = stream.close()
+            if returned is not None:
+                # what came back on the wire while streaming: the receiver's SCTP acknowledgements and
+                # receipts ('data'), its RTCP reports ('audio')
+                summary["returned_kbps"] = returned.kbps()
+            if pc is not None:
+                await pc.close()
+            await signal.close()
+        summary["stopped_by_signal"] = bool(stopped_here.done() and stopped_here.result())
+        if options.stats_path:
+            write_stats(options.stats_path, summary, log)
     return summary
+
+
+def _settle(future: asyncio.Future, by_signal: bool = True) -> None:
+    """`stopped_here` done: True by a stop signal here, False by the receiver's side (its hang-up, or the
+    path failed); the first says."""
+    if not future.done():
+        future.set_result(by_signal)
 
 
 async def _watch_call(signal: SignallingClient, pc, replies: ReceiverReplies) -> str:

@@ -448,6 +448,16 @@ def test_receiver_survives_a_sender_that_vanishes(tmp_path):
     assert (tmp_path / "rx.json").exists()
 
 
+def as_a_shell_starts(args: list[str], log, background: bool = False) -> subprocess.Popen:
+    """`args` started as a shell starts a command: in a process group of its own (a terminal's Ctrl-C
+    reaches every process of the group), SIGINT at its default, or ignored as a script's background job
+    has it; output to the file `log`."""
+    trap = "trap '' INT" if background else "trap - INT"
+    return subprocess.Popen(["sh", "-c", f'{trap}; exec "$@"', "sh", *args],
+                            env=dict(os.environ, PYTHONPATH=os.getcwd()), stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals and process groups")
 def test_ctrl_c_ends_a_receive_whole_but_passes_one_started_in_the_background_by(tmp_path):
     """A terminal's Ctrl-C (SIGINT to every process of the command) ended `callsynth receive`, but the still's
@@ -457,18 +467,16 @@ def test_ctrl_c_ends_a_receive_whole_but_passes_one_started_in_the_background_by
     starts it, in a process group of its own, and takes the Ctrl-C as a terminal sends it: to the group."""
     from callsynth.demo import free_port
 
-    port, env = free_port(), dict(os.environ, PYTHONPATH=os.getcwd())
-    cli = f"exec {sys.executable} -m callsynth.cli"
-    server = subprocess.Popen(cli.split()[1:] + ["signal", "--port", str(port)], env=env,
+    port, cli = free_port(), [sys.executable, "-m", "callsynth.cli"]
+    server = subprocess.Popen(cli + ["signal", "--port", str(port)], env=dict(os.environ, PYTHONPATH=os.getcwd()),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs, logs = {}, {}
     try:
-        for name, trap in (("terminal", "trap - INT"), ("background", "trap '' INT")):
+        for name in ("terminal", "background"):
             logs[name] = tmp_path / f"{name}.log"
-            runs[name] = subprocess.Popen(
-                ["sh", "-c", f"{trap}; {cli} receive --signal ws://127.0.0.1:{port} --room {name} --key {KEY} "
-                             f"--stats {tmp_path / name}.json"],
-                env=env, stdout=logs[name].open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+            runs[name] = as_a_shell_starts(cli + ["receive", "--signal", f"ws://127.0.0.1:{port}", "--room", name,
+                                                  "--key", KEY, "--stats", str(tmp_path / f"{name}.json")],
+                                           logs[name], background=name == "background")
         deadline = time.monotonic() + 120
         while not all("waiting in room" in logs[n].read_text() for n in runs) and time.monotonic() < deadline:
             assert all(r.poll() is None for r in runs.values()), {n: logs[n].read_text()[-2000:] for n in runs}
@@ -491,6 +499,80 @@ def test_ctrl_c_ends_a_receive_whole_but_passes_one_started_in_the_background_by
             if run.poll() is None:
                 run.kill()
                 run.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals and process groups")
+def test_ctrl_c_at_the_sender_hangs_up_and_keeps_its_statistics(tmp_path):
+    """Ctrl-C ended `callsynth send` mid-call with no hang-up and no --stats written: the receiver held the
+    last face for its --rejoin-wait (30 s by default) waiting for a sender that had gone, and the sender's
+    figures were lost. Now it hangs up as a clip's end does. Real processes; the Ctrl-C as a terminal
+    sends it, to the sender's process group."""
+    from callsynth.demo import free_port
+
+    port, env = free_port(), dict(os.environ, PYTHONPATH=os.getcwd())
+    cli = [sys.executable, "-m", "callsynth.cli"]
+    url, clip = f"ws://127.0.0.1:{port}", data_root() / "video/hdtf/RD_Radio2_000.mp4"     # 240 frames, 8 s
+    logs = {name: tmp_path / f"{name}.log" for name in ("signal", "receiver", "sender")}
+    runs = {"signal": subprocess.Popen(cli + ["signal", "--port", str(port)], env=env,
+                                       stdout=logs["signal"].open("w"), stderr=subprocess.STDOUT)}
+    try:
+        runs["receiver"] = subprocess.Popen(
+            cli + ["receive", "--signal", url, "--room", "c", "--key", KEY, "--model", "warp", "--rejoin-wait", "60",
+                   "--stats", str(tmp_path / "receiver.json")],
+            env=env, stdout=logs["receiver"].open("w"), stderr=subprocess.STDOUT)
+        runs["sender"] = as_a_shell_starts(cli + ["send", "--signal", url, "--room", "c", "--key", KEY,
+                                                  "--video", str(clip), "--audio", "none",
+                                                  "--stats", str(tmp_path / "sender.json")], logs["sender"])
+        deadline = time.monotonic() + 120
+        while "streaming features" not in logs["sender"].read_text() and time.monotonic() < deadline:
+            assert runs["sender"].poll() is None, logs["sender"].read_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(1.0)
+        os.killpg(runs["sender"].pid, signal.SIGINT)
+        assert runs["sender"].wait(30) == 0, logs["sender"].read_text()[-3000:]
+        said = logs["sender"].read_text()
+        assert "hanging up (a stop signal" in said and "Traceback" not in said, said[-3000:]
+        sent = json.loads((tmp_path / "sender.json").read_text())
+        assert sent["stopped_by_signal"] and 0 < sent["frames"] < 240
+        assert runs["receiver"].wait(20) == 0     # told at once, not after its 60 s of --rejoin-wait
+        received = json.loads((tmp_path / "receiver.json").read_text())
+        assert any("the sender hung up" in e["event"] for e in received["events"]), received["events"][-5:]
+    finally:
+        for run in runs.values():
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals and process groups")
+def test_ctrl_c_at_a_demo_keeps_the_call_so_far(tmp_path):
+    """Ctrl-C at `callsynth demo` said "interrupted" and nothing else: no STATS.json, the recording not named,
+    the sender's figures lost (it had died without writing them). Now each side hangs up, the demo writes
+    what the call so far showed, says so, and exits 130. Real processes, the Ctrl-C to the process group."""
+    out, clip = tmp_path / "demo", data_root() / "video/hdtf/RD_Radio2_000.mp4"       # 240 frames
+    log = tmp_path / "demo.log"
+    demo = as_a_shell_starts([sys.executable, "-m", "callsynth.cli", "demo", "--video", str(clip), "--out", str(out),
+                              "--model", "warp"], log)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and demo.poll() is None and not (
+                (out / "sender.log").exists() and "streaming features" in (out / "sender.log").read_text()):
+            time.sleep(0.1)
+        time.sleep(1.0)
+        os.killpg(demo.pid, signal.SIGINT)
+        assert demo.wait(60) == 130, log.read_text()[-3000:]
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    said = log.read_text()
+    assert "interrupted (Ctrl-C): the call so far, each side hung up" in said and "Traceback" not in said, said
+    stats = json.loads((out / "STATS.json").read_text())
+    assert stats["interrupted"] and stats["sender"]["stopped_by_signal"]
+    assert 0 < stats["headline"]["frames_shown"] and 0 < stats["headline"]["packets_sent"] < 240
+    recording = stats["receiver"]["recording"]       # the recording finished, every frame it took in it
+    with av.open(str(out / "received.mp4")) as container:
+        assert recording["finished"] and sum(1 for _ in container.decode(video=0)) == recording["frames"] > 0
 
 
 GRID_VAL_AUDIO = data_root() / "video/grid_misc/lbax4n.mp4"
