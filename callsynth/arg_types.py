@@ -81,3 +81,16 @@ def existing_folder(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: {'not a folder' if path.exists() else 'no such folder'}")
     return path
+
+
+def kbps_list(text: str) -> tuple:
+    """Bitrates in kbps, comma-separated (eval's --kbps): each a positive finite number."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}")
+    if not values:
+        raise argparse.ArgumentTypeError(f"no bitrate in {text!r}")
+    if not all(0 < v < math.inf for v in values):     # nan and inf passed `v <= 0` and reached the encoders
+        raise argparse.ArgumentTypeError(f"bitrates must be positive numbers of kbps, not {text!r}")
+    return values

@@ -12,7 +12,7 @@ import warnings
 from contextlib import ExitStack
 from pathlib import Path
 
-from .arg_types import positive_int
+from .arg_types import kbps_list, positive_int
 from .call_options import CALL
 from .json_text import to_json
 from .outputs import clash, output_file, output_folder, output_picture_or_video, output_video
@@ -22,18 +22,6 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
 warnings.filterwarnings("ignore", module="google.protobuf")
 
 EPILOG = "Run `callsynth COMMAND --help` for the options of each command."
-
-
-def _kbps_list(text: str) -> tuple:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}")
-    if not values:
-        raise argparse.ArgumentTypeError(f"no bitrate in {text!r}")
-    if not all(0 < v < math.inf for v in values):     # nan and inf passed `v <= 0` and reached the encoders
-        raise argparse.ArgumentTypeError(f"bitrates must be positive numbers of kbps, not {text!r}")
-    return values
 
 
 def cmd_fit_basis(args) -> int:
@@ -294,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(callsynth/assets/identity_split.json; default %(default)s)")
     p.add_argument("--codecs", default=",".join(TOOLS.codecs),
                    help=f"comma-separated subset of {','.join(TOOLS.codecs)}; empty for none (default: all)")
-    p.add_argument("--kbps", type=_kbps_list, default=TOOLS.codec_kbps,
+    p.add_argument("--kbps", type=kbps_list, default=TOOLS.codec_kbps,
                    help=f"codec target bitrates, comma-separated (default {','.join(map(str, TOOLS.codec_kbps))})")
     p.add_argument("--out", required=True, type=output_folder, help="folder for the report")
     p.add_argument("--basis", type=Path, help="basis file (default: the shipped one)")
@@ -433,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .audio_commands import add_audio_commands
 
     add_audio_commands(sub)
+    for command in sub.choices.values():     # what main() checks the outputs against, and says a clash by
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -451,7 +441,7 @@ def main(argv=None) -> int:
     from .signalling import SignallingError
 
     fix_ice_hosts(args)
-    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    command = args.command_parser
     problem = clash(command, args)
     if problem:
         command.error(problem)
