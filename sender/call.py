@@ -119,7 +119,7 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
                               options.tls_ca)
     pc = returned = None
     loop = asyncio.get_running_loop()
-    stopped_here = loop.create_future()
+    call_ended = loop.create_future()
     stream.configure_transport()
     await stream.warm_up()
     freeze_heap()
@@ -142,15 +142,15 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
             returned.mark()
 
             # from here to the statistics written, a stop signal hangs up (a second one changes nothing)
-            stop_signals.enter_context(stop_signals_end(loop, _settle, stopped_here))
+            stop_signals.enter_context(stop_signals_end(loop, _settle, call_ended))
             bye = asyncio.create_task(_watch_call(signal, pc, replies))
-            bye.add_done_callback(lambda _: _settle(stopped_here, False))
-            await stream.run(stopped_here, pc)
+            bye.add_done_callback(lambda _: _settle(call_ended, False))
+            await stream.run(call_ended, pc)
             returned.close()
             receiver_ended = bye.done() and not bye.cancelled()
             if receiver_ended:
                 log.info("call over: %s", bye.result())
-            elif stopped_here.done() and stopped_here.result():
+            elif call_ended.done() and call_ended.result():
                 log.info("hanging up (a stop signal: Ctrl-C or SIGTERM)")
             bye.cancel()
             # the in-band hang-up follows the last packets into the same SCTP queue, so it cannot pass them;
@@ -172,15 +172,15 @@ async def run_sender(source, basis: ExpressionBasis, options: SenderOptions,
             if pc is not None:
                 await pc.close()
             await signal.close()
-        summary["stopped_by_signal"] = bool(stopped_here.done() and stopped_here.result())
+        summary["stopped_by_signal"] = bool(call_ended.done() and call_ended.result())
         if options.stats_path:
             write_stats(options.stats_path, summary, log)
     return summary
 
 
 def _settle(future: asyncio.Future, by_signal: bool = True) -> None:
-    """`stopped_here` done: True by a stop signal here, False by the receiver's side (its hang-up, or the
-    path failed); the first says."""
+    """`call_ended` done, with whether a stop signal here ended it (True) or the receiver's side did (its
+    hang-up, or the path failed); the first to come says."""
     if not future.done():
         future.set_result(by_signal)
 
