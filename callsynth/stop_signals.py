@@ -1,4 +1,5 @@
-"""The signals that end a call: SIGTERM, and Ctrl-C's SIGINT unless the process was started ignoring it.
+"""Who takes Ctrl-C and SIGTERM: a call ends its side on either (on Ctrl-C's SIGINT unless the process was
+started ignoring it), and the worker processes a command starts leave them to the command.
 
 A shell starts a background job (`callsynth receive ... &` in a script) with SIGINT ignored, so that the
 Ctrl-C meant for the command in the foreground leaves it running; a handler installed regardless undid that
