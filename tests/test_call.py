@@ -450,16 +450,16 @@ def test_receiver_survives_a_sender_that_vanishes(tmp_path):
 
 def as_a_shell_starts(args: list[str], log, background: bool = False) -> subprocess.Popen:
     """`args` started as a shell starts a command: in a process group of its own (a terminal's Ctrl-C
-    reaches every process of the group), SIGINT at its default, or ignored as a script's background job
-    has it; output to the file `log`."""
-    trap = "trap '' INT" if background else "trap - INT"
-    return subprocess.Popen(["sh", "-c", f'{trap}; exec "$@"', "sh", *args],
-                            env=dict(os.environ, PYTHONPATH=os.getcwd()), stdout=log.open("w"),
+    reaches every process of the group), SIGINT at its default (with the fixture ctrl_c_as_at_a_terminal:
+    the test itself may run where SIGINT is ignored, and a shell cannot set back what it started ignoring),
+    or ignored, as a script's background job has it; output to the file `log`."""
+    command = ["sh", "-c", "trap '' INT; exec \"$@\"", "sh", *args] if background else args
+    return subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=os.getcwd()), stdout=log.open("w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals and process groups")
-def test_ctrl_c_ends_a_receive_whole_but_passes_one_started_in_the_background_by(tmp_path):
+def test_ctrl_c_ends_a_receive_whole_but_passes_one_started_in_the_background_by(tmp_path, ctrl_c_as_at_a_terminal):
     """A terminal's Ctrl-C (SIGINT to every process of the command) ended `callsynth receive`, but the still's
     repairer, a process of its own, printed a KeyboardInterrupt traceback among the call's lines; and a
     receive a script had started in the background (SIGINT ignored, as a shell starts it, so that the Ctrl-C
@@ -502,7 +502,7 @@ def test_ctrl_c_ends_a_receive_whole_but_passes_one_started_in_the_background_by
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals and process groups")
-def test_ctrl_c_at_the_sender_hangs_up_and_keeps_its_statistics(tmp_path):
+def test_ctrl_c_at_the_sender_hangs_up_and_keeps_its_statistics(tmp_path, ctrl_c_as_at_a_terminal):
     """Ctrl-C ended `callsynth send` mid-call with no hang-up and no --stats written: the receiver held the
     last face for its --rejoin-wait (30 s by default) waiting for a sender that had gone, and the sender's
     figures were lost. Now it hangs up as a clip's end does. Real processes; the Ctrl-C as a terminal
@@ -545,7 +545,7 @@ def test_ctrl_c_at_the_sender_hangs_up_and_keeps_its_statistics(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals and process groups")
-def test_ctrl_c_at_a_demo_keeps_the_call_so_far(tmp_path):
+def test_ctrl_c_at_a_demo_keeps_the_call_so_far(tmp_path, ctrl_c_as_at_a_terminal):
     """Ctrl-C at `callsynth demo` said "interrupted" and nothing else: no STATS.json, the recording not named,
     the sender's figures lost (it had died without writing them). Now each side hangs up, the demo writes
     what the call so far showed, says so, and exits 130. Real processes, the Ctrl-C to the process group."""
