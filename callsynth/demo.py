@@ -104,18 +104,19 @@ def stop_processes(processes: list[subprocess.Popen], grace_s: float = 10.0) -> 
                 process.kill()
 
 
-def _after_ctrl_c(hang_up: list[subprocess.Popen], files: list[Path], grace_s: float = 30.0) -> None:
+def _after_ctrl_c(hang_up: list[subprocess.Popen], files: list[Path], since: float, grace_s: float = 30.0) -> None:
     """A Ctrl-C at the demo: each call process was told to end its side as a person's Ctrl-C does (a
     terminal sends it to them all; SIGTERM here, for a Ctrl-C that reached the demo alone), and the
     demo waits for that, so the call so far is kept, not thrown away; KeyboardInterrupt again (nothing to
-    keep) when a side's statistics are missing, as when the call had not begun."""
+    keep) when a side's statistics were not written since `since` (time.time()), as when the call had not
+    begun: those an earlier demo left in the same --out are not this call's."""
     for process in hang_up:
         if process.poll() is None:
             process.terminate()
     deadline = time.monotonic() + grace_s
     while any(p.poll() is None for p in hang_up) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if not all(f.exists() for f in files):
+    if not all(f.exists() and f.stat().st_mtime >= since for f in files):
         raise KeyboardInterrupt
 
 
@@ -190,6 +191,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
     files = {"video": out / "received.mp4", "stats": out / "STATS.json",
              "receiver_stats": out / "receiver_stats.json", "sender_stats": out / "sender_stats.json"}
     logs = {name: out / f"{name}.log" for name in ("signal", "receiver", "sender")}
+    started = time.time()
     server = _spawn(["signal", "--port", str(port)], logs["signal"])
     processes, interrupted = [server], False
     try:
@@ -225,7 +227,7 @@ def run_demo(video: Path, out: Path, identity: Path | None = None, loss: float =
             _wait_for_all({"receiver": (receiver, logs["receiver"])}, 30, when="after the hang-up")
         except KeyboardInterrupt:
             interrupted = True
-            _after_ctrl_c([sender, receiver], [files["receiver_stats"], files["sender_stats"]])
+            _after_ctrl_c([sender, receiver], [files["receiver_stats"], files["sender_stats"]], started)
     finally:
         stop_processes(processes)
     receiver_stats = json.loads(files["receiver_stats"].read_text())
@@ -285,6 +287,7 @@ def run_two_way_demo(videos: tuple[Path, Path], out: Path, extra: list[str] | No
     port, key = free_port(), CallKey.new()
     url = f"ws://{CALL.host}:{port}"
     logs = {name: out / f"{name}.log" for name in ("signal", "a", "b")}
+    started = time.time()
     server = _spawn(["signal", "--port", str(port)], logs["signal"])
     processes, sides, interrupted = [server], {}, False
     try:
@@ -302,7 +305,7 @@ def run_two_way_demo(videos: tuple[Path, Path], out: Path, extra: list[str] | No
                           seconds + 90)
         except KeyboardInterrupt:
             interrupted = True
-            _after_ctrl_c(list(sides.values()), [out / f"{name}_stats.json" for name in "ab"])
+            _after_ctrl_c(list(sides.values()), [out / f"{name}_stats.json" for name in "ab"], started)
     finally:
         stop_processes(processes)
     from .machine import cpu_description

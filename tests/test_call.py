@@ -575,6 +575,33 @@ def test_ctrl_c_at_a_demo_keeps_the_call_so_far(tmp_path, ctrl_c_as_at_a_termina
         assert recording["finished"] and sum(1 for _ in container.decode(video=0)) == recording["frames"] > 0
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals and process groups")
+def test_ctrl_c_before_a_demo_s_call_begins_keeps_no_earlier_run_s_figures(tmp_path, ctrl_c_as_at_a_terminal):
+    """Ctrl-C before the call is up: there is no call to keep, and the statistics an earlier demo left in
+    the same --out (the default out/demo_call is reused) are not taken for this call's."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    for side in ("sender", "receiver"):
+        (out / f"{side}_stats.json").write_text('{"an earlier run": true}')
+    log = tmp_path / "demo.log"
+    demo = as_a_shell_starts([sys.executable, "-m", "callsynth.cli", "demo", "--video", str(VAL_CLIP),
+                              "--out", str(out), "--model", "warp"], log)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and demo.poll() is None and not (
+                (out / "signal.log").exists() and "signalling on" in (out / "signal.log").read_text()):
+            time.sleep(0.05)
+        os.killpg(demo.pid, signal.SIGINT)
+        assert demo.wait(60) == 130, log.read_text()[-3000:]
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    said = log.read_text()
+    assert said.strip().endswith("interrupted") and "Traceback" not in said, said[-3000:]
+    assert not (out / "STATS.json").exists()
+
+
 GRID_VAL_AUDIO = data_root() / "video/grid_misc/lbax4n.mp4"
 
 
