@@ -9,6 +9,7 @@ import subprocess
 import sys
 import resource
 import time
+from pathlib import Path
 
 import av
 import numpy as np
@@ -458,6 +459,26 @@ def as_a_shell_starts(args: list[str], log, background: bool = False) -> subproc
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def demo_stopped_by_ctrl_c(out: Path, log: Path, clip, when: tuple[str, str], after_s: float = 0.0) -> str:
+    """`callsynth demo` of `clip` into `out`, Ctrl-C to its process group once the log `when[0]` in `out`
+    says `when[1]` (and `after_s` more): its exit status checked (130), what it said returned."""
+    demo = as_a_shell_starts([sys.executable, "-m", "callsynth.cli", "demo", "--video", str(clip),
+                              "--out", str(out), "--model", "warp"], log)
+    try:
+        seen, deadline = out / when[0], time.monotonic() + 120
+        while time.monotonic() < deadline and demo.poll() is None and not (
+                seen.exists() and when[1] in seen.read_text()):
+            time.sleep(0.05)
+        time.sleep(after_s)
+        os.killpg(demo.pid, signal.SIGINT)
+        assert demo.wait(60) == 130, log.read_text()[-3000:]
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    return log.read_text()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals and process groups")
 def test_ctrl_c_ends_a_receive_whole_but_passes_one_started_in_the_background_by(tmp_path, ctrl_c_as_at_a_terminal):
     """A terminal's Ctrl-C (SIGINT to every process of the command) ended `callsynth receive`, but the still's
@@ -550,22 +571,7 @@ def test_ctrl_c_at_a_demo_keeps_the_call_so_far(tmp_path, ctrl_c_as_at_a_termina
     the sender's figures lost (it had died without writing them). Now each side hangs up, the demo writes
     what the call so far showed, says so, and exits 130. Real processes, the Ctrl-C to the process group."""
     out, clip = tmp_path / "demo", data_root() / "video/hdtf/RD_Radio2_000.mp4"       # 240 frames
-    log = tmp_path / "demo.log"
-    demo = as_a_shell_starts([sys.executable, "-m", "callsynth.cli", "demo", "--video", str(clip), "--out", str(out),
-                              "--model", "warp"], log)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and demo.poll() is None and not (
-                (out / "sender.log").exists() and "streaming features" in (out / "sender.log").read_text()):
-            time.sleep(0.1)
-        time.sleep(1.0)
-        os.killpg(demo.pid, signal.SIGINT)
-        assert demo.wait(60) == 130, log.read_text()[-3000:]
-    finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGKILL)
-            demo.wait()
-    said = log.read_text()
+    said = demo_stopped_by_ctrl_c(out, tmp_path / "demo.log", clip, ("sender.log", "streaming features"), 1.0)
     assert "interrupted (Ctrl-C): the call so far, each side hung up" in said and "Traceback" not in said, said
     stats = json.loads((out / "STATS.json").read_text())
     assert stats["interrupted"] and stats["sender"]["stopped_by_signal"]
@@ -583,21 +589,7 @@ def test_ctrl_c_before_a_demo_s_call_begins_keeps_no_earlier_run_s_figures(tmp_p
     out.mkdir()
     for side in ("sender", "receiver"):
         (out / f"{side}_stats.json").write_text('{"an earlier run": true}')
-    log = tmp_path / "demo.log"
-    demo = as_a_shell_starts([sys.executable, "-m", "callsynth.cli", "demo", "--video", str(VAL_CLIP),
-                              "--out", str(out), "--model", "warp"], log)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and demo.poll() is None and not (
-                (out / "signal.log").exists() and "signalling on" in (out / "signal.log").read_text()):
-            time.sleep(0.05)
-        os.killpg(demo.pid, signal.SIGINT)
-        assert demo.wait(60) == 130, log.read_text()[-3000:]
-    finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGKILL)
-            demo.wait()
-    said = log.read_text()
+    said = demo_stopped_by_ctrl_c(out, tmp_path / "demo.log", VAL_CLIP, ("signal.log", "signalling on"))
     assert said.strip().endswith("interrupted") and "Traceback" not in said, said[-3000:]
     assert not (out / "STATS.json").exists()
 
